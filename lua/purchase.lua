@@ -1,0 +1,95 @@
+-- purchase.lua: one purchase, decided atomically in one round trip.
+--
+-- Redis runs a script without interleaving any other command, so everything below sees one
+-- consistent sale and either commits all of its writes or none: every check comes before the
+-- first write, and a rejected request returns before touching anything.
+--
+-- All keys share the sale's `{sku}` hash tag, so the script also runs on Redis Cluster.
+-- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq
+-- KEYS[2] orders  HASH  order_id -> JSON {user_id, quantity, unit_price, created_at, status}
+-- KEYS[3] buyers  HASH  user_id  -> units this user holds (for the per-user limit)
+-- KEYS[4] idem    STRING order_id, only when the request carries an Idempotency-Key
+--
+-- ARGV[1] user_id
+-- ARGV[2] quantity, an integer 1..100 (validated by the caller)
+-- ARGV[3] default stock: non-empty only for the default sale, which is created on first use
+-- ARGV[4] sku, used only to derive the order-id prefix of a sale created here
+-- ARGV[5] seconds an idempotency key is remembered
+--
+-- Reply: { outcome, ... } where outcome is one of
+--   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining
+--   'sold_out'               , remaining
+--   'quantity_above_limit'   , per_user_limit
+--   'sale_not_found' | 'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
+
+local sale, orders, buyers, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local user, quantity = ARGV[1], tonumber(ARGV[2])
+
+-- Redis's clock, not the replica's: every replica then agrees on the sale window.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+local f = redis.call('HMGET', sale, 'stock', 'sold', 'per_user_limit', 'price',
+                     'starts_at', 'ends_at', 'oid')
+local stock, sold = tonumber(f[1]), tonumber(f[2])
+local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
+local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
+
+-- 1. Existence. Only the default sale (seed-compatible /kill) springs into being; its hash is
+--    written at commit time below, so a rejected first request still writes nothing.
+local create = false
+if not stock then
+  if ARGV[3] == '' then return { 'sale_not_found' } end
+  create = true
+  stock, sold = tonumber(ARGV[3]), 0
+  -- Order ids are `<sku digest>-<creation ms>-<seq>`: the digest lets a cancel find the sale,
+  -- the creation time keeps ids unique if Redis ever loses the sale and it is created again.
+  oid = string.sub(redis.sha1hex(ARGV[4]), 1, 16) .. '-' .. now
+end
+
+-- 2. Idempotency replay comes before the window and stock checks: a retry of an accepted
+--    purchase must find its order even after the sale closed or sold out.
+if idem then
+  local id = redis.call('GET', idem)
+  if id then
+    local stored = redis.call('HGET', orders, id)
+    if stored then
+      local o = cjson.decode(stored)
+      if o.user_id ~= user or tonumber(o.quantity) ~= quantity then
+        return { 'idempotency_conflict' }
+      end
+      return { 'replayed', id, o.user_id, tonumber(o.quantity), tonumber(o.unit_price),
+               tonumber(o.created_at), stock - sold }
+    end
+  end
+end
+
+-- 3. Sale window: [starts_at, ends_at).
+if (starts_at and now < starts_at) or (ends_at and now >= ends_at) then
+  return { 'sale_not_open' }
+end
+
+-- 4. Per-user limit, counting what the user already holds.
+if limit then
+  if quantity > limit then return { 'quantity_above_limit', limit } end
+  local held = tonumber(redis.call('HGET', buyers, user)) or 0
+  if held + quantity > limit then return { 'user_limit_reached' } end
+end
+
+-- 5. Stock, all or nothing: sold never exceeds stock.
+if sold + quantity > stock then return { 'sold_out', stock - sold } end
+
+-- Commit. Nothing above wrote; everything below always runs to the end.
+if create then
+  redis.call('HSET', sale, 'stock', stock, 'sold', 0, 'price', 0, 'oid', oid, 'seq', 0)
+end
+redis.call('HINCRBY', sale, 'sold', quantity)
+local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
+redis.call('HINCRBY', buyers, user, quantity)
+-- Numbers are stored as strings: cjson would print large ones in exponent form.
+redis.call('HSET', orders, id, cjson.encode({
+  user_id = user, quantity = tostring(quantity), unit_price = tostring(price),
+  created_at = tostring(now), status = 'created' }))
+if idem then redis.call('SET', idem, id, 'EX', ARGV[5]) end
+
+return { 'created', id, user, quantity, price, now, stock - sold - quantity }

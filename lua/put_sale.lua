@@ -1,0 +1,40 @@
+-- put_sale.lua: create a sale or replace its settings, atomically with respect to purchases.
+--
+-- A replace keeps what purchases own (sold, the order-id prefix and sequence) and refuses to
+-- set stock below what is already sold, so the invariant sold <= stock holds across updates.
+--
+-- KEYS[1] sale HASH (see purchase.lua)
+-- ARGV[1] sku (for the order-id prefix of a new sale)
+-- ARGV[2] stock
+-- ARGV[3] per_user_limit, '' = unlimited
+-- ARGV[4] price in minor units
+-- ARGV[5] starts_at in ms since the epoch, '' = open from now
+-- ARGV[6] ends_at in ms since the epoch, '' = never closes
+--
+-- Reply: { 'created' | 'replaced', sold, now_ms } or { 'stock_below_sold', sold }
+
+local sale = KEYS[1]
+local stock = tonumber(ARGV[2])
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+local outcome = 'replaced'
+local sold = tonumber(redis.call('HGET', sale, 'sold'))
+if sold then
+  if stock < sold then return { 'stock_below_sold', sold } end
+else
+  outcome, sold = 'created', 0
+  -- Same order-id prefix rule as purchase.lua: sku digest, then creation time.
+  local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
+  redis.call('HSET', sale, 'sold', 0, 'seq', 0, 'oid', oid)
+end
+
+redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4])
+-- Optional settings: absent in the request means absent in the sale (a PUT replaces them).
+local optional = { per_user_limit = ARGV[3], starts_at = ARGV[5], ends_at = ARGV[6] }
+for field, value in pairs(optional) do
+  if value == '' then redis.call('HDEL', sale, field) else redis.call('HSET', sale, field, value) end
+end
+
+return { outcome, sold, now }

@@ -1,0 +1,235 @@
+//! Settings, read from the environment and validated once at start-up.
+//!
+//! Every value is typed here, so nothing later can fail on configuration: a bad value stops
+//! the process before it binds, with one line naming the variable (exit code 2, see main).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::Sku;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub redis_url: String,
+    /// NATS servers, parsed from the comma-separated FLASHSALE_NATS_URL.
+    pub nats_urls: Vec<async_nats::ServerAddr>,
+    pub namespace: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub admin_token: Option<String>,
+    pub default_sku: Sku,
+    pub default_stock: u64,
+    pub log_config: PathBuf,
+    /// Whether FLASHSALE_LOG_CONFIG was given: only then is a missing file an error.
+    pub log_config_explicit: bool,
+    /// How long one Redis command may take before the request answers 503.
+    pub redis_timeout: Duration,
+    /// How long a replayable Idempotency-Key is remembered.
+    pub idempotency_ttl: Duration,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+}
+
+/// A refused setting: which variable, what it held, what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}={value:?}: {expected}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+/// Largest stock a sale may hold: beyond 2^53 the Lua script's numbers lose precision.
+pub const MAX_STOCK: u64 = 1 << 53;
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can validate without touching the process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str, default: &str| Var {
+            name,
+            value: lookup(name).unwrap_or_else(|| default.to_owned()),
+        };
+
+        let log_config = lookup("FLASHSALE_LOG_CONFIG");
+        Ok(Settings {
+            bind: var("FLASHSALE_BIND", "127.0.0.1:8080").socket_addr()?,
+            redis_url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
+            nats_urls: var("FLASHSALE_NATS_URL", "nats://127.0.0.1:4222").nats_urls()?,
+            namespace: var("FLASHSALE_NAMESPACE", "flashsale").key_prefix()?,
+            stream: var("FLASHSALE_STREAM", "ORDERS").nats_token()?,
+            subject_prefix: var("FLASHSALE_SUBJECT_PREFIX", "orders").nats_token()?,
+            admin_token: match lookup("FLASHSALE_ADMIN_TOKEN") {
+                None => None,
+                Some(value) => Some(
+                    Var {
+                        name: "FLASHSALE_ADMIN_TOKEN",
+                        value,
+                    }
+                    .non_empty()?,
+                ),
+            },
+            default_sku: var("FLASHSALE_DEFAULT_SKU", "limit").sku()?,
+            default_stock: var("FLASHSALE_DEFAULT_STOCK", "1000").number(0, MAX_STOCK)?,
+            log_config_explicit: log_config.is_some(),
+            log_config: PathBuf::from(log_config.unwrap_or_else(|| "log4rs.yaml".into())),
+            redis_timeout: Duration::from_millis(
+                var("FLASHSALE_REDIS_TIMEOUT_MS", "1000").number(1, 60_000)?,
+            ),
+            idempotency_ttl: Duration::from_secs(
+                var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
+            ),
+            workers: var("FLASHSALE_WORKERS", "0").number(0, 1024)? as usize,
+        })
+    }
+}
+
+/// One environment variable's value on its way to a typed setting.
+struct Var {
+    name: &'static str,
+    value: String,
+}
+
+impl Var {
+    fn refuse<T>(self, expected: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            variable: self.name,
+            value: self.value,
+            expected: expected.into(),
+        })
+    }
+
+    fn non_empty(self) -> Result<String, ConfigError> {
+        if self.value.trim().is_empty() {
+            return self.refuse("must not be empty");
+        }
+        Ok(self.value)
+    }
+
+    fn socket_addr(self) -> Result<SocketAddr, ConfigError> {
+        match self.value.to_socket_addrs().map(|mut addrs| addrs.next()) {
+            Ok(Some(addr)) => Ok(addr),
+            _ => self.refuse("expected host:port, e.g. 127.0.0.1:8080 (port 0 = any free port)"),
+        }
+    }
+
+    fn redis_url(self) -> Result<String, ConfigError> {
+        match redis::Client::open(self.value.as_str()) {
+            Ok(_) => Ok(self.value),
+            Err(e) => self.refuse(format!("expected a redis:// URL ({e})")),
+        }
+    }
+
+    /// One or more comma-separated NATS server addresses.
+    fn nats_urls(self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+        let parsed: Result<Vec<_>, _> = self
+            .value
+            .split(',')
+            .map(|url| url.trim().parse())
+            .collect();
+        match parsed {
+            Ok(urls) => Ok(urls),
+            Err(_) => self.refuse("expected nats://host:port, comma-separated for several servers"),
+        }
+    }
+
+    /// Redis key prefix: no braces (they would steal the `{sku}` hash tag) and no spaces.
+    fn key_prefix(self) -> Result<String, ConfigError> {
+        let ok = !self.value.is_empty()
+            && self.value.len() <= 64
+            && self
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+        if !ok {
+            return self.refuse("expected 1-64 characters of [A-Za-z0-9_.:-]");
+        }
+        Ok(self.value)
+    }
+
+    /// One NATS subject token / stream name: no dots, wildcards or whitespace.
+    fn nats_token(self) -> Result<String, ConfigError> {
+        let ok = !self.value.is_empty()
+            && self
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return self.refuse("expected characters of [A-Za-z0-9_-]");
+        }
+        Ok(self.value)
+    }
+
+    fn sku(self) -> Result<Sku, ConfigError> {
+        match Sku::parse(&self.value) {
+            Ok(sku) => Ok(sku),
+            Err(e) => self.refuse(e.0),
+        }
+    }
+
+    fn number(self, min: u64, max: u64) -> Result<u64, ConfigError> {
+        match self.value.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => self.refuse(format!("expected a whole number from {min} to {max}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = with(&[]).expect("defaults are valid");
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.namespace, "flashsale");
+        assert_eq!(s.stream, "ORDERS");
+        assert_eq!(s.subject_prefix, "orders");
+        assert_eq!(s.default_sku.as_str(), "limit");
+        assert_eq!(s.default_stock, 1000);
+        assert!(s.admin_token.is_none());
+        assert!(!s.log_config_explicit);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases = [
+            ("FLASHSALE_BIND", "nonsense"),
+            ("FLASHSALE_REDIS_URL", "http://x"),
+            ("FLASHSALE_NATS_URL", "nats://host:notaport"),
+            ("FLASHSALE_NAMESPACE", "a{b}"),
+            ("FLASHSALE_STREAM", "a.b"),
+            ("FLASHSALE_SUBJECT_PREFIX", "a>"),
+            ("FLASHSALE_ADMIN_TOKEN", ""),
+            ("FLASHSALE_DEFAULT_SKU", "no spaces"),
+            ("FLASHSALE_DEFAULT_STOCK", "-1"),
+            ("FLASHSALE_REDIS_TIMEOUT_MS", "0"),
+        ];
+        for (variable, value) in cases {
+            let err = with(&[(variable, value)]).expect_err(variable);
+            assert_eq!(err.variable, variable);
+            assert!(err.to_string().contains(variable));
+        }
+    }
+}

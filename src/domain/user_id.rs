@@ -1,0 +1,42 @@
+use super::InvalidInput;
+
+/// A buyer: 1–128 characters (not bytes), none of them a control character.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserId(String);
+
+impl UserId {
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(raw: String) -> Result<Self, InvalidInput> {
+        let chars = raw.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS || raw.chars().any(char::is_control) {
+            return Err(InvalidInput(format!(
+                "user_id must be 1-{} characters without control characters",
+                Self::MAX_CHARS
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_characters_not_bytes() {
+        assert!(UserId::parse("买".repeat(128)).is_ok());
+        assert!(UserId::parse("a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn refuses_empty_and_control_characters() {
+        assert!(UserId::parse(String::new()).is_err());
+        assert!(UserId::parse("a\nb".into()).is_err());
+        assert!(UserId::parse("a\u{0}".into()).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! The one mapping from what went wrong to an HTTP answer.
+//!
+//! Every JSON error is `{"error": "<code>", "message": "<text for a person>"}`; the codes are
+//! part of the API contract. Internal failures are logged here, once, at the edge.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::InvalidInput;
+use crate::inventory::{PurchaseError, PutSaleError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("the admin API is disabled: FLASHSALE_ADMIN_TOKEN is not set")]
+    AdminDisabled,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("no sale with this sku")]
+    SaleNotFound,
+    #[error("{0}")]
+    SoldOut(String),
+    #[error("this user already holds the most units the sale allows per user")]
+    UserLimitReached,
+    #[error("the sale is not open now")]
+    SaleNotOpen,
+    #[error("{0}")]
+    StockBelowSold(String),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyConflict,
+    #[error("request body is larger than 4 KiB")]
+    PayloadTooLarge,
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the stock store is unreachable; retry with the same Idempotency-Key")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::AdminDisabled => "forbidden",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::SaleNotFound => "sale_not_found",
+            ApiError::SoldOut(_) => "sold_out",
+            ApiError::UserLimitReached => "user_limit_reached",
+            ApiError::SaleNotOpen => "sale_not_open",
+            ApiError::StockBelowSold(_) => "stock_below_sold",
+            ApiError::IdempotencyConflict => "idempotency_conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::RouteNotFound | ApiError::SaleNotFound => StatusCode::NOT_FOUND,
+            ApiError::SoldOut(_)
+            | ApiError::UserLimitReached
+            | ApiError::SaleNotOpen
+            | ApiError::StockBelowSold(_)
+            | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized = self {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::InvalidRequest(e.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Already logged by the inventory when Redis went away.
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            StoreError::Corrupt(detail) => {
+                log::error!("unexpected reply from redis: {detail}");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<PurchaseError> for ApiError {
+    fn from(e: PurchaseError) -> Self {
+        match e {
+            PurchaseError::SaleNotFound => ApiError::SaleNotFound,
+            PurchaseError::SaleNotOpen => ApiError::SaleNotOpen,
+            PurchaseError::UserLimitReached => ApiError::UserLimitReached,
+            PurchaseError::SoldOut { .. } => ApiError::SoldOut(e.to_string()),
+            PurchaseError::QuantityAboveLimit { .. } => ApiError::InvalidRequest(e.to_string()),
+            PurchaseError::IdempotencyConflict => ApiError::IdempotencyConflict,
+            PurchaseError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PutSaleError> for ApiError {
+    fn from(e: PutSaleError) -> Self {
+        match e {
+            PutSaleError::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
+            PutSaleError::Store(e) => e.into(),
+        }
+    }
+}

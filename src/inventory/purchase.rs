@@ -1,0 +1,130 @@
+use redis::Value;
+
+use super::{Inventory, StoreError};
+use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
+use crate::order::Order;
+use crate::sale::format_time;
+
+/// An accepted purchase: a new order, or the order an earlier request with the same
+/// Idempotency-Key created (`replayed`).
+#[derive(Debug)]
+pub struct Purchase {
+    pub order: Order,
+    pub replayed: bool,
+}
+
+/// Why a purchase took nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PurchaseError {
+    #[error("no sale with this sku")]
+    SaleNotFound,
+    #[error("the sale is not open now")]
+    SaleNotOpen,
+    #[error("this user already holds the most units the sale allows per user")]
+    UserLimitReached,
+    #[error("sold out: {remaining} left, fewer than asked for")]
+    SoldOut { remaining: u64 },
+    #[error("quantity is above the sale's per_user_limit of {limit}")]
+    QuantityAboveLimit { limit: u64 },
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Inventory {
+    /// One purchase: one EVALSHA of `lua/purchase.lua`, which decides and records atomically.
+    pub async fn purchase(
+        &self,
+        sku: &Sku,
+        user: &UserId,
+        quantity: Quantity,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<Purchase, PurchaseError> {
+        let keys = self.keys(sku);
+        let mut call = self.purchase_script.prepare_invoke();
+        call.key(keys.sale()).key(keys.orders()).key(keys.buyers());
+        if let Some(key) = idempotency_key {
+            call.key(keys.idempotency(key));
+        }
+        call.arg(user.as_str()).arg(quantity.get());
+        // An empty stock tells the script not to create the sale.
+        match self.stock_to_create(sku) {
+            Some(stock) => call.arg(stock),
+            None => call.arg(""),
+        };
+        call.arg(sku.as_str()).arg(&self.idempotency_ttl_secs);
+
+        let mut redis = self.redis.clone();
+        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let reply = Reply(&reply);
+        match reply.text(0)? {
+            outcome @ ("created" | "replayed") => {
+                let quantity = reply.uint(3)?;
+                let unit_price = reply.uint(4)?;
+                let remaining = reply.uint(6)?;
+                if outcome == "created" && remaining == 0 {
+                    log::info!("sale {sku} sold out");
+                }
+                Ok(Purchase {
+                    order: Order {
+                        order_id: reply.text(1)?.to_owned(),
+                        sku: sku.to_string(),
+                        user_id: reply.text(2)?.to_owned(),
+                        quantity: u32::try_from(quantity).map_err(|_| reply.corrupt())?,
+                        unit_price,
+                        total_amount: unit_price * quantity,
+                        created_at: format_time(reply.int(5)?),
+                        remaining,
+                    },
+                    replayed: outcome == "replayed",
+                })
+            }
+            "sold_out" => Err(PurchaseError::SoldOut {
+                remaining: reply.uint(1)?,
+            }),
+            "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
+                limit: reply.uint(1)?,
+            }),
+            "sale_not_found" => Err(PurchaseError::SaleNotFound),
+            "sale_not_open" => Err(PurchaseError::SaleNotOpen),
+            "user_limit_reached" => Err(PurchaseError::UserLimitReached),
+            "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),
+            _ => Err(reply.corrupt().into()),
+        }
+    }
+}
+
+/// Typed access to the array a script returns.
+pub(super) struct Reply<'a>(pub &'a [Value]);
+
+impl Reply<'_> {
+    pub fn text(&self, at: usize) -> Result<&str, StoreError> {
+        match self.0.get(at) {
+            Some(Value::BulkString(bytes)) => {
+                std::str::from_utf8(bytes).map_err(|_| self.corrupt())
+            }
+            Some(Value::SimpleString(text)) => Ok(text),
+            _ => Err(self.corrupt()),
+        }
+    }
+
+    pub fn int(&self, at: usize) -> Result<i64, StoreError> {
+        match self.0.get(at) {
+            Some(Value::Int(n)) => Ok(*n),
+            Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| self.corrupt()),
+            _ => Err(self.corrupt()),
+        }
+    }
+
+    pub fn uint(&self, at: usize) -> Result<u64, StoreError> {
+        u64::try_from(self.int(at)?).map_err(|_| self.corrupt())
+    }
+
+    pub fn corrupt(&self) -> StoreError {
+        StoreError::Corrupt(format!("{:?}", self.0))
+    }
+}

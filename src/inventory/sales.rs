@@ -1,0 +1,123 @@
+use redis::Value;
+
+use super::purchase::Reply;
+use super::{Inventory, StoreError};
+use crate::domain::Sku;
+use crate::sale::{Sale, SaleSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutSaleError {
+    #[error("stock {stock} is below the {sold} units already sold")]
+    StockBelowSold { stock: u64, sold: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The sale-hash fields a [`Sale`] is built from, in reply order.
+const SALE_FIELDS: [&str; 6] = [
+    "stock",
+    "sold",
+    "per_user_limit",
+    "price",
+    "starts_at",
+    "ends_at",
+];
+
+impl Inventory {
+    /// Creates the sale or replaces its settings; `Ok((sale, true))` when it was created.
+    pub async fn put_sale(
+        &self,
+        sku: &Sku,
+        settings: &SaleSettings,
+    ) -> Result<(Sale, bool), PutSaleError> {
+        let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
+        let mut call = self.put_sale_script.prepare_invoke();
+        call.key(self.keys(sku).sale())
+            .arg(sku.as_str())
+            .arg(settings.stock)
+            .arg(optional(settings.per_user_limit.map(|l| l as i64)))
+            .arg(settings.price)
+            .arg(optional(settings.starts_at))
+            .arg(optional(settings.ends_at));
+
+        let mut redis = self.redis.clone();
+        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let reply = Reply(&reply);
+        let sold = reply.uint(1)?;
+        match reply.text(0)? {
+            "stock_below_sold" => Err(PutSaleError::StockBelowSold {
+                stock: settings.stock,
+                sold,
+            }),
+            outcome @ ("created" | "replaced") => {
+                let created = outcome == "created";
+                log::info!(
+                    "sale {sku} {outcome}: stock {}, sold {sold}",
+                    settings.stock
+                );
+                Ok((Sale::new(sku, settings, sold, reply.int(2)?), created))
+            }
+            _ => Err(reply.corrupt().into()),
+        }
+    }
+
+    /// The sale as it stands, read with Redis's clock in one round trip. The default sale is
+    /// shown with its configured stock before its first purchase creates it.
+    pub async fn sale(&self, sku: &Sku) -> Result<Option<Sale>, StoreError> {
+        let mut redis = self.redis.clone();
+        let (fields, (secs, micros)): (Vec<Option<String>>, (i64, i64)) = self.observe(
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(self.keys(sku).sale())
+                .arg(&SALE_FIELDS[..])
+                .cmd("TIME")
+                .query_async(&mut redis)
+                .await,
+        )?;
+        let now_ms = secs * 1000 + micros / 1000;
+
+        let number = |at: usize| -> Result<Option<i64>, StoreError> {
+            match fields.get(at) {
+                Some(Some(text)) => text
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt(format!("{sku}: {fields:?}"))),
+                _ => Ok(None),
+            }
+        };
+        let unsigned = |at: usize| -> Result<Option<u64>, StoreError> {
+            number(at)?
+                .map(|n| {
+                    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{sku}: {fields:?}")))
+                })
+                .transpose()
+        };
+
+        let Some(stock) = unsigned(0)? else {
+            let Some(stock) = self.stock_to_create(sku) else {
+                return Ok(None);
+            };
+            let default = SaleSettings {
+                stock,
+                per_user_limit: None,
+                price: 0,
+                starts_at: None,
+                ends_at: None,
+            };
+            return Ok(Some(Sale::new(sku, &default, 0, now_ms)));
+        };
+        let settings = SaleSettings {
+            stock,
+            per_user_limit: unsigned(2)?,
+            price: unsigned(3)?.unwrap_or(0),
+            starts_at: number(4)?,
+            ends_at: number(5)?,
+        };
+        Ok(Some(Sale::new(
+            sku,
+            &settings,
+            unsigned(1)?.unwrap_or(0),
+            now_ms,
+        )))
+    }
+}

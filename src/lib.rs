@@ -1,0 +1,23 @@
+//! flashsale: a flash-sale inventory service.
+//!
+//! Storefronts call it over HTTP when thousands of buyers press "buy" in the same second. It
+//! decides who wins the limited stock atomically, in one Redis round trip per purchase, and
+//! never sells more than the stock.
+//!
+//! How the parts fit (see ARCHITECTURE.md for the full map):
+//! - [`config`]: settings from the environment, validated once at start-up.
+//! - [`domain`]: request values that can only hold valid data (`Sku`, `UserId`, ...).
+//! - [`inventory`]: the stock in Redis; each decision is one Lua script in `lua/`.
+//! - [`routes`]: the HTTP API; [`error`] maps every failure to the contract's JSON error.
+//! - [`startup`]: builds the server from settings, for `main` and the tests alike.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod inventory;
+pub mod order;
+pub mod routes;
+pub mod sale;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,17 @@
+//! An accepted order, as the API answers it.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub order_id: String,
+    pub sku: String,
+    pub user_id: String,
+    pub quantity: u32,
+    pub unit_price: u64,
+    pub total_amount: u64,
+    /// RFC 3339, UTC, milliseconds; taken from Redis's clock inside the purchase script.
+    pub created_at: String,
+    /// Units left in the sale right after this order (or at the replay, for a replay).
+    pub remaining: u64,
+}

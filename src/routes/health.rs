@@ -1,0 +1,43 @@
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::startup::AppState;
+
+/// Liveness: answers while the process serves, whatever its dependencies do.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    redis: &'static str,
+    nats: &'static str,
+}
+
+/// Readiness: Redis answers a PING and the NATS client is connected.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let redis_up = state.inventory.ping().await.is_ok();
+    let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let word = |up: bool| if up { "up" } else { "down" };
+    let mut body = Readiness {
+        error: None,
+        message: None,
+        redis: word(redis_up),
+        nats: word(nats_up),
+    };
+    if redis_up && nats_up {
+        return HttpResponse::Ok().json(body);
+    }
+    let down: Vec<&str> = [("redis", redis_up), ("nats", nats_up)]
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(name, _)| name)
+        .collect();
+    body.error = Some("unavailable");
+    body.message = Some(format!("not ready: {} down", down.join(" and ")));
+    HttpResponse::ServiceUnavailable().json(body)
+}

@@ -1,0 +1,45 @@
+//! The purchase path, top to bottom: extract → domain types → one script call → answer.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    user_id: String,
+    quantity: Option<u64>,
+}
+
+/// `POST /v1/sales/{sku}/orders`: 201 with a new order, 200 with the order an earlier request
+/// with the same `Idempotency-Key` created.
+pub async fn create_order(
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+    request: HttpRequest,
+    body: web::Json<OrderRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let sku = Sku::parse(&sku)?;
+    let OrderRequest { user_id, quantity } = body.into_inner();
+    let user = UserId::parse(user_id)?;
+    let quantity = quantity.map_or(Ok(Quantity::ONE), Quantity::parse)?;
+    let idempotency_key = request
+        .headers()
+        .get("Idempotency-Key")
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()?;
+
+    let purchase = state
+        .inventory
+        .purchase(&sku, &user, quantity, idempotency_key.as_ref())
+        .await?;
+    let mut response = if purchase.replayed {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Created()
+    };
+    Ok(response.json(purchase.order))
+}

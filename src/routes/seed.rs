@@ -1,0 +1,53 @@
+//! The seed-compatible endpoints of the Flask app this service replaces: same paths, same
+//! texts, so existing storefronts and load scripts keep working.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use crate::domain::{Quantity, UserId};
+use crate::inventory::PurchaseError;
+use crate::startup::AppState;
+
+pub const ORDER_ACCEPTED: &str = "提交订单成功";
+pub const SOLD_OUT: &str = "商品已售完";
+
+pub async fn home() -> HttpResponse {
+    text(HttpResponse::Ok(), "ok")
+}
+
+#[derive(Deserialize)]
+pub struct KillQuery {
+    user_id: Option<String>,
+}
+
+/// Buys one unit of the default sale. Without `user_id` every call is an anonymous buyer, as
+/// in the old app (the default sale has no per-user limit unless an admin sets one).
+pub async fn kill(state: web::Data<AppState>, query: web::Query<KillQuery>) -> HttpResponse {
+    let user = match UserId::parse(
+        query
+            .into_inner()
+            .user_id
+            .unwrap_or_else(|| "anonymous".into()),
+    ) {
+        Ok(user) => user,
+        Err(e) => return text(HttpResponse::BadRequest(), &e.0),
+    };
+    let outcome = state
+        .inventory
+        .purchase(&state.default_sku, &user, Quantity::ONE, None)
+        .await;
+    match outcome {
+        Ok(_) => text(HttpResponse::Ok(), ORDER_ACCEPTED),
+        Err(PurchaseError::SoldOut { .. }) => text(HttpResponse::Ok(), SOLD_OUT),
+        Err(PurchaseError::UserLimitReached) => text(HttpResponse::Conflict(), "超出限购数量"),
+        Err(PurchaseError::SaleNotOpen) => text(HttpResponse::Conflict(), "活动未开始或已结束"),
+        Err(PurchaseError::Store(_)) => text(HttpResponse::ServiceUnavailable(), "服务暂不可用"),
+        Err(e) => text(HttpResponse::Conflict(), &e.to_string()),
+    }
+}
+
+fn text(mut builder: actix_web::HttpResponseBuilder, body: &str) -> HttpResponse {
+    builder
+        .content_type("text/plain; charset=utf-8")
+        .body(body.to_owned())
+}

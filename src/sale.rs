@@ -1,0 +1,179 @@
+//! A sale: its settings (what an admin PUTs) and its view (what GET shows).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::MAX_STOCK;
+use crate::domain::{InvalidInput, Quantity, Sku};
+
+/// Body of `PUT /v1/sales/{sku}`, as sent; [`SaleSettings::parse`] makes it trustworthy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleSettingsRequest {
+    pub stock: u64,
+    pub per_user_limit: Option<u64>,
+    pub price: Option<u64>,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+}
+
+/// Valid settings of one sale. Times are milliseconds since the Unix epoch, as the purchase
+/// script compares them with Redis's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleSettings {
+    pub stock: u64,
+    pub per_user_limit: Option<u64>,
+    pub price: u64,
+    pub starts_at: Option<i64>,
+    pub ends_at: Option<i64>,
+}
+
+impl SaleSettings {
+    pub fn parse(request: SaleSettingsRequest) -> Result<Self, InvalidInput> {
+        if request.stock > MAX_STOCK {
+            return Err(InvalidInput(format!("stock must be at most {MAX_STOCK}")));
+        }
+        if request.per_user_limit == Some(0) {
+            return Err(InvalidInput(
+                "per_user_limit must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        let price = request.price.unwrap_or(0);
+        // Prices are multiplied by quantities (at most 100) in u64 and sent through Lua numbers.
+        if price > MAX_STOCK / Quantity::MAX {
+            return Err(InvalidInput(format!(
+                "price must be at most {}",
+                MAX_STOCK / Quantity::MAX
+            )));
+        }
+        let starts_at = parse_time("starts_at", request.starts_at.as_deref())?;
+        let ends_at = parse_time("ends_at", request.ends_at.as_deref())?;
+        if let (Some(start), Some(end)) = (starts_at, ends_at) {
+            if start >= end {
+                return Err(InvalidInput("starts_at must be before ends_at".into()));
+            }
+        }
+        Ok(Self {
+            stock: request.stock,
+            per_user_limit: request.per_user_limit,
+            price,
+            starts_at,
+            ends_at,
+        })
+    }
+}
+
+fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<i64>, InvalidInput> {
+    raw.map(|text| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| InvalidInput(format!("{field} is not an RFC 3339 time: {e}")))
+    })
+    .transpose()
+}
+
+/// RFC 3339 in UTC with milliseconds, the one time format of the API and the events.
+pub fn format_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+}
+
+/// A sale as `GET /v1/sales/{sku}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sale {
+    pub sku: String,
+    pub stock: u64,
+    pub per_user_limit: Option<u64>,
+    pub price: u64,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+    pub sold: u64,
+    pub remaining: u64,
+    pub state: SaleState,
+}
+
+impl Sale {
+    /// The view of `settings` with `sold` units gone, at `now_ms` on Redis's clock.
+    pub fn new(sku: &Sku, settings: &SaleSettings, sold: u64, now_ms: i64) -> Self {
+        let state = if settings.ends_at.is_some_and(|end| now_ms >= end) {
+            SaleState::Closed
+        } else if settings.starts_at.is_some_and(|start| now_ms < start) {
+            SaleState::Scheduled
+        } else if sold >= settings.stock {
+            SaleState::SoldOut
+        } else {
+            SaleState::Open
+        };
+        Sale {
+            sku: sku.to_string(),
+            stock: settings.stock,
+            per_user_limit: settings.per_user_limit,
+            price: settings.price,
+            starts_at: settings.starts_at.map(format_time),
+            ends_at: settings.ends_at.map(format_time),
+            sold,
+            remaining: settings.stock.saturating_sub(sold),
+            state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> SaleSettingsRequest {
+        serde_json::from_str(json).expect("valid JSON")
+    }
+
+    #[test]
+    fn only_stock_is_required() {
+        let s = SaleSettings::parse(request(r#"{"stock": 5}"#)).expect("valid");
+        assert_eq!(s.stock, 5);
+        assert_eq!(s.price, 0);
+        assert_eq!(s.per_user_limit, None);
+    }
+
+    #[test]
+    fn refuses_inverted_window_and_zero_limit() {
+        let inverted =
+            r#"{"stock":1,"starts_at":"2026-01-02T00:00:00Z","ends_at":"2026-01-01T00:00:00Z"}"#;
+        assert!(SaleSettings::parse(request(inverted)).is_err());
+        assert!(SaleSettings::parse(request(r#"{"stock":1,"per_user_limit":0}"#)).is_err());
+        assert!(SaleSettings::parse(request(r#"{"stock":1,"starts_at":"tomorrow"}"#)).is_err());
+    }
+
+    #[test]
+    fn state_follows_window_then_stock() {
+        let sku = Sku::parse("s").expect("valid sku");
+        let settings = SaleSettings {
+            stock: 2,
+            per_user_limit: None,
+            price: 0,
+            starts_at: Some(100),
+            ends_at: Some(200),
+        };
+        assert_eq!(
+            Sale::new(&sku, &settings, 0, 99).state,
+            SaleState::Scheduled
+        );
+        assert_eq!(Sale::new(&sku, &settings, 1, 150).state, SaleState::Open);
+        assert_eq!(Sale::new(&sku, &settings, 2, 150).state, SaleState::SoldOut);
+        assert_eq!(Sale::new(&sku, &settings, 0, 200).state, SaleState::Closed);
+    }
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        assert_eq!(format_time(1_764_083_092_123), "2025-11-25T15:04:52.123Z");
+    }
+}

@@ -1,0 +1,88 @@
+//! Builds the whole service from [`Settings`], so `main` and the tests start the very same
+//! thing (tests bind port 0 and read back [`Application::port`]).
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Settings;
+use crate::domain::Sku;
+use crate::inventory::Inventory;
+use crate::routes;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub inventory: Inventory,
+    pub nats: async_nats::Client,
+    pub admin_token: Option<String>,
+    pub default_sku: Sku,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("redis client: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("nats client: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Prepares clients and binds the listener. Redis and NATS may be down: the service then
+    /// starts anyway, answers 503 / not ready, and connects when they come up.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let inventory = Inventory::new(&settings)?;
+        if let Err(e) = inventory.load_scripts().await {
+            log::warn!("scripts not loaded at start ({e}); they load on first use");
+        }
+        let nats = async_nats::ConnectOptions::new()
+            .name("flashsale")
+            .retry_on_initial_connect()
+            .connect(settings.nats_urls.as_slice())
+            .await?;
+
+        let listener = TcpListener::bind(settings.bind)?;
+        let address = listener.local_addr()?;
+        let state = web::Data::new(AppState {
+            inventory,
+            nats,
+            admin_token: settings.admin_token.clone(),
+            default_sku: settings.default_sku.clone(),
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+        });
+        if settings.workers > 0 {
+            server = server.workers(settings.workers);
+        }
+        let server = server.listen(listener)?.run();
+        log::info!(
+            "flashsale listening on http://{address} (namespace {}, default sale {})",
+            settings.namespace,
+            settings.default_sku
+        );
+        Ok(Self {
+            port: address.port(),
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the process is asked to stop (SIGINT/SIGTERM), then drains in-flight
+    /// requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
