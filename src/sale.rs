@@ -48,10 +48,10 @@ impl SaleSettings {
         }
         let starts_at = parse_time("starts_at", request.starts_at.as_deref())?;
         let ends_at = parse_time("ends_at", request.ends_at.as_deref())?;
-        if let (Some(start), Some(end)) = (starts_at, ends_at) {
-            if start >= end {
-                return Err(InvalidInput("starts_at must be before ends_at".into()));
-            }
+        if let (Some(start), Some(end)) = (starts_at, ends_at)
+            && start >= end
+        {
+            return Err(InvalidInput("starts_at must be before ends_at".into()));
         }
         Ok(Self {
             stock: request.stock,

@@ -1,0 +1,138 @@
+//! Health, readiness, and what the service does while Redis is away.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{error_of, redis_connection, spawn_app, spawn_app_with, unique};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_when_everything_is_up() {
+    let app = spawn_app().await;
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(health.status(), 200);
+    let ready = ready(&app.client, &app.url("/readyz")).await;
+    assert_eq!(ready, (200, json!({"redis": "up", "nats": "up"})));
+}
+
+async fn ready(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let response = client.get(url).send().await.expect("/readyz answered");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("/readyz is JSON"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn redis_on_a_closed_port_means_503_not_a_crash() {
+    let port = free_port();
+    let app = spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{port}")).await;
+    let sku = unique("down");
+
+    let (status, code) = error_of(app.order(&sku, "u1", 1).await).await;
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    let (status, code) = error_of(app.get_sale(&sku).await).await;
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    let (status, body) = ready(&app.client, &app.url("/readyz")).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        (body["error"].as_str(), body["redis"].as_str()),
+        (Some("unavailable"), Some("down"))
+    );
+    assert_eq!(app.kill(None).await.0, 503);
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("process alive");
+    assert_eq!(health.status(), 200);
+}
+
+/// A redis-server of the test's own, on a free port, killed when dropped.
+async fn private_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is installed (scripts/services.sh installs it)");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("private redis-server did not listen on {port}");
+}
+
+#[tokio::test]
+async fn service_recovers_when_redis_comes_back() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = private_redis(port).await;
+    let app = spawn_app_with(|s| s.redis_url = url.clone()).await;
+    let sku = unique("flaky");
+    assert_eq!(app.put_sale(&sku, json!({"stock": 10})).await.status(), 201);
+    assert_eq!(app.order(&sku, "u1", 1).await.status(), 201);
+
+    redis.kill().await.expect("private redis stopped");
+    let (status, code) = error_of(app.order(&sku, "u2", 1).await).await;
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    assert_eq!(ready(&app.client, &app.url("/readyz")).await.0, 503);
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("alive")
+            .status(),
+        200
+    );
+
+    let _redis = private_redis(port).await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        if ready(&app.client, &app.url("/readyz")).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "/readyz is 200 again within 5 s");
+    // The private server kept nothing, so the sale is created again; scripts reload by
+    // themselves (NOSCRIPT).
+    assert_eq!(app.put_sale(&sku, json!({"stock": 10})).await.status(), 201);
+    assert_eq!(app.order(&sku, "u2", 1).await.status(), 201);
+    let mut check = redis_connection(&url).await;
+    let sold: u64 = redis::cmd("HGET")
+        .arg(app.key(&sku, "sale"))
+        .arg("sold")
+        .query_async(&mut check)
+        .await
+        .expect("HGET");
+    assert_eq!(sold, 1);
+}

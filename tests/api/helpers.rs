@@ -1,0 +1,225 @@
+//! One way to start the service for a test: [`spawn_app`], on a random port, against the real
+//! Redis and NATS, in a namespace (Redis key prefix) and with a default sku no other test uses.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use flashsale::config::Settings;
+use flashsale::startup::Application;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use serde_json::{Value, json};
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct TestApp {
+    pub address: String,
+    pub namespace: String,
+    pub default_sku: String,
+    pub client: reqwest::Client,
+    /// A direct connection to the Redis the app uses, to check its state independently.
+    pub redis: MultiplexedConnection,
+}
+
+/// A name no other test (or earlier run) uses: process id, a counter and the clock.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Settings of a test app: defaults of the contract, port 0, its own namespace and sku.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
+    settings.bind = "127.0.0.1:0".parse().expect("valid address");
+    settings.namespace = unique("fstest");
+    settings.default_sku = flashsale::domain::Sku::parse(&unique("default")).expect("valid sku");
+    settings.admin_token = Some(ADMIN_TOKEN.into());
+    settings.workers = 2;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app with [`test_settings`] changed by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    adjust(&mut settings);
+    let namespace = settings.namespace.clone();
+    let default_sku = settings.default_sku.to_string();
+    let application = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        namespace,
+        default_sku,
+        client: reqwest::Client::new(),
+        redis: redis_connection(REDIS_URL).await,
+    }
+}
+
+/// A connection for checks; a test that cannot reach Redis fails here, loudly.
+pub async fn redis_connection(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("valid redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("tests need Redis at {url} (start it with scripts/services.sh): {e}")
+        })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn put_sale(&self, sku: &str, body: Value) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/v1/sales/{sku}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT sale answered")
+    }
+
+    /// Creates a sale and checks it was created.
+    pub async fn create_sale(&self, sku: &str, body: Value) {
+        let response = self.put_sale(sku, body).await;
+        assert_eq!(response.status().as_u16(), 201, "sale {sku} created");
+    }
+
+    pub async fn get_sale(&self, sku: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/sales/{sku}")))
+            .send()
+            .await
+            .expect("GET sale answered")
+    }
+
+    pub async fn sale_json(&self, sku: &str) -> Value {
+        let response = self.get_sale(sku).await;
+        assert_eq!(response.status().as_u16(), 200, "sale {sku} exists");
+        response.json().await.expect("sale is JSON")
+    }
+
+    pub async fn order(&self, sku: &str, user_id: &str, quantity: u64) -> reqwest::Response {
+        self.order_with_key(sku, json!({"user_id": user_id, "quantity": quantity}), None)
+            .await
+    }
+
+    pub async fn order_with_key(
+        &self,
+        sku: &str,
+        body: Value,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/v1/sales/{sku}/orders")))
+            .json(&body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("POST order answered")
+    }
+
+    pub async fn kill(&self, user_id: Option<&str>) -> (u16, String) {
+        let url = match user_id {
+            Some(user) => self.url(&format!("/kill?user_id={user}")),
+            None => self.url("/kill"),
+        };
+        let response = self.client.get(url).send().await.expect("/kill answered");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("/kill has a body"))
+    }
+
+    pub fn key(&self, sku: &str, name: &str) -> String {
+        format!("{}:{{{sku}}}:{name}", self.namespace)
+    }
+
+    /// `sold` as Redis holds it, read without the service.
+    pub async fn redis_sold(&self, sku: &str) -> u64 {
+        let mut redis = self.redis.clone();
+        let sold: Option<u64> = redis
+            .hget(self.key(sku, "sale"), "sold")
+            .await
+            .expect("HGET sold");
+        sold.unwrap_or(0)
+    }
+
+    /// Order ids Redis recorded for the sale.
+    pub async fn redis_order_ids(&self, sku: &str) -> Vec<String> {
+        let mut redis = self.redis.clone();
+        redis
+            .hkeys(self.key(sku, "orders"))
+            .await
+            .expect("HKEYS orders")
+    }
+
+    /// Every key of the namespace with its serialized value: two equal snapshots mean nothing
+    /// was written in between.
+    pub async fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut redis = self.redis.clone();
+        let mut snapshot = BTreeMap::new();
+        for key in self.namespace_keys().await {
+            let dump: Vec<u8> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .expect("DUMP");
+            snapshot.insert(key, dump);
+        }
+        snapshot
+    }
+
+    async fn namespace_keys(&self) -> Vec<String> {
+        let mut redis = self.redis.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut iter: redis::AsyncIter<String> = redis
+            .scan_match(format!("{}:*", self.namespace))
+            .await
+            .expect("SCAN");
+        while let Some(key) = iter.next_item().await {
+            keys.push(key.expect("SCAN item"));
+        }
+        keys
+    }
+
+    /// Deletes every key of the test's namespace.
+    pub async fn cleanup(&self) {
+        let keys = self.namespace_keys().await;
+        if !keys.is_empty() {
+            let mut redis = self.redis.clone();
+            let _: () = redis.del(keys).await.expect("DEL namespace keys");
+        }
+    }
+}
+
+/// Status and `error` code of a JSON error answer.
+pub async fn error_of(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error has a message: {body}"
+    );
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}

@@ -1,0 +1,10 @@
+//! Tests of the whole service over HTTP, against the real Redis and NATS that
+//! `scripts/services.sh` starts. One binary, one module per capability.
+
+mod health;
+mod helpers;
+mod orders;
+mod sales;
+mod script;
+mod seed;
+mod validation;

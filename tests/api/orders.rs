@@ -1,0 +1,218 @@
+//! Purchases under concurrency: the invariants hold with hundreds of simultaneous buyers.
+
+use std::collections::HashSet;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{error_of, spawn_app, unique};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stampede_sells_exactly_the_stock() {
+    let app = spawn_app().await;
+    let sku = unique("stampede");
+    app.create_sale(&sku, json!({"stock": 100, "price": 990}))
+        .await;
+
+    let buyers = (0..1000).map(|i| {
+        let app = &app;
+        let sku = &sku;
+        async move {
+            let response = app.order(sku, &format!("buyer-{i}"), 1).await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("JSON answer");
+            (status, body)
+        }
+    });
+    let answers = join_all(buyers).await;
+
+    let created: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b)
+        .collect();
+    let sold_out = answers
+        .iter()
+        .filter(|(s, b)| *s == 409 && b["error"] == "sold_out")
+        .count();
+    assert_eq!(created.len(), 100, "exactly the stock is sold");
+    assert_eq!(sold_out, 900, "everyone else is told sold_out");
+
+    let ids: HashSet<&str> = created
+        .iter()
+        .filter_map(|o| o["order_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 100, "order ids are distinct");
+    assert!(
+        created
+            .iter()
+            .all(|o| o["total_amount"] == 990 && o["quantity"] == 1)
+    );
+
+    let sale = app.sale_json(&sku).await;
+    assert_eq!(sale["sold"], 100);
+    assert_eq!(sale["remaining"], 0);
+    assert_eq!(sale["state"], "sold_out");
+
+    assert_eq!(app.redis_sold(&sku).await, 100, "Redis agrees");
+    let recorded: HashSet<String> = app.redis_order_ids(&sku).await.into_iter().collect();
+    let answered: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        recorded, answered,
+        "Redis recorded exactly the orders answered 201"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quantities_are_all_or_nothing() {
+    let app = spawn_app().await;
+    let sku = unique("quantities");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+
+    let users: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
+    let answers = join_all(users.iter().map(|user| app.order(&sku, user, 3))).await;
+    let created = answers.iter().filter(|r| r.status() == 201).count();
+    assert_eq!(created, 3, "three orders of 3 fit in 10, a fourth does not");
+    assert_eq!(app.redis_sold(&sku).await, 9, "no partial fill");
+
+    // One unit is left: 3 takes nothing, 1 takes the last unit.
+    let (status, code) = error_of(app.order(&sku, "late", 3).await).await;
+    assert_eq!((status, code.as_str()), (409, "sold_out"));
+    assert_eq!(app.redis_sold(&sku).await, 9);
+    let last = app.order(&sku, "late", 1).await;
+    assert_eq!(last.status(), 201);
+    let order: Value = last.json().await.expect("order");
+    assert_eq!(order["remaining"], 0);
+    assert_eq!(app.redis_sold(&sku).await, 10);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_limit_holds_under_concurrency() {
+    let app = spawn_app().await;
+    let sku = unique("per-user");
+    app.create_sale(&sku, json!({"stock": 100, "per_user_limit": 1}))
+        .await;
+
+    let answers = join_all((0..50).map(|_| app.order(&sku, "greedy", 1))).await;
+    let mut created = 0;
+    for response in answers {
+        match response.status().as_u16() {
+            201 => created += 1,
+            _ => assert_eq!(error_of(response).await, (409, "user_limit_reached".into())),
+        }
+    }
+    assert_eq!(created, 1, "one user, one unit");
+    assert_eq!(app.redis_sold(&sku).await, 1);
+
+    // Another user is not affected; asking for more than the limit at once is invalid.
+    assert_eq!(app.order(&sku, "modest", 1).await.status(), 201);
+    let (status, code) = error_of(app.order(&sku, "bulk", 2).await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_makes_one_order() {
+    let app = spawn_app().await;
+    let sku = unique("idempotency");
+    app.create_sale(&sku, json!({"stock": 100})).await;
+    let body = json!({"user_id": "retrying", "quantity": 2});
+
+    let answers =
+        join_all((0..20).map(|_| app.order_with_key(&sku, body.clone(), Some("key-1")))).await;
+    let mut statuses = Vec::new();
+    let mut ids = HashSet::new();
+    for response in answers {
+        statuses.push(response.status().as_u16());
+        let order: Value = response.json().await.expect("order JSON");
+        ids.insert(order["order_id"].as_str().expect("order_id").to_owned());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "one creation"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        19,
+        "19 replays"
+    );
+    assert_eq!(ids.len(), 1, "every answer carries the same order_id");
+    assert_eq!(app.redis_sold(&sku).await, 2, "stock taken once");
+    assert_eq!(app.redis_order_ids(&sku).await.len(), 1);
+
+    // The same key for another request is refused and changes nothing.
+    let other = json!({"user_id": "someone-else", "quantity": 2});
+    let (status, code) = error_of(app.order_with_key(&sku, other, Some("key-1")).await).await;
+    assert_eq!((status, code.as_str()), (409, "idempotency_conflict"));
+    assert_eq!(app.redis_sold(&sku).await, 2);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn purchases_survive_script_flush() {
+    let app = spawn_app().await;
+    let sku = unique("noscript");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    assert_eq!(app.order(&sku, "before", 1).await.status(), 201);
+
+    let mut redis = app.redis.clone();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis)
+        .await
+        .expect("SCRIPT FLUSH");
+
+    assert_eq!(
+        app.order(&sku, "after", 1).await.status(),
+        201,
+        "NOSCRIPT recovered"
+    );
+    assert_eq!(app.redis_sold(&sku).await, 2);
+    let sha = redis::Script::new(include_str!("../../lua/purchase.lua"))
+        .get_hash()
+        .to_owned();
+    let loaded: Vec<bool> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(sha)
+        .query_async(&mut redis)
+        .await
+        .expect("SCRIPT EXISTS");
+    assert_eq!(loaded, vec![true], "the script is cached again");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn sale_window_is_enforced() {
+    let app = spawn_app().await;
+    let scheduled = unique("scheduled");
+    app.create_sale(
+        &scheduled,
+        json!({"stock": 5, "starts_at": "2999-01-01T00:00:00Z"}),
+    )
+    .await;
+    let closed = unique("closed");
+    app.create_sale(
+        &closed,
+        json!({"stock": 5, "starts_at": "2000-01-01T00:00:00Z", "ends_at": "2000-01-02T00:00:00Z"}),
+    )
+    .await;
+
+    for (sku, state) in [(&scheduled, "scheduled"), (&closed, "closed")] {
+        let (status, code) = error_of(app.order(sku, "early-or-late", 1).await).await;
+        assert_eq!((status, code.as_str()), (409, "sale_not_open"), "{state}");
+        assert_eq!(app.sale_json(sku).await["state"], state);
+        assert_eq!(app.redis_sold(sku).await, 0);
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn unknown_sale_is_404() {
+    let app = spawn_app().await;
+    let (status, code) = error_of(app.order(&unique("nothing"), "u", 1).await).await;
+    assert_eq!((status, code.as_str()), (404, "sale_not_found"));
+    assert!(app.snapshot().await.is_empty(), "nothing written");
+}

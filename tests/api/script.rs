@@ -1,0 +1,86 @@
+//! The purchase script's own rules, checked on the Redis state: every rejection writes
+//! nothing, an acceptance writes exactly the order.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{error_of, spawn_app, unique};
+
+#[tokio::test]
+async fn every_rejection_leaves_redis_byte_for_byte_unchanged() {
+    let app = spawn_app().await;
+    let sku = unique("rules");
+    app.create_sale(&sku, json!({"stock": 3, "per_user_limit": 2, "price": 500}))
+        .await;
+    let first = app
+        .order_with_key(&sku, json!({"user_id": "holder", "quantity": 2}), Some("k"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let closed = unique("rules-closed");
+    app.create_sale(
+        &closed,
+        json!({"stock": 3, "starts_at": "2999-01-01T00:00:00Z"}),
+    )
+    .await;
+
+    let before = app.snapshot().await;
+    let rejections = [
+        (app.order(&sku, "holder", 1).await, "user_limit_reached"),
+        (app.order(&sku, "other", 2).await, "sold_out"),
+        (app.order(&sku, "other", 3).await, "invalid_request"),
+        (app.order(&closed, "other", 1).await, "sale_not_open"),
+        (
+            app.order(&unique("missing"), "other", 1).await,
+            "sale_not_found",
+        ),
+        (
+            app.order_with_key(&sku, json!({"user_id": "holder", "quantity": 1}), Some("k"))
+                .await,
+            "idempotency_conflict",
+        ),
+    ];
+    for (response, expected) in rejections {
+        assert_eq!(error_of(response).await.1, expected);
+    }
+    assert_eq!(app.snapshot().await, before, "no rejection wrote anything");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_accepted_order_is_recorded_with_its_buyer() {
+    let app = spawn_app().await;
+    let sku = unique("record");
+    app.create_sale(&sku, json!({"stock": 5, "price": 250}))
+        .await;
+    let order: Value = app
+        .order(&sku, "buyer", 3)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(order["total_amount"], 750);
+    assert_eq!(order["remaining"], 2);
+    let created_at = order["created_at"].as_str().expect("created_at");
+    assert!(chrono::DateTime::parse_from_rfc3339(created_at).is_ok() && created_at.ends_with('Z'));
+    let order_id = order["order_id"].as_str().expect("order_id");
+    assert!(order_id.len() <= 64);
+
+    let mut redis = app.redis.clone();
+    let record: String = redis::cmd("HGET")
+        .arg(app.key(&sku, "orders"))
+        .arg(order_id)
+        .query_async(&mut redis)
+        .await
+        .expect("order recorded");
+    let record: Value = serde_json::from_str(&record).expect("record is JSON");
+    assert_eq!(record["user_id"], "buyer");
+    assert_eq!(record["quantity"], "3");
+    assert_eq!(record["status"], "created");
+    let held: u64 = redis::cmd("HGET")
+        .arg(app.key(&sku, "buyers"))
+        .arg("buyer")
+        .query_async(&mut redis)
+        .await
+        .expect("buyer tally");
+    assert_eq!(held, 3);
+    app.cleanup().await;
+}

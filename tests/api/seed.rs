@@ -1,0 +1,70 @@
+//! The seed-compatible endpoints behave as the Flask app did, without its overselling.
+
+use futures::StreamExt;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn home_answers_ok() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/home"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("text"), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_sells_exactly_the_default_stock_under_64_way_concurrency() {
+    let app = spawn_app().await;
+    let answers: Vec<(u16, String)> = futures::stream::iter(0..1100)
+        .map(|_| app.kill(None))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+
+    let accepted = answers
+        .iter()
+        .filter(|a| *a == &(200, "提交订单成功".to_owned()))
+        .count();
+    let sold_out = answers
+        .iter()
+        .filter(|a| *a == &(200, "商品已售完".to_owned()))
+        .count();
+    assert_eq!(accepted, 1000, "exactly the default stock of 1000");
+    assert_eq!(sold_out, 100);
+    assert_eq!(
+        app.kill(None).await,
+        (200, "商品已售完".to_owned()),
+        "stays sold out"
+    );
+    assert_eq!(
+        app.redis_sold(&app.default_sku).await,
+        1000,
+        "the counter stops at the stock"
+    );
+    let sale = app.sale_json(&app.default_sku).await;
+    assert_eq!(
+        (sale["sold"].as_u64(), sale["remaining"].as_u64()),
+        (Some(1000), Some(0))
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rejected_first_kill_does_not_create_the_default_sale() {
+    let app = spawn_app_with(|s| s.default_stock = 0).await;
+    assert_eq!(app.kill(Some("u1")).await, (200, "商品已售完".to_owned()));
+    assert!(app.snapshot().await.is_empty(), "nothing written");
+}
+
+#[tokio::test]
+async fn kill_refuses_a_bad_user_id_as_text() {
+    let app = spawn_app().await;
+    let (status, _) = app.kill(Some(&"u".repeat(129))).await;
+    assert_eq!(status, 400);
+    assert!(app.snapshot().await.is_empty());
+}

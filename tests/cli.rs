@@ -1,0 +1,21 @@
+//! The binary refuses bad configuration with one line naming the variable, and exit code 2.
+
+use std::process::Command;
+
+#[test]
+fn invalid_configuration_exits_2_naming_the_variable() {
+    for (variable, value) in [
+        ("FLASHSALE_BIND", "not-an-address"),
+        ("FLASHSALE_DEFAULT_STOCK", "lots"),
+        ("FLASHSALE_LOG_CONFIG", "/nonexistent/log4rs.yaml"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+            .env(variable, value)
+            .output()
+            .expect("the binary runs");
+        assert_eq!(output.status.code(), Some(2), "{variable}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(variable), "names {variable}: {stderr}");
+    }
+}
