@@ -8,7 +8,8 @@
 -- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq
 -- KEYS[2] orders  HASH  order_id -> JSON {user_id, quantity, unit_price, created_at, status}
 -- KEYS[3] buyers  HASH  user_id  -> units this user holds (for the per-user limit)
--- KEYS[4] idem    STRING order_id, only when the request carries an Idempotency-Key
+-- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay)
+-- KEYS[5] idem    STRING order_id, only when the request carries an Idempotency-Key
 --
 -- ARGV[1] user_id
 -- ARGV[2] quantity, an integer 1..100 (validated by the caller)
@@ -17,12 +18,13 @@
 -- ARGV[5] seconds an idempotency key is remembered
 --
 -- Reply: { outcome, ... } where outcome is one of
---   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining
+--   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
+--                              status ('created' | 'cancelled')
 --   'sold_out'               , remaining
 --   'quantity_above_limit'   , per_user_limit
 --   'sale_not_found' | 'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
 
-local sale, orders, buyers, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sale, orders, buyers, outbox, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local user, quantity = ARGV[1], tonumber(ARGV[2])
 
 -- Redis's clock, not the replica's: every replica then agrees on the sale window.
@@ -59,7 +61,7 @@ if idem then
         return { 'idempotency_conflict' }
       end
       return { 'replayed', id, o.user_id, tonumber(o.quantity), tonumber(o.unit_price),
-               tonumber(o.created_at), stock - sold }
+               tonumber(o.created_at), stock - sold, o.status }
     end
   end
 end
@@ -91,5 +93,9 @@ redis.call('HSET', orders, id, cjson.encode({
   user_id = user, quantity = tostring(quantity), unit_price = tostring(price),
   created_at = tostring(now), status = 'created' }))
 if idem then redis.call('SET', idem, id, 'EX', ARGV[5]) end
+-- The outbox entry is written in the same atomic step as the stock: an order accepted here
+-- can never be missing from what the relay hands to JetStream.
+redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
+           'quantity', quantity, 'unit_price', price, 'created_at', now)
 
-return { 'created', id, user, quantity, price, now, stock - sold - quantity }
+return { 'created', id, user, quantity, price, now, stock - sold - quantity, 'created' }

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::domain::InvalidInput;
-use crate::inventory::{PurchaseError, PutSaleError, StoreError};
+use crate::inventory::{CancelError, PurchaseError, PutSaleError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -22,6 +22,8 @@ pub enum ApiError {
     RouteNotFound,
     #[error("no sale with this sku")]
     SaleNotFound,
+    #[error("no order with this id")]
+    OrderNotFound,
     #[error("{0}")]
     SoldOut(String),
     #[error("this user already holds the most units the sale allows per user")]
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::AdminDisabled => "forbidden",
             ApiError::RouteNotFound => "not_found",
             ApiError::SaleNotFound => "sale_not_found",
+            ApiError::OrderNotFound => "order_not_found",
             ApiError::SoldOut(_) => "sold_out",
             ApiError::UserLimitReached => "user_limit_reached",
             ApiError::SaleNotOpen => "sale_not_open",
@@ -75,7 +78,9 @@ impl ResponseError for ApiError {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
-            ApiError::RouteNotFound | ApiError::SaleNotFound => StatusCode::NOT_FOUND,
+            ApiError::RouteNotFound | ApiError::SaleNotFound | ApiError::OrderNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::SoldOut(_)
             | ApiError::UserLimitReached
             | ApiError::SaleNotOpen
@@ -138,6 +143,15 @@ impl From<PutSaleError> for ApiError {
         match e {
             PutSaleError::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
             PutSaleError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::OrderNotFound => ApiError::OrderNotFound,
+            CancelError::Store(e) => e.into(),
         }
     }
 }

@@ -14,4 +14,12 @@ pub struct Order {
     pub created_at: String,
     /// Units left in the sale right after this order (or at the replay, for a replay).
     pub remaining: u64,
+    pub status: OrderStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Created,
+    Cancelled,
 }

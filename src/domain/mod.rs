@@ -2,11 +2,13 @@
 //! inventory never see raw strings from a request.
 
 mod idempotency_key;
+mod order_id;
 mod quantity;
 mod sku;
 mod user_id;
 
 pub use idempotency_key::IdempotencyKey;
+pub use order_id::OrderId;
 pub use quantity::Quantity;
 pub use sku::Sku;
 pub use user_id::UserId;

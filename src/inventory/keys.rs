@@ -30,6 +30,11 @@ impl SaleKeys {
         self.key("buyers")
     }
 
+    /// STREAM of order events waiting for the relay (the outbox).
+    pub fn outbox(&self) -> String {
+        self.key("outbox")
+    }
+
     /// STRING holding the order_id a given Idempotency-Key produced.
     pub fn idempotency(&self, key: &IdempotencyKey) -> String {
         format!("{}idem:{}", self.prefix, key.as_str())
@@ -38,6 +43,21 @@ impl SaleKeys {
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
+}
+
+/// HASH of every sale created through the API: sku digest → sku. It lets a cancel find the
+/// sale of an order id, and the relay find every outbox. It lives outside any sale's hash slot,
+/// so it is written by its own command, before the sale itself.
+pub fn sale_registry(namespace: &str) -> String {
+    format!("{namespace}:sales")
+}
+
+/// First 16 hex digits of SHA-1 of the sku: the prefix of its order ids. The Lua scripts
+/// compute the same with `redis.sha1hex`.
+pub fn sku_digest(sku: &Sku) -> String {
+    let mut hex = sha1_smol::Sha1::from(sku.as_str()).digest().to_string();
+    hex.truncate(16);
+    hex
 }
 
 #[cfg(test)]
@@ -50,7 +70,15 @@ mod tests {
         let keys = SaleKeys::new("fs:test", &sku);
         assert_eq!(keys.sale(), "fs:test:{phone-1}:sale");
         assert_eq!(keys.orders(), "fs:test:{phone-1}:orders");
+        assert_eq!(keys.outbox(), "fs:test:{phone-1}:outbox");
         let idem = IdempotencyKey::parse(b"k{1}").expect("valid key");
         assert_eq!(keys.idempotency(&idem), "fs:test:{phone-1}:idem:k{1}");
+    }
+
+    #[test]
+    fn digest_is_the_sha1_prefix() {
+        // printf limit | sha1sum
+        let sku = Sku::parse("limit").expect("valid sku");
+        assert_eq!(sku_digest(&sku), "e4d68c5a97e46632");
     }
 }

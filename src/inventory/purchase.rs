@@ -1,9 +1,9 @@
 use redis::Value;
 
+use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
 use crate::order::Order;
-use crate::sale::format_time;
 
 /// An accepted purchase: a new order, or the order an earlier request with the same
 /// Idempotency-Key created (`replayed`).
@@ -43,7 +43,10 @@ impl Inventory {
     ) -> Result<Purchase, PurchaseError> {
         let keys = self.keys(sku);
         let mut call = self.purchase_script.prepare_invoke();
-        call.key(keys.sale()).key(keys.orders()).key(keys.buyers());
+        call.key(keys.sale())
+            .key(keys.orders())
+            .key(keys.buyers())
+            .key(keys.outbox());
         if let Some(key) = idempotency_key {
             call.key(keys.idempotency(key));
         }
@@ -60,23 +63,12 @@ impl Inventory {
         let reply = Reply(&reply);
         match reply.text(0)? {
             outcome @ ("created" | "replayed") => {
-                let quantity = reply.uint(3)?;
-                let unit_price = reply.uint(4)?;
-                let remaining = reply.uint(6)?;
-                if outcome == "created" && remaining == 0 {
+                let order = reply.order(sku)?;
+                if outcome == "created" && order.remaining == 0 {
                     log::info!("sale {sku} sold out");
                 }
                 Ok(Purchase {
-                    order: Order {
-                        order_id: reply.text(1)?.to_owned(),
-                        sku: sku.to_string(),
-                        user_id: reply.text(2)?.to_owned(),
-                        quantity: u32::try_from(quantity).map_err(|_| reply.corrupt())?,
-                        unit_price,
-                        total_amount: unit_price * quantity,
-                        created_at: format_time(reply.int(5)?),
-                        remaining,
-                    },
+                    order,
                     replayed: outcome == "replayed",
                 })
             }
@@ -92,39 +84,5 @@ impl Inventory {
             "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),
             _ => Err(reply.corrupt().into()),
         }
-    }
-}
-
-/// Typed access to the array a script returns.
-pub(super) struct Reply<'a>(pub &'a [Value]);
-
-impl Reply<'_> {
-    pub fn text(&self, at: usize) -> Result<&str, StoreError> {
-        match self.0.get(at) {
-            Some(Value::BulkString(bytes)) => {
-                std::str::from_utf8(bytes).map_err(|_| self.corrupt())
-            }
-            Some(Value::SimpleString(text)) => Ok(text),
-            _ => Err(self.corrupt()),
-        }
-    }
-
-    pub fn int(&self, at: usize) -> Result<i64, StoreError> {
-        match self.0.get(at) {
-            Some(Value::Int(n)) => Ok(*n),
-            Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|text| text.parse().ok())
-                .ok_or_else(|| self.corrupt()),
-            _ => Err(self.corrupt()),
-        }
-    }
-
-    pub fn uint(&self, at: usize) -> Result<u64, StoreError> {
-        u64::try_from(self.int(at)?).map_err(|_| self.corrupt())
-    }
-
-    pub fn corrupt(&self) -> StoreError {
-        StoreError::Corrupt(format!("{:?}", self.0))
     }
 }

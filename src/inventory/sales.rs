@@ -1,7 +1,7 @@
-use redis::Value;
+use redis::{AsyncCommands, Value};
 
-use super::purchase::Reply;
-use super::{Inventory, StoreError};
+use super::reply::Reply;
+use super::{Inventory, StoreError, sale_registry, sku_digest};
 use crate::domain::Sku;
 use crate::sale::{Sale, SaleSettings};
 
@@ -41,6 +41,12 @@ impl Inventory {
             .arg(optional(settings.ends_at));
 
         let mut redis = self.redis.clone();
+        // Registered first: a sale that exists is always known to the relay and to cancel.
+        // (The registry is in another hash slot, so it cannot join the script.)
+        let registered: Result<(), _> = redis
+            .hset(sale_registry(&self.namespace), sku_digest(sku), sku.as_str())
+            .await;
+        self.observe(registered)?;
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         let sold = reply.uint(1)?;

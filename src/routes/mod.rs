@@ -42,6 +42,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v1/sales/{sku}/orders",
         web::post().to(orders::create_order),
     )
+    .route(
+        "/v1/orders/{order_id}/cancel",
+        web::post().to(orders::cancel_order),
+    )
     .default_service(web::to(|| async {
         Err::<&str, _>(ApiError::RouteNotFound)
     }));

@@ -3,7 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
+use crate::auth::Admin;
+use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -42,4 +43,17 @@ pub async fn create_order(
         HttpResponse::Created()
     };
     Ok(response.json(purchase.order))
+}
+
+/// `POST /v1/orders/{order_id}/cancel` (admin): 200 with the cancelled order; the stock comes
+/// back exactly once however often it is called.
+pub async fn cancel_order(
+    _: Admin,
+    state: web::Data<AppState>,
+    order_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    // An id this service cannot have issued names no order.
+    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::OrderNotFound)?;
+    let order = state.inventory.cancel(&order_id).await?;
+    Ok(HttpResponse::Ok().json(order))
 }

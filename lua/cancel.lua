@@ -1,0 +1,36 @@
+-- cancel.lua: cancel one order, exactly once, atomically.
+--
+-- Gives the quantity back to the stock, frees the buyer's per-user allowance, marks the order
+-- cancelled and records an order.cancelled event in the outbox. A second cancel finds the
+-- order already cancelled and changes nothing.
+--
+-- KEYS[1] sale, KEYS[2] orders, KEYS[3] buyers, KEYS[4] outbox (see purchase.lua)
+-- ARGV[1] order_id
+--
+-- Reply: { 'cancelled' | 'already_cancelled', order_id, user_id, quantity, unit_price,
+--          created_at_ms, remaining, 'cancelled' } or { 'order_not_found' }
+
+local sale, orders, buyers, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id = ARGV[1]
+
+local stored = redis.call('HGET', orders, id)
+if not stored then return { 'order_not_found' } end
+local o = cjson.decode(stored)
+local quantity = tonumber(o.quantity)
+
+local outcome = 'already_cancelled'
+if o.status ~= 'cancelled' then
+  outcome = 'cancelled'
+  redis.call('HINCRBY', sale, 'sold', -quantity)
+  if redis.call('HINCRBY', buyers, o.user_id, -quantity) <= 0 then
+    redis.call('HDEL', buyers, o.user_id)
+  end
+  o.status = 'cancelled'
+  redis.call('HSET', orders, id, cjson.encode(o))
+  redis.call('XADD', outbox, '*', 'kind', 'cancelled', 'order_id', id, 'user_id', o.user_id,
+             'quantity', o.quantity, 'unit_price', o.unit_price, 'created_at', o.created_at)
+end
+
+local f = redis.call('HMGET', sale, 'stock', 'sold')
+return { outcome, id, o.user_id, quantity, tonumber(o.unit_price), tonumber(o.created_at),
+         tonumber(f[1]) - tonumber(f[2]), 'cancelled' }
