@@ -30,6 +30,16 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
+    /// How long an outbox lease lasts, and how long an entry read by a replica may stay
+    /// unacknowledged before another claims it. Must stay well inside JetStream's duplicate
+    /// window (2 minutes).
+    pub relay_claim_idle: Duration,
+    /// On shutdown, how long the relay may keep delivering what is left.
+    pub drain_timeout: Duration,
+    /// PostgreSQL of the order consumer.
+    pub database_url: String,
+    /// Durable JetStream consumer name of the order consumer.
+    pub consumer_name: String,
 }
 
 /// A refused setting: which variable, what it held, what was expected.
@@ -87,6 +97,18 @@ impl Settings {
                 var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
             ),
             workers: var("FLASHSALE_WORKERS", "0").number(0, 1024)? as usize,
+            relay_claim_idle: Duration::from_millis(
+                var("FLASHSALE_RELAY_CLAIM_IDLE_MS", "5000").number(100, 60_000)?,
+            ),
+            drain_timeout: Duration::from_secs(
+                var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,
+            ),
+            database_url: var(
+                "FLASHSALE_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/flashsale",
+            )
+            .postgres_url()?,
+            consumer_name: var("FLASHSALE_CONSUMER", "orders-db").nats_token()?,
         })
     }
 }
@@ -137,6 +159,13 @@ impl Var {
         match parsed {
             Ok(urls) => Ok(urls),
             Err(_) => self.refuse("expected nats://host:port, comma-separated for several servers"),
+        }
+    }
+
+    fn postgres_url(self) -> Result<String, ConfigError> {
+        match self.value.parse::<tokio_postgres::Config>() {
+            Ok(_) => Ok(self.value),
+            Err(e) => self.refuse(format!("expected a postgres:// URL ({e})")),
         }
     }
 
@@ -225,6 +254,8 @@ mod tests {
             ("FLASHSALE_DEFAULT_SKU", "no spaces"),
             ("FLASHSALE_DEFAULT_STOCK", "-1"),
             ("FLASHSALE_REDIS_TIMEOUT_MS", "0"),
+            ("FLASHSALE_RELAY_CLAIM_IDLE_MS", "120000"),
+            ("FLASHSALE_DATABASE_URL", "postgres://host:port:port/x"),
         ];
         for (variable, value) in cases {
             let err = with(&[(variable, value)]).expect_err(variable);

@@ -8,6 +8,8 @@
 //! - [`config`]: settings from the environment, validated once at start-up.
 //! - [`domain`]: request values that can only hold valid data (`Sku`, `UserId`, ...).
 //! - [`inventory`]: the stock in Redis; each decision is one Lua script in `lua/`.
+//! - [`relay`]: hands the orders recorded in Redis outboxes to NATS JetStream ([`jetstream`],
+//!   [`event`]).
 //! - [`routes`]: the HTTP API; [`error`] maps every failure to the contract's JSON error.
 //! - [`startup`]: builds the server from settings, for `main` and the tests alike.
 
@@ -15,8 +17,11 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod event;
 pub mod inventory;
+pub mod jetstream;
 pub mod order;
+pub mod relay;
 pub mod routes;
 pub mod sale;
 pub mod startup;

@@ -2,6 +2,8 @@
 //! thing (tests bind port 0 and read back [`Application::port`]).
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -9,11 +11,13 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Settings;
 use crate::domain::Sku;
 use crate::inventory::Inventory;
+use crate::relay::{DrainSignal, Relay, RelayStatus};
 use crate::routes;
 
 /// What every request handler shares.
 pub struct AppState {
-    pub inventory: Inventory,
+    pub inventory: Arc<Inventory>,
+    pub relay_status: Arc<RelayStatus>,
     pub nats: async_nats::Client,
     pub admin_token: Option<String>,
     pub default_sku: Sku,
@@ -32,13 +36,16 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    drain: DrainSignal,
+    relay: tokio::task::JoinHandle<()>,
+    drain_timeout: Duration,
 }
 
 impl Application {
     /// Prepares clients and binds the listener. Redis and NATS may be down: the service then
     /// starts anyway, answers 503 / not ready, and connects when they come up.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let inventory = Inventory::new(&settings)?;
+        let inventory = Arc::new(Inventory::new(&settings)?);
         if let Err(e) = inventory.load_scripts().await {
             log::warn!("scripts not loaded at start ({e}); they load on first use");
         }
@@ -48,10 +55,23 @@ impl Application {
             .connect(settings.nats_urls.as_slice())
             .await?;
 
+        let relay_status = Arc::new(RelayStatus::default());
+        let relay = Relay::new(
+            inventory.clone(),
+            nats.clone(),
+            settings.stream.clone(),
+            settings.subject_prefix.clone(),
+            settings.relay_claim_idle,
+            relay_status.clone(),
+        );
+        let (drain, drain_requested) = tokio::sync::watch::channel(None);
+        let relay = tokio::spawn(relay.run(drain_requested));
+
         let listener = TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
         let state = web::Data::new(AppState {
             inventory,
+            relay_status,
             nats,
             admin_token: settings.admin_token.clone(),
             default_sku: settings.default_sku.clone(),
@@ -73,6 +93,9 @@ impl Application {
         Ok(Self {
             port: address.port(),
             server,
+            drain,
+            relay,
+            drain_timeout: settings.drain_timeout,
         })
     }
 
@@ -80,9 +103,21 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM), then drains in-flight
-    /// requests.
+    /// Serves until the process is asked to stop (SIGINT/SIGTERM): actix-web then stops
+    /// accepting and finishes the requests in flight; after that the relay delivers what it
+    /// can within the drain timeout. What it could not stays in the outbox for the next
+    /// process.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        log::info!(
+            "http server stopped; draining the outbox for up to {:?}",
+            self.drain_timeout
+        );
+        // The relay may already be gone (a panic); then there is nothing to wait for.
+        let _ = self.drain.send(Some(Instant::now() + self.drain_timeout));
+        if let Err(e) = self.relay.await {
+            log::error!("relay task failed: {e}");
+        }
+        served
     }
 }

@@ -14,7 +14,9 @@ impl OrderId {
         let numbers: Vec<&str> = parts.collect();
         let well_formed = raw.len() <= Self::MAX_LEN
             && digest.len() == 16
-            && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             && numbers.len() == 2
             && numbers
                 .iter()
@@ -45,7 +47,14 @@ mod tests {
     fn parses_issued_ids_only() {
         let id = OrderId::parse("f6be6ca910984ef0-1795619575669-1").expect("valid");
         assert_eq!(id.sku_digest(), "f6be6ca910984ef0");
-        for bad in ["", "x", "f6be6ca910984ef0-1", "f6be6ca910984eF0-1-1", "f6be6ca910984ef0-1-a", "f6be6ca910984ef0-1-1-1"] {
+        for bad in [
+            "",
+            "x",
+            "f6be6ca910984ef0-1",
+            "f6be6ca910984eF0-1-1",
+            "f6be6ca910984ef0-1-a",
+            "f6be6ca910984ef0-1-1-1",
+        ] {
             assert!(OrderId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -35,6 +35,11 @@ impl SaleKeys {
         self.key("outbox")
     }
 
+    /// STRING naming the replica that relays this sale's outbox (with a TTL).
+    pub fn relay_lease(&self) -> String {
+        self.key("relay")
+    }
+
     /// STRING holding the order_id a given Idempotency-Key produced.
     pub fn idempotency(&self, key: &IdempotencyKey) -> String {
         format!("{}idem:{}", self.prefix, key.as_str())

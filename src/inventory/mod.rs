@@ -7,7 +7,9 @@
 
 mod cancel;
 mod keys;
+mod outbox;
 mod purchase;
+mod registry;
 mod reply;
 mod sales;
 
@@ -15,12 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
+use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::domain::Sku;
 
 pub use cancel::CancelError;
 pub use keys::{SaleKeys, sale_registry, sku_digest};
+pub use outbox::{Backlog, OutboxEntry, RELAY_GROUP};
 pub use purchase::{Purchase, PurchaseError};
 pub use sales::PutSaleError;
 
@@ -43,8 +47,11 @@ pub struct Inventory {
     purchase_script: Script,
     put_sale_script: Script,
     cancel_script: Script,
+    relay_lease_script: Script,
     /// Last known state of Redis, so an outage is logged once, not once per request.
     available: AtomicBool,
+    /// Signalled after each script call that wrote an outbox entry, to wake the relay.
+    outbox_written: Notify,
 }
 
 impl Inventory {
@@ -67,7 +74,9 @@ impl Inventory {
             purchase_script: Script::new(include_str!("../../lua/purchase.lua")),
             put_sale_script: Script::new(include_str!("../../lua/put_sale.lua")),
             cancel_script: Script::new(include_str!("../../lua/cancel.lua")),
+            relay_lease_script: Script::new(include_str!("../../lua/relay_lease.lua")),
             available: AtomicBool::new(true),
+            outbox_written: Notify::new(),
         })
     }
 
@@ -79,6 +88,7 @@ impl Inventory {
             ("purchase", &self.purchase_script),
             ("put_sale", &self.put_sale_script),
             ("cancel", &self.cancel_script),
+            ("relay_lease", &self.relay_lease_script),
         ] {
             let sha = script.prepare_invoke().load_async(&mut redis).await?;
             log::info!("lua script {name} loaded: {sha}");
@@ -90,6 +100,11 @@ impl Inventory {
         let mut redis = self.redis.clone();
         let reply = redis::cmd("PING").query_async::<String>(&mut redis).await;
         self.observe(reply).map(drop)
+    }
+
+    /// Woken when this replica wrote an order event to an outbox.
+    pub fn outbox_written(&self) -> &Notify {
+        &self.outbox_written
     }
 
     pub fn keys(&self, sku: &Sku) -> SaleKeys {

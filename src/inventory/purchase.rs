@@ -64,8 +64,11 @@ impl Inventory {
         match reply.text(0)? {
             outcome @ ("created" | "replayed") => {
                 let order = reply.order(sku)?;
-                if outcome == "created" && order.remaining == 0 {
-                    log::info!("sale {sku} sold out");
+                if outcome == "created" {
+                    self.outbox_written.notify_one();
+                    if order.remaining == 0 {
+                        log::info!("sale {sku} sold out");
+                    }
                 }
                 Ok(Purchase {
                     order,

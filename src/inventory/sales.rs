@@ -44,7 +44,11 @@ impl Inventory {
         // Registered first: a sale that exists is always known to the relay and to cancel.
         // (The registry is in another hash slot, so it cannot join the script.)
         let registered: Result<(), _> = redis
-            .hset(sale_registry(&self.namespace), sku_digest(sku), sku.as_str())
+            .hset(
+                sale_registry(&self.namespace),
+                sku_digest(sku),
+                sku.as_str(),
+            )
             .await;
         self.observe(registered)?;
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;

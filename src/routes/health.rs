@@ -16,9 +16,18 @@ struct Readiness {
     message: Option<String>,
     redis: &'static str,
     nats: &'static str,
+    outbox: Outbox,
 }
 
-/// Readiness: Redis answers a PING and the NATS client is connected.
+/// Relay lag as last seen: order events accepted but not yet confirmed by JetStream.
+#[derive(Serialize)]
+struct Outbox {
+    pending: u64,
+    oldest_age_ms: u64,
+}
+
+/// Readiness: Redis answers a PING and the NATS client is connected. The relay's lag is shown
+/// but does not make a replica unready: purchases are safe while events wait.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let redis_up = state.inventory.ping().await.is_ok();
     let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
@@ -28,6 +37,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         message: None,
         redis: word(redis_up),
         nats: word(nats_up),
+        outbox: {
+            let backlog = state.relay_status.backlog();
+            Outbox {
+                pending: backlog.pending,
+                oldest_age_ms: backlog.oldest_age_ms,
+            }
+        },
     };
     if redis_up && nats_up {
         return HttpResponse::Ok().json(body);

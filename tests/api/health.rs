@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{error_of, redis_connection, spawn_app, spawn_app_with, unique};
+use crate::helpers::{
+    error_of, free_port, redis_connection, spawn_app, spawn_app_with, unique, wait_for_port,
+};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_when_everything_is_up() {
@@ -17,21 +19,19 @@ async fn healthz_and_readyz_answer_when_everything_is_up() {
         .await
         .expect("answered");
     assert_eq!(health.status(), 200);
-    let ready = ready(&app.client, &app.url("/readyz")).await;
-    assert_eq!(ready, (200, json!({"redis": "up", "nats": "up"})));
+    let (status, body) = ready(&app.client, &app.url("/readyz")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["redis"].as_str(), body["nats"].as_str()),
+        (Some("up"), Some("up"))
+    );
+    assert_eq!(body["outbox"]["pending"], 0);
 }
 
 async fn ready(client: &reqwest::Client, url: &str) -> (u16, Value) {
     let response = client.get(url).send().await.expect("/readyz answered");
     let status = response.status().as_u16();
     (status, response.json().await.expect("/readyz is JSON"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[tokio::test]
@@ -77,16 +77,8 @@ async fn private_redis(port: u16) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("redis-server is installed (scripts/services.sh installs it)");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("private redis-server did not listen on {port}");
+    wait_for_port(port).await;
+    child
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub struct TestApp {
     pub address: String,
+    pub settings: Settings,
     pub namespace: String,
     pub default_sku: String,
     pub client: reqwest::Client,
@@ -44,6 +45,10 @@ pub fn test_settings() -> Settings {
     settings.default_sku = flashsale::domain::Sku::parse(&unique("default")).expect("valid sku");
     settings.admin_token = Some(ADMIN_TOKEN.into());
     settings.workers = 2;
+    settings.stream = unique("FSTEST");
+    settings.subject_prefix = unique("fstest");
+    // Dead replicas' leftovers are claimed quickly in tests.
+    settings.relay_claim_idle = std::time::Duration::from_millis(1000);
     settings
 }
 
@@ -55,15 +60,21 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     adjust(&mut settings);
+    spawn_app_from(settings).await
+}
+
+/// Starts the app with exactly these settings (a second replica of another app, say).
+pub async fn spawn_app_from(settings: Settings) -> TestApp {
     let namespace = settings.namespace.clone();
     let default_sku = settings.default_sku.to_string();
-    let application = Application::build(settings)
+    let application = Application::build(settings.clone())
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
+        settings,
         namespace,
         default_sku,
         client: reqwest::Client::new(),
@@ -200,8 +211,9 @@ impl TestApp {
         keys
     }
 
-    /// Deletes every key of the test's namespace.
+    /// Deletes every key of the test's namespace, and its JetStream stream.
     pub async fn cleanup(&self) {
+        crate::nats::delete_stream(&self.settings).await;
         let keys = self.namespace_keys().await;
         if !keys.is_empty() {
             let mut redis = self.redis.clone();
@@ -222,4 +234,25 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String) {
         status,
         body["error"].as_str().unwrap_or_default().to_owned(),
     )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits (up to 5 s) until something listens on the port.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on port {port}");
 }

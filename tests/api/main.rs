@@ -1,8 +1,10 @@
 //! Tests of the whole service over HTTP, against the real Redis and NATS that
 //! `scripts/services.sh` starts. One binary, one module per capability.
 
+mod events;
 mod health;
 mod helpers;
+mod nats;
 mod orders;
 mod sales;
 mod script;

@@ -1,0 +1,82 @@
+//! The order event: what JetStream subscribers receive, one JSON object per message.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "order.created")]
+    Created,
+    #[serde(rename = "order.cancelled")]
+    Cancelled,
+}
+
+impl EventKind {
+    /// The subject token after the prefix: `<prefix>.created.<sku>`.
+    pub fn token(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        match token {
+            "created" => Some(EventKind::Created),
+            "cancelled" => Some(EventKind::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// The payload of `<prefix>.created.<sku>` and `<prefix>.cancelled.<sku>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub event: EventKind,
+    pub order_id: String,
+    pub sku: String,
+    pub user_id: String,
+    pub quantity: u32,
+    pub unit_price: u64,
+    pub total_amount: u64,
+    /// When the order was accepted (also in a cancellation): RFC 3339, UTC, milliseconds.
+    pub created_at: String,
+}
+
+impl OrderEvent {
+    pub fn subject(&self, prefix: &str) -> String {
+        format!("{prefix}.{}.{}", self.event.token(), self.sku)
+    }
+
+    /// `Nats-Msg-Id`: JetStream drops a second message with the same id inside its duplicate
+    /// window, which makes the relay's re-publishing harmless.
+    pub fn message_id(&self) -> String {
+        match self.event {
+            EventKind::Created => self.order_id.clone(),
+            EventKind::Cancelled => format!("{}.cancelled", self.order_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_ids_and_payload_follow_the_contract() {
+        let event = OrderEvent {
+            event: EventKind::Cancelled,
+            order_id: "abc-1-2".into(),
+            sku: "phone".into(),
+            user_id: "u1".into(),
+            quantity: 2,
+            unit_price: 5,
+            total_amount: 10,
+            created_at: "2026-11-25T15:04:52.123Z".into(),
+        };
+        assert_eq!(event.subject("orders"), "orders.cancelled.phone");
+        assert_eq!(event.message_id(), "abc-1-2.cancelled");
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert_eq!(json["event"], "order.cancelled");
+        assert_eq!(json["total_amount"], 10);
+    }
+}

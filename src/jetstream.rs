@@ -1,0 +1,76 @@
+//! The JetStream stream the orders go to, set up per the contract: subjects `<prefix>.>`,
+//! file storage, a duplicate window of at least two minutes. An existing stream is used as it
+//! is; its settings belong to whoever made it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, stream};
+
+/// JetStream forgets a `Nats-Msg-Id` after this long; the relay re-publishes well inside it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+#[error("jetstream stream {stream}: {reason}")]
+pub struct StreamSetupError {
+    stream: String,
+    reason: String,
+}
+
+/// Creates the stream when absent; leaves an existing one alone (warning when its settings
+/// would weaken the delivery guarantee).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subject_prefix: &str,
+) -> Result<(), StreamSetupError> {
+    let subjects = format!("{subject_prefix}.>");
+    let error = |reason: String| StreamSetupError {
+        stream: name.to_owned(),
+        reason,
+    };
+    match js.get_stream(name).await {
+        Ok(existing) => {
+            let config = &existing.cached_info().config;
+            if config.duplicate_window < DUPLICATE_WINDOW {
+                log::warn!(
+                    "stream {name} keeps duplicates only {:?}: a re-published order could be stored twice",
+                    config.duplicate_window
+                );
+            }
+            if !config.subjects.contains(&subjects) {
+                log::warn!(
+                    "stream {name} does not list {subjects}: {:?}",
+                    config.subjects
+                );
+            }
+            Ok(())
+        }
+        Err(e) if is_stream_not_found(e.kind()) => {
+            let created = js
+                .create_stream(stream::Config {
+                    name: name.to_owned(),
+                    subjects: vec![subjects.clone()],
+                    storage: stream::StorageType::File,
+                    duplicate_window: DUPLICATE_WINDOW,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    log::info!("jetstream stream {name} created for {subjects}");
+                    Ok(())
+                }
+                // Another replica created it in between.
+                Err(e) if e.to_string().contains("already in use") => Ok(()),
+                Err(e) => Err(error(e.to_string())),
+            }
+        }
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
+fn is_stream_not_found(kind: GetStreamErrorKind) -> bool {
+    matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}

@@ -1,0 +1,280 @@
+//! The relay: hands the orders in the Redis outboxes to JetStream, in every replica.
+//!
+//! An order accepted by the purchase script is already in its sale's outbox (same atomic
+//! step), so nothing is lost if NATS or this process dies: the entry waits. For each sale
+//! whose outbox is not empty, the replica holding the sale's lease (so events of one sale are
+//! published in order by one replica) claims entries a dead replica left pending, reads what
+//! it holds, publishes each with `Nats-Msg-Id`, waits for the PubAcks, then acknowledges and
+//! deletes the delivered entries. A publish repeated after a crash is dropped by JetStream's
+//! duplicate window, which the lease/claim time stays far inside.
+//!
+//! It wakes when this replica accepts an order, and polls for the rest (other replicas' dead
+//! leftovers); it backs off while NATS is down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use tokio::sync::watch;
+
+use crate::domain::Sku;
+use crate::inventory::{Backlog, Inventory, OutboxEntry, StoreError};
+use crate::jetstream::{DUPLICATE_WINDOW, StreamSetupError, ensure_stream};
+
+/// Entries read and published per round trip.
+const BATCH: usize = 256;
+/// How often the relay looks for work nobody woke it for.
+const POLL: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Lag is logged at most this often while orders wait.
+const LAG_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// What the relay last saw; read by `/readyz`.
+#[derive(Debug, Default)]
+pub struct RelayStatus {
+    pending: AtomicU64,
+    oldest_age_ms: AtomicU64,
+}
+
+impl RelayStatus {
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            pending: self.pending.load(Ordering::Relaxed),
+            oldest_age_ms: self.oldest_age_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    fn record(&self, backlog: Backlog) {
+        self.pending.store(backlog.pending, Ordering::Relaxed);
+        self.oldest_age_ms
+            .store(backlog.oldest_age_ms, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Stream(#[from] StreamSetupError),
+    #[error("nats is not connected")]
+    NatsDown,
+    #[error("publish failed: {0}")]
+    Publish(String),
+}
+
+pub struct Relay {
+    inventory: Arc<Inventory>,
+    nats: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: String,
+    subject_prefix: String,
+    /// Lease time and claim idle time.
+    claim_idle: Duration,
+    /// This process's consumer name in the relay group: unique per process, so a restarted
+    /// replica's old pending entries are claimed like any dead replica's.
+    consumer: String,
+    status: Arc<RelayStatus>,
+}
+
+/// Tells a running relay to drain: deliver what it can until the deadline, then stop.
+pub type DrainSignal = watch::Sender<Option<Instant>>;
+
+impl Relay {
+    pub fn new(
+        inventory: Arc<Inventory>,
+        nats: async_nats::Client,
+        stream: String,
+        subject_prefix: String,
+        claim_idle: Duration,
+        status: Arc<RelayStatus>,
+    ) -> Self {
+        debug_assert!(claim_idle * 4 < DUPLICATE_WINDOW);
+        let mut jetstream = jetstream::new(nats.clone());
+        // A publish that gets no ack within this is retried; far inside the duplicate window.
+        jetstream.set_timeout(Duration::from_secs(2));
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Self {
+            inventory,
+            nats,
+            jetstream,
+            stream,
+            subject_prefix,
+            claim_idle,
+            consumer: format!("relay-{}-{started:x}", std::process::id()),
+            status,
+        }
+    }
+
+    /// Runs until drained: after the signal carries a deadline, it stops as soon as nothing
+    /// waits, or at the deadline, leaving the rest in the outbox for the next process.
+    pub async fn run(self, mut drain: watch::Receiver<Option<Instant>>) {
+        let mut stream_ready = false;
+        let mut failures: u32 = 0;
+        let mut last_lag_log = Instant::now();
+        log::info!("relay {} started", self.consumer);
+        loop {
+            let outcome = self.pass(&mut stream_ready).await;
+            let deadline = *drain.borrow();
+            match &outcome {
+                Ok(backlog) => {
+                    if failures > 0 {
+                        log::info!("relay delivering again after {failures} failed attempts");
+                    }
+                    failures = 0;
+                    self.status.record(*backlog);
+                    if backlog.pending > 0 && last_lag_log.elapsed() >= LAG_LOG_EVERY {
+                        log::info!(
+                            "relay lag: {} events waiting, oldest {} ms",
+                            backlog.pending,
+                            backlog.oldest_age_ms
+                        );
+                        last_lag_log = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        log::warn!("relay cannot deliver, backing off: {e}");
+                    }
+                    failures = failures.saturating_add(1);
+                    if let Ok(backlog) = self.backlog().await {
+                        self.status.record(backlog);
+                    }
+                }
+            }
+
+            if let Some(deadline) = deadline {
+                let left = self.status.backlog().pending;
+                if (outcome.is_ok() && left == 0) || Instant::now() >= deadline {
+                    if left > 0 {
+                        log::warn!(
+                            "relay stopped with {left} events left in the outbox for the next process"
+                        );
+                    } else {
+                        log::info!("relay drained");
+                    }
+                    return;
+                }
+            }
+
+            let delay = match outcome {
+                Err(_) => backoff(failures),
+                // More than one batch was waiting: go on at once.
+                Ok(backlog) if backlog.pending > 0 && deadline.is_some() => Duration::ZERO,
+                Ok(_) => POLL,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.inventory.outbox_written().notified(), if failures == 0 => {}
+                _ = drain.changed() => {}
+            }
+        }
+    }
+
+    /// One round over every sale; returns what still waits afterwards.
+    async fn pass(&self, stream_ready: &mut bool) -> Result<Backlog, RelayError> {
+        let mut total = Backlog::default();
+        for sku in self.inventory.sales().await? {
+            if self.inventory.outbox_backlog(&sku).await?.is_none() {
+                continue;
+            }
+            if !*stream_ready {
+                ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix).await?;
+                *stream_ready = true;
+            }
+            if self
+                .inventory
+                .take_outbox_lease(&sku, &self.consumer, self.claim_idle)
+                .await?
+            {
+                self.relay_sale(&sku).await?;
+            }
+            if let Some(backlog) = self.inventory.outbox_backlog(&sku).await? {
+                total.add(backlog);
+            }
+        }
+        Ok(total)
+    }
+
+    /// What waits in all outboxes, for the status while delivery fails.
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let mut total = Backlog::default();
+        for sku in self.inventory.sales().await? {
+            if let Some(backlog) = self.inventory.outbox_backlog(&sku).await? {
+                total.add(backlog);
+            }
+        }
+        Ok(total)
+    }
+
+    async fn relay_sale(&self, sku: &Sku) -> Result<(), RelayError> {
+        self.inventory
+            .claim_stale_outbox(sku, &self.consumer, self.claim_idle)
+            .await?;
+        loop {
+            if self.nats.connection_state() != async_nats::connection::State::Connected {
+                return Err(RelayError::NatsDown);
+            }
+            let entries = self
+                .inventory
+                .read_outbox(sku, &self.consumer, BATCH)
+                .await?;
+            let (delivered, failure) = self.publish(&entries).await;
+            self.inventory.ack_outbox(sku, &delivered).await?;
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            if entries.len() < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes entries in order, pipelined, and returns the ids JetStream acknowledged.
+    async fn publish(&self, entries: &[OutboxEntry]) -> (Vec<String>, Option<RelayError>) {
+        let mut failure = None;
+        let mut pending_acks = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let payload = match serde_json::to_vec(&entry.event) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    failure = Some(RelayError::Publish(e.to_string()));
+                    break;
+                }
+            };
+            let message = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(entry.event.message_id());
+            match self
+                .jetstream
+                .send_publish(entry.event.subject(&self.subject_prefix), message)
+                .await
+            {
+                Ok(ack) => pending_acks.push((entry.id.clone(), ack)),
+                Err(e) => {
+                    failure = Some(RelayError::Publish(e.to_string()));
+                    break;
+                }
+            }
+        }
+        let mut delivered = Vec::with_capacity(pending_acks.len());
+        for (id, ack) in pending_acks {
+            match ack.await {
+                Ok(_) => delivered.push(id),
+                Err(e) => {
+                    failure.get_or_insert(RelayError::Publish(e.to_string()));
+                }
+            }
+        }
+        (delivered, failure)
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let exponent = failures.min(6);
+    (Duration::from_millis(100) * 2u32.pow(exponent)).min(MAX_BACKOFF)
+}

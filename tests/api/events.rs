@@ -1,0 +1,379 @@
+//! Orders reach JetStream exactly once: through NATS outages, process crashes, dead
+//! replicas and several replicas at once. Each test has its own stream and subjects.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use flashsale::config::Settings;
+use flashsale::domain::{Quantity, Sku, UserId};
+use flashsale::event::EventKind;
+use flashsale::inventory::Inventory;
+use futures::StreamExt;
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, error_of, free_port, spawn_app, spawn_app_from, spawn_app_with,
+    test_settings, unique, wait_for_port,
+};
+use crate::nats::{PrivateNats, assert_no_duplicates, wait_for_delivered};
+
+/// Buys one unit for each user, `concurrency` at a time; returns the order ids answered 201.
+async fn buy_all(
+    app: &TestApp,
+    sku: &str,
+    users: &[String],
+    concurrency: usize,
+) -> HashSet<String> {
+    let answers: Vec<(u16, Value)> = futures::stream::iter(users)
+        .map(|user| async move {
+            let response = app.order(sku, user, 1).await;
+            let status = response.status().as_u16();
+            (status, response.json().await.expect("JSON answer"))
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    answers
+        .into_iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, order)| order["order_id"].as_str().expect("order_id").to_owned())
+        .collect()
+}
+
+fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn created_ids(messages: &[crate::nats::Delivered]) -> HashSet<String> {
+    messages
+        .iter()
+        .filter(|m| m.event.event == EventKind::Created)
+        .map(|m| m.event.order_id.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_order_reaches_the_stream_once() {
+    let app = spawn_app().await;
+    let sku = unique("e2e");
+    app.create_sale(&sku, json!({"stock": 500, "price": 1200}))
+        .await;
+
+    let buyers = users("buyer", 3000);
+    let answered = join_all(buyers.iter().map(|user| app.order(&sku, user, 1))).await;
+    let mut accepted = HashSet::new();
+    for response in answered {
+        if response.status() == 201 {
+            let order: Value = response.json().await.expect("order");
+            accepted.insert(order["order_id"].as_str().expect("order_id").to_owned());
+        }
+    }
+    assert_eq!(accepted.len(), 500);
+
+    let messages = wait_for_delivered(&app.settings, 500, Duration::from_secs(30)).await;
+    assert_eq!(
+        messages.len(),
+        500,
+        "exactly the accepted orders, nothing more"
+    );
+    assert_no_duplicates(&messages);
+    assert_eq!(created_ids(&messages), accepted);
+    let prefix = &app.settings.subject_prefix;
+    for m in &messages {
+        assert_eq!(m.subject, format!("{prefix}.created.{sku}"));
+        assert_eq!(m.message_id, m.event.order_id);
+        assert_eq!(
+            (m.event.quantity, m.event.unit_price, m.event.total_amount),
+            (1, 1200, 1200)
+        );
+        assert!(m.event.created_at.ends_with('Z'));
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let app = spawn_app_with(|s| s.nats_urls = vec![url.parse().expect("nats url")]).await;
+    let sku = unique("nats-down");
+    app.create_sale(&sku, json!({"stock": 1000})).await;
+
+    nats.stop().await;
+    let accepted = buy_all(&app, &sku, &users("offline", 100), 32).await;
+    assert_eq!(
+        accepted.len(),
+        100,
+        "Redis alone decides: every purchase is answered 201"
+    );
+
+    // The relay reports the lag while it cannot deliver.
+    let mut lag_seen = false;
+    for _ in 0..50 {
+        let ready: Value = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("JSON");
+        if ready["nats"] == "down" && ready["outbox"]["pending"] == 100 {
+            lag_seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lag_seen, "/readyz shows nats down and 100 events waiting");
+
+    nats.restart().await;
+    let messages = wait_for_delivered(&app.settings, 100, Duration::from_secs(40)).await;
+    assert_eq!(messages.len(), 100);
+    assert_no_duplicates(&messages);
+    assert_eq!(created_ids(&messages), accepted);
+    app.cleanup().await;
+}
+
+/// Environment that makes the binary run with `settings`.
+fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("FLASHSALE_BIND", format!("127.0.0.1:{port}")),
+        ("FLASHSALE_REDIS_URL", settings.redis_url.clone()),
+        (
+            "FLASHSALE_NATS_URL",
+            settings
+                .nats_urls
+                .iter()
+                .map(|u| format!("nats://{}:{}", u.host(), u.port()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("FLASHSALE_NAMESPACE", settings.namespace.clone()),
+        ("FLASHSALE_STREAM", settings.stream.clone()),
+        ("FLASHSALE_SUBJECT_PREFIX", settings.subject_prefix.clone()),
+        ("FLASHSALE_DEFAULT_SKU", settings.default_sku.to_string()),
+        ("FLASHSALE_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        (
+            "FLASHSALE_RELAY_CLAIM_IDLE_MS",
+            settings.relay_claim_idle.as_millis().to_string(),
+        ),
+    ]
+}
+
+/// The real binary, in a scratch directory (so it logs to the console only).
+pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestApp) {
+    let port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .envs(env_of(settings, port))
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("flashsale binary starts");
+    wait_for_port(port).await;
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        settings: settings.clone(),
+        namespace: settings.namespace.clone(),
+        default_sku: settings.default_sku.to_string(),
+        client: reqwest::Client::new(),
+        redis: crate::helpers::redis_connection(&settings.redis_url).await,
+    };
+    (child, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_after_a_burst_loses_nothing() {
+    // The process's NATS is down during the burst, so nothing can have been delivered when
+    // it is killed: everything must come from the outbox, through a fresh process.
+    let mut nats = PrivateNats::start().await;
+    let mut settings = test_settings();
+    settings.nats_urls = vec![nats.url().parse().expect("nats url")];
+    let (mut process, app) = spawn_process(&settings).await;
+    let sku = unique("crash");
+    app.create_sale(&sku, json!({"stock": 1000})).await;
+    nats.stop().await;
+
+    let accepted = buy_all(&app, &sku, &users("burst", 1000), 64).await;
+    process.start_kill().expect("SIGKILL sent");
+    process.wait().await.expect("process gone");
+    assert_eq!(accepted.len(), 1000);
+    let left: u64 = redis::cmd("XLEN")
+        .arg(app.key(&sku, "outbox"))
+        .query_async(&mut app.redis.clone())
+        .await
+        .expect("XLEN");
+    assert_eq!(left, 1000, "the killed process delivered nothing");
+
+    nats.restart().await;
+    let replacement = spawn_app_from(settings.clone()).await;
+    let messages = wait_for_delivered(&settings, 1000, Duration::from_secs(40)).await;
+    assert_eq!(messages.len(), 1000);
+    assert_no_duplicates(&messages);
+    assert_eq!(created_ids(&messages), accepted);
+    replacement.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
+    let settings = test_settings();
+    let sku = Sku::parse(&unique("claim")).expect("sku");
+    // A "replica" that takes the lease, reads the entries and dies before publishing them.
+    let dead = Inventory::new(&settings).expect("inventory");
+    dead.put_sale(
+        &sku,
+        &flashsale::sale::SaleSettings {
+            stock: 50,
+            per_user_limit: None,
+            price: 1,
+            starts_at: None,
+            ends_at: None,
+        },
+    )
+    .await
+    .expect("sale");
+    for i in 0..20 {
+        let user = UserId::parse(format!("u{i}")).expect("user");
+        dead.purchase(&sku, &user, Quantity::ONE, None)
+            .await
+            .expect("accepted");
+    }
+    assert!(
+        dead.take_outbox_lease(&sku, "dead-replica", settings.relay_claim_idle)
+            .await
+            .expect("lease")
+    );
+    dead.claim_stale_outbox(&sku, "dead-replica", settings.relay_claim_idle)
+        .await
+        .expect("group");
+    let read = dead
+        .read_outbox(&sku, "dead-replica", 100)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 20, "the dead replica holds every entry");
+
+    let app = spawn_app_from(settings.clone()).await;
+    let messages = wait_for_delivered(&settings, 20, Duration::from_secs(20)).await;
+    assert_eq!(messages.len(), 20);
+    assert_no_duplicates(&messages);
+    assert_eq!(
+        created_ids(&messages),
+        read.iter().map(|e| e.event.order_id.clone()).collect()
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_deliver_exactly_once_and_sell_exactly_the_stock() {
+    let first = spawn_app().await;
+    let second = spawn_app_from(first.settings.clone()).await;
+    let sku = unique("replicas");
+    first.create_sale(&sku, json!({"stock": 300})).await;
+
+    let buyers = users("split", 1000);
+    let answered = join_all(buyers.iter().enumerate().map(|(i, user)| {
+        let replica = if i % 2 == 0 { &first } else { &second };
+        replica.order(&sku, user, 1)
+    }))
+    .await;
+    let mut accepted = HashSet::new();
+    for response in answered {
+        if response.status() == 201 {
+            let order: Value = response.json().await.expect("order");
+            accepted.insert(order["order_id"].as_str().expect("order_id").to_owned());
+        }
+    }
+    assert_eq!(accepted.len(), 300);
+    assert_eq!(first.redis_sold(&sku).await, 300);
+
+    let messages = wait_for_delivered(&first.settings, 300, Duration::from_secs(30)).await;
+    assert_eq!(messages.len(), 300);
+    assert_no_duplicates(&messages);
+    assert_eq!(created_ids(&messages), accepted);
+    first.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_returns_stock_exactly_once() {
+    let app = spawn_app().await;
+    let sku = unique("cancel");
+    app.create_sale(
+        &sku,
+        json!({"stock": 10, "per_user_limit": 1, "price": 300}),
+    )
+    .await;
+    let buyers = users("canceller", 10);
+    let ids: Vec<String> = buy_all(&app, &sku, &buyers, 10).await.into_iter().collect();
+    assert_eq!(ids.len(), 10);
+    assert_eq!(app.sale_json(&sku).await["state"], "sold_out");
+
+    // Every order cancelled twice, all at once.
+    let cancels = ids.iter().chain(ids.iter()).map(|id| {
+        app.client
+            .post(app.url(&format!("/v1/orders/{id}/cancel")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    });
+    for response in join_all(cancels).await {
+        let response = response.expect("answered");
+        assert_eq!(response.status(), 200);
+        let order: Value = response.json().await.expect("order");
+        assert_eq!(order["status"], "cancelled");
+    }
+    let sale = app.sale_json(&sku).await;
+    assert_eq!(
+        (sale["sold"].as_u64(), sale["remaining"].as_u64()),
+        (Some(0), Some(10)),
+        "stock back exactly once"
+    );
+
+    let messages = wait_for_delivered(&app.settings, 20, Duration::from_secs(20)).await;
+    assert_eq!(messages.len(), 20, "10 created + 10 cancelled");
+    assert_no_duplicates(&messages);
+    let cancelled: HashSet<String> = messages
+        .iter()
+        .filter(|m| m.event.event == EventKind::Cancelled)
+        .map(|m| {
+            assert_eq!(
+                m.subject,
+                format!("{}.cancelled.{sku}", app.settings.subject_prefix)
+            );
+            assert_eq!(m.message_id, format!("{}.cancelled", m.event.order_id));
+            m.event.order_id.clone()
+        })
+        .collect();
+    assert_eq!(cancelled, ids.iter().cloned().collect());
+
+    // The per-user allowance is free again.
+    assert_eq!(buy_all(&app, &sku, &buyers, 10).await.len(), 10);
+
+    let (status, code) = error_of(
+        app.client
+            .post(app.url(&format!("/v1/orders/{}-1-999/cancel", &ids[0][..16])))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answered"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "order_not_found"));
+    let malformed = app
+        .client
+        .post(app.url("/v1/orders/nonsense/cancel"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(error_of(malformed).await, (404, "order_not_found".into()));
+    let anonymous = app
+        .client
+        .post(app.url(&format!("/v1/orders/{}/cancel", ids[0])))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(error_of(anonymous).await, (401, "unauthorized".into()));
+    app.cleanup().await;
+}

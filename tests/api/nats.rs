@@ -1,0 +1,157 @@
+//! NATS for tests: reading what reached a test's stream, and private nats-servers to stop.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use flashsale::config::Settings;
+use flashsale::event::OrderEvent;
+use tokio::process::{Child, Command};
+
+/// One message of the stream, as a subscriber sees it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub subject: String,
+    pub message_id: String,
+    pub event: OrderEvent,
+}
+
+async fn jetstream_of(settings: &Settings) -> jetstream::Context {
+    let client = async_nats::connect(settings.nats_urls.as_slice())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "tests need NATS at {:?} (scripts/services.sh): {e}",
+                settings.nats_urls
+            )
+        });
+    jetstream::new(client)
+}
+
+/// Every message in the app's stream, in stream order (empty when the stream does not exist).
+pub async fn delivered(settings: &Settings) -> Vec<Delivered> {
+    let js = jetstream_of(settings).await;
+    let Ok(mut stream) = js.get_stream(&settings.stream).await else {
+        return Vec::new();
+    };
+    let state = stream.info().await.expect("stream info").state.clone();
+    let mut messages = Vec::new();
+    if state.messages == 0 {
+        return messages;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .expect("stored message");
+        let message_id = message
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.as_str().to_owned())
+            .expect("every event carries Nats-Msg-Id");
+        messages.push(Delivered {
+            subject: message.subject.to_string(),
+            message_id,
+            event: serde_json::from_slice(&message.payload).expect("payload is an order event"),
+        });
+    }
+    messages
+}
+
+/// Waits until the stream holds `expected` messages (failing after `timeout`), then a little
+/// longer to catch any extra one, and returns them.
+pub async fn wait_for_delivered(
+    settings: &Settings,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Delivered> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let messages = delivered(settings).await;
+        if messages.len() >= expected {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return delivered(settings).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{} of {expected} events reached the stream within {timeout:?}",
+                messages.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts no message id appears twice and returns the count per id.
+pub fn assert_no_duplicates(messages: &[Delivered]) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for m in messages {
+        *seen.entry(m.message_id.as_str()).or_default() += 1;
+    }
+    let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "duplicated events: {duplicated:?}");
+}
+
+pub async fn delete_stream(settings: &Settings) {
+    if let Ok(client) = async_nats::connect(settings.nats_urls.as_slice()).await {
+        let _ = jetstream::new(client).delete_stream(&settings.stream).await;
+    }
+}
+
+/// A nats-server of the test's own, with JetStream, on a free port and its own store
+/// directory; it can be stopped and started again on the same port and store.
+pub struct PrivateNats {
+    pub port: u16,
+    store: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub async fn start() -> Self {
+        let port = crate::helpers::free_port();
+        let store = std::env::temp_dir().join(crate::helpers::unique("fstest-nats"));
+        let mut nats = Self {
+            port,
+            store,
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh installs it)");
+        self.child = Some(child);
+        crate::helpers::wait_for_port(self.port).await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("nats-server stopped");
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
