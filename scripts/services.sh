@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Makes sure Redis and NATS (with JetStream) listen on their standard local ports, installing
-# them from Debian packages and starting them when absent. Safe to run again: whatever
-# already listens is left alone.
+# Makes sure Redis, NATS (with JetStream) and PostgreSQL listen on their standard local
+# ports, installing them from Debian packages and starting them when absent, and that the
+# database `flashsale` exists. Safe to run again: whatever already listens is left alone.
 #
-#   REDIS_PORT (6379)  NATS_PORT (4222)  FLASHSALE_STATE_DIR (/var/tmp/flashsale)
+#   REDIS_PORT (6379)  NATS_PORT (4222)  PG_PORT (5432)  FLASHSALE_STATE_DIR (/var/tmp/flashsale)
 set -euo pipefail
 
 REDIS_PORT=${REDIS_PORT:-6379}
 NATS_PORT=${NATS_PORT:-4222}
+PG_PORT=${PG_PORT:-5432}
+PG_DATABASE=flashsale
 STATE_DIR=${FLASHSALE_STATE_DIR:-/var/tmp/flashsale}
 
 log() { echo "services: $*" >&2; }
@@ -21,6 +23,7 @@ as_root() {
 apt_updated=
 install_package() { # package, binary it provides
   command -v "$2" >/dev/null 2>&1 && return 0
+  [ -x "/usr/bin/$2" ] && return 0
   log "installing $1 from Debian packages"
   if [ -z "$apt_updated" ]; then
     as_root apt-get update -qq
@@ -60,4 +63,29 @@ else
   setsid nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE_DIR/nats" \
     >"$STATE_DIR/nats.log" 2>&1 < /dev/null &
   wait_for nats "$NATS_PORT"
+fi
+
+as_postgres() { runuser -u postgres -- "$@"; }
+
+if listening "$PG_PORT"; then
+  log "postgresql already listening on 127.0.0.1:$PG_PORT"
+else
+  if ! ls /etc/postgresql/*/main/postgresql.conf >/dev/null 2>&1; then
+    install_package postgresql pg_ctlcluster
+  fi
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  # A development database on loopback: trust local TCP connections, as the tests and the
+  # default FLASHSALE_DATABASE_URL expect (no password).
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  wait_for postgresql "$PG_PORT"
+fi
+
+if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc \
+    "SELECT 1 FROM pg_database WHERE datname = '$PG_DATABASE'" | grep -q 1; then
+  psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qc "CREATE DATABASE $PG_DATABASE"
+  log "database $PG_DATABASE created"
 fi

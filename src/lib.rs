@@ -11,10 +11,12 @@
 //! - [`relay`]: hands the orders recorded in Redis outboxes to NATS JetStream ([`jetstream`],
 //!   [`event`]).
 //! - [`routes`]: the HTTP API; [`error`] maps every failure to the contract's JSON error.
+//! - [`consumer`]: `flashsale consume-orders`, which persists order events to PostgreSQL.
 //! - [`startup`]: builds the server from settings, for `main` and the tests alike.
 
 pub mod auth;
 pub mod config;
+pub mod consumer;
 pub mod domain;
 pub mod error;
 pub mod event;

@@ -1,14 +1,31 @@
+//! `flashsale` serves HTTP; `flashsale consume-orders` runs the order consumer.
+
 use std::process::ExitCode;
 
 use flashsale::config::Settings;
 use flashsale::startup::Application;
-use flashsale::telemetry;
+use flashsale::{consumer, telemetry};
 
-/// Exit code for configuration the service refuses to start with.
+/// Exit code for configuration (or arguments) the service refuses to start with.
 const EXIT_CONFIG: u8 = 2;
+const USAGE: &str = "usage: flashsale [consume-orders]";
+
+enum Role {
+    Serve,
+    ConsumeOrders,
+}
 
 #[actix_web::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let role = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => Role::Serve,
+        ["consume-orders"] => Role::ConsumeOrders,
+        _ => {
+            eprintln!("flashsale: {USAGE}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(e) => {
@@ -20,6 +37,16 @@ async fn main() -> ExitCode {
         eprintln!("flashsale: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    match role {
+        Role::Serve => serve(settings).await,
+        Role::ConsumeOrders => {
+            consumer::run(settings, stop_signal()).await;
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
     let application = match Application::build(settings).await {
         Ok(application) => application,
         Err(e) => {
@@ -35,6 +62,23 @@ async fn main() -> ExitCode {
         Err(e) => {
             log::error!("server failed: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

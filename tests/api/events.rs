@@ -17,6 +17,7 @@ use crate::helpers::{
     test_settings, unique, wait_for_port,
 };
 use crate::nats::{PrivateNats, assert_no_duplicates, wait_for_delivered};
+use crate::postgres::{TestDb, spawn_consumer};
 
 /// Buys one unit for each user, `concurrency` at a time; returns the order ids answered 201.
 async fn buy_all(
@@ -54,8 +55,10 @@ fn created_ids(messages: &[crate::nats::Delivered]) -> HashSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_accepted_order_reaches_the_stream_once() {
+async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
     let app = spawn_app().await;
+    let db = TestDb::create().await;
+    let consumer = spawn_consumer(&app.settings, &db);
     let sku = unique("e2e");
     app.create_sale(&sku, json!({"stock": 500, "price": 1200}))
         .await;
@@ -89,6 +92,14 @@ async fn every_accepted_order_reaches_the_stream_once() {
         );
         assert!(m.event.created_at.ends_with('Z'));
     }
+
+    let rows = db.wait_for_rows(500, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(db.count().await, 500, "one row per order, no more");
+    assert_eq!(rows.keys().cloned().collect::<HashSet<_>>(), accepted);
+    assert!(rows.values().all(|status| status == "created"));
+    consumer.abort();
+    db.drop_schema().await;
     app.cleanup().await;
 }
 
@@ -299,6 +310,8 @@ async fn two_replicas_deliver_exactly_once_and_sell_exactly_the_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_returns_stock_exactly_once() {
     let app = spawn_app().await;
+    let db = TestDb::create().await;
+    let consumer = spawn_consumer(&app.settings, &db);
     let sku = unique("cancel");
     app.create_sale(
         &sku,
@@ -346,6 +359,24 @@ async fn cancelling_returns_stock_exactly_once() {
         })
         .collect();
     assert_eq!(cancelled, ids.iter().cloned().collect());
+    let rows = db.wait_for_rows(10, Duration::from_secs(20)).await;
+    let mut all_cancelled = false;
+    for _ in 0..100 {
+        if db
+            .rows()
+            .await
+            .values()
+            .filter(|s| *s == "cancelled")
+            .count()
+            == 10
+        {
+            all_cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(all_cancelled, "rows marked cancelled: {rows:?}");
+    assert_eq!(db.count().await, 10);
 
     // The per-user allowance is free again.
     assert_eq!(buy_all(&app, &sku, &buyers, 10).await.len(), 10);
@@ -375,5 +406,53 @@ async fn cancelling_returns_stock_exactly_once() {
         .await
         .expect("answered");
     assert_eq!(error_of(anonymous).await, (401, "unauthorized".into()));
+    consumer.abort();
+    db.drop_schema().await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_killed_mid_stream_leaves_an_exact_table() {
+    let app = spawn_app().await;
+    let db = TestDb::create().await;
+    let sku = unique("consumer-crash");
+    app.create_sale(&sku, json!({"stock": 3000})).await;
+    let accepted = buy_all(&app, &sku, &users("row", 3000), 64).await;
+    assert_eq!(accepted.len(), 3000);
+    wait_for_delivered(&app.settings, 3000, Duration::from_secs(40)).await;
+
+    let port = free_port();
+    let mut consumer = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .arg("consume-orders")
+        .envs(env_of(&app.settings, port))
+        .env("FLASHSALE_DATABASE_URL", &db.url)
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("consumer starts");
+    let mut rows_at_kill = 0;
+    for _ in 0..6000 {
+        rows_at_kill = db.count().await;
+        if rows_at_kill > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    consumer.start_kill().expect("SIGKILL sent");
+    consumer.wait().await.expect("consumer gone");
+    assert!(
+        rows_at_kill > 0 && rows_at_kill < 3000,
+        "killed mid-stream at {rows_at_kill} rows"
+    );
+
+    let restarted = spawn_consumer(&app.settings, &db);
+    let rows = db.wait_for_rows(3000, Duration::from_secs(40)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(db.count().await, 3000, "no row twice, none missing");
+    assert_eq!(rows.keys().cloned().collect::<HashSet<_>>(), accepted);
+    restarted.abort();
+    db.drop_schema().await;
     app.cleanup().await;
 }

@@ -6,6 +6,7 @@ mod health;
 mod helpers;
 mod nats;
 mod orders;
+mod postgres;
 mod sales;
 mod script;
 mod seed;
