@@ -54,6 +54,12 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let server = application.server_handle();
+    tokio::spawn(async move {
+        stop_signal().await;
+        log::info!("stop requested: finishing requests in flight");
+        server.stop(true).await;
+    });
     match application.run_until_stopped().await {
         Ok(()) => {
             log::info!("stopped");

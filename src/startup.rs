@@ -103,7 +103,12 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM): actix-web then stops
+    /// Stops the server: `stop(true)` stops accepting and lets requests in flight finish.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped through [`Application::server_handle`]: actix-web then stops
     /// accepting and finishes the requests in flight; after that the relay delivers what it
     /// can within the drain timeout. What it could not stays in the outbox for the next
     /// process.

@@ -20,7 +20,7 @@ use crate::nats::{PrivateNats, assert_no_duplicates, wait_for_delivered};
 use crate::postgres::{TestDb, spawn_consumer};
 
 /// Buys one unit for each user, `concurrency` at a time; returns the order ids answered 201.
-async fn buy_all(
+pub async fn buy_all(
     app: &TestApp,
     sku: &str,
     users: &[String],
@@ -42,7 +42,7 @@ async fn buy_all(
         .collect()
 }
 
-fn users(prefix: &str, n: usize) -> Vec<String> {
+pub fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
@@ -148,7 +148,7 @@ async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
 }
 
 /// Environment that makes the binary run with `settings`.
-fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
+pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("FLASHSALE_BIND", format!("127.0.0.1:{port}")),
         ("FLASHSALE_REDIS_URL", settings.redis_url.clone()),

@@ -10,4 +10,5 @@ mod postgres;
 mod sales;
 mod script;
 mod seed;
+mod shutdown;
 mod validation;
