@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY lua lua
+COPY sql sql
 COPY benches benches
 RUN cargo build --release --locked --bin flashsale
 

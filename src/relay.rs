@@ -27,6 +27,8 @@ const BATCH: usize = 256;
 /// How often the relay looks for work nobody woke it for.
 const POLL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// While draining, how soon to look again at events that are still waiting.
+const DRAIN_RETRY: Duration = Duration::from_millis(50);
 /// Lag is logged at most this often while orders wait.
 const LAG_LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -119,7 +121,8 @@ impl Relay {
         log::info!("relay {} started", self.consumer);
         loop {
             let outcome = self.pass(&mut stream_ready).await;
-            let deadline = *drain.borrow();
+            // Marks the value seen, so `changed()` below waits for the next one.
+            let deadline = *drain.borrow_and_update();
             match &outcome {
                 Ok(backlog) => {
                     if failures > 0 {
@@ -161,12 +164,15 @@ impl Relay {
                 }
             }
 
-            let delay = match outcome {
+            let mut delay = match outcome {
                 Err(_) => backoff(failures),
-                // More than one batch was waiting: go on at once.
-                Ok(backlog) if backlog.pending > 0 && deadline.is_some() => Duration::ZERO,
+                // Draining and events still wait (held by another replica's lease, say).
+                Ok(backlog) if backlog.pending > 0 && deadline.is_some() => DRAIN_RETRY,
                 Ok(_) => POLL,
             };
+            if let Some(deadline) = deadline {
+                delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.inventory.outbox_written().notified(), if failures == 0 => {}
@@ -177,6 +183,10 @@ impl Relay {
 
     /// One round over every sale; returns what still waits afterwards.
     async fn pass(&self, stream_ready: &mut bool) -> Result<Backlog, RelayError> {
+        // Without NATS this replica takes no lease, so a replica that has NATS can deliver.
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(RelayError::NatsDown);
+        }
         let mut total = Backlog::default();
         for sku in self.inventory.sales().await? {
             if self.inventory.outbox_backlog(&sku).await?.is_none() {
@@ -216,9 +226,6 @@ impl Relay {
             .claim_stale_outbox(sku, &self.consumer, self.claim_idle)
             .await?;
         loop {
-            if self.nats.connection_state() != async_nats::connection::State::Connected {
-                return Err(RelayError::NatsDown);
-            }
             let entries = self
                 .inventory
                 .read_outbox(sku, &self.consumer, BATCH)
