@@ -34,6 +34,8 @@ pub struct Settings {
     /// unacknowledged before another claims it. Must stay well inside JetStream's duplicate
     /// window (2 minutes).
     pub relay_claim_idle: Duration,
+    /// How long a replica trusts its own "sold out" mark before asking Redis again.
+    pub sold_out_recheck: Duration,
     /// On shutdown, how long the relay may keep delivering what is left.
     pub drain_timeout: Duration,
     /// PostgreSQL of the order consumer.
@@ -99,6 +101,9 @@ impl Settings {
             workers: var("FLASHSALE_WORKERS", "0").number(0, 1024)? as usize,
             relay_claim_idle: Duration::from_millis(
                 var("FLASHSALE_RELAY_CLAIM_IDLE_MS", "5000").number(100, 60_000)?,
+            ),
+            sold_out_recheck: Duration::from_millis(
+                var("FLASHSALE_SOLD_OUT_RECHECK_MS", "1000").number(0, 3_600_000)?,
             ),
             drain_timeout: Duration::from_secs(
                 var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,

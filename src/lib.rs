@@ -26,5 +26,7 @@ pub mod order;
 pub mod relay;
 pub mod routes;
 pub mod sale;
+pub mod sale_changes;
+pub mod sold_out;
 pub mod startup;
 pub mod telemetry;

@@ -13,11 +13,13 @@ use crate::domain::Sku;
 use crate::inventory::Inventory;
 use crate::relay::{DrainSignal, Relay, RelayStatus};
 use crate::routes;
+use crate::sale_changes::SaleChanges;
 
 /// What every request handler shares.
 pub struct AppState {
     pub inventory: Arc<Inventory>,
     pub relay_status: Arc<RelayStatus>,
+    pub sale_changes: SaleChanges,
     pub nats: async_nats::Client,
     pub admin_token: Option<String>,
     pub default_sku: Sku,
@@ -66,12 +68,15 @@ impl Application {
         );
         let (drain, drain_requested) = tokio::sync::watch::channel(None);
         let relay = tokio::spawn(relay.run(drain_requested));
+        let sale_changes = SaleChanges::new(nats.clone(), &settings.subject_prefix);
+        tokio::spawn(sale_changes.clone().listen(inventory.clone()));
 
         let listener = TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
         let state = web::Data::new(AppState {
             inventory,
             relay_status,
+            sale_changes,
             nats,
             admin_token: settings.admin_token.clone(),
             default_sku: settings.default_sku.clone(),

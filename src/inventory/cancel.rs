@@ -35,6 +35,7 @@ impl Inventory {
             "cancelled" => {
                 let order = reply.order(&sku)?;
                 self.outbox_written.notify_one();
+                self.sold_out.clear(sku.as_str());
                 log::info!(
                     "order {} cancelled: {} units back to sale {sku}",
                     order.order_id,

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::domain::Sku;
+use crate::sold_out::SoldOutCache;
 
 pub use cancel::CancelError;
 pub use keys::{SaleKeys, sale_registry, sku_digest};
@@ -52,6 +53,7 @@ pub struct Inventory {
     available: AtomicBool,
     /// Signalled after each script call that wrote an outbox entry, to wake the relay.
     outbox_written: Notify,
+    sold_out: SoldOutCache,
 }
 
 impl Inventory {
@@ -77,6 +79,7 @@ impl Inventory {
             relay_lease_script: Script::new(include_str!("../../lua/relay_lease.lua")),
             available: AtomicBool::new(true),
             outbox_written: Notify::new(),
+            sold_out: SoldOutCache::new(settings.sold_out_recheck),
         })
     }
 
@@ -100,6 +103,11 @@ impl Inventory {
         let mut redis = self.redis.clone();
         let reply = redis::cmd("PING").query_async::<String>(&mut redis).await;
         self.observe(reply).map(drop)
+    }
+
+    /// This replica's sold-out marks (the fast path of `purchase`).
+    pub fn sold_out(&self) -> &SoldOutCache {
+        &self.sold_out
     }
 
     /// Woken when this replica wrote an order event to an outbox.

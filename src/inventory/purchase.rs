@@ -41,6 +41,11 @@ impl Inventory {
         quantity: Quantity,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Purchase, PurchaseError> {
+        // Fast path: an empty sale is answered from memory. A request with an
+        // Idempotency-Key still goes to Redis, which may hold its earlier order to replay.
+        if idempotency_key.is_none() && self.sold_out.is_sold_out(sku) {
+            return Err(PurchaseError::SoldOut { remaining: 0 });
+        }
         let keys = self.keys(sku);
         let mut call = self.purchase_script.prepare_invoke();
         call.key(keys.sale())
@@ -67,6 +72,7 @@ impl Inventory {
                 if outcome == "created" {
                     self.outbox_written.notify_one();
                     if order.remaining == 0 {
+                        self.sold_out.mark(sku);
                         log::info!("sale {sku} sold out");
                     }
                 }
@@ -75,9 +81,13 @@ impl Inventory {
                     replayed: outcome == "replayed",
                 })
             }
-            "sold_out" => Err(PurchaseError::SoldOut {
-                remaining: reply.uint(1)?,
-            }),
+            "sold_out" => {
+                let remaining = reply.uint(1)?;
+                if remaining == 0 {
+                    self.sold_out.mark(sku);
+                }
+                Err(PurchaseError::SoldOut { remaining })
+            }
             "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
                 limit: reply.uint(1)?,
             }),

@@ -61,6 +61,7 @@ impl Inventory {
             }),
             outcome @ ("created" | "replaced") => {
                 let created = outcome == "created";
+                self.sold_out.clear(sku.as_str());
                 log::info!(
                     "sale {sku} {outcome}: stock {}, sold {sold}",
                     settings.stock

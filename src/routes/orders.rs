@@ -55,5 +55,7 @@ pub async fn cancel_order(
     // An id this service cannot have issued names no order.
     let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::OrderNotFound)?;
     let order = state.inventory.cancel(&order_id).await?;
+    // Stock is back: other replicas drop their sold-out mark.
+    state.sale_changes.announce(&order.sku).await;
     Ok(HttpResponse::Ok().json(order))
 }

@@ -16,6 +16,8 @@ pub async fn put_sale(
     let sku = Sku::parse(&sku)?;
     let settings = SaleSettings::parse(body.into_inner())?;
     let (sale, created) = state.inventory.put_sale(&sku, &settings).await?;
+    // Stock or window may have changed: other replicas drop their sold-out mark.
+    state.sale_changes.announce(sku.as_str()).await;
     let mut response = if created {
         HttpResponse::Created()
     } else {

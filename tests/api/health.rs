@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 use crate::helpers::{
-    error_of, free_port, redis_connection, spawn_app, spawn_app_with, unique, wait_for_port,
+    error_of, free_port, private_redis, redis_connection, spawn_app, spawn_app_with, unique,
 };
 
 #[tokio::test]
@@ -58,27 +57,6 @@ async fn redis_on_a_closed_port_means_503_not_a_crash() {
         .await
         .expect("process alive");
     assert_eq!(health.status(), 200);
-}
-
-/// A redis-server of the test's own, on a free port, killed when dropped.
-async fn private_redis(port: u16) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server is installed (scripts/services.sh installs it)");
-    wait_for_port(port).await;
-    child
 }
 
 #[tokio::test]

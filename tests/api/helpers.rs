@@ -256,3 +256,24 @@ pub async fn wait_for_port(port: u16) {
     }
     panic!("nothing listens on port {port}");
 }
+
+/// A redis-server of the test's own, on a free port, killed when dropped.
+pub async fn private_redis(port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is installed (scripts/services.sh installs it)");
+    wait_for_port(port).await;
+    child
+}

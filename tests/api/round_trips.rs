@@ -1,0 +1,184 @@
+//! What a purchase costs Redis, counted by Redis itself (`INFO commandstats`) on a private
+//! redis-server, so no other test's traffic is in the figures: one EVALSHA per purchase, and
+//! none at all once a sale is known to be sold out.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::aio::MultiplexedConnection;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, error_of, free_port, private_redis, redis_connection, spawn_app_from,
+    spawn_app_with, test_settings, unique,
+};
+
+/// Calls per command, as `INFO commandstats` reports them.
+async fn command_calls(redis: &mut MultiplexedConnection) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, command: &str) -> u64 {
+    after.get(command).copied().unwrap_or(0) - before.get(command).copied().unwrap_or(0)
+}
+
+/// An app on its own redis-server, with NATS on a closed port so that the relay sends Redis
+/// only its status reads and nothing else.
+async fn isolated_app(
+    recheck: Duration,
+) -> (TestApp, tokio::process::Child, MultiplexedConnection) {
+    let port = free_port();
+    let redis = private_redis(port).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let nats = format!("nats://127.0.0.1:{}", free_port());
+    let app = spawn_app_with(|s| {
+        s.redis_url = url.clone();
+        s.nats_urls = vec![nats.parse().expect("nats url")];
+        s.sold_out_recheck = recheck;
+    })
+    .await;
+    let check = redis_connection(&url).await;
+    (app, redis, check)
+}
+
+async fn buy_many(app: &TestApp, sku: &str, n: usize) -> Vec<u16> {
+    futures::stream::iter(0..n)
+        .map(|i| async move { app.order(sku, &format!("u{i}"), 1).await.status().as_u16() })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_is_exactly_one_redis_round_trip() {
+    let (app, _redis, mut check) = isolated_app(Duration::from_secs(1)).await;
+    let sku = unique("one-trip");
+    app.create_sale(&sku, json!({"stock": 10_000})).await;
+
+    let before = command_calls(&mut check).await;
+    let statuses = buy_many(&app, &sku, 300).await;
+    let after = command_calls(&mut check).await;
+
+    assert!(statuses.iter().all(|s| *s == 201));
+    assert_eq!(
+        delta(&before, &after, "evalsha"),
+        300,
+        "one EVALSHA per purchase"
+    );
+    // Whatever else Redis ran came from inside the script (counted by Redis too) or from the
+    // relay's status reads; the purchase path sent nothing else.
+    let script_or_relay = [
+        "hmget", "hget", "hincrby", "hset", "xadd", "time", "get", "set", // purchase.lua
+        "hvals", "xlen", "xrange", "info", // relay status, and this test's own INFO
+    ];
+    let others: Vec<(&String, u64)> = after
+        .keys()
+        .filter(|name| !script_or_relay.contains(&name.as_str()) && name.as_str() != "evalsha")
+        .map(|name| (name, delta(&before, &after, name)))
+        .filter(|(_, calls)| *calls > 0)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "no other command per purchase: {others:?}"
+    );
+    assert_eq!(
+        delta(&before, &after, "xadd"),
+        300,
+        "each purchase recorded its event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_sale_is_answered_without_redis() {
+    let (app, _redis, mut check) = isolated_app(Duration::from_secs(600)).await;
+    let sku = unique("fast-path");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let sold = buy_many(&app, &sku, 6).await;
+    assert_eq!(sold.iter().filter(|s| **s == 201).count(), 5);
+
+    let before = command_calls(&mut check).await;
+    let statuses = buy_many(&app, &sku, 500).await;
+    for _ in 0..50 {
+        assert_eq!(app.kill(None).await.0, 200);
+    }
+    let after = command_calls(&mut check).await;
+    assert!(statuses.iter().all(|s| *s == 409), "all sold out");
+    let (status, code) = error_of(app.order(&sku, "late", 1).await).await;
+    assert_eq!((status, code.as_str()), (409, "sold_out"));
+    // The /kill calls above: the default sale is not sold out, so they do reach Redis.
+    assert_eq!(
+        delta(&before, &after, "evalsha"),
+        50,
+        "the 500 sold-out answers cost no EVALSHA"
+    );
+
+    // An Idempotency-Key still reaches Redis: it may name an order to replay.
+    let replay = app
+        .order_with_key(&sku, json!({"user_id": "u0"}), Some("k"))
+        .await;
+    assert_eq!(replay.status(), 409);
+    assert_eq!(
+        delta(&after, &command_calls(&mut check).await, "evalsha"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_unit_is_sold_again_on_another_replica_within_a_second() {
+    let mut settings = test_settings();
+    // Marks would otherwise last ten minutes: only the change notice can reopen the sale.
+    settings.sold_out_recheck = Duration::from_secs(600);
+    let first = spawn_app_from(settings.clone()).await;
+    let second = spawn_app_from(settings).await;
+    let sku = unique("reopen");
+    first.create_sale(&sku, json!({"stock": 1})).await;
+    let order: Value = first
+        .order(&sku, "first", 1)
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(
+        second.order(&sku, "second", 1).await.status(),
+        409,
+        "second replica marks it sold out"
+    );
+
+    let cancelled = first
+        .client
+        .post(first.url(&format!(
+            "/v1/orders/{}/cancel",
+            order["order_id"].as_str().expect("id")
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(cancelled.status(), 200);
+    let since_cancel = Instant::now();
+    let mut sold_again = false;
+    while since_cancel.elapsed() < Duration::from_secs(1) {
+        if second.order(&sku, "second", 1).await.status() == 201 {
+            sold_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        sold_again,
+        "the freed unit sold on the other replica within 1 s"
+    );
+    first.cleanup().await;
+}
