@@ -38,6 +38,8 @@ pub struct Settings {
     pub sold_out_recheck: Duration,
     /// On shutdown, how long the relay may keep delivering what is left.
     pub drain_timeout: Duration,
+    /// Whether `/metrics` is served and metrics are recorded.
+    pub metrics: bool,
     /// PostgreSQL of the order consumer.
     pub database_url: String,
     /// Durable JetStream consumer name of the order consumer.
@@ -108,6 +110,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(
                 var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,
             ),
+            metrics: var("FLASHSALE_METRICS", "on").switch()?,
             database_url: var(
                 "FLASHSALE_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/flashsale",
@@ -164,6 +167,14 @@ impl Var {
         match parsed {
             Ok(urls) => Ok(urls),
             Err(_) => self.refuse("expected nats://host:port, comma-separated for several servers"),
+        }
+    }
+
+    fn switch(self) -> Result<bool, ConfigError> {
+        match self.value.as_str() {
+            "on" | "true" | "1" => Ok(true),
+            "off" | "false" | "0" => Ok(false),
+            _ => self.refuse("expected on or off"),
         }
     }
 
@@ -260,6 +271,7 @@ mod tests {
             ("FLASHSALE_DEFAULT_STOCK", "-1"),
             ("FLASHSALE_REDIS_TIMEOUT_MS", "0"),
             ("FLASHSALE_RELAY_CLAIM_IDLE_MS", "120000"),
+            ("FLASHSALE_METRICS", "maybe"),
             ("FLASHSALE_DATABASE_URL", "postgres://host:port:port/x"),
         ];
         for (variable, value) in cases {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod event;
 pub mod inventory;
 pub mod jetstream;
+pub mod monitoring;
 pub mod order;
 pub mod relay;
 pub mod routes;

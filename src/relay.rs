@@ -48,6 +48,7 @@ impl RelayStatus {
     }
 
     fn record(&self, backlog: Backlog) {
+        crate::monitoring::record_backlog(backlog);
         self.pending.store(backlog.pending, Ordering::Relaxed);
         self.oldest_age_ms
             .store(backlog.oldest_age_ms, Ordering::Relaxed);

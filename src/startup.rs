@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
+use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub inventory: Arc<Inventory>,
     pub relay_status: Arc<RelayStatus>,
     pub sale_changes: SaleChanges,
+    /// Renders `/metrics`; `None` when metrics are off.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub nats: async_nats::Client,
     pub admin_token: Option<String>,
     pub default_sku: Sku,
@@ -47,6 +50,12 @@ impl Application {
     /// Prepares clients and binds the listener. Redis and NATS may be down: the service then
     /// starts anyway, answers 503 / not ready, and connects when they come up.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Before anything registers a metric, so the handles record into it.
+        let metrics = if settings.metrics {
+            crate::monitoring::install()
+        } else {
+            None
+        };
         let inventory = Arc::new(Inventory::new(&settings)?);
         if let Err(e) = inventory.load_scripts().await {
             log::warn!("scripts not loaded at start ({e}); they load on first use");
@@ -77,15 +86,31 @@ impl Application {
             inventory,
             relay_status,
             sale_changes,
+            metrics,
             nats,
             admin_token: settings.admin_token.clone(),
             default_sku: settings.default_sku.clone(),
         });
+        // Signals are the caller's: main stops the server gracefully on SIGINT as on SIGTERM
+        // (actix-web alone would drop in-flight requests on SIGINT).
         let mut server = HttpServer::new(move || {
+            let request_seconds = crate::monitoring::request_histogram();
             App::new()
                 .app_data(state.clone())
+                .wrap_fn(move |request, service| {
+                    let started = Instant::now();
+                    let response = service.call(request);
+                    let request_seconds = request_seconds.clone();
+                    async move {
+                        let response = response.await;
+                        request_seconds.record(started.elapsed());
+                        response
+                    }
+                })
                 .configure(routes::configure)
-        });
+        })
+        .disable_signals()
+        .shutdown_timeout(30);
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::domain::Sku;
+use crate::monitoring::PurchaseMetrics;
 use crate::sold_out::SoldOutCache;
 
 pub use cancel::CancelError;
@@ -54,6 +55,7 @@ pub struct Inventory {
     /// Signalled after each script call that wrote an outbox entry, to wake the relay.
     outbox_written: Notify,
     sold_out: SoldOutCache,
+    metrics: PurchaseMetrics,
 }
 
 impl Inventory {
@@ -80,6 +82,7 @@ impl Inventory {
             available: AtomicBool::new(true),
             outbox_written: Notify::new(),
             sold_out: SoldOutCache::new(settings.sold_out_recheck),
+            metrics: PurchaseMetrics::register(),
         })
     }
 

@@ -1,8 +1,11 @@
+use std::time::Instant;
+
 use redis::Value;
 
 use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
+use crate::monitoring::Outcome;
 use crate::order::Order;
 
 /// An accepted purchase: a new order, or the order an earlier request with the same
@@ -32,8 +35,23 @@ pub enum PurchaseError {
     Store(#[from] StoreError),
 }
 
+impl PurchaseError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            PurchaseError::SaleNotFound => Outcome::SaleNotFound,
+            PurchaseError::SaleNotOpen => Outcome::SaleNotOpen,
+            PurchaseError::UserLimitReached => Outcome::UserLimitReached,
+            PurchaseError::SoldOut { .. } => Outcome::SoldOut,
+            PurchaseError::QuantityAboveLimit { .. } => Outcome::InvalidQuantity,
+            PurchaseError::IdempotencyConflict => Outcome::IdempotencyConflict,
+            PurchaseError::Store(_) => Outcome::Unavailable,
+        }
+    }
+}
+
 impl Inventory {
-    /// One purchase: one EVALSHA of `lua/purchase.lua`, which decides and records atomically.
+    /// One purchase: one EVALSHA of `lua/purchase.lua`, which decides and records atomically;
+    /// none at all when this replica knows the sale is sold out.
     pub async fn purchase(
         &self,
         sku: &Sku,
@@ -44,8 +62,30 @@ impl Inventory {
         // Fast path: an empty sale is answered from memory. A request with an
         // Idempotency-Key still goes to Redis, which may hold its earlier order to replay.
         if idempotency_key.is_none() && self.sold_out.is_sold_out(sku) {
+            self.metrics.fast_path();
+            self.metrics.outcome(Outcome::SoldOut);
             return Err(PurchaseError::SoldOut { remaining: 0 });
         }
+        let started = Instant::now();
+        let result = self
+            .run_purchase(sku, user, quantity, idempotency_key)
+            .await;
+        self.metrics.script(started.elapsed());
+        self.metrics.outcome(match &result {
+            Ok(purchase) if purchase.replayed => Outcome::Replayed,
+            Ok(_) => Outcome::Created,
+            Err(e) => e.outcome(),
+        });
+        result
+    }
+
+    async fn run_purchase(
+        &self,
+        sku: &Sku,
+        user: &UserId,
+        quantity: Quantity,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<Purchase, PurchaseError> {
         let keys = self.keys(sku);
         let mut call = self.purchase_script.prepare_invoke();
         call.key(keys.sale())

@@ -1,7 +1,16 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
+use crate::error::ApiError;
 use crate::startup::AppState;
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let handle = state.metrics.as_ref().ok_or(ApiError::RouteNotFound)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render()))
+}
 
 /// Liveness: answers while the process serves, whatever its dependencies do.
 pub async fn healthz() -> HttpResponse {

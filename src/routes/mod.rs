@@ -33,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/kill", web::get().to(seed::kill))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(health::metrics))
     .service(
         web::resource("/v1/sales/{sku}")
             .route(web::put().to(sales::put_sale))

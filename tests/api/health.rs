@@ -106,3 +106,62 @@ async fn service_recovers_when_redis_comes_back() {
         .expect("HGET");
     assert_eq!(sold, 1);
 }
+
+/// The value of one sample line of the Prometheus text, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(app: &crate::helpers::TestApp) -> String {
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes_fast_path_and_latencies() {
+    let app = spawn_app().await;
+    let sku = unique("metrics");
+    app.create_sale(&sku, json!({"stock": 1})).await;
+    // The recorder is process-wide and other tests buy too: compare before and after.
+    let before = scrape(&app).await;
+    assert_eq!(app.order(&sku, "u1", 1).await.status(), 201);
+    assert_eq!(app.order(&sku, "u2", 1).await.status(), 409); // Redis says sold out
+    assert_eq!(app.order(&sku, "u3", 1).await.status(), 409); // answered from memory
+    let after = scrape(&app).await;
+
+    let created = r#"flashsale_purchases_total{outcome="created"}"#;
+    let sold_out = r#"flashsale_purchases_total{outcome="sold_out"}"#;
+    assert!(sample(&after, created) >= sample(&before, created) + 1.0);
+    assert!(sample(&after, sold_out) >= sample(&before, sold_out) + 2.0);
+    let fast = "flashsale_sold_out_fast_path_total";
+    assert!(sample(&after, fast) >= sample(&before, fast) + 1.0);
+    for series in [
+        "flashsale_script_duration_seconds_count",
+        "flashsale_http_request_duration_seconds_count",
+        "flashsale_outbox_pending",
+        r#"flashsale_http_request_duration_seconds_bucket{le="0.001"}"#,
+    ] {
+        assert!(after.contains(series), "{series} in /metrics");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let app = spawn_app_with(|s| s.metrics = false).await;
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(error_of(response).await, (404, "not_found".into()));
+}

@@ -1,0 +1,187 @@
+//! Prometheus metrics (`GET /metrics`), through the `metrics` facade and its Prometheus
+//! exporter.
+//!
+//! Hot-path metrics are registered once into handles ([`PurchaseMetrics`]), so recording is
+//! an atomic add, not a registry lookup per request.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::inventory::Backlog;
+
+const PURCHASES: &str = "flashsale_purchases_total";
+const FAST_PATH: &str = "flashsale_sold_out_fast_path_total";
+const SCRIPT_SECONDS: &str = "flashsale_script_duration_seconds";
+const REQUEST_SECONDS: &str = "flashsale_http_request_duration_seconds";
+const OUTBOX_PENDING: &str = "flashsale_outbox_pending";
+const OUTBOX_OLDEST: &str = "flashsale_outbox_oldest_age_seconds";
+
+/// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same handle), and keeps
+/// its histograms trimmed. `None` when it cannot be installed.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = match PrometheusBuilder::new().set_buckets(&LATENCY_BUCKETS) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    log::warn!("metrics disabled: {e}");
+                    return None;
+                }
+            };
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(e) => {
+                    log::warn!("metrics disabled: {e}");
+                    return None;
+                }
+            };
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .map_err(|e| log::warn!("metrics upkeep thread not started: {e}"))
+                .ok();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(PURCHASES, "Purchase attempts by outcome.");
+    describe_counter!(
+        FAST_PATH,
+        "Purchases answered sold_out from memory, without Redis."
+    );
+    describe_histogram!(
+        SCRIPT_SECONDS,
+        metrics::Unit::Seconds,
+        "Purchase script call latency."
+    );
+    describe_histogram!(
+        REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "HTTP request latency."
+    );
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "Order events waiting in the outboxes for JetStream."
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST,
+        metrics::Unit::Seconds,
+        "Age of the oldest waiting order event."
+    );
+}
+
+/// Purchase outcomes, as the `outcome` label says them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Replayed,
+    SoldOut,
+    UserLimitReached,
+    SaleNotOpen,
+    SaleNotFound,
+    InvalidQuantity,
+    IdempotencyConflict,
+    Unavailable,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 9] = [
+        Outcome::Created,
+        Outcome::Replayed,
+        Outcome::SoldOut,
+        Outcome::UserLimitReached,
+        Outcome::SaleNotOpen,
+        Outcome::SaleNotFound,
+        Outcome::InvalidQuantity,
+        Outcome::IdempotencyConflict,
+        Outcome::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Replayed => "replayed",
+            Outcome::SoldOut => "sold_out",
+            Outcome::UserLimitReached => "user_limit_reached",
+            Outcome::SaleNotOpen => "sale_not_open",
+            Outcome::SaleNotFound => "sale_not_found",
+            Outcome::InvalidQuantity => "invalid_quantity",
+            Outcome::IdempotencyConflict => "idempotency_conflict",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Registered handles of the purchase path's metrics (no-ops when metrics are off).
+pub struct PurchaseMetrics {
+    outcomes: [Counter; Outcome::ALL.len()],
+    fast_path: Counter,
+    script: Histogram,
+}
+
+impl PurchaseMetrics {
+    pub fn register() -> Self {
+        Self {
+            outcomes: Outcome::ALL.map(|o| counter!(PURCHASES, "outcome" => o.label())),
+            fast_path: counter!(FAST_PATH),
+            script: histogram!(SCRIPT_SECONDS),
+        }
+    }
+
+    pub fn outcome(&self, outcome: Outcome) {
+        // ALL lists every variant in declaration order.
+        self.outcomes[outcome as usize].increment(1);
+    }
+
+    pub fn fast_path(&self) {
+        self.fast_path.increment(1);
+    }
+
+    pub fn script(&self, took: Duration) {
+        self.script.record(took);
+    }
+}
+
+/// The HTTP latency histogram, registered once.
+pub fn request_histogram() -> Histogram {
+    histogram!(REQUEST_SECONDS)
+}
+
+pub fn record_backlog(backlog: Backlog) {
+    gauge!(OUTBOX_PENDING).set(backlog.pending as f64);
+    gauge!(OUTBOX_OLDEST).set(backlog.oldest_age_ms as f64 / 1000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_indexes_match_the_label_table() {
+        for (index, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, index, "{}", outcome.label());
+        }
+    }
+}
