@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Load test: measures, in one run and alternating, at each connection count:
+#   a  POST /v1/sales/<sku>/orders, a new buyer each request, stock that never runs out
+#   b  GET /kill, the seed-compatible path (default sale with a huge stock)
+#   c  POST orders on a sold-out sale (the in-memory fast path)
+#   d  GET /healthz, the HTTP ceiling
+#   e  redis-benchmark EVALSHA of the same purchase script, same connection count: the Redis ceiling
+#   a0 path a with FLASHSALE_METRICS=off, at the first connection count (the cost of metrics)
+# and prints one table (req/s, p50, p99, outcomes) plus the ratios a/e, b/e, c/d, checking
+# correctness as it goes (sold never above stock, outcome counts add up).
+# Writes benchmarks/loadtest.tsv and benchmarks/loadtest.svg (gnuplot).
+#
+#   DURATION (10s)  CONNECTIONS ("64 256")  THREADS (2)  PORT (18181)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-"64 256"}
+THREADS=${THREADS:-2}
+PORT=${PORT:-18181}
+OUT=benchmarks
+mkdir -p "$OUT"
+
+need() { # binary, package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "loadtest: installing $2" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+need wrk wrk
+need gnuplot gnuplot-nox
+scripts/services.sh
+cargo build --release --quiet --bin flashsale
+
+RUN=lt$$
+NS="loadtest-$RUN"
+TOKEN="loadtest-$RUN"
+BIG_SALE="big-$RUN"
+EMPTY_SALE="empty-$RUN"
+REDIS_SALE="redis-$RUN"
+BASE="http://127.0.0.1:$PORT"
+export WRK_DIR=scripts/wrk
+SERVICE_PID=
+
+# The events the runs create go to a NATS of the load test's own, removed at the end.
+NATS_PORT=$((PORT + 1))
+NATS_DIR=$(mktemp -d)
+nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR" >/dev/null 2>&1 &
+NATS_PID=$!
+# The service runs in a scratch directory: no log4rs.yaml there, so it logs to the console.
+WORK_DIR=$(mktemp -d)
+REPO=$(pwd)
+
+start_service() { # metrics on|off
+  FLASHSALE_NATS_URL="nats://127.0.0.1:$NATS_PORT" FLASHSALE_BIND="127.0.0.1:$PORT" FLASHSALE_NAMESPACE="$NS" FLASHSALE_ADMIN_TOKEN="$TOKEN" \
+  FLASHSALE_STREAM="LOADTEST_$RUN" FLASHSALE_SUBJECT_PREFIX="loadtest-$RUN" \
+  FLASHSALE_DEFAULT_SKU="kill-$RUN" FLASHSALE_DEFAULT_STOCK=1000000000000 \
+  FLASHSALE_METRICS="$1" \
+    bash -c "cd '$WORK_DIR' && exec '$REPO/target/release/flashsale'" >>"$WORK_DIR/service.log" 2>&1 &
+  SERVICE_PID=$!
+  for _ in $(seq 1 100); do curl -fs "$BASE/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "loadtest: service did not start" >&2; exit 1
+}
+stop_service() {
+  [ -n "$SERVICE_PID" ] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null || true
+  SERVICE_PID=
+}
+cleanup() {
+  stop_service
+  redis-cli --scan --pattern "$NS:*" | xargs -r -n 500 redis-cli del >/dev/null
+  kill "$NATS_PID" 2>/dev/null || true
+  rm -rf "$NATS_DIR" "$WORK_DIR"
+}
+trap cleanup EXIT
+
+put_sale() { # sku stock
+  curl -fsS -o /dev/null -X PUT "$BASE/v1/sales/$1" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d "{\"stock\": $2}"
+}
+sold() { redis-cli hget "$NS:{$1}:sale" sold; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+# One wrk run; prints its RESULT line.
+run_wrk() { # connections script [SKU]
+  SKU=${3:-} wrk -t"$THREADS" -c"$1" -d"$DURATION" --latency -s "scripts/wrk/$2.lua" "$BASE" | grep '^RESULT'
+}
+
+# redis-benchmark on the purchase script itself, with a new buyer per call.
+run_redis() { # connections
+  local sha keys
+  sha=$(redis-cli script load "$(cat lua/purchase.lua)")
+  keys="$NS:{$REDIS_SALE}:sale $NS:{$REDIS_SALE}:orders $NS:{$REDIS_SALE}:buyers $NS:{$REDIS_SALE}:outbox"
+  local seconds=${DURATION%s}
+  # Enough requests for about DURATION at the ceiling measured on this kind of machine.
+  local csv
+  csv=$(redis-benchmark -c "$1" -n $((seconds * 120000)) -r 1000000000 --csv \
+    EVALSHA "$sha" 4 $keys "u__rand_int__" 1 "" "$REDIS_SALE" 86400 | tail -n 1)
+  # "EVALSHA ...","rps","avg","min","p50","p95","p99","max"
+  IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$(tr -d '"' <<<"$csv")"
+  echo "RESULT rps=${rps%.*} p50_ms=$p50 p99_ms=$p99 requests=$((seconds * 120000)) socket_errors=0"
+}
+
+start_service on
+put_sale "$BIG_SALE" 1000000000000
+put_sale "$EMPTY_SALE" 1
+put_sale "$REDIS_SALE" 1000000000000
+curl -fsS -o /dev/null -X POST "$BASE/v1/sales/$EMPTY_SALE/orders" -H 'Content-Type: application/json' -d '{"user_id":"first"}'
+
+printf 'path\tconnections\trps\tp50_ms\tp99_ms\trequests\toutcomes\n' >"$OUT/loadtest.tsv"
+record() { # path connections result
+  local outcomes
+  outcomes=$(sed 's/.*socket_errors=[0-9]* *//' <<<"$3")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(field rps "$3")" "$(field p50_ms "$3")" \
+    "$(field p99_ms "$3")" "$(field requests "$3")" "${outcomes:-"-"}" >>"$OUT/loadtest.tsv"
+}
+check_counts() { # path result: every request has an outcome, no socket errors
+  local total=0 n
+  for n in $(grep -o '[a-z_0-9]*=[0-9]*' <<<"${2#*socket_errors=*[0-9] }" | cut -d= -f2); do total=$((total + n)); done
+  local requests errors
+  requests=$(field requests "$2"); errors=$(field socket_errors "$2")
+  if [ "$total" -lt "$requests" ] || [ "$errors" -ne 0 ]; then
+    echo "loadtest: $1: $total outcomes for $requests requests, $errors socket errors" >&2
+    exit 1
+  fi
+}
+
+created_total=0
+in_flight=0
+rss_peak_kb=0
+for c in $CONNECTIONS; do
+  echo "== $c connections" >&2
+  r=$(run_wrk "$c" healthz); record d "$c" "$r"; check_counts d "$r"
+  r=$(run_wrk "$c" purchase "$BIG_SALE"); record a "$c" "$r"; check_counts a "$r"
+  created_total=$((created_total + $(field created "$r")))
+  # wrk stops reading when its time is up: up to one request per connection was decided by
+  # the service but its answer not counted.
+  in_flight=$((in_flight + c))
+  s=$(sold "$BIG_SALE")
+  if [ "$s" -lt "$created_total" ] || [ "$s" -gt $((created_total + in_flight)) ]; then
+    echo "loadtest: sold $s, but $created_total answered 201 (+ at most $in_flight cut off)" >&2; exit 1
+  fi
+  r=$(run_wrk "$c" kill); record b "$c" "$r"; check_counts b "$r"
+  r=$(run_wrk "$c" purchase "$EMPTY_SALE"); record c "$c" "$r"; check_counts c "$r"
+  [ "$(field created "$r")" = "" ] || { echo "loadtest: a sold-out sale sold" >&2; exit 1; }
+  [ "$(sold "$EMPTY_SALE")" -eq 1 ] || { echo "loadtest: sold above stock" >&2; exit 1; }
+  rss_peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$SERVICE_PID/status")
+  r=$(run_redis "$c"); record e "$c" "$r"
+done
+stop_service
+
+# The cost of metrics: path a again with metrics off, at the first connection count.
+first_c=${CONNECTIONS%% *}
+start_service off
+r=$(run_wrk "$first_c" purchase "$BIG_SALE"); record a0 "$first_c" "$r"; check_counts a0 "$r"
+stop_service
+
+# Table and ratios.
+value() { awk -F'\t' -v p="$1" -v c="$2" -v col="$3" '$1==p && $2==c {print $col}' "$OUT/loadtest.tsv"; }
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
+{
+  echo "| path | conns | req/s | p50 ms | p99 ms | outcomes |"
+  echo "| --- | ---: | ---: | ---: | ---: | --- |"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $7 }' "$OUT/loadtest.tsv"
+  echo
+  for c in $CONNECTIONS; do
+    echo "ratios at $c connections: a/e $(ratio "$(value a "$c" 3)" "$(value e "$c" 3)")," \
+      "b/e $(ratio "$(value b "$c" 3)" "$(value e "$c" 3)"), c/d $(ratio "$(value c "$c" 3)" "$(value d "$c" 3)")"
+  done
+  echo "metrics on/off (path a, $first_c connections): $(ratio "$(value a "$first_c" 3)" "$(value a0 "$first_c" 3)")"
+  echo "peak resident memory of the service: $((rss_peak_kb / 1024)) MiB"
+} | tee "$OUT/loadtest.md"
+
+# Throughput and p99 against connections, one line per path.
+gnuplot <<EOF
+set terminal svg size 900,420 dynamic
+set output "$OUT/loadtest.svg"
+set multiplot layout 1,2
+set datafile separator "\t"
+set key top left
+set xlabel "connections"
+set logscale x 2
+set ylabel "requests/s"
+set title "throughput"
+plot for [p in "a b c d e"] "< awk -F'\t' '\$1==\"".p."\"' $OUT/loadtest.tsv" using 2:3 with linespoints title p
+set ylabel "p99 ms"
+set title "p99 latency"
+plot for [p in "a b c d e"] "< awk -F'\t' '\$1==\"".p."\"' $OUT/loadtest.tsv" using 2:5 with linespoints title p
+unset multiplot
+EOF
+echo "loadtest: wrote $OUT/loadtest.tsv, $OUT/loadtest.md, $OUT/loadtest.svg" >&2

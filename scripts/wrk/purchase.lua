@@ -1,0 +1,19 @@
+-- POST /v1/sales/<sku>/orders, a new buyer each request. SKU comes from the environment.
+package.path = package.path .. ";" .. (os.getenv("WRK_DIR") or "scripts/wrk") .. "/?.lua"
+require "common"
+
+local path = "/v1/sales/" .. os.getenv("SKU") .. "/orders"
+local headers = { ["Content-Type"] = "application/json" }
+local n = 0
+
+function request()
+  n = n + 1
+  return wrk.format("POST", path, headers,
+    '{"user_id":"t' .. thread_id .. "-" .. n .. '","quantity":1}')
+end
+
+function classify(status, body)
+  if status == 201 then return "created" end
+  if status == 409 and body:find("sold_out", 1, true) then return "sold_out" end
+  return "status_" .. status
+end
