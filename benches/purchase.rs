@@ -1,32 +1,56 @@
-//! One purchase through the inventory API (the purchase script's round trip), beside a bare
-//! PING on the same multiplexed connection as the reference measured in the same run.
+//! Criterion benches of the purchase path, each beside a reference measured in the same run
+//! so the figures read as ratios on a shared machine:
+//!
+//! - `purchase/script_round_trip`: one purchase through the inventory API (the EVALSHA),
+//!   against `purchase/redis_ping`, a bare round trip on the same connection;
+//! - `http/purchase`: one `POST /v1/sales/{sku}/orders` through the app in this process,
+//!   against `http/healthz` on the same client and server;
+//! - `json/decode_order_request`, `json/encode_order`: the hot JSON.
 //!
 //! Needs the Redis of `scripts/services.sh`. Works in its own namespace and deletes it after.
+//! The in-process app points NATS at a closed port, so its relay stays idle: the HTTP figure
+//! is the request path alone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::config::{MAX_STOCK, Settings};
 use flashsale::domain::{Quantity, Sku, UserId};
 use flashsale::inventory::Inventory;
+use flashsale::order::{Order, OrderRequest, OrderStatus};
 use flashsale::sale::SaleSettings;
+use flashsale::startup::Application;
+
+fn settings() -> Settings {
+    let mut settings = Settings::from_env().expect("valid FLASHSALE_* settings");
+    settings.namespace = format!("fsbench-{}", std::process::id());
+    settings.bind = "127.0.0.1:0".parse().expect("address");
+    settings.admin_token = Some("bench".into());
+    settings.metrics = true;
+    settings.nats_urls = vec!["nats://127.0.0.1:1".parse().expect("nats url")];
+    settings
+}
+
+fn unlimited_sale() -> SaleSettings {
+    SaleSettings {
+        stock: MAX_STOCK,
+        per_user_limit: None,
+        price: 100,
+        starts_at: None,
+        ends_at: None,
+    }
+}
 
 fn purchase(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let mut settings = Settings::from_env().expect("valid FLASHSALE_* settings");
-    settings.namespace = format!("fsbench-{}", std::process::id());
+    let settings = settings();
     let sku = Sku::parse("bench").expect("valid sku");
     let user = UserId::parse("bench-user".into()).expect("valid user");
 
     let inventory = runtime.block_on(async {
         let inventory = Inventory::new(&settings).expect("redis client");
-        let sale = SaleSettings {
-            stock: MAX_STOCK,
-            per_user_limit: None,
-            price: 100,
-            starts_at: None,
-            ends_at: None,
-        };
         inventory
-            .put_sale(&sku, &sale)
+            .put_sale(&sku, &unlimited_sale())
             .await
             .expect("bench needs Redis: run scripts/services.sh");
         inventory
@@ -47,22 +71,86 @@ fn purchase(c: &mut Criterion) {
     });
     group.finish();
 
+    let base = runtime.block_on(async {
+        let app = Application::build(settings.clone()).await.expect("app");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        base
+    });
+    let client = reqwest::Client::new();
+    let orders = format!("{base}/v1/sales/bench/orders");
+    let healthz = format!("{base}/healthz");
+    let next_user = AtomicU64::new(0);
+    let mut group = c.benchmark_group("http");
+    group.bench_function("purchase", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let n = next_user.fetch_add(1, Ordering::Relaxed);
+            let response = client
+                .post(&orders)
+                .header("Content-Type", "application/json")
+                .body(format!(r#"{{"user_id":"h{n}","quantity":1}}"#))
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 201);
+            response.bytes().await.expect("body")
+        })
+    });
+    group.bench_function("healthz", |b| {
+        b.to_async(&runtime).iter(|| async {
+            client
+                .get(&healthz)
+                .send()
+                .await
+                .expect("answered")
+                .bytes()
+                .await
+                .expect("body")
+        })
+    });
+    group.finish();
+
     runtime.block_on(async {
-        let keys = inventory.keys(&sku);
         let client = redis::Client::open(settings.redis_url.as_str()).expect("redis url");
         let mut redis = client
             .get_multiplexed_async_connection()
             .await
             .expect("redis");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", settings.namespace))
+            .query_async(&mut redis)
+            .await
+            .expect("KEYS");
         let _: () = redis::cmd("DEL")
-            .arg(keys.sale())
-            .arg(keys.orders())
-            .arg(keys.buyers())
+            .arg(keys)
             .query_async(&mut redis)
             .await
             .expect("DEL bench keys");
     });
 }
 
-criterion_group!(benches, purchase);
+fn json(c: &mut Criterion) {
+    let body = br#"{"user_id":"u-123456","quantity":2}"#;
+    let order = Order {
+        order_id: "f6be6ca910984ef0-1795619575669-123456".into(),
+        sku: "phone-17".into(),
+        user_id: "u-123456".into(),
+        quantity: 2,
+        unit_price: 99_900,
+        total_amount: 199_800,
+        created_at: "2026-11-25T12:00:03.117Z".into(),
+        remaining: 42,
+        status: OrderStatus::Created,
+    };
+    let mut group = c.benchmark_group("json");
+    group.bench_function("decode_order_request", |b| {
+        b.iter(|| serde_json::from_slice::<OrderRequest>(body).expect("valid"))
+    });
+    group.bench_function("encode_order", |b| {
+        b.iter(|| serde_json::to_vec(&order).expect("serializes"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, purchase, json);
 criterion_main!(benches);

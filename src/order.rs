@@ -1,6 +1,14 @@
 //! An accepted order, as the API answers it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST /v1/sales/{sku}/orders`, as sent; the handler parses it into domain types.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub user_id: String,
+    pub quantity: Option<u64>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {

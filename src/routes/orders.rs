@@ -1,19 +1,12 @@
 //! The purchase path, top to bottom: extract → domain types → one script call → answer.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
 
 use crate::auth::Admin;
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
 use crate::error::ApiError;
+use crate::order::OrderRequest;
 use crate::startup::AppState;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OrderRequest {
-    user_id: String,
-    quantity: Option<u64>,
-}
 
 /// `POST /v1/sales/{sku}/orders`: 201 with a new order, 200 with the order an earlier request
 /// with the same `Idempotency-Key` created.
