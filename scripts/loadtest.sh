@@ -200,16 +200,18 @@ gnuplot <<EOF
 set terminal svg size 900,420 dynamic
 set output "$OUT/loadtest.svg"
 set multiplot layout 1,2
+paths = "a b c d e"
+names = "a:purchase b:/kill c:sold-out d:/healthz e:redis-benchmark"
 set datafile separator "\t"
 set key top left
 set xlabel "connections"
 set logscale x 2
 set ylabel "requests/s"
 set title "throughput"
-plot for [p in "a b c d e"] "< awk -F'\t' '\$1==\"".p."\"' $OUT/loadtest.tsv" using 2:3 with linespoints title p
+plot for [i=1:5] "< awk -F'\t' '\$1==\"".word(paths, i)."\"' $OUT/loadtest.tsv" using 2:3 with linespoints title word(names, i)
 set ylabel "p99 ms"
 set title "p99 latency"
-plot for [p in "a b c d e"] "< awk -F'\t' '\$1==\"".p."\"' $OUT/loadtest.tsv" using 2:5 with linespoints title p
+plot for [i=1:5] "< awk -F'\t' '\$1==\"".word(paths, i)."\"' $OUT/loadtest.tsv" using 2:5 with linespoints title word(names, i)
 unset multiplot
 EOF
 echo "loadtest: wrote $OUT/loadtest.tsv, $OUT/loadtest.md, $OUT/loadtest.svg" >&2
