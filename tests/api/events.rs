@@ -42,6 +42,18 @@ pub async fn buy_all(
         .collect()
 }
 
+/// Order ids of the answers that were 201.
+async fn accepted_ids(answers: Vec<reqwest::Response>) -> HashSet<String> {
+    let mut accepted = HashSet::new();
+    for response in answers {
+        if response.status() == 201 {
+            let order: Value = response.json().await.expect("order");
+            accepted.insert(order["order_id"].as_str().expect("order_id").to_owned());
+        }
+    }
+    accepted
+}
+
 pub fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -65,13 +77,7 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
 
     let buyers = users("buyer", 3000);
     let answered = join_all(buyers.iter().map(|user| app.order(&sku, user, 1))).await;
-    let mut accepted = HashSet::new();
-    for response in answered {
-        if response.status() == 201 {
-            let order: Value = response.json().await.expect("order");
-            accepted.insert(order["order_id"].as_str().expect("order_id").to_owned());
-        }
-    }
+    let accepted = accepted_ids(answered).await;
     assert_eq!(accepted.len(), 500);
 
     let messages = wait_for_delivered(&app.settings, 500, Duration::from_secs(30)).await;
@@ -290,13 +296,7 @@ async fn two_replicas_deliver_exactly_once_and_sell_exactly_the_stock() {
         replica.order(&sku, user, 1)
     }))
     .await;
-    let mut accepted = HashSet::new();
-    for response in answered {
-        if response.status() == 201 {
-            let order: Value = response.json().await.expect("order");
-            accepted.insert(order["order_id"].as_str().expect("order_id").to_owned());
-        }
-    }
+    let accepted = accepted_ids(answered).await;
     assert_eq!(accepted.len(), 300);
     assert_eq!(first.redis_sold(&sku).await, 300);
 

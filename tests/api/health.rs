@@ -11,13 +11,7 @@ use crate::helpers::{
 #[tokio::test]
 async fn healthz_and_readyz_answer_when_everything_is_up() {
     let app = spawn_app().await;
-    let health = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("answered");
-    assert_eq!(health.status(), 200);
+    assert_eq!(app.healthz_status().await, 200);
     let (status, body) = ready(&app.client, &app.url("/readyz")).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -50,13 +44,7 @@ async fn redis_on_a_closed_port_means_503_not_a_crash() {
         (Some("unavailable"), Some("down"))
     );
     assert_eq!(app.kill(None).await.0, 503);
-    let health = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("process alive");
-    assert_eq!(health.status(), 200);
+    assert_eq!(app.healthz_status().await, 200);
 }
 
 #[tokio::test]
@@ -73,15 +61,7 @@ async fn service_recovers_when_redis_comes_back() {
     let (status, code) = error_of(app.order(&sku, "u2", 1).await).await;
     assert_eq!((status, code.as_str()), (503, "unavailable"));
     assert_eq!(ready(&app.client, &app.url("/readyz")).await.0, 503);
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .expect("alive")
-            .status(),
-        200
-    );
+    assert_eq!(app.healthz_status().await, 200, "alive");
 
     let _redis = private_redis(port).await;
     let mut recovered = false;

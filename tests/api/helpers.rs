@@ -98,6 +98,11 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    pub async fn healthz_status(&self) -> u16 {
+        let response = self.client.get(self.url("/healthz")).send().await;
+        response.expect("/healthz answered").status().as_u16()
+    }
+
     pub async fn put_sale(&self, sku: &str, body: Value) -> reqwest::Response {
         self.client
             .put(self.url(&format!("/v1/sales/{sku}")))
