@@ -120,6 +120,14 @@ impl Relay {
         let mut failures: u32 = 0;
         let mut last_lag_log = Instant::now();
         log::info!("relay {} started", self.consumer);
+        // The NATS client connects in the background; give it a moment before the first pass
+        // rather than reporting a failure that is only the start-up.
+        for _ in 0..50 {
+            if self.nats.connection_state() == async_nats::connection::State::Connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         loop {
             let outcome = self.pass(&mut stream_ready).await;
             // Marks the value seen, so `changed()` below waits for the next one.
@@ -177,7 +185,12 @@ impl Relay {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.inventory.outbox_written().notified(), if failures == 0 => {}
-                _ = drain.changed() => {}
+                changed = drain.changed() => {
+                    // The application is gone without asking for a drain: so is the process.
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }
