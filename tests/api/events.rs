@@ -16,7 +16,7 @@ use crate::helpers::{
     ADMIN_TOKEN, TestApp, error_of, free_port, spawn_app, spawn_app_from, spawn_app_with,
     test_settings, unique, wait_for_port,
 };
-use crate::nats::{PrivateNats, assert_no_duplicates, wait_for_delivered};
+use crate::nats::{PrivateNats, assert_in_sale_order, assert_no_duplicates, wait_for_delivered};
 use crate::postgres::{TestDb, spawn_consumer};
 
 /// Buys one unit for each user, `concurrency` at a time; returns the order ids answered 201.
@@ -87,6 +87,7 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
         "exactly the accepted orders, nothing more"
     );
     assert_no_duplicates(&messages);
+    assert_in_sale_order(&messages);
     assert_eq!(created_ids(&messages), accepted);
     let prefix = &app.settings.subject_prefix;
     for m in &messages {
@@ -149,6 +150,7 @@ async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
     let messages = wait_for_delivered(&app.settings, 100, Duration::from_secs(40)).await;
     assert_eq!(messages.len(), 100);
     assert_no_duplicates(&messages);
+    assert_in_sale_order(&messages);
     assert_eq!(created_ids(&messages), accepted);
     app.cleanup().await;
 }
@@ -230,6 +232,7 @@ async fn a_process_killed_after_a_burst_loses_nothing() {
     let messages = wait_for_delivered(&settings, 1000, Duration::from_secs(40)).await;
     assert_eq!(messages.len(), 1000);
     assert_no_duplicates(&messages);
+    assert_in_sale_order(&messages);
     assert_eq!(created_ids(&messages), accepted);
     replacement.cleanup().await;
 }
@@ -276,6 +279,7 @@ async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
     let messages = wait_for_delivered(&settings, 20, Duration::from_secs(20)).await;
     assert_eq!(messages.len(), 20);
     assert_no_duplicates(&messages);
+    assert_in_sale_order(&messages);
     assert_eq!(
         created_ids(&messages),
         read.iter().map(|e| e.event.order_id.clone()).collect()
@@ -303,6 +307,7 @@ async fn two_replicas_deliver_exactly_once_and_sell_exactly_the_stock() {
     let messages = wait_for_delivered(&first.settings, 300, Duration::from_secs(30)).await;
     assert_eq!(messages.len(), 300);
     assert_no_duplicates(&messages);
+    assert_in_sale_order(&messages);
     assert_eq!(created_ids(&messages), accepted);
     first.cleanup().await;
 }
@@ -346,6 +351,7 @@ async fn cancelling_returns_stock_exactly_once() {
     let messages = wait_for_delivered(&app.settings, 20, Duration::from_secs(20)).await;
     assert_eq!(messages.len(), 20, "10 created + 10 cancelled");
     assert_no_duplicates(&messages);
+    assert_in_sale_order(&messages);
     let cancelled: HashSet<String> = messages
         .iter()
         .filter(|m| m.event.event == EventKind::Cancelled)

@@ -92,6 +92,30 @@ pub fn assert_no_duplicates(messages: &[Delivered]) {
     assert!(duplicated.is_empty(), "duplicated events: {duplicated:?}");
 }
 
+/// Asserts that each sale's created events are in the order the sales accepted them (the
+/// sequence number that ends each order id).
+pub fn assert_in_sale_order(messages: &[Delivered]) {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for m in messages
+        .iter()
+        .filter(|m| m.event.event == flashsale::event::EventKind::Created)
+    {
+        let seq: u64 = m
+            .event
+            .order_id
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("order ids end with a sequence number");
+        let previous = last.insert(m.event.sku.as_str(), seq).unwrap_or(0);
+        assert!(
+            seq > previous,
+            "{} arrived after order {previous} of its sale",
+            m.event.order_id
+        );
+    }
+}
+
 pub async fn delete_stream(settings: &Settings) {
     if let Ok(client) = async_nats::connect(settings.nats_urls.as_slice()).await {
         let _ = jetstream::new(client).delete_stream(&settings.stream).await;
