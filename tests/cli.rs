@@ -3,6 +3,16 @@
 use std::process::Command;
 
 #[test]
+fn an_unknown_subcommand_exits_2_with_usage() {
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .arg("serve-everything")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("usage: flashsale [consume-orders]"));
+}
+
+#[test]
 fn invalid_configuration_exits_2_naming_the_variable() {
     for (variable, value) in [
         ("FLASHSALE_BIND", "not-an-address"),
