@@ -15,22 +15,22 @@ local id = ARGV[1]
 
 local stored = redis.call('HGET', orders, id)
 if not stored then return { 'order_not_found' } end
-local o = cjson.decode(stored)
-local quantity = tonumber(o.quantity)
+-- The record format of purchase.lua: status, quantity, unit_price, created_at, user_id.
+local status, q, price, created_at, user = string.match(stored, '^(%a+)\n(%d+)\n(%d+)\n(%d+)\n(.*)$')
+local quantity = tonumber(q)
 
 local outcome = 'already_cancelled'
-if o.status ~= 'cancelled' then
+if status ~= 'cancelled' then
   outcome = 'cancelled'
   redis.call('HINCRBY', sale, 'sold', -quantity)
-  if redis.call('HINCRBY', buyers, o.user_id, -quantity) <= 0 then
-    redis.call('HDEL', buyers, o.user_id)
+  if redis.call('HINCRBY', buyers, user, -quantity) <= 0 then
+    redis.call('HDEL', buyers, user)
   end
-  o.status = 'cancelled'
-  redis.call('HSET', orders, id, cjson.encode(o))
-  redis.call('XADD', outbox, '*', 'kind', 'cancelled', 'order_id', id, 'user_id', o.user_id,
-             'quantity', o.quantity, 'unit_price', o.unit_price, 'created_at', o.created_at)
+  redis.call('HSET', orders, id, 'cancelled' .. string.sub(stored, #status + 1))
+  redis.call('XADD', outbox, '*', 'kind', 'cancelled', 'order_id', id, 'user_id', user,
+             'quantity', q, 'unit_price', price, 'created_at', created_at)
 end
 
 local f = redis.call('HMGET', sale, 'stock', 'sold')
-return { outcome, id, o.user_id, quantity, tonumber(o.unit_price), tonumber(o.created_at),
+return { outcome, id, user, quantity, tonumber(price), tonumber(created_at),
          tonumber(f[1]) - tonumber(f[2]), 'cancelled' }

@@ -6,7 +6,9 @@
 --
 -- All keys share the sale's `{sku}` hash tag, so the script also runs on Redis Cluster.
 -- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq
--- KEYS[2] orders  HASH  order_id -> JSON {user_id, quantity, unit_price, created_at, status}
+-- KEYS[2] orders  HASH  order_id -> "<status>\n<quantity>\n<unit_price>\n<created_at ms>\n<user_id>"
+--                       (plain text, not cjson: a fifth of the script's cost; user_id comes
+--                       last, so whatever it holds cannot shift the other fields)
 -- KEYS[3] buyers  HASH  user_id  -> units this user holds (for the per-user limit)
 -- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay)
 -- KEYS[5] idem    STRING order_id, only when the request carries an Idempotency-Key
@@ -25,6 +27,8 @@
 --   'sale_not_found' | 'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
 
 local sale, orders, buyers, outbox, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- status, quantity, unit_price, created_at, user_id of an order record (see KEYS[2]).
+local ORDER_RECORD = '^(%a+)\n(%d+)\n(%d+)\n(%d+)\n(.*)$'
 local user, quantity = ARGV[1], tonumber(ARGV[2])
 
 -- Redis's clock, not the replica's: every replica then agrees on the sale window.
@@ -56,12 +60,11 @@ if idem then
   if id then
     local stored = redis.call('HGET', orders, id)
     if stored then
-      local o = cjson.decode(stored)
-      if o.user_id ~= user or tonumber(o.quantity) ~= quantity then
+      local status, q, p, c, u = string.match(stored, ORDER_RECORD)
+      if u ~= user or tonumber(q) ~= quantity then
         return { 'idempotency_conflict' }
       end
-      return { 'replayed', id, o.user_id, tonumber(o.quantity), tonumber(o.unit_price),
-               tonumber(o.created_at), stock - sold, o.status }
+      return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c), stock - sold, status }
     end
   end
 end
@@ -88,10 +91,9 @@ end
 redis.call('HINCRBY', sale, 'sold', quantity)
 local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
 redis.call('HINCRBY', buyers, user, quantity)
--- Numbers are stored as strings: cjson would print large ones in exponent form.
-redis.call('HSET', orders, id, cjson.encode({
-  user_id = user, quantity = tostring(quantity), unit_price = tostring(price),
-  created_at = tostring(now), status = 'created' }))
+-- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
+redis.call('HSET', orders, id,
+           'created\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n' .. user)
 if idem then redis.call('SET', idem, id, 'EX', ARGV[5]) end
 -- The outbox entry is written in the same atomic step as the stock: an order accepted here
 -- can never be missing from what the relay hands to JetStream.

@@ -50,12 +50,15 @@ async fn every_rejection_leaves_redis_byte_for_byte_unchanged() {
 
 #[tokio::test]
 async fn an_accepted_order_is_recorded_with_its_buyer() {
+    // Spaces, digits and non-ASCII: the record keeps the user id whole.
+    const BUYER: &str = "买家 42 {x}";
     let app = spawn_app().await;
     let sku = unique("record");
     app.create_sale(&sku, json!({"stock": 5, "price": 250}))
         .await;
+    let body = json!({"user_id": BUYER, "quantity": 3});
     let order: Value = app
-        .order(&sku, "buyer", 3)
+        .order_with_key(&sku, body.clone(), Some("rec"))
         .await
         .json()
         .await
@@ -74,16 +77,52 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
         .query_async(&mut redis)
         .await
         .expect("order recorded");
-    let record: Value = serde_json::from_str(&record).expect("record is JSON");
-    assert_eq!(record["user_id"], "buyer");
-    assert_eq!(record["quantity"], "3");
-    assert_eq!(record["status"], "created");
+    let fields: Vec<&str> = record.split('\n').collect();
+    assert_eq!(
+        fields[..3],
+        ["created", "3", "250"],
+        "status, quantity, unit_price"
+    );
+    assert_eq!(fields[4], BUYER, "user_id last, whatever it holds");
     let held: u64 = redis::cmd("HGET")
         .arg(app.key(&sku, "buyers"))
-        .arg("buyer")
+        .arg(BUYER)
         .query_async(&mut redis)
         .await
         .expect("buyer tally");
     assert_eq!(held, 3);
+
+    // The record reads back whole: a replay returns the same order, a cancel rewrites only
+    // the status.
+    let replay = app.order_with_key(&sku, body, Some("rec")).await;
+    assert_eq!(replay.status(), 200);
+    let replayed: Value = replay.json().await.expect("order");
+    assert_eq!(
+        (&replayed["order_id"], &replayed["user_id"]),
+        (&order["order_id"], &json!(BUYER))
+    );
+    assert_eq!(replayed["created_at"], order["created_at"]);
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/v1/orders/{order_id}/cancel")))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered");
+    let cancelled: Value = cancelled.json().await.expect("order");
+    assert_eq!(
+        (&cancelled["status"], &cancelled["user_id"]),
+        (&json!("cancelled"), &json!(BUYER))
+    );
+    let record: String = redis::cmd("HGET")
+        .arg(app.key(&sku, "orders"))
+        .arg(order_id)
+        .query_async(&mut redis)
+        .await
+        .expect("order recorded");
+    assert_eq!(
+        record,
+        fields.join("\n").replacen("created", "cancelled", 1)
+    );
     app.cleanup().await;
 }
