@@ -5,7 +5,9 @@
 //!   against `purchase/redis_ping`, a bare round trip on the same connection;
 //! - `http/purchase`: one `POST /v1/sales/{sku}/orders` through the app in this process,
 //!   against `http/healthz` on the same client and server;
-//! - `json/decode_order_request`, `json/encode_order`: the hot JSON.
+//! - `json/decode_order_request`, `json/encode_order`: the hot JSON;
+//! - `metrics/record_purchase`: what metrics add to one purchase (an outcome counter, the
+//!   script and the request histograms), with the Prometheus recorder installed.
 //!
 //! Needs the Redis of `scripts/services.sh`. Works in its own namespace and deletes it after.
 //! The in-process app points NATS at a closed port, so its relay stays idle: the HTTP figure
@@ -152,5 +154,21 @@ fn json(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, purchase, json);
+fn metrics(c: &mut Criterion) {
+    flashsale::monitoring::install().expect("recorder installed");
+    let purchase = flashsale::monitoring::PurchaseMetrics::register();
+    let request = flashsale::monitoring::request_histogram();
+    let took = std::time::Duration::from_micros(250);
+    let mut group = c.benchmark_group("metrics");
+    group.bench_function("record_purchase", |b| {
+        b.iter(|| {
+            purchase.outcome(flashsale::monitoring::Outcome::Created);
+            purchase.script(took);
+            request.record(took);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, purchase, json, metrics);
 criterion_main!(benches);
