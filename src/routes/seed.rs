@@ -30,7 +30,7 @@ pub async fn kill(state: web::Data<AppState>, query: web::Query<KillQuery>) -> H
             .unwrap_or_else(|| "anonymous".into()),
     ) {
         Ok(user) => user,
-        Err(e) => return text(HttpResponse::BadRequest(), &e.0),
+        Err(e) => return text(HttpResponse::BadRequest(), e.0),
     };
     let outcome = state
         .inventory
@@ -42,12 +42,14 @@ pub async fn kill(state: web::Data<AppState>, query: web::Query<KillQuery>) -> H
         Err(PurchaseError::UserLimitReached) => text(HttpResponse::Conflict(), "超出限购数量"),
         Err(PurchaseError::SaleNotOpen) => text(HttpResponse::Conflict(), "活动未开始或已结束"),
         Err(PurchaseError::Store(_)) => text(HttpResponse::ServiceUnavailable(), "服务暂不可用"),
-        Err(e) => text(HttpResponse::Conflict(), &e.to_string()),
+        Err(e) => text(HttpResponse::Conflict(), e.to_string()),
     }
 }
 
-fn text(mut builder: actix_web::HttpResponseBuilder, body: &str) -> HttpResponse {
-    builder
-        .content_type("text/plain; charset=utf-8")
-        .body(body.to_owned())
+/// A text answer; the fixed texts are `&'static str`, so the hot path copies nothing.
+fn text(
+    mut builder: actix_web::HttpResponseBuilder,
+    body: impl actix_web::body::MessageBody + 'static,
+) -> HttpResponse {
+    builder.content_type("text/plain; charset=utf-8").body(body)
 }

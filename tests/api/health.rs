@@ -95,12 +95,7 @@ fn sample(text: &str, series: &str) -> f64 {
 }
 
 async fn scrape(app: &crate::helpers::TestApp) -> String {
-    let response = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("answered");
+    let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
     response.text().await.expect("text")
 }
@@ -137,11 +132,6 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
 #[tokio::test]
 async fn metrics_can_be_turned_off() {
     let app = spawn_app_with(|s| s.metrics = false).await;
-    let response = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("answered");
+    let response = app.get("/metrics").await;
     assert_eq!(error_of(response).await, (404, "not_found".into()));
 }

@@ -98,9 +98,13 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        let response = self.client.get(self.url(path)).send().await;
+        response.unwrap_or_else(|e| panic!("GET {path} answered: {e}"))
+    }
+
     pub async fn healthz_status(&self) -> u16 {
-        let response = self.client.get(self.url("/healthz")).send().await;
-        response.expect("/healthz answered").status().as_u16()
+        self.get("/healthz").await.status().as_u16()
     }
 
     pub async fn put_sale(&self, sku: &str, body: Value) -> reqwest::Response {
@@ -170,12 +174,15 @@ impl TestApp {
 
     /// `sold` as Redis holds it, read without the service.
     pub async fn redis_sold(&self, sku: &str) -> u64 {
-        let mut redis = self.redis.clone();
-        let sold: Option<u64> = redis
-            .hget(self.key(sku, "sale"), "sold")
+        self.redis_hget(sku, "sale", "sold")
             .await
-            .expect("HGET sold");
-        sold.unwrap_or(0)
+            .map_or(0, |sold| sold.parse().expect("sold is a number"))
+    }
+
+    /// One field of one of the sale's hashes (`sale`, `orders`, `buyers`), read directly.
+    pub async fn redis_hget(&self, sku: &str, hash: &str, field: &str) -> Option<String> {
+        let mut redis = self.redis.clone();
+        redis.hget(self.key(sku, hash), field).await.expect("HGET")
     }
 
     /// Order ids Redis recorded for the sale.

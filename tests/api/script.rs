@@ -70,13 +70,10 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
     let order_id = order["order_id"].as_str().expect("order_id");
     assert!(order_id.len() <= 64);
 
-    let mut redis = app.redis.clone();
-    let record: String = redis::cmd("HGET")
-        .arg(app.key(&sku, "orders"))
-        .arg(order_id)
-        .query_async(&mut redis)
+    let record: String = app
+        .redis_hget(&sku, "orders", order_id)
         .await
-        .expect("order recorded");
+        .expect("recorded");
     let fields: Vec<&str> = record.split('\n').collect();
     assert_eq!(
         fields[..3],
@@ -84,12 +81,12 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
         "status, quantity, unit_price"
     );
     assert_eq!(fields[4], BUYER, "user_id last, whatever it holds");
-    let held: u64 = redis::cmd("HGET")
-        .arg(app.key(&sku, "buyers"))
-        .arg(BUYER)
-        .query_async(&mut redis)
+    let held: u64 = app
+        .redis_hget(&sku, "buyers", BUYER)
         .await
-        .expect("buyer tally");
+        .expect("recorded")
+        .parse()
+        .expect("a number");
     assert_eq!(held, 3);
 
     // The record reads back whole: a replay returns the same order, a cancel rewrites only
@@ -114,12 +111,10 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
         (&cancelled["status"], &cancelled["user_id"]),
         (&json!("cancelled"), &json!(BUYER))
     );
-    let record: String = redis::cmd("HGET")
-        .arg(app.key(&sku, "orders"))
-        .arg(order_id)
-        .query_async(&mut redis)
+    let record: String = app
+        .redis_hget(&sku, "orders", order_id)
         .await
-        .expect("order recorded");
+        .expect("recorded");
     assert_eq!(
         record,
         fields.join("\n").replacen("created", "cancelled", 1)
