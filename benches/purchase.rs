@@ -52,7 +52,7 @@ fn purchase(c: &mut Criterion) {
     let inventory = runtime.block_on(async {
         let inventory = Inventory::new(&settings).expect("redis client");
         inventory
-            .put_sale(&sku, &unlimited_sale())
+            .put_sale(&sku, &unlimited_sale(), false)
             .await
             .expect("bench needs Redis: run scripts/services.sh");
         inventory
@@ -143,6 +143,7 @@ fn json(c: &mut Criterion) {
         created_at: "2026-11-25T12:00:03.117Z".into(),
         remaining: 42,
         status: OrderStatus::Created,
+        delivery: None,
     };
     let mut group = c.benchmark_group("json");
     group.bench_function("decode_order_request", |b| {

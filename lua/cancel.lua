@@ -8,11 +8,13 @@
 -- ARGV[1] order_id
 --
 -- Reply: { 'cancelled' | 'already_cancelled', order_id, user_id, quantity, unit_price,
---          created_at_ms, remaining, 'cancelled' } or { 'order_not_found' }
+--          created_at_ms, remaining, 'cancelled' } or { 'order_not_found' } or
+--        { 'sale_missing' } when Redis does not hold the sale (the caller rebuilds it first)
 
 local sale, orders, buyers, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id = ARGV[1]
 
+if redis.call('EXISTS', sale) == 0 then return { 'sale_missing' } end
 local stored = redis.call('HGET', orders, id)
 if not stored then return { 'order_not_found' } end
 -- The record format of purchase.lua: status, quantity, unit_price, created_at, user_id.

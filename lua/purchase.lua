@@ -15,16 +15,19 @@
 --
 -- ARGV[1] user_id
 -- ARGV[2] quantity, an integer 1..100 (validated by the caller)
--- ARGV[3] default stock: non-empty only for the default sale, which is created on first use
--- ARGV[4] sku, used only to derive the order-id prefix of a sale created here
--- ARGV[5] seconds an idempotency key is remembered
+-- ARGV[3] seconds an idempotency key is remembered
+-- ARGV[4] the Idempotency-Key itself ('' = none), carried in the order event so that a sale
+--         rebuilt from JetStream still knows it
 --
 -- Reply: { outcome, ... } where outcome is one of
 --   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
 --                              status ('created' | 'cancelled')
 --   'sold_out'               , remaining
 --   'quantity_above_limit'   , per_user_limit
---   'sale_not_found' | 'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
+--   'sale_missing'  the sale is not in Redis: never created, or Redis lost it. The caller
+--                   rebuilds it from JetStream (or answers 404) and calls again; nothing is
+--                   ever decided on a sale Redis does not hold.
+--   'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
 
 local sale, orders, buyers, outbox, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 -- status, quantity, unit_price, created_at, user_id of an order record (see KEYS[2]).
@@ -41,17 +44,9 @@ local stock, sold = tonumber(f[1]), tonumber(f[2])
 local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
 local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
 
--- 1. Existence. Only the default sale (seed-compatible /kill) springs into being; its hash is
---    written at commit time below, so a rejected first request still writes nothing.
-local create = false
-if not stock then
-  if ARGV[3] == '' then return { 'sale_not_found' } end
-  create = true
-  stock, sold = tonumber(ARGV[3]), 0
-  -- Order ids are `<sku digest>-<creation ms>-<seq>`: the digest lets a cancel find the sale,
-  -- the creation time keeps ids unique if Redis ever loses the sale and it is created again.
-  oid = string.sub(redis.sha1hex(ARGV[4]), 1, 16) .. '-' .. now
-end
+-- 1. Existence. Every sale, the default one included, is written by put_sale.lua or
+--    restore.lua; a missing hash means the caller must consult JetStream first.
+if not stock then return { 'sale_missing' } end
 
 -- 2. Idempotency replay comes before the window and stock checks: a retry of an accepted
 --    purchase must find its order even after the sale closed or sold out.
@@ -85,19 +80,21 @@ end
 if sold + quantity > stock then return { 'sold_out', stock - sold } end
 
 -- Commit. Nothing above wrote; everything below always runs to the end.
-if create then
-  redis.call('HSET', sale, 'stock', stock, 'sold', 0, 'price', 0, 'oid', oid, 'seq', 0)
-end
 redis.call('HINCRBY', sale, 'sold', quantity)
 local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
 redis.call('HINCRBY', buyers, user, quantity)
 -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
 redis.call('HSET', orders, id,
            'created\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n' .. user)
-if idem then redis.call('SET', idem, id, 'EX', ARGV[5]) end
+if idem then redis.call('SET', idem, id, 'EX', ARGV[3]) end
 -- The outbox entry is written in the same atomic step as the stock: an order accepted here
 -- can never be missing from what the relay hands to JetStream.
-redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
-           'quantity', quantity, 'unit_price', price, 'created_at', now)
+if idem then
+  redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
+             'quantity', quantity, 'unit_price', price, 'created_at', now, 'idem', ARGV[4])
+else
+  redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
+             'quantity', quantity, 'unit_price', price, 'created_at', now)
+end
 
 return { 'created', id, user, quantity, price, now, stock - sold - quantity, 'created' }

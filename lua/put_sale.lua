@@ -10,8 +10,11 @@
 -- ARGV[4] price in minor units
 -- ARGV[5] starts_at in ms since the epoch, '' = open from now
 -- ARGV[6] ends_at in ms since the epoch, '' = never closes
+-- ARGV[7] '1' when JetStream held a definition of this sale before this PUT: then a missing
+--         hash means Redis lost the sale, which must be rebuilt, never created afresh
 --
--- Reply: { 'created' | 'replaced', sold, now_ms } or { 'stock_below_sold', sold }
+-- Reply: { 'created' | 'replaced', sold, now_ms } or { 'stock_below_sold', sold } or
+--        { 'sale_missing' }
 
 local sale = KEYS[1]
 local stock = tonumber(ARGV[2])
@@ -23,6 +26,8 @@ local outcome = 'replaced'
 local sold = tonumber(redis.call('HGET', sale, 'sold'))
 if sold then
   if stock < sold then return { 'stock_below_sold', sold } end
+elseif ARGV[7] == '1' then
+  return { 'sale_missing' }
 else
   outcome, sold = 'created', 0
   -- Same order-id prefix rule as purchase.lua: sku digest, then creation time.

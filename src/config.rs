@@ -44,6 +44,24 @@ pub struct Settings {
     pub database_url: String,
     /// Durable JetStream consumer name of the order consumer.
     pub consumer_name: String,
+    /// Whether FLASHSALE_DATABASE_URL was given (`flashsale audit` then checks PostgreSQL).
+    pub database_url_explicit: bool,
+    /// How long requests for a sale Redis lost wait for its rebuild before answering 503.
+    pub rebuild_timeout: Duration,
+    /// When a purchase is answered 201 (see [`Confirm`]).
+    pub confirm: Confirm,
+    /// In `Confirm::JetStream`, how long a purchase waits for JetStream's acknowledgement
+    /// before answering 202 with `"delivery": "pending"`.
+    pub confirm_timeout: Duration,
+}
+
+/// What a 201 for a purchase promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Redis decided and recorded the order, its event waits in the outbox.
+    Redis,
+    /// JetStream holds the order's event: the order survives Redis losing its data.
+    JetStream,
 }
 
 /// A refused setting: which variable, what it held, what was expected.
@@ -117,6 +135,14 @@ impl Settings {
             )
             .postgres_url()?,
             consumer_name: var("FLASHSALE_CONSUMER", "orders-db").nats_token()?,
+            database_url_explicit: lookup("FLASHSALE_DATABASE_URL").is_some(),
+            rebuild_timeout: Duration::from_millis(
+                var("FLASHSALE_REBUILD_TIMEOUT_MS", "5000").number(100, 600_000)?,
+            ),
+            confirm: var("FLASHSALE_CONFIRM", "jetstream").confirm()?,
+            confirm_timeout: Duration::from_millis(
+                var("FLASHSALE_CONFIRM_TIMEOUT_MS", "1000").number(1, 60_000)?,
+            ),
         })
     }
 }
@@ -175,6 +201,14 @@ impl Var {
             "on" | "true" | "1" => Ok(true),
             "off" | "false" | "0" => Ok(false),
             _ => self.refuse("expected on or off"),
+        }
+    }
+
+    fn confirm(self) -> Result<Confirm, ConfigError> {
+        match self.value.as_str() {
+            "redis" => Ok(Confirm::Redis),
+            "jetstream" => Ok(Confirm::JetStream),
+            _ => self.refuse("expected redis or jetstream"),
         }
     }
 
@@ -255,6 +289,8 @@ mod tests {
         assert_eq!(s.default_stock, 1000);
         assert!(s.admin_token.is_none());
         assert!(!s.log_config_explicit);
+        assert_eq!(s.confirm, Confirm::JetStream);
+        assert!(!s.database_url_explicit);
     }
 
     #[test]
@@ -273,6 +309,9 @@ mod tests {
             ("FLASHSALE_RELAY_CLAIM_IDLE_MS", "120000"),
             ("FLASHSALE_METRICS", "maybe"),
             ("FLASHSALE_DATABASE_URL", "postgres://host:port:port/x"),
+            ("FLASHSALE_REBUILD_TIMEOUT_MS", "10"),
+            ("FLASHSALE_CONFIRM", "kafka"),
+            ("FLASHSALE_CONFIRM_TIMEOUT_MS", "0"),
         ];
         for (variable, value) in cases {
             let err = with(&[(variable, value)]).expect_err(variable);

@@ -120,6 +120,13 @@ impl From<StoreError> for ApiError {
                 log::error!("unexpected reply from redis: {detail}");
                 ApiError::Internal
             }
+            // Retryable: the sale comes back once JetStream answers.
+            StoreError::NotRebuilt(reason) => {
+                log::warn!("{reason}");
+                ApiError::Unavailable
+            }
+            // Lost again right after its rebuild: rare, and a retry rebuilds it.
+            StoreError::SaleMissing => ApiError::Unavailable,
         }
     }
 }

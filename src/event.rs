@@ -40,6 +40,10 @@ pub struct OrderEvent {
     pub total_amount: u64,
     /// When the order was accepted (also in a cancellation): RFC 3339, UTC, milliseconds.
     pub created_at: String,
+    /// The `Idempotency-Key` the order was bought with, if any: after Redis loses a sale, the
+    /// rebuilt sale remembers it, so a retry still gets this order back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl OrderEvent {
@@ -72,11 +76,13 @@ mod tests {
             unit_price: 5,
             total_amount: 10,
             created_at: "2026-11-25T15:04:52.123Z".into(),
+            idempotency_key: None,
         };
         assert_eq!(event.subject("orders"), "orders.cancelled.phone");
         assert_eq!(event.message_id(), "abc-1-2.cancelled");
         let json = serde_json::to_value(&event).expect("serializes");
         assert_eq!(json["event"], "order.cancelled");
         assert_eq!(json["total_amount"], 10);
+        assert!(json.get("idempotency_key").is_none(), "absent when the order had none");
     }
 }

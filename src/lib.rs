@@ -16,7 +16,9 @@
 
 pub mod auth;
 pub mod config;
+pub mod confirm;
 pub mod consumer;
+pub mod definitions;
 pub mod domain;
 pub mod error;
 pub mod event;
@@ -24,6 +26,7 @@ pub mod inventory;
 pub mod jetstream;
 pub mod monitoring;
 pub mod order;
+pub mod recovery;
 pub mod relay;
 pub mod routes;
 pub mod sale;

@@ -23,6 +23,10 @@ pub struct Order {
     /// Units left in the sale right after this order (or at the replay, for a replay).
     pub remaining: u64,
     pub status: OrderStatus,
+    /// In `FLASHSALE_CONFIRM=jetstream`, on a new order: `confirmed` (JetStream holds its
+    /// event, 201) or `pending` (it will, from the outbox; 202). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

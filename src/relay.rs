@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use tokio::sync::watch;
 
+use crate::confirm::ConfirmedEvents;
 use crate::domain::Sku;
 use crate::inventory::{Backlog, Inventory, OutboxEntry, StoreError};
 use crate::jetstream::{DUPLICATE_WINDOW, StreamSetupError, ensure_stream};
@@ -79,6 +80,8 @@ pub struct Relay {
     /// replica's old pending entries are claimed like any dead replica's.
     consumer: String,
     status: Arc<RelayStatus>,
+    /// Events the purchase handlers already saw JetStream acknowledge (`confirm.rs`).
+    confirmed: Arc<ConfirmedEvents>,
 }
 
 /// Tells a running relay to drain: deliver what it can until the deadline, then stop.
@@ -92,6 +95,7 @@ impl Relay {
         subject_prefix: String,
         claim_idle: Duration,
         status: Arc<RelayStatus>,
+        confirmed: Arc<ConfirmedEvents>,
     ) -> Self {
         debug_assert!(claim_idle * 4 < DUPLICATE_WINDOW);
         let mut jetstream = jetstream::new(nats.clone());
@@ -110,6 +114,7 @@ impl Relay {
             claim_idle,
             consumer: format!("relay-{}-{started:x}", std::process::id()),
             status,
+            confirmed,
         }
     }
 
@@ -255,11 +260,17 @@ impl Relay {
         }
     }
 
-    /// Publishes entries in order, pipelined, and returns the ids JetStream acknowledged.
+    /// Publishes entries in order, pipelined, and returns the ids JetStream acknowledged
+    /// (to this relay, or earlier to a purchase handler of this process).
     async fn publish(&self, entries: &[OutboxEntry]) -> (Vec<String>, Option<RelayError>) {
         let mut failure = None;
         let mut pending_acks = Vec::with_capacity(entries.len());
+        let mut delivered = Vec::with_capacity(entries.len());
         for entry in entries {
+            if self.confirmed.take(&entry.event.message_id()) {
+                delivered.push(entry.id.clone());
+                continue;
+            }
             let payload = match serde_json::to_vec(&entry.event) {
                 Ok(payload) => payload,
                 Err(e) => {
@@ -282,7 +293,6 @@ impl Relay {
                 }
             }
         }
-        let mut delivered = Vec::with_capacity(pending_acks.len());
         for (id, ack) in pending_acks {
             match ack.await {
                 Ok(_) => delivered.push(id),

@@ -10,8 +10,10 @@ use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
+use crate::confirm::{ConfirmedEvents, Confirmation};
 use crate::domain::Sku;
 use crate::inventory::Inventory;
+use crate::recovery::Recovery;
 use crate::relay::{DrainSignal, Relay, RelayStatus};
 use crate::routes;
 use crate::sale_changes::SaleChanges;
@@ -19,6 +21,10 @@ use crate::sale_changes::SaleChanges;
 /// What every request handler shares.
 pub struct AppState {
     pub inventory: Arc<Inventory>,
+    /// Rebuilds sales Redis lost; every operation on a sale goes through it.
+    pub recovery: Recovery,
+    /// Confirms new orders with JetStream before they are answered (FLASHSALE_CONFIRM).
+    pub confirmation: Confirmation,
     pub relay_status: Arc<RelayStatus>,
     pub sale_changes: SaleChanges,
     /// Renders `/metrics`; `None` when metrics are off.
@@ -67,6 +73,7 @@ impl Application {
             .await?;
 
         let relay_status = Arc::new(RelayStatus::default());
+        let confirmed = Arc::new(ConfirmedEvents::default());
         let relay = Relay::new(
             inventory.clone(),
             nats.clone(),
@@ -74,6 +81,16 @@ impl Application {
             settings.subject_prefix.clone(),
             settings.relay_claim_idle,
             relay_status.clone(),
+            confirmed.clone(),
+        );
+        let recovery = Recovery::new(inventory.clone(), nats.clone(), &settings);
+        let confirmation = Confirmation::new(
+            settings.confirm,
+            nats.clone(),
+            settings.stream.clone(),
+            settings.subject_prefix.clone(),
+            settings.confirm_timeout,
+            confirmed,
         );
         let (drain, drain_requested) = tokio::sync::watch::channel(None);
         let relay = tokio::spawn(relay.run(drain_requested));
@@ -84,6 +101,8 @@ impl Application {
         let address = listener.local_addr()?;
         let state = web::Data::new(AppState {
             inventory,
+            recovery,
+            confirmation,
             relay_status,
             sale_changes,
             metrics,

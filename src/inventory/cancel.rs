@@ -2,7 +2,7 @@ use redis::Value;
 
 use super::reply::Reply;
 use super::{Inventory, StoreError};
-use crate::domain::OrderId;
+use crate::domain::{OrderId, Sku};
 use crate::order::Order;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,13 +14,10 @@ pub enum CancelError {
 }
 
 impl Inventory {
-    /// Cancels an order: one call of `lua/cancel.lua`, after finding the order's sale from the
-    /// sku digest its id starts with. Cancelling twice changes nothing the second time.
-    pub async fn cancel(&self, order_id: &OrderId) -> Result<Order, CancelError> {
-        let sku = self
-            .sku_of(order_id)
-            .await?
-            .ok_or(CancelError::OrderNotFound)?;
+    /// Cancels an order of `sku` (found from the digest its id starts with): one call of
+    /// `lua/cancel.lua`. Cancelling twice changes nothing the second time.
+    pub async fn cancel(&self, sku: &Sku, order_id: &OrderId) -> Result<Order, CancelError> {
+        let sku = sku.clone();
         let keys = self.keys(&sku);
         let mut call = self.cancel_script.prepare_invoke();
         call.key(keys.sale())
@@ -45,6 +42,7 @@ impl Inventory {
             }
             "already_cancelled" => Ok(reply.order(&sku)?),
             "order_not_found" => Err(CancelError::OrderNotFound),
+            "sale_missing" => Err(StoreError::SaleMissing.into()),
             _ => Err(reply.corrupt().into()),
         }
     }

@@ -42,7 +42,17 @@ impl SaleKeys {
 
     /// STRING holding the order_id a given Idempotency-Key produced.
     pub fn idempotency(&self, key: &IdempotencyKey) -> String {
-        format!("{}idem:{}", self.prefix, key.as_str())
+        format!("{}{}", self.idempotency_prefix(), key.as_str())
+    }
+
+    /// What every idempotency key of the sale starts with (`lua/restore.lua` appends the key).
+    pub fn idempotency_prefix(&self) -> String {
+        self.key("idem:")
+    }
+
+    /// A staging key of one restore attempt (`inventory/restore.rs`), in the sale's slot.
+    pub fn staging(&self, attempt: &str, name: &str) -> String {
+        format!("{}restore:{attempt}:{name}", self.prefix)
     }
 
     fn key(&self, name: &str) -> String {

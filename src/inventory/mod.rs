@@ -11,6 +11,7 @@ mod outbox;
 mod purchase;
 mod registry;
 mod reply;
+mod restore;
 mod sales;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ pub use cancel::CancelError;
 pub use keys::{SaleKeys, sale_registry, sku_digest};
 pub use outbox::{Backlog, OutboxEntry, RELAY_GROUP};
 pub use purchase::{Purchase, PurchaseError};
+pub use restore::SaleSnapshot;
 pub use sales::PutSaleError;
 
 /// Why Redis could not give an answer.
@@ -38,18 +40,26 @@ pub enum StoreError {
     /// A reply that does not match what the scripts return: a bug or foreign data.
     #[error("unexpected reply from redis: {0}")]
     Corrupt(String),
+    /// Redis does not hold the sale: never created, or lost. Nothing was decided; the caller
+    /// rebuilds it from JetStream (`recovery.rs`) or answers that it does not exist.
+    #[error("redis does not hold this sale")]
+    SaleMissing,
+    /// Redis lost the sale and it could not be rebuilt from JetStream (yet): NATS down, or
+    /// the rebuild took longer than allowed.
+    #[error("sale not rebuilt: {0}")]
+    NotRebuilt(String),
 }
 
 pub struct Inventory {
     redis: ConnectionManager,
     namespace: String,
-    default_sku: Sku,
-    default_stock: u64,
+    idempotency_ttl: std::time::Duration,
     idempotency_ttl_secs: String,
     purchase_script: Script,
     put_sale_script: Script,
     cancel_script: Script,
     relay_lease_script: Script,
+    restore_script: Script,
     /// Last known state of Redis, so an outage is logged once, not once per request.
     available: AtomicBool,
     /// Signalled after each script call that wrote an outbox entry, to wake the relay.
@@ -72,13 +82,13 @@ impl Inventory {
         Ok(Self {
             redis: ConnectionManager::new_lazy_with_config(client, config)?,
             namespace: settings.namespace.clone(),
-            default_sku: settings.default_sku.clone(),
-            default_stock: settings.default_stock,
+            idempotency_ttl: settings.idempotency_ttl,
             idempotency_ttl_secs: settings.idempotency_ttl.as_secs().to_string(),
             purchase_script: Script::new(include_str!("../../lua/purchase.lua")),
             put_sale_script: Script::new(include_str!("../../lua/put_sale.lua")),
             cancel_script: Script::new(include_str!("../../lua/cancel.lua")),
             relay_lease_script: Script::new(include_str!("../../lua/relay_lease.lua")),
+            restore_script: Script::new(include_str!("../../lua/restore.lua")),
             available: AtomicBool::new(true),
             outbox_written: Notify::new(),
             sold_out: SoldOutCache::new(settings.sold_out_recheck),
@@ -95,11 +105,22 @@ impl Inventory {
             ("put_sale", &self.put_sale_script),
             ("cancel", &self.cancel_script),
             ("relay_lease", &self.relay_lease_script),
+            ("restore", &self.restore_script),
         ] {
             let sha = script.prepare_invoke().load_async(&mut redis).await?;
             log::info!("lua script {name} loaded: {sha}");
         }
         Ok(())
+    }
+
+    /// Whether Redis holds the sale (its hash).
+    pub async fn sale_exists(&self, sku: &Sku) -> Result<bool, StoreError> {
+        let mut redis = self.redis.clone();
+        let exists: Result<bool, RedisError> = redis::cmd("EXISTS")
+            .arg(self.keys(sku).sale())
+            .query_async(&mut redis)
+            .await;
+        self.observe(exists)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -120,11 +141,6 @@ impl Inventory {
 
     pub fn keys(&self, sku: &Sku) -> SaleKeys {
         SaleKeys::new(&self.namespace, sku)
-    }
-
-    /// The stock a sale gets on first use: only the default sale springs into being.
-    fn stock_to_create(&self, sku: &Sku) -> Option<u64> {
-        (*sku == self.default_sku).then_some(self.default_stock)
     }
 
     /// Passes a Redis result through, logging the transitions between reachable and not.

@@ -156,21 +156,7 @@ impl Inventory {
         let mut entries = Vec::new();
         for stream in held.map(|r| r.keys).unwrap_or_default() {
             for entry in stream.ids {
-                let event = (|| {
-                    let kind = EventKind::from_token(&entry.get::<String>("kind")?)?;
-                    let quantity: u32 = entry.get("quantity")?;
-                    let unit_price: u64 = entry.get("unit_price")?;
-                    Some(OrderEvent {
-                        event: kind,
-                        order_id: entry.get("order_id")?,
-                        sku: sku.to_string(),
-                        user_id: entry.get("user_id")?,
-                        quantity,
-                        unit_price,
-                        total_amount: unit_price * u64::from(quantity),
-                        created_at: format_time(entry.get("created_at")?),
-                    })
-                })();
+                let event = entry_event(sku, &entry);
                 match event {
                     Some(event) => entries.push(OutboxEntry {
                         id: entry.id,
@@ -186,6 +172,20 @@ impl Inventory {
             }
         }
         Ok(entries)
+    }
+
+    /// Every event still in the sale's outbox, oldest first (delivered or not): a rebuild
+    /// folds them in, as JetStream may not have them yet.
+    pub async fn outbox_events(&self, sku: &Sku) -> Result<Vec<OrderEvent>, StoreError> {
+        let mut redis = self.redis.clone();
+        let read: Result<redis::streams::StreamRangeReply, RedisError> =
+            redis.xrange_all(self.keys(sku).outbox()).await;
+        Ok(self
+            .observe(read)?
+            .ids
+            .iter()
+            .filter_map(|entry| entry_event(sku, entry))
+            .collect())
     }
 
     /// Acknowledges delivered entries and removes them, so the outbox holds only what
@@ -205,4 +205,23 @@ impl Inventory {
             .await;
         self.observe(done)
     }
+}
+
+/// The event an outbox entry records, as `purchase.lua` and `cancel.lua` write it; `None` for
+/// anything else.
+fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent> {
+    let kind = EventKind::from_token(&entry.get::<String>("kind")?)?;
+    let quantity: u32 = entry.get("quantity")?;
+    let unit_price: u64 = entry.get("unit_price")?;
+    Some(OrderEvent {
+        event: kind,
+        order_id: entry.get("order_id")?,
+        sku: sku.to_string(),
+        user_id: entry.get("user_id")?,
+        quantity,
+        unit_price,
+        total_amount: unit_price * u64::from(quantity),
+        created_at: format_time(entry.get("created_at")?),
+        idempotency_key: entry.get("idem"),
+    })
 }

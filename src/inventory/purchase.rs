@@ -51,7 +51,8 @@ impl PurchaseError {
 
 impl Inventory {
     /// One purchase: one EVALSHA of `lua/purchase.lua`, which decides and records atomically;
-    /// none at all when this replica knows the sale is sold out.
+    /// none at all when this replica knows the sale is sold out. A sale Redis does not hold
+    /// is `Store(SaleMissing)`: nothing was decided (see `recovery.rs`).
     pub async fn purchase(
         &self,
         sku: &Sku,
@@ -71,11 +72,14 @@ impl Inventory {
             .run_purchase(sku, user, quantity, idempotency_key)
             .await;
         self.metrics.script(started.elapsed());
-        self.metrics.outcome(match &result {
-            Ok(purchase) if purchase.replayed => Outcome::Replayed,
-            Ok(_) => Outcome::Created,
-            Err(e) => e.outcome(),
-        });
+        // A missing sale is decided by the call after its rebuild, and counted then.
+        if !matches!(result, Err(PurchaseError::Store(StoreError::SaleMissing))) {
+            self.metrics.outcome(match &result {
+                Ok(purchase) if purchase.replayed => Outcome::Replayed,
+                Ok(_) => Outcome::Created,
+                Err(e) => e.outcome(),
+            });
+        }
         result
     }
 
@@ -95,13 +99,10 @@ impl Inventory {
         if let Some(key) = idempotency_key {
             call.key(keys.idempotency(key));
         }
-        call.arg(user.as_str()).arg(quantity.get());
-        // An empty stock tells the script not to create the sale.
-        match self.stock_to_create(sku) {
-            Some(stock) => call.arg(stock),
-            None => call.arg(""),
-        };
-        call.arg(sku.as_str()).arg(&self.idempotency_ttl_secs);
+        call.arg(user.as_str())
+            .arg(quantity.get())
+            .arg(&self.idempotency_ttl_secs)
+            .arg(idempotency_key.map_or("", IdempotencyKey::as_str));
 
         let mut redis = self.redis.clone();
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
@@ -131,7 +132,7 @@ impl Inventory {
             "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
                 limit: reply.uint(1)?,
             }),
-            "sale_not_found" => Err(PurchaseError::SaleNotFound),
+            "sale_missing" => Err(StoreError::SaleMissing.into()),
             "sale_not_open" => Err(PurchaseError::SaleNotOpen),
             "user_limit_reached" => Err(PurchaseError::UserLimitReached),
             "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),

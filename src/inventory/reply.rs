@@ -53,6 +53,7 @@ impl Reply<'_> {
                 "cancelled" => OrderStatus::Cancelled,
                 _ => OrderStatus::Created,
             },
+            delivery: None,
         })
     }
 

@@ -1,7 +1,7 @@
-use redis::{AsyncCommands, Value};
+use redis::Value;
 
 use super::reply::Reply;
-use super::{Inventory, StoreError, sale_registry, sku_digest};
+use super::{Inventory, StoreError};
 use crate::domain::Sku;
 use crate::sale::{Sale, SaleSettings};
 
@@ -25,10 +25,13 @@ const SALE_FIELDS: [&str; 6] = [
 
 impl Inventory {
     /// Creates the sale or replaces its settings; `Ok((sale, true))` when it was created.
+    /// `defined_before`: JetStream held a definition of the sale before this PUT, so a sale
+    /// missing from Redis was lost and is `Store(SaleMissing)`, never created afresh.
     pub async fn put_sale(
         &self,
         sku: &Sku,
         settings: &SaleSettings,
+        defined_before: bool,
     ) -> Result<(Sale, bool), PutSaleError> {
         let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
         let mut call = self.put_sale_script.prepare_invoke();
@@ -38,21 +41,21 @@ impl Inventory {
             .arg(optional(settings.per_user_limit.map(|l| l as i64)))
             .arg(settings.price)
             .arg(optional(settings.starts_at))
-            .arg(optional(settings.ends_at));
+            .arg(optional(settings.ends_at))
+            .arg(if defined_before { "1" } else { "" });
 
         let mut redis = self.redis.clone();
         // Registered first: a sale that exists is always known to the relay and to cancel.
         // (The registry is in another hash slot, so it cannot join the script.)
-        let registered: Result<(), _> = redis
-            .hset(
-                sale_registry(&self.namespace),
-                sku_digest(sku),
-                sku.as_str(),
-            )
-            .await;
+        let mut register = redis::pipe();
+        self.register(&mut register, sku);
+        let registered: Result<(), _> = register.query_async(&mut redis).await;
         self.observe(registered)?;
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
+        if reply.text(0)? == "sale_missing" {
+            return Err(StoreError::SaleMissing.into());
+        }
         let sold = reply.uint(1)?;
         match reply.text(0)? {
             "stock_below_sold" => Err(PutSaleError::StockBelowSold {
@@ -72,9 +75,9 @@ impl Inventory {
         }
     }
 
-    /// The sale as it stands, read with Redis's clock in one round trip. The default sale is
-    /// shown with its configured stock before its first purchase creates it.
-    pub async fn sale(&self, sku: &Sku) -> Result<Option<Sale>, StoreError> {
+    /// The sale as it stands, read with Redis's clock in one round trip; `SaleMissing` when
+    /// Redis does not hold it.
+    pub async fn sale(&self, sku: &Sku) -> Result<Sale, StoreError> {
         let mut redis = self.redis.clone();
         let (fields, (secs, micros)): (Vec<Option<String>>, (i64, i64)) = self.observe(
             redis::pipe()
@@ -105,17 +108,7 @@ impl Inventory {
         };
 
         let Some(stock) = unsigned(0)? else {
-            let Some(stock) = self.stock_to_create(sku) else {
-                return Ok(None);
-            };
-            let default = SaleSettings {
-                stock,
-                per_user_limit: None,
-                price: 0,
-                starts_at: None,
-                ends_at: None,
-            };
-            return Ok(Some(Sale::new(sku, &default, 0, now_ms)));
+            return Err(StoreError::SaleMissing);
         };
         let settings = SaleSettings {
             stock,
@@ -124,11 +117,6 @@ impl Inventory {
             starts_at: number(4)?,
             ends_at: number(5)?,
         };
-        Ok(Some(Sale::new(
-            sku,
-            &settings,
-            unsigned(1)?.unwrap_or(0),
-            now_ms,
-        )))
+        Ok(Sale::new(sku, &settings, unsigned(1)?.unwrap_or(0), now_ms))
     }
 }

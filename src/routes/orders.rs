@@ -4,7 +4,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::auth::Admin;
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
+use crate::confirm::Delivery;
 use crate::error::ApiError;
+use crate::inventory::{CancelError, Purchase, PurchaseError, StoreError};
 use crate::order::OrderRequest;
 use crate::startup::AppState;
 
@@ -26,16 +28,49 @@ pub async fn create_order(
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()?;
 
-    let purchase = state
-        .inventory
-        .purchase(&sku, &user, quantity, idempotency_key.as_ref())
-        .await?;
-    let mut response = if purchase.replayed {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::Created()
+    let (mut purchase, delivery) =
+        purchase(&state, &sku, &user, quantity, idempotency_key.as_ref()).await?;
+    let mut response = match delivery {
+        _ if purchase.replayed => HttpResponse::Ok(),
+        Delivery::Unconfirmed => HttpResponse::Created(),
+        Delivery::Confirmed => {
+            purchase.order.delivery = Some("confirmed");
+            HttpResponse::Created()
+        }
+        Delivery::Pending => {
+            purchase.order.delivery = Some("pending");
+            HttpResponse::Accepted()
+        }
     };
     Ok(response.json(purchase.order))
+}
+
+/// A purchase as both purchase routes make it: decided by Redis (on a sale rebuilt first if
+/// Redis lost it), then, for a new order, confirmed with JetStream when so configured.
+pub(super) async fn purchase(
+    state: &AppState,
+    sku: &Sku,
+    user: &UserId,
+    quantity: Quantity,
+    idempotency_key: Option<&IdempotencyKey>,
+) -> Result<(Purchase, Delivery), PurchaseError> {
+    let purchase = state
+        .recovery
+        .on_sale(
+            sku,
+            || state.inventory.purchase(sku, user, quantity, idempotency_key),
+            || Err(PurchaseError::SaleNotFound),
+        )
+        .await?;
+    let delivery = if purchase.replayed {
+        Delivery::Unconfirmed
+    } else {
+        state
+            .confirmation
+            .confirm(&purchase.order, idempotency_key)
+            .await
+    };
+    Ok((purchase, delivery))
 }
 
 /// `POST /v1/orders/{order_id}/cancel` (admin): 200 with the cancelled order; the stock comes
@@ -47,7 +82,20 @@ pub async fn cancel_order(
 ) -> Result<HttpResponse, ApiError> {
     // An id this service cannot have issued names no order.
     let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::OrderNotFound)?;
-    let order = state.inventory.cancel(&order_id).await?;
+    let sku = state
+        .recovery
+        .sku_of(&order_id)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(ApiError::OrderNotFound)?;
+    let order = state
+        .recovery
+        .on_sale(
+            &sku,
+            || state.inventory.cancel(&sku, &order_id),
+            || Err(CancelError::OrderNotFound),
+        )
+        .await?;
     // Stock is back: other replicas drop their sold-out mark.
     state.sale_changes.announce(&order.sku).await;
     Ok(HttpResponse::Ok().json(order))

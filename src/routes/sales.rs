@@ -15,7 +15,7 @@ pub async fn put_sale(
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
     let settings = SaleSettings::parse(body.into_inner())?;
-    let (sale, created) = state.inventory.put_sale(&sku, &settings).await?;
+    let (sale, created) = state.recovery.put_sale(&sku, &settings).await?;
     // Stock or window may have changed: other replicas drop their sold-out mark.
     state.sale_changes.announce(sku.as_str()).await;
     let mut response = if created {
@@ -32,7 +32,15 @@ pub async fn get_sale(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    match state.inventory.sale(&sku).await? {
+    let sale = state
+        .recovery
+        .on_sale(
+            &sku,
+            || async { state.inventory.sale(&sku).await.map(Some) },
+            || Ok(None),
+        )
+        .await?;
+    match sale {
         Some(sale) => Ok(HttpResponse::Ok().json(sale)),
         None => Err(ApiError::SaleNotFound),
     }

@@ -73,9 +73,10 @@ async fn service_recovers_when_redis_comes_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "/readyz is 200 again within 5 s");
-    // The private server kept nothing, so the sale is created again; scripts reload by
-    // themselves (NOSCRIPT).
-    assert_eq!(app.put_sale(&sku, json!({"stock": 10})).await.status(), 201);
+    // The private server kept nothing: the PUT finds the sale JetStream recorded, rebuilt
+    // with the unit sold before (so it replaces, 200); scripts reload by themselves
+    // (NOSCRIPT).
+    assert_eq!(app.put_sale(&sku, json!({"stock": 10})).await.status(), 200);
     assert_eq!(app.order(&sku, "u2", 1).await.status(), 201);
     let mut check = redis_connection(&url).await;
     let sold: u64 = redis::cmd("HGET")
@@ -84,7 +85,8 @@ async fn service_recovers_when_redis_comes_back() {
         .query_async(&mut check)
         .await
         .expect("HGET");
-    assert_eq!(sold, 1);
+    assert_eq!(sold, 2, "the unit sold before the loss still counts");
+    app.cleanup().await;
 }
 
 /// The value of one sample line of the Prometheus text, 0 when absent.

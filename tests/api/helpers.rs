@@ -194,6 +194,26 @@ impl TestApp {
             .expect("HKEYS orders")
     }
 
+    /// Waits (up to 10 s) until the sale's outbox is empty and no relay holds its lease.
+    pub async fn wait_until_relay_idle(&self, sku: &str) {
+        let mut redis = self.redis.clone();
+        for _ in 0..200 {
+            let (waiting, leased): (u64, bool) = redis::pipe()
+                .cmd("XLEN")
+                .arg(self.key(sku, "outbox"))
+                .cmd("EXISTS")
+                .arg(self.key(sku, "relay"))
+                .query_async(&mut redis)
+                .await
+                .expect("XLEN, EXISTS");
+            if waiting == 0 && !leased {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the relay still works on {sku} after 10 s");
+    }
+
     /// Every key of the namespace with its serialized value: two equal snapshots mean nothing
     /// was written in between.
     pub async fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {

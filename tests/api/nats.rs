@@ -1,6 +1,6 @@
 //! NATS for tests: reading what reached a test's stream, and private nats-servers to stop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -92,8 +92,27 @@ pub fn assert_no_duplicates(messages: &[Delivered]) {
     assert!(duplicated.is_empty(), "duplicated events: {duplicated:?}");
 }
 
+/// Asserts that each order's events came in its own order: created before cancelled.
+pub fn assert_each_order_in_order(messages: &[Delivered]) {
+    let mut created: HashSet<&str> = HashSet::new();
+    for m in messages {
+        match m.event.event {
+            flashsale::event::EventKind::Created => {
+                created.insert(m.event.order_id.as_str());
+            }
+            _ => assert!(
+                created.contains(m.event.order_id.as_str()),
+                "{} {:?} arrived before the order was created",
+                m.event.order_id,
+                m.event.event
+            ),
+        }
+    }
+}
+
 /// Asserts that each sale's created events are in the order the sales accepted them (the
-/// sequence number that ends each order id).
+/// sequence number that ends each order id). The relay keeps that order; purchases confirmed
+/// with JetStream (FLASHSALE_CONFIRM=jetstream) publish concurrently and need not.
 pub fn assert_in_sale_order(messages: &[Delivered]) {
     let mut last: HashMap<&str, u64> = HashMap::new();
     for m in messages
@@ -116,9 +135,14 @@ pub fn assert_in_sale_order(messages: &[Delivered]) {
     }
 }
 
+/// Deletes the app's order stream and its bucket of sale definitions.
 pub async fn delete_stream(settings: &Settings) {
     if let Ok(client) = async_nats::connect(settings.nats_urls.as_slice()).await {
-        let _ = jetstream::new(client).delete_stream(&settings.stream).await;
+        let js = jetstream::new(client);
+        let _ = js.delete_stream(&settings.stream).await;
+        let _ = js
+            .delete_key_value(flashsale::definitions::bucket_name(&settings.stream))
+            .await;
     }
 }
 

@@ -9,10 +9,13 @@ use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 
+use flashsale::config::Confirm;
+
 use crate::helpers::{
     ADMIN_TOKEN, TestApp, error_of, free_port, private_redis, redis_connection, spawn_app_from,
     spawn_app_with, test_settings, unique,
 };
+use crate::nats::PrivateNats;
 
 /// Calls per command, as `INFO commandstats` reports them.
 async fn command_calls(redis: &mut MultiplexedConnection) -> HashMap<String, u64> {
@@ -34,23 +37,42 @@ fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, command: &
     after.get(command).copied().unwrap_or(0) - before.get(command).copied().unwrap_or(0)
 }
 
-/// An app on its own redis-server, with NATS on a closed port so that the relay sends Redis
-/// only its status reads and nothing else.
-async fn isolated_app(
-    recheck: Duration,
-) -> (TestApp, tokio::process::Child, MultiplexedConnection) {
-    let port = free_port();
-    let redis = private_redis(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
-    let nats = format!("nats://127.0.0.1:{}", free_port());
-    let app = spawn_app_with(|s| {
-        s.redis_url = url.clone();
-        s.nats_urls = vec![nats.parse().expect("nats url")];
-        s.sold_out_recheck = recheck;
-    })
-    .await;
-    let check = redis_connection(&url).await;
-    (app, redis, check)
+/// An app on its own redis-server and nats-server. The test defines its sales, then stops
+/// NATS ([`Isolated::stop_nats`]) so that the relay sends Redis only its status reads and
+/// nothing else; purchases are then confirmed by Redis alone.
+struct Isolated {
+    app: TestApp,
+    _redis: tokio::process::Child,
+    nats: PrivateNats,
+    check: MultiplexedConnection,
+}
+
+impl Isolated {
+    async fn start(recheck: Duration) -> Self {
+        let port = free_port();
+        let redis = private_redis(port).await;
+        let url = format!("redis://127.0.0.1:{port}");
+        let nats = PrivateNats::start().await;
+        let nats_url = nats.url();
+        let app = spawn_app_with(|s| {
+            s.redis_url = url.clone();
+            s.nats_urls = vec![nats_url.parse().expect("nats url")];
+            s.sold_out_recheck = recheck;
+            s.confirm = Confirm::Redis;
+        })
+        .await;
+        let check = redis_connection(&url).await;
+        Self {
+            app,
+            _redis: redis,
+            nats,
+            check,
+        }
+    }
+
+    async fn stop_nats(&mut self) {
+        self.nats.stop().await;
+    }
 }
 
 async fn buy_many(app: &TestApp, sku: &str, n: usize) -> Vec<u16> {
@@ -63,13 +85,18 @@ async fn buy_many(app: &TestApp, sku: &str, n: usize) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_is_exactly_one_redis_round_trip() {
-    let (app, _redis, mut check) = isolated_app(Duration::from_secs(1)).await;
+    let mut isolated = Isolated::start(Duration::from_secs(1)).await;
     let sku = unique("one-trip");
-    app.create_sale(&sku, json!({"stock": 10_000})).await;
+    isolated
+        .app
+        .create_sale(&sku, json!({"stock": 10_000}))
+        .await;
+    isolated.stop_nats().await;
+    let Isolated { app, check, .. } = &mut isolated;
 
-    let before = command_calls(&mut check).await;
+    let before = command_calls(check).await;
     let statuses = buy_many(&app, &sku, 300).await;
-    let after = command_calls(&mut check).await;
+    let after = command_calls(check).await;
 
     assert!(statuses.iter().all(|s| *s == 201));
     assert_eq!(
@@ -102,18 +129,22 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_sale_is_answered_without_redis() {
-    let (app, _redis, mut check) = isolated_app(Duration::from_secs(600)).await;
+    let mut isolated = Isolated::start(Duration::from_secs(600)).await;
     let sku = unique("fast-path");
-    app.create_sale(&sku, json!({"stock": 5})).await;
+    isolated.app.create_sale(&sku, json!({"stock": 5})).await;
+    // The default sale is defined on its first use, which needs JetStream.
+    assert_eq!(isolated.app.kill(None).await.0, 200);
+    isolated.stop_nats().await;
+    let Isolated { app, check, .. } = &mut isolated;
     let sold = buy_many(&app, &sku, 6).await;
     assert_eq!(sold.iter().filter(|s| **s == 201).count(), 5);
 
-    let before = command_calls(&mut check).await;
+    let before = command_calls(check).await;
     let statuses = buy_many(&app, &sku, 500).await;
     for _ in 0..50 {
         assert_eq!(app.kill(None).await.0, 200);
     }
-    let after = command_calls(&mut check).await;
+    let after = command_calls(check).await;
     assert!(statuses.iter().all(|s| *s == 409), "all sold out");
     let (status, code) = error_of(app.order(&sku, "late", 1).await).await;
     assert_eq!((status, code.as_str()), (409, "sold_out"));
@@ -130,7 +161,7 @@ async fn a_sold_out_sale_is_answered_without_redis() {
         .await;
     assert_eq!(replay.status(), 409);
     assert_eq!(
-        delta(&after, &command_calls(&mut check).await, "evalsha"),
+        delta(&after, &command_calls(check).await, "evalsha"),
         1
     );
 }

@@ -55,10 +55,19 @@ async fn kill_sells_exactly_the_default_stock_under_64_way_concurrency() {
 }
 
 #[tokio::test]
-async fn a_rejected_first_kill_does_not_create_the_default_sale() {
+async fn a_rejected_first_kill_sells_nothing() {
     let app = spawn_app_with(|s| s.default_stock = 0).await;
     assert_eq!(app.kill(Some("u1")).await, (200, "商品已售完".to_owned()));
-    assert!(app.snapshot().await.is_empty(), "nothing written");
+    // The first use defined the sale (stock 0); the rejection took nothing.
+    assert_eq!(app.redis_sold(&app.default_sku).await, 0);
+    assert!(app.redis_order_ids(&app.default_sku).await.is_empty());
+    let outbox: u64 = redis::cmd("XLEN")
+        .arg(app.key(&app.default_sku, "outbox"))
+        .query_async(&mut app.redis.clone())
+        .await
+        .expect("XLEN");
+    assert_eq!(outbox, 0, "no event recorded");
+    app.cleanup().await;
 }
 
 #[tokio::test]

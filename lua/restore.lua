@@ -1,0 +1,61 @@
+-- restore.lua: put a sale rebuilt from JetStream back into Redis, atomically, only if Redis
+-- does not hold it.
+--
+-- The caller (src/recovery.rs) has read the sale's events from the order stream, folded them
+-- into order records, buyer tallies and idempotency keys, and written those into staging keys
+-- of its own (same hash slot). This script installs them in one step. When the sale exists
+-- already (another replica restored it first, or a PUT created it), it drops the staging keys
+-- and changes nothing: a sale is never counted twice.
+--
+-- KEYS[1] sale           HASH  (see purchase.lua)
+-- KEYS[2] orders         HASH  order_id -> order record
+-- KEYS[3] buyers         HASH  user_id -> units held
+-- KEYS[4] staged orders  HASH  (may be absent: a sale without orders)
+-- KEYS[5] staged buyers  HASH  (may be absent)
+-- KEYS[6] staged idem    HASH  Idempotency-Key -> "<expires at ms>:<order_id>" (may be absent)
+--
+-- ARGV[1] sku (for the order-id prefix)
+-- ARGV[2] stock   ARGV[3] sold   ARGV[4] per_user_limit ('' = none)   ARGV[5] price
+-- ARGV[6] starts_at ('' = none)   ARGV[7] ends_at ('' = none)
+-- ARGV[8] seq: the highest order sequence the sale ever issued, as far as JetStream knows
+-- ARGV[9] key prefix of the sale's idempotency keys (`<ns>:{<sku>}:idem:`)
+--
+-- Reply: { 'restored', now_ms } or { 'exists' }
+
+local sale, orders, buyers = KEYS[1], KEYS[2], KEYS[3]
+local staged_orders, staged_buyers, staged_idem = KEYS[4], KEYS[5], KEYS[6]
+
+if redis.call('EXISTS', sale) == 1 then
+  redis.call('DEL', staged_orders, staged_buyers, staged_idem)
+  return { 'exists' }
+end
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+
+-- Whatever a partial loss left of the sale is replaced by what JetStream knows. An outbox that
+-- survived stays: the caller folded its entries into the rebuild, and the relay still owes
+-- them to JetStream.
+redis.call('DEL', orders, buyers)
+if redis.call('EXISTS', staged_orders) == 1 then redis.call('RENAME', staged_orders, orders) end
+if redis.call('EXISTS', staged_buyers) == 1 then redis.call('RENAME', staged_buyers, buyers) end
+
+-- Idempotency keys come back with what is left of their time to live.
+local idem = redis.call('HGETALL', staged_idem)
+for i = 1, #idem, 2 do
+  local expires, id = string.match(idem[i + 1], '^(%d+):(.*)$')
+  local ttl = tonumber(expires) - now
+  if ttl > 0 then redis.call('SET', ARGV[9] .. idem[i], id, 'PX', ttl) end
+end
+redis.call('DEL', staged_idem)
+
+-- A new order-id prefix (the restore time) with the sequence continuing: ids issued by the
+-- lost copy that never reached JetStream can then never be issued again.
+local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
+redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
+           'seq', ARGV[8])
+local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7] }
+for field, value in pairs(optional) do
+  if value ~= '' then redis.call('HSET', sale, field, value) end
+end
+return { 'restored', now }

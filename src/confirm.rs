@@ -1,0 +1,150 @@
+//! `FLASHSALE_CONFIRM=jetstream`: a purchase is answered 201 only once JetStream holds its
+//! order event, so an order answered 201 survives Redis losing its data (the rebuild reads
+//! it back from the stream).
+//!
+//! The handler publishes the event itself, with the same `Nats-Msg-Id` the relay uses, and
+//! waits for the PubAck up to `FLASHSALE_CONFIRM_TIMEOUT_MS`. Without it in time (NATS slow or
+//! down) the answer is 202 `"delivery": "pending"`: Redis has decided, and the outbox entry,
+//! written by the same script, still delivers the event. The outbox stays the guarantee of
+//! delivery in both modes; this is only an earlier, confirmed copy. So that the relay does
+//! not publish everything twice, it skips entries this process has confirmed already
+//! ([`ConfirmedEvents`]); a repeat that slips through is dropped by JetStream's duplicate
+//! window.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+
+use crate::config::Confirm;
+use crate::domain::IdempotencyKey;
+use crate::event::{EventKind, OrderEvent};
+use crate::jetstream::ensure_stream;
+use crate::order::Order;
+
+/// Message ids remembered for the relay at most; past it the set starts afresh (the relay
+/// then re-publishes a few events, which JetStream drops as duplicates).
+const REMEMBERED: usize = 100_000;
+
+/// Message ids of events this process saw JetStream acknowledge.
+#[derive(Debug, Default)]
+pub struct ConfirmedEvents(Mutex<HashSet<String>>);
+
+impl ConfirmedEvents {
+    fn insert(&self, message_id: String) {
+        if let Ok(mut ids) = self.0.lock() {
+            if ids.len() >= REMEMBERED {
+                ids.clear();
+            }
+            ids.insert(message_id);
+        }
+    }
+
+    /// True (once) when JetStream already acknowledged this message id to this process.
+    pub fn take(&self, message_id: &str) -> bool {
+        self.0.lock().is_ok_and(|mut ids| ids.remove(message_id))
+    }
+}
+
+/// How far a new order had got when it was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// `FLASHSALE_CONFIRM=redis`: not asked.
+    Unconfirmed,
+    /// JetStream acknowledged the order's event.
+    Confirmed,
+    /// JetStream did not acknowledge in time; the relay delivers it from the outbox.
+    Pending,
+}
+
+pub struct Confirmation {
+    mode: Confirm,
+    nats: async_nats::Client,
+    jetstream: jetstream::Context,
+    subject_prefix: String,
+    timeout: Duration,
+    confirmed: std::sync::Arc<ConfirmedEvents>,
+    stream: String,
+    /// Set once the order stream is known to exist (publishing needs it).
+    stream_ready: AtomicBool,
+}
+
+impl Confirmation {
+    pub fn new(
+        mode: Confirm,
+        nats: async_nats::Client,
+        stream: String,
+        subject_prefix: String,
+        timeout: Duration,
+        confirmed: std::sync::Arc<ConfirmedEvents>,
+    ) -> Self {
+        let mut jetstream = jetstream::new(nats.clone());
+        jetstream.set_timeout(timeout);
+        Self {
+            mode,
+            nats,
+            jetstream,
+            subject_prefix,
+            timeout,
+            confirmed,
+            stream,
+            stream_ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Publishes a new order's event and waits for JetStream, in `jetstream` mode.
+    pub async fn confirm(&self, order: &Order, key: Option<&IdempotencyKey>) -> Delivery {
+        if self.mode == Confirm::Redis {
+            return Delivery::Unconfirmed;
+        }
+        // Waiting would only run into the timeout.
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Delivery::Pending;
+        }
+        let event = OrderEvent {
+            event: EventKind::Created,
+            order_id: order.order_id.clone(),
+            sku: order.sku.clone(),
+            user_id: order.user_id.clone(),
+            quantity: order.quantity,
+            unit_price: order.unit_price,
+            total_amount: order.total_amount,
+            created_at: order.created_at.clone(),
+            idempotency_key: key.map(|k| k.as_str().to_owned()),
+        };
+        if !self.stream_ready.load(Ordering::Relaxed) {
+            if let Err(e) = ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix).await {
+                log::debug!("order {} not confirmed: {e}", order.order_id);
+                return Delivery::Pending;
+            }
+            self.stream_ready.store(true, Ordering::Relaxed);
+        }
+        let Ok(payload) = serde_json::to_vec(&event) else {
+            return Delivery::Pending;
+        };
+        let message_id = event.message_id();
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(&message_id);
+        let acknowledged = tokio::time::timeout(self.timeout, async {
+            self.jetstream
+                .send_publish(event.subject(&self.subject_prefix), message)
+                .await?
+                .await
+        })
+        .await;
+        match acknowledged {
+            Ok(Ok(_)) => {
+                self.confirmed.insert(message_id);
+                Delivery::Confirmed
+            }
+            Ok(Err(e)) => {
+                log::debug!("order {} not confirmed by jetstream: {e}", order.order_id);
+                Delivery::Pending
+            }
+            Err(_) => Delivery::Pending,
+        }
+    }
+}

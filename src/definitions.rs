@@ -1,0 +1,212 @@
+//! Sale definitions, kept in JetStream: the durable record of what each sale is, so that a
+//! sale Redis has forgotten can be rebuilt (see `recovery.rs`).
+//!
+//! A key-value bucket `<stream>_SALES` beside the order stream, one key per sale (its sku
+//! digest, the same 16 hex digits that start its order ids, so a cancel can find the sale of
+//! an order even when Redis has lost its registry). Every PUT writes a new revision before
+//! Redis is written; the bucket keeps the last 64 revisions of each sale.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::domain::Sku;
+use crate::inventory::sku_digest;
+use crate::sale::SaleSettings;
+
+/// Revisions kept per sale (JetStream's maximum for a key-value bucket).
+const HISTORY: i64 = 64;
+
+/// One sale as recorded in JetStream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleDefinition {
+    pub sku: String,
+    pub stock: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_user_limit: Option<u64>,
+    pub price: u64,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<i64>,
+}
+
+impl SaleDefinition {
+    pub fn new(sku: &Sku, settings: &SaleSettings) -> Self {
+        Self {
+            sku: sku.to_string(),
+            stock: settings.stock,
+            per_user_limit: settings.per_user_limit,
+            price: settings.price,
+            starts_at: settings.starts_at,
+            ends_at: settings.ends_at,
+        }
+    }
+
+    pub fn settings(&self) -> SaleSettings {
+        SaleSettings {
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            price: self.price,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("sale definitions in jetstream: {0}")]
+pub struct DefinitionError(String);
+
+fn failed(e: impl std::fmt::Display) -> DefinitionError {
+    DefinitionError(e.to_string())
+}
+
+/// The bucket of sale definitions, opened (or created) on first use, so the service starts
+/// while NATS is down.
+pub struct SaleDefinitions {
+    jetstream: jetstream::Context,
+    bucket: String,
+    store: OnceCell<kv::Store>,
+}
+
+impl SaleDefinitions {
+    pub fn new(nats: async_nats::Client, stream: &str) -> Self {
+        let mut jetstream = jetstream::new(nats);
+        jetstream.set_timeout(Duration::from_secs(2));
+        Self {
+            jetstream,
+            bucket: bucket_name(stream),
+            store: OnceCell::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<&kv::Store, DefinitionError> {
+        self.store
+            .get_or_try_init(|| async {
+                if let Ok(store) = self.jetstream.get_key_value(&self.bucket).await {
+                    return Ok(store);
+                }
+                // The bucket's stream is created as async-nats's `create_key_value` would,
+                // but directly: that call first asks for account details in a shape
+                // nats-server 2.9 does not answer in.
+                let created = self
+                    .jetstream
+                    .create_stream(jetstream::stream::Config {
+                        name: format!("KV_{}", self.bucket),
+                        description: Some("flashsale sale definitions (sku digest -> settings)".into()),
+                        subjects: vec![format!("$KV.{}.>", self.bucket)],
+                        max_messages_per_subject: HISTORY,
+                        storage: jetstream::stream::StorageType::File,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        discard: jetstream::stream::DiscardPolicy::New,
+                        ..Default::default()
+                    })
+                    .await;
+                match created {
+                    Ok(_) => {
+                        log::info!("jetstream bucket {} created", self.bucket);
+                        self.jetstream
+                            .get_key_value(&self.bucket)
+                            .await
+                            .map_err(failed)
+                    }
+                    // Another replica may have created it in between.
+                    Err(created) => self
+                        .jetstream
+                        .get_key_value(&self.bucket)
+                        .await
+                        .map_err(|_| failed(created)),
+                }
+            })
+            .await
+    }
+
+    /// The sale whose sku digest is `digest`, if one was ever defined.
+    pub async fn get_by_digest(
+        &self,
+        digest: &str,
+    ) -> Result<Option<SaleDefinition>, DefinitionError> {
+        let Some(value) = self.store().await?.get(digest).await.map_err(failed)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value).map(Some).map_err(failed)
+    }
+
+    pub async fn get(&self, sku: &Sku) -> Result<Option<SaleDefinition>, DefinitionError> {
+        self.get_by_digest(&sku_digest(sku)).await
+    }
+
+    /// Records a new revision of the sale.
+    pub async fn put(&self, definition: &SaleDefinition) -> Result<(), DefinitionError> {
+        let value = serde_json::to_vec(definition).map_err(failed)?;
+        let sku = Sku::parse(&definition.sku).map_err(|e| DefinitionError(e.0))?;
+        self.store()
+            .await?
+            .put(sku_digest(&sku), value.into())
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    /// Records the sale unless it is already defined; returns the definition that holds.
+    pub async fn create(
+        &self,
+        definition: &SaleDefinition,
+    ) -> Result<SaleDefinition, DefinitionError> {
+        let sku = Sku::parse(&definition.sku).map_err(|e| DefinitionError(e.0))?;
+        let value = serde_json::to_vec(definition).map_err(failed)?;
+        match self
+            .store()
+            .await?
+            .create(sku_digest(&sku), value.into())
+            .await
+        {
+            Ok(_) => Ok(definition.clone()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self
+                .get(&sku)
+                .await?
+                .ok_or_else(|| DefinitionError(format!("{sku} vanished while created"))),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Every sale ever defined (its newest revision).
+    pub async fn all(&self) -> Result<Vec<SaleDefinition>, DefinitionError> {
+        use futures::TryStreamExt;
+        let store = self.store().await?;
+        let keys: Vec<String> = store
+            .keys()
+            .await
+            .map_err(failed)?
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        let mut definitions = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(definition) = self.get_by_digest(&key).await? {
+                definitions.push(definition);
+            }
+        }
+        Ok(definitions)
+    }
+
+    /// Deletes the bucket (tests clean up with it).
+    pub async fn delete_bucket(&self) -> Result<(), DefinitionError> {
+        self.jetstream
+            .delete_key_value(&self.bucket)
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+}
+
+/// `<stream>_SALES`: beside the order stream, named after it so each stream has its own.
+pub fn bucket_name(stream: &str) -> String {
+    format!("{stream}_SALES")
+}

@@ -1,0 +1,267 @@
+//! Putting a sale back into Redis after Redis lost it: the state is folded from the sale's
+//! events ([`SaleSnapshot`]), staged under keys of its own, and installed by `lua/restore.lua`
+//! in one atomic step that refuses to overwrite a sale Redis holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::DateTime;
+use redis::Value;
+
+use super::reply::Reply;
+use super::{Inventory, StoreError};
+use crate::definitions::SaleDefinition;
+use crate::domain::Sku;
+use crate::event::{EventKind, OrderEvent};
+
+/// Fields per staging HSET: large enough to stage 100,000 orders in a few hundred commands,
+/// small enough that no single command holds Redis for long.
+const STAGE_CHUNK: usize = 2_000;
+/// Staging keys of an attempt that died half-way expire after this.
+const STAGE_TTL_MS: u64 = 120_000;
+
+/// One order as the event history leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OrderState {
+    cancelled: bool,
+    quantity: u32,
+    unit_price: u64,
+    created_at_ms: i64,
+    user_id: String,
+    idempotency_key: Option<String>,
+}
+
+/// A sale's orders folded from its events. Applying an event twice changes nothing (JetStream
+/// and a surviving outbox may both hold it), so the fold is exact whatever overlaps.
+#[derive(Debug, Default)]
+pub struct SaleSnapshot {
+    orders: HashMap<String, OrderState>,
+    /// The highest order sequence seen (the number that ends each order id).
+    seq: u64,
+}
+
+impl SaleSnapshot {
+    pub fn apply(&mut self, event: &OrderEvent) -> Result<(), String> {
+        let created_at_ms = DateTime::parse_from_rfc3339(&event.created_at)
+            .map_err(|e| format!("order {}: created_at: {e}", event.order_id))?
+            .timestamp_millis();
+        let seq = event
+            .order_id
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("order id {} has no sequence", event.order_id))?;
+        self.seq = self.seq.max(seq);
+        let order = self
+            .orders
+            .entry(event.order_id.clone())
+            .or_insert_with(|| OrderState {
+                cancelled: false,
+                quantity: event.quantity,
+                unit_price: event.unit_price,
+                created_at_ms,
+                user_id: event.user_id.clone(),
+                idempotency_key: None,
+            });
+        match event.event {
+            EventKind::Created => {
+                if order.idempotency_key.is_none() {
+                    order.idempotency_key = event.idempotency_key.clone();
+                }
+            }
+            EventKind::Cancelled => order.cancelled = true,
+        }
+        Ok(())
+    }
+
+    pub fn orders(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Units held by orders that are not cancelled.
+    pub fn sold(&self) -> u64 {
+        self.live().map(|o| u64::from(o.quantity)).sum()
+    }
+
+    fn live(&self) -> impl Iterator<Item = &OrderState> {
+        self.orders.values().filter(|o| !o.cancelled)
+    }
+
+    fn buyers(&self) -> HashMap<&str, u64> {
+        let mut buyers: HashMap<&str, u64> = HashMap::new();
+        for order in self.live() {
+            *buyers.entry(order.user_id.as_str()).or_default() += u64::from(order.quantity);
+        }
+        buyers
+    }
+
+    /// The order records in `purchase.lua`'s format.
+    fn records(&self) -> impl Iterator<Item = (&str, String)> {
+        self.orders.iter().map(|(id, o)| {
+            let status = if o.cancelled { "cancelled" } else { "created" };
+            let record = format!(
+                "{status}\n{}\n{}\n{}\n{}",
+                o.quantity, o.unit_price, o.created_at_ms, o.user_id
+            );
+            (id.as_str(), record)
+        })
+    }
+}
+
+impl Inventory {
+    /// Installs the rebuilt sale unless Redis holds it; `Ok(true)` when this call restored it,
+    /// `Ok(false)` when it was there already (restored by another replica, say).
+    pub async fn restore(
+        &self,
+        definition: &SaleDefinition,
+        snapshot: &SaleSnapshot,
+    ) -> Result<bool, StoreError> {
+        let sku = Sku::parse(&definition.sku).map_err(|e| StoreError::Corrupt(e.0))?;
+        let keys = self.keys(&sku);
+        let attempt = staging_token();
+        let staged = |name: &str| keys.staging(&attempt, name);
+        let (staged_orders, staged_buyers, staged_idem) =
+            (staged("orders"), staged("buyers"), staged("idem"));
+
+        let mut pipe = redis::pipe();
+        stage(&mut pipe, &staged_orders, snapshot.records());
+        stage(
+            &mut pipe,
+            &staged_buyers,
+            snapshot.buyers().into_iter().map(|(u, n)| (u, n.to_string())),
+        );
+        let ttl_ms = self.idempotency_ttl.as_millis() as i64;
+        stage(
+            &mut pipe,
+            &staged_idem,
+            snapshot.orders.iter().filter_map(|(id, o)| {
+                let key = o.idempotency_key.as_deref()?;
+                Some((key, format!("{}:{id}", o.created_at_ms + ttl_ms)))
+            }),
+        );
+        for key in [&staged_orders, &staged_buyers, &staged_idem] {
+            pipe.pexpire(key, STAGE_TTL_MS as i64).ignore();
+        }
+        // Registered before the sale exists, as a PUT does.
+        self.register(&mut pipe, &sku);
+        let mut redis = self.redis.clone();
+        let staged_all: Result<(), _> = pipe.query_async(&mut redis).await;
+        self.observe(staged_all)?;
+
+        let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
+        let mut call = self.restore_script.prepare_invoke();
+        call.key(keys.sale())
+            .key(keys.orders())
+            .key(keys.buyers())
+            .key(&staged_orders)
+            .key(&staged_buyers)
+            .key(&staged_idem)
+            .arg(sku.as_str())
+            .arg(definition.stock)
+            .arg(snapshot.sold())
+            .arg(optional(definition.per_user_limit.map(|l| l as i64)))
+            .arg(definition.price)
+            .arg(optional(definition.starts_at))
+            .arg(optional(definition.ends_at))
+            .arg(snapshot.seq)
+            .arg(keys.idempotency_prefix());
+        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let reply = Reply(&reply);
+        match reply.text(0)? {
+            "restored" => {
+                // Stock may be back (a new empty sale): ask Redis again.
+                self.sold_out.clear(sku.as_str());
+                Ok(true)
+            }
+            "exists" => Ok(false),
+            _ => Err(reply.corrupt()),
+        }
+    }
+}
+
+/// Adds `HSET key field value …` commands for `pairs`, in chunks.
+fn stage<'a>(
+    pipe: &mut redis::Pipeline,
+    key: &str,
+    pairs: impl Iterator<Item = (&'a str, String)>,
+) {
+    let mut chunk: Vec<(&str, String)> = Vec::with_capacity(STAGE_CHUNK);
+    for pair in pairs {
+        chunk.push(pair);
+        if chunk.len() == STAGE_CHUNK {
+            pipe.hset_multiple(key, &chunk).ignore();
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        pipe.hset_multiple(key, &chunk).ignore();
+    }
+}
+
+/// Unique per restore attempt in this process and across replicas.
+fn staging_token() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{:x}-{:x}-{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, id: &str, user: &str, quantity: u32) -> OrderEvent {
+        OrderEvent {
+            event: kind,
+            order_id: id.into(),
+            sku: "s".into(),
+            user_id: user.into(),
+            quantity,
+            unit_price: 7,
+            total_amount: 7 * u64::from(quantity),
+            created_at: "2025-11-25T15:04:52.123Z".into(),
+            idempotency_key: Some(format!("key-{id}")),
+        }
+    }
+
+    #[test]
+    fn folds_created_and_cancelled_events_once_each() {
+        let mut snapshot = SaleSnapshot::default();
+        let events = [
+            event(EventKind::Created, "abc-1-1", "u1", 2),
+            event(EventKind::Created, "abc-1-2", "u2", 3),
+            event(EventKind::Created, "abc-1-2", "u2", 3), // a duplicate
+            event(EventKind::Cancelled, "abc-1-1", "u1", 2),
+            event(EventKind::Cancelled, "abc-1-1", "u1", 2), // a duplicate
+            event(EventKind::Created, "abc-9-3", "u1", 1),
+        ];
+        for e in &events {
+            snapshot.apply(e).expect("valid event");
+        }
+        assert_eq!(snapshot.orders(), 3);
+        assert_eq!(snapshot.sold(), 4);
+        assert_eq!(snapshot.seq, 3);
+        let buyers = snapshot.buyers();
+        assert_eq!((buyers["u1"], buyers["u2"]), (1, 3));
+        let records: HashMap<&str, String> = snapshot.records().collect();
+        assert_eq!(records["abc-1-1"], "cancelled\n2\n7\n1764083092123\nu1");
+        assert_eq!(records["abc-1-2"], "created\n3\n7\n1764083092123\nu2");
+    }
+
+    #[test]
+    fn refuses_an_event_it_cannot_place() {
+        let mut snapshot = SaleSnapshot::default();
+        let mut bad = event(EventKind::Created, "abc-1-x", "u", 1);
+        assert!(snapshot.apply(&bad).is_err());
+        bad.order_id = "abc-1-1".into();
+        bad.created_at = "yesterday".into();
+        assert!(snapshot.apply(&bad).is_err());
+    }
+}

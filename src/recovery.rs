@@ -1,0 +1,321 @@
+//! Rebuilding a sale Redis has lost, from JetStream: the sale definitions bucket says what
+//! the sale is, the order stream says what was sold.
+//!
+//! Every script refuses to decide on a sale Redis does not hold (`StoreError::SaleMissing`).
+//! The caller then comes here: [`Recovery::on_sale`] rebuilds the sale (or finds that it was
+//! never defined) and runs the operation again. Requests of one replica for one sale wait for
+//! a single rebuild, bounded by `FLASHSALE_REBUILD_TIMEOUT_MS` (then 503, retryable).
+//! Replicas that meet the same loss may each fold the stream, but `lua/restore.lua` installs
+//! the result only where Redis holds no sale, so the first wins and nothing counts twice.
+//!
+//! The default sale (`/kill`) is defined here on first use, with its configured stock, and
+//! then created through the same rebuild, so it survives a loss like any other sale.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+
+use crate::config::Settings;
+use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
+use crate::domain::{OrderId, Sku};
+use crate::event::OrderEvent;
+use crate::inventory::{CancelError, Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError};
+use crate::sale::{Sale, SaleSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Definitions(#[from] DefinitionError),
+    #[error("reading the order stream: {0}")]
+    Stream(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the sale's rebuild took longer than {0:?}")]
+    TimedOut(Duration),
+}
+
+/// An error of an operation on one sale that can say "Redis does not hold the sale".
+pub trait SaleOperationError: From<RecoveryError> {
+    fn sale_missing(&self) -> bool;
+}
+
+impl From<RecoveryError> for StoreError {
+    fn from(e: RecoveryError) -> Self {
+        match e {
+            RecoveryError::Store(e) => e,
+            other => StoreError::NotRebuilt(other.to_string()),
+        }
+    }
+}
+
+impl SaleOperationError for StoreError {
+    fn sale_missing(&self) -> bool {
+        matches!(self, StoreError::SaleMissing)
+    }
+}
+
+impl From<RecoveryError> for PurchaseError {
+    fn from(e: RecoveryError) -> Self {
+        PurchaseError::Store(e.into())
+    }
+}
+
+impl SaleOperationError for PurchaseError {
+    fn sale_missing(&self) -> bool {
+        matches!(self, PurchaseError::Store(StoreError::SaleMissing))
+    }
+}
+
+impl From<RecoveryError> for CancelError {
+    fn from(e: RecoveryError) -> Self {
+        CancelError::Store(e.into())
+    }
+}
+
+impl SaleOperationError for CancelError {
+    fn sale_missing(&self) -> bool {
+        matches!(self, CancelError::Store(StoreError::SaleMissing))
+    }
+}
+
+impl From<RecoveryError> for PutSaleError {
+    fn from(e: RecoveryError) -> Self {
+        PutSaleError::Store(e.into())
+    }
+}
+
+impl SaleOperationError for PutSaleError {
+    fn sale_missing(&self) -> bool {
+        matches!(self, PutSaleError::Store(StoreError::SaleMissing))
+    }
+}
+
+pub struct Recovery {
+    inventory: Arc<Inventory>,
+    definitions: SaleDefinitions,
+    jetstream: jetstream::Context,
+    stream: String,
+    subject_prefix: String,
+    /// What `/kill`'s sale is when nobody defined it.
+    default_sale: SaleDefinition,
+    timeout: Duration,
+    /// One lock per sale being rebuilt in this replica: later requests wait for the first.
+    rebuilding: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Recovery {
+    pub fn new(inventory: Arc<Inventory>, nats: async_nats::Client, settings: &Settings) -> Self {
+        let default_settings = SaleSettings {
+            stock: settings.default_stock,
+            per_user_limit: None,
+            price: 0,
+            starts_at: None,
+            ends_at: None,
+        };
+        let mut jetstream = jetstream::new(nats.clone());
+        jetstream.set_timeout(Duration::from_secs(2));
+        Self {
+            inventory,
+            definitions: SaleDefinitions::new(nats, &settings.stream),
+            jetstream,
+            stream: settings.stream.clone(),
+            subject_prefix: settings.subject_prefix.clone(),
+            default_sale: SaleDefinition::new(&settings.default_sku, &default_settings),
+            timeout: settings.rebuild_timeout,
+            rebuilding: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn definitions(&self) -> &SaleDefinitions {
+        &self.definitions
+    }
+
+    /// Runs `operation` on the sale; when Redis does not hold the sale, rebuilds it and runs
+    /// it once more. `not_found` is the answer for a sale that was never defined.
+    pub async fn on_sale<T, E, F, Fut>(
+        &self,
+        sku: &Sku,
+        operation: F,
+        not_found: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: SaleOperationError,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match operation().await {
+            Err(e) if e.sale_missing() => {}
+            decided => return decided,
+        }
+        if !self.restore(sku).await? {
+            return not_found();
+        }
+        operation().await
+    }
+
+    /// The sale an order id belongs to: from Redis's registry, or, when Redis lost it, from
+    /// the sale definitions (keyed by the same sku digest).
+    pub async fn sku_of(&self, order_id: &OrderId) -> Result<Option<Sku>, RecoveryError> {
+        if let Some(sku) = self.inventory.sku_of(order_id).await? {
+            return Ok(Some(sku));
+        }
+        let Some(definition) = self.definitions.get_by_digest(order_id.sku_digest()).await?
+        else {
+            return Ok(None);
+        };
+        Sku::parse(&definition.sku)
+            .map(Some)
+            .map_err(|e| RecoveryError::Stream(e.0))
+    }
+
+    /// PUT: records the sale's settings in JetStream, then writes Redis. A sale JetStream
+    /// knew but Redis lost is rebuilt first, so its sold units still count against the new
+    /// stock. A refused PUT (stock below sold) puts the previous definition back.
+    pub async fn put_sale(
+        &self,
+        sku: &Sku,
+        settings: &SaleSettings,
+    ) -> Result<(Sale, bool), PutSaleError> {
+        let before = self.definitions.get(sku).await.map_err(RecoveryError::from)?;
+        self.definitions
+            .put(&SaleDefinition::new(sku, settings))
+            .await
+            .map_err(RecoveryError::from)?;
+        let put = self
+            .on_sale(
+                sku,
+                || self.inventory.put_sale(sku, settings, before.is_some()),
+                // Defined a moment ago: only a second loss in between gets here.
+                || Err(StoreError::SaleMissing.into()),
+            )
+            .await;
+        if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
+            let reverted = match self.definitions.put(before).await {
+                Ok(()) => self
+                    .inventory
+                    .put_sale(sku, &before.settings(), true)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = reverted {
+                log::error!("sale {sku}: refused PUT not reverted: {e}");
+            }
+        }
+        put
+    }
+
+    /// Makes sure Redis holds the sale, rebuilding it from JetStream if it was defined there;
+    /// `Ok(false)` when it never was.
+    pub async fn restore(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+        tokio::time::timeout(self.timeout, self.restore_unbounded(sku))
+            .await
+            .map_err(|_| RecoveryError::TimedOut(self.timeout))?
+    }
+
+    async fn restore_unbounded(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+        let lock = self.lock_of(sku);
+        let restored = {
+            let _rebuilding = lock.lock().await;
+            self.rebuild(sku).await
+        };
+        // The last one out forgets the lock, so unknown skus leave nothing behind.
+        if let Ok(mut locks) = self.rebuilding.lock()
+            && Arc::strong_count(&lock) == 2
+        {
+            locks.remove(sku.as_str());
+        }
+        restored
+    }
+
+    fn lock_of(&self, sku: &Sku) -> Arc<tokio::sync::Mutex<()>> {
+        match self.rebuilding.lock() {
+            Ok(mut locks) => locks.entry(sku.to_string()).or_default().clone(),
+            // A panic elsewhere while holding the map: rebuild without waiting for others;
+            // restore.lua still refuses a second install.
+            Err(_) => Arc::default(),
+        }
+    }
+
+    async fn rebuild(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+        // Another request of this replica may have rebuilt it while this one waited.
+        if self.inventory.sale_exists(sku).await? {
+            return Ok(true);
+        }
+        let definition = match self.definitions.get(sku).await? {
+            Some(definition) => definition,
+            None if sku.as_str() == self.default_sale.sku => {
+                self.definitions.create(&self.default_sale).await?
+            }
+            None => return Ok(false),
+        };
+        let started = Instant::now();
+        let mut snapshot = SaleSnapshot::default();
+        // The outbox is folded in after the stream: whatever of it JetStream already holds
+        // is the same order, applied once.
+        let events = self.sale_events(sku).await?;
+        let outbox = self.inventory.outbox_events(sku).await?;
+        for event in events.iter().chain(&outbox) {
+            snapshot.apply(event).map_err(RecoveryError::Stream)?;
+        }
+        if self.inventory.restore(&definition, &snapshot).await? {
+            // A new default sale is no news; anything else means Redis had lost it.
+            if snapshot.orders() > 0 || sku.as_str() != self.default_sale.sku {
+                log::warn!(
+                    "sale {sku} rebuilt from JetStream: {} orders, sold {} of {}, in {:?}",
+                    snapshot.orders(),
+                    snapshot.sold(),
+                    definition.stock,
+                    started.elapsed()
+                );
+            } else {
+                log::info!("default sale {sku} created with stock {}", definition.stock);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every event of the sale in the order stream, oldest first.
+    async fn sale_events(&self, sku: &Sku) -> Result<Vec<OrderEvent>, RecoveryError> {
+        let failed = |e: &dyn std::fmt::Display| RecoveryError::Stream(e.to_string());
+        let stream = match self.jetstream.get_stream(&self.stream).await {
+            Ok(stream) => stream,
+            // No stream yet: no order was ever delivered.
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(failed(&e)),
+        };
+        let reader = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("{}.*.{sku}", self.subject_prefix),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut left = reader.cached_info().num_pending;
+        let mut events = Vec::with_capacity(left as usize);
+        if left == 0 {
+            return Ok(events);
+        }
+        let mut messages = reader.messages().await.map_err(|e| failed(&e))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| failed(&e))?;
+            events.push(serde_json::from_slice(&message.payload).map_err(|e| failed(&e))?);
+            left = message.info().map_err(|e| failed(&e))?.pending;
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(events)
+    }
+}
