@@ -115,7 +115,8 @@ impl Confirmation {
             idempotency_key: key.map(|k| k.as_str().to_owned()),
         };
         if !self.stream_ready.load(Ordering::Relaxed) {
-            if let Err(e) = ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix).await {
+            if let Err(e) = ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix).await
+            {
                 log::debug!("order {} not confirmed: {e}", order.order_id);
                 return Delivery::Pending;
             }

@@ -97,7 +97,9 @@ impl SaleDefinitions {
                     .jetstream
                     .create_stream(jetstream::stream::Config {
                         name: format!("KV_{}", self.bucket),
-                        description: Some("flashsale sale definitions (sku digest -> settings)".into()),
+                        description: Some(
+                            "flashsale sale definitions (sku digest -> settings)".into(),
+                        ),
                         subjects: vec![format!("$KV.{}.>", self.bucket)],
                         max_messages_per_subject: HISTORY,
                         storage: jetstream::stream::StorageType::File,

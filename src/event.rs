@@ -83,6 +83,9 @@ mod tests {
         let json = serde_json::to_value(&event).expect("serializes");
         assert_eq!(json["event"], "order.cancelled");
         assert_eq!(json["total_amount"], 10);
-        assert!(json.get("idempotency_key").is_none(), "absent when the order had none");
+        assert!(
+            json.get("idempotency_key").is_none(),
+            "absent when the order had none"
+        );
     }
 }

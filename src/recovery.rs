@@ -23,8 +23,14 @@ use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::domain::{OrderId, Sku};
 use crate::event::OrderEvent;
-use crate::inventory::{CancelError, Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError};
+use crate::inventory::{
+    CancelError, Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError,
+};
 use crate::sale::{Sale, SaleSettings};
+
+/// How long a rebuild lets publishes that were in flight when Redis lost the sale land in
+/// the stream before reading it. A Redis restart or failover takes longer than this itself.
+const SETTLE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -163,7 +169,10 @@ impl Recovery {
         if let Some(sku) = self.inventory.sku_of(order_id).await? {
             return Ok(Some(sku));
         }
-        let Some(definition) = self.definitions.get_by_digest(order_id.sku_digest()).await?
+        let Some(definition) = self
+            .definitions
+            .get_by_digest(order_id.sku_digest())
+            .await?
         else {
             return Ok(None);
         };
@@ -180,7 +189,11 @@ impl Recovery {
         sku: &Sku,
         settings: &SaleSettings,
     ) -> Result<(Sale, bool), PutSaleError> {
-        let before = self.definitions.get(sku).await.map_err(RecoveryError::from)?;
+        let before = self
+            .definitions
+            .get(sku)
+            .await
+            .map_err(RecoveryError::from)?;
         self.definitions
             .put(&SaleDefinition::new(sku, settings))
             .await
@@ -247,14 +260,20 @@ impl Recovery {
         if self.inventory.sale_exists(sku).await? {
             return Ok(true);
         }
+        let started = Instant::now();
         let definition = match self.definitions.get(sku).await? {
-            Some(definition) => definition,
+            Some(definition) => {
+                // Events of orders the lost copy accepted may still be on their way to
+                // JetStream (a purchase's confirmation, a relay batch: milliseconds each).
+                // Reading before they land would leave their units to be sold again.
+                tokio::time::sleep(SETTLE).await;
+                definition
+            }
             None if sku.as_str() == self.default_sale.sku => {
                 self.definitions.create(&self.default_sale).await?
             }
             None => return Ok(false),
         };
-        let started = Instant::now();
         let mut snapshot = SaleSnapshot::default();
         // The outbox is folded in after the stream: whatever of it JetStream already holds
         // is the same order, applied once.

@@ -125,6 +125,8 @@ impl Relay {
         let mut failures: u32 = 0;
         let mut last_lag_log = Instant::now();
         log::info!("relay {} started", self.consumer);
+        // The lag gauges exist from the start; the first pass gives them their values.
+        self.status.record(Backlog::default());
         // The NATS client connects in the background; give it a moment before the first pass
         // rather than reporting a failure that is only the start-up.
         for _ in 0..50 {

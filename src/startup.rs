@@ -10,7 +10,7 @@ use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
-use crate::confirm::{ConfirmedEvents, Confirmation};
+use crate::confirm::{Confirmation, ConfirmedEvents};
 use crate::domain::Sku;
 use crate::inventory::Inventory;
 use crate::recovery::Recovery;

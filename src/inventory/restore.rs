@@ -128,7 +128,10 @@ impl Inventory {
         stage(
             &mut pipe,
             &staged_buyers,
-            snapshot.buyers().into_iter().map(|(u, n)| (u, n.to_string())),
+            snapshot
+                .buyers()
+                .into_iter()
+                .map(|(u, n)| (u, n.to_string())),
         );
         let ttl_ms = self.idempotency_ttl.as_millis() as i64;
         stage(

@@ -3,8 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::auth::Admin;
-use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
 use crate::confirm::Delivery;
+use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
 use crate::error::ApiError;
 use crate::inventory::{CancelError, Purchase, PurchaseError, StoreError};
 use crate::order::OrderRequest;
@@ -58,7 +58,11 @@ pub(super) async fn purchase(
         .recovery
         .on_sale(
             sku,
-            || state.inventory.purchase(sku, user, quantity, idempotency_key),
+            || {
+                state
+                    .inventory
+                    .purchase(sku, user, quantity, idempotency_key)
+            },
             || Err(PurchaseError::SaleNotFound),
         )
         .await?;

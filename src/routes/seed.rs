@@ -33,7 +33,8 @@ pub async fn kill(state: web::Data<AppState>, query: web::Query<KillQuery>) -> H
         Err(e) => return text(HttpResponse::BadRequest(), e.0),
     };
     // Accepted is accepted: 201 and 202 (delivery pending) read the same here.
-    let outcome = super::orders::purchase(&state, &state.default_sku, &user, Quantity::ONE, None).await;
+    let outcome =
+        super::orders::purchase(&state, &state.default_sku, &user, Quantity::ONE, None).await;
     match outcome {
         Ok(_) => text(HttpResponse::Ok(), ORDER_ACCEPTED),
         Err(PurchaseError::SoldOut { .. }) => text(HttpResponse::Ok(), SOLD_OUT),

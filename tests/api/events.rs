@@ -204,7 +204,7 @@ pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestA
         namespace: settings.namespace.clone(),
         default_sku: settings.default_sku.to_string(),
         client: reqwest::Client::new(),
-        redis: crate::helpers::redis_connection(&settings.redis_url).await,
+        redis: crate::helpers::redis_manager(&settings.redis_url),
     };
     (child, app)
 }

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use flashsale::config::Settings;
 use flashsale::startup::Application;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use serde_json::{Value, json};
 
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub struct TestApp {
@@ -19,8 +18,9 @@ pub struct TestApp {
     pub namespace: String,
     pub default_sku: String,
     pub client: reqwest::Client,
-    /// A direct connection to the Redis the app uses, to check its state independently.
-    pub redis: MultiplexedConnection,
+    /// A direct connection to the Redis the app uses, to check its state independently
+    /// (it reconnects, as tests restart their private servers).
+    pub redis: ConnectionManager,
 }
 
 /// A name no other test (or earlier run) uses: process id, a counter and the clock.
@@ -71,6 +71,7 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let redis = redis_manager(&settings.redis_url);
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
@@ -78,8 +79,16 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
         namespace,
         default_sku,
         client: reqwest::Client::new(),
-        redis: redis_connection(REDIS_URL).await,
+        redis,
     }
+}
+
+/// A reconnecting connection for checks, opened on first use (some tests point the app at a
+/// closed port on purpose); a test that needs Redis and cannot reach it fails at that use.
+pub fn redis_manager(url: &str) -> ConnectionManager {
+    let client = redis::Client::open(url).expect("valid redis url");
+    ConnectionManager::new_lazy_with_config(client, redis::aio::ConnectionManagerConfig::new())
+        .expect("a lazy connection")
 }
 
 /// A connection for checks; a test that cannot reach Redis fails here, loudly.
@@ -230,7 +239,33 @@ impl TestApp {
         snapshot
     }
 
+    /// Waits (up to 5 s) until the check connection answers: after a test restarted its
+    /// Redis, the first command on the old connection fails and starts a reconnect.
+    pub async fn wait_for_redis(&self) {
+        let mut redis = self.redis.clone();
+        for _ in 0..100 {
+            let pong: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
+            if pong.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("redis at {} does not answer", self.settings.redis_url);
+    }
+
+    /// Waits (up to 5 s) until the app reports ready (Redis and NATS connected).
+    pub async fn wait_until_ready(&self) {
+        for _ in 0..100 {
+            if self.get("/readyz").await.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{} not ready within 5 s", self.address);
+    }
+
     async fn namespace_keys(&self) -> Vec<String> {
+        self.wait_for_redis().await;
         let mut redis = self.redis.clone();
         let mut keys: Vec<String> = Vec::new();
         let mut iter: redis::AsyncIter<String> = redis

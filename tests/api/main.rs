@@ -7,6 +7,7 @@ mod helpers;
 mod nats;
 mod orders;
 mod postgres;
+mod recovery;
 mod round_trips;
 mod sales;
 mod script;

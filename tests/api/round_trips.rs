@@ -160,10 +160,7 @@ async fn a_sold_out_sale_is_answered_without_redis() {
         .order_with_key(&sku, json!({"user_id": "u0"}), Some("k"))
         .await;
     assert_eq!(replay.status(), 409);
-    assert_eq!(
-        delta(&after, &command_calls(check).await, "evalsha"),
-        1
-    );
+    assert_eq!(delta(&after, &command_calls(check).await, "evalsha"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
