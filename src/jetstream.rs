@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::GetStreamErrorKind;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+
+use crate::event::OrderEvent;
 
 /// JetStream forgets a `Nats-Msg-Id` after this long; the relay re-publishes well inside it.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -73,4 +76,43 @@ pub async fn ensure_stream(
 
 fn is_stream_not_found(kind: GetStreamErrorKind) -> bool {
     matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Every order event on `subjects` (a filter such as `orders.*.phone-17`), oldest first,
+/// read with an ordered consumer; empty when the stream does not exist yet.
+pub async fn read_events(
+    js: &jetstream::Context,
+    stream: &str,
+    subjects: &str,
+) -> Result<Vec<OrderEvent>, String> {
+    let stream = match js.get_stream(stream).await {
+        Ok(stream) => stream,
+        Err(e) if is_stream_not_found(e.kind()) => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let reader = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects.to_owned(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut left = reader.cached_info().num_pending;
+    let mut events = Vec::with_capacity(left as usize);
+    if left == 0 {
+        return Ok(events);
+    }
+    let mut messages = reader.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let event = serde_json::from_slice(&message.payload)
+            .map_err(|e| format!("{}: {e}", message.subject))?;
+        events.push(event);
+        left = message.info().map_err(|e| e.to_string())?.pending;
+        if left == 0 {
+            break;
+        }
+    }
+    Ok(events)
 }

@@ -14,6 +14,7 @@
 //! - [`consumer`]: `flashsale consume-orders`, which persists order events to PostgreSQL.
 //! - [`startup`]: builds the server from settings, for `main` and the tests alike.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod confirm;

@@ -1,18 +1,22 @@
-//! `flashsale` serves HTTP; `flashsale consume-orders` runs the order consumer.
+//! `flashsale` serves HTTP; `flashsale consume-orders` runs the order consumer; `flashsale
+//! audit` compares Redis, JetStream and PostgreSQL.
 
 use std::process::ExitCode;
 
 use flashsale::config::Settings;
 use flashsale::startup::Application;
-use flashsale::{consumer, telemetry};
+use flashsale::{audit, consumer, telemetry};
 
 /// Exit code for configuration (or arguments) the service refuses to start with.
 const EXIT_CONFIG: u8 = 2;
-const USAGE: &str = "usage: flashsale [consume-orders]";
+/// Exit code of `audit` when a store could not be read.
+const EXIT_UNAUDITED: u8 = 3;
+const USAGE: &str = "usage: flashsale [consume-orders | audit]";
 
 enum Role {
     Serve,
     ConsumeOrders,
+    Audit,
 }
 
 #[actix_web::main]
@@ -21,6 +25,7 @@ async fn main() -> ExitCode {
     let role = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => Role::Serve,
         ["consume-orders"] => Role::ConsumeOrders,
+        ["audit"] => Role::Audit,
         _ => {
             eprintln!("flashsale: {USAGE}");
             return ExitCode::from(EXIT_CONFIG);
@@ -33,7 +38,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = telemetry::init(&settings.log_config, settings.log_config_explicit) {
+    // The audit prints a table; logs would only interleave with it.
+    let logs = !matches!(role, Role::Audit);
+    if logs && let Err(e) = telemetry::init(&settings.log_config, settings.log_config_explicit) {
         eprintln!("flashsale: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -43,6 +50,14 @@ async fn main() -> ExitCode {
             consumer::run(settings, stop_signal()).await;
             ExitCode::SUCCESS
         }
+        Role::Audit => match audit::run(&settings).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("flashsale audit: {e}");
+                ExitCode::from(EXIT_UNAUDITED)
+            }
+        },
     }
 }
 

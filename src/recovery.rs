@@ -16,8 +16,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use async_nats::jetstream;
 
 use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
@@ -26,6 +25,7 @@ use crate::event::OrderEvent;
 use crate::inventory::{
     CancelError, Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError,
 };
+use crate::jetstream::read_events;
 use crate::sale::{Sale, SaleSettings};
 
 /// How long a rebuild lets publishes that were in flight when Redis lost the sale land in
@@ -301,40 +301,9 @@ impl Recovery {
 
     /// Every event of the sale in the order stream, oldest first.
     async fn sale_events(&self, sku: &Sku) -> Result<Vec<OrderEvent>, RecoveryError> {
-        let failed = |e: &dyn std::fmt::Display| RecoveryError::Stream(e.to_string());
-        let stream = match self.jetstream.get_stream(&self.stream).await {
-            Ok(stream) => stream,
-            // No stream yet: no order was ever delivered.
-            Err(e)
-                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(failed(&e)),
-        };
-        let reader = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("{}.*.{sku}", self.subject_prefix),
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
+        let subjects = format!("{}.*.{sku}", self.subject_prefix);
+        read_events(&self.jetstream, &self.stream, &subjects)
             .await
-            .map_err(|e| failed(&e))?;
-        let mut left = reader.cached_info().num_pending;
-        let mut events = Vec::with_capacity(left as usize);
-        if left == 0 {
-            return Ok(events);
-        }
-        let mut messages = reader.messages().await.map_err(|e| failed(&e))?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| failed(&e))?;
-            events.push(serde_json::from_slice(&message.payload).map_err(|e| failed(&e))?);
-            left = message.info().map_err(|e| failed(&e))?.pending;
-            if left == 0 {
-                break;
-            }
-        }
-        Ok(events)
+            .map_err(RecoveryError::Stream)
     }
 }

@@ -9,7 +9,10 @@ fn an_unknown_subcommand_exits_2_with_usage() {
         .output()
         .expect("the binary runs");
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("usage: flashsale [consume-orders]"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("usage: flashsale [consume-orders | audit]")
+    );
 }
 
 #[test]

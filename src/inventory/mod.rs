@@ -30,7 +30,7 @@ pub use keys::{SaleKeys, sale_registry, sku_digest};
 pub use outbox::{Backlog, OutboxEntry, RELAY_GROUP};
 pub use purchase::{Purchase, PurchaseError};
 pub use restore::SaleSnapshot;
-pub use sales::PutSaleError;
+pub use sales::{OrderCounts, PutSaleError};
 
 /// Why Redis could not give an answer.
 #[derive(Debug, thiserror::Error)]

@@ -78,6 +78,11 @@ impl SaleSnapshot {
         self.orders.len()
     }
 
+    /// Orders not cancelled.
+    pub fn live_orders(&self) -> usize {
+        self.live().count()
+    }
+
     /// Units held by orders that are not cancelled.
     pub fn sold(&self) -> u64 {
         self.live().map(|o| u64::from(o.quantity)).sum()

@@ -120,3 +120,59 @@ impl Inventory {
         Ok(Sale::new(sku, &settings, unsigned(1)?.unwrap_or(0), now_ms))
     }
 }
+
+/// What Redis holds of one sale's orders (for `flashsale audit`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCounts {
+    pub stock: u64,
+    pub sold: u64,
+    /// Orders not cancelled, and the units they hold.
+    pub live_orders: u64,
+    pub live_units: u64,
+    pub cancelled_orders: u64,
+    /// Events waiting in the outbox for JetStream.
+    pub outbox: u64,
+}
+
+impl Inventory {
+    /// Counts the sale's orders by status; `SaleMissing` when Redis does not hold the sale.
+    pub async fn order_counts(&self, sku: &Sku) -> Result<OrderCounts, StoreError> {
+        let keys = self.keys(sku);
+        let mut redis = self.redis.clone();
+        let (stock, sold, records, outbox): (Option<u64>, Option<u64>, Vec<String>, u64) = self
+            .observe(
+                redis::pipe()
+                    .hget(keys.sale(), "stock")
+                    .hget(keys.sale(), "sold")
+                    .hvals(keys.orders())
+                    .xlen(keys.outbox())
+                    .query_async(&mut redis)
+                    .await,
+            )?;
+        let Some(stock) = stock else {
+            return Err(StoreError::SaleMissing);
+        };
+        let mut counts = OrderCounts {
+            stock,
+            sold: sold.unwrap_or(0),
+            outbox,
+            ..OrderCounts::default()
+        };
+        for record in &records {
+            // The record format of purchase.lua: status, quantity, ...
+            let mut fields = record.split('\n');
+            let status = fields.next();
+            let quantity: u64 = fields
+                .next()
+                .and_then(|q| q.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("{sku}: order record {record:?}")))?;
+            if status == Some("cancelled") {
+                counts.cancelled_orders += 1;
+            } else {
+                counts.live_orders += 1;
+                counts.live_units += quantity;
+            }
+        }
+        Ok(counts)
+    }
+}

@@ -13,8 +13,8 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, error_of, free_port, spawn_app, spawn_app_from, spawn_app_with,
-    test_settings, unique, wait_for_port,
+    ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, free_port, spawn_app, spawn_app_from,
+    spawn_app_with, test_settings, unique, wait_for_port,
 };
 use crate::nats::{
     PrivateNats, assert_each_order_in_order, assert_in_sale_order, assert_no_duplicates,
@@ -110,6 +110,7 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
     assert_eq!(db.count().await, 500, "one row per order, no more");
     assert_eq!(rows.keys().cloned().collect::<HashSet<_>>(), accepted);
     assert!(rows.values().all(|status| status == "created"));
+    assert_audit_clean(&app.settings, Some(&db.url)).await;
     consumer.abort();
     db.drop_schema().await;
     app.cleanup().await;
@@ -183,6 +184,15 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
             "FLASHSALE_RELAY_CLAIM_IDLE_MS",
             settings.relay_claim_idle.as_millis().to_string(),
         ),
+        (
+            "FLASHSALE_CONFIRM",
+            match settings.confirm {
+                Confirm::Redis => "redis",
+                Confirm::JetStream => "jetstream",
+            }
+            .to_owned(),
+        ),
+        ("FLASHSALE_CONSUMER", settings.consumer_name.clone()),
     ]
 }
 

@@ -289,6 +289,32 @@ impl TestApp {
     }
 }
 
+/// Runs `flashsale audit` on the stores of an app with `settings` (and on PostgreSQL at
+/// `database_url`); returns its exit code and the table it printed.
+pub async fn audit(settings: &Settings, database_url: Option<&str>) -> (i32, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"));
+    command
+        .arg("audit")
+        .envs(crate::events::env_of(settings, 0))
+        .current_dir(std::env::temp_dir());
+    if let Some(url) = database_url {
+        command.env("FLASHSALE_DATABASE_URL", url);
+    }
+    let output = command.output().await.expect("flashsale audit runs");
+    let table = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (
+        output.status.code().unwrap_or(-1),
+        format!("{table}{stderr}"),
+    )
+}
+
+/// Asserts that `flashsale audit` finds nothing wrong.
+pub async fn assert_audit_clean(settings: &Settings, database_url: Option<&str>) {
+    let (code, table) = audit(settings, database_url).await;
+    assert_eq!(code, 0, "audit found differences:\n{table}");
+}
+
 /// Status and `error` code of a JSON error answer.
 pub async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();

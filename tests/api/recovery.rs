@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::events::users;
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, error_of, free_port, private_redis, spawn_app_from, test_settings, unique,
+    ADMIN_TOKEN, TestApp, assert_audit_clean, audit, error_of, free_port, private_redis,
+    spawn_app_from, test_settings, unique,
 };
 use crate::nats::{Delivered, PrivateNats, assert_no_duplicates, delivered, wait_for_delivered};
 
@@ -177,6 +178,7 @@ async fn the_default_sale_sells_exactly_its_stock_across_a_redis_restart() {
     let messages = wait_for_delivered(&app.settings, 200, Duration::from_secs(30)).await;
     assert_no_duplicates(&messages);
     assert_eq!(created(&messages).iter().collect::<HashSet<_>>().len(), 200);
+    assert_audit_clean(&app.settings, None).await;
     app.cleanup().await;
 }
 
@@ -366,6 +368,7 @@ async fn loss_during_a_burst(confirm: Confirm) -> (u64, HashSet<String>, Vec<Del
     tokio::time::sleep(Duration::from_secs(2)).await;
     let messages = delivered(&first.settings).await;
     assert_no_duplicates(&messages);
+    assert_audit_clean(&first.settings, None).await;
     first.cleanup().await;
     (sold, answered, messages, pending as u64)
 }
@@ -403,4 +406,41 @@ async fn loss_during_a_burst_in_redis_mode_loses_at_most_the_outbox() {
         "oversold only by what the outbox lost"
     );
     println!("redis mode: {missing} orders answered 201 were lost with the outbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_exits_1_on_a_difference_nothing_pending_explains() {
+    let redis = LosableRedis::start().await;
+    let app = spawn_app_from(settings_on(&redis, Confirm::JetStream)).await;
+    let sku = unique("audited");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    assert_eq!(
+        ids_with(&burst(&[&app], &sku, &users("a", 3), 3).await, &[201]).len(),
+        3
+    );
+    app.wait_until_relay_idle(&sku).await;
+    assert_audit_clean(&app.settings, None).await;
+
+    // A unit Redis counts that no event records: what a lost event would look like.
+    let mut check = crate::helpers::redis_connection(&redis.url()).await;
+    let _: () = check
+        .hset(
+            app.key(&sku, "orders"),
+            "f0f0f0f0f0f0f0f0-1-99",
+            "created\n1\n0\n1\nghost",
+        )
+        .await
+        .expect("HSET");
+    let _: () = check
+        .hincr(app.key(&sku, "sale"), "sold", 1)
+        .await
+        .expect("HINCRBY");
+    let (code, table) = audit(&app.settings, None).await;
+    assert_eq!(code, 1, "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&sku))
+        .expect("a row for the sale");
+    assert!(row.contains("MISMATCH"), "{row}");
+    app.cleanup().await;
 }
