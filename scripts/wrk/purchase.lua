@@ -14,6 +14,8 @@ end
 
 function classify(status, body)
   if status == 201 then return "created" end
+  -- Accepted, its event not yet confirmed by JetStream (FLASHSALE_CONFIRM=jetstream).
+  if status == 202 then return "pending" end
   if status == 409 and body:find("sold_out", 1, true) then return "sold_out" end
   return "status_" .. status
 end

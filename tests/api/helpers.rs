@@ -49,6 +49,9 @@ pub fn test_settings() -> Settings {
     settings.subject_prefix = unique("fstest");
     // Dead replicas' leftovers are claimed quickly in tests.
     settings.relay_claim_idle = std::time::Duration::from_millis(1000);
+    // Tests assert outcomes, not latency: on a starved machine (CI beside a build) a reply
+    // slower than the default second would turn a decided purchase into an ambiguous 503.
+    settings.redis_timeout = std::time::Duration::from_secs(5);
     settings
 }
 

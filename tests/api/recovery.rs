@@ -382,7 +382,14 @@ pub async fn loss_during_a_burst(
     let pending = ids_with(&answers, &[202]).len() + ids_with(&rest, &[202]).len();
 
     let sold = first.sale_json(&sku).await["sold"].as_u64().expect("sold");
-    assert_eq!(sold, STOCK, "the stock sells out, and no further");
+    let mut statuses: std::collections::BTreeMap<u16, usize> = Default::default();
+    for (status, _) in answers.iter().chain(&rest) {
+        *statuses.entry(*status).or_default() += 1;
+    }
+    assert_eq!(
+        sold, STOCK,
+        "the stock sells out, and no further (answers: {statuses:?})"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let messages = delivered(&first.settings).await;
     assert_no_duplicates(&messages);
