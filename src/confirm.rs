@@ -99,9 +99,32 @@ impl Confirmation {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }
+        let confirmed = match self.publish(order, key).await {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("order {} not confirmed by jetstream: {e}", order.order_id);
+                false
+            }
+        };
+        crate::monitoring::record_confirmation(confirmed);
+        if confirmed {
+            Delivery::Confirmed
+        } else {
+            Delivery::Pending
+        }
+    }
+
+    /// Publishes the order's created event and waits for its PubAck, within the timeout.
+    async fn publish(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<(), String> {
         // Waiting would only run into the timeout.
         if self.nats.connection_state() != async_nats::connection::State::Connected {
-            return Delivery::Pending;
+            return Err("nats is not connected".into());
+        }
+        if !self.stream_ready.load(Ordering::Relaxed) {
+            ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.stream_ready.store(true, Ordering::Relaxed);
         }
         let event = OrderEvent {
             event: EventKind::Created,
@@ -114,38 +137,21 @@ impl Confirmation {
             created_at: order.created_at.clone(),
             idempotency_key: key.map(|k| k.as_str().to_owned()),
         };
-        if !self.stream_ready.load(Ordering::Relaxed) {
-            if let Err(e) = ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix).await
-            {
-                log::debug!("order {} not confirmed: {e}", order.order_id);
-                return Delivery::Pending;
-            }
-            self.stream_ready.store(true, Ordering::Relaxed);
-        }
-        let Ok(payload) = serde_json::to_vec(&event) else {
-            return Delivery::Pending;
-        };
+        let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
         let message_id = event.message_id();
         let message = PublishMessage::build()
             .payload(payload.into())
             .message_id(&message_id);
-        let acknowledged = tokio::time::timeout(self.timeout, async {
+        tokio::time::timeout(self.timeout, async {
             self.jetstream
                 .send_publish(event.subject(&self.subject_prefix), message)
                 .await?
                 .await
         })
-        .await;
-        match acknowledged {
-            Ok(Ok(_)) => {
-                self.confirmed.insert(message_id);
-                Delivery::Confirmed
-            }
-            Ok(Err(e)) => {
-                log::debug!("order {} not confirmed by jetstream: {e}", order.order_id);
-                Delivery::Pending
-            }
-            Err(_) => Delivery::Pending,
-        }
+        .await
+        .map_err(|_| format!("no acknowledgement within {:?}", self.timeout))?
+        .map_err(|e| e.to_string())?;
+        self.confirmed.insert(message_id);
+        Ok(())
     }
 }

@@ -21,6 +21,9 @@ const SCRIPT_SECONDS: &str = "flashsale_script_duration_seconds";
 const REQUEST_SECONDS: &str = "flashsale_http_request_duration_seconds";
 const OUTBOX_PENDING: &str = "flashsale_outbox_pending";
 const OUTBOX_OLDEST: &str = "flashsale_outbox_oldest_age_seconds";
+const CONFIRMATIONS: &str = "flashsale_confirmations_total";
+const REBUILDS: &str = "flashsale_sale_rebuilds_total";
+const REBUILD_SECONDS: &str = "flashsale_sale_rebuild_seconds";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -90,6 +93,31 @@ fn describe() {
         metrics::Unit::Seconds,
         "Age of the oldest waiting order event."
     );
+    describe_counter!(
+        CONFIRMATIONS,
+        "New orders by whether JetStream confirmed their event before the answer (FLASHSALE_CONFIRM=jetstream)."
+    );
+    describe_counter!(
+        REBUILDS,
+        "Sales rebuilt in Redis from JetStream after Redis had lost them."
+    );
+    describe_histogram!(
+        REBUILD_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to rebuild a lost sale from JetStream."
+    );
+}
+
+/// A new order's confirmation: `confirmed` (201) or `pending` (202).
+pub fn record_confirmation(confirmed: bool) {
+    let result = if confirmed { "confirmed" } else { "pending" };
+    counter!(CONFIRMATIONS, "result" => result).increment(1);
+}
+
+/// A sale rebuilt after Redis lost it.
+pub fn record_rebuild(took: Duration) {
+    counter!(REBUILDS).increment(1);
+    histogram!(REBUILD_SECONDS).record(took);
 }
 
 /// Purchase outcomes, as the `outcome` label says them.

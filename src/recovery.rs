@@ -68,41 +68,24 @@ impl SaleOperationError for StoreError {
     }
 }
 
-impl From<RecoveryError> for PurchaseError {
-    fn from(e: RecoveryError) -> Self {
-        PurchaseError::Store(e.into())
-    }
+/// The operations whose errors carry a `StoreError` as `Store(_)`.
+macro_rules! sale_operation_errors {
+    ($($error:ty),*) => {$(
+        impl From<RecoveryError> for $error {
+            fn from(e: RecoveryError) -> Self {
+                Self::Store(e.into())
+            }
+        }
+
+        impl SaleOperationError for $error {
+            fn sale_missing(&self) -> bool {
+                matches!(self, Self::Store(StoreError::SaleMissing))
+            }
+        }
+    )*};
 }
 
-impl SaleOperationError for PurchaseError {
-    fn sale_missing(&self) -> bool {
-        matches!(self, PurchaseError::Store(StoreError::SaleMissing))
-    }
-}
-
-impl From<RecoveryError> for CancelError {
-    fn from(e: RecoveryError) -> Self {
-        CancelError::Store(e.into())
-    }
-}
-
-impl SaleOperationError for CancelError {
-    fn sale_missing(&self) -> bool {
-        matches!(self, CancelError::Store(StoreError::SaleMissing))
-    }
-}
-
-impl From<RecoveryError> for PutSaleError {
-    fn from(e: RecoveryError) -> Self {
-        PutSaleError::Store(e.into())
-    }
-}
-
-impl SaleOperationError for PutSaleError {
-    fn sale_missing(&self) -> bool {
-        matches!(self, PutSaleError::Store(StoreError::SaleMissing))
-    }
-}
+sale_operation_errors!(PurchaseError, CancelError, PutSaleError);
 
 /// A rebuild under way, shared by every request of this replica that waits for it.
 type RebuildTask = Shared<BoxFuture<'static, Result<bool, String>>>;
@@ -316,6 +299,7 @@ impl Rebuilder {
         if self.inventory.restore(&definition, &snapshot).await? {
             // A new default sale is no news; anything else means Redis had lost it.
             if snapshot.orders() > 0 || sku.as_str() != self.default_sale.sku {
+                crate::monitoring::record_rebuild(started.elapsed());
                 log::warn!(
                     "sale {sku} rebuilt from JetStream: {} orders, sold {} of {}, in {:?}",
                     snapshot.orders(),
