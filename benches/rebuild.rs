@@ -87,7 +87,7 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
                     .expect("publish"),
             );
         }
-        if acks.len() >= 5_000 {
+        if acks.len() >= 1_000 {
             for ack in acks.drain(..) {
                 ack.await.expect("stored");
             }

@@ -132,9 +132,10 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
         .collect();
     let mut by_sku: BTreeMap<String, Vec<OrderEvent>> = BTreeMap::new();
     let all = format!("{}.>", settings.subject_prefix);
-    for event in read_events(&js, &settings.stream, &all)
+    for event in read_events(&js, &settings.stream, &all, 1)
         .await
         .map_err(AuditError::Nats)?
+        .events
     {
         by_sku.entry(event.sku.clone()).or_default().push(event);
     }

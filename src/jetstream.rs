@@ -78,41 +78,63 @@ fn is_stream_not_found(kind: GetStreamErrorKind) -> bool {
     matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
-/// Every order event on `subjects` (a filter such as `orders.*.phone-17`), oldest first,
-/// read with an ordered consumer; empty when the stream does not exist yet.
+/// Order events read from the stream, and where the reading stopped.
+#[derive(Debug, Default)]
+pub struct EventsRead {
+    pub events: Vec<OrderEvent>,
+    /// The stream sequence of the last event read (`from - 1` when none was).
+    pub last_sequence: u64,
+}
+
+/// Every order event on `subjects` (a filter such as `orders.*.phone-17`) from stream
+/// sequence `from` on, oldest first, read with an ordered consumer to the end; nothing when
+/// the stream does not exist yet.
 pub async fn read_events(
     js: &jetstream::Context,
     stream: &str,
     subjects: &str,
-) -> Result<Vec<OrderEvent>, String> {
+    from: u64,
+) -> Result<EventsRead, String> {
+    let mut read = EventsRead {
+        events: Vec::new(),
+        last_sequence: from.saturating_sub(1),
+    };
     let stream = match js.get_stream(stream).await {
         Ok(stream) => stream,
-        Err(e) if is_stream_not_found(e.kind()) => return Ok(Vec::new()),
+        Err(e) if is_stream_not_found(e.kind()) => return Ok(read),
         Err(e) => return Err(e.to_string()),
     };
     let reader = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subjects.to_owned(),
-            deliver_policy: consumer::DeliverPolicy::All,
+            deliver_policy: if from <= 1 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }
+            },
             ..Default::default()
         })
         .await
         .map_err(|e| e.to_string())?;
     let mut left = reader.cached_info().num_pending;
-    let mut events = Vec::with_capacity(left as usize);
     if left == 0 {
-        return Ok(events);
+        return Ok(read);
     }
+    read.events.reserve(left as usize);
     let mut messages = reader.messages().await.map_err(|e| e.to_string())?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
         let event = serde_json::from_slice(&message.payload)
             .map_err(|e| format!("{}: {e}", message.subject))?;
-        events.push(event);
-        left = message.info().map_err(|e| e.to_string())?.pending;
+        read.events.push(event);
+        let info = message.info().map_err(|e| e.to_string())?;
+        read.last_sequence = info.stream_sequence;
+        left = info.pending;
         if left == 0 {
             break;
         }
     }
-    Ok(events)
+    Ok(read)
 }

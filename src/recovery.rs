@@ -23,15 +23,15 @@ use futures::future::{BoxFuture, Shared};
 use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::domain::{OrderId, Sku};
-use crate::event::OrderEvent;
 use crate::inventory::{
     CancelError, Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError,
 };
-use crate::jetstream::read_events;
+use crate::jetstream::{EventsRead, read_events};
 use crate::sale::{Sale, SaleSettings};
 
-/// How long a rebuild lets publishes that were in flight when Redis lost the sale land in
-/// the stream before reading it. A Redis restart or failover takes longer than this itself.
+/// How long after it starts a rebuild reads the stream a last time, so that publishes in
+/// flight when Redis lost the sale have landed. A Redis restart or failover takes longer
+/// than this itself.
 const SETTLE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
@@ -275,23 +275,27 @@ impl Rebuilder {
             return Ok(true);
         }
         let started = Instant::now();
-        let definition = match self.definitions.get(sku).await? {
-            Some(definition) => {
-                // Events of orders the lost copy accepted may still be on their way to
-                // JetStream (a purchase's confirmation, a relay batch: milliseconds each).
-                // Reading before they land would leave their units to be sold again.
-                tokio::time::sleep(SETTLE).await;
-                definition
-            }
+        let (definition, settled) = match self.definitions.get(sku).await? {
+            // Events of orders the lost copy accepted may still be on their way to JetStream
+            // (a purchase's confirmation, a relay batch: milliseconds each). The stream is
+            // read now and once more from where it ended when SETTLE has passed, so those
+            // count too, without making a large rebuild wait longer than its reading.
+            Some(definition) => (definition, Some(started + SETTLE)),
             None if sku.as_str() == self.default_sale.sku => {
-                self.definitions.create(&self.default_sale).await?
+                (self.definitions.create(&self.default_sale).await?, None)
             }
             None => return Ok(false),
         };
         let mut snapshot = SaleSnapshot::default();
+        let mut events = self.sale_events(sku, 1).await?;
+        if let Some(settled) = settled {
+            tokio::time::sleep_until(settled.into()).await;
+            let late = self.sale_events(sku, events.last_sequence + 1).await?;
+            events.events.extend(late.events);
+        }
+        let events = events.events;
         // The outbox is folded in after the stream: whatever of it JetStream already holds
         // is the same order, applied once.
-        let events = self.sale_events(sku).await?;
         let outbox = self.inventory.outbox_events(sku).await?;
         for event in events.iter().chain(&outbox) {
             snapshot.apply(event).map_err(RecoveryError::Stream)?;
@@ -314,10 +318,10 @@ impl Rebuilder {
         Ok(true)
     }
 
-    /// Every event of the sale in the order stream, oldest first.
-    async fn sale_events(&self, sku: &Sku) -> Result<Vec<OrderEvent>, RecoveryError> {
+    /// The sale's events in the order stream from sequence `from` on, oldest first.
+    async fn sale_events(&self, sku: &Sku, from: u64) -> Result<EventsRead, RecoveryError> {
         let subjects = format!("{}.*.{sku}", self.subject_prefix);
-        read_events(&self.jetstream, &self.stream, &subjects)
+        read_events(&self.jetstream, &self.stream, &subjects, from)
             .await
             .map_err(RecoveryError::Stream)
     }
