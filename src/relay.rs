@@ -22,6 +22,7 @@ use crate::confirm::ConfirmedEvents;
 use crate::domain::Sku;
 use crate::inventory::{Backlog, Inventory, OutboxEntry, StoreError};
 use crate::jetstream::{DUPLICATE_WINDOW, StreamSetupError, ensure_stream};
+use crate::recovery::Recovery;
 
 /// Entries read and published per round trip.
 const BATCH: usize = 256;
@@ -82,6 +83,8 @@ pub struct Relay {
     status: Arc<RelayStatus>,
     /// Events the purchase handlers already saw JetStream acknowledge (`confirm.rs`).
     confirmed: Arc<ConfirmedEvents>,
+    /// Rebuilds a sale whose events wait while Redis lost its state.
+    recovery: Arc<Recovery>,
 }
 
 /// Tells a running relay to drain: deliver what it can until the deadline, then stop.
@@ -96,6 +99,7 @@ impl Relay {
         claim_idle: Duration,
         status: Arc<RelayStatus>,
         confirmed: Arc<ConfirmedEvents>,
+        recovery: Arc<Recovery>,
     ) -> Self {
         debug_assert!(claim_idle * 4 < DUPLICATE_WINDOW);
         let mut jetstream = jetstream::new(nats.clone());
@@ -115,6 +119,7 @@ impl Relay {
             consumer: format!("relay-{}-{started:x}", std::process::id()),
             status,
             confirmed,
+            recovery,
         }
     }
 
@@ -223,6 +228,14 @@ impl Relay {
                 .await?
             {
                 self.relay_sale(&sku).await?;
+                // Events waited for a sale whose state Redis lost (one sale's keys gone):
+                // bring it back now rather than at its next request. Only a sale with
+                // waiting events pays for this check.
+                if !self.inventory.sale_exists(&sku).await?
+                    && let Err(e) = self.recovery.restore(&sku).await
+                {
+                    log::warn!("sale {sku} lost in redis, not rebuilt yet: {e}");
+                }
             }
             if let Some(backlog) = self.inventory.outbox_backlog(&sku).await? {
                 total.add(backlog);

@@ -22,7 +22,7 @@ use crate::sale_changes::SaleChanges;
 pub struct AppState {
     pub inventory: Arc<Inventory>,
     /// Rebuilds sales Redis lost; every operation on a sale goes through it.
-    pub recovery: Recovery,
+    pub recovery: Arc<Recovery>,
     /// Confirms new orders with JetStream before they are answered (FLASHSALE_CONFIRM).
     pub confirmation: Confirmation,
     pub relay_status: Arc<RelayStatus>,
@@ -74,6 +74,7 @@ impl Application {
 
         let relay_status = Arc::new(RelayStatus::default());
         let confirmed = Arc::new(ConfirmedEvents::default());
+        let recovery = Arc::new(Recovery::new(inventory.clone(), nats.clone(), &settings));
         let relay = Relay::new(
             inventory.clone(),
             nats.clone(),
@@ -82,8 +83,8 @@ impl Application {
             settings.relay_claim_idle,
             relay_status.clone(),
             confirmed.clone(),
+            recovery.clone(),
         );
-        let recovery = Recovery::new(inventory.clone(), nats.clone(), &settings);
         let confirmation = Confirmation::new(
             settings.confirm,
             nats.clone(),
