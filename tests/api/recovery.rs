@@ -417,6 +417,15 @@ pub async fn loss_during_a_burst(confirm: Confirm, nats: Option<&PrivateNats>) -
 
     let sold = first.sale_json(&sku).await["sold"].as_u64().expect("sold");
     first.wait_for_redis().await;
+    // Both replicas met the loss; whichever installed the sale second found it there and
+    // dropped its staging: nothing is left half-restored, nothing counted twice.
+    let staging: Vec<String> = redis::AsyncCommands::keys(
+        &mut first.redis.clone(),
+        format!("{}:{{{sku}}}:restore:*", first.namespace),
+    )
+    .await
+    .expect("KEYS");
+    assert!(staging.is_empty(), "staging left behind: {staging:?}");
     assert_ne!(
         first.redis_hget(&sku, "sale", "oid").await.as_deref(),
         Some(lost_prefix.as_str()),
