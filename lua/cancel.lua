@@ -17,8 +17,10 @@ local id = ARGV[1]
 if redis.call('EXISTS', sale) == 0 then return { 'sale_missing' } end
 local stored = redis.call('HGET', orders, id)
 if not stored then return { 'order_not_found' } end
--- The record format of purchase.lua: status, quantity, unit_price, created_at, user_id.
-local status, q, price, created_at, user = string.match(stored, '^(%a+)\n(%d+)\n(%d+)\n(%d+)\n(.*)$')
+-- The record format of purchase.lua: status, quantity, unit_price, created_at, pay_by,
+-- paid_at, event, payment_ref, user_id.
+local status, q, price, created_at, pay_by, paid_at, _, payment_ref, user = string.match(stored,
+  '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n(%d*)\n([%d%-]*)\n([^\n]*)\n(.*)$')
 local quantity = tonumber(q)
 
 local outcome = 'already_cancelled'
@@ -28,9 +30,11 @@ if status ~= 'cancelled' then
   if redis.call('HINCRBY', buyers, user, -quantity) <= 0 then
     redis.call('HDEL', buyers, user)
   end
-  redis.call('HSET', orders, id, 'cancelled' .. string.sub(stored, #status + 1))
-  redis.call('XADD', outbox, '*', 'kind', 'cancelled', 'order_id', id, 'user_id', user,
-             'quantity', q, 'unit_price', price, 'created_at', created_at)
+  local event = redis.call('XADD', outbox, '*', 'kind', 'cancelled', 'order_id', id,
+                           'user_id', user, 'quantity', q, 'unit_price', price,
+                           'created_at', created_at)
+  redis.call('HSET', orders, id, table.concat({ 'cancelled', q, price, created_at, pay_by,
+                                                paid_at, event, payment_ref, user }, '\n'))
 end
 
 local f = redis.call('HMGET', sale, 'stock', 'sold')

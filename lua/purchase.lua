@@ -6,12 +6,16 @@
 --
 -- All keys share the sale's `{sku}` hash tag, so the script also runs on Redis Cluster.
 -- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq
--- KEYS[2] orders  HASH  order_id -> "<status>\n<quantity>\n<unit_price>\n<created_at ms>\n<user_id>"
+-- KEYS[2] orders  HASH  order_id -> the order record, one field a line:
+--                       status, quantity, unit_price, created_at ms, pay_by ms, paid_at ms,
+--                       event (outbox id of the order's latest event), payment_ref, user_id
 --                       (plain text, not cjson: a fifth of the script's cost; user_id comes
---                       last, so whatever it holds cannot shift the other fields)
+--                       last, so whatever it holds cannot shift the other fields; empty
+--                       fields are unset)
 -- KEYS[3] buyers  HASH  user_id  -> units this user holds (for the per-user limit)
 -- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay)
--- KEYS[5] idem    STRING order_id, only when the request carries an Idempotency-Key
+-- KEYS[5] buyer's orders LIST the buyer's order ids in this sale, newest first
+-- KEYS[6] idem    STRING order_id, only when the request carries an Idempotency-Key
 --
 -- ARGV[1] user_id
 -- ARGV[2] quantity, an integer 1..100 (validated by the caller)
@@ -29,9 +33,11 @@
 --                   ever decided on a sale Redis does not hold.
 --   'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
 
-local sale, orders, buyers, outbox, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
--- status, quantity, unit_price, created_at, user_id of an order record (see KEYS[2]).
-local ORDER_RECORD = '^(%a+)\n(%d+)\n(%d+)\n(%d+)\n(.*)$'
+local sale, orders, buyers, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local buyer_orders, idem = KEYS[5], KEYS[6]
+-- status, quantity, unit_price, created_at, then (skipped) pay_by, paid_at, event,
+-- payment_ref, and user_id of an order record (see KEYS[2]).
+local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n%d*\n%d*\n[%d%-]*\n[^\n]*\n(.*)$'
 local user, quantity = ARGV[1], tonumber(ARGV[2])
 
 -- Redis's clock, not the replica's: every replica then agrees on the sale window.
@@ -83,18 +89,20 @@ if sold + quantity > stock then return { 'sold_out', stock - sold } end
 redis.call('HINCRBY', sale, 'sold', quantity)
 local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
 redis.call('HINCRBY', buyers, user, quantity)
--- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
-redis.call('HSET', orders, id,
-           'created\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n' .. user)
 if idem then redis.call('SET', idem, id, 'EX', ARGV[3]) end
 -- The outbox entry is written in the same atomic step as the stock: an order accepted here
 -- can never be missing from what the relay hands to JetStream.
+local event
 if idem then
-  redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
-             'quantity', quantity, 'unit_price', price, 'created_at', now, 'idem', ARGV[4])
+  event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
+                     'quantity', quantity, 'unit_price', price, 'created_at', now, 'idem', ARGV[4])
 else
-  redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
-             'quantity', quantity, 'unit_price', price, 'created_at', now)
+  event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
+                     'quantity', quantity, 'unit_price', price, 'created_at', now)
 end
+-- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
+redis.call('HSET', orders, id,
+           'created\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n\n\n' .. event .. '\n\n' .. user)
+redis.call('LPUSH', buyer_orders, id)
 
 return { 'created', id, user, quantity, price, now, stock - sold - quantity, 'created' }

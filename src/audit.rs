@@ -164,8 +164,8 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
             jetstream.apply(event).map_err(AuditError::Nats)?;
         }
         let mut expected = SaleSnapshot::default();
-        let outbox = inventory.outbox_events(&parsed).await?;
-        for event in events.iter().chain(&outbox) {
+        let outbox = inventory.outbox_entries(&parsed).await?;
+        for event in events.iter().chain(outbox.iter().map(|entry| &entry.event)) {
             expected.apply(event).map_err(AuditError::Nats)?;
         }
         let redis = match inventory.order_counts(&parsed).await {

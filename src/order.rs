@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sale::format_time;
+
 /// Body of `POST /v1/sales/{sku}/orders`, as sent; the handler parses it into domain types.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,4 +36,103 @@ pub struct Order {
 pub enum OrderStatus {
     Created,
     Cancelled,
+}
+
+/// An order as `GET /v1/orders/{order_id}` and `GET /v1/sales/{sku}/orders` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderView {
+    pub order_id: String,
+    pub sku: String,
+    pub user_id: String,
+    pub quantity: u32,
+    pub unit_price: u64,
+    pub total_amount: u64,
+    pub created_at: String,
+    pub status: OrderStatus,
+    /// When payment is due (sales with a payment window); null otherwise.
+    pub pay_by: Option<String>,
+    pub paid_at: Option<String>,
+    pub payment_ref: Option<String>,
+    /// Whether the order's latest event has reached JetStream.
+    pub delivered: bool,
+}
+
+impl OrderView {
+    /// Parses an order record of `lua/purchase.lua` (status, quantity, unit_price,
+    /// created_at, pay_by, paid_at, event, payment_ref, user_id, a line each).
+    pub fn from_record(order_id: &str, sku: &str, record: &str, delivered: bool) -> Option<Self> {
+        let fields: Vec<&str> = record.splitn(9, '\n').collect();
+        let [
+            status,
+            quantity,
+            unit_price,
+            created_at,
+            pay_by,
+            paid_at,
+            _event,
+            payment_ref,
+            user,
+        ] = fields[..]
+        else {
+            return None;
+        };
+        let time = |field: &str| -> Option<Option<String>> {
+            if field.is_empty() {
+                Some(None)
+            } else {
+                field.parse().ok().map(|ms| Some(format_time(ms)))
+            }
+        };
+        let quantity: u32 = quantity.parse().ok()?;
+        let unit_price: u64 = unit_price.parse().ok()?;
+        Some(Self {
+            order_id: order_id.to_owned(),
+            sku: sku.to_owned(),
+            user_id: user.to_owned(),
+            quantity,
+            unit_price,
+            total_amount: unit_price * u64::from(quantity),
+            created_at: format_time(created_at.parse().ok()?),
+            status: OrderStatus::parse(status)?,
+            pay_by: time(pay_by)?,
+            paid_at: time(paid_at)?,
+            payment_ref: (!payment_ref.is_empty()).then(|| payment_ref.to_owned()),
+            delivered,
+        })
+    }
+}
+
+impl OrderStatus {
+    pub fn parse(status: &str) -> Option<Self> {
+        match status {
+            "created" => Some(OrderStatus::Created),
+            "cancelled" => Some(OrderStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_record_with_its_empty_fields_unset() {
+        let view = OrderView::from_record(
+            "abc-1-2",
+            "phone",
+            "cancelled\n2\n500\n1764083092123\n\n\n1764083092123-0\n\nbuyer\nwith newline",
+            false,
+        )
+        .expect("a valid record");
+        assert_eq!(view.status, OrderStatus::Cancelled);
+        assert_eq!(view.total_amount, 1000);
+        assert_eq!(view.user_id, "buyer\nwith newline", "user_id is the rest");
+        assert_eq!(view.created_at, "2025-11-25T15:04:52.123Z");
+        assert_eq!(
+            (view.pay_by, view.paid_at, view.payment_ref),
+            (None, None, None)
+        );
+        assert!(OrderView::from_record("x", "s", "created\n1\n1\n1\nuser", true).is_none());
+    }
 }

@@ -296,9 +296,14 @@ impl Rebuilder {
         let events = events.events;
         // The outbox is folded in after the stream: whatever of it JetStream already holds
         // is the same order, applied once.
-        let outbox = self.inventory.outbox_events(sku).await?;
-        for event in events.iter().chain(&outbox) {
+        let outbox = self.inventory.outbox_entries(sku).await?;
+        for event in &events {
             snapshot.apply(event).map_err(RecoveryError::Stream)?;
+        }
+        for entry in &outbox {
+            snapshot
+                .apply_waiting(&entry.event, &entry.id)
+                .map_err(RecoveryError::Stream)?;
         }
         if self.inventory.restore(&definition, &snapshot).await? {
             // A new default sale is no news; anything else means Redis had lost it.

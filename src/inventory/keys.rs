@@ -35,6 +35,17 @@ impl SaleKeys {
         self.key("outbox")
     }
 
+    /// LIST of one buyer's order ids in this sale, newest first.
+    pub fn buyer_orders(&self, user: &str) -> String {
+        format!("{}{user}", self.buyer_orders_prefix())
+    }
+
+    /// What every buyer's order list of the sale starts with (`lua/restore.lua` appends the
+    /// user id).
+    pub fn buyer_orders_prefix(&self) -> String {
+        self.key("buyer_orders:")
+    }
+
     /// STRING naming the replica that relays this sale's outbox (with a TTL).
     pub fn relay_lease(&self) -> String {
         self.key("relay")

@@ -9,6 +9,7 @@ mod cancel;
 mod keys;
 mod outbox;
 mod purchase;
+mod read;
 mod registry;
 mod reply;
 mod restore;
@@ -29,6 +30,7 @@ pub use cancel::CancelError;
 pub use keys::{SaleKeys, sale_registry, sku_digest};
 pub use outbox::{Backlog, OutboxEntry, RELAY_GROUP};
 pub use purchase::{Purchase, PurchaseError};
+pub use read::OrderQuery;
 pub use restore::SaleSnapshot;
 pub use sales::{OrderCounts, PutSaleError};
 
@@ -60,6 +62,7 @@ pub struct Inventory {
     cancel_script: Script,
     relay_lease_script: Script,
     restore_script: Script,
+    read_orders_script: Script,
     /// Last known state of Redis, so an outage is logged once, not once per request.
     available: AtomicBool,
     /// Signalled after each script call that wrote an outbox entry, to wake the relay.
@@ -89,6 +92,7 @@ impl Inventory {
             cancel_script: Script::new(include_str!("../../lua/cancel.lua")),
             relay_lease_script: Script::new(include_str!("../../lua/relay_lease.lua")),
             restore_script: Script::new(include_str!("../../lua/restore.lua")),
+            read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
             available: AtomicBool::new(true),
             outbox_written: Notify::new(),
             sold_out: SoldOutCache::new(settings.sold_out_recheck),
@@ -106,6 +110,7 @@ impl Inventory {
             ("cancel", &self.cancel_script),
             ("relay_lease", &self.relay_lease_script),
             ("restore", &self.restore_script),
+            ("read_orders", &self.read_orders_script),
         ] {
             let sha = script.prepare_invoke().load_async(&mut redis).await?;
             log::info!("lua script {name} loaded: {sha}");

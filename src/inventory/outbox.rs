@@ -174,9 +174,9 @@ impl Inventory {
         Ok(entries)
     }
 
-    /// Every event still in the sale's outbox, oldest first (delivered or not): a rebuild
+    /// Every entry still in the sale's outbox, oldest first (delivered or not): a rebuild
     /// folds them in, as JetStream may not have them yet.
-    pub async fn outbox_events(&self, sku: &Sku) -> Result<Vec<OrderEvent>, StoreError> {
+    pub async fn outbox_entries(&self, sku: &Sku) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut redis = self.redis.clone();
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
             redis.xrange_all(self.keys(sku).outbox()).await;
@@ -184,7 +184,12 @@ impl Inventory {
             .observe(read)?
             .ids
             .iter()
-            .filter_map(|entry| entry_event(sku, entry))
+            .filter_map(|entry| {
+                Some(OutboxEntry {
+                    event: entry_event(sku, entry)?,
+                    id: entry.id.clone(),
+                })
+            })
             .collect())
     }
 

@@ -95,7 +95,8 @@ impl Inventory {
         call.key(keys.sale())
             .key(keys.orders())
             .key(keys.buyers())
-            .key(keys.outbox());
+            .key(keys.outbox())
+            .key(keys.buyer_orders(user.as_str()));
         if let Some(key) = idempotency_key {
             call.key(keys.idempotency(key));
         }

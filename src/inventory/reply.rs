@@ -49,10 +49,7 @@ impl Reply<'_> {
             total_amount: unit_price * quantity,
             created_at: format_time(self.int(5)?),
             remaining: self.uint(6)?,
-            status: match self.text(7)? {
-                "cancelled" => OrderStatus::Cancelled,
-                _ => OrderStatus::Created,
-            },
+            status: OrderStatus::parse(self.text(7)?).ok_or_else(|| self.corrupt())?,
             delivery: None,
         })
     }

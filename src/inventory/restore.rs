@@ -29,6 +29,11 @@ struct OrderState {
     created_at_ms: i64,
     user_id: String,
     idempotency_key: Option<String>,
+    /// The order's sequence in its sale (what ends its id).
+    seq: u64,
+    /// The outbox id of its latest event while that event waits there; empty once JetStream
+    /// holds it (every event read from the stream).
+    event: String,
 }
 
 /// A sale's orders folded from its events. Applying an event twice changes nothing (JetStream
@@ -41,6 +46,15 @@ pub struct SaleSnapshot {
 }
 
 impl SaleSnapshot {
+    /// Applies an event still waiting in the outbox under `entry_id`.
+    pub fn apply_waiting(&mut self, event: &OrderEvent, entry_id: &str) -> Result<(), String> {
+        self.apply(event)?;
+        if let Some(order) = self.orders.get_mut(&event.order_id) {
+            order.event = entry_id.to_owned();
+        }
+        Ok(())
+    }
+
     pub fn apply(&mut self, event: &OrderEvent) -> Result<(), String> {
         let created_at_ms = DateTime::parse_from_rfc3339(&event.created_at)
             .map_err(|e| format!("order {}: created_at: {e}", event.order_id))?
@@ -62,6 +76,8 @@ impl SaleSnapshot {
                 created_at_ms,
                 user_id: event.user_id.clone(),
                 idempotency_key: None,
+                seq,
+                event: String::new(),
             });
         match event.event {
             EventKind::Created => {
@@ -104,12 +120,33 @@ impl SaleSnapshot {
     fn records(&self) -> impl Iterator<Item = (&str, String)> {
         self.orders.iter().map(|(id, o)| {
             let status = if o.cancelled { "cancelled" } else { "created" };
+            // status, quantity, unit_price, created_at, pay_by, paid_at, event, payment_ref,
+            // user_id
             let record = format!(
-                "{status}\n{}\n{}\n{}\n{}",
-                o.quantity, o.unit_price, o.created_at_ms, o.user_id
+                "{status}\n{}\n{}\n{}\n\n\n{}\n\n{}",
+                o.quantity, o.unit_price, o.created_at_ms, o.event, o.user_id
             );
             (id.as_str(), record)
         })
+    }
+
+    /// Each buyer's order ids, newest first, space-separated (as `restore.lua` reads them).
+    fn buyer_orders(&self) -> HashMap<&str, String> {
+        let mut by_buyer: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
+        for (id, o) in &self.orders {
+            by_buyer
+                .entry(o.user_id.as_str())
+                .or_default()
+                .push((o.seq, id.as_str()));
+        }
+        by_buyer
+            .into_iter()
+            .map(|(user, mut ids)| {
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                let ids: Vec<&str> = ids.into_iter().map(|(_, id)| id).collect();
+                (user, ids.join(" "))
+            })
+            .collect()
     }
 }
 
@@ -125,8 +162,12 @@ impl Inventory {
         let keys = self.keys(&sku);
         let attempt = staging_token();
         let staged = |name: &str| keys.staging(&attempt, name);
-        let (staged_orders, staged_buyers, staged_idem) =
-            (staged("orders"), staged("buyers"), staged("idem"));
+        let (staged_orders, staged_buyers, staged_idem, staged_lists) = (
+            staged("orders"),
+            staged("buyers"),
+            staged("idem"),
+            staged("buyer_orders"),
+        );
 
         let mut pipe = redis::pipe();
         stage(&mut pipe, &staged_orders, snapshot.records());
@@ -147,7 +188,12 @@ impl Inventory {
                 Some((key, format!("{}:{id}", o.created_at_ms + ttl_ms)))
             }),
         );
-        for key in [&staged_orders, &staged_buyers, &staged_idem] {
+        stage(
+            &mut pipe,
+            &staged_lists,
+            snapshot.buyer_orders().into_iter(),
+        );
+        for key in [&staged_orders, &staged_buyers, &staged_idem, &staged_lists] {
             pipe.pexpire(key, STAGE_TTL_MS as i64).ignore();
         }
         // Registered before the sale exists, as a PUT does.
@@ -164,6 +210,7 @@ impl Inventory {
             .key(&staged_orders)
             .key(&staged_buyers)
             .key(&staged_idem)
+            .key(&staged_lists)
             .arg(sku.as_str())
             .arg(definition.stock)
             .arg(snapshot.sold())
@@ -172,7 +219,8 @@ impl Inventory {
             .arg(optional(definition.starts_at))
             .arg(optional(definition.ends_at))
             .arg(snapshot.seq)
-            .arg(keys.idempotency_prefix());
+            .arg(keys.idempotency_prefix())
+            .arg(keys.buyer_orders_prefix());
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
@@ -259,8 +307,17 @@ mod tests {
         let buyers = snapshot.buyers();
         assert_eq!((buyers["u1"], buyers["u2"]), (1, 3));
         let records: HashMap<&str, String> = snapshot.records().collect();
-        assert_eq!(records["abc-1-1"], "cancelled\n2\n7\n1764083092123\nu1");
-        assert_eq!(records["abc-1-2"], "created\n3\n7\n1764083092123\nu2");
+        assert_eq!(
+            records["abc-1-1"],
+            "cancelled\n2\n7\n1764083092123\n\n\n\n\nu1"
+        );
+        assert_eq!(
+            records["abc-1-2"],
+            "created\n3\n7\n1764083092123\n\n\n\n\nu2"
+        );
+        let lists = snapshot.buyer_orders();
+        assert_eq!(lists["u1"], "abc-9-3 abc-1-1", "newest first");
+        assert_eq!(lists["u2"], "abc-1-2");
     }
 
     #[test]

@@ -39,10 +39,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(sales::put_sale))
             .route(web::get().to(sales::get_sale)),
     )
-    .route(
-        "/v1/sales/{sku}/orders",
-        web::post().to(orders::create_order),
+    .service(
+        web::resource("/v1/sales/{sku}/orders")
+            .route(web::post().to(orders::create_order))
+            .route(web::get().to(orders::list_buyer_orders)),
     )
+    .route("/v1/orders/{order_id}", web::get().to(orders::get_order))
     .route(
         "/v1/orders/{order_id}/cancel",
         web::post().to(orders::cancel_order),

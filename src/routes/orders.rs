@@ -1,13 +1,14 @@
 //! The purchase path, top to bottom: extract → domain types → one script call → answer.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
 use crate::confirm::Delivery;
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
 use crate::error::ApiError;
-use crate::inventory::{CancelError, Purchase, PurchaseError, StoreError};
-use crate::order::OrderRequest;
+use crate::inventory::{CancelError, OrderQuery, Purchase, PurchaseError, StoreError};
+use crate::order::{OrderRequest, OrderView};
 use crate::startup::AppState;
 
 /// `POST /v1/sales/{sku}/orders`: 201 with a new order, 200 with the order an earlier request
@@ -103,4 +104,81 @@ pub async fn cancel_order(
     // Stock is back: other replicas drop their sold-out mark.
     state.sale_changes.announce(&order.sku).await;
     Ok(HttpResponse::Ok().json(order))
+}
+
+/// The most orders `GET /v1/sales/{sku}/orders` lists: a buyer's newest.
+pub const LISTED_ORDERS: usize = 100;
+
+/// `GET /v1/orders/{order_id}` (bearer token): the order as it stands.
+pub async fn get_order(
+    _: Admin,
+    state: web::Data<AppState>,
+    order_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    // An id this service cannot have issued names no order.
+    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::OrderNotFound)?;
+    let sku = state
+        .recovery
+        .sku_of(&order_id)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(ApiError::OrderNotFound)?;
+    let query = OrderQuery::One(&order_id);
+    let orders = state
+        .recovery
+        .on_sale(
+            &sku,
+            || state.inventory.read_orders(&sku, &query),
+            || Ok(Vec::new()),
+        )
+        .await?;
+    let order = orders.into_iter().next().ok_or(ApiError::OrderNotFound)?;
+    Ok(HttpResponse::Ok().json(order))
+}
+
+#[derive(Deserialize)]
+pub struct BuyerQuery {
+    user_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BuyerOrders<'a> {
+    sku: &'a str,
+    user_id: &'a str,
+    /// Newest first, at most [`LISTED_ORDERS`].
+    orders: Vec<OrderView>,
+}
+
+/// `GET /v1/sales/{sku}/orders?user_id=…` (bearer token): that buyer's orders in the sale,
+/// newest first.
+pub async fn list_buyer_orders(
+    _: Admin,
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+    query: web::Query<BuyerQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let sku = Sku::parse(&sku)?;
+    let user = query
+        .into_inner()
+        .user_id
+        .ok_or_else(|| ApiError::InvalidRequest("user_id is required".into()))
+        .and_then(|user| Ok(UserId::parse(user)?))?;
+    let query = OrderQuery::Buyer {
+        user: &user,
+        newest: LISTED_ORDERS,
+    };
+    let orders = state
+        .recovery
+        .on_sale(
+            &sku,
+            || async { state.inventory.read_orders(&sku, &query).await.map(Some) },
+            || Ok(None),
+        )
+        .await?
+        .ok_or(ApiError::SaleNotFound)?;
+    Ok(HttpResponse::Ok().json(BuyerOrders {
+        sku: sku.as_str(),
+        user_id: user.as_str(),
+        orders,
+    }))
 }

@@ -6,6 +6,7 @@ mod events;
 mod health;
 mod helpers;
 mod nats;
+mod order_reads;
 mod orders;
 mod postgres;
 mod recovery;

@@ -107,7 +107,8 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
     // Whatever else Redis ran came from inside the script (counted by Redis too) or from the
     // relay's status reads; the purchase path sent nothing else.
     let script_or_relay = [
-        "hmget", "hget", "hincrby", "hset", "xadd", "time", "get", "set", // purchase.lua
+        "hmget", "hget", "hincrby", "hset", "xadd", "time", "get", "set",
+        "lpush", // purchase.lua
         "hvals", "xlen", "xrange", "info", // relay status, and this test's own INFO
     ];
     let others: Vec<(&String, u64)> = after

@@ -80,7 +80,24 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
         ["created", "3", "250"],
         "status, quantity, unit_price"
     );
-    assert_eq!(fields[4], BUYER, "user_id last, whatever it holds");
+    assert_eq!(fields[8], BUYER, "user_id last, whatever it holds");
+    assert_eq!(
+        fields[4..7]
+            .iter()
+            .map(|f| f.is_empty())
+            .collect::<Vec<_>>(),
+        [true, true, false],
+        "no pay_by or paid_at in a sale without a payment window; the event's outbox id"
+    );
+    let listed: Vec<String> = redis::AsyncCommands::lrange(
+        &mut app.redis.clone(),
+        app.key(&sku, &format!("buyer_orders:{BUYER}")),
+        0,
+        -1,
+    )
+    .await
+    .expect("LRANGE");
+    assert_eq!(listed, [order_id], "the buyer's order list");
     let held: u64 = app
         .redis_hget(&sku, "buyers", BUYER)
         .await
@@ -90,7 +107,7 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
     assert_eq!(held, 3);
 
     // The record reads back whole: a replay returns the same order, a cancel rewrites only
-    // the status.
+    // the status and the id of the order's latest event.
     let replay = app.order_with_key(&sku, body, Some("rec")).await;
     assert_eq!(replay.status(), 200);
     let replayed: Value = replay.json().await.expect("order");
@@ -115,9 +132,13 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
         .redis_hget(&sku, "orders", order_id)
         .await
         .expect("recorded");
+    let after: Vec<&str> = record.split('\n').collect();
+    assert_eq!(after[0], "cancelled");
+    assert_ne!(after[6], fields[6], "the cancellation is the latest event");
     assert_eq!(
-        record,
-        fields.join("\n").replacen("created", "cancelled", 1)
+        (&after[1..6], &after[7..]),
+        (&fields[1..6], &fields[7..]),
+        "everything else as it was"
     );
     app.cleanup().await;
 }

@@ -1,0 +1,227 @@
+//! Reading orders: `GET /v1/orders/{order_id}` and `GET /v1/sales/{sku}/orders?user_id=…`.
+
+use std::time::Duration;
+
+use flashsale::config::Confirm;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, spawn_app, spawn_app_with, unique};
+use crate::nats::PrivateNats;
+use crate::recovery::LosableRedis;
+
+async fn read(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered")
+}
+
+async fn read_order(app: &TestApp, order_id: &str) -> Value {
+    let response = read(app, &format!("/v1/orders/{order_id}")).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("order")
+}
+
+/// Reads the order until `delivered` is true (the relay trims what JetStream holds).
+async fn read_delivered(app: &TestApp, order_id: &str) -> Value {
+    for _ in 0..100 {
+        let order = read_order(app, order_id).await;
+        if order["delivered"] == true {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order {order_id} not delivered within 5 s");
+}
+
+async fn buy(app: &TestApp, sku: &str, user: &str) -> Value {
+    let response = app.order(sku, user, 1).await;
+    assert!([201, 202].contains(&response.status().as_u16()));
+    response.json().await.expect("order")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_reads_back_with_its_status_and_delivery() {
+    let app = spawn_app().await;
+    let sku = unique("read");
+    app.create_sale(&sku, json!({"stock": 5, "price": 250}))
+        .await;
+    let bought = buy(&app, &sku, "reader").await;
+    let id = bought["order_id"].as_str().expect("id");
+
+    let order = read_delivered(&app, id).await;
+    for field in [
+        "order_id",
+        "sku",
+        "user_id",
+        "quantity",
+        "unit_price",
+        "total_amount",
+        "created_at",
+    ] {
+        assert_eq!(order[field], bought[field], "{field}");
+    }
+    assert_eq!(order["status"], "created");
+    for field in ["pay_by", "paid_at", "payment_ref"] {
+        assert!(
+            order[field].is_null(),
+            "{field} is null without a payment window"
+        );
+    }
+
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/v1/orders/{id}/cancel")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(cancelled.status(), 200);
+    let order = read_order(&app, id).await;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(read_delivered(&app, id).await["status"], "cancelled");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_undelivered_while_nats_is_down() {
+    let mut nats = PrivateNats::start().await;
+    let url = nats.url();
+    let app = spawn_app_with(|s| s.nats_urls = vec![url.parse().expect("nats url")]).await;
+    let sku = unique("undelivered");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    nats.stop().await;
+    let bought = buy(&app, &sku, "patient").await;
+    assert_eq!(bought["delivery"], "pending");
+    let id = bought["order_id"].as_str().expect("id");
+    assert_eq!(read_order(&app, id).await["delivered"], false);
+
+    nats.restart().await;
+    assert_eq!(read_delivered(&app, id).await["status"], "created");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyers_orders_are_listed_newest_first() {
+    let app = spawn_app_with(|s| s.confirm = Confirm::Redis).await;
+    let sku = unique("listed");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(buy(&app, &sku, "repeat buyer").await["order_id"].clone());
+    }
+    buy(&app, &sku, "someone else").await;
+    ids.reverse();
+
+    let path = format!("/v1/sales/{sku}/orders?user_id=repeat%20buyer");
+    let listed: Value = read(&app, &path).await.json().await.expect("list");
+    assert_eq!(listed["user_id"], "repeat buyer");
+    let listed_ids: Vec<Value> = listed["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["order_id"].clone())
+        .collect();
+    assert_eq!(listed_ids, ids, "newest first, only this buyer's");
+
+    let nobody: Value = read(&app, &format!("/v1/sales/{sku}/orders?user_id=nobody"))
+        .await
+        .json()
+        .await
+        .expect("list");
+    assert_eq!(nobody["orders"], json!([]));
+    let (status, code) = error_of(read(&app, &format!("/v1/sales/{sku}/orders")).await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    let unknown = format!("/v1/sales/{}/orders?user_id=x", unique("none"));
+    let (status, code) = error_of(read(&app, &unknown).await).await;
+    assert_eq!((status, code.as_str()), (404, "sale_not_found"));
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_the_token_and_an_order_that_exists() {
+    let app = spawn_app().await;
+    let sku = unique("guarded");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let id = buy(&app, &sku, "u").await["order_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let anonymous = app
+        .client
+        .get(app.url(&format!("/v1/orders/{id}")))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(error_of(anonymous).await, (401, "unauthorized".to_owned()));
+    let wrong = app
+        .client
+        .get(app.url(&format!("/v1/orders/{id}")))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(error_of(wrong).await.0, 401);
+    let listing = app
+        .client
+        .get(app.url(&format!("/v1/sales/{sku}/orders?user_id=u")))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(error_of(listing).await.0, 401);
+
+    let (prefix, _) = id.rsplit_once('-').expect("sequence");
+    for unknown in [
+        format!("{prefix}-999"),
+        "0123456789abcdef-1-1".to_owned(),
+        "not-an-order".to_owned(),
+    ] {
+        let (status, code) = error_of(read(&app, &format!("/v1/orders/{unknown}")).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (404, "order_not_found"),
+            "{unknown}"
+        );
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_read_back_after_redis_lost_them() {
+    let mut redis = LosableRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let sku = unique("read-rebuilt");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let first = buy(&app, &sku, "loyal").await["order_id"].clone();
+    let second = buy(&app, &sku, "loyal").await["order_id"].clone();
+
+    redis.restart_empty_for(&[&app]).await;
+    let id = second.as_str().expect("id");
+    let order = read_order(&app, id).await;
+    assert_eq!(
+        (&order["status"], &order["delivered"]),
+        (&json!("created"), &json!(true)),
+        "rebuilt from JetStream, which holds it"
+    );
+    let listed: Value = read(&app, &format!("/v1/sales/{sku}/orders?user_id=loyal"))
+        .await
+        .json()
+        .await
+        .expect("list");
+    let listed_ids: Vec<Value> = listed["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["order_id"].clone())
+        .collect();
+    assert_eq!(
+        listed_ids,
+        [second, first],
+        "the list came back, newest first"
+    );
+    app.cleanup().await;
+}
