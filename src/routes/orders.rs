@@ -85,14 +85,7 @@ pub async fn cancel_order(
     state: web::Data<AppState>,
     order_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // An id this service cannot have issued names no order.
-    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::OrderNotFound)?;
-    let sku = state
-        .recovery
-        .sku_of(&order_id)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or(ApiError::OrderNotFound)?;
+    let (order_id, sku) = order_and_sale(&state, &order_id).await?;
     let order = state
         .recovery
         .on_sale(
@@ -106,6 +99,19 @@ pub async fn cancel_order(
     Ok(HttpResponse::Ok().json(order))
 }
 
+/// The order id in a path, and the sale it belongs to (404 when it names no sale).
+async fn order_and_sale(state: &AppState, raw: &str) -> Result<(OrderId, Sku), ApiError> {
+    // An id this service cannot have issued names no order.
+    let order_id = OrderId::parse(raw).map_err(|_| ApiError::OrderNotFound)?;
+    let sku = state
+        .recovery
+        .sku_of(&order_id)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(ApiError::OrderNotFound)?;
+    Ok((order_id, sku))
+}
+
 /// The most orders `GET /v1/sales/{sku}/orders` lists: a buyer's newest.
 pub const LISTED_ORDERS: usize = 100;
 
@@ -115,14 +121,7 @@ pub async fn get_order(
     state: web::Data<AppState>,
     order_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // An id this service cannot have issued names no order.
-    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::OrderNotFound)?;
-    let sku = state
-        .recovery
-        .sku_of(&order_id)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or(ApiError::OrderNotFound)?;
+    let (order_id, sku) = order_and_sale(&state, &order_id).await?;
     let query = OrderQuery::One(&order_id);
     let orders = state
         .recovery

@@ -36,6 +36,21 @@ async fn read_delivered(app: &TestApp, order_id: &str) -> Value {
     panic!("order {order_id} not delivered within 5 s");
 }
 
+/// The ids `GET /v1/sales/{sku}/orders?user_id=` lists (`user` URL-encoded), in its order.
+async fn listed_ids(app: &TestApp, sku: &str, user: &str) -> Vec<Value> {
+    let path = format!("/v1/sales/{sku}/orders?user_id={user}");
+    let response = read(app, &path).await;
+    assert_eq!(response.status(), 200);
+    let listed: Value = response.json().await.expect("list");
+    assert_eq!(listed["sku"], sku);
+    listed["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["order_id"].clone())
+        .collect()
+}
+
 async fn buy(app: &TestApp, sku: &str, user: &str) -> Value {
     let response = app.order(sku, user, 1).await;
     assert!([201, 202].contains(&response.status().as_u16()));
@@ -115,23 +130,12 @@ async fn a_buyers_orders_are_listed_newest_first() {
     buy(&app, &sku, "someone else").await;
     ids.reverse();
 
-    let path = format!("/v1/sales/{sku}/orders?user_id=repeat%20buyer");
-    let listed: Value = read(&app, &path).await.json().await.expect("list");
-    assert_eq!(listed["user_id"], "repeat buyer");
-    let listed_ids: Vec<Value> = listed["orders"]
-        .as_array()
-        .expect("orders")
-        .iter()
-        .map(|o| o["order_id"].clone())
-        .collect();
-    assert_eq!(listed_ids, ids, "newest first, only this buyer's");
-
-    let nobody: Value = read(&app, &format!("/v1/sales/{sku}/orders?user_id=nobody"))
-        .await
-        .json()
-        .await
-        .expect("list");
-    assert_eq!(nobody["orders"], json!([]));
+    assert_eq!(
+        listed_ids(&app, &sku, "repeat%20buyer").await,
+        ids,
+        "newest first, only this buyer's"
+    );
+    assert!(listed_ids(&app, &sku, "nobody").await.is_empty());
     let (status, code) = error_of(read(&app, &format!("/v1/sales/{sku}/orders")).await).await;
     assert_eq!((status, code.as_str()), (400, "invalid_request"));
     let unknown = format!("/v1/sales/{}/orders?user_id=x", unique("none"));
@@ -207,19 +211,8 @@ async fn orders_read_back_after_redis_lost_them() {
         (&json!("created"), &json!(true)),
         "rebuilt from JetStream, which holds it"
     );
-    let listed: Value = read(&app, &format!("/v1/sales/{sku}/orders?user_id=loyal"))
-        .await
-        .json()
-        .await
-        .expect("list");
-    let listed_ids: Vec<Value> = listed["orders"]
-        .as_array()
-        .expect("orders")
-        .iter()
-        .map(|o| o["order_id"].clone())
-        .collect();
     assert_eq!(
-        listed_ids,
+        listed_ids(&app, &sku, "loyal").await,
         [second, first],
         "the list came back, newest first"
     );
