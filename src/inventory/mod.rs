@@ -134,6 +134,12 @@ impl Inventory {
         self.observe(reply).map(drop)
     }
 
+    /// The purchase path's metrics, for outcomes decided outside the inventory (a sale that
+    /// does not exist anywhere).
+    pub fn metrics(&self) -> &PurchaseMetrics {
+        &self.metrics
+    }
+
     /// This replica's sold-out marks (the fast path of `purchase`).
     pub fn sold_out(&self) -> &SoldOutCache {
         &self.sold_out

@@ -8,6 +8,7 @@ use crate::confirm::Delivery;
 use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
 use crate::error::ApiError;
 use crate::inventory::{CancelError, OrderQuery, Purchase, PurchaseError, StoreError};
+use crate::monitoring::Outcome;
 use crate::order::{OrderRequest, OrderView};
 use crate::startup::AppState;
 
@@ -64,7 +65,10 @@ pub(super) async fn purchase(
                     .inventory
                     .purchase(sku, user, quantity, idempotency_key)
             },
-            || Err(PurchaseError::SaleNotFound),
+            || {
+                state.inventory.metrics().outcome(Outcome::SaleNotFound);
+                Err(PurchaseError::SaleNotFound)
+            },
         )
         .await?;
     let delivery = if purchase.replayed {

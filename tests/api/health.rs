@@ -112,12 +112,15 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
     assert_eq!(app.order(&sku, "u1", 1).await.status(), 201);
     assert_eq!(app.order(&sku, "u2", 1).await.status(), 409); // Redis says sold out
     assert_eq!(app.order(&sku, "u3", 1).await.status(), 409); // answered from memory
+    assert_eq!(app.order(&unique("none"), "u4", 1).await.status(), 404);
     let after = scrape(&app).await;
 
     let created = r#"flashsale_purchases_total{outcome="created"}"#;
     let sold_out = r#"flashsale_purchases_total{outcome="sold_out"}"#;
     assert!(sample(&after, created) >= sample(&before, created) + 1.0);
     assert!(sample(&after, sold_out) >= sample(&before, sold_out) + 2.0);
+    let not_found = r#"flashsale_purchases_total{outcome="sale_not_found"}"#;
+    assert!(sample(&after, not_found) >= sample(&before, not_found) + 1.0);
     let fast = "flashsale_sold_out_fast_path_total";
     assert!(sample(&after, fast) >= sample(&before, fast) + 1.0);
     for series in [
