@@ -54,7 +54,7 @@ fn purchase(c: &mut Criterion) {
     let inventory = runtime.block_on(async {
         let inventory = Inventory::new(&settings).expect("redis client");
         inventory
-            .put_sale(&sku, &unlimited_sale(), false)
+            .put_sale(&sku, &unlimited_sale(), false, 0)
             .await
             .expect("bench needs Redis: run scripts/services.sh");
         inventory

@@ -12,9 +12,12 @@
 -- ARGV[6] ends_at in ms since the epoch, '' = never closes
 -- ARGV[7] '1' when JetStream held a definition of this sale before this PUT: then a missing
 --         hash means Redis lost the sale, which must be rebuilt, never created afresh
+-- ARGV[8] the revision of this definition in JetStream: a PUT whose revision is older than
+--         the one Redis holds lost a race with a later PUT and changes nothing, so Redis and
+--         JetStream end with the same definition
 --
 -- Reply: { 'created' | 'replaced', sold, now_ms } or { 'stock_below_sold', sold } or
---        { 'sale_missing' }
+--        { 'sale_missing' } or { 'superseded' }
 
 local sale = KEYS[1]
 local stock = tonumber(ARGV[2])
@@ -23,7 +26,9 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local outcome = 'replaced'
-local sold = tonumber(redis.call('HGET', sale, 'sold'))
+local f = redis.call('HMGET', sale, 'sold', 'rev')
+local sold = tonumber(f[1])
+if sold and tonumber(f[2] or 0) > tonumber(ARGV[8]) then return { 'superseded' } end
 if sold then
   if stock < sold then return { 'stock_below_sold', sold } end
 elseif ARGV[7] == '1' then
@@ -35,7 +40,7 @@ else
   redis.call('HSET', sale, 'sold', 0, 'seq', 0, 'oid', oid)
 end
 
-redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4])
+redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4], 'rev', ARGV[8])
 -- Optional settings: absent in the request means absent in the sale (a PUT replaces them).
 local optional = { per_user_limit = ARGV[3], starts_at = ARGV[5], ends_at = ARGV[6] }
 for field, value in pairs(optional) do

@@ -21,6 +21,7 @@
 -- ARGV[8] seq: the highest order sequence the sale ever issued, as far as JetStream knows
 -- ARGV[9] key prefix of the sale's idempotency keys (`<ns>:{<sku>}:idem:`)
 -- ARGV[10] key prefix of the sale's buyer order lists (`<ns>:{<sku>}:buyer_orders:`)
+-- ARGV[11] the definition's revision in JetStream (see put_sale.lua)
 --
 -- The idempotency keys and buyer lists are built from prefixes here, one per key of the
 -- staged hashes (all in the sale's hash slot): passing thousands of them in KEYS would only
@@ -76,7 +77,7 @@ redis.call('DEL', staged_lists)
 -- lost copy that never reached JetStream can then never be issued again.
 local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
-           'seq', ARGV[8])
+           'seq', ARGV[8], 'rev', ARGV[11])
 local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end

@@ -32,6 +32,10 @@ pub struct SaleDefinition {
     pub starts_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<i64>,
+    /// The bucket's revision of this definition (not part of the JSON): Redis keeps the
+    /// revision it holds, so of two PUTs racing, the later definition wins in both stores.
+    #[serde(skip)]
+    pub revision: u64,
 }
 
 impl SaleDefinition {
@@ -43,6 +47,7 @@ impl SaleDefinition {
             price: settings.price,
             starts_at: settings.starts_at,
             ends_at: settings.ends_at,
+            revision: 0,
         }
     }
 
@@ -134,26 +139,31 @@ impl SaleDefinitions {
         &self,
         digest: &str,
     ) -> Result<Option<SaleDefinition>, DefinitionError> {
-        let Some(value) = self.store().await?.get(digest).await.map_err(failed)? else {
+        let Some(entry) = self.store().await?.entry(digest).await.map_err(failed)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&value).map(Some).map_err(failed)
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let mut definition: SaleDefinition =
+            serde_json::from_slice(&entry.value).map_err(failed)?;
+        definition.revision = entry.revision;
+        Ok(Some(definition))
     }
 
     pub async fn get(&self, sku: &Sku) -> Result<Option<SaleDefinition>, DefinitionError> {
         self.get_by_digest(&sku_digest(sku)).await
     }
 
-    /// Records a new revision of the sale.
-    pub async fn put(&self, definition: &SaleDefinition) -> Result<(), DefinitionError> {
+    /// Records a new revision of the sale; returns that revision.
+    pub async fn put(&self, definition: &SaleDefinition) -> Result<u64, DefinitionError> {
         let value = serde_json::to_vec(definition).map_err(failed)?;
         let sku = Sku::parse(&definition.sku).map_err(|e| DefinitionError(e.0))?;
         self.store()
             .await?
             .put(sku_digest(&sku), value.into())
             .await
-            .map_err(failed)?;
-        Ok(())
+            .map_err(failed)
     }
 
     /// Records the sale unless it is already defined; returns the definition that holds.
@@ -169,7 +179,10 @@ impl SaleDefinitions {
             .create(sku_digest(&sku), value.into())
             .await
         {
-            Ok(_) => Ok(definition.clone()),
+            Ok(revision) => Ok(SaleDefinition {
+                revision,
+                ..definition.clone()
+            }),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self
                 .get(&sku)
                 .await?

@@ -193,7 +193,8 @@ impl Recovery {
             .get(sku)
             .await
             .map_err(RecoveryError::from)?;
-        self.definitions()
+        let revision = self
+            .definitions()
             .put(&SaleDefinition::new(sku, settings))
             .await
             .map_err(RecoveryError::from)?;
@@ -203,7 +204,7 @@ impl Recovery {
                 || {
                     self.rebuilder
                         .inventory
-                        .put_sale(sku, settings, before.is_some())
+                        .put_sale(sku, settings, before.is_some(), revision)
                 },
                 // Defined a moment ago: only a second loss in between gets here.
                 || Err(StoreError::SaleMissing.into()),
@@ -211,10 +212,10 @@ impl Recovery {
             .await;
         if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
             let reverted = match self.definitions().put(before).await {
-                Ok(()) => self
+                Ok(revision) => self
                     .rebuilder
                     .inventory
-                    .put_sale(sku, &before.settings(), true)
+                    .put_sale(sku, &before.settings(), true, revision)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),

@@ -220,7 +220,8 @@ impl Inventory {
             .arg(optional(definition.ends_at))
             .arg(snapshot.seq)
             .arg(keys.idempotency_prefix())
-            .arg(keys.buyer_orders_prefix());
+            .arg(keys.buyer_orders_prefix())
+            .arg(definition.revision);
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {

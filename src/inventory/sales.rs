@@ -27,11 +27,14 @@ impl Inventory {
     /// Creates the sale or replaces its settings; `Ok((sale, true))` when it was created.
     /// `defined_before`: JetStream held a definition of the sale before this PUT, so a sale
     /// missing from Redis was lost and is `Store(SaleMissing)`, never created afresh.
+    /// `revision`: the definition's revision in JetStream; a PUT that a later one overtook
+    /// changes nothing and answers the sale as the later one left it.
     pub async fn put_sale(
         &self,
         sku: &Sku,
         settings: &SaleSettings,
         defined_before: bool,
+        revision: u64,
     ) -> Result<(Sale, bool), PutSaleError> {
         let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
         let mut call = self.put_sale_script.prepare_invoke();
@@ -42,7 +45,8 @@ impl Inventory {
             .arg(settings.price)
             .arg(optional(settings.starts_at))
             .arg(optional(settings.ends_at))
-            .arg(if defined_before { "1" } else { "" });
+            .arg(if defined_before { "1" } else { "" })
+            .arg(revision);
 
         let mut redis = self.redis.clone();
         // Registered first: a sale that exists is always known to the relay and to cancel.
@@ -53,8 +57,13 @@ impl Inventory {
         self.observe(registered)?;
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
-        if reply.text(0)? == "sale_missing" {
-            return Err(StoreError::SaleMissing.into());
+        match reply.text(0)? {
+            "sale_missing" => return Err(StoreError::SaleMissing.into()),
+            "superseded" => {
+                log::info!("sale {sku}: PUT revision {revision} overtaken by a later one");
+                return Ok((self.sale(sku).await?, false));
+            }
+            _ => {}
         }
         let sold = reply.uint(1)?;
         match reply.text(0)? {

@@ -268,6 +268,7 @@ async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
             ends_at: None,
         },
         false,
+        0,
     )
     .await
     .expect("sale");

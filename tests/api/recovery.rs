@@ -603,3 +603,48 @@ async fn the_relay_brings_back_a_sale_whose_events_wait_in_its_outbox() {
     assert_audit_clean(&app.settings, None).await;
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
+    let mut redis = LosableRedis::start().await;
+    let settings = settings_on(&redis, Confirm::JetStream);
+    let first = spawn_app_from(settings.clone()).await;
+    let second = spawn_app_from(settings.clone()).await;
+    let sku = unique("raced");
+    first.create_sale(&sku, json!({"stock": 10})).await;
+
+    for round in 0..10u64 {
+        let (a, b) = tokio::join!(
+            first.put_sale(&sku, json!({"stock": 100 + round})),
+            second.put_sale(&sku, json!({"stock": 200 + round}))
+        );
+        assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+        // Whichever PUT JetStream recorded last is the sale in Redis too: a loss changes
+        // nothing.
+        let live = first.sale_json(&sku).await["stock"].clone();
+        redis.restart_empty_for(&[&first, &second]).await;
+        assert_eq!(
+            first.sale_json(&sku).await["stock"],
+            live,
+            "round {round}: rebuilt from the same definition Redis held"
+        );
+    }
+
+    // A PUT overtaken by a later revision changes nothing.
+    let inventory = flashsale::inventory::Inventory::new(&settings).expect("inventory");
+    let stale = flashsale::sale::SaleSettings {
+        stock: 1,
+        per_user_limit: None,
+        price: 0,
+        starts_at: None,
+        ends_at: None,
+    };
+    let sku_parsed = flashsale::domain::Sku::parse(&sku).expect("sku");
+    let (sale, created) = inventory
+        .put_sale(&sku_parsed, &stale, true, 1)
+        .await
+        .expect("answered");
+    assert!(!created);
+    assert_ne!(sale.stock, 1, "the older revision was not applied");
+    first.cleanup().await;
+}
