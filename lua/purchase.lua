@@ -92,14 +92,9 @@ redis.call('HINCRBY', buyers, user, quantity)
 if idem then redis.call('SET', idem, id, 'EX', ARGV[3]) end
 -- The outbox entry is written in the same atomic step as the stock: an order accepted here
 -- can never be missing from what the relay hands to JetStream.
-local event
-if idem then
-  event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
-                     'quantity', quantity, 'unit_price', price, 'created_at', now, 'idem', ARGV[4])
-else
-  event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id, 'user_id', user,
-                     'quantity', quantity, 'unit_price', price, 'created_at', now)
-end
+local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id,
+                         'user_id', user, 'quantity', quantity, 'unit_price', price,
+                         'created_at', now, 'idem', ARGV[4])
 -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
 redis.call('HSET', orders, id,
            'created\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n\n\n' .. event .. '\n\n' .. user)

@@ -42,9 +42,14 @@ impl ConfirmedEvents {
         }
     }
 
-    /// True (once) when JetStream already acknowledged this message id to this process.
-    pub fn take(&self, message_id: &str) -> bool {
-        self.0.lock().is_ok_and(|mut ids| ids.remove(message_id))
+    /// True (once) when JetStream already acknowledged this event to this process. Only
+    /// created events are confirmed, and their message id is the order id.
+    pub fn take(&self, event: &OrderEvent) -> bool {
+        event.event == EventKind::Created
+            && self
+                .0
+                .lock()
+                .is_ok_and(|mut ids| ids.remove(event.order_id.as_str()))
     }
 }
 

@@ -288,20 +288,18 @@ impl Rebuilder {
             None => return Ok(false),
         };
         let mut snapshot = SaleSnapshot::default();
-        let mut events = self.sale_events(sku, 1).await?;
+        let read = self.sale_events(sku, 1).await?;
+        let mut events = read.events;
         if let Some(settled) = settled {
             tokio::time::sleep_until(settled.into()).await;
-            let late = self.sale_events(sku, events.last_sequence + 1).await?;
-            events.events.extend(late.events);
+            events.extend(self.sale_events(sku, read.last_sequence + 1).await?.events);
         }
-        let events = events.events;
-        // The outbox is folded in after the stream: whatever of it JetStream already holds
-        // is the same order, applied once.
-        let outbox = self.inventory.outbox_entries(sku).await?;
         for event in &events {
             snapshot.apply(event).map_err(RecoveryError::Stream)?;
         }
-        for entry in &outbox {
+        // The outbox is folded in after the stream: whatever of it JetStream already holds
+        // is the same order, applied once.
+        for entry in &self.inventory.outbox_entries(sku).await? {
             snapshot
                 .apply_waiting(&entry.event, &entry.id)
                 .map_err(RecoveryError::Stream)?;

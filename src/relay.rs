@@ -282,7 +282,7 @@ impl Relay {
         let mut pending_acks = Vec::with_capacity(entries.len());
         let mut delivered = Vec::with_capacity(entries.len());
         for entry in entries {
-            if self.confirmed.take(&entry.event.message_id()) {
+            if self.confirmed.take(&entry.event) {
                 delivered.push(entry.id.clone());
                 continue;
             }

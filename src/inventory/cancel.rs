@@ -17,8 +17,7 @@ impl Inventory {
     /// Cancels an order of `sku` (found from the digest its id starts with): one call of
     /// `lua/cancel.lua`. Cancelling twice changes nothing the second time.
     pub async fn cancel(&self, sku: &Sku, order_id: &OrderId) -> Result<Order, CancelError> {
-        let sku = sku.clone();
-        let keys = self.keys(&sku);
+        let keys = self.keys(sku);
         let mut call = self.cancel_script.prepare_invoke();
         call.key(keys.sale())
             .key(keys.orders())
@@ -30,7 +29,7 @@ impl Inventory {
         let reply = Reply(&reply);
         match reply.text(0)? {
             "cancelled" => {
-                let order = reply.order(&sku)?;
+                let order = reply.order(sku)?;
                 self.outbox_written.notify_one();
                 self.sold_out.clear(sku.as_str());
                 log::info!(
@@ -40,7 +39,7 @@ impl Inventory {
                 );
                 Ok(order)
             }
-            "already_cancelled" => Ok(reply.order(&sku)?),
+            "already_cancelled" => Ok(reply.order(sku)?),
             "order_not_found" => Err(CancelError::OrderNotFound),
             "sale_missing" => Err(StoreError::SaleMissing.into()),
             _ => Err(reply.corrupt().into()),

@@ -227,6 +227,7 @@ fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent
         unit_price,
         total_amount: unit_price * u64::from(quantity),
         created_at: format_time(entry.get("created_at")?),
-        idempotency_key: entry.get("idem"),
+        // Written by every purchase, empty when it carried no Idempotency-Key.
+        idempotency_key: entry.get::<String>("idem").filter(|key| !key.is_empty()),
     })
 }

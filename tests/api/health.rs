@@ -90,13 +90,13 @@ async fn service_recovers_when_redis_comes_back() {
 }
 
 /// The value of one sample line of the Prometheus text, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
+pub fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
-async fn scrape(app: &crate::helpers::TestApp) -> String {
+pub async fn scrape(app: &crate::helpers::TestApp) -> String {
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
     response.text().await.expect("text")
@@ -121,6 +121,9 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
     assert!(sample(&after, sold_out) >= sample(&before, sold_out) + 2.0);
     let not_found = r#"flashsale_purchases_total{outcome="sale_not_found"}"#;
     assert!(sample(&after, not_found) >= sample(&before, not_found) + 1.0);
+    // The new order was confirmed by JetStream (the default FLASHSALE_CONFIRM).
+    let confirmed = r#"flashsale_confirmations_total{result="confirmed"}"#;
+    assert!(sample(&after, confirmed) >= sample(&before, confirmed) + 1.0);
     let fast = "flashsale_sold_out_fast_path_total";
     assert!(sample(&after, fast) >= sample(&before, fast) + 1.0);
     for series in [

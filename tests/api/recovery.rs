@@ -12,6 +12,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::events::users;
+use crate::health::{sample, scrape};
 use crate::helpers::{
     ADMIN_TOKEN, TestApp, assert_audit_clean, audit, error_of, free_port, private_redis,
     spawn_app_from, test_settings, unique,
@@ -211,12 +212,18 @@ async fn limits_and_idempotency_keys_survive_the_loss() {
     let first: Value = first.json().await.expect("order");
     assert_eq!(first["delivery"], "confirmed");
 
+    let rebuilds = "flashsale_sale_rebuilds_total";
+    let before = sample(&scrape(&app).await, rebuilds);
     redis.restart_empty_for(&[&app]).await;
     let (status, code) = error_of(app.order(&sku, "holder", 1).await).await;
     assert_eq!(
         (status, code.as_str()),
         (409, "user_limit_reached"),
         "the tally came back"
+    );
+    assert!(
+        sample(&scrape(&app).await, rebuilds) >= before + 1.0,
+        "the rebuild is counted"
     );
     let retry = app.order_with_key(&sku, body, Some("retry-me")).await;
     assert_eq!(
@@ -647,4 +654,44 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
     assert!(!created);
     assert_ne!(sale.stock, 1, "the older revision was not applied");
     first.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_acknowledgement_a_purchase_is_202_and_still_delivered() {
+    // A nats-server without JetStream: connected, but nothing acknowledges a publish.
+    let port = crate::helpers::free_port();
+    let _plain_nats = tokio::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server is installed (scripts/services.sh installs it)");
+    crate::helpers::wait_for_port(port).await;
+    let redis = LosableRedis::start().await;
+    let settings = settings_on(&redis, Confirm::JetStream);
+    let recorded = spawn_app_from(settings.clone()).await;
+    let mut unacknowledged_settings = settings;
+    unacknowledged_settings.nats_urls = vec![
+        format!("nats://127.0.0.1:{port}")
+            .parse()
+            .expect("nats url"),
+    ];
+    let unacknowledged = spawn_app_from(unacknowledged_settings).await;
+    let sku = unique("unacked");
+    recorded.create_sale(&sku, json!({"stock": 5})).await;
+    unacknowledged.wait_until_ready().await;
+
+    let response = unacknowledged.order(&sku, "waiting", 1).await;
+    assert_eq!(response.status(), 202);
+    let order: Value = response.json().await.expect("order");
+    assert_eq!(order["delivery"], "pending");
+    assert_eq!(unacknowledged.redis_sold(&sku).await, 1, "Redis decided");
+    // The outbox still delivers it (here through the replica whose NATS has JetStream).
+    let messages = wait_for_delivered(&recorded.settings, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        messages[0].event.order_id,
+        order["order_id"].as_str().expect("id")
+    );
+    recorded.cleanup().await;
 }
