@@ -13,27 +13,25 @@
 -- KEYS[4] staged orders  HASH  (may be absent: a sale without orders)
 -- KEYS[5] staged buyers  HASH  (may be absent)
 -- KEYS[6] staged idem    HASH  Idempotency-Key -> "<expires at ms>:<order_id>" (may be absent)
--- KEYS[7] staged lists   HASH  user_id -> that buyer's order ids, newest first, space-separated
 --
 -- ARGV[1] sku (for the order-id prefix)
 -- ARGV[2] stock   ARGV[3] sold   ARGV[4] per_user_limit ('' = none)   ARGV[5] price
 -- ARGV[6] starts_at ('' = none)   ARGV[7] ends_at ('' = none)
 -- ARGV[8] seq: the highest order sequence the sale ever issued, as far as JetStream knows
 -- ARGV[9] key prefix of the sale's idempotency keys (`<ns>:{<sku>}:idem:`)
--- ARGV[10] key prefix of the sale's buyer order lists (`<ns>:{<sku>}:buyer_orders:`)
--- ARGV[11] the definition's revision in JetStream (see put_sale.lua)
+-- ARGV[10] the definition's revision in JetStream (see put_sale.lua)
 --
--- The idempotency keys and buyer lists are built from prefixes here, one per key of the
--- staged hashes (all in the sale's hash slot): passing thousands of them in KEYS would only
--- copy the same data twice.
+-- The idempotency keys are built from the prefix here, one per field of the staged hash (all
+-- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
+-- twice. The buyers' order lists are an index for reads; the caller appends them after this.
 --
 -- Reply: { 'restored', now_ms } or { 'exists' }
 
 local sale, orders, buyers = KEYS[1], KEYS[2], KEYS[3]
-local staged_orders, staged_buyers, staged_idem, staged_lists = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local staged_orders, staged_buyers, staged_idem = KEYS[4], KEYS[5], KEYS[6]
 
 if redis.call('EXISTS', sale) == 1 then
-  redis.call('DEL', staged_orders, staged_buyers, staged_idem, staged_lists)
+  redis.call('DEL', staged_orders, staged_buyers, staged_idem)
   return { 'exists' }
 end
 
@@ -56,28 +54,11 @@ for i = 1, #idem, 2 do
 end
 redis.call('DEL', staged_idem)
 
--- Each buyer's order list, newest first, pushed in chunks (Lua's unpack has a limit).
-local lists = redis.call('HGETALL', staged_lists)
-for i = 1, #lists, 2 do
-  local key = ARGV[10] .. lists[i]
-  redis.call('DEL', key)
-  local chunk = {}
-  for id in string.gmatch(lists[i + 1], '%S+') do
-    chunk[#chunk + 1] = id
-    if #chunk == 1000 then
-      redis.call('RPUSH', key, unpack(chunk))
-      chunk = {}
-    end
-  end
-  if #chunk > 0 then redis.call('RPUSH', key, unpack(chunk)) end
-end
-redis.call('DEL', staged_lists)
-
 -- A new order-id prefix (the restore time) with the sequence continuing: ids issued by the
 -- lost copy that never reached JetStream can then never be issued again.
 local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
-           'seq', ARGV[8], 'rev', ARGV[11])
+           'seq', ARGV[8], 'rev', ARGV[10])
 local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end

@@ -304,7 +304,8 @@ impl Rebuilder {
                 .apply_waiting(&entry.event, &entry.id)
                 .map_err(RecoveryError::Stream)?;
         }
-        if self.inventory.restore(&definition, &snapshot).await? {
+        let restored = self.inventory.restore(&definition, &snapshot).await?;
+        if restored {
             // A new default sale is no news; anything else means Redis had lost it.
             if snapshot.orders() > 0 || sku.as_str() != self.default_sale.sku {
                 crate::monitoring::record_rebuild(started.elapsed());
@@ -318,6 +319,13 @@ impl Rebuilder {
             } else {
                 log::info!("default sale {sku} created with stock {}", definition.stock);
             }
+            // Requests wait for the sale, not for the buyers' order lists (read index only).
+            let (inventory, sku) = (self.inventory.clone(), sku.clone());
+            tokio::spawn(async move {
+                if let Err(e) = inventory.restore_buyer_orders(&sku, &snapshot).await {
+                    log::warn!("sale {sku}: buyers' order lists not rebuilt: {e}");
+                }
+            });
         }
         Ok(true)
     }

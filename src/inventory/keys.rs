@@ -37,13 +37,7 @@ impl SaleKeys {
 
     /// LIST of one buyer's order ids in this sale, newest first.
     pub fn buyer_orders(&self, user: &str) -> String {
-        format!("{}{user}", self.buyer_orders_prefix())
-    }
-
-    /// What every buyer's order list of the sale starts with (`lua/restore.lua` appends the
-    /// user id).
-    pub fn buyer_orders_prefix(&self) -> String {
-        self.key("buyer_orders:")
+        format!("{}buyer_orders:{user}", self.prefix)
     }
 
     /// STRING naming the replica that relays this sale's outbox (with a TTL).
