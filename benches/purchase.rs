@@ -42,6 +42,7 @@ fn unlimited_sale() -> SaleSettings {
         price: 100,
         starts_at: None,
         ends_at: None,
+        payment_timeout_secs: None,
     }
 }
 

@@ -44,6 +44,7 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
             price: 990,
             starts_at: None,
             ends_at: None,
+            payment_timeout_secs: None,
         },
     );
     recovery

@@ -15,7 +15,9 @@
 -- KEYS[3] buyers  HASH  user_id  -> units this user holds (for the per-user limit)
 -- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay)
 -- KEYS[5] buyer's orders LIST the buyer's order ids in this sale, newest first
--- KEYS[6] idem    STRING order_id, only when the request carries an Idempotency-Key
+-- KEYS[6] deadlines ZSET order_id -> pay_by ms, of the orders awaiting payment (the expiry
+--                       sweeper's index, see expire.lua)
+-- KEYS[7] idem    STRING order_id, only when the request carries an Idempotency-Key
 --
 -- ARGV[1] user_id
 -- ARGV[2] quantity, an integer 1..100 (validated by the caller)
@@ -25,7 +27,7 @@
 --
 -- Reply: { outcome, ... } where outcome is one of
 --   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
---                              status ('created' | 'cancelled')
+--                              status, pay_by_ms ('' when the sale has no payment window)
 --   'sold_out'               , remaining
 --   'quantity_above_limit'   , per_user_limit
 --   'sale_missing'  the sale is not in Redis: never created, or Redis lost it. The caller
@@ -34,10 +36,10 @@
 --   'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
 
 local sale, orders, buyers, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local buyer_orders, idem = KEYS[5], KEYS[6]
--- status, quantity, unit_price, created_at, then (skipped) pay_by, paid_at, event,
+local buyer_orders, deadlines, idem = KEYS[5], KEYS[6], KEYS[7]
+-- status, quantity, unit_price, created_at, pay_by, then (skipped) paid_at, event,
 -- payment_ref, and user_id of an order record (see KEYS[2]).
-local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n%d*\n%d*\n[%d%-]*\n[^\n]*\n(.*)$'
+local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n[%d%-]*\n[^\n]*\n(.*)$'
 local user, quantity = ARGV[1], tonumber(ARGV[2])
 
 -- Redis's clock, not the replica's: every replica then agrees on the sale window.
@@ -45,10 +47,11 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local f = redis.call('HMGET', sale, 'stock', 'sold', 'per_user_limit', 'price',
-                     'starts_at', 'ends_at', 'oid')
+                     'starts_at', 'ends_at', 'oid', 'payment_timeout')
 local stock, sold = tonumber(f[1]), tonumber(f[2])
 local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
 local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
+local payment_timeout = tonumber(f[8])
 
 -- 1. Existence. Every sale, the default one included, is written by put_sale.lua or
 --    restore.lua; a missing hash means the caller must consult JetStream first.
@@ -61,11 +64,12 @@ if idem then
   if id then
     local stored = redis.call('HGET', orders, id)
     if stored then
-      local status, q, p, c, u = string.match(stored, ORDER_RECORD)
+      local status, q, p, c, pay_by, u = string.match(stored, ORDER_RECORD)
       if u ~= user or tonumber(q) ~= quantity then
         return { 'idempotency_conflict' }
       end
-      return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c), stock - sold, status }
+      return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c), stock - sold, status,
+               pay_by }
     end
   end
 end
@@ -90,14 +94,21 @@ redis.call('HINCRBY', sale, 'sold', quantity)
 local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
 redis.call('HINCRBY', buyers, user, quantity)
 if idem then redis.call('SET', idem, id, 'EX', ARGV[3]) end
+-- With a payment window the order holds its units until pay_by (Redis's clock), then the
+-- sweeper's expire.lua returns them unless pay.lua marked it paid first.
+local status, pay_by = 'created', ''
+if payment_timeout then
+  status, pay_by = 'pending_payment', now + payment_timeout * 1000
+  redis.call('ZADD', deadlines, pay_by, id)
+end
 -- The outbox entry is written in the same atomic step as the stock: an order accepted here
 -- can never be missing from what the relay hands to JetStream.
 local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id,
                          'user_id', user, 'quantity', quantity, 'unit_price', price,
-                         'created_at', now, 'idem', ARGV[4])
+                         'created_at', now, 'idem', ARGV[4], 'pay_by', pay_by)
 -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
-redis.call('HSET', orders, id,
-           'created\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n\n\n' .. event .. '\n\n' .. user)
+redis.call('HSET', orders, id, status .. '\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n'
+           .. pay_by .. '\n\n' .. event .. '\n\n' .. user)
 redis.call('LPUSH', buyer_orders, id)
 
-return { 'created', id, user, quantity, price, now, stock - sold - quantity, 'created' }
+return { 'created', id, user, quantity, price, now, stock - sold - quantity, status, pay_by }

@@ -15,6 +15,7 @@
 -- ARGV[8] the revision of this definition in JetStream: a PUT whose revision is older than
 --         the one Redis holds lost a race with a later PUT and changes nothing, so Redis and
 --         JetStream end with the same definition
+-- ARGV[9] payment_timeout in seconds, '' = an order is final when accepted
 --
 -- Reply: { 'created' | 'replaced', sold, now_ms } or { 'stock_below_sold', sold } or
 --        { 'sale_missing' } or { 'superseded' }
@@ -42,7 +43,8 @@ end
 
 redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4], 'rev', ARGV[8])
 -- Optional settings: absent in the request means absent in the sale (a PUT replaces them).
-local optional = { per_user_limit = ARGV[3], starts_at = ARGV[5], ends_at = ARGV[6] }
+local optional = { per_user_limit = ARGV[3], starts_at = ARGV[5], ends_at = ARGV[6],
+                   payment_timeout = ARGV[9] }
 for field, value in pairs(optional) do
   if value == '' then redis.call('HDEL', sale, field) else redis.call('HSET', sale, field, value) end
 end

@@ -13,6 +13,8 @@
 -- KEYS[4] staged orders  HASH  (may be absent: a sale without orders)
 -- KEYS[5] staged buyers  HASH  (may be absent)
 -- KEYS[6] staged idem    HASH  Idempotency-Key -> "<expires at ms>:<order_id>" (may be absent)
+-- KEYS[7] deadlines      ZSET  (see purchase.lua)
+-- KEYS[8] staged deadlines ZSET (may be absent: no order awaits payment)
 --
 -- ARGV[1] sku (for the order-id prefix)
 -- ARGV[2] stock   ARGV[3] sold   ARGV[4] per_user_limit ('' = none)   ARGV[5] price
@@ -20,6 +22,7 @@
 -- ARGV[8] seq: the highest order sequence the sale ever issued, as far as JetStream knows
 -- ARGV[9] key prefix of the sale's idempotency keys (`<ns>:{<sku>}:idem:`)
 -- ARGV[10] the definition's revision in JetStream (see put_sale.lua)
+-- ARGV[11] payment_timeout in seconds ('' = none)
 --
 -- The idempotency keys are built from the prefix here, one per field of the staged hash (all
 -- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
@@ -29,9 +32,10 @@
 
 local sale, orders, buyers = KEYS[1], KEYS[2], KEYS[3]
 local staged_orders, staged_buyers, staged_idem = KEYS[4], KEYS[5], KEYS[6]
+local deadlines, staged_deadlines = KEYS[7], KEYS[8]
 
 if redis.call('EXISTS', sale) == 1 then
-  redis.call('DEL', staged_orders, staged_buyers, staged_idem)
+  redis.call('DEL', staged_orders, staged_buyers, staged_idem, staged_deadlines)
   return { 'exists' }
 end
 
@@ -41,9 +45,12 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- Whatever a partial loss left of the sale is replaced by what JetStream knows. An outbox that
 -- survived stays: the caller folded its entries into the rebuild, and the relay still owes
 -- them to JetStream.
-redis.call('DEL', orders, buyers)
-if redis.call('EXISTS', staged_orders) == 1 then redis.call('RENAME', staged_orders, orders) end
-if redis.call('EXISTS', staged_buyers) == 1 then redis.call('RENAME', staged_buyers, buyers) end
+redis.call('DEL', orders, buyers, deadlines)
+local staged = { [staged_orders] = orders, [staged_buyers] = buyers,
+                 [staged_deadlines] = deadlines }
+for from, to in pairs(staged) do
+  if redis.call('EXISTS', from) == 1 then redis.call('RENAME', from, to) end
+end
 
 -- Idempotency keys come back with what is left of their time to live.
 local idem = redis.call('HGETALL', staged_idem)
@@ -59,7 +66,8 @@ redis.call('DEL', staged_idem)
 local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
            'seq', ARGV[8], 'rev', ARGV[10])
-local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7] }
+local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7],
+                   payment_timeout = ARGV[11] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end
 end

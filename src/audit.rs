@@ -1,6 +1,6 @@
 //! `flashsale audit`: for the morning after an incident. For every sale it sets what Redis
 //! holds (sold, orders by status, outbox) against what JetStream holds (created minus
-//! cancelled events), and against PostgreSQL when `FLASHSALE_DATABASE_URL` is set; prints one
+//! expired and cancelled events), and against PostgreSQL when `FLASHSALE_DATABASE_URL` is set; prints one
 //! table and exits 1 on any difference that deliveries still pending do not explain.
 //!
 //! Redis is expected to equal JetStream's events plus its own outbox (events accepted but not
@@ -36,7 +36,7 @@ pub struct SaleAudit {
     pub stock: Option<u64>,
     /// `None`: Redis does not hold the sale (lost, rebuilt on its next use).
     pub redis: Option<OrderCounts>,
-    /// Live orders and units in JetStream (created minus cancelled).
+    /// Live orders and units in JetStream (created minus expired and cancelled).
     pub jetstream_orders: u64,
     pub jetstream_units: u64,
     /// Live orders and units Redis should hold: JetStream plus the outbox.
@@ -222,8 +222,8 @@ pub fn render(audits: &[SaleAudit], consumer_pending: Option<u64>) -> (String, b
             or_dash(audit.stock),
             redis.map_or("lost".to_owned(), |r| r.sold.to_string()),
             redis.map_or("-".to_owned(), |r| format!(
-                "{}+{}c",
-                r.live_orders, r.cancelled_orders
+                "{}+{}e",
+                r.live_orders, r.ended_orders
             )),
             or_dash(redis.map(|r| r.outbox)),
             audit.jetstream_units,
@@ -241,7 +241,7 @@ async fn postgres_counts(url: &str) -> Result<BTreeMap<String, (u64, u64)>, Audi
     let rows = db
         .query(
             "SELECT sku, count(*), coalesce(sum(quantity), 0)::bigint FROM orders \
-             WHERE status <> 'cancelled' GROUP BY sku",
+             WHERE status NOT IN ('expired', 'cancelled') GROUP BY sku",
             &[],
         )
         .await?;
@@ -273,7 +273,7 @@ mod tests {
             sold: 4,
             live_orders: 4,
             live_units: 4,
-            cancelled_orders: 1,
+            ended_orders: 1,
             outbox: 0,
         };
         SaleAudit {

@@ -19,10 +19,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage};
 
 use crate::config::Confirm;
-use crate::domain::IdempotencyKey;
 use crate::event::{EventKind, OrderEvent};
 use crate::jetstream::ensure_stream;
-use crate::order::Order;
 
 /// Message ids remembered for the relay at most; past it the set starts afresh (the relay
 /// then re-publishes a few events, which JetStream drops as duplicates).
@@ -42,14 +40,16 @@ impl ConfirmedEvents {
         }
     }
 
-    /// True (once) when JetStream already acknowledged this event to this process. Only
-    /// created events are confirmed, and their message id is the order id.
+    /// True (once) when JetStream already acknowledged this event to this process.
     pub fn take(&self, event: &OrderEvent) -> bool {
-        event.event == EventKind::Created
-            && self
-                .0
-                .lock()
-                .is_ok_and(|mut ids| ids.remove(event.order_id.as_str()))
+        let Ok(mut ids) = self.0.lock() else {
+            return false;
+        };
+        match event.event {
+            // The message id of a created event is the order id: no allocation per entry.
+            EventKind::Created => ids.remove(event.order_id.as_str()),
+            _ => ids.remove(&event.message_id()),
+        }
     }
 }
 
@@ -99,15 +99,19 @@ impl Confirmation {
         }
     }
 
-    /// Publishes a new order's event and waits for JetStream, in `jetstream` mode.
-    pub async fn confirm(&self, order: &Order, key: Option<&IdempotencyKey>) -> Delivery {
+    /// Publishes an event a script just wrote to the outbox (a new order, a payment) and
+    /// waits for JetStream, in `jetstream` mode.
+    pub async fn confirm(&self, event: &OrderEvent) -> Delivery {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }
-        let confirmed = match self.publish(order, key).await {
+        let confirmed = match self.publish(event).await {
             Ok(()) => true,
             Err(e) => {
-                log::debug!("order {} not confirmed by jetstream: {e}", order.order_id);
+                log::debug!(
+                    "event {} not confirmed by jetstream: {e}",
+                    event.message_id()
+                );
                 false
             }
         };
@@ -119,8 +123,8 @@ impl Confirmation {
         }
     }
 
-    /// Publishes the order's created event and waits for its PubAck, within the timeout.
-    async fn publish(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<(), String> {
+    /// Publishes the event and waits for its PubAck, within the timeout.
+    async fn publish(&self, event: &OrderEvent) -> Result<(), String> {
         // Waiting would only run into the timeout.
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err("nats is not connected".into());
@@ -131,18 +135,7 @@ impl Confirmation {
                 .map_err(|e| e.to_string())?;
             self.stream_ready.store(true, Ordering::Relaxed);
         }
-        let event = OrderEvent {
-            event: EventKind::Created,
-            order_id: order.order_id.clone(),
-            sku: order.sku.clone(),
-            user_id: order.user_id.clone(),
-            quantity: order.quantity,
-            unit_price: order.unit_price,
-            total_amount: order.total_amount,
-            created_at: order.created_at.clone(),
-            idempotency_key: key.map(|k| k.as_str().to_owned()),
-        };
-        let payload = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
         let message_id = event.message_id();
         let message = PublishMessage::build()
             .payload(payload.into())

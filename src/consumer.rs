@@ -14,6 +14,7 @@ use tokio_postgres::NoTls;
 
 use crate::config::Settings;
 use crate::event::{EventKind, OrderEvent};
+use crate::order::OrderStatus;
 use crate::jetstream::{StreamSetupError, ensure_stream};
 
 const SCHEMA: &str = include_str!("../sql/schema.sql");
@@ -150,16 +151,26 @@ async fn apply(
     event: &OrderEvent,
 ) -> Result<(), tokio_postgres::Error> {
     let status = match event.event {
-        EventKind::Created => "created",
-        EventKind::Cancelled => "cancelled",
+        EventKind::Created if event.pay_by.is_some() => OrderStatus::PendingPayment,
+        EventKind::Created => OrderStatus::Created,
+        EventKind::Paid => OrderStatus::Paid,
+        EventKind::Expired => OrderStatus::Expired,
+        EventKind::Cancelled => OrderStatus::Cancelled,
     };
-    // A cancellation carries the whole order, so it also stands in for a created event that
-    // has not arrived (it cannot overtake it on one stream, but this costs nothing).
+    // Every event carries the whole order, so an ending event also stands in for a created
+    // event that has not arrived (it cannot overtake it on one stream, but this costs
+    // nothing). A row moves only out of created / pending_payment, once: a redelivered or
+    // late event changes nothing.
     db.execute(
-        "INSERT INTO orders (order_id, sku, user_id, quantity, unit_price, total_amount, created_at, status)
-         VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::timestamptz, $8)
-         ON CONFLICT (order_id) DO UPDATE SET status = 'cancelled', updated_at = now()
-         WHERE EXCLUDED.status = 'cancelled' AND orders.status <> 'cancelled'",
+        "INSERT INTO orders (order_id, sku, user_id, quantity, unit_price, total_amount,
+                             created_at, status, pay_by, paid_at, payment_ref)
+         VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::timestamptz, $8,
+                 ($9::text)::timestamptz, ($10::text)::timestamptz, $11)
+         ON CONFLICT (order_id) DO UPDATE
+             SET status = EXCLUDED.status, paid_at = EXCLUDED.paid_at,
+                 payment_ref = EXCLUDED.payment_ref, updated_at = now()
+         WHERE orders.status IN ('created', 'pending_payment')
+           AND EXCLUDED.status NOT IN ('created', 'pending_payment')",
         &[
             &event.order_id,
             &event.sku,
@@ -168,7 +179,10 @@ async fn apply(
             &i64::try_from(event.unit_price).unwrap_or(i64::MAX),
             &i64::try_from(event.total_amount).unwrap_or(i64::MAX),
             &event.created_at,
-            &status,
+            &status.as_str(),
+            &event.pay_by,
+            &event.paid_at,
+            &event.payment_ref,
         ],
     )
     .await

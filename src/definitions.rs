@@ -32,6 +32,8 @@ pub struct SaleDefinition {
     pub starts_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_timeout_secs: Option<u64>,
     /// The bucket's revision of this definition (not part of the JSON): Redis keeps the
     /// revision it holds, so of two PUTs racing, the later definition wins in both stores.
     #[serde(skip)]
@@ -47,6 +49,7 @@ impl SaleDefinition {
             price: settings.price,
             starts_at: settings.starts_at,
             ends_at: settings.ends_at,
+            payment_timeout_secs: settings.payment_timeout_secs,
             revision: 0,
         }
     }
@@ -58,6 +61,7 @@ impl SaleDefinition {
             price: self.price,
             starts_at: self.starts_at,
             ends_at: self.ends_at,
+            payment_timeout_secs: self.payment_timeout_secs,
         }
     }
 }

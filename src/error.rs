@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::domain::InvalidInput;
-use crate::inventory::{CancelError, PurchaseError, PutSaleError, StoreError};
+use crate::inventory::{PurchaseError, PutSaleError, StoreError, TransitionError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -34,6 +34,12 @@ pub enum ApiError {
     StockBelowSold(String),
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyConflict,
+    /// An order that cannot make the asked move (pay, cancel) from where it is.
+    #[error("{message}")]
+    OrderState {
+        code: &'static str,
+        message: String,
+    },
     #[error("request body is larger than 4 KiB")]
     PayloadTooLarge,
     #[error("request body must be application/json")]
@@ -58,6 +64,7 @@ impl ApiError {
             ApiError::SaleNotOpen => "sale_not_open",
             ApiError::StockBelowSold(_) => "stock_below_sold",
             ApiError::IdempotencyConflict => "idempotency_conflict",
+            ApiError::OrderState { code, .. } => code,
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable => "unavailable",
@@ -85,7 +92,8 @@ impl ResponseError for ApiError {
             | ApiError::UserLimitReached
             | ApiError::SaleNotOpen
             | ApiError::StockBelowSold(_)
-            | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            | ApiError::IdempotencyConflict
+            | ApiError::OrderState { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -154,11 +162,20 @@ impl From<PutSaleError> for ApiError {
     }
 }
 
-impl From<CancelError> for ApiError {
-    fn from(e: CancelError) -> Self {
-        match e {
-            CancelError::OrderNotFound => ApiError::OrderNotFound,
-            CancelError::Store(e) => e.into(),
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        let code = match e {
+            TransitionError::OrderNotFound => return ApiError::OrderNotFound,
+            TransitionError::Store(e) => return e.into(),
+            TransitionError::NotPayable => "not_payable",
+            TransitionError::OrderCancelled => "order_cancelled",
+            TransitionError::OrderExpired { .. } => "order_expired",
+            TransitionError::PaymentConflict => "payment_conflict",
+            TransitionError::OrderPaid => "order_paid",
+        };
+        ApiError::OrderState {
+            code,
+            message: e.to_string(),
         }
     }
 }

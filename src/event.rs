@@ -8,6 +8,10 @@ pub enum EventKind {
     Created,
     #[serde(rename = "order.cancelled")]
     Cancelled,
+    #[serde(rename = "order.paid")]
+    Paid,
+    #[serde(rename = "order.expired")]
+    Expired,
 }
 
 impl EventKind {
@@ -16,6 +20,8 @@ impl EventKind {
         match self {
             EventKind::Created => "created",
             EventKind::Cancelled => "cancelled",
+            EventKind::Paid => "paid",
+            EventKind::Expired => "expired",
         }
     }
 
@@ -23,12 +29,15 @@ impl EventKind {
         match token {
             "created" => Some(EventKind::Created),
             "cancelled" => Some(EventKind::Cancelled),
+            "paid" => Some(EventKind::Paid),
+            "expired" => Some(EventKind::Expired),
             _ => None,
         }
     }
 }
 
-/// The payload of `<prefix>.created.<sku>` and `<prefix>.cancelled.<sku>`.
+/// The payload of `<prefix>.<created|paid|expired|cancelled>.<sku>`. Every event carries the
+/// whole order as it stood after the transition, so a subscriber needs no earlier event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEvent {
     pub event: EventKind,
@@ -44,6 +53,14 @@ pub struct OrderEvent {
     /// rebuilt sale remembers it, so a retry still gets this order back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// When payment is due, in every event of an order of a sale with a payment window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_by: Option<String>,
+    /// In `order.paid`: when Redis accepted the payment, and the caller's reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<String>,
 }
 
 impl OrderEvent {
@@ -56,7 +73,7 @@ impl OrderEvent {
     pub fn message_id(&self) -> String {
         match self.event {
             EventKind::Created => self.order_id.clone(),
-            EventKind::Cancelled => format!("{}.cancelled", self.order_id),
+            kind => format!("{}.{}", self.order_id, kind.token()),
         }
     }
 }
@@ -77,6 +94,9 @@ mod tests {
             total_amount: 10,
             created_at: "2026-11-25T15:04:52.123Z".into(),
             idempotency_key: None,
+            pay_by: None,
+            paid_at: None,
+            payment_ref: None,
         };
         assert_eq!(event.subject("orders"), "orders.cancelled.phone");
         assert_eq!(event.message_id(), "abc-1-2.cancelled");
@@ -87,5 +107,20 @@ mod tests {
             json.get("idempotency_key").is_none(),
             "absent when the order had none"
         );
+        let paid = OrderEvent {
+            event: EventKind::Paid,
+            paid_at: Some("2026-11-25T15:05:00.000Z".into()),
+            ..event
+        };
+        assert_eq!(paid.subject("orders"), "orders.paid.phone");
+        assert_eq!(paid.message_id(), "abc-1-2.paid");
+        let json = serde_json::to_value(&paid).expect("serializes");
+        assert_eq!(json["event"], "order.paid");
+        assert_eq!(json["paid_at"], "2026-11-25T15:05:00.000Z");
+        let expired = OrderEvent {
+            event: EventKind::Expired,
+            ..paid
+        };
+        assert_eq!(expired.message_id(), "abc-1-2.expired");
     }
 }

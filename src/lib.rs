@@ -10,6 +10,7 @@
 //! - [`inventory`]: the stock in Redis; each decision is one Lua script in `lua/`.
 //! - [`relay`]: hands the orders recorded in Redis outboxes to NATS JetStream ([`jetstream`],
 //!   [`event`]).
+//! - [`expiry`]: the sweeper that expires orders not paid by their pay_by.
 //! - [`routes`]: the HTTP API; [`error`] maps every failure to the contract's JSON error.
 //! - [`consumer`]: `flashsale consume-orders`, which persists order events to PostgreSQL.
 //! - [`startup`]: builds the server from settings, for `main` and the tests alike.
@@ -23,6 +24,7 @@ pub mod definitions;
 pub mod domain;
 pub mod error;
 pub mod event;
+pub mod expiry;
 pub mod inventory;
 pub mod jetstream;
 pub mod monitoring;

@@ -14,6 +14,7 @@ use metrics::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::inventory::Backlog;
+use crate::order::OrderStatus;
 
 const PURCHASES: &str = "flashsale_purchases_total";
 const FAST_PATH: &str = "flashsale_sold_out_fast_path_total";
@@ -24,6 +25,8 @@ const OUTBOX_OLDEST: &str = "flashsale_outbox_oldest_age_seconds";
 const CONFIRMATIONS: &str = "flashsale_confirmations_total";
 const REBUILDS: &str = "flashsale_sale_rebuilds_total";
 const REBUILD_SECONDS: &str = "flashsale_sale_rebuild_seconds";
+const TRANSITIONS: &str = "flashsale_order_transitions_total";
+const EXPIRY_LAG: &str = "flashsale_expiry_lag_seconds";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -106,6 +109,25 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to rebuild a lost sale from JetStream."
     );
+    describe_counter!(
+        TRANSITIONS,
+        "Orders that left created / pending_payment, by where they went (paid, expired, cancelled)."
+    );
+    describe_histogram!(
+        EXPIRY_LAG,
+        metrics::Unit::Seconds,
+        "From an order's pay_by to its expiry (Redis's clock)."
+    );
+}
+
+/// An order moved to `status` (paid, expired, cancelled).
+pub fn record_transition(status: OrderStatus) {
+    counter!(TRANSITIONS, "to" => status.as_str()).increment(1);
+}
+
+/// An order expired `lag_ms` after its pay_by.
+pub fn record_expiry_lag(lag_ms: i64) {
+    histogram!(EXPIRY_LAG).record(lag_ms.max(0) as f64 / 1000.0);
 }
 
 /// A new order's confirmation: `confirmed` (201) or `pending` (202).

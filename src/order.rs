@@ -2,7 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::IdempotencyKey;
+use crate::event::{EventKind, OrderEvent};
 use crate::sale::format_time;
+
+/// Body of `POST /v1/orders/{order_id}/pay`, as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    pub payment_ref: String,
+}
 
 /// Body of `POST /v1/sales/{sku}/orders`, as sent; the handler parses it into domain types.
 #[derive(Deserialize)]
@@ -25,6 +34,9 @@ pub struct Order {
     /// Units left in the sale right after this order (or at the replay, for a replay).
     pub remaining: u64,
     pub status: OrderStatus,
+    /// When payment is due, for an order of a sale with a payment window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pay_by: Option<String>,
     /// In `FLASHSALE_CONFIRM=jetstream`, on a new order: `confirmed` (JetStream holds its
     /// event, 201) or `pending` (it will, from the outbox; 202). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -34,8 +46,52 @@ pub struct Order {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
+    /// Final when accepted (a sale without a payment window).
     Created,
+    /// Holds its units until `pay_by`; then `paid` or `expired`.
+    PendingPayment,
+    Paid,
+    /// Not paid in time: its units went back to the sale.
+    Expired,
     Cancelled,
+}
+
+impl Order {
+    /// The order as the purchase and cancel answers show it, `remaining` units left in its
+    /// sale.
+    pub fn new(view: OrderView, remaining: u64) -> Self {
+        Self {
+            order_id: view.order_id,
+            sku: view.sku,
+            user_id: view.user_id,
+            quantity: view.quantity,
+            unit_price: view.unit_price,
+            total_amount: view.total_amount,
+            created_at: view.created_at,
+            remaining,
+            status: view.status,
+            pay_by: view.pay_by,
+            delivery: None,
+        }
+    }
+
+    /// The `order.created` event `purchase.lua` wrote for this order.
+    pub fn created_event(&self, key: Option<&IdempotencyKey>) -> OrderEvent {
+        OrderEvent {
+            event: EventKind::Created,
+            order_id: self.order_id.clone(),
+            sku: self.sku.clone(),
+            user_id: self.user_id.clone(),
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            total_amount: self.total_amount,
+            created_at: self.created_at.clone(),
+            idempotency_key: key.map(|k| k.as_str().to_owned()),
+            pay_by: self.pay_by.clone(),
+            paid_at: None,
+            payment_ref: None,
+        }
+    }
 }
 
 /// An order as `GET /v1/orders/{order_id}` and `GET /v1/sales/{sku}/orders` show it.
@@ -102,13 +158,52 @@ impl OrderView {
     }
 }
 
+impl OrderView {
+    /// The event of the transition that left the order as it is now (`order.paid`, say).
+    pub fn event(&self, kind: EventKind) -> OrderEvent {
+        OrderEvent {
+            event: kind,
+            order_id: self.order_id.clone(),
+            sku: self.sku.clone(),
+            user_id: self.user_id.clone(),
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            total_amount: self.total_amount,
+            created_at: self.created_at.clone(),
+            idempotency_key: None,
+            pay_by: self.pay_by.clone(),
+            paid_at: self.paid_at.clone(),
+            payment_ref: self.payment_ref.clone(),
+        }
+    }
+}
+
 impl OrderStatus {
     pub fn parse(status: &str) -> Option<Self> {
         match status {
             "created" => Some(OrderStatus::Created),
+            "pending_payment" => Some(OrderStatus::PendingPayment),
+            "paid" => Some(OrderStatus::Paid),
+            "expired" => Some(OrderStatus::Expired),
             "cancelled" => Some(OrderStatus::Cancelled),
             _ => None,
         }
+    }
+
+    /// The name in records, JSON and PostgreSQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Created => "created",
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the order holds its units (counts as sold).
+    pub fn holds_units(self) -> bool {
+        !matches!(self, OrderStatus::Expired | OrderStatus::Cancelled)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::domain::{OrderId, Sku};
 use crate::inventory::{
-    CancelError, Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError,
+    Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError, TransitionError,
 };
 use crate::jetstream::{EventsRead, read_events};
 use crate::sale::{Sale, SaleSettings};
@@ -85,7 +85,7 @@ macro_rules! sale_operation_errors {
     )*};
 }
 
-sale_operation_errors!(PurchaseError, CancelError, PutSaleError);
+sale_operation_errors!(PurchaseError, TransitionError, PutSaleError);
 
 /// A rebuild under way, shared by every request of this replica that waits for it.
 type RebuildTask = Shared<BoxFuture<'static, Result<bool, String>>>;
@@ -117,6 +117,8 @@ impl Recovery {
             price: 0,
             starts_at: None,
             ends_at: None,
+            // `/kill`'s orders are final when accepted, as they always were.
+            payment_timeout_secs: None,
         };
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(Duration::from_secs(2));
@@ -318,6 +320,9 @@ impl Rebuilder {
                 );
             } else {
                 log::info!("default sale {sku} created with stock {}", definition.stock);
+            }
+            if let Some(first) = snapshot.first_deadline() {
+                self.inventory.index_deadline(sku, first).await?;
             }
             // Requests wait for the sale, not for the buyers' order lists (read index only).
             let (inventory, sku) = (self.inventory.clone(), sku.clone());

@@ -15,7 +15,11 @@ pub struct SaleSettingsRequest {
     pub price: Option<u64>,
     pub starts_at: Option<String>,
     pub ends_at: Option<String>,
+    pub payment_timeout_secs: Option<u64>,
 }
+
+/// The longest payment window a sale may give: a day.
+pub const MAX_PAYMENT_TIMEOUT_SECS: u64 = 86_400;
 
 /// Valid settings of one sale. Times are milliseconds since the Unix epoch, as the purchase
 /// script compares them with Redis's clock.
@@ -26,6 +30,8 @@ pub struct SaleSettings {
     pub price: u64,
     pub starts_at: Option<i64>,
     pub ends_at: Option<i64>,
+    /// Seconds a buyer has to pay an order; `None`: an order is final when accepted.
+    pub payment_timeout_secs: Option<u64>,
 }
 
 impl SaleSettings {
@@ -53,12 +59,20 @@ impl SaleSettings {
         {
             return Err(InvalidInput("starts_at must be before ends_at".into()));
         }
+        if let Some(timeout) = request.payment_timeout_secs
+            && !(1..=MAX_PAYMENT_TIMEOUT_SECS).contains(&timeout)
+        {
+            return Err(InvalidInput(format!(
+                "payment_timeout_secs must be 1 to {MAX_PAYMENT_TIMEOUT_SECS} (leave it out for orders final when accepted)"
+            )));
+        }
         Ok(Self {
             stock: request.stock,
             per_user_limit: request.per_user_limit,
             price,
             starts_at,
             ends_at,
+            payment_timeout_secs: request.payment_timeout_secs,
         })
     }
 }
@@ -97,6 +111,7 @@ pub struct Sale {
     pub price: u64,
     pub starts_at: Option<String>,
     pub ends_at: Option<String>,
+    pub payment_timeout_secs: Option<u64>,
     pub sold: u64,
     pub remaining: u64,
     pub state: SaleState,
@@ -121,6 +136,7 @@ impl Sale {
             price: settings.price,
             starts_at: settings.starts_at.map(format_time),
             ends_at: settings.ends_at.map(format_time),
+            payment_timeout_secs: settings.payment_timeout_secs,
             sold,
             remaining: settings.stock.saturating_sub(sold),
             state,
@@ -151,6 +167,12 @@ mod tests {
         assert!(SaleSettings::parse(request(inverted)).is_err());
         assert!(SaleSettings::parse(request(r#"{"stock":1,"per_user_limit":0}"#)).is_err());
         assert!(SaleSettings::parse(request(r#"{"stock":1,"starts_at":"tomorrow"}"#)).is_err());
+        assert!(SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":0}"#)).is_err());
+        assert!(
+            SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":86401}"#)).is_err()
+        );
+        let day = SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":86400}"#));
+        assert_eq!(day.expect("valid").payment_timeout_secs, Some(86_400));
     }
 
     #[test]
@@ -162,6 +184,7 @@ mod tests {
             price: 0,
             starts_at: Some(100),
             ends_at: Some(200),
+            payment_timeout_secs: None,
         };
         assert_eq!(
             Sale::new(&sku, &settings, 0, 99).state,

@@ -12,6 +12,7 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Settings;
 use crate::confirm::{Confirmation, ConfirmedEvents};
 use crate::domain::Sku;
+use crate::expiry::Sweeper;
 use crate::inventory::Inventory;
 use crate::recovery::Recovery;
 use crate::relay::{DrainSignal, Relay, RelayStatus};
@@ -97,6 +98,9 @@ impl Application {
         let relay = tokio::spawn(relay.run(drain_requested));
         let sale_changes = SaleChanges::new(nats.clone(), &settings.subject_prefix);
         tokio::spawn(sale_changes.clone().listen(inventory.clone()));
+        tokio::spawn(
+            Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run(),
+        );
 
         let listener = TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;

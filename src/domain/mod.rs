@@ -3,12 +3,14 @@
 
 mod idempotency_key;
 mod order_id;
+mod payment_ref;
 mod quantity;
 mod sku;
 mod user_id;
 
 pub use idempotency_key::IdempotencyKey;
 pub use order_id::OrderId;
+pub use payment_ref::PaymentRef;
 pub use quantity::Quantity;
 pub use sku::Sku;
 pub use user_id::UserId;

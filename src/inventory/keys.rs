@@ -20,7 +20,7 @@ impl SaleKeys {
         self.key("sale")
     }
 
-    /// HASH order_id → the order's JSON record.
+    /// HASH order_id → the order's record (see `lua/purchase.lua`).
     pub fn orders(&self) -> String {
         self.key("orders")
     }
@@ -38,6 +38,11 @@ impl SaleKeys {
     /// LIST of one buyer's order ids in this sale, newest first.
     pub fn buyer_orders(&self, user: &str) -> String {
         format!("{}buyer_orders:{user}", self.prefix)
+    }
+
+    /// ZSET order_id → pay_by ms of the orders awaiting payment: the expiry sweeper's index.
+    pub fn deadlines(&self) -> String {
+        self.key("deadlines")
     }
 
     /// STRING naming the replica that relays this sale's outbox (with a TTL).
@@ -70,6 +75,14 @@ impl SaleKeys {
 /// so it is written by its own command, before the sale itself.
 pub fn sale_registry(namespace: &str) -> String {
     format!("{namespace}:sales")
+}
+
+/// ZSET sku → a time (ms, Redis's clock) at or before the earliest payment deadline of the
+/// sale: the sweeper's index of sales to look at, so it never visits an idle sale. Like the
+/// registry it is outside every sale's slot, so it is written by commands of its own after
+/// the sale's script (see `expiry.rs` for why that order cannot lose a deadline).
+pub fn payment_due(namespace: &str) -> String {
+    format!("{namespace}:payment_due")
 }
 
 /// First 16 hex digits of SHA-1 of the sku: the prefix of its order ids. The Lua scripts

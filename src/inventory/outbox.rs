@@ -212,12 +212,15 @@ impl Inventory {
     }
 }
 
-/// The event an outbox entry records, as `purchase.lua` and `cancel.lua` write it; `None` for
-/// anything else.
+/// The event an outbox entry records, as the scripts write it (`purchase.lua`, `pay.lua`,
+/// `expire.lua`, `cancel.lua`); `None` for anything else.
 fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent> {
     let kind = EventKind::from_token(&entry.get::<String>("kind")?)?;
     let quantity: u32 = entry.get("quantity")?;
     let unit_price: u64 = entry.get("unit_price")?;
+    // Written empty when unset; absent in entries older than the payment window.
+    let text = |field: &str| entry.get::<String>(field).filter(|v| !v.is_empty());
+    let time = |field: &str| text(field)?.parse::<i64>().ok().map(format_time);
     Some(OrderEvent {
         event: kind,
         order_id: entry.get("order_id")?,
@@ -228,6 +231,9 @@ fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent
         total_amount: unit_price * u64::from(quantity),
         created_at: format_time(entry.get("created_at")?),
         // Written by every purchase, empty when it carried no Idempotency-Key.
-        idempotency_key: entry.get::<String>("idem").filter(|key| !key.is_empty()),
+        idempotency_key: text("idem"),
+        pay_by: time("pay_by"),
+        paid_at: time("paid_at"),
+        payment_ref: text("payment_ref"),
     })
 }

@@ -96,7 +96,8 @@ impl Inventory {
             .key(keys.orders())
             .key(keys.buyers())
             .key(keys.outbox())
-            .key(keys.buyer_orders(user.as_str()));
+            .key(keys.buyer_orders(user.as_str()))
+            .key(keys.deadlines());
         if let Some(key) = idempotency_key {
             call.key(keys.idempotency(key));
         }
@@ -113,6 +114,13 @@ impl Inventory {
                 let order = reply.order(sku)?;
                 if outcome == "created" {
                     self.outbox_written.notify_one();
+                    // An order awaiting payment: the sweeper must know the sale has a
+                    // deadline (see payment_due.rs for why after the script is safe).
+                    if let Some(pay_by) = reply.optional_int(8)?
+                        && let Err(e) = self.index_deadline(sku, pay_by).await
+                    {
+                        log::warn!("sale {sku}: payment deadline not indexed yet: {e}");
+                    }
                     if order.remaining == 0 {
                         self.sold_out.mark(sku);
                         log::info!("sale {sku} sold out");

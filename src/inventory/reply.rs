@@ -31,12 +31,22 @@ impl Reply<'_> {
         }
     }
 
+    /// An integer that may be absent or '' (unset).
+    pub fn optional_int(&self, at: usize) -> Result<Option<i64>, StoreError> {
+        match self.0.get(at) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(Value::BulkString(bytes)) if bytes.is_empty() => Ok(None),
+            Some(_) => self.int(at).map(Some),
+        }
+    }
+
     pub fn uint(&self, at: usize) -> Result<u64, StoreError> {
         u64::try_from(self.int(at)?).map_err(|_| self.corrupt())
     }
 
     /// The order that `purchase.lua` and `cancel.lua` return after their outcome:
-    /// order_id, user_id, quantity, unit_price, created_at_ms, remaining, status.
+    /// order_id, user_id, quantity, unit_price, created_at_ms, remaining, status, pay_by_ms
+    /// ('' or absent when none).
     pub fn order(&self, sku: &Sku) -> Result<Order, StoreError> {
         let quantity = self.uint(3)?;
         let unit_price = self.uint(4)?;
@@ -50,6 +60,7 @@ impl Reply<'_> {
             created_at: format_time(self.int(5)?),
             remaining: self.uint(6)?,
             status: OrderStatus::parse(self.text(7)?).ok_or_else(|| self.corrupt())?,
+            pay_by: self.optional_int(8)?.map(format_time),
             delivery: None,
         })
     }

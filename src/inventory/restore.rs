@@ -13,6 +13,7 @@ use super::{Inventory, StoreError};
 use crate::definitions::SaleDefinition;
 use crate::domain::Sku;
 use crate::event::{EventKind, OrderEvent};
+use crate::order::OrderStatus;
 
 /// Fields per staging HSET: large enough to stage 100,000 orders in a few hundred commands,
 /// small enough that no single command holds Redis for long.
@@ -23,10 +24,13 @@ const STAGE_TTL_MS: u64 = 120_000;
 /// One order as the event history leaves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OrderState {
-    cancelled: bool,
+    status: OrderStatus,
     quantity: u32,
     unit_price: u64,
     created_at_ms: i64,
+    pay_by_ms: Option<i64>,
+    paid_at_ms: Option<i64>,
+    payment_ref: Option<String>,
     user_id: String,
     idempotency_key: Option<String>,
     /// The order's sequence in its sale (what ends its id).
@@ -37,12 +41,21 @@ struct OrderState {
 }
 
 /// A sale's orders folded from its events. Applying an event twice changes nothing (JetStream
-/// and a surviving outbox may both hold it), so the fold is exact whatever overlaps.
+/// and a surviving outbox may both hold it), and the first event that ends an order (paid,
+/// expired, cancelled) decides it whatever arrives after, so the fold is exact whatever
+/// overlaps.
 #[derive(Debug, Default)]
 pub struct SaleSnapshot {
     orders: HashMap<String, OrderState>,
     /// The highest order sequence seen (the number that ends each order id).
     seq: u64,
+}
+
+/// Milliseconds since the epoch of an event's RFC 3339 time.
+fn millis(event: &OrderEvent, field: &str, time: &str) -> Result<i64, String> {
+    DateTime::parse_from_rfc3339(time)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("order {}: {field}: {e}", event.order_id))
 }
 
 impl SaleSnapshot {
@@ -56,9 +69,14 @@ impl SaleSnapshot {
     }
 
     pub fn apply(&mut self, event: &OrderEvent) -> Result<(), String> {
-        let created_at_ms = DateTime::parse_from_rfc3339(&event.created_at)
-            .map_err(|e| format!("order {}: created_at: {e}", event.order_id))?
-            .timestamp_millis();
+        let created_at_ms = millis(event, "created_at", &event.created_at)?;
+        let optional_ms = |field: &str, time: &Option<String>| {
+            time.as_deref()
+                .map(|t| millis(event, field, t))
+                .transpose()
+        };
+        let pay_by_ms = optional_ms("pay_by", &event.pay_by)?;
+        let paid_at_ms = optional_ms("paid_at", &event.paid_at)?;
         let seq = event
             .order_id
             .rsplit('-')
@@ -70,22 +88,40 @@ impl SaleSnapshot {
             .orders
             .entry(event.order_id.clone())
             .or_insert_with(|| OrderState {
-                cancelled: false,
+                status: if pay_by_ms.is_some() {
+                    OrderStatus::PendingPayment
+                } else {
+                    OrderStatus::Created
+                },
                 quantity: event.quantity,
                 unit_price: event.unit_price,
                 created_at_ms,
+                pay_by_ms,
+                paid_at_ms: None,
+                payment_ref: None,
                 user_id: event.user_id.clone(),
                 idempotency_key: None,
                 seq,
                 event: String::new(),
             });
+        let ended = !matches!(
+            order.status,
+            OrderStatus::Created | OrderStatus::PendingPayment
+        );
         match event.event {
             EventKind::Created => {
                 if order.idempotency_key.is_none() {
                     order.idempotency_key = event.idempotency_key.clone();
                 }
             }
-            EventKind::Cancelled => order.cancelled = true,
+            _ if ended => {}
+            EventKind::Paid => {
+                order.status = OrderStatus::Paid;
+                order.paid_at_ms = paid_at_ms;
+                order.payment_ref = event.payment_ref.clone();
+            }
+            EventKind::Expired => order.status = OrderStatus::Expired,
+            EventKind::Cancelled => order.status = OrderStatus::Cancelled,
         }
         Ok(())
     }
@@ -94,18 +130,31 @@ impl SaleSnapshot {
         self.orders.len()
     }
 
-    /// Orders not cancelled.
+    /// Orders that hold their units (not expired, not cancelled).
     pub fn live_orders(&self) -> usize {
         self.live().count()
     }
 
-    /// Units held by orders that are not cancelled.
+    /// Units held by orders that are neither expired nor cancelled.
     pub fn sold(&self) -> u64 {
         self.live().map(|o| u64::from(o.quantity)).sum()
     }
 
     fn live(&self) -> impl Iterator<Item = &OrderState> {
-        self.orders.values().filter(|o| !o.cancelled)
+        self.orders.values().filter(|o| o.status.holds_units())
+    }
+
+    /// Payment deadlines of the orders awaiting payment: the sweeper's index.
+    fn deadlines(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.orders.iter().filter_map(|(id, o)| match o.status {
+            OrderStatus::PendingPayment => Some((id.as_str(), o.pay_by_ms?)),
+            _ => None,
+        })
+    }
+
+    /// The earliest payment deadline, if any order awaits payment.
+    pub fn first_deadline(&self) -> Option<i64> {
+        self.deadlines().map(|(_, at)| at).min()
     }
 
     fn buyers(&self) -> HashMap<&str, u64> {
@@ -118,13 +167,21 @@ impl SaleSnapshot {
 
     /// The order records in `purchase.lua`'s format.
     fn records(&self) -> impl Iterator<Item = (&str, String)> {
-        self.orders.iter().map(|(id, o)| {
-            let status = if o.cancelled { "cancelled" } else { "created" };
+        let time = |ms: Option<i64>| ms.map(|ms| ms.to_string()).unwrap_or_default();
+        self.orders.iter().map(move |(id, o)| {
             // status, quantity, unit_price, created_at, pay_by, paid_at, event, payment_ref,
             // user_id
             let record = format!(
-                "{status}\n{}\n{}\n{}\n\n\n{}\n\n{}",
-                o.quantity, o.unit_price, o.created_at_ms, o.event, o.user_id
+                "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+                o.status.as_str(),
+                o.quantity,
+                o.unit_price,
+                o.created_at_ms,
+                time(o.pay_by_ms),
+                time(o.paid_at_ms),
+                o.event,
+                o.payment_ref.as_deref().unwrap_or_default(),
+                o.user_id
             );
             (id.as_str(), record)
         })
@@ -161,8 +218,12 @@ impl Inventory {
         let keys = self.keys(&sku);
         let attempt = staging_token();
         let staged = |name: &str| keys.staging(&attempt, name);
-        let (staged_orders, staged_buyers, staged_idem) =
-            (staged("orders"), staged("buyers"), staged("idem"));
+        let (staged_orders, staged_buyers, staged_idem, staged_deadlines) = (
+            staged("orders"),
+            staged("buyers"),
+            staged("idem"),
+            staged("deadlines"),
+        );
 
         let mut pipe = redis::pipe();
         stage(&mut pipe, &staged_orders, snapshot.records());
@@ -183,7 +244,16 @@ impl Inventory {
                 Some((key, format!("{}:{id}", o.created_at_ms + ttl_ms)))
             }),
         );
-        for key in [&staged_orders, &staged_buyers, &staged_idem] {
+        let deadlines: Vec<(i64, &str)> = snapshot.deadlines().map(|(id, at)| (at, id)).collect();
+        for chunk in deadlines.chunks(STAGE_CHUNK) {
+            pipe.zadd_multiple(&staged_deadlines, chunk).ignore();
+        }
+        for key in [
+            &staged_orders,
+            &staged_buyers,
+            &staged_idem,
+            &staged_deadlines,
+        ] {
             pipe.pexpire(key, STAGE_TTL_MS as i64).ignore();
         }
         // Registered before the sale exists, as a PUT does.
@@ -200,6 +270,8 @@ impl Inventory {
             .key(&staged_orders)
             .key(&staged_buyers)
             .key(&staged_idem)
+            .key(keys.deadlines())
+            .key(&staged_deadlines)
             .arg(sku.as_str())
             .arg(definition.stock)
             .arg(snapshot.sold())
@@ -209,7 +281,8 @@ impl Inventory {
             .arg(optional(definition.ends_at))
             .arg(snapshot.seq)
             .arg(keys.idempotency_prefix())
-            .arg(definition.revision);
+            .arg(definition.revision)
+            .arg(optional(definition.payment_timeout_secs.map(|t| t as i64)));
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
@@ -301,6 +374,9 @@ mod tests {
             total_amount: 7 * u64::from(quantity),
             created_at: "2025-11-25T15:04:52.123Z".into(),
             idempotency_key: Some(format!("key-{id}")),
+            pay_by: None,
+            paid_at: None,
+            payment_ref: None,
         }
     }
 
@@ -335,6 +411,42 @@ mod tests {
         let lists = snapshot.buyer_orders();
         assert_eq!(lists["u1"], ["abc-9-3", "abc-1-1"], "newest first");
         assert_eq!(lists["u2"], ["abc-1-2"]);
+    }
+
+    #[test]
+    fn the_first_ending_event_decides_an_order_awaiting_payment() {
+        let pending = |kind, id: &str| OrderEvent {
+            pay_by: Some("2025-11-25T15:05:52.123Z".into()),
+            ..event(kind, id, "u1", 2)
+        };
+        let paid = OrderEvent {
+            paid_at: Some("2025-11-25T15:05:00.000Z".into()),
+            payment_ref: Some("psp-1".into()),
+            ..pending(EventKind::Paid, "abc-1-1")
+        };
+        let mut snapshot = SaleSnapshot::default();
+        for e in [
+            pending(EventKind::Created, "abc-1-1"),
+            paid.clone(),
+            pending(EventKind::Expired, "abc-1-1"), // cannot follow a payment: ignored
+            pending(EventKind::Created, "abc-1-2"),
+            pending(EventKind::Expired, "abc-1-2"),
+            paid, // a duplicate
+            pending(EventKind::Created, "abc-1-3"),
+        ] {
+            snapshot.apply(&e).expect("valid event");
+        }
+        assert_eq!(snapshot.sold(), 4, "paid and pending hold units, expired not");
+        let records: HashMap<&str, String> = snapshot.records().collect();
+        assert_eq!(
+            records["abc-1-1"],
+            "paid\n2\n7\n1764083092123\n1764083152123\n1764083100000\n\npsp-1\nu1"
+        );
+        assert!(records["abc-1-2"].starts_with("expired\n"));
+        assert!(records["abc-1-3"].starts_with("pending_payment\n"));
+        let deadlines: Vec<(&str, i64)> = snapshot.deadlines().collect();
+        assert_eq!(deadlines, [("abc-1-3", 1_764_083_152_123)], "only the pending order");
+        assert_eq!(snapshot.buyers()["u1"], 4);
     }
 
     #[test]

@@ -3,6 +3,7 @@ use redis::Value;
 use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::Sku;
+use crate::order::OrderStatus;
 use crate::sale::{Sale, SaleSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,13 +15,14 @@ pub enum PutSaleError {
 }
 
 /// The sale-hash fields a [`Sale`] is built from, in reply order.
-const SALE_FIELDS: [&str; 6] = [
+const SALE_FIELDS: [&str; 7] = [
     "stock",
     "sold",
     "per_user_limit",
     "price",
     "starts_at",
     "ends_at",
+    "payment_timeout",
 ];
 
 impl Inventory {
@@ -46,7 +48,8 @@ impl Inventory {
             .arg(optional(settings.starts_at))
             .arg(optional(settings.ends_at))
             .arg(if defined_before { "1" } else { "" })
-            .arg(revision);
+            .arg(revision)
+            .arg(optional(settings.payment_timeout_secs.map(|t| t as i64)));
 
         let mut redis = self.redis.clone();
         // Registered first: a sale that exists is always known to the relay and to cancel.
@@ -125,6 +128,7 @@ impl Inventory {
             price: unsigned(3)?.unwrap_or(0),
             starts_at: number(4)?,
             ends_at: number(5)?,
+            payment_timeout_secs: unsigned(6)?,
         };
         Ok(Sale::new(sku, &settings, unsigned(1)?.unwrap_or(0), now_ms))
     }
@@ -135,10 +139,11 @@ impl Inventory {
 pub struct OrderCounts {
     pub stock: u64,
     pub sold: u64,
-    /// Orders not cancelled, and the units they hold.
+    /// Orders that hold units (not expired, not cancelled), and those units.
     pub live_orders: u64,
     pub live_units: u64,
-    pub cancelled_orders: u64,
+    /// Orders that gave their units back: expired or cancelled.
+    pub ended_orders: u64,
     /// Events waiting in the outbox for JetStream.
     pub outbox: u64,
 }
@@ -175,8 +180,12 @@ impl Inventory {
                 .next()
                 .and_then(|q| q.parse().ok())
                 .ok_or_else(|| StoreError::Corrupt(format!("{sku}: order record {record:?}")))?;
-            if status == Some("cancelled") {
-                counts.cancelled_orders += 1;
+            let holds_units = status
+                .and_then(OrderStatus::parse)
+                .ok_or_else(|| StoreError::Corrupt(format!("{sku}: order record {record:?}")))?
+                .holds_units();
+            if !holds_units {
+                counts.ended_orders += 1;
             } else {
                 counts.live_orders += 1;
                 counts.live_units += quantity;

@@ -5,11 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
 use crate::confirm::Delivery;
-use crate::domain::{IdempotencyKey, OrderId, Quantity, Sku, UserId};
+use std::future::Future;
+
+use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::error::ApiError;
-use crate::inventory::{CancelError, OrderQuery, Purchase, PurchaseError, StoreError};
+use crate::event::EventKind;
+use crate::inventory::{
+    Ended, OrderQuery, Purchase, PurchaseError, StoreError, TransitionError,
+};
 use crate::monitoring::Outcome;
-use crate::order::{OrderRequest, OrderView};
+use crate::order::{Order, OrderRequest, OrderView, PaymentRequest};
 use crate::startup::AppState;
 
 /// `POST /v1/sales/{sku}/orders`: 201 with a new order, 200 with the order an earlier request
@@ -76,31 +81,72 @@ pub(super) async fn purchase(
     } else {
         state
             .confirmation
-            .confirm(&purchase.order, idempotency_key)
+            .confirm(&purchase.order.created_event(idempotency_key))
             .await
     };
     Ok((purchase, delivery))
 }
 
 /// `POST /v1/orders/{order_id}/cancel` (admin): 200 with the cancelled order; the stock comes
-/// back exactly once however often it is called.
+/// back exactly once however often it is called. A paid order is 409 `order_paid`.
 pub async fn cancel_order(
     _: Admin,
     state: web::Data<AppState>,
     order_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (order_id, sku) = order_and_sale(&state, &order_id).await?;
-    let order = state
+    let ended = end_order(&state, &sku, || state.inventory.cancel(&sku, &order_id)).await?;
+    if ended.changed {
+        // Stock is back: other replicas drop their sold-out mark.
+        state.sale_changes.announce(sku.as_str()).await;
+    }
+    Ok(HttpResponse::Ok().json(Order::new(ended.order, ended.remaining)))
+}
+
+/// `POST /v1/orders/{order_id}/pay` (bearer token): `pending_payment` → `paid`, decided by
+/// Redis's clock against the order's pay_by. The same `payment_ref` again answers 200 with
+/// the same order. In `FLASHSALE_CONFIRM=jetstream` the answer waits for JetStream to hold
+/// the paid event (`delivered`), so a payment survives Redis losing the sale.
+pub async fn pay_order(
+    _: Admin,
+    state: web::Data<AppState>,
+    order_id: web::Path<String>,
+    body: web::Json<PaymentRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let payment_ref = PaymentRef::parse(body.into_inner().payment_ref)?;
+    let (order_id, sku) = order_and_sale(&state, &order_id).await?;
+    let mut ended = end_order(&state, &sku, || {
+        state.inventory.pay(&sku, &order_id, &payment_ref)
+    })
+    .await?;
+    if ended.changed {
+        let delivery = state
+            .confirmation
+            .confirm(&ended.order.event(EventKind::Paid))
+            .await;
+        ended.order.delivered = delivery == Delivery::Confirmed;
+    }
+    Ok(HttpResponse::Ok().json(ended.order))
+}
+
+/// A pay or cancel on a sale rebuilt first if Redis lost it. An overdue order such a call
+/// expired has released its units: other replicas hear of it as of a cancel.
+async fn end_order<F, Fut>(state: &AppState, sku: &Sku, call: F) -> Result<Ended, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Ended, TransitionError>>,
+{
+    match state
         .recovery
-        .on_sale(
-            &sku,
-            || state.inventory.cancel(&sku, &order_id),
-            || Err(CancelError::OrderNotFound),
-        )
-        .await?;
-    // Stock is back: other replicas drop their sold-out mark.
-    state.sale_changes.announce(&order.sku).await;
-    Ok(HttpResponse::Ok().json(order))
+        .on_sale(sku, call, || Err(TransitionError::OrderNotFound))
+        .await
+    {
+        Err(e @ TransitionError::OrderExpired { released: true }) => {
+            state.sale_changes.announce(sku.as_str()).await;
+            Err(e.into())
+        }
+        ended => Ok(ended?),
+    }
 }
 
 /// The order id in a path, and the sale it belongs to (404 when it names no sale).

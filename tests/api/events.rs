@@ -266,6 +266,7 @@ async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
             price: 1,
             starts_at: None,
             ends_at: None,
+            payment_timeout_secs: None,
         },
         false,
         0,

@@ -645,6 +645,7 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
         price: 0,
         starts_at: None,
         ends_at: None,
+        payment_timeout_secs: None,
     };
     let sku_parsed = flashsale::domain::Sku::parse(&sku).expect("sku");
     let (sale, created) = inventory

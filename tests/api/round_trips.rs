@@ -110,6 +110,7 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
         "hmget", "hget", "hincrby", "hset", "xadd", "time", "get", "set",
         "lpush", // purchase.lua
         "hvals", "xlen", "xrange", "info", // relay status, and this test's own INFO
+        "zrange", // the expiry sweeper's look at the deadline index (every 200 ms)
     ];
     let others: Vec<(&String, u64)> = after
         .keys()
@@ -125,6 +126,11 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
         delta(&before, &after, "xadd"),
         300,
         "each purchase recorded its event"
+    );
+    assert_eq!(
+        delta(&before, &after, "zadd"),
+        0,
+        "a sale without a payment window writes no deadline"
     );
 }
 
