@@ -146,6 +146,7 @@ fn json(c: &mut Criterion) {
         created_at: "2026-11-25T12:00:03.117Z".into(),
         remaining: 42,
         status: OrderStatus::Created,
+        pay_by: None,
         delivery: None,
     };
     let mut group = c.benchmark_group("json");

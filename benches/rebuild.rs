@@ -72,6 +72,9 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
             total_amount: 990,
             created_at: created_at.clone(),
             idempotency_key: (seq % 4 == 0).then(|| format!("key-{seq}")),
+            pay_by: None,
+            paid_at: None,
+            payment_ref: None,
         };
         let mut kinds = vec![EventKind::Created];
         if seq % 10 == 0 {

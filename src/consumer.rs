@@ -14,8 +14,8 @@ use tokio_postgres::NoTls;
 
 use crate::config::Settings;
 use crate::event::{EventKind, OrderEvent};
-use crate::order::OrderStatus;
 use crate::jetstream::{StreamSetupError, ensure_stream};
+use crate::order::OrderStatus;
 
 const SCHEMA: &str = include_str!("../sql/schema.sql");
 /// Events per fetch, and so per transaction.

@@ -36,10 +36,7 @@ pub enum ApiError {
     IdempotencyConflict,
     /// An order that cannot make the asked move (pay, cancel) from where it is.
     #[error("{message}")]
-    OrderState {
-        code: &'static str,
-        message: String,
-    },
+    OrderState { code: &'static str, message: String },
     #[error("request body is larger than 4 KiB")]
     PayloadTooLarge,
     #[error("request body must be application/json")]

@@ -98,9 +98,7 @@ impl Application {
         let relay = tokio::spawn(relay.run(drain_requested));
         let sale_changes = SaleChanges::new(nats.clone(), &settings.subject_prefix);
         tokio::spawn(sale_changes.clone().listen(inventory.clone()));
-        tokio::spawn(
-            Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run(),
-        );
+        tokio::spawn(Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run());
 
         let listener = TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;

@@ -31,7 +31,10 @@ mod tests {
     #[test]
     fn accepts_printable_text_up_to_128_characters() {
         assert!(PaymentRef::parse("psp:ch_3Nf 支付".into()).is_ok());
-        assert!(PaymentRef::parse("é".repeat(128)).is_ok(), "characters, not bytes");
+        assert!(
+            PaymentRef::parse("é".repeat(128)).is_ok(),
+            "characters, not bytes"
+        );
         assert!(PaymentRef::parse("x".repeat(129)).is_err());
         assert!(PaymentRef::parse(String::new()).is_err());
         assert!(PaymentRef::parse("line\nbreak".into()).is_err());

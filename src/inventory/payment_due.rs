@@ -91,7 +91,8 @@ impl Inventory {
         };
         pipe.zrange_withscores(self.keys(sku).deadlines(), 0, 0);
         let mut redis = self.redis.clone();
-        let (earliest,): (Vec<(String, f64)>,) = self.observe(pipe.query_async(&mut redis).await)?;
+        let (earliest,): (Vec<(String, f64)>,) =
+            self.observe(pipe.query_async(&mut redis).await)?;
         match earliest.first() {
             Some((_, at)) if next_due.is_none_or(|next| (*at as i64) < next) => {
                 self.index_deadline(sku, *at as i64).await

@@ -71,9 +71,7 @@ impl SaleSnapshot {
     pub fn apply(&mut self, event: &OrderEvent) -> Result<(), String> {
         let created_at_ms = millis(event, "created_at", &event.created_at)?;
         let optional_ms = |field: &str, time: &Option<String>| {
-            time.as_deref()
-                .map(|t| millis(event, field, t))
-                .transpose()
+            time.as_deref().map(|t| millis(event, field, t)).transpose()
         };
         let pay_by_ms = optional_ms("pay_by", &event.pay_by)?;
         let paid_at_ms = optional_ms("paid_at", &event.paid_at)?;
@@ -436,7 +434,11 @@ mod tests {
         ] {
             snapshot.apply(&e).expect("valid event");
         }
-        assert_eq!(snapshot.sold(), 4, "paid and pending hold units, expired not");
+        assert_eq!(
+            snapshot.sold(),
+            4,
+            "paid and pending hold units, expired not"
+        );
         let records: HashMap<&str, String> = snapshot.records().collect();
         assert_eq!(
             records["abc-1-1"],
@@ -445,7 +447,11 @@ mod tests {
         assert!(records["abc-1-2"].starts_with("expired\n"));
         assert!(records["abc-1-3"].starts_with("pending_payment\n"));
         let deadlines: Vec<(&str, i64)> = snapshot.deadlines().collect();
-        assert_eq!(deadlines, [("abc-1-3", 1_764_083_152_123)], "only the pending order");
+        assert_eq!(
+            deadlines,
+            [("abc-1-3", 1_764_083_152_123)],
+            "only the pending order"
+        );
         assert_eq!(snapshot.buyers()["u1"], 4);
     }
 

@@ -49,7 +49,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v1/orders/{order_id}/cancel",
         web::post().to(orders::cancel_order),
     )
-    .route("/v1/orders/{order_id}/pay", web::post().to(orders::pay_order))
+    .route(
+        "/v1/orders/{order_id}/pay",
+        web::post().to(orders::pay_order),
+    )
     .default_service(web::to(|| async {
         Err::<&str, _>(ApiError::RouteNotFound)
     }));

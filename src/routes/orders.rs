@@ -10,9 +10,7 @@ use std::future::Future;
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::error::ApiError;
 use crate::event::EventKind;
-use crate::inventory::{
-    Ended, OrderQuery, Purchase, PurchaseError, StoreError, TransitionError,
-};
+use crate::inventory::{Ended, OrderQuery, Purchase, PurchaseError, StoreError, TransitionError};
 use crate::monitoring::Outcome;
 use crate::order::{Order, OrderRequest, OrderView, PaymentRequest};
 use crate::startup::AppState;

@@ -5,6 +5,7 @@ mod durable;
 mod events;
 mod health;
 mod helpers;
+mod lifecycle;
 mod nats;
 mod order_reads;
 mod orders;

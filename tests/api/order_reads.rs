@@ -18,7 +18,7 @@ async fn read(app: &TestApp, path: &str) -> reqwest::Response {
         .expect("answered")
 }
 
-async fn read_order(app: &TestApp, order_id: &str) -> Value {
+pub async fn read_order(app: &TestApp, order_id: &str) -> Value {
     let response = read(app, &format!("/v1/orders/{order_id}")).await;
     assert_eq!(response.status(), 200);
     response.json().await.expect("order")

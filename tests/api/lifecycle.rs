@@ -1,0 +1,610 @@
+//! The order lifecycle: a payment window (`payment_timeout_secs`), `POST /v1/orders/{id}/pay`,
+//! the expiry sweeper, and the paid / expired events.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::DateTime;
+use flashsale::event::EventKind;
+use futures::StreamExt;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+use crate::events::{spawn_process, users};
+use crate::health::{sample, scrape};
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, spawn_app, spawn_app_with, test_settings,
+    unique,
+};
+use crate::nats::{Delivered, assert_each_order_in_order, assert_no_duplicates, delivered};
+use crate::order_reads::read_order;
+use crate::postgres::{TestDb, spawn_consumer};
+use crate::recovery::LosableRedis;
+
+async fn pay(app: &TestApp, order_id: &str, payment_ref: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/orders/{order_id}/pay")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "payment_ref": payment_ref }))
+        .send()
+        .await
+        .expect("pay answered")
+}
+
+async fn cancel(app: &TestApp, order_id: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/orders/{order_id}/cancel")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("cancel answered")
+}
+
+fn millis(time: &Value) -> i64 {
+    DateTime::parse_from_rfc3339(time.as_str().expect("an RFC 3339 time"))
+        .expect("RFC 3339")
+        .timestamp_millis()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Moments spread at random (xorshift; the seed is printed so a failure can be replayed).
+struct Random(u64);
+
+impl Random {
+    fn seeded() -> Self {
+        let seed = now_ms() as u64 | 1;
+        println!("random seed {seed}");
+        Self(seed)
+    }
+
+    /// A number in 0..n.
+    fn below(&mut self, n: i64) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as i64
+    }
+}
+
+/// Buys one unit for each user; every purchase must be accepted. Returns the orders.
+async fn buy_each(app: &TestApp, sku: &str, users: &[String]) -> Vec<Value> {
+    futures::stream::iter(users)
+        .map(|user| async move {
+            let response = app.order(sku, user, 1).await;
+            let status = response.status().as_u16();
+            let order: Value = response.json().await.expect("JSON answer");
+            assert!([201, 202].contains(&status), "{status}: {order}");
+            order
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
+}
+
+/// order_id → status, as Redis holds the sale's orders.
+async fn redis_statuses(app: &TestApp, sku: &str) -> HashMap<String, String> {
+    let mut redis = app.redis.clone();
+    let records: HashMap<String, String> = redis
+        .hgetall(app.key(sku, "orders"))
+        .await
+        .expect("HGETALL");
+    records
+        .into_iter()
+        .map(|(id, record)| (id, record.lines().next().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// Waits (up to `timeout`) until no order of the sale awaits payment.
+async fn wait_until_none_pending(app: &TestApp, sku: &str, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let pending = redis_statuses(app, sku)
+            .await
+            .values()
+            .filter(|s| *s == "pending_payment")
+            .count();
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} orders still pending_payment after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the stream holds `expected` events of the sale.
+async fn sale_events(app: &TestApp, sku: &str, expected: usize) -> Vec<Delivered> {
+    for _ in 0..200 {
+        let events: Vec<Delivered> = delivered(&app.settings)
+            .await
+            .into_iter()
+            .filter(|m| m.event.sku == sku)
+            .collect();
+        if events.len() >= expected {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {expected} events of {sku} reached the stream in 20 s");
+}
+
+/// For each order, the kinds of its events in stream order.
+fn kinds_by_order(events: &[Delivered]) -> HashMap<String, Vec<EventKind>> {
+    let mut kinds: HashMap<String, Vec<EventKind>> = HashMap::new();
+    for m in events {
+        kinds
+            .entry(m.event.order_id.clone())
+            .or_default()
+            .push(m.event.event);
+    }
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_orders_end_paid_or_expired_exactly_once() {
+    let db = TestDb::create().await;
+    let app = spawn_app().await;
+    let consumer = spawn_consumer(&app.settings, &db);
+    let sku = unique("window");
+    let put = app
+        .put_sale(
+            &sku,
+            json!({"stock": 1000, "price": 5, "payment_timeout_secs": 2}),
+        )
+        .await;
+    assert_eq!(put.status(), 201);
+    let sale: Value = put.json().await.expect("sale");
+    assert_eq!(sale["payment_timeout_secs"], 2);
+
+    let orders = buy_each(&app, &sku, &users("w", 1000)).await;
+    for order in &orders {
+        assert_eq!(order["status"], "pending_payment");
+        assert_eq!(
+            millis(&order["pay_by"]) - millis(&order["created_at"]),
+            2000,
+            "pay_by is created_at plus the window: {order}"
+        );
+    }
+
+    // Half are paid at random moments; a fifth of those within ±50 ms of pay_by.
+    let mut random = Random::seeded();
+    let payments: Vec<(String, i64)> = orders
+        .iter()
+        .step_by(2)
+        .enumerate()
+        .map(|(i, order)| {
+            let (created, pay_by) = (millis(&order["created_at"]), millis(&order["pay_by"]));
+            let at = if i % 5 == 0 {
+                pay_by - 50 + random.below(101)
+            } else {
+                created + random.below(pay_by - 300 - created)
+            };
+            (order["order_id"].as_str().expect("id").to_owned(), at)
+        })
+        .collect();
+    let answers: Vec<(String, u16, Value)> = futures::stream::iter(&payments)
+        .map(|(id, at)| {
+            let app = &app;
+            async move {
+                let wait = (*at - now_ms()).max(0) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let response = pay(app, id, &format!("psp-{id}")).await;
+                let status = response.status().as_u16();
+                (id.clone(), status, response.json().await.expect("JSON"))
+            }
+        })
+        .buffer_unordered(payments.len())
+        .collect()
+        .await;
+
+    wait_until_none_pending(&app, &sku, Duration::from_secs(10)).await;
+    let statuses = redis_statuses(&app, &sku).await;
+    assert_eq!(statuses.len(), 1000);
+    let paid: HashSet<&String> = statuses
+        .iter()
+        .filter(|(_, s)| *s == "paid")
+        .map(|(id, _)| id)
+        .collect();
+    let expired = statuses.values().filter(|s| *s == "expired").count();
+    assert_eq!(paid.len() + expired, 1000, "every order paid or expired");
+    for (id, status, body) in &answers {
+        match status {
+            200 => {
+                assert!(
+                    paid.contains(id),
+                    "{id} answered paid but is {}",
+                    statuses[id]
+                );
+                assert_eq!(body["status"], "paid");
+                assert!(millis(&body["paid_at"]) <= millis(&body["pay_by"]));
+            }
+            409 => {
+                assert_eq!(body["error"], "order_expired", "{body}");
+                assert_eq!(statuses[id], "expired");
+            }
+            other => panic!("pay of {id} answered {other}: {body}"),
+        }
+    }
+    let paid_answers = answers.iter().filter(|(_, s, _)| *s == 200).count();
+    assert_eq!(paid.len(), paid_answers, "only an answered payment pays");
+    assert!(
+        paid.len() >= 400,
+        "payments well before pay_by succeed: {}",
+        paid.len()
+    );
+
+    // The units returned are the expired units, and they sell again.
+    let sale = app.sale_json(&sku).await;
+    assert_eq!(sale["sold"], paid.len() as u64);
+    assert_eq!(sale["remaining"], expired as u64);
+
+    // Each expiry within 1 s of pay_by: the record keeps the outbox id (Redis's clock, ms) of
+    // the expired event.
+    let mut redis = app.redis.clone();
+    let records: HashMap<String, String> = redis
+        .hgetall(app.key(&sku, "orders"))
+        .await
+        .expect("HGETALL");
+    for record in records.values().filter(|r| r.starts_with("expired\n")) {
+        let fields: Vec<&str> = record.split('\n').collect();
+        let pay_by: i64 = fields[4].parse().expect("pay_by");
+        let expired_at: i64 = fields[6]
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .expect("event id");
+        assert!(
+            (1..=1000).contains(&(expired_at - pay_by)),
+            "expired {} ms after pay_by",
+            expired_at - pay_by
+        );
+    }
+
+    // The stream: exactly one created then one terminal event per order, matching Redis.
+    let events = sale_events(&app, &sku, 2000).await;
+    assert_no_duplicates(&events);
+    assert_each_order_in_order(&events);
+    let kinds = kinds_by_order(&events);
+    assert_eq!(kinds.len(), 1000);
+    for (id, kinds) in &kinds {
+        let end = match statuses[id].as_str() {
+            "paid" => EventKind::Paid,
+            _ => EventKind::Expired,
+        };
+        assert_eq!(kinds, &[EventKind::Created, end], "{id}");
+    }
+    let paid_event = events
+        .iter()
+        .find(|m| m.event.event == EventKind::Paid)
+        .expect("a paid event");
+    assert_eq!(
+        paid_event.message_id,
+        format!("{}.paid", paid_event.event.order_id)
+    );
+    assert_eq!(
+        paid_event.event.payment_ref.as_deref(),
+        Some(format!("psp-{}", paid_event.event.order_id).as_str())
+    );
+    assert!(paid_event.subject.ends_with(&format!(".paid.{sku}")));
+
+    // PostgreSQL agrees, row by row.
+    let rows = db.wait_for_rows(1000, Duration::from_secs(20)).await;
+    for _ in 0..100 {
+        if db.rows().await == statuses {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        db.rows().await,
+        statuses,
+        "postgres holds {} rows",
+        rows.len()
+    );
+    assert_audit_clean(&app.settings, Some(&db.url)).await;
+
+    // Transitions and expiry lag are counted (the recorder is shared: at least these).
+    let metrics = scrape(&app).await;
+    assert!(
+        sample(
+            &metrics,
+            "flashsale_order_transitions_total{to=\"expired\"}"
+        ) >= expired as f64
+    );
+    assert!(sample(&metrics, "flashsale_order_transitions_total{to=\"paid\"}") >= 400.0);
+    // A late pay that found its order overdue expired it itself, with no sweeper lag.
+    let expired_by_pay = answers.iter().filter(|(_, s, _)| *s == 409).count();
+    assert!(
+        sample(&metrics, "flashsale_expiry_lag_seconds_count") >= (expired - expired_by_pay) as f64
+    );
+
+    let again = buy_each(&app, &sku, &users("again", expired)).await;
+    assert_eq!(again.len(), expired);
+    assert_eq!(app.order(&sku, "one-more", 1).await.status(), 409);
+
+    consumer.abort();
+    db.drop_schema().await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_and_a_cancel_at_once_end_in_exactly_one() {
+    let app = spawn_app().await;
+    let sku = unique("race");
+    app.create_sale(&sku, json!({"stock": 40, "payment_timeout_secs": 60}))
+        .await;
+    let orders = buy_each(&app, &sku, &users("r", 40)).await;
+
+    let outcomes: Vec<(u16, u16)> = futures::stream::iter(&orders)
+        .map(|order| {
+            let app = &app;
+            async move {
+                let id = order["order_id"].as_str().expect("id");
+                let (paid, cancelled) = tokio::join!(pay(app, id, "ref-1"), cancel(app, id));
+                (paid.status().as_u16(), cancelled.status().as_u16())
+            }
+        })
+        .buffer_unordered(40)
+        .collect()
+        .await;
+    let cancelled = outcomes.iter().filter(|o| **o == (409, 200)).count();
+    let paid = outcomes.iter().filter(|o| **o == (200, 409)).count();
+    assert_eq!(
+        cancelled + paid,
+        40,
+        "one of the two wins each race: {outcomes:?}"
+    );
+
+    let sale = app.sale_json(&sku).await;
+    assert_eq!(sale["sold"], paid as u64, "only cancelled units came back");
+    app.wait_until_relay_idle(&sku).await;
+    let events = sale_events(&app, &sku, 80).await;
+    assert_no_duplicates(&events);
+    for kinds in kinds_by_order(&events).values() {
+        assert_eq!(kinds.len(), 2, "created and one ending: {kinds:?}");
+        assert!([EventKind::Paid, EventKind::Cancelled].contains(&kinds[1]));
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_repeated_late_after_cancel_and_without_a_window() {
+    let app = spawn_app().await;
+    let sku = unique("pay");
+    app.create_sale(&sku, json!({"stock": 10, "payment_timeout_secs": 1}))
+        .await;
+    let order = &buy_each(&app, &sku, &users("p", 3)).await;
+    let id = |i: usize| order[i]["order_id"].as_str().expect("id").to_owned();
+
+    // Paid, then the same payment again: the same order; another reference: a conflict.
+    let first = pay(&app, &id(0), "ref-a").await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.expect("order");
+    assert_eq!(first["status"], "paid");
+    assert_eq!(first["payment_ref"], "ref-a");
+    let again = pay(&app, &id(0), "ref-a").await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.expect("order");
+    assert_eq!(again["paid_at"], first["paid_at"]);
+    assert_eq!(
+        error_of(pay(&app, &id(0), "ref-b").await).await,
+        (409, "payment_conflict".into())
+    );
+    // A paid order is not cancelled (no refunds here).
+    assert_eq!(
+        error_of(cancel(&app, &id(0)).await).await,
+        (409, "order_paid".into())
+    );
+    // Cancelled, then paid: refused.
+    assert_eq!(cancel(&app, &id(1)).await.status(), 200);
+    assert_eq!(
+        error_of(pay(&app, &id(1), "ref-c").await).await,
+        (409, "order_cancelled".into())
+    );
+    // Past pay_by: expired, whether or not the sweeper got there first.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        error_of(pay(&app, &id(2), "ref-d").await).await,
+        (409, "order_expired".into())
+    );
+    assert_eq!(
+        error_of(cancel(&app, &id(2)).await).await,
+        (409, "order_expired".into())
+    );
+    let late = read_order(&app, &id(2)).await;
+    assert_eq!(late["status"], "expired");
+    assert_eq!(late["paid_at"], Value::Null);
+    assert_eq!(
+        app.sale_json(&sku).await["sold"],
+        1,
+        "only the paid unit is held"
+    );
+
+    // A sale without a window: orders are final when accepted.
+    let plain = unique("plain");
+    app.create_sale(&plain, json!({"stock": 1})).await;
+    let order: Value = app.order(&plain, "u", 1).await.json().await.expect("order");
+    assert_eq!(order["status"], "created");
+    assert!(order.get("pay_by").is_none(), "{order}");
+    let id = order["order_id"].as_str().expect("id");
+    assert_eq!(
+        error_of(pay(&app, id, "ref").await).await,
+        (409, "not_payable".into())
+    );
+    assert_eq!(read_order(&app, id).await["status"], "created");
+    assert_eq!(
+        app.get_sale(&plain)
+            .await
+            .json::<Value>()
+            .await
+            .expect("sale")["payment_timeout_secs"],
+        Value::Null
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payments_are_json_errors_and_change_nothing() {
+    let app = spawn_app().await;
+    let sku = unique("badpay");
+    app.create_sale(&sku, json!({"stock": 5, "payment_timeout_secs": 600}))
+        .await;
+    let order: Value = app.order(&sku, "u", 1).await.json().await.expect("order");
+    let id = order["order_id"].as_str().expect("id");
+    app.wait_until_relay_idle(&sku).await;
+    let before = app.snapshot().await;
+
+    let path = format!("/v1/orders/{id}/pay");
+    let post = |body: Value, token: Option<&str>| {
+        let mut request = app.client.post(app.url(&path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let token = Some(ADMIN_TOKEN);
+    for (body, why) in [
+        (json!({"payment_ref": ""}), "empty"),
+        (json!({"payment_ref": "x".repeat(129)}), "129 characters"),
+        (json!({"payment_ref": "a\nb"}), "a newline"),
+        (json!({"payment_ref": 7}), "not a string"),
+        (json!({}), "missing"),
+        (
+            json!({"payment_ref": "ok", "amount": 1}),
+            "an unknown field",
+        ),
+    ] {
+        let answer = error_of(post(body, token).await.expect("answered")).await;
+        assert_eq!(answer, (400, "invalid_request".into()), "{why}");
+    }
+    for token in [None, Some("wrong-token")] {
+        let answer = error_of(
+            post(json!({"payment_ref": "ok"}), token)
+                .await
+                .expect("answered"),
+        );
+        assert_eq!(answer.await, (401, "unauthorized".into()));
+    }
+    // An id of this sale that was never issued, and one this service cannot have issued.
+    let unknown = format!("{}999999", id);
+    for unknown in [unknown.as_str(), "no-such-order"] {
+        assert_eq!(
+            error_of(pay(&app, unknown, "ok").await).await,
+            (404, "order_not_found".into())
+        );
+    }
+    assert_eq!(app.snapshot().await, before, "nothing changed in Redis");
+    assert_eq!(read_order(&app, id).await["status"], "pending_payment");
+
+    let zero = app
+        .put_sale(&sku, json!({"stock": 5, "payment_timeout_secs": 0}))
+        .await;
+    assert_eq!(error_of(zero).await, (400, "invalid_request".into()));
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_orders_expire_once_when_a_replica_starts_again() {
+    let settings = test_settings();
+    let (mut first, app) = spawn_process(&settings).await;
+    let (mut second, other) = spawn_process(&settings).await;
+    let sku = unique("down");
+    app.create_sale(&sku, json!({"stock": 100, "payment_timeout_secs": 1}))
+        .await;
+    let mut orders = buy_each(&app, &sku, &users("a", 30)).await;
+    orders.extend(buy_each(&other, &sku, &users("b", 30)).await);
+    for replica in [&mut first, &mut second] {
+        replica.start_kill().expect("SIGKILL sent");
+        replica.wait().await.expect("process gone");
+    }
+    // A replica that died between a purchase's script and its index write leaves a deadline
+    // out of the index; the next start indexes every sale again.
+    let mut redis = app.redis.clone();
+    let _: () = redis
+        .del(format!("{}:payment_due", settings.namespace))
+        .await
+        .expect("DEL index");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let statuses = redis_statuses(&app, &sku).await;
+    assert!(
+        statuses.values().all(|s| s == "pending_payment"),
+        "nothing expires while every replica is down"
+    );
+
+    let (mut restarted, app) = spawn_process(&settings).await;
+    wait_until_none_pending(&app, &sku, Duration::from_secs(5)).await;
+    let statuses = redis_statuses(&app, &sku).await;
+    assert!(statuses.values().all(|s| s == "expired"), "{statuses:?}");
+    assert_eq!(app.redis_sold(&sku).await, 0, "all 60 units back, once");
+    let events = sale_events(&app, &sku, 120).await;
+    assert_no_duplicates(&events);
+    let expired = events
+        .iter()
+        .filter(|m| m.event.event == EventKind::Expired)
+        .count();
+    assert_eq!(expired, 60, "one expired event per order");
+    assert_audit_clean(&app.settings, None).await;
+    restarted.start_kill().expect("SIGKILL sent");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_sale_keeps_payments_and_deadlines() {
+    let mut redis = LosableRedis::start().await;
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let sku = unique("rebuilt");
+    app.create_sale(&sku, json!({"stock": 10, "payment_timeout_secs": 2}))
+        .await;
+    let orders = buy_each(&app, &sku, &users("k", 6)).await;
+    let id = |i: usize| orders[i]["order_id"].as_str().expect("id").to_owned();
+    // Paid answers wait for JetStream (FLASHSALE_CONFIRM=jetstream): they survive the loss.
+    for i in 0..2 {
+        let paid: Value = pay(&app, &id(i), &format!("ref-{i}"))
+            .await
+            .json()
+            .await
+            .expect("order");
+        assert_eq!(paid["delivered"], true, "{paid}");
+    }
+    assert_eq!(cancel(&app, &id(2)).await.status(), 200);
+    app.wait_until_relay_idle(&sku).await;
+
+    redis.restart_empty_for(&[&app]).await;
+    let paid = read_order(&app, &id(0)).await;
+    assert_eq!(
+        (paid["status"].as_str(), paid["payment_ref"].as_str()),
+        (Some("paid"), Some("ref-0"))
+    );
+    assert_eq!(read_order(&app, &id(2)).await["status"], "cancelled");
+    assert_eq!(read_order(&app, &id(3)).await["status"], "pending_payment");
+    assert_eq!(
+        app.sale_json(&sku).await["sold"],
+        5,
+        "2 paid and 3 pending hold units"
+    );
+    assert_eq!(
+        error_of(pay(&app, &id(1), "other").await).await,
+        (409, "payment_conflict".into()),
+        "the rebuilt sale knows the payment"
+    );
+
+    // The rebuilt deadlines still expire the unpaid orders.
+    wait_until_none_pending(&app, &sku, Duration::from_secs(5)).await;
+    let statuses = redis_statuses(&app, &sku).await;
+    for i in 3..6 {
+        assert_eq!(statuses[&id(i)], "expired");
+    }
+    assert_eq!(app.sale_json(&sku).await["sold"], 2);
+    let events = sale_events(&app, &sku, 6 + 6).await;
+    assert_no_duplicates(&events);
+    assert_audit_clean(&app.settings, None).await;
+    app.cleanup().await;
+}
