@@ -17,7 +17,8 @@
 --         'cancel' ARGV[2] order_id
 --         'expire' ARGV[2] how many overdue orders at most (the sweeper)
 --
--- Reply, for 'pay' and 'cancel': { outcome, order_id, record, remaining } where outcome is
+-- Reply, for 'pay' and 'cancel': { outcome, order_id, record, remaining, delivered (1|0) },
+-- where outcome is
 --   'paid' | 'already_paid' | 'cancelled' | 'already_cancelled' | 'order_expired' |
 --   'expired' (overdue, and expired by this call: its units are back), or
 --   { 'not_payable' | 'order_cancelled' | 'payment_conflict' | 'order_paid' |
@@ -108,9 +109,12 @@ local id = ARGV[2]
 local order = load(id)
 if not order then return { 'order_not_found' } end
 
+-- The order as it stands, the units left, and whether its latest event has left the outbox
+-- (reached JetStream): never yet for an event this call wrote.
 local function answer(outcome)
   local f = redis.call('HMGET', sale, 'stock', 'sold')
-  return { outcome, id, record(order), tonumber(f[1]) - tonumber(f[2]) }
+  local waiting = order.event ~= '' and #redis.call('XRANGE', outbox, order.event, order.event) > 0
+  return { outcome, id, record(order), tonumber(f[1]) - tonumber(f[2]), waiting and 0 or 1 }
 end
 
 if overdue(order) then

@@ -10,6 +10,8 @@
 #   ad path a with FLASHSALE_CONFIRM=jetstream against nats-server 2.15 with nats-server.conf
 #      (sync_interval: always), each alternating with path a (FLASHSALE_CONFIRM=jetstream on
 #      Debian's nats-server, default flush) at the first connection count
+#   ap path a on a sale with a payment window (pending_payment orders, a deadline each),
+#      alternating with path a at the first connection count
 # and prints one table (req/s, p50, p99, outcomes) plus the ratios a/e, b/e, c/d, checking
 # correctness as it goes (sold never above stock, outcome counts add up).
 # Writes benchmarks/loadtest.tsv and benchmarks/loadtest.svg (gnuplot).
@@ -41,6 +43,7 @@ TOKEN="loadtest-$RUN"
 BIG_SALE="big-$RUN"
 EMPTY_SALE="empty-$RUN"
 REDIS_SALE="redis-$RUN"
+PAY_SALE="pay-$RUN"
 BASE="http://127.0.0.1:$PORT"
 export WRK_DIR=scripts/wrk
 PIDS=
@@ -80,9 +83,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-put_sale() { # sku stock [base]
+put_sale() { # sku stock [base] [more JSON fields]
   curl -fsS -o /dev/null -X PUT "${3:-$BASE}/v1/sales/$1" -H "Authorization: Bearer $TOKEN" \
-    -H 'Content-Type: application/json' -d "{\"stock\": $2}"
+    -H 'Content-Type: application/json' -d "{\"stock\": $2${4:+, $4}}"
 }
 sold() { redis-cli hget "$NS:{$1}:sale" sold; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
@@ -108,12 +111,13 @@ run_wrk() { # connections script [SKU]   (BASE may be overridden for one call)
 run_redis() { # connections
   local sha keys
   sha=$(redis-cli script load "$(cat lua/purchase.lua)")
-  keys="$NS:{$REDIS_SALE}:sale $NS:{$REDIS_SALE}:orders $NS:{$REDIS_SALE}:buyers $NS:{$REDIS_SALE}:outbox"
+  local k="$NS:{$REDIS_SALE}:"
+  keys="${k}sale ${k}orders ${k}buyers ${k}outbox ${k}buyer_orders:bench ${k}deadlines"
   local seconds=${DURATION%s}
   # Enough requests for about DURATION at the ceiling measured on this kind of machine.
   local csv
   csv=$(redis-benchmark -c "$1" -n $((seconds * 120000)) -r 1000000000 --csv \
-    EVALSHA "$sha" 4 $keys "u__rand_int__" 1 86400 "" | tail -n 1)
+    EVALSHA "$sha" 6 $keys "u__rand_int__" 1 86400 "" | tail -n 1)
   # "EVALSHA ...","rps","avg","min","p50","p95","p99","max"
   IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$(tr -d '"' <<<"$csv")"
   echo "RESULT rps=${rps%.*} p50_ms=$p50 p99_ms=$p99 requests=$((seconds * 120000)) socket_errors=0"
@@ -130,6 +134,7 @@ put_sale "$BIG_SALE" 1000000000000
 put_sale "$BIG_SALE" 1000000000000 "http://127.0.0.1:$((PORT + 5))"
 put_sale "$EMPTY_SALE" 1
 put_sale "$REDIS_SALE" 1000000000000
+put_sale "$PAY_SALE" 1000000000000 "$BASE" '"payment_timeout_secs": 86400'
 curl -fsS -o /dev/null -X POST "$BASE/v1/sales/$EMPTY_SALE/orders" -H 'Content-Type: application/json' -d '{"user_id":"first"}'
 
 printf 'path\tconnections\trps\tp50_ms\tp99_ms\trequests\toutcomes\n' >"$OUT/loadtest.tsv"
@@ -212,6 +217,19 @@ printf 'ar\t%s\t%s\t-\t-\t-\tconfirm=redis, mean of 3, p99 ms:%s\n' "$first_c" $
 printf 'ad\t%s\t%s\t-\t-\t-\tconfirm=jetstream on nats 2.15 sync always, mean of 3, p99 ms:%s\n' "$first_c" $((durable_sum / 3)) "$durable_p99" >>"$OUT/loadtest.tsv"
 wait_drained "$BASE" >/dev/null
 
+# The cost of a payment window: path a on a sale without one and on one with one (each order
+# pending_payment, with a deadline in the sale and in the sweeper's index), alternating.
+plain_sum=0; pay_sum=0; pay_p99=
+for round in 1 2 3; do
+  wait_drained "$BASE" >/dev/null
+  r=$(run_wrk "$first_c" purchase "$BIG_SALE"); check_counts a "$r"; plain_sum=$((plain_sum + $(field rps "$r")))
+  wait_drained "$BASE" >/dev/null
+  r=$(run_wrk "$first_c" purchase "$PAY_SALE"); check_counts ap "$r"
+  pay_sum=$((pay_sum + $(field rps "$r"))); pay_p99="$pay_p99 $(field p99_ms "$r")"
+done
+printf 'ap\t%s\t%s\t-\t-\t-\tpayment window, mean of 3, p99 ms:%s\n' "$first_c" $((pay_sum / 3)) "$pay_p99" >>"$OUT/loadtest.tsv"
+wait_drained "$BASE" >/dev/null
+
 # Table and ratios.
 value() { awk -F'\t' -v p="$1" -v c="$2" -v col="$3" '$1==p && $2==c {print $col}' "$OUT/loadtest.tsv"; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
@@ -227,6 +245,7 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
   echo "metrics on/off (path a, $first_c connections, 3 alternating runs each): $(ratio "$on_sum" "$off_sum")"
   echo "confirm jetstream/redis (path a, $first_c connections, 3 alternating runs each): $(ratio "$js_sum" "$redis_sum")"
   echo "confirm jetstream on nats 2.15 with sync_interval always / redis: $(ratio "$durable_sum" "$redis_sum")"
+  echo "payment window / none (path a, $first_c connections, 3 alternating runs each): $(ratio "$pay_sum" "$plain_sum")"
   for c in $CONNECTIONS; do
     echo "relay: after path a at $c connections ($(value a "$c" 6) purchases) the outbox was empty $((drain_seconds[$c])) s later"
   done

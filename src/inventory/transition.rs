@@ -92,8 +92,10 @@ impl Inventory {
         let reply = Reply(&reply);
         let outcome = reply.text(0)?;
         let ended = |changed: bool| -> Result<Ended, StoreError> {
-            let order = OrderView::from_record(reply.text(1)?, sku.as_str(), reply.text(2)?, false)
-                .ok_or_else(|| reply.corrupt())?;
+            let delivered = reply.int(4)? == 1;
+            let order =
+                OrderView::from_record(reply.text(1)?, sku.as_str(), reply.text(2)?, delivered)
+                    .ok_or_else(|| reply.corrupt())?;
             Ok(Ended {
                 order,
                 remaining: reply.uint(3)?,

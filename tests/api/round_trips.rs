@@ -18,7 +18,7 @@ use crate::helpers::{
 use crate::nats::PrivateNats;
 
 /// Calls per command, as `INFO commandstats` reports them.
-async fn command_calls(redis: &mut MultiplexedConnection) -> HashMap<String, u64> {
+pub async fn command_calls(redis: &mut MultiplexedConnection) -> HashMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(redis)
@@ -33,7 +33,7 @@ async fn command_calls(redis: &mut MultiplexedConnection) -> HashMap<String, u64
         .collect()
 }
 
-fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, command: &str) -> u64 {
+pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, command: &str) -> u64 {
     after.get(command).copied().unwrap_or(0) - before.get(command).copied().unwrap_or(0)
 }
 
