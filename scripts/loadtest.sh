@@ -12,6 +12,9 @@
 #      Debian's nats-server, default flush) at the first connection count
 #   ap path a on a sale with a payment window (pending_payment orders, a deadline each),
 #      alternating with path a at the first connection count
+#   ax path a on a sale with a 1 s payment window and nobody paying: every order expires
+#      while the run goes on; then checks that sold returns to exactly 0 and reports the
+#      expiry lag (pay_by to expiry) from the service's histogram
 # and prints one table (req/s, p50, p99, outcomes) plus the ratios a/e, b/e, c/d, checking
 # correctness as it goes (sold never above stock, outcome counts add up).
 # Writes benchmarks/loadtest.tsv and benchmarks/loadtest.svg (gnuplot).
@@ -44,6 +47,7 @@ BIG_SALE="big-$RUN"
 EMPTY_SALE="empty-$RUN"
 REDIS_SALE="redis-$RUN"
 PAY_SALE="pay-$RUN"
+EXPIRY_SALE="expiry-$RUN"
 BASE="http://127.0.0.1:$PORT"
 export WRK_DIR=scripts/wrk
 PIDS=
@@ -135,6 +139,7 @@ put_sale "$BIG_SALE" 1000000000000 "http://127.0.0.1:$((PORT + 5))"
 put_sale "$EMPTY_SALE" 1
 put_sale "$REDIS_SALE" 1000000000000
 put_sale "$PAY_SALE" 1000000000000 "$BASE" '"payment_timeout_secs": 86400'
+put_sale "$EXPIRY_SALE" 1000000000000 "$BASE" '"payment_timeout_secs": 1'
 curl -fsS -o /dev/null -X POST "$BASE/v1/sales/$EMPTY_SALE/orders" -H 'Content-Type: application/json' -d '{"user_id":"first"}'
 
 printf 'path\tconnections\trps\tp50_ms\tp99_ms\trequests\toutcomes\n' >"$OUT/loadtest.tsv"
@@ -230,6 +235,37 @@ done
 printf 'ap\t%s\t%s\t-\t-\t-\tpayment window, mean of 3, p99 ms:%s\n' "$first_c" $((pay_sum / 3)) "$pay_p99" >>"$OUT/loadtest.tsv"
 wait_drained "$BASE" >/dev/null
 
+# Expiry under load: every order of the run expires 1 s after it was taken, while the run
+# goes on. Afterwards sold must be back to exactly 0.
+r=$(run_wrk "$first_c" purchase "$EXPIRY_SALE"); record ax "$first_c" "$r"; check_counts ax "$r"
+ended=$SECONDS
+for _ in $(seq 1 600); do
+  [ "$(redis-cli zcard "$NS:{$EXPIRY_SALE}:deadlines")" -eq 0 ] && break
+  sleep 0.1
+done
+expiry_settle=$((SECONDS - ended))
+[ "$(sold "$EXPIRY_SALE")" -eq 0 ] || { echo "loadtest: expiry left $(sold "$EXPIRY_SALE") units sold" >&2; exit 1; }
+expired_orders=$(redis-cli hlen "$NS:{$EXPIRY_SALE}:orders")
+# p50 / p99 as the upper bound of the histogram bucket that holds them; mean from sum/count.
+# Every service on the namespace runs a sweeper and shares the expiries: their histograms add.
+expiry_lag=$(for p in "$PORT" $((PORT + 2)) $((PORT + 3)); do curl -fs "http://127.0.0.1:$p/metrics"; done | awk '
+  /^flashsale_expiry_lag_seconds_bucket/ {
+    match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+    if (!(le in cum)) order[n++] = le
+    cum[le] += $NF
+  }
+  /^flashsale_expiry_lag_seconds_sum/ { sum += $NF }
+  /^flashsale_expiry_lag_seconds_count/ { count += $NF }
+  END {
+    if (count == 0) { print "no expiries"; exit }
+    for (i = 0; i < n; i++) {
+      if (p50 == "" && cum[order[i]] >= count * 0.5) p50 = order[i]
+      if (p99 == "" && cum[order[i]] >= count * 0.99) p99 = order[i]
+    }
+    printf "%d expiries, mean %.1f ms, p50 <= %s s, p99 <= %s s", count, sum / count * 1000, p50, p99
+  }')
+wait_drained "$BASE" >/dev/null
+
 # Table and ratios.
 value() { awk -F'\t' -v p="$1" -v c="$2" -v col="$3" '$1==p && $2==c {print $col}' "$OUT/loadtest.tsv"; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
@@ -246,6 +282,7 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
   echo "confirm jetstream/redis (path a, $first_c connections, 3 alternating runs each): $(ratio "$js_sum" "$redis_sum")"
   echo "confirm jetstream on nats 2.15 with sync_interval always / redis: $(ratio "$durable_sum" "$redis_sum")"
   echo "payment window / none (path a, $first_c connections, 3 alternating runs each): $(ratio "$pay_sum" "$plain_sum")"
+  echo "expiry under load (ax): $expired_orders orders, all expired ${expiry_settle} s after the run, sold back to 0; lag: $expiry_lag"
   for c in $CONNECTIONS; do
     echo "relay: after path a at $c connections ($(value a "$c" 6) purchases) the outbox was empty $((drain_seconds[$c])) s later"
   done

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use crate::events::{spawn_process, users};
 use crate::health::{sample, scrape};
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, spawn_app, spawn_app_with, test_settings,
-    unique,
+    ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, spawn_app, spawn_app_from, spawn_app_with,
+    test_settings, unique,
 };
 use crate::nats::{Delivered, assert_each_order_in_order, assert_no_duplicates, delivered};
 use crate::order_reads::read_order;
@@ -682,5 +682,97 @@ async fn the_sweeper_does_not_visit_idle_sales() {
         indexed, 0,
         "no sale with an order awaiting payment is indexed"
     );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_units_sell_again_on_every_replica_within_a_second() {
+    let mut settings = test_settings();
+    // Marks would otherwise last ten minutes: only the expiry's notice can reopen the sale.
+    settings.sold_out_recheck = Duration::from_secs(600);
+    let first = spawn_app_from(settings.clone()).await;
+    let second = spawn_app_from(settings).await;
+    let sku = unique("reopen");
+    first
+        .create_sale(&sku, json!({"stock": 2, "payment_timeout_secs": 1}))
+        .await;
+    buy_each(&first, &sku, &users("early", 2)).await;
+    for replica in [&first, &second] {
+        assert_eq!(
+            replica.order(&sku, "late", 1).await.status(),
+            409,
+            "sold out"
+        );
+    }
+
+    // Neither order is paid: both expire, on whichever replica's sweeper gets there first.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while first.redis_sold(&sku).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the orders expire");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let since_expiry = tokio::time::Instant::now();
+    for (replica, buyer) in [(&second, "again-2"), (&first, "again-1")] {
+        loop {
+            if replica.order(&sku, buyer, 1).await.status() == 201 {
+                break;
+            }
+            assert!(
+                since_expiry.elapsed() < Duration::from_secs(1),
+                "the expired units sell on every replica within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    first.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_migrates_a_first_version_table_in_place() {
+    let db = TestDb::create().await;
+    // The table as the first version of sql/schema.sql made it, with a row in it.
+    db.execute(
+        "CREATE TABLE orders (
+             order_id text PRIMARY KEY, sku text NOT NULL, user_id text NOT NULL,
+             quantity integer NOT NULL CHECK (quantity > 0),
+             unit_price bigint NOT NULL CHECK (unit_price >= 0),
+             total_amount bigint NOT NULL CHECK (total_amount >= 0),
+             created_at timestamptz NOT NULL,
+             status text NOT NULL CHECK (status IN ('created', 'cancelled')),
+             updated_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO orders VALUES ('old-1', 'old', 'u', 1, 5, 5, now(), 'created', now());",
+    )
+    .await;
+    let app = spawn_app().await;
+    let consumer = spawn_consumer(&app.settings, &db);
+    let sku = unique("migrated");
+    app.create_sale(&sku, json!({"stock": 5, "payment_timeout_secs": 600}))
+        .await;
+    let order = &buy_each(&app, &sku, &users("m", 2)).await;
+    let id = |i: usize| order[i]["order_id"].as_str().expect("id").to_owned();
+    assert_eq!(pay(&app, &id(0), "psp-9").await.status(), 200);
+
+    let expected = HashMap::from([
+        ("old-1".to_owned(), "created".to_owned()),
+        (id(0), "paid".to_owned()),
+        (id(1), "pending_payment".to_owned()),
+    ]);
+    for _ in 0..100 {
+        if db.rows().await == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(db.rows().await, expected);
+    let row = db
+        .query_one(&format!(
+            "SELECT payment_ref, paid_at IS NOT NULL, pay_by IS NOT NULL FROM orders WHERE order_id = '{}'",
+            id(0)
+        ))
+        .await;
+    let (payment_ref, paid, due): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((payment_ref.as_str(), paid, due), ("psp-9", true, true));
+    consumer.abort();
+    db.drop_schema().await;
     app.cleanup().await;
 }

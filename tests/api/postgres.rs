@@ -70,6 +70,21 @@ impl TestDb {
         }
     }
 
+    /// Runs SQL in the test's schema.
+    pub async fn execute(&self, sql: &str) {
+        let sql = format!("SET search_path TO {}; {sql}", self.schema);
+        self.admin.batch_execute(&sql).await.expect("SQL runs");
+    }
+
+    /// One row of a query in the test's schema.
+    pub async fn query_one(&self, sql: &str) -> tokio_postgres::Row {
+        self.admin
+            .batch_execute(&format!("SET search_path TO {}", self.schema))
+            .await
+            .expect("SET search_path");
+        self.admin.query_one(sql, &[]).await.expect("one row")
+    }
+
     pub async fn drop_schema(&self) {
         let _ = self
             .admin
