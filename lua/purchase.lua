@@ -27,7 +27,10 @@
 --
 -- Reply: { outcome, ... } where outcome is one of
 --   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
---                              status, pay_by_ms ('' when the sale has no payment window)
+--                              status, pay_by_ms ('' when the sale has no payment window),
+--                              earliest (1 when this new order has the sale's earliest
+--                              deadline: only then must the caller add it to the sweeper's
+--                              cross-sale index, see src/inventory/payment_due.rs)
 --   'sold_out'               , remaining
 --   'quantity_above_limit'   , per_user_limit
 --   'sale_missing'  the sale is not in Redis: never created, or Redis lost it. The caller
@@ -96,10 +99,12 @@ redis.call('HINCRBY', buyers, user, quantity)
 if idem then redis.call('SET', idem, id, 'EX', ARGV[3]) end
 -- With a payment window the order holds its units until pay_by (Redis's clock), then the
 -- sweeper's expire.lua returns them unless pay.lua marked it paid first.
-local status, pay_by = 'created', ''
+local status, pay_by, earliest = 'created', '', 0
 if payment_timeout then
   status, pay_by = 'pending_payment', now + payment_timeout * 1000
   redis.call('ZADD', deadlines, pay_by, id)
+  -- An earlier deadline of this sale is in the index already, and with it this one.
+  if redis.call('ZRANGE', deadlines, 0, 0)[1] == id then earliest = 1 end
 end
 -- The outbox entry is written in the same atomic step as the stock: an order accepted here
 -- can never be missing from what the relay hands to JetStream.
@@ -111,4 +116,5 @@ redis.call('HSET', orders, id, status .. '\n' .. quantity .. '\n' .. price .. '\
            .. pay_by .. '\n\n' .. event .. '\n\n' .. user)
 redis.call('LPUSH', buyer_orders, id)
 
-return { 'created', id, user, quantity, price, now, stock - sold - quantity, status, pay_by }
+return { 'created', id, user, quantity, price, now, stock - sold - quantity, status, pay_by,
+         earliest }

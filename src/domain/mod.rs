@@ -19,3 +19,15 @@ pub use user_id::UserId;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidInput(pub String);
+
+/// The rule of the free-text values (`user_id`, `payment_ref`): 1 to `max` characters (not
+/// bytes), none of them a control character (records keep each value on a line of its own).
+fn free_text(field: &str, raw: String, max: usize) -> Result<String, InvalidInput> {
+    let chars = raw.chars().count();
+    if chars == 0 || chars > max || raw.chars().any(char::is_control) {
+        return Err(InvalidInput(format!(
+            "{field} must be 1-{max} characters without control characters"
+        )));
+    }
+    Ok(raw)
+}

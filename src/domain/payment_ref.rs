@@ -9,14 +9,7 @@ impl PaymentRef {
     pub const MAX_CHARS: usize = 128;
 
     pub fn parse(raw: String) -> Result<Self, InvalidInput> {
-        let length = raw.chars().count();
-        if !(1..=Self::MAX_CHARS).contains(&length) || raw.chars().any(char::is_control) {
-            return Err(InvalidInput(format!(
-                "payment_ref must be 1-{} printable characters",
-                Self::MAX_CHARS
-            )));
-        }
-        Ok(Self(raw))
+        super::free_text("payment_ref", raw, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

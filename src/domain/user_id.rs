@@ -8,14 +8,7 @@ impl UserId {
     pub const MAX_CHARS: usize = 128;
 
     pub fn parse(raw: String) -> Result<Self, InvalidInput> {
-        let chars = raw.chars().count();
-        if chars == 0 || chars > Self::MAX_CHARS || raw.chars().any(char::is_control) {
-            return Err(InvalidInput(format!(
-                "user_id must be 1-{} characters without control characters",
-                Self::MAX_CHARS
-            )));
-        }
-        Ok(Self(raw))
+        super::free_text("user_id", raw, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -212,8 +212,8 @@ impl Inventory {
     }
 }
 
-/// The event an outbox entry records, as the scripts write it (`purchase.lua`, `pay.lua`,
-/// `expire.lua`, `cancel.lua`); `None` for anything else.
+/// The event an outbox entry records, as the scripts write it (`purchase.lua`,
+/// `transition.lua`); `None` for anything else.
 fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent> {
     let kind = EventKind::from_token(&entry.get::<String>("kind")?)?;
     let quantity: u32 = entry.get("quantity")?;

@@ -5,7 +5,10 @@
 //! The index lives outside every sale's hash slot, so no sale script can write it. Its one
 //! rule: a sale's score is at or before the earliest pay_by in the sale's own deadlines ZSET
 //! (written atomically by `purchase.lua`). Everyone keeps it by writing the index *after*
-//! the sale's keys: a purchase adds its pay_by with `ZADD LT` after its script; the sweeper,
+//! the sale's keys: a purchase whose order became the sale's earliest deadline (the script
+//! says so; with a fixed window, the first order pending) adds its pay_by with `ZADD LT`
+//! after its script, and any other purchase writes nothing, its deadline being later than
+//! one the index already covers; the sweeper,
 //! after expiring, sets the next deadline (or removes the sale) and then reads the sale's
 //! deadlines once more, lowering the score to what it finds. A purchase whose script ran
 //! before that re-read is seen by it; one that ran after it writes its own `ZADD LT` after

@@ -114,9 +114,11 @@ impl Inventory {
                 let order = reply.order(sku)?;
                 if outcome == "created" {
                     self.outbox_written.notify_one();
-                    // An order awaiting payment: the sweeper must know the sale has a
-                    // deadline (see payment_due.rs for why after the script is safe).
-                    if let Some(pay_by) = reply.optional_int(8)?
+                    // The sale's earliest deadline: the sweeper must know the sale has
+                    // one (payment_due.rs: why after the script is safe, and why a later
+                    // deadline needs no write).
+                    if reply.optional_int(9)? == Some(1)
+                        && let Some(pay_by) = reply.optional_int(8)?
                         && let Err(e) = self.index_deadline(sku, pay_by).await
                     {
                         log::warn!("sale {sku}: payment deadline not indexed yet: {e}");

@@ -44,7 +44,7 @@ impl Reply<'_> {
         u64::try_from(self.int(at)?).map_err(|_| self.corrupt())
     }
 
-    /// The order that `purchase.lua` and `cancel.lua` return after their outcome:
+    /// The order that `purchase.lua` returns after its outcome:
     /// order_id, user_id, quantity, unit_price, created_at_ms, remaining, status, pay_by_ms
     /// ('' or absent when none).
     pub fn order(&self, sku: &Sku) -> Result<Order, StoreError> {

@@ -95,7 +95,7 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
     let Isolated { app, check, .. } = &mut isolated;
 
     let before = command_calls(check).await;
-    let statuses = buy_many(&app, &sku, 300).await;
+    let statuses = buy_many(app, &sku, 300).await;
     let after = command_calls(check).await;
 
     assert!(statuses.iter().all(|s| *s == 201));
@@ -135,6 +135,31 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_window_adds_an_index_write_per_sale_not_per_purchase() {
+    let mut isolated = Isolated::start(Duration::from_secs(1)).await;
+    let sku = unique("window-trip");
+    isolated
+        .app
+        .create_sale(&sku, json!({"stock": 10_000, "payment_timeout_secs": 600}))
+        .await;
+    isolated.stop_nats().await;
+    let Isolated { app, check, .. } = &mut isolated;
+
+    let before = command_calls(check).await;
+    let statuses = buy_many(app, &sku, 300).await;
+    let after = command_calls(check).await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    assert_eq!(delta(&before, &after, "evalsha"), 300, "one EVALSHA each");
+    // 300 ZADDs of the deadlines inside the script; outside it, only orders that became the
+    // sale's earliest deadline (the first, and any sharing its millisecond) write the index.
+    let index_writes = delta(&before, &after, "zadd") - 300;
+    assert!(
+        (1..=5).contains(&index_writes),
+        "{index_writes} index writes for 300 purchases"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_sale_is_answered_without_redis() {
     let mut isolated = Isolated::start(Duration::from_secs(600)).await;
     let sku = unique("fast-path");
@@ -143,11 +168,11 @@ async fn a_sold_out_sale_is_answered_without_redis() {
     assert_eq!(isolated.app.kill(None).await.0, 200);
     isolated.stop_nats().await;
     let Isolated { app, check, .. } = &mut isolated;
-    let sold = buy_many(&app, &sku, 6).await;
+    let sold = buy_many(app, &sku, 6).await;
     assert_eq!(sold.iter().filter(|s| **s == 201).count(), 5);
 
     let before = command_calls(check).await;
-    let statuses = buy_many(&app, &sku, 500).await;
+    let statuses = buy_many(app, &sku, 500).await;
     for _ in 0..50 {
         assert_eq!(app.kill(None).await.0, 200);
     }
