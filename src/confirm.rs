@@ -1,6 +1,6 @@
 //! `FLASHSALE_CONFIRM=jetstream`: a purchase is answered 201 only once JetStream holds its
 //! order event, so an order answered 201 survives Redis losing its data (the rebuild reads
-//! it back from the stream).
+//! it back from the stream). Payments and cancels wait for their events the same way.
 //!
 //! The handler publishes the event itself, with the same `Nats-Msg-Id` the relay uses, and
 //! waits for the PubAck up to `FLASHSALE_CONFIRM_TIMEOUT_MS`. Without it in time (NATS slow or

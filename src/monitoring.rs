@@ -98,7 +98,7 @@ fn describe() {
     );
     describe_counter!(
         CONFIRMATIONS,
-        "New orders by whether JetStream confirmed their event before the answer (FLASHSALE_CONFIRM=jetstream)."
+        "Events (new orders, payments, cancels) by whether JetStream confirmed them before the answer (FLASHSALE_CONFIRM=jetstream)."
     );
     describe_counter!(
         REBUILDS,
@@ -130,7 +130,8 @@ pub fn record_expiry_lag(lag_ms: i64) {
     histogram!(EXPIRY_LAG).record(lag_ms.max(0) as f64 / 1000.0);
 }
 
-/// A new order's confirmation: `confirmed` (201) or `pending` (202).
+/// An event's confirmation before the answer: `confirmed`, or `pending` (for a new order,
+/// the 202).
 pub fn record_confirmation(confirmed: bool) {
     let result = if confirmed { "confirmed" } else { "pending" };
     counter!(CONFIRMATIONS, "result" => result).increment(1);

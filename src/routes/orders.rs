@@ -86,7 +86,8 @@ pub(super) async fn purchase(
 }
 
 /// `POST /v1/orders/{order_id}/cancel` (admin): 200 with the cancelled order; the stock comes
-/// back exactly once however often it is called. A paid order is 409 `order_paid`.
+/// back exactly once however often it is called. A paid order is 409 `order_paid`. In
+/// `FLASHSALE_CONFIRM=jetstream` the answer waits (bounded) for JetStream to hold the event.
 pub async fn cancel_order(
     _: Admin,
     state: web::Data<AppState>,
@@ -95,8 +96,14 @@ pub async fn cancel_order(
     let (order_id, sku) = order_and_sale(&state, &order_id).await?;
     let ended = end_order(&state, &sku, || state.inventory.cancel(&sku, &order_id)).await?;
     if ended.changed {
-        // Stock is back: other replicas drop their sold-out mark.
-        state.sale_changes.announce(sku.as_str()).await;
+        // Stock is back: other replicas drop their sold-out mark. In jetstream mode the
+        // answer also waits for the event, so a cancel answered 200 outlives a Redis loss.
+        // (Counted in flashsale_confirmations_total; the relay delivers it either way.)
+        let event = ended.order.event(EventKind::Cancelled);
+        tokio::join!(
+            state.sale_changes.announce(sku.as_str()),
+            state.confirmation.confirm(&event)
+        );
     }
     Ok(HttpResponse::Ok().json(Order::new(ended.order, ended.remaining)))
 }
