@@ -83,20 +83,27 @@ async fn buy_many(app: &TestApp, sku: &str, n: usize) -> Vec<u16> {
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_purchase_is_exactly_one_redis_round_trip() {
+/// `n` purchases of new buyers on a new sale of an isolated app (NATS stopped, so nothing
+/// else reaches Redis but the relay's status reads): their statuses, and Redis's command
+/// counts before and after.
+async fn counted_purchases(
+    sale: Value,
+    n: usize,
+) -> (Vec<u16>, HashMap<String, u64>, HashMap<String, u64>) {
     let mut isolated = Isolated::start(Duration::from_secs(1)).await;
-    let sku = unique("one-trip");
-    isolated
-        .app
-        .create_sale(&sku, json!({"stock": 10_000}))
-        .await;
+    let sku = unique("counted");
+    isolated.app.create_sale(&sku, sale).await;
     isolated.stop_nats().await;
     let Isolated { app, check, .. } = &mut isolated;
-
     let before = command_calls(check).await;
-    let statuses = buy_many(app, &sku, 300).await;
+    let statuses = buy_many(app, &sku, n).await;
     let after = command_calls(check).await;
+    (statuses, before, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_is_exactly_one_redis_round_trip() {
+    let (statuses, before, after) = counted_purchases(json!({"stock": 10_000}), 300).await;
 
     assert!(statuses.iter().all(|s| *s == 201));
     assert_eq!(
@@ -136,18 +143,8 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_window_adds_an_index_write_per_sale_not_per_purchase() {
-    let mut isolated = Isolated::start(Duration::from_secs(1)).await;
-    let sku = unique("window-trip");
-    isolated
-        .app
-        .create_sale(&sku, json!({"stock": 10_000, "payment_timeout_secs": 600}))
-        .await;
-    isolated.stop_nats().await;
-    let Isolated { app, check, .. } = &mut isolated;
-
-    let before = command_calls(check).await;
-    let statuses = buy_many(app, &sku, 300).await;
-    let after = command_calls(check).await;
+    let sale = json!({"stock": 10_000, "payment_timeout_secs": 600});
+    let (statuses, before, after) = counted_purchases(sale, 300).await;
     assert!(statuses.iter().all(|s| *s == 201));
     assert_eq!(delta(&before, &after, "evalsha"), 300, "one EVALSHA each");
     // 300 ZADDs of the deadlines inside the script; outside it, only orders that became the
