@@ -8,9 +8,11 @@
 //! deletes the delivered entries. A publish repeated after a crash is dropped by JetStream's
 //! duplicate window, which the lease/claim time stays far inside.
 //!
-//! It wakes when this replica accepts an order, and polls for the rest (other replicas' dead
-//! leftovers); it backs off while NATS is down.
+//! It visits only the sales in the index of waiting outboxes (`inventory/waiting.rs`), so an
+//! idle sale costs it nothing. It wakes when this replica writes an event, and polls the index
+//! for the rest (other replicas' dead leftovers); it backs off while NATS is down.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +30,9 @@ use crate::recovery::Recovery;
 const BATCH: usize = 256;
 /// How often the relay looks for work nobody woke it for.
 const POLL: Duration = Duration::from_millis(250);
+/// How often it also checks every sale's outbox, the safety net of the index of waiting
+/// sales (`inventory/waiting.rs`); and once at start.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// While draining, how soon to look again at events that are still waiting.
 const DRAIN_RETRY: Duration = Duration::from_millis(50);
@@ -127,6 +132,7 @@ impl Relay {
     /// waits, or at the deadline, leaving the rest in the outbox for the next process.
     pub async fn run(self, mut drain: watch::Receiver<Option<Instant>>) {
         let mut stream_ready = false;
+        let mut swept_at: Option<Instant> = None;
         let mut failures: u32 = 0;
         let mut last_lag_log = Instant::now();
         log::info!("relay {} started", self.consumer);
@@ -141,7 +147,7 @@ impl Relay {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         loop {
-            let outcome = self.pass(&mut stream_ready).await;
+            let outcome = self.pass(&mut stream_ready, &mut swept_at).await;
             // Marks the value seen, so `changed()` below waits for the next one.
             let deadline = *drain.borrow_and_update();
             match &outcome {
@@ -207,15 +213,28 @@ impl Relay {
         }
     }
 
-    /// One round over every sale; returns what still waits afterwards.
-    async fn pass(&self, stream_ready: &mut bool) -> Result<Backlog, RelayError> {
+    /// One round over the sales with events waiting; returns what still waits afterwards.
+    async fn pass(
+        &self,
+        stream_ready: &mut bool,
+        swept_at: &mut Option<Instant>,
+    ) -> Result<Backlog, RelayError> {
+        // First, NATS or not: the sales this replica wrote to go into the shared index, so
+        // another replica finds them should this process die.
+        let mut sales: HashSet<Sku> = self.inventory.index_written().await?.into_iter().collect();
         // Without NATS this replica takes no lease, so a replica that has NATS can deliver.
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err(RelayError::NatsDown);
         }
+        sales.extend(self.inventory.waiting_sales().await?);
+        if swept_at.is_none_or(|at| at.elapsed() >= FULL_SWEEP_EVERY) {
+            sales.extend(self.inventory.outboxes_not_empty().await?);
+            *swept_at = Some(Instant::now());
+        }
         let mut total = Backlog::default();
-        for sku in self.inventory.sales().await? {
-            if self.inventory.outbox_backlog(&sku).await?.is_none() {
+        for sku in &sales {
+            if self.inventory.outbox_backlog(sku).await?.is_none() {
+                self.inventory.unindex_empty(sku).await?;
                 continue;
             }
             if !*stream_ready {
@@ -224,30 +243,31 @@ impl Relay {
             }
             if self
                 .inventory
-                .take_outbox_lease(&sku, &self.consumer, self.claim_idle)
+                .take_outbox_lease(sku, &self.consumer, self.claim_idle)
                 .await?
             {
-                self.relay_sale(&sku).await?;
+                self.relay_sale(sku).await?;
                 // Events waited for a sale whose state Redis lost (one sale's keys gone):
                 // bring it back now rather than at its next request. Only a sale with
                 // waiting events pays for this check.
-                if !self.inventory.sale_exists(&sku).await?
-                    && let Err(e) = self.recovery.restore(&sku).await
+                if !self.inventory.sale_exists(sku).await?
+                    && let Err(e) = self.recovery.restore(sku).await
                 {
                     log::warn!("sale {sku} lost in redis, not rebuilt yet: {e}");
                 }
             }
-            if let Some(backlog) = self.inventory.outbox_backlog(&sku).await? {
-                total.add(backlog);
+            match self.inventory.outbox_backlog(sku).await? {
+                Some(backlog) => total.add(backlog),
+                None => self.inventory.unindex_empty(sku).await?,
             }
         }
         Ok(total)
     }
 
-    /// What waits in all outboxes, for the status while delivery fails.
+    /// What waits in the outboxes of the index, for the status while delivery fails.
     async fn backlog(&self) -> Result<Backlog, StoreError> {
         let mut total = Backlog::default();
-        for sku in self.inventory.sales().await? {
+        for sku in self.inventory.waiting_sales().await? {
             if let Some(backlog) = self.inventory.outbox_backlog(&sku).await? {
                 total.add(backlog);
             }

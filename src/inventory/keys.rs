@@ -85,6 +85,12 @@ pub fn payment_due(namespace: &str) -> String {
     format!("{namespace}:payment_due")
 }
 
+/// SET of skus whose outbox may hold events not yet in JetStream: the relay's index, so it
+/// never visits an idle sale (see `inventory/waiting.rs`). Outside every sale's slot.
+pub fn outbox_waiting(namespace: &str) -> String {
+    format!("{namespace}:outbox_waiting")
+}
+
 /// First 16 hex digits of SHA-1 of the sku: the prefix of its order ids. The Lua scripts
 /// compute the same with `redis.sha1hex`.
 pub fn sku_digest(sku: &Sku) -> String {

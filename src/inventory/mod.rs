@@ -15,7 +15,10 @@ mod reply;
 mod restore;
 mod sales;
 mod transition;
+mod waiting;
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -69,6 +72,8 @@ pub struct Inventory {
     available: AtomicBool,
     /// Signalled after each script call that wrote an outbox entry, to wake the relay.
     outbox_written: Notify,
+    /// Sales this replica wrote outbox entries for since its relay last looked (waiting.rs).
+    written: Mutex<HashSet<String>>,
     sold_out: SoldOutCache,
     metrics: PurchaseMetrics,
 }
@@ -97,6 +102,7 @@ impl Inventory {
             read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
             available: AtomicBool::new(true),
             outbox_written: Notify::new(),
+            written: Mutex::new(HashSet::new()),
             sold_out: SoldOutCache::new(settings.sold_out_recheck),
             metrics: PurchaseMetrics::register(),
         })

@@ -113,7 +113,7 @@ impl Inventory {
             outcome @ ("created" | "replayed") => {
                 let order = reply.order(sku)?;
                 if outcome == "created" {
-                    self.outbox_written.notify_one();
+                    self.wrote_outbox(sku);
                     // The sale's earliest deadline: the sweeper must know the sale has
                     // one (payment_due.rs: why after the script is safe, and why a later
                     // deadline needs no write).

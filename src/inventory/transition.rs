@@ -105,7 +105,7 @@ impl Inventory {
         match outcome {
             "paid" | "cancelled" => {
                 let ended = ended(true)?;
-                self.outbox_written.notify_one();
+                self.wrote_outbox(sku);
                 record_transition(ended.order.status);
                 if ended.order.status == OrderStatus::Cancelled {
                     self.sold_out.clear(sku.as_str());
@@ -119,7 +119,7 @@ impl Inventory {
             }
             "already_paid" | "already_cancelled" => Ok(ended(false)?),
             "expired" => {
-                self.outbox_written.notify_one();
+                self.wrote_outbox(sku);
                 self.sold_out.clear(sku.as_str());
                 record_transition(OrderStatus::Expired);
                 Err(TransitionError::OrderExpired { released: true })
@@ -157,7 +157,7 @@ impl Inventory {
             record_expiry_lag(reply.int(at)?);
         }
         if expired.orders > 0 {
-            self.outbox_written.notify_one();
+            self.wrote_outbox(sku);
             self.sold_out.clear(sku.as_str());
         }
         Ok(expired)

@@ -635,7 +635,7 @@ async fn a_rebuilt_sale_keeps_payments_and_deadlines() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweeper_does_not_visit_idle_sales() {
+async fn idle_sales_cost_the_sweeper_and_the_relay_nothing() {
     let redis = LosableRedis::start().await;
     let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
     let skus: Vec<String> = (0..300).map(|_| unique("idle")).collect();
@@ -669,7 +669,20 @@ async fn the_sweeper_does_not_visit_idle_sales() {
         "no script call for any of 300 idle sales"
     );
     let index_reads = delta(&before, &after, "zrange");
-    println!("sweeper, 300 idle sales, 2 s: {index_reads} index reads, 0 script calls");
+    let relay_reads = delta(&before, &after, "smembers");
+    let outbox_reads: u64 = ["xlen", "xrange", "hvals"]
+        .iter()
+        .map(|command| delta(&before, &after, command))
+        .sum();
+    println!(
+        "300 idle sales, 2 s: sweeper {index_reads} index reads, relay {relay_reads} index \
+         reads and {outbox_reads} outbox reads, 0 script calls"
+    );
+    assert_eq!(outbox_reads, 0, "the relay visits no idle sale");
+    assert!(
+        (1..=15).contains(&relay_reads),
+        "one relay index read per pass (≤ 250 ms): {relay_reads} in 2 s"
+    );
     assert!(
         (1..=15).contains(&index_reads),
         "one index read per tick (≤ 200 ms), not per sale: {index_reads} in 2 s"

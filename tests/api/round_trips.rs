@@ -116,7 +116,8 @@ async fn a_purchase_is_exactly_one_redis_round_trip() {
     let script_or_relay = [
         "hmget", "hget", "hincrby", "hset", "xadd", "time", "get", "set",
         "lpush", // purchase.lua
-        "hvals", "xlen", "xrange", "info",   // relay status, and this test's own INFO
+        "hvals", "xlen", "xrange", "info", // relay status, and this test's own INFO
+        "sadd", "smembers", "srem",   // the relay's index of waiting outboxes (once per pass)
         "zrange", // the expiry sweeper's look at the deadline index (every 200 ms)
     ];
     let others: Vec<(&String, u64)> = after

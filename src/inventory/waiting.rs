@@ -1,0 +1,133 @@
+//! Which sales have order events waiting in their outbox, so the relay visits those and not
+//! every sale there is (its idle cost and its delivery lag then do not grow with the
+//! catalogue).
+//!
+//! Two layers. In memory, the sales this replica wrote an event for since its relay last
+//! looked ([`Inventory::wrote_outbox`]: a set insert on the hot path, no Redis command). In
+//! Redis, the set [`outbox_waiting`] of sales whose outbox may hold events, for every
+//! replica: the relay adds what this replica wrote (one `SADD` per pass, whatever the
+//! purchase rate) before anything else, even while NATS is down, so a replica that dies
+//! leaves its sales there for the others. A sale leaves the set when its outbox is found
+//! empty, and is then checked once more, as for the deadline index: an event written in
+//! between is seen by that check, or added again by its writer's next `SADD`. Only a process
+//! dying between a script and its relay's next `SADD` (milliseconds) escapes both; the full
+//! sweep ([`Inventory::outboxes_not_empty`]) at start and now and then finds that.
+
+use std::collections::HashSet;
+
+use redis::RedisError;
+
+use super::keys::outbox_waiting;
+use super::{Inventory, StoreError};
+use crate::domain::Sku;
+
+/// Outboxes checked per pipeline by the full sweep.
+const SWEEP_CHUNK: usize = 500;
+
+impl Inventory {
+    /// Records that a script call just wrote an event to the sale's outbox, and wakes the
+    /// relay.
+    pub(super) fn wrote_outbox(&self, sku: &Sku) {
+        if let Ok(mut written) = self.written.lock()
+            && !written.contains(sku.as_str())
+        {
+            written.insert(sku.to_string());
+        }
+        self.outbox_written.notify_one();
+    }
+
+    /// Moves the sales this replica wrote events for into the shared set; returns them.
+    pub async fn index_written(&self) -> Result<Vec<Sku>, StoreError> {
+        let written: HashSet<String> = match self.written.lock() {
+            Ok(mut written) => std::mem::take(&mut *written),
+            Err(_) => HashSet::new(),
+        };
+        if written.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut redis = self.redis.clone();
+        let added: Result<(), RedisError> = redis::cmd("SADD")
+            .arg(outbox_waiting(&self.namespace))
+            .arg(written.iter().collect::<Vec<_>>())
+            .query_async(&mut redis)
+            .await;
+        if let Err(e) = added {
+            // Kept for the next pass: nothing is forgotten while Redis is away.
+            if let Ok(mut kept) = self.written.lock() {
+                kept.extend(written);
+            }
+            return self.observe(Err(e));
+        }
+        Ok(written.iter().filter_map(|s| Sku::parse(s).ok()).collect())
+    }
+
+    /// Every sale in the shared set: whose outbox may hold events, written by any replica.
+    pub async fn waiting_sales(&self) -> Result<Vec<Sku>, StoreError> {
+        let mut redis = self.redis.clone();
+        let members: Result<Vec<String>, RedisError> = redis::cmd("SMEMBERS")
+            .arg(outbox_waiting(&self.namespace))
+            .query_async(&mut redis)
+            .await;
+        Ok(self
+            .observe(members)?
+            .iter()
+            .filter_map(|s| Sku::parse(s).ok())
+            .collect())
+    }
+
+    /// Takes a sale whose outbox was found empty out of the shared set, then looks once more
+    /// (see the module) and puts it back if an event arrived in between.
+    pub async fn unindex_empty(&self, sku: &Sku) -> Result<(), StoreError> {
+        let index = outbox_waiting(&self.namespace);
+        let mut redis = self.redis.clone();
+        let (waiting,): (u64,) = self.observe(
+            redis::pipe()
+                .srem(&index, sku.as_str())
+                .ignore()
+                .xlen(self.keys(sku).outbox())
+                .query_async(&mut redis)
+                .await,
+        )?;
+        if waiting > 0 {
+            let added: Result<(), RedisError> = redis::cmd("SADD")
+                .arg(&index)
+                .arg(sku.as_str())
+                .query_async(&mut redis)
+                .await;
+            self.observe(added)?;
+        }
+        Ok(())
+    }
+
+    /// The full sweep: every registered sale whose outbox holds events (one `XLEN` per sale,
+    /// pipelined). The safety net of the shared set; it visits every sale, so it runs seldom.
+    pub async fn outboxes_not_empty(&self) -> Result<Vec<Sku>, StoreError> {
+        let sales = self.sales().await?;
+        let mut redis = self.redis.clone();
+        let mut waiting = Vec::new();
+        for chunk in sales.chunks(SWEEP_CHUNK) {
+            let mut pipe = redis::pipe();
+            for sku in chunk {
+                pipe.xlen(self.keys(sku).outbox());
+            }
+            let lengths: Vec<u64> = self.observe(pipe.query_async(&mut redis).await)?;
+            waiting.extend(
+                chunk
+                    .iter()
+                    .zip(lengths)
+                    .filter(|(_, length)| *length > 0)
+                    .map(|(sku, _)| sku.clone()),
+            );
+        }
+        // Into the shared set, so every replica's relay sees them from now on.
+        if !waiting.is_empty() {
+            let added: Result<(), RedisError> = redis::cmd("SADD")
+                .arg(outbox_waiting(&self.namespace))
+                .arg(waiting.iter().map(Sku::as_str).collect::<Vec<_>>())
+                .query_async(&mut redis)
+                .await;
+            self.observe(added)?;
+        }
+        Ok(waiting)
+    }
+}
