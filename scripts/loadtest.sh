@@ -5,6 +5,10 @@
 #   c  POST orders on a sold-out sale (the in-memory fast path)
 #   d  GET /healthz, the HTTP ceiling
 #   e  redis-benchmark EVALSHA of the same purchase script, same connection count: the Redis ceiling
+#   f  the minimal reference handler of ../shared/bench/ref (one EVALSHA per GET /kill), built
+#      from a copy in the state directory, alternating with a
+#   g  the old Flask app of ../shared/bench/seed under gunicorn with 2 sync workers,
+#      alternating with b
 #   a0 path a with FLASHSALE_METRICS=off, at the first connection count (the cost of metrics)
 #   ar path a with FLASHSALE_CONFIRM=redis (201 once Redis decided), and
 #   ad path a with FLASHSALE_CONFIRM=jetstream against nats-server 2.15 with nats-server.conf
@@ -17,9 +21,12 @@
 #      expiry lag (pay_by to expiry) from the service's histogram
 # and prints one table (req/s, p50, p99, outcomes) plus the ratios a/e, b/e, c/d, checking
 # correctness as it goes (sold never above stock, outcome counts add up).
+# Then an idle run: 20,000 sales defined and nothing selling; the service's CPU and Redis's
+# commands/s over IDLE_SECONDS.
 # Writes benchmarks/loadtest.tsv and benchmarks/loadtest.svg (gnuplot).
 #
-#   DURATION (10s)  CONNECTIONS ("64 256")  THREADS (2)  PORT (18181)
+#   DURATION (10s)  CONNECTIONS ("64 256")  THREADS (2)  PORT (18181)  IDLE_SALES (20000)
+#   IDLE_SECONDS (20)  BENCH_DIR (../shared/bench; f and g are skipped without it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +46,24 @@ need wrk wrk
 need gnuplot gnuplot-nox
 scripts/services.sh
 cargo build --release --quiet --bin flashsale
+
+# The references run from copies in the state directory, never from the project.
+STATE_DIR=${FLASHSALE_STATE_DIR:-/var/tmp/flashsale}
+BENCH_DIR=${BENCH_DIR:-../shared/bench}
+REF_BIN=; SEED_PY=
+if [ -d "$BENCH_DIR/ref" ] && [ -d "$BENCH_DIR/seed" ]; then
+  mkdir -p "$STATE_DIR/bench-ref"
+  cp -r "$BENCH_DIR/ref/Cargo.toml" "$BENCH_DIR/ref/Cargo.lock" "$BENCH_DIR/ref/src" "$STATE_DIR/bench-ref/"
+  (cd "$STATE_DIR/bench-ref" && cargo build --release --quiet) && REF_BIN="$STATE_DIR/bench-ref/target/release/ref"
+  SEED_PY="$STATE_DIR/seed-python"
+  PYTHONPATH="$SEED_PY" python3 -c 'import flask, redis, gunicorn' 2>/dev/null ||
+    pip3 install --quiet --disable-pip-version-check --target "$SEED_PY" flask redis gunicorn
+  SEED_DIR=$(cd "$BENCH_DIR/seed" && pwd)
+else
+  echo "loadtest: $BENCH_DIR not found: the references f and g are skipped" >&2
+fi
+IDLE_SALES=${IDLE_SALES:-20000}
+IDLE_SECONDS=${IDLE_SECONDS:-20}
 
 RUN=lt$$
 NS="loadtest-$RUN"
@@ -82,6 +107,7 @@ start_service() { # metrics on|off, port, confirm redis|jetstream, [nats port, n
 cleanup() {
   for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
   redis-cli --scan --pattern "$NS*" | xargs -r -n 500 redis-cli del >/dev/null
+  redis-cli del ref:limit "seed:limit:$RUN" >/dev/null
   kill "$NATS_PID" "$DURABLE_NATS_PID" 2>/dev/null || true
   rm -rf "$NATS_DIR" "$DURABLE_NATS_DIR" "$WORK_DIR"
 }
@@ -134,6 +160,19 @@ SERVICE_PID=${PIDS##* }
 start_service off $((PORT + 2)) jetstream
 start_service on $((PORT + 3)) redis
 start_service on $((PORT + 5)) jetstream "$DURABLE_NATS_PORT" "$DURABLE_NS"
+REF_BASE="http://127.0.0.1:$((PORT + 6))"
+SEED_BASE="http://127.0.0.1:$((PORT + 7))"
+if [ -n "$REF_BIN" ]; then
+  redis-cli del ref:limit "seed:limit:$RUN" >/dev/null
+  PORT=$((PORT + 6)) WORKERS=2 MODE=mux REDIS=redis://127.0.0.1:6379 "$REF_BIN" >/dev/null 2>&1 &
+  PIDS="$PIDS $!"
+  (cd "$SEED_DIR" && PYTHONPATH="$SEED_PY" SEED_LIMIT=100000000 SEED_KEY="seed:limit:$RUN" \
+    SEED_LOG="$WORK_DIR/seed.log" exec python3 -m gunicorn -w 2 -b "127.0.0.1:$((PORT + 7))" app:app) >/dev/null 2>&1 &
+  PIDS="$PIDS $!"
+  for base in "$REF_BASE" "$SEED_BASE"; do
+    for _ in $(seq 1 100); do curl -fs "$base/home" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+fi
 put_sale "$BIG_SALE" 1000000000000
 put_sale "$BIG_SALE" 1000000000000 "http://127.0.0.1:$((PORT + 5))"
 put_sale "$EMPTY_SALE" 1
@@ -178,7 +217,10 @@ for c in $CONNECTIONS; do
     echo "loadtest: sold $s, but $created_total answered 201 (+ at most $in_flight cut off)" >&2; exit 1
   fi
   drain_seconds[$c]=$(wait_drained "$BASE")
+  if [ -n "$REF_BIN" ]; then r=$(BASE="$REF_BASE" run_wrk "$c" kill); record f "$c" "$r"; check_counts f "$r"; fi
   r=$(run_wrk "$c" kill); record b "$c" "$r"; check_counts b "$r"
+  wait_drained "$BASE" >/dev/null
+  if [ -n "$REF_BIN" ]; then r=$(BASE="$SEED_BASE" run_wrk "$c" kill); record g "$c" "$r"; check_counts g "$r"; fi
   wait_drained "$BASE" >/dev/null
   r=$(run_wrk "$c" purchase "$EMPTY_SALE"); record c "$c" "$r"; check_counts c "$r"
   [ "$(field created "$r")" = "" ] || { echo "loadtest: a sold-out sale sold" >&2; exit 1; }
@@ -266,6 +308,20 @@ expiry_lag=$(for p in "$PORT" $((PORT + 2)) $((PORT + 3)); do curl -fs "http://1
   }')
 wait_drained "$BASE" >/dev/null
 
+# Idle: IDLE_SALES sales defined, nothing selling. The service's CPU (utime + stime from
+# /proc) and Redis's commands/s (all four services on this Redis idle meanwhile).
+seq 1 "$IDLE_SALES" | xargs -P 16 -I{} curl -fsS -o /dev/null -X PUT "$BASE/v1/sales/idle-$RUN-{}" \
+  -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"stock": 10}'
+wait_drained "$BASE" >/dev/null
+sleep 2
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVICE_PID/stat"; }
+redis_commands() { redis-cli info stats | awk -F: '/^total_commands_processed/ {print $2 + 0}'; }
+ticks0=$(cpu_ticks); commands0=$(redis_commands)
+sleep "$IDLE_SECONDS"
+ticks1=$(cpu_ticks); commands1=$(redis_commands)
+idle_cpu=$(awk -v t=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v s="$IDLE_SECONDS" 'BEGIN { printf "%.1f", t / hz / s * 100 }')
+idle_commands=$(( (commands1 - commands0) / IDLE_SECONDS ))
+
 # Table and ratios.
 value() { awk -F'\t' -v p="$1" -v c="$2" -v col="$3" '$1==p && $2==c {print $col}' "$OUT/loadtest.tsv"; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
@@ -276,7 +332,8 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
   echo
   for c in $CONNECTIONS; do
     echo "ratios at $c connections: a/e $(ratio "$(value a "$c" 3)" "$(value e "$c" 3)")," \
-      "b/e $(ratio "$(value b "$c" 3)" "$(value e "$c" 3)"), c/d $(ratio "$(value c "$c" 3)" "$(value d "$c" 3)")"
+      "b/e $(ratio "$(value b "$c" 3)" "$(value e "$c" 3)"), c/d $(ratio "$(value c "$c" 3)" "$(value d "$c" 3)")," \
+      "a/f $(ratio "$(value a "$c" 3)" "$(value f "$c" 3)"), b/g $(ratio "$(value b "$c" 3)" "$(value g "$c" 3)")"
   done
   echo "metrics on/off (path a, $first_c connections, 3 alternating runs each): $(ratio "$on_sum" "$off_sum")"
   echo "confirm jetstream/redis (path a, $first_c connections, 3 alternating runs each): $(ratio "$js_sum" "$redis_sum")"
@@ -287,6 +344,7 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
     echo "relay: after path a at $c connections ($(value a "$c" 6) purchases) the outbox was empty $((drain_seconds[$c])) s later"
   done
   echo "peak resident memory of the service: $((rss_peak_kb / 1024)) MiB"
+  echo "idle with $IDLE_SALES sales more: the service used ${idle_cpu} % of a core; Redis served $idle_commands commands/s (4 idle services) over ${IDLE_SECONDS} s"
 } | tee "$OUT/loadtest.md"
 
 # Throughput and p99 against connections, one line per path.
@@ -294,18 +352,18 @@ gnuplot <<EOF
 set terminal svg size 900,420 dynamic
 set output "$OUT/loadtest.svg"
 set multiplot layout 1,2
-paths = "a b c d e"
-names = "a:purchase b:/kill c:sold-out d:/healthz e:redis-benchmark"
+paths = "a b c d e f g"
+names = "a:purchase b:/kill c:sold-out d:/healthz e:redis-benchmark f:reference g:old-app"
 set datafile separator "\t"
 set key top left
 set xlabel "connections"
 set logscale x 2
 set ylabel "requests/s"
 set title "throughput"
-plot for [i=1:5] "< awk -F'\t' '\$1==\"".word(paths, i)."\"' $OUT/loadtest.tsv" using 2:3 with linespoints title word(names, i)
+plot for [i=1:7] "< awk -F'\t' '\$1==\"".word(paths, i)."\"' $OUT/loadtest.tsv" using 2:3 with linespoints title word(names, i)
 set ylabel "p99 ms"
 set title "p99 latency"
-plot for [i=1:5] "< awk -F'\t' '\$1==\"".word(paths, i)."\"' $OUT/loadtest.tsv" using 2:5 with linespoints title word(names, i)
+plot for [i=1:7] "< awk -F'\t' '\$1==\"".word(paths, i)."\"' $OUT/loadtest.tsv" using 2:5 with linespoints title word(names, i)
 unset multiplot
 EOF
 echo "loadtest: wrote $OUT/loadtest.tsv, $OUT/loadtest.md, $OUT/loadtest.svg" >&2

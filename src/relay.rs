@@ -31,8 +31,9 @@ const BATCH: usize = 256;
 /// How often the relay looks for work nobody woke it for.
 const POLL: Duration = Duration::from_millis(250);
 /// How often it also checks every sale's outbox, the safety net of the index of waiting
-/// sales (`inventory/waiting.rs`); and once at start.
-const FULL_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// sales (`inventory/waiting.rs`); and once at start. One `XLEN` per sale: with 20,000 sales,
+/// 67 commands/s per replica on average.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// While draining, how soon to look again at events that are still waiting.
 const DRAIN_RETRY: Duration = Duration::from_millis(50);
