@@ -201,12 +201,13 @@ check_counts() { # path result: every request has an outcome, no socket errors
 
 created_total=0
 in_flight=0
-declare -A drain_seconds
+declare -A drain_seconds redis_cost
 rss_peak_kb=0
 for c in $CONNECTIONS; do
   echo "== $c connections" >&2
   r=$(run_wrk "$c" healthz); record d "$c" "$r"; check_counts d "$r"
   wait_drained "$BASE" >/dev/null
+  stats_before=$(redis-cli info commandstats)
   r=$(run_wrk "$c" purchase "$BIG_SALE"); record a "$c" "$r"; check_counts a "$r"
   created_total=$((created_total + $(count created "$r") + $(count pending "$r")))
   # wrk stops reading when its time is up: up to one request per connection was decided by
@@ -217,6 +218,22 @@ for c in $CONNECTIONS; do
     echo "loadtest: sold $s, but $created_total answered 201 (+ at most $in_flight cut off)" >&2; exit 1
   fi
   drain_seconds[$c]=$(wait_drained "$BASE")
+  # Redis CPU per order (INFO commandstats usec, the run and its delivery): the purchase
+  # scripts' EVALSHA, and the relay's stream commands (the outbox's bookkeeping).
+  redis_cost[$c]=$( { echo "$stats_before" | sed 's/^/before /'; redis-cli info commandstats | sed 's/^/after /'; } |
+    awk -v orders="$(( $(count created "$r") + $(count pending "$r") ))" '
+      / cmdstat_/ {
+        gsub(/\r/, ""); side = $1; name = $2; sub(/^cmdstat_/, "", name); sub(/:.*/, "", name)
+        match($2, /calls=[0-9]+/); calls[side, name] = substr($2, RSTART + 6, RLENGTH - 6)
+        match($2, /,usec=[0-9]+/); usec[side, name] = substr($2, RSTART + 6, RLENGTH - 6)
+      }
+      END {
+        script = usec["after", "evalsha"] - usec["before", "evalsha"]
+        n = calls["after", "evalsha"] - calls["before", "evalsha"]
+        split("xreadgroup xack xdel xautoclaim xrange xlen", relay, " ")
+        for (i in relay) r += usec["after", relay[i]] - usec["before", relay[i]]
+        if (orders > 0 && n > 0) printf "script %.1f us per call, relay %.1f us per order", script / n, r / orders
+      }')
   if [ -n "$REF_BIN" ]; then r=$(BASE="$REF_BASE" run_wrk "$c" kill); record f "$c" "$r"; check_counts f "$r"; fi
   r=$(run_wrk "$c" kill); record b "$c" "$r"; check_counts b "$r"
   wait_drained "$BASE" >/dev/null
@@ -342,6 +359,7 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
   echo "expiry under load (ax): $expired_orders orders, all expired ${expiry_settle} s after the run, sold back to 0; lag: $expiry_lag"
   for c in $CONNECTIONS; do
     echo "relay: after path a at $c connections ($(value a "$c" 6) purchases) the outbox was empty $((drain_seconds[$c])) s later"
+    echo "redis cpu in path a at $c connections: ${redis_cost[$c]}"
   done
   echo "peak resident memory of the service: $((rss_peak_kb / 1024)) MiB"
   echo "idle with $IDLE_SALES sales more: the service used ${idle_cpu} % of a core; Redis served $idle_commands commands/s (4 idle services) over ${IDLE_SECONDS} s"
