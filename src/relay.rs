@@ -222,12 +222,13 @@ impl Relay {
     ) -> Result<Backlog, RelayError> {
         // First, NATS or not: the sales this replica wrote to go into the shared index, so
         // another replica finds them should this process die.
-        let mut sales: HashSet<Sku> = self.inventory.index_written().await?.into_iter().collect();
+        self.inventory.index_written().await?;
         // Without NATS this replica takes no lease, so a replica that has NATS can deliver.
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err(RelayError::NatsDown);
         }
-        sales.extend(self.inventory.waiting_sales().await?);
+        // The shared set holds this replica's sales now too.
+        let mut sales: HashSet<Sku> = self.inventory.waiting_sales().await?.into_iter().collect();
         if swept_at.is_none_or(|at| at.elapsed() >= FULL_SWEEP_EVERY) {
             sales.extend(self.inventory.outboxes_not_empty().await?);
             *swept_at = Some(Instant::now());

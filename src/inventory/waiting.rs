@@ -36,14 +36,14 @@ impl Inventory {
         self.outbox_written.notify_one();
     }
 
-    /// Moves the sales this replica wrote events for into the shared set; returns them.
-    pub async fn index_written(&self) -> Result<Vec<Sku>, StoreError> {
+    /// Moves the sales this replica wrote events for into the shared set.
+    pub async fn index_written(&self) -> Result<(), StoreError> {
         let written: HashSet<String> = match self.written.lock() {
             Ok(mut written) => std::mem::take(&mut *written),
             Err(_) => HashSet::new(),
         };
         if written.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut redis = self.redis.clone();
         let added: Result<(), RedisError> = redis::cmd("SADD")
@@ -58,7 +58,7 @@ impl Inventory {
             }
             return self.observe(Err(e));
         }
-        Ok(written.iter().filter_map(|s| Sku::parse(s).ok()).collect())
+        Ok(())
     }
 
     /// Every sale in the shared set: whose outbox may hold events, written by any replica.
