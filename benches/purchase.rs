@@ -13,12 +13,13 @@
 //! The in-process app points NATS at a closed port, so its relay stays idle: the HTTP figure
 //! is the request path alone.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::config::{Confirm, MAX_STOCK, Settings};
 use flashsale::domain::{Quantity, Sku, UserId};
-use flashsale::inventory::Inventory;
+use flashsale::inventory::{Inventory, PurchaseRequest};
 use flashsale::order::{Order, OrderRequest, OrderStatus};
 use flashsale::sale::SaleSettings;
 use flashsale::startup::Application;
@@ -53,7 +54,7 @@ fn purchase(c: &mut Criterion) {
     let user = UserId::parse("bench-user".into()).expect("valid user");
 
     let inventory = runtime.block_on(async {
-        let inventory = Inventory::new(&settings).expect("redis client");
+        let inventory = Arc::new(Inventory::new(&settings).expect("redis client"));
         inventory
             .put_sale(&sku, &unlimited_sale(), false, 0)
             .await
@@ -64,8 +65,13 @@ fn purchase(c: &mut Criterion) {
     let mut group = c.benchmark_group("purchase");
     group.bench_function("script_round_trip", |b| {
         b.to_async(&runtime).iter(|| async {
+            let request = PurchaseRequest {
+                user: user.clone(),
+                quantity: Quantity::ONE,
+                idempotency_key: None,
+            };
             inventory
-                .purchase(&sku, &user, Quantity::ONE, None)
+                .purchase(&sku, request)
                 .await
                 .expect("purchase accepted")
         })

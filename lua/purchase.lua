@@ -1,8 +1,11 @@
--- purchase.lua: one purchase, decided atomically in one round trip.
+-- purchase.lua: a batch of purchases of one sale, each decided atomically, in one round trip.
 --
 -- Redis runs a script without interleaving any other command, so everything below sees one
--- consistent sale and either commits all of its writes or none: every check comes before the
--- first write, and a rejected request returns before touching anything.
+-- consistent sale. The purchases of a batch are decided one after the other in the order
+-- given (their arrival order in the replica, see src/inventory/group_commit.rs), each with
+-- exactly the rules a lone purchase meets: a later purchase sees what an earlier one took.
+-- For each purchase every check comes before its first write, and a rejected purchase
+-- touches nothing.
 --
 -- All keys share the sale's `{sku}` hash tag, so the script also runs on Redis Cluster.
 -- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq
@@ -14,18 +17,19 @@
 --                       fields are unset)
 -- KEYS[3] buyers  HASH  user_id  -> units this user holds (for the per-user limit)
 -- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay)
--- KEYS[5] buyer's orders LIST the buyer's order ids in this sale, newest first
--- KEYS[6] deadlines ZSET order_id -> pay_by ms, of the orders awaiting payment (the expiry
---                       sweeper's index, see expire.lua)
--- KEYS[7] idem    STRING order_id, only when the request carries an Idempotency-Key
+-- KEYS[5] deadlines ZSET order_id -> pay_by ms, of the orders awaiting payment (the expiry
+--                       sweeper's index, see transition.lua)
+-- KEYS[5 + i]     LIST  purchase i's buyer's order ids in this sale, newest first
+-- then, in purchase order, one STRING per purchase that carries an Idempotency-Key: the
+--                       order_id the key produced
 --
--- ARGV[1] user_id
--- ARGV[2] quantity, an integer 1..100 (validated by the caller)
--- ARGV[3] seconds an idempotency key is remembered
--- ARGV[4] the Idempotency-Key itself ('' = none), carried in the order event so that a sale
---         rebuilt from JetStream still knows it
+-- ARGV[1] seconds an idempotency key is remembered
+-- then three per purchase i (ARGV[3i - 1 .. 3i + 1]):
+--   user_id; quantity, an integer 1..100 (validated by the caller); the Idempotency-Key
+--   itself ('' = none), carried in the order event so that a sale rebuilt from JetStream
+--   still knows it
 --
--- Reply: { outcome, ... } where outcome is one of
+-- Reply: one array per purchase, in order: { outcome, ... } where outcome is one of
 --   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
 --                              status, pay_by_ms ('' when the sale has no payment window),
 --                              earliest (1 when this new order has the sale's earliest
@@ -38,12 +42,12 @@
 --                   ever decided on a sale Redis does not hold.
 --   'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
 
-local sale, orders, buyers, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local buyer_orders, deadlines, idem = KEYS[5], KEYS[6], KEYS[7]
+local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local idem_ttl = ARGV[1]
+local count = (#ARGV - 1) / 3
 -- status, quantity, unit_price, created_at, pay_by, then (skipped) paid_at, event,
 -- payment_ref, and user_id of an order record (see KEYS[2]).
 local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n[%d%-]*\n[^\n]*\n(.*)$'
-local user, quantity = ARGV[1], tonumber(ARGV[2])
 
 -- Redis's clock, not the replica's: every replica then agrees on the sale window.
 local time = redis.call('TIME')
@@ -55,66 +59,82 @@ local stock, sold = tonumber(f[1]), tonumber(f[2])
 local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
 local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
 local payment_timeout = tonumber(f[8])
+-- 'sale_not_open' is decided once: the batch shares one instant.
+local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at))
 
--- 1. Existence. Every sale, the default one included, is written by put_sale.lua or
---    restore.lua; a missing hash means the caller must consult JetStream first.
-if not stock then return { 'sale_missing' } end
-
--- 2. Idempotency replay comes before the window and stock checks: a retry of an accepted
---    purchase must find its order even after the sale closed or sold out.
-if idem then
-  local id = redis.call('GET', idem)
-  if id then
-    local stored = redis.call('HGET', orders, id)
-    if stored then
-      local status, q, p, c, pay_by, u = string.match(stored, ORDER_RECORD)
-      if u ~= user or tonumber(q) ~= quantity then
-        return { 'idempotency_conflict' }
+-- One purchase, against the sale as the purchases before it in the batch left it.
+local function decide(user, quantity, idem, idem_key, buyer_orders)
+  -- 1. Idempotency replay comes before the window and stock checks: a retry of an accepted
+  --    purchase must find its order even after the sale closed or sold out.
+  if idem then
+    local id = redis.call('GET', idem)
+    if id then
+      local stored = redis.call('HGET', orders, id)
+      if stored then
+        local status, q, p, c, pay_by, u = string.match(stored, ORDER_RECORD)
+        if u ~= user or tonumber(q) ~= quantity then
+          return { 'idempotency_conflict' }
+        end
+        return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c), stock - sold,
+                 status, pay_by }
       end
-      return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c), stock - sold, status,
-               pay_by }
     end
   end
+
+  -- 2. Sale window: [starts_at, ends_at).
+  if not open then return { 'sale_not_open' } end
+
+  -- 3. Per-user limit, counting what the user already holds.
+  if limit then
+    if quantity > limit then return { 'quantity_above_limit', limit } end
+    local held = tonumber(redis.call('HGET', buyers, user)) or 0
+    if held + quantity > limit then return { 'user_limit_reached' } end
+  end
+
+  -- 4. Stock, all or nothing: sold never exceeds stock.
+  if sold + quantity > stock then return { 'sold_out', stock - sold } end
+
+  -- Commit. Nothing above wrote; everything below always runs to the end, and leaves the
+  -- sale whole after each purchase.
+  sold = redis.call('HINCRBY', sale, 'sold', quantity)
+  local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
+  redis.call('HINCRBY', buyers, user, quantity)
+  if idem then redis.call('SET', idem, id, 'EX', idem_ttl) end
+  -- With a payment window the order holds its units until pay_by (Redis's clock), then
+  -- transition.lua expires it and returns them unless it was paid first.
+  local status, pay_by, earliest = 'created', '', 0
+  if payment_timeout then
+    status, pay_by = 'pending_payment', now + payment_timeout * 1000
+    redis.call('ZADD', deadlines, pay_by, id)
+    -- An earlier deadline of this sale is in the index already, and with it this one.
+    if redis.call('ZRANGE', deadlines, 0, 0)[1] == id then earliest = 1 end
+  end
+  -- The outbox entry is written in the same atomic step as the stock: an order accepted
+  -- here can never be missing from what the relay hands to JetStream.
+  local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id,
+                           'user_id', user, 'quantity', quantity, 'unit_price', price,
+                           'created_at', now, 'idem', idem_key, 'pay_by', pay_by)
+  -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
+  redis.call('HSET', orders, id, status .. '\n' .. quantity .. '\n' .. price .. '\n' .. now
+             .. '\n' .. pay_by .. '\n\n' .. event .. '\n\n' .. user)
+  redis.call('LPUSH', buyer_orders, id)
+  return { 'created', id, user, quantity, price, now, stock - sold, status, pay_by, earliest }
 end
 
--- 3. Sale window: [starts_at, ends_at).
-if (starts_at and now < starts_at) or (ends_at and now >= ends_at) then
-  return { 'sale_not_open' }
+local replies = {}
+local next_idem = 5 + count + 1
+for i = 1, count do
+  local user, quantity, idem_key = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), ARGV[3 * i + 1]
+  local idem
+  if idem_key ~= '' then
+    idem, next_idem = KEYS[next_idem], next_idem + 1
+  end
+  -- 0. Existence. Every sale, the default one included, is written by put_sale.lua or
+  --    restore.lua; a missing hash means the caller must consult JetStream first.
+  if not stock then
+    replies[i] = { 'sale_missing' }
+  else
+    replies[i] = decide(user, quantity, idem, idem_key, KEYS[5 + i])
+  end
 end
-
--- 4. Per-user limit, counting what the user already holds.
-if limit then
-  if quantity > limit then return { 'quantity_above_limit', limit } end
-  local held = tonumber(redis.call('HGET', buyers, user)) or 0
-  if held + quantity > limit then return { 'user_limit_reached' } end
-end
-
--- 5. Stock, all or nothing: sold never exceeds stock.
-if sold + quantity > stock then return { 'sold_out', stock - sold } end
-
--- Commit. Nothing above wrote; everything below always runs to the end.
-redis.call('HINCRBY', sale, 'sold', quantity)
-local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
-redis.call('HINCRBY', buyers, user, quantity)
-if idem then redis.call('SET', idem, id, 'EX', ARGV[3]) end
--- With a payment window the order holds its units until pay_by (Redis's clock), then the
--- sweeper's expire.lua returns them unless pay.lua marked it paid first.
-local status, pay_by, earliest = 'created', '', 0
-if payment_timeout then
-  status, pay_by = 'pending_payment', now + payment_timeout * 1000
-  redis.call('ZADD', deadlines, pay_by, id)
-  -- An earlier deadline of this sale is in the index already, and with it this one.
-  if redis.call('ZRANGE', deadlines, 0, 0)[1] == id then earliest = 1 end
-end
--- The outbox entry is written in the same atomic step as the stock: an order accepted here
--- can never be missing from what the relay hands to JetStream.
-local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id,
-                         'user_id', user, 'quantity', quantity, 'unit_price', price,
-                         'created_at', now, 'idem', ARGV[4], 'pay_by', pay_by)
--- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
-redis.call('HSET', orders, id, status .. '\n' .. quantity .. '\n' .. price .. '\n' .. now .. '\n'
-           .. pay_by .. '\n\n' .. event .. '\n\n' .. user)
-redis.call('LPUSH', buyer_orders, id)
-
-return { 'created', id, user, quantity, price, now, stock - sold - quantity, status, pay_by,
-         earliest }
+return replies

@@ -132,6 +132,8 @@ impl From<StoreError> for ApiError {
             }
             // Lost again right after its rebuild: rare, and a retry rebuilds it.
             StoreError::SaleMissing => ApiError::Unavailable,
+            // The process is stopping; a retry (with its Idempotency-Key) finds the outcome.
+            StoreError::Abandoned => ApiError::Unavailable,
         }
     }
 }

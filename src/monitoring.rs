@@ -11,7 +11,7 @@ use metrics::{
     Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
     histogram,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::inventory::Backlog;
 use crate::order::OrderStatus;
@@ -27,11 +27,15 @@ const REBUILDS: &str = "flashsale_sale_rebuilds_total";
 const REBUILD_SECONDS: &str = "flashsale_sale_rebuild_seconds";
 const TRANSITIONS: &str = "flashsale_order_transitions_total";
 const EXPIRY_LAG: &str = "flashsale_expiry_lag_seconds";
+const PURCHASE_BATCH: &str = "flashsale_purchase_batch_size";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+
+/// Purchases per script call, up to the group commit's bound.
+const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -40,7 +44,11 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = match PrometheusBuilder::new().set_buckets(&LATENCY_BUCKETS) {
+            let builder = match PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(PURCHASE_BATCH.into()), &BATCH_BUCKETS)
+                }) {
                 Ok(builder) => builder,
                 Err(e) => {
                     log::warn!("metrics disabled: {e}");
@@ -80,7 +88,11 @@ fn describe() {
     describe_histogram!(
         SCRIPT_SECONDS,
         metrics::Unit::Seconds,
-        "Purchase script call latency."
+        "From a purchase's arrival at Redis's door (queued for its sale's next script call) to its answer."
+    );
+    describe_histogram!(
+        PURCHASE_BATCH,
+        "Purchases decided per purchase script call (group commit)."
     );
     describe_histogram!(
         REQUEST_SECONDS,
@@ -190,6 +202,7 @@ pub struct PurchaseMetrics {
     outcomes: [Counter; Outcome::ALL.len()],
     fast_path: Counter,
     script: Histogram,
+    batch: Histogram,
 }
 
 impl PurchaseMetrics {
@@ -198,6 +211,7 @@ impl PurchaseMetrics {
             outcomes: Outcome::ALL.map(|o| counter!(PURCHASES, "outcome" => o.label())),
             fast_path: counter!(FAST_PATH),
             script: histogram!(SCRIPT_SECONDS),
+            batch: histogram!(PURCHASE_BATCH),
         }
     }
 
@@ -212,6 +226,11 @@ impl PurchaseMetrics {
 
     pub fn script(&self, took: Duration) {
         self.script.record(took);
+    }
+
+    /// Purchases one script call decided (group commit).
+    pub fn batch(&self, purchases: usize) {
+        self.batch.record(purchases as f64);
     }
 }
 

@@ -1,7 +1,10 @@
+use std::sync::Arc;
 use std::time::Instant;
 
 use redis::Value;
+use tokio::sync::oneshot;
 
+use super::group_commit::Queued;
 use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
@@ -14,6 +17,9 @@ use crate::order::Order;
 pub struct Purchase {
     pub order: Order,
     pub replayed: bool,
+    /// pay_by (ms) of a new order that holds its sale's earliest payment deadline: the
+    /// sweeper's cross-sale index must hear of it (`payment_due.rs`).
+    earliest_deadline: Option<i64>,
 }
 
 /// Why a purchase took nothing.
@@ -49,97 +55,143 @@ impl PurchaseError {
     }
 }
 
+/// One purchase as the caller asked for it, owned so it can wait in its sale's queue.
+#[derive(Debug)]
+pub struct PurchaseRequest {
+    pub user: UserId,
+    pub quantity: Quantity,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
 impl Inventory {
-    /// One purchase: one EVALSHA of `lua/purchase.lua`, which decides and records atomically;
-    /// none at all when this replica knows the sale is sold out. A sale Redis does not hold
-    /// is `Store(SaleMissing)`: nothing was decided (see `recovery.rs`).
+    /// One purchase, decided by `lua/purchase.lua` atomically with every other purchase of
+    /// the sale; none at all when this replica knows the sale is sold out. Concurrent
+    /// purchases of one sale share a script call (`group_commit.rs`), so a purchase costs
+    /// Redis at most one call. A sale Redis does not hold is `Store(SaleMissing)`: nothing
+    /// was decided (see `recovery.rs`).
     pub async fn purchase(
-        &self,
+        self: &Arc<Self>,
         sku: &Sku,
-        user: &UserId,
-        quantity: Quantity,
-        idempotency_key: Option<&IdempotencyKey>,
+        request: PurchaseRequest,
     ) -> Result<Purchase, PurchaseError> {
         // Fast path: an empty sale is answered from memory. A request with an
         // Idempotency-Key still goes to Redis, which may hold its earlier order to replay.
-        if idempotency_key.is_none() && self.sold_out.is_sold_out(sku) {
+        if request.idempotency_key.is_none() && self.sold_out.is_sold_out(sku) {
             self.metrics.fast_path();
             self.metrics.outcome(Outcome::SoldOut);
             return Err(PurchaseError::SoldOut { remaining: 0 });
         }
         let started = Instant::now();
-        let result = self
-            .run_purchase(sku, user, quantity, idempotency_key)
-            .await;
-        self.metrics.script(started.elapsed());
-        // A missing sale is decided by the call after its rebuild, and counted then.
-        if !matches!(result, Err(PurchaseError::Store(StoreError::SaleMissing))) {
-            self.metrics.outcome(match &result {
-                Ok(purchase) if purchase.replayed => Outcome::Replayed,
-                Ok(_) => Outcome::Created,
-                Err(e) => e.outcome(),
-            });
+        let (answer, answered) = oneshot::channel();
+        if self
+            .batches
+            .enqueue(sku.as_str(), Queued { request, answer })
+        {
+            tokio::spawn(self.clone().drive(sku.clone()));
         }
+        // The driver answers every purchase it takes; a closed channel means it was torn
+        // down (the runtime shutting down) before deciding this one.
+        let result = answered
+            .await
+            .unwrap_or(Err(PurchaseError::Store(StoreError::Abandoned)));
+        self.metrics.script(started.elapsed());
         result
     }
 
-    async fn run_purchase(
+    /// Decides the sale's queued purchases, a batch per script call, until none waits.
+    async fn drive(self: Arc<Self>, sku: Sku) {
+        while let Some(batch) = self.batches.next(sku.as_str()) {
+            self.metrics.batch(batch.len());
+            let (requests, answers): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|queued| (queued.request, queued.answer))
+                .unzip();
+            let results = self.decide(&sku, &requests).await;
+            for (answer, result) in answers.into_iter().zip(results) {
+                // A missing sale is decided by the call after its rebuild, and counted then.
+                if !matches!(result, Err(PurchaseError::Store(StoreError::SaleMissing))) {
+                    self.metrics.outcome(match &result {
+                        Ok(purchase) if purchase.replayed => Outcome::Replayed,
+                        Ok(_) => Outcome::Created,
+                        Err(e) => e.outcome(),
+                    });
+                }
+                // Err: the client hung up; its purchase stands, like one whose answer was
+                // lost on the wire (an Idempotency-Key retry replays it).
+                let _ = answer.send(result);
+            }
+        }
+    }
+
+    /// One script call for a batch: one result per request, in order.
+    async fn decide(
         &self,
         sku: &Sku,
-        user: &UserId,
-        quantity: Quantity,
-        idempotency_key: Option<&IdempotencyKey>,
-    ) -> Result<Purchase, PurchaseError> {
+        requests: &[PurchaseRequest],
+    ) -> Vec<Result<Purchase, PurchaseError>> {
         let keys = self.keys(sku);
         let mut call = self.purchase_script.prepare_invoke();
         call.key(keys.sale())
             .key(keys.orders())
             .key(keys.buyers())
             .key(keys.outbox())
-            .key(keys.buyer_orders(user.as_str()))
             .key(keys.deadlines());
-        if let Some(key) = idempotency_key {
+        for request in requests {
+            call.key(keys.buyer_orders(request.user.as_str()));
+        }
+        for key in requests.iter().filter_map(|r| r.idempotency_key.as_ref()) {
             call.key(keys.idempotency(key));
         }
-        call.arg(user.as_str())
-            .arg(quantity.get())
-            .arg(&self.idempotency_ttl_secs)
-            .arg(idempotency_key.map_or("", IdempotencyKey::as_str));
+        call.arg(&self.idempotency_ttl_secs);
+        for request in requests {
+            call.arg(request.user.as_str())
+                .arg(request.quantity.get())
+                .arg(
+                    request
+                        .idempotency_key
+                        .as_ref()
+                        .map_or("", IdempotencyKey::as_str),
+                );
+        }
 
         let mut redis = self.redis.clone();
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
-        let reply = Reply(&reply);
+        let replies: Vec<Vec<Value>> = match self.observe(call.invoke_async(&mut redis).await) {
+            Ok(replies) => replies,
+            Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
+        };
+        if replies.len() != requests.len() {
+            let corrupt = Reply(&[]).corrupt();
+            return requests
+                .iter()
+                .map(|_| Err(corrupt.clone().into()))
+                .collect();
+        }
+        let results: Vec<_> = replies
+            .iter()
+            .map(|reply| self.outcome(sku, Reply(reply)))
+            .collect();
+        self.after_batch(sku, &results).await;
+        results
+    }
+
+    /// One purchase's reply, read.
+    fn outcome(&self, sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
         match reply.text(0)? {
             outcome @ ("created" | "replayed") => {
-                let order = reply.order(sku)?;
-                if outcome == "created" {
-                    self.wrote_outbox(sku);
-                    // The sale's earliest deadline: the sweeper must know the sale has
-                    // one (payment_due.rs: why after the script is safe, and why a later
-                    // deadline needs no write).
-                    if reply.optional_int(9)? == Some(1)
-                        && let Some(pay_by) = reply.optional_int(8)?
-                        && let Err(e) = self.index_deadline(sku, pay_by).await
-                    {
-                        log::warn!("sale {sku}: payment deadline not indexed yet: {e}");
-                    }
-                    if order.remaining == 0 {
-                        self.sold_out.mark(sku);
-                        log::info!("sale {sku} sold out");
-                    }
-                }
+                let earliest = outcome == "created" && reply.optional_int(9)? == Some(1);
                 Ok(Purchase {
-                    order,
+                    order: reply.order(sku)?,
                     replayed: outcome == "replayed",
+                    earliest_deadline: if earliest {
+                        reply.optional_int(8)?
+                    } else {
+                        None
+                    },
                 })
             }
-            "sold_out" => {
-                let remaining = reply.uint(1)?;
-                if remaining == 0 {
-                    self.sold_out.mark(sku);
-                }
-                Err(PurchaseError::SoldOut { remaining })
-            }
+            "sold_out" => Err(PurchaseError::SoldOut {
+                remaining: reply.uint(1)?,
+            }),
             "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
                 limit: reply.uint(1)?,
             }),
@@ -148,6 +200,40 @@ impl Inventory {
             "user_limit_reached" => Err(PurchaseError::UserLimitReached),
             "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),
             _ => Err(reply.corrupt().into()),
+        }
+    }
+
+    /// What a batch's new orders oblige this replica to do, once per batch: tell its relay,
+    /// index the sale's earliest deadline, mark the sale sold out.
+    async fn after_batch(&self, sku: &Sku, results: &[Result<Purchase, PurchaseError>]) {
+        let created = || {
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .filter(|p| !p.replayed)
+        };
+        if created().next().is_some() {
+            self.wrote_outbox(sku);
+        }
+        // The sale's earliest deadline: the sweeper must know the sale has one
+        // (payment_due.rs: why after the script is safe, and why a later deadline needs no
+        // write).
+        let earliest = created().filter_map(|p| p.earliest_deadline).min();
+        if let Some(pay_by) = earliest
+            && let Err(e) = self.index_deadline(sku, pay_by).await
+        {
+            log::warn!("sale {sku}: payment deadline not indexed yet: {e}");
+        }
+        let emptied = results.iter().any(|r| match r {
+            Ok(p) => !p.replayed && p.order.remaining == 0,
+            Err(PurchaseError::SoldOut { remaining }) => *remaining == 0,
+            Err(_) => false,
+        });
+        if emptied && !self.sold_out.is_sold_out(sku) {
+            self.sold_out.mark(sku);
+            if created().any(|p| p.order.remaining == 0) {
+                log::info!("sale {sku} sold out");
+            }
         }
     }
 }

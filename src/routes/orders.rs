@@ -10,7 +10,9 @@ use std::future::Future;
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::error::ApiError;
 use crate::event::EventKind;
-use crate::inventory::{Ended, OrderQuery, Purchase, PurchaseError, StoreError, TransitionError};
+use crate::inventory::{
+    Ended, OrderQuery, Purchase, PurchaseError, PurchaseRequest, StoreError, TransitionError,
+};
 use crate::monitoring::Outcome;
 use crate::order::{Order, OrderRequest, OrderView, PaymentRequest};
 use crate::startup::AppState;
@@ -64,9 +66,12 @@ pub(super) async fn purchase(
         .on_sale(
             sku,
             || {
-                state
-                    .inventory
-                    .purchase(sku, user, quantity, idempotency_key)
+                let request = PurchaseRequest {
+                    user: user.clone(),
+                    quantity,
+                    idempotency_key: idempotency_key.cloned(),
+                };
+                state.inventory.purchase(sku, request)
             },
             || {
                 state.inventory.metrics().outcome(Outcome::SaleNotFound);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use flashsale::config::{Confirm, Settings};
 use flashsale::domain::{Quantity, Sku, UserId};
 use flashsale::event::EventKind;
-use flashsale::inventory::Inventory;
+use flashsale::inventory::{Inventory, PurchaseRequest};
 use futures::StreamExt;
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -257,7 +257,7 @@ async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
     let settings = test_settings();
     let sku = Sku::parse(&unique("claim")).expect("sku");
     // A "replica" that takes the lease, reads the entries and dies before publishing them.
-    let dead = Inventory::new(&settings).expect("inventory");
+    let dead = std::sync::Arc::new(Inventory::new(&settings).expect("inventory"));
     dead.put_sale(
         &sku,
         &flashsale::sale::SaleSettings {
@@ -274,10 +274,12 @@ async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
     .await
     .expect("sale");
     for i in 0..20 {
-        let user = UserId::parse(format!("u{i}")).expect("user");
-        dead.purchase(&sku, &user, Quantity::ONE, None)
-            .await
-            .expect("accepted");
+        let request = PurchaseRequest {
+            user: UserId::parse(format!("u{i}")).expect("user"),
+            quantity: Quantity::ONE,
+            idempotency_key: None,
+        };
+        dead.purchase(&sku, request).await.expect("accepted");
     }
     assert!(
         dead.take_outbox_lease(&sku, "dead-replica", settings.relay_claim_idle)

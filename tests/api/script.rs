@@ -142,3 +142,96 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
     );
     app.cleanup().await;
 }
+
+/// One call of the script with several purchases (as group commit sends them) decides them
+/// one after the other, in the order given, each by the rules a lone purchase meets.
+#[tokio::test]
+async fn one_call_decides_a_batch_in_order_by_every_rule() {
+    let app = spawn_app().await;
+    let sku = unique("batch");
+    app.create_sale(&sku, json!({"stock": 5, "per_user_limit": 3, "price": 100}))
+        .await;
+    // (user, quantity, Idempotency-Key)
+    let batch = [
+        ("a", 2, ""),
+        ("b", 2, "k1"),
+        ("b", 2, "k1"),
+        ("c", 2, "k1"),
+        ("a", 2, ""),
+        ("d", 4, ""),
+        ("d", 2, ""),
+        ("e", 1, ""),
+        ("f", 1, ""),
+    ];
+    let script = redis::Script::new(include_str!("../../lua/purchase.lua"));
+    let mut call = script.prepare_invoke();
+    for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
+        call.key(app.key(&sku, name));
+    }
+    for (user, _, _) in batch {
+        call.key(app.key(&sku, &format!("buyer_orders:{user}")));
+    }
+    for (_, _, idem) in batch.iter().filter(|(_, _, idem)| !idem.is_empty()) {
+        call.key(app.key(&sku, &format!("idem:{idem}")));
+    }
+    call.arg(600);
+    for (user, quantity, idem) in batch {
+        call.arg(user).arg(quantity).arg(idem);
+    }
+    let replies: Vec<Vec<redis::Value>> = call
+        .invoke_async(&mut app.redis.clone())
+        .await
+        .expect("EVALSHA");
+    let text = |v: &redis::Value| redis::from_redis_value_ref::<String>(v).expect("text");
+    let outcomes: Vec<String> = replies.iter().map(|r| text(&r[0])).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "created",              // a takes 2 of 5
+            "created",              // b takes 2 with k1
+            "replayed",             // the same request again: b's order
+            "idempotency_conflict", // k1 for another buyer
+            "user_limit_reached",   // a would hold 4 of 3
+            "quantity_above_limit", // 4 at once is above 3
+            "sold_out",             // 1 left, 2 asked: nothing taken
+            "created",              // e takes the last unit
+            "sold_out",             // nothing left
+        ]
+    );
+    assert_eq!(
+        text(&replies[2][1]),
+        text(&replies[1][1]),
+        "replayed b's order"
+    );
+    // remaining is field 6 of a new order, field 1 of sold_out.
+    let remaining = [(0, 6), (1, 6), (6, 1), (7, 6), (8, 1)].map(|(i, at)| text(&replies[i][at]));
+    assert_eq!(remaining, ["3", "1", "1", "0", "0"]);
+    let ids: Vec<String> = [0, 1, 7].iter().map(|&i| text(&replies[i][1])).collect();
+    let seqs: Vec<u64> = ids
+        .iter()
+        .map(|id| {
+            id.rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("seq")
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "ids in arrival order: {ids:?}"
+    );
+    assert_eq!(app.redis_sold(&sku).await, 5);
+    assert_eq!(
+        app.redis_order_ids(&sku).await.len(),
+        3,
+        "three orders recorded"
+    );
+    let events: u64 = redis::AsyncCommands::xlen(&mut app.redis.clone(), app.key(&sku, "outbox"))
+        .await
+        .expect("XLEN");
+    assert!(
+        events <= 3,
+        "at most the three new orders' events wait: {events}"
+    );
+    app.cleanup().await;
+}
