@@ -30,9 +30,9 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
-    /// How long an outbox lease lasts, and how long an entry read by a replica may stay
-    /// unacknowledged before another claims it. Must stay well inside JetStream's duplicate
-    /// window (2 minutes).
+    /// How long an outbox lease lasts unrenewed: after it, another replica takes over the
+    /// sale's outbox, entries the dead holder had read included. Must stay well inside
+    /// JetStream's duplicate window (2 minutes).
     pub relay_claim_idle: Duration,
     /// How long a replica trusts its own "sold out" mark before asking Redis again.
     pub sold_out_recheck: Duration,

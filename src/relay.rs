@@ -3,10 +3,11 @@
 //! An order accepted by the purchase script is already in its sale's outbox (same atomic
 //! step), so nothing is lost if NATS or this process dies: the entry waits. For each sale
 //! whose outbox is not empty, the replica holding the sale's lease (so events of one sale are
-//! published in order by one replica) claims entries a dead replica left pending, reads what
-//! it holds, publishes each with `Nats-Msg-Id`, waits for the PubAcks, then acknowledges and
-//! deletes the delivered entries. A publish repeated after a crash is dropped by JetStream's
-//! duplicate window, which the lease/claim time stays far inside.
+//! published in order by one replica) reads the outbox from its start, publishes each entry
+//! with `Nats-Msg-Id`, waits for the PubAcks, then trims the acknowledged prefix. Entries a
+//! dead replica had read stay in the outbox and are read again by the next lease holder; a
+//! publish repeated so is dropped by JetStream's duplicate window, which the lease time stays
+//! far inside.
 //!
 //! It visits only the sales in the index of waiting outboxes (`inventory/waiting.rs`), so an
 //! idle sale costs it nothing. It wakes when this replica writes an event, and polls the index
@@ -22,7 +23,8 @@ use tokio::sync::watch;
 
 use crate::confirm::ConfirmedEvents;
 use crate::domain::Sku;
-use crate::inventory::{Backlog, Inventory, OutboxEntry, StoreError};
+use crate::event::OrderEvent;
+use crate::inventory::{Backlog, Inventory, StoreError};
 use crate::jetstream::{DUPLICATE_WINDOW, StreamSetupError, ensure_stream};
 use crate::recovery::Recovery;
 
@@ -81,10 +83,10 @@ pub struct Relay {
     jetstream: jetstream::Context,
     stream: String,
     subject_prefix: String,
-    /// Lease time and claim idle time.
+    /// How long a sale's lease lasts unrenewed: a dead holder's sales wait this long.
     claim_idle: Duration,
-    /// This process's consumer name in the relay group: unique per process, so a restarted
-    /// replica's old pending entries are claimed like any dead replica's.
+    /// This process's name as a lease holder: unique per process, so a restarted replica
+    /// waits out its old lease like any dead replica's.
     consumer: String,
     status: Arc<RelayStatus>,
     /// Events the purchase handlers already saw JetStream acknowledge (`confirm.rs`).
@@ -278,16 +280,14 @@ impl Relay {
     }
 
     async fn relay_sale(&self, sku: &Sku) -> Result<(), RelayError> {
-        self.inventory
-            .claim_stale_outbox(sku, &self.consumer, self.claim_idle)
-            .await?;
         loop {
-            let entries = self
-                .inventory
-                .read_outbox(sku, &self.consumer, BATCH)
-                .await?;
+            let entries = self.inventory.read_outbox(sku, BATCH).await?;
             let (delivered, failure) = self.publish(&entries).await;
-            self.inventory.ack_outbox(sku, &delivered).await?;
+            if delivered > 0 {
+                self.inventory
+                    .trim_outbox(sku, &entries[delivered - 1].0)
+                    .await?;
+            }
             if let Some(failure) = failure {
                 return Err(failure);
             }
@@ -297,18 +297,27 @@ impl Relay {
         }
     }
 
-    /// Publishes entries in order, pipelined, and returns the ids JetStream acknowledged
-    /// (to this relay, or earlier to a purchase handler of this process).
-    async fn publish(&self, entries: &[OutboxEntry]) -> (Vec<String>, Option<RelayError>) {
+    /// Publishes entries in order, pipelined, and returns how many of them, from the first,
+    /// JetStream acknowledged (to this relay, or earlier to a purchase handler of this
+    /// process); entries after the first failure stay for the next pass, even if
+    /// acknowledged (JetStream drops the repeat).
+    async fn publish(
+        &self,
+        entries: &[(String, Option<OrderEvent>)],
+    ) -> (usize, Option<RelayError>) {
+        let mut acks = Vec::with_capacity(entries.len());
         let mut failure = None;
-        let mut pending_acks = Vec::with_capacity(entries.len());
-        let mut delivered = Vec::with_capacity(entries.len());
-        for entry in entries {
-            if self.confirmed.take(&entry.event) {
-                delivered.push(entry.id.clone());
+        for (_, event) in entries {
+            let Some(event) = event else {
+                // Unreadable: nothing to publish; trimmed with the delivered ones.
+                acks.push(None);
+                continue;
+            };
+            if self.confirmed.take(event) {
+                acks.push(None);
                 continue;
             }
-            let payload = match serde_json::to_vec(&entry.event) {
+            let payload = match serde_json::to_vec(event) {
                 Ok(payload) => payload,
                 Err(e) => {
                     failure = Some(RelayError::Publish(e.to_string()));
@@ -317,25 +326,30 @@ impl Relay {
             };
             let message = PublishMessage::build()
                 .payload(payload.into())
-                .message_id(entry.event.message_id());
+                .message_id(event.message_id());
             match self
                 .jetstream
-                .send_publish(entry.event.subject(&self.subject_prefix), message)
+                .send_publish(event.subject(&self.subject_prefix), message)
                 .await
             {
-                Ok(ack) => pending_acks.push((entry.id.clone(), ack)),
+                Ok(ack) => acks.push(Some(ack)),
                 Err(e) => {
                     failure = Some(RelayError::Publish(e.to_string()));
                     break;
                 }
             }
         }
-        for (id, ack) in pending_acks {
-            match ack.await {
-                Ok(_) => delivered.push(id),
-                Err(e) => {
-                    failure.get_or_insert(RelayError::Publish(e.to_string()));
-                }
+        let mut delivered = 0;
+        let mut unbroken = true;
+        for ack in acks {
+            if let Some(ack) = ack
+                && let Err(e) = ack.await
+            {
+                failure.get_or_insert(RelayError::Publish(e.to_string()));
+                unbroken = false;
+            }
+            if unbroken {
+                delivered += 1;
             }
         }
         (delivered, failure)

@@ -33,7 +33,7 @@ use crate::sold_out::SoldOutCache;
 use group_commit::Batches;
 
 pub use keys::{SaleKeys, payment_due, sale_registry, sku_digest};
-pub use outbox::{Backlog, OutboxEntry, RELAY_GROUP};
+pub use outbox::{Backlog, OutboxEntry};
 pub use payment_due::DueSales;
 pub use purchase::{Purchase, PurchaseError, PurchaseRequest};
 pub use read::OrderQuery;

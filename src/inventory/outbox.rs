@@ -1,18 +1,20 @@
-//! The Redis side of the outbox: each sale's stream of order events, read by the relay
-//! through the consumer group [`RELAY_GROUP`].
+//! The Redis side of the outbox: each sale's stream of order events.
+//!
+//! The stream holds only events JetStream has not acknowledged yet: the relay that holds the
+//! sale's lease reads from its start (`XRANGE`) and, once JetStream has acknowledged a prefix,
+//! drops that prefix with one `XTRIM MINID`. No consumer group: the lease already makes one
+//! replica the reader of a sale, and a reader that dies leaves its entries where they were,
+//! for the next lease holder to read again (JetStream drops what it had published twice).
+//! Against XREADGROUP + XACK + XDEL per entry this costs Redis about a third (BENCHMARKS.md).
 
 use std::time::Duration;
 
-use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, RedisError};
 
 use super::{Inventory, StoreError};
 use crate::domain::Sku;
 use crate::event::{EventKind, OrderEvent};
 use crate::sale::format_time;
-
-/// The consumer group every replica's relay reads through.
-pub const RELAY_GROUP: &str = "relay";
 
 /// What waits in one outbox (or, summed, in all of them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,90 +90,30 @@ impl Inventory {
         Ok(self.observe(held)? == 1)
     }
 
-    /// Makes sure the relay group exists, then takes over entries other consumers read but
-    /// left unacknowledged for `min_idle` (their replica died or lost its lease).
-    pub async fn claim_stale_outbox(
-        &self,
-        sku: &Sku,
-        consumer: &str,
-        min_idle: Duration,
-    ) -> Result<(), StoreError> {
-        let outbox = self.keys(sku).outbox();
-        let mut redis = self.redis.clone();
-        // From id 0: the group sees every entry still in the stream, whenever it is created.
-        let created: Result<(), RedisError> = redis.xgroup_create(&outbox, RELAY_GROUP, "0").await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            other => self.observe(other)?,
-        }
-        let mut cursor = "0-0".to_owned();
-        loop {
-            let (next, _claimed, _deleted): (String, Vec<String>, Vec<String>) = self.observe(
-                redis::cmd("XAUTOCLAIM")
-                    .arg(&outbox)
-                    .arg(RELAY_GROUP)
-                    .arg(consumer)
-                    .arg(min_idle.as_millis() as u64)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("JUSTID")
-                    .query_async(&mut redis)
-                    .await,
-            )?;
-            if next == "0-0" {
-                return Ok(());
-            }
-            cursor = next;
-        }
-    }
-
-    /// Up to `count` entries this consumer holds, oldest first: first new entries are taken
-    /// into the group (`>`), then everything pending to this consumer is read (`0`), so
-    /// entries whose earlier publish failed come round again, in order.
+    /// Up to `count` entries from the start of the sale's outbox, oldest first: every one
+    /// is waiting for JetStream (delivered entries are trimmed). An entry no subscriber could
+    /// use (never written by our scripts) is logged and returned as `None`, to be trimmed.
     pub async fn read_outbox(
         &self,
         sku: &Sku,
-        consumer: &str,
         count: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
+    ) -> Result<Vec<(String, Option<OrderEvent>)>, StoreError> {
         let outbox = self.keys(sku).outbox();
         let mut redis = self.redis.clone();
-        let read = |from: &'static str| {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(RELAY_GROUP)
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg("STREAMS")
-                .arg(&outbox)
-                .arg(from)
-                .to_owned()
-        };
-        let _: Option<StreamReadReply> = self.observe(read(">").query_async(&mut redis).await)?;
-        let held: Option<StreamReadReply> =
-            self.observe(read("0").query_async(&mut redis).await)?;
-
-        let mut entries = Vec::new();
-        for stream in held.map(|r| r.keys).unwrap_or_default() {
-            for entry in stream.ids {
+        let read: Result<redis::streams::StreamRangeReply, RedisError> =
+            redis.xrange_count(&outbox, "-", "+", count).await;
+        Ok(self
+            .observe(read)?
+            .ids
+            .into_iter()
+            .map(|entry| {
                 let event = entry_event(sku, &entry);
-                match event {
-                    Some(event) => entries.push(OutboxEntry {
-                        id: entry.id,
-                        event,
-                    }),
-                    // Nothing a subscriber could use; never written by our scripts.
-                    None => {
-                        log::error!("outbox {outbox}: unreadable entry {} skipped", entry.id);
-                        self.ack_outbox(sku, std::slice::from_ref(&entry.id))
-                            .await?;
-                    }
+                if event.is_none() {
+                    log::error!("outbox {outbox}: unreadable entry {} dropped", entry.id);
                 }
-            }
-        }
-        Ok(entries)
+                (entry.id, event)
+            })
+            .collect())
     }
 
     /// Every entry still in the sale's outbox, oldest first (delivered or not): a rebuild
@@ -193,23 +135,32 @@ impl Inventory {
             .collect())
     }
 
-    /// Acknowledges delivered entries and removes them, so the outbox holds only what
-    /// JetStream has not confirmed.
-    pub async fn ack_outbox(&self, sku: &Sku, ids: &[String]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let outbox = self.keys(sku).outbox();
+    /// Drops the entries up to and including `last` (delivered): the outbox then holds
+    /// only what JetStream has not acknowledged. Entries written later have greater ids, so
+    /// they are never touched.
+    pub async fn trim_outbox(&self, sku: &Sku, last: &str) -> Result<(), StoreError> {
+        let Some(next) = next_entry_id(last) else {
+            return Err(StoreError::Corrupt(format!("outbox entry id {last}")));
+        };
         let mut redis = self.redis.clone();
-        let done: Result<(), RedisError> = redis::pipe()
-            .xack(&outbox, RELAY_GROUP, ids)
-            .ignore()
-            .xdel(&outbox, ids)
-            .ignore()
+        let trimmed: Result<u64, RedisError> = redis::cmd("XTRIM")
+            .arg(self.keys(sku).outbox())
+            .arg("MINID")
+            .arg(next)
             .query_async(&mut redis)
             .await;
-        self.observe(done)
+        self.observe(trimmed).map(drop)
     }
+}
+
+/// The least stream id above `id` (`<ms>-<seq>`): `XTRIM MINID` keeps it and everything after.
+fn next_entry_id(id: &str) -> Option<String> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    Some(match seq.checked_add(1) {
+        Some(seq) => format!("{ms}-{seq}"),
+        None => format!("{}-0", ms.checked_add(1)?),
+    })
 }
 
 /// The event an outbox entry records, as the scripts write it (`purchase.lua`,
@@ -236,4 +187,23 @@ fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent
         paid_at: time("paid_at"),
         payment_ref: text("payment_ref"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_entry_id;
+
+    #[test]
+    fn the_next_id_keeps_everything_after_the_last_delivered() {
+        assert_eq!(
+            next_entry_id("1700000000000-0").as_deref(),
+            Some("1700000000000-1")
+        );
+        assert_eq!(
+            next_entry_id(&format!("5-{}", u64::MAX)).as_deref(),
+            Some("6-0")
+        );
+        assert_eq!(next_entry_id("garbage"), None);
+        assert_eq!(next_entry_id("1-x"), None);
+    }
 }

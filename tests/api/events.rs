@@ -253,10 +253,11 @@ async fn a_process_killed_after_a_burst_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
+async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     let settings = test_settings();
     let sku = Sku::parse(&unique("claim")).expect("sku");
-    // A "replica" that takes the lease, reads the entries and dies before publishing them.
+    // A "replica" that takes the lease, reads the entries, publishes half of them and dies
+    // before trimming any.
     let dead = std::sync::Arc::new(Inventory::new(&settings).expect("inventory"));
     dead.put_sale(
         &sku,
@@ -286,14 +287,26 @@ async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
             .await
             .expect("lease")
     );
-    dead.claim_stale_outbox(&sku, "dead-replica", settings.relay_claim_idle)
+    let read = dead.read_outbox(&sku, 100).await.expect("read");
+    assert_eq!(read.len(), 20, "the dead replica read every entry");
+    let nats = async_nats::connect(settings.nats_urls.clone())
         .await
-        .expect("group");
-    let read = dead
-        .read_outbox(&sku, "dead-replica", 100)
+        .expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    flashsale::jetstream::ensure_stream(&js, &settings.stream, &settings.subject_prefix)
         .await
-        .expect("read");
-    assert_eq!(read.len(), 20, "the dead replica holds every entry");
+        .expect("stream");
+    for (_, event) in &read[..10] {
+        let event = event.as_ref().expect("readable entry");
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(serde_json::to_vec(event).expect("JSON").into())
+            .message_id(event.message_id());
+        js.send_publish(event.subject(&settings.subject_prefix), message)
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
 
     let app = spawn_app_from(settings.clone()).await;
     let messages = wait_for_delivered(&settings, 20, Duration::from_secs(20)).await;
@@ -302,8 +315,15 @@ async fn entries_a_dead_replica_read_are_claimed_and_delivered_once() {
     assert_in_sale_order(&messages);
     assert_eq!(
         created_ids(&messages),
-        read.iter().map(|e| e.event.order_id.clone()).collect()
+        read.iter()
+            .filter_map(|(_, e)| Some(e.as_ref()?.order_id.clone()))
+            .collect()
     );
+    let left: u64 =
+        redis::AsyncCommands::xlen(&mut app.redis.clone(), app.key(sku.as_str(), "outbox"))
+            .await
+            .expect("XLEN");
+    assert_eq!(left, 0, "the next holder trimmed every delivered entry");
     app.cleanup().await;
 }
 
