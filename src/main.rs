@@ -7,6 +7,11 @@ use flashsale::config::Settings;
 use flashsale::startup::Application;
 use flashsale::{audit, consumer, telemetry};
 
+/// glibc's allocator took ~15 % of the service's CPU under load (malloc, free and their
+/// consolidation; BENCHMARKS.md); mimalloc's thread-local free lists cost a fraction of it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for configuration (or arguments) the service refuses to start with.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code of `audit` when a store could not be read.
