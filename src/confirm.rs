@@ -21,6 +21,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use crate::config::Confirm;
 use crate::event::{EventKind, OrderEvent};
 use crate::jetstream::ensure_stream;
+use crate::monitoring::Publisher;
 
 /// Message ids remembered for the relay at most; past it the set starts afresh (the relay
 /// then re-publishes a few events, which JetStream drops as duplicates).
@@ -74,6 +75,8 @@ pub struct Confirmation {
     stream: String,
     /// Set once the order stream is known to exist (publishing needs it).
     stream_ready: AtomicBool,
+    /// From the handler's publish to the PubAck: the script wrote the event just before.
+    delivery_lag: metrics::Histogram,
 }
 
 impl Confirmation {
@@ -96,6 +99,7 @@ impl Confirmation {
             confirmed,
             stream,
             stream_ready: AtomicBool::new(false),
+            delivery_lag: crate::monitoring::delivery_lag_histogram(Publisher::Confirm),
         }
     }
 
@@ -135,6 +139,7 @@ impl Confirmation {
                 .map_err(|e| e.to_string())?;
             self.stream_ready.store(true, Ordering::Relaxed);
         }
+        let started = std::time::Instant::now();
         let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
         let message_id = event.message_id();
         let message = PublishMessage::build()
@@ -149,6 +154,7 @@ impl Confirmation {
         .await
         .map_err(|_| format!("no acknowledgement within {:?}", self.timeout))?
         .map_err(|e| e.to_string())?;
+        self.delivery_lag.record(started.elapsed());
         self.confirmed.insert(message_id);
         Ok(())
     }

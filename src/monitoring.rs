@@ -28,6 +28,7 @@ const REBUILD_SECONDS: &str = "flashsale_sale_rebuild_seconds";
 const TRANSITIONS: &str = "flashsale_order_transitions_total";
 const EXPIRY_LAG: &str = "flashsale_expiry_lag_seconds";
 const PURCHASE_BATCH: &str = "flashsale_purchase_batch_size";
+const DELIVERY_LAG: &str = "flashsale_event_delivery_lag_seconds";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -89,6 +90,11 @@ fn describe() {
         SCRIPT_SECONDS,
         metrics::Unit::Seconds,
         "From a purchase's arrival at Redis's door (queued for its sale's next script call) to its answer."
+    );
+    describe_histogram!(
+        DELIVERY_LAG,
+        metrics::Unit::Seconds,
+        "From an order event's write to the outbox to JetStream's acknowledgement, by who published it (confirm: the request's handler; relay: from the outbox)."
     );
     describe_histogram!(
         PURCHASE_BATCH,
@@ -232,6 +238,23 @@ impl PurchaseMetrics {
     pub fn batch(&self, purchases: usize) {
         self.batch.record(purchases as f64);
     }
+}
+
+/// Who hands an event to JetStream: the handler that answers for it (`FLASHSALE_CONFIRM=
+/// jetstream`), or the relay from the outbox.
+#[derive(Debug, Clone, Copy)]
+pub enum Publisher {
+    Confirm,
+    Relay,
+}
+
+/// The delivery lag histogram of one publisher, registered once per holder.
+pub fn delivery_lag_histogram(publisher: Publisher) -> Histogram {
+    let label = match publisher {
+        Publisher::Confirm => "confirm",
+        Publisher::Relay => "relay",
+    };
+    histogram!(DELIVERY_LAG, "publisher" => label)
 }
 
 /// The HTTP latency histogram, registered once.

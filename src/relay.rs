@@ -26,6 +26,7 @@ use crate::domain::Sku;
 use crate::event::OrderEvent;
 use crate::inventory::{Backlog, Inventory, StoreError};
 use crate::jetstream::{DUPLICATE_WINDOW, StreamSetupError, ensure_stream};
+use crate::monitoring::Publisher;
 use crate::recovery::Recovery;
 
 /// Entries read and published per round trip.
@@ -93,6 +94,8 @@ pub struct Relay {
     confirmed: Arc<ConfirmedEvents>,
     /// Rebuilds a sale whose events wait while Redis lost its state.
     recovery: Arc<Recovery>,
+    /// From an entry's write (its stream id: Redis's clock) to its PubAck (this clock).
+    delivery_lag: metrics::Histogram,
 }
 
 /// Tells a running relay to drain: deliver what it can until the deadline, then stop.
@@ -128,6 +131,7 @@ impl Relay {
             status,
             confirmed,
             recovery,
+            delivery_lag: crate::monitoring::delivery_lag_histogram(Publisher::Relay),
         }
     }
 
@@ -307,7 +311,7 @@ impl Relay {
     ) -> (usize, Option<RelayError>) {
         let mut acks = Vec::with_capacity(entries.len());
         let mut failure = None;
-        for (_, event) in entries {
+        for (id, event) in entries {
             let Some(event) = event else {
                 // Unreadable: nothing to publish; trimmed with the delivered ones.
                 acks.push(None);
@@ -332,7 +336,7 @@ impl Relay {
                 .send_publish(event.subject(&self.subject_prefix), message)
                 .await
             {
-                Ok(ack) => acks.push(Some(ack)),
+                Ok(ack) => acks.push(Some((entry_ms(id), ack))),
                 Err(e) => {
                     failure = Some(RelayError::Publish(e.to_string()));
                     break;
@@ -342,11 +346,19 @@ impl Relay {
         let mut delivered = 0;
         let mut unbroken = true;
         for ack in acks {
-            if let Some(ack) = ack
-                && let Err(e) = ack.await
-            {
-                failure.get_or_insert(RelayError::Publish(e.to_string()));
-                unbroken = false;
+            if let Some((written_ms, ack)) = ack {
+                match ack.await {
+                    Ok(_) => {
+                        if let Some(written_ms) = written_ms {
+                            let lag_ms = now_ms().saturating_sub(written_ms);
+                            self.delivery_lag.record(lag_ms as f64 / 1000.0);
+                        }
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(RelayError::Publish(e.to_string()));
+                        unbroken = false;
+                    }
+                }
             }
             if unbroken {
                 delivered += 1;
@@ -354,6 +366,17 @@ impl Relay {
         }
         (delivered, failure)
     }
+}
+
+/// The millisecond an outbox entry was written: the first part of its stream id.
+fn entry_ms(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn backoff(failures: u32) -> Duration {

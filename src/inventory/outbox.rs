@@ -42,7 +42,7 @@ impl Inventory {
     /// Entries waiting in the sale's outbox, or `None` when it is empty or absent.
     pub async fn outbox_backlog(&self, sku: &Sku) -> Result<Option<Backlog>, StoreError> {
         let outbox = self.keys(sku).outbox();
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let (pending, oldest, (secs, micros)): (u64, Vec<(String, ())>, (u64, u64)) = self
             .observe(
                 redis::pipe()
@@ -79,7 +79,7 @@ impl Inventory {
         consumer: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let held: Result<i64, RedisError> = self
             .relay_lease_script
             .key(self.keys(sku).relay_lease())
@@ -99,7 +99,7 @@ impl Inventory {
         count: usize,
     ) -> Result<Vec<(String, Option<OrderEvent>)>, StoreError> {
         let outbox = self.keys(sku).outbox();
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
             redis.xrange_count(&outbox, "-", "+", count).await;
         Ok(self
@@ -119,7 +119,7 @@ impl Inventory {
     /// Every entry still in the sale's outbox, oldest first (delivered or not): a rebuild
     /// folds them in, as JetStream may not have them yet.
     pub async fn outbox_entries(&self, sku: &Sku) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
             redis.xrange_all(self.keys(sku).outbox()).await;
         Ok(self
@@ -142,7 +142,7 @@ impl Inventory {
         let Some(next) = next_entry_id(last) else {
             return Err(StoreError::Corrupt(format!("outbox entry id {last}")));
         };
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let trimmed: Result<u64, RedisError> = redis::cmd("XTRIM")
             .arg(self.keys(sku).outbox())
             .arg("MINID")

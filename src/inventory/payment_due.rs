@@ -39,7 +39,7 @@ impl Inventory {
     /// Records that `sku` has an order due by `pay_by_ms` (lowering, never raising, its
     /// score).
     pub async fn index_deadline(&self, sku: &Sku, pay_by_ms: i64) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let added: Result<(), RedisError> = redis::cmd("ZADD")
             .arg(payment_due(&self.namespace))
             .arg("LT")
@@ -52,7 +52,7 @@ impl Inventory {
 
     /// Up to `at_most` sales that may have an overdue order, in one round trip.
     pub async fn due_sales(&self, at_most: usize) -> Result<DueSales, StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let ((secs, micros), earliest): ((i64, i64), Vec<(String, f64)>) = self.observe(
             redis::pipe()
                 .cmd("TIME")
@@ -93,7 +93,7 @@ impl Inventory {
             None => pipe.zrem(&index, sku.as_str()).ignore(),
         };
         pipe.zrange_withscores(self.keys(sku).deadlines(), 0, 0);
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let (earliest,): (Vec<(String, f64)>,) =
             self.observe(pipe.query_async(&mut redis).await)?;
         match earliest.first() {
@@ -110,7 +110,7 @@ impl Inventory {
     pub async fn index_all_deadlines(&self) -> Result<usize, StoreError> {
         let sales = self.sales().await?;
         let mut indexed = 0;
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         for chunk in sales.chunks(INDEX_CHUNK) {
             let mut pipe = redis::pipe();
             for sku in chunk {

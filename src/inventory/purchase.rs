@@ -154,7 +154,7 @@ impl Inventory {
                 );
         }
 
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let replies: Vec<Vec<Value>> = match self.observe(call.invoke_async(&mut redis).await) {
             Ok(replies) => replies,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),

@@ -33,7 +33,7 @@ impl Inventory {
                 call.key(keys.buyer_orders(user.as_str())).arg(*newest)
             }
         };
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {

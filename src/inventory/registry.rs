@@ -11,7 +11,7 @@ impl Inventory {
     /// The sale whose sku digest starts `order_id`, if Redis knows it (after a loss, only
     /// JetStream may: see `recovery.rs`).
     pub(crate) async fn sku_of(&self, order_id: &OrderId) -> Result<Option<Sku>, StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let sku: Option<String> = self.observe(
             redis
                 .hget(sale_registry(&self.namespace), order_id.sku_digest())
@@ -23,7 +23,7 @@ impl Inventory {
 
     /// Every sale that may have an outbox.
     pub async fn sales(&self) -> Result<Vec<Sku>, StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let registered: Vec<String> =
             self.observe(redis.hvals(sale_registry(&self.namespace)).await)?;
         Ok(registered

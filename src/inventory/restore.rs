@@ -256,7 +256,7 @@ impl Inventory {
         }
         // Registered before the sale exists, as a PUT does.
         self.register(&mut pipe, &sku);
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let staged_all: Result<(), _> = pipe.query_async(&mut redis).await;
         self.observe(staged_all)?;
 
@@ -317,7 +317,7 @@ impl Inventory {
                 pipe.rpush(keys.buyer_orders(user), chunk).ignore();
             }
         }
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let written: Result<(), _> = pipe.query_async(&mut redis).await;
         self.observe(written)
     }

@@ -51,7 +51,7 @@ impl Inventory {
             .arg(revision)
             .arg(optional(settings.payment_timeout_secs.map(|t| t as i64)));
 
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         // Registered first: a sale that exists is always known to the relay and to cancel.
         // (The registry is in another hash slot, so it cannot join the script.)
         let mut register = redis::pipe();
@@ -90,7 +90,7 @@ impl Inventory {
     /// The sale as it stands, read with Redis's clock in one round trip; `SaleMissing` when
     /// Redis does not hold it.
     pub async fn sale(&self, sku: &Sku) -> Result<Sale, StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let (fields, (secs, micros)): (Vec<Option<String>>, (i64, i64)) = self.observe(
             redis::pipe()
                 .cmd("HMGET")
@@ -152,7 +152,7 @@ impl Inventory {
     /// Counts the sale's orders by status; `SaleMissing` when Redis does not hold the sale.
     pub async fn order_counts(&self, sku: &Sku) -> Result<OrderCounts, StoreError> {
         let keys = self.keys(sku);
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let (stock, sold, records, outbox): (Option<u64>, Option<u64>, Vec<String>, u64) = self
             .observe(
                 redis::pipe()

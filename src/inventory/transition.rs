@@ -87,7 +87,7 @@ impl Inventory {
                 .arg(payment_ref.as_str()),
             Action::Cancel => call.arg("cancel").arg(order_id.as_str()),
         };
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         let outcome = reply.text(0)?;
@@ -139,7 +139,7 @@ impl Inventory {
     pub async fn expire_overdue(&self, sku: &Sku, at_most: usize) -> Result<Expired, StoreError> {
         let mut call = self.transition_call(sku);
         call.arg("expire").arg(at_most);
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {

@@ -45,7 +45,7 @@ impl Inventory {
         if written.is_empty() {
             return Ok(());
         }
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let added: Result<(), RedisError> = redis::cmd("SADD")
             .arg(outbox_waiting(&self.namespace))
             .arg(written.iter().collect::<Vec<_>>())
@@ -63,7 +63,7 @@ impl Inventory {
 
     /// Every sale in the shared set: whose outbox may hold events, written by any replica.
     pub async fn waiting_sales(&self) -> Result<Vec<Sku>, StoreError> {
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let members: Result<Vec<String>, RedisError> = redis::cmd("SMEMBERS")
             .arg(outbox_waiting(&self.namespace))
             .query_async(&mut redis)
@@ -79,7 +79,7 @@ impl Inventory {
     /// (see the module) and puts it back if an event arrived in between.
     pub async fn unindex_empty(&self, sku: &Sku) -> Result<(), StoreError> {
         let index = outbox_waiting(&self.namespace);
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let (waiting,): (u64,) = self.observe(
             redis::pipe()
                 .srem(&index, sku.as_str())
@@ -103,7 +103,7 @@ impl Inventory {
     /// pipelined). The safety net of the shared set; it visits every sale, so it runs seldom.
     pub async fn outboxes_not_empty(&self) -> Result<Vec<Sku>, StoreError> {
         let sales = self.sales().await?;
-        let mut redis = self.redis.clone();
+        let mut redis = self.redis();
         let mut waiting = Vec::new();
         for chunk in sales.chunks(SWEEP_CHUNK) {
             let mut pipe = redis::pipe();

@@ -126,6 +126,11 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
     assert!(sample(&after, confirmed) >= sample(&before, confirmed) + 1.0);
     let fast = "flashsale_sold_out_fast_path_total";
     assert!(sample(&after, fast) >= sample(&before, fast) + 1.0);
+    // The confirmed event's lag, and the two purchases Redis decided (in one call or two).
+    let lag = r#"flashsale_event_delivery_lag_seconds_count{publisher="confirm"}"#;
+    assert!(sample(&after, lag) >= sample(&before, lag) + 1.0);
+    let batched = "flashsale_purchase_batch_size_sum";
+    assert!(sample(&after, batched) >= sample(&before, batched) + 2.0);
     for series in [
         "flashsale_script_duration_seconds_count",
         "flashsale_http_request_duration_seconds_count",
@@ -134,6 +139,30 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
     ] {
         assert!(after.contains(series), "{series} in /metrics");
     }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_relay_reports_how_long_events_waited() {
+    let app = spawn_app_with(|s| s.confirm = flashsale::config::Confirm::Redis).await;
+    let sku = unique("lag");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    let series = r#"flashsale_event_delivery_lag_seconds_count{publisher="relay"}"#;
+    let before = sample(&scrape(&app).await, series);
+    for user in ["u1", "u2", "u3"] {
+        assert_eq!(app.order(&sku, user, 1).await.status(), 201);
+    }
+    app.wait_until_relay_idle(&sku).await;
+    let after = scrape(&app).await;
+    assert!(
+        sample(&after, series) >= before + 3.0,
+        "three events relayed"
+    );
+    let total = sample(
+        &after,
+        r#"flashsale_event_delivery_lag_seconds_sum{publisher="relay"}"#,
+    );
+    assert!(total >= 0.0 && total.is_finite());
     app.cleanup().await;
 }
 
