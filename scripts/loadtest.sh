@@ -19,6 +19,8 @@
 #   ax path a on a sale with a 1 s payment window and nobody paying: every order expires
 #      while the run goes on; then checks that sold returns to exactly 0 and reports the
 #      expiry lag (pay_by to expiry) from the service's histogram
+# with the event delivery lag (outbox to JetStream's ack, by handler and by relay) and the
+# purchases per script call (group commit) from the services' histograms,
 # and prints one table (req/s, p50, p99, outcomes) plus the ratios a/e, b/e, c/d, checking
 # correctness as it goes (sold never above stock, outcome counts add up).
 # Then an idle run: 20,000 sales defined and nothing selling; the service's CPU and Redis's
@@ -120,6 +122,28 @@ put_sale() { # sku stock [base] [more JSON fields]
 sold() { redis-cli hget "$NS:{$1}:sale" sold; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 count() { local n; n=$(field "$1" "$2"); echo "${n:-0}"; }
+# A histogram of the services' /metrics, summed over the ports: its count, mean, and p50 /
+# p99 as the upper bound of the bucket that holds them.
+histogram() { # metric label-filter (e.g. publisher="relay", or "") port...
+  local metric=$1 filter=$2; shift 2
+  for p in "$@"; do curl -fs "http://127.0.0.1:$p/metrics"; done | awk -v m="$metric" -v f="$filter" '
+    index($0, m "_") == 1 && index($0, f) > 0 {
+      if (index($0, m "_bucket") == 1) {
+        match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+        if (!(le in cum)) order[n++] = le
+        cum[le] += $NF
+      } else if (index($0, m "_sum") == 1) sum += $NF
+      else if (index($0, m "_count") == 1) count += $NF
+    }
+    END {
+      if (count == 0) { print "none"; exit }
+      for (i = 0; i < n; i++) {
+        if (p50 == "" && cum[order[i]] >= count * 0.5) p50 = order[i]
+        if (p99 == "" && cum[order[i]] >= count * 0.99) p99 = order[i]
+      }
+      printf "%d, mean %.2f, p50 <= %s, p99 <= %s", count, sum / count, p50, p99
+    }'
+}
 
 # Waits until the relay has handed every event to JetStream, so no run pays for the last
 # one's backlog; prints the seconds it took.
@@ -231,7 +255,7 @@ for c in $CONNECTIONS; do
       END {
         script = usec["after", "evalsha"] - usec["before", "evalsha"]
         n = calls["after", "evalsha"] - calls["before", "evalsha"]
-        split("xreadgroup xack xdel xautoclaim xrange xlen", relay, " ")
+        split("xrange xtrim xlen", relay, " ")
         for (i in relay) r += usec["after", relay[i]] - usec["before", relay[i]]
         if (orders > 0 && n > 0) printf "script %.1f us per call, relay %.1f us per order", script / n, r / orders
       }')
@@ -280,6 +304,11 @@ done
 printf 'aj\t%s\t%s\t-\t-\t-\tconfirm=jetstream, mean of 3, p99 ms:%s\n' "$first_c" $((js_sum / 3)) "$js_p99" >>"$OUT/loadtest.tsv"
 printf 'ar\t%s\t%s\t-\t-\t-\tconfirm=redis, mean of 3, p99 ms:%s\n' "$first_c" $((redis_sum / 3)) "$redis_p99" >>"$OUT/loadtest.tsv"
 printf 'ad\t%s\t%s\t-\t-\t-\tconfirm=jetstream on nats 2.15 sync always, mean of 3, p99 ms:%s\n' "$first_c" $((durable_sum / 3)) "$durable_p99" >>"$OUT/loadtest.tsv"
+# Event delivery lag so far, under path a and ar: outbox write to JetStream's ack, by the
+# handlers (before their 201) and by the relays (the 202s of a, every order of ar).
+lag_confirm=$(histogram flashsale_event_delivery_lag_seconds 'publisher="confirm"' "$PORT" $((PORT + 2)) $((PORT + 3)))
+lag_relay=$(histogram flashsale_event_delivery_lag_seconds 'publisher="relay"' "$PORT" $((PORT + 2)) $((PORT + 3)))
+batch_size=$(histogram flashsale_purchase_batch_size "" "$PORT" $((PORT + 3)))
 wait_drained "$BASE" >/dev/null
 
 # The cost of a payment window: path a on a sale without one and on one with one (each order
@@ -306,24 +335,8 @@ done
 expiry_settle=$((SECONDS - ended))
 [ "$(sold "$EXPIRY_SALE")" -eq 0 ] || { echo "loadtest: expiry left $(sold "$EXPIRY_SALE") units sold" >&2; exit 1; }
 expired_orders=$(redis-cli hlen "$NS:{$EXPIRY_SALE}:orders")
-# p50 / p99 as the upper bound of the histogram bucket that holds them; mean from sum/count.
 # Every service on the namespace runs a sweeper and shares the expiries: their histograms add.
-expiry_lag=$(for p in "$PORT" $((PORT + 2)) $((PORT + 3)); do curl -fs "http://127.0.0.1:$p/metrics"; done | awk '
-  /^flashsale_expiry_lag_seconds_bucket/ {
-    match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
-    if (!(le in cum)) order[n++] = le
-    cum[le] += $NF
-  }
-  /^flashsale_expiry_lag_seconds_sum/ { sum += $NF }
-  /^flashsale_expiry_lag_seconds_count/ { count += $NF }
-  END {
-    if (count == 0) { print "no expiries"; exit }
-    for (i = 0; i < n; i++) {
-      if (p50 == "" && cum[order[i]] >= count * 0.5) p50 = order[i]
-      if (p99 == "" && cum[order[i]] >= count * 0.99) p99 = order[i]
-    }
-    printf "%d expiries, mean %.1f ms, p50 <= %s s, p99 <= %s s", count, sum / count * 1000, p50, p99
-  }')
+expiry_lag=$(histogram flashsale_expiry_lag_seconds "" "$PORT" $((PORT + 2)) $((PORT + 3)))
 wait_drained "$BASE" >/dev/null
 
 # Idle: IDLE_SALES sales defined, nothing selling. The service's CPU (utime + stime from
@@ -357,7 +370,9 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
   echo "confirm jetstream/redis (path a, $first_c connections, 3 alternating runs each): $(ratio "$js_sum" "$redis_sum")"
   echo "confirm jetstream on nats 2.15 with sync_interval always / redis: $(ratio "$durable_sum" "$redis_sum")"
   echo "payment window / none (path a, $first_c connections, 3 alternating runs each): $(ratio "$pay_sum" "$plain_sum")"
-  echo "expiry under load (ax): $expired_orders orders, all expired ${expiry_settle} s after the run, sold back to 0; lag: $expiry_lag"
+  echo "expiry under load (ax): $expired_orders orders, all expired ${expiry_settle} s after the run, sold back to 0; lag (s): $expiry_lag"
+  echo "event delivery lag (s) under a and ar: by the handlers $lag_confirm; by the relays $lag_relay"
+  echo "purchases per script call in a and ar (calls, mean, p50, p99): $batch_size"
   for c in $CONNECTIONS; do
     echo "relay: after path a at $c connections ($(value a "$c" 6) purchases) the outbox was empty $((drain_seconds[$c])) s later"
     echo "redis cpu in path a at $c connections: ${redis_cost[$c]}"
