@@ -3,6 +3,9 @@
 //!
 //! - `purchase/script_round_trip`: one purchase through the inventory API (the EVALSHA),
 //!   against `purchase/redis_ping`, a bare round trip on the same connection;
+//! - `purchase_64_in_flight/group_commit`: 64 concurrent purchases of one sale through the
+//!   inventory (they share script calls), against `…/one_call_each`: 64 concurrent script
+//!   calls of one purchase each;
 //! - `http/purchase`: one `POST /v1/sales/{sku}/orders` through the app in this process,
 //!   against `http/healthz` on the same client and server;
 //! - `json/decode_order_request`, `json/encode_order`: the hot JSON;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures::future::join_all;
 use flashsale::config::{Confirm, MAX_STOCK, Settings};
 use flashsale::domain::{Quantity, Sku, UserId};
 use flashsale::inventory::{Inventory, PurchaseRequest};
@@ -79,6 +83,63 @@ fn purchase(c: &mut Criterion) {
     group.bench_function("redis_ping", |b| {
         b.to_async(&runtime)
             .iter(|| async { inventory.ping().await.expect("PING") })
+    });
+    group.finish();
+
+    // 64 purchases of one sale in flight at once: through the inventory, which shares script
+    // calls among them (group commit), against 64 script calls of one purchase each (what
+    // every purchase cost before), on one multiplexed connection.
+    let next_buyer = AtomicU64::new(0);
+    let buyer = || {
+        let n = next_buyer.fetch_add(1, Ordering::Relaxed);
+        UserId::parse(format!("crowd-{n}")).expect("valid user")
+    };
+    let keys = inventory.keys(&sku);
+    let script = redis::Script::new(include_str!("../lua/purchase.lua"));
+    let single = runtime.block_on(async {
+        let client = redis::Client::open(settings.redis_url.as_str()).expect("redis url");
+        redis::aio::ConnectionManager::new(client).await.expect("redis")
+    });
+    let mut group = c.benchmark_group("purchase_64_in_flight");
+    group.bench_function("group_commit", |b| {
+        b.to_async(&runtime).iter(|| async {
+            join_all((0..64).map(|_| {
+                let request = PurchaseRequest {
+                    user: buyer(),
+                    quantity: Quantity::ONE,
+                    idempotency_key: None,
+                };
+                let inventory = &inventory;
+                let sku = &sku;
+                async move { inventory.purchase(sku, request).await.expect("accepted") }
+            }))
+            .await
+        })
+    });
+    group.bench_function("one_call_each", |b| {
+        b.to_async(&runtime).iter(|| async {
+            join_all((0..64).map(|_| {
+                let user = buyer();
+                let mut call = script.prepare_invoke();
+                call.key(keys.sale())
+                    .key(keys.orders())
+                    .key(keys.buyers())
+                    .key(keys.outbox())
+                    .key(keys.deadlines())
+                    .key(keys.buyer_orders(user.as_str()))
+                    .arg(86_400)
+                    .arg(user.as_str())
+                    .arg(1)
+                    .arg("");
+                let mut redis = single.clone();
+                async move {
+                    call.invoke_async::<redis::Value>(&mut redis)
+                        .await
+                        .expect("EVALSHA")
+                }
+            }))
+            .await
+        })
     });
     group.finish();
 
