@@ -281,6 +281,11 @@ for c in $CONNECTIONS; do
   # have, so they are delivered at once and not by the 5-minute safety sweep during a
   # later run (their wait would count in that run's delivery lag).
   redis-cli sadd "$NS:outbox_waiting" "$REDIS_SALE" >/dev/null
+  # /readyz reports the backlog as of the relay's last pass, and this one pass is long.
+  for _ in $(seq 1 1200); do
+    [ "$(redis-cli xlen "$NS:{$REDIS_SALE}:outbox")" -eq 0 ] && break
+    sleep 0.5
+  done
 done
 
 # The cost of metrics: path a on the service (metrics on) and on its twin (off), alternating
