@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use futures::future::join_all;
 use flashsale::config::{Confirm, MAX_STOCK, Settings};
 use flashsale::domain::{Quantity, Sku, UserId};
 use flashsale::inventory::{Inventory, PurchaseRequest};
 use flashsale::order::{Order, OrderRequest, OrderStatus};
 use flashsale::sale::SaleSettings;
 use flashsale::startup::Application;
+use futures::future::join_all;
 
 fn settings() -> Settings {
     let mut settings = Settings::from_env().expect("valid FLASHSALE_* settings");
@@ -98,7 +98,9 @@ fn purchase(c: &mut Criterion) {
     let script = redis::Script::new(include_str!("../lua/purchase.lua"));
     let single = runtime.block_on(async {
         let client = redis::Client::open(settings.redis_url.as_str()).expect("redis url");
-        redis::aio::ConnectionManager::new(client).await.expect("redis")
+        redis::aio::ConnectionManager::new(client)
+            .await
+            .expect("redis")
     });
     let mut group = c.benchmark_group("purchase_64_in_flight");
     group.bench_function("group_commit", |b| {

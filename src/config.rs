@@ -12,7 +12,10 @@ use crate::domain::Sku;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
+    /// One `redis://` URL, or several comma-separated seed nodes of a Redis Cluster.
     pub redis_url: String,
+    /// Talk to a Redis Cluster: several URLs in `redis_url`, or FLASHSALE_REDIS_CLUSTER=on.
+    pub redis_cluster: bool,
     /// NATS servers, parsed from the comma-separated FLASHSALE_NATS_URL.
     pub nats_urls: Vec<async_nats::ServerAddr>,
     pub namespace: String,
@@ -77,6 +80,16 @@ pub struct ConfigError {
 pub const MAX_STOCK: u64 = 1 << 53;
 
 impl Settings {
+    /// The Redis URLs given: one server, or a cluster's seed nodes.
+    pub fn redis_seeds(&self) -> Vec<&str> {
+        self.redis_url.split(',').map(str::trim).collect()
+    }
+
+    /// Whether to use the cluster client: several seeds, or FLASHSALE_REDIS_CLUSTER=on.
+    pub fn uses_redis_cluster(&self) -> bool {
+        self.redis_cluster || self.redis_seeds().len() > 1
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -94,6 +107,7 @@ impl Settings {
         Ok(Settings {
             bind: var("FLASHSALE_BIND", "127.0.0.1:8080").socket_addr()?,
             redis_url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
+            redis_cluster: var("FLASHSALE_REDIS_CLUSTER", "off").switch()?,
             nats_urls: var("FLASHSALE_NATS_URL", "nats://127.0.0.1:4222").nats_urls()?,
             namespace: var("FLASHSALE_NAMESPACE", "flashsale").key_prefix()?,
             stream: var("FLASHSALE_STREAM", "ORDERS").nats_token()?,
@@ -176,10 +190,17 @@ impl Var {
         }
     }
 
+    /// One redis:// URL, or several comma-separated (the seed nodes of a cluster).
     fn redis_url(self) -> Result<String, ConfigError> {
-        match redis::Client::open(self.value.as_str()) {
-            Ok(_) => Ok(self.value),
-            Err(e) => self.refuse(format!("expected a redis:// URL ({e})")),
+        let invalid = self
+            .value
+            .split(',')
+            .find_map(|url| redis::Client::open(url.trim()).err());
+        match invalid {
+            None => Ok(self.value),
+            Some(e) => self.refuse(format!(
+                "expected a redis:// URL, comma-separated for a cluster's seed nodes ({e})"
+            )),
         }
     }
 
@@ -312,11 +333,35 @@ mod tests {
             ("FLASHSALE_REBUILD_TIMEOUT_MS", "10"),
             ("FLASHSALE_CONFIRM", "kafka"),
             ("FLASHSALE_CONFIRM_TIMEOUT_MS", "0"),
+            ("FLASHSALE_REDIS_URL", "redis://127.0.0.1:30001,http://x"),
+            ("FLASHSALE_REDIS_CLUSTER", "maybe"),
         ];
         for (variable, value) in cases {
             let err = with(&[(variable, value)]).expect_err(variable);
             assert_eq!(err.variable, variable);
             assert!(err.to_string().contains(variable));
         }
+    }
+
+    #[test]
+    fn several_redis_urls_are_a_cluster() {
+        let one = with(&[]).expect("defaults are valid");
+        assert!(!one.uses_redis_cluster());
+        let seeds = with(&[(
+            "FLASHSALE_REDIS_URL",
+            "redis://127.0.0.1:30001, redis://127.0.0.1:30002",
+        )])
+        .expect("two seeds");
+        assert!(seeds.uses_redis_cluster());
+        assert_eq!(
+            seeds.redis_seeds(),
+            ["redis://127.0.0.1:30001", "redis://127.0.0.1:30002"]
+        );
+        let switched = with(&[
+            ("FLASHSALE_REDIS_URL", "redis://127.0.0.1:30001"),
+            ("FLASHSALE_REDIS_CLUSTER", "on"),
+        ])
+        .expect("one seed, cluster on");
+        assert!(switched.uses_redis_cluster());
     }
 }

@@ -87,15 +87,22 @@ impl Inventory {
         next_due: Option<i64>,
     ) -> Result<(), StoreError> {
         let index = payment_due(&self.namespace);
-        let mut pipe = redis::pipe();
+        let mut update = redis::Cmd::new();
         match next_due {
-            Some(at) => pipe.zadd(&index, sku.as_str(), at).ignore(),
-            None => pipe.zrem(&index, sku.as_str()).ignore(),
+            Some(at) => update.arg("ZADD").arg(&index).arg(at).arg(sku.as_str()),
+            None => update.arg("ZREM").arg(&index).arg(sku.as_str()),
         };
-        pipe.zrange_withscores(self.keys(sku).deadlines(), 0, 0);
+        let mut recheck = redis::Cmd::new();
+        recheck
+            .arg("ZRANGE")
+            .arg(self.keys(sku).deadlines())
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
+        // The index and the sale lie in different slots: in this order, not at once.
         let mut redis = self.redis();
-        let (earliest,): (Vec<(String, f64)>,) =
-            self.observe(pipe.query_async(&mut redis).await)?;
+        let earliest: Vec<(String, f64)> =
+            self.observe(redis.query_in_order(vec![update, recheck]).await)?;
         match earliest.first() {
             Some((_, at)) if next_due.is_none_or(|next| (*at as i64) < next) => {
                 self.index_deadline(sku, *at as i64).await
@@ -112,12 +119,19 @@ impl Inventory {
         let mut indexed = 0;
         let mut redis = self.redis();
         for chunk in sales.chunks(INDEX_CHUNK) {
-            let mut pipe = redis::pipe();
-            for sku in chunk {
-                pipe.zrange_withscores(self.keys(sku).deadlines(), 0, 0);
-            }
-            let earliest: Vec<Vec<(String, f64)>> =
-                self.observe(pipe.query_async(&mut redis).await)?;
+            let reads = chunk
+                .iter()
+                .map(|sku| {
+                    let mut read = redis::Cmd::new();
+                    read.arg("ZRANGE")
+                        .arg(self.keys(sku).deadlines())
+                        .arg(0)
+                        .arg(0)
+                        .arg("WITHSCORES");
+                    read
+                })
+                .collect();
+            let earliest: Vec<Vec<(String, f64)>> = self.observe(redis.query_each(reads).await)?;
             let mut add = redis::pipe();
             let before = indexed;
             for (sku, first) in chunk.iter().zip(&earliest) {

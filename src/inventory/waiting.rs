@@ -21,7 +21,7 @@ use super::keys::outbox_waiting;
 use super::{Inventory, StoreError};
 use crate::domain::Sku;
 
-/// Outboxes checked per pipeline by the full sweep.
+/// Outboxes checked per round (one pipeline on a single server) by the full sweep.
 const SWEEP_CHUNK: usize = 500;
 
 impl Inventory {
@@ -80,14 +80,10 @@ impl Inventory {
     pub async fn unindex_empty(&self, sku: &Sku) -> Result<(), StoreError> {
         let index = outbox_waiting(&self.namespace);
         let mut redis = self.redis();
-        let (waiting,): (u64,) = self.observe(
-            redis::pipe()
-                .srem(&index, sku.as_str())
-                .ignore()
-                .xlen(self.keys(sku).outbox())
-                .query_async(&mut redis)
-                .await,
-        )?;
+        // The set and the outbox lie in different slots: in this order, not at once.
+        let remove = redis::cmd("SREM").arg(&index).arg(sku.as_str()).to_owned();
+        let recheck = redis::cmd("XLEN").arg(self.keys(sku).outbox()).to_owned();
+        let waiting: u64 = self.observe(redis.query_in_order(vec![remove, recheck]).await)?;
         if waiting > 0 {
             let added: Result<(), RedisError> = redis::cmd("SADD")
                 .arg(&index)
@@ -106,11 +102,11 @@ impl Inventory {
         let mut redis = self.redis();
         let mut waiting = Vec::new();
         for chunk in sales.chunks(SWEEP_CHUNK) {
-            let mut pipe = redis::pipe();
-            for sku in chunk {
-                pipe.xlen(self.keys(sku).outbox());
-            }
-            let lengths: Vec<u64> = self.observe(pipe.query_async(&mut redis).await)?;
+            let reads = chunk
+                .iter()
+                .map(|sku| redis::cmd("XLEN").arg(self.keys(sku).outbox()).to_owned())
+                .collect();
+            let lengths: Vec<u64> = self.observe(redis.query_each(reads).await)?;
             waiting.extend(
                 chunk
                     .iter()

@@ -1,0 +1,167 @@
+//! The connection to Redis: one server, or a Redis Cluster.
+//!
+//! A single server is one multiplexed connection ([`ConnectionManager`]) that every request
+//! shares. A cluster is the redis crate's cluster client: it routes each command by its key's
+//! slot (every key of a sale carries the sale's `{sku}` hash tag, so a script call goes to the
+//! one master holding the sale), loads scripts on every master on `NOSCRIPT`, and follows
+//! `MOVED` / `ASK` while slots move. Both are opened lazily, on first use, so the service
+//! starts (and answers 503) while Redis is down.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
+use tokio::sync::OnceCell;
+
+use crate::config::Settings;
+
+#[derive(Clone)]
+pub enum RedisConnection {
+    Single(ConnectionManager),
+    Cluster(LazyCluster),
+}
+
+/// A cluster connection made on first use (and again by the client itself after failures);
+/// shared, so a clone per command costs one reference count.
+#[derive(Clone)]
+pub struct LazyCluster(Arc<ClusterState>);
+
+struct ClusterState {
+    client: ClusterClient,
+    connection: OnceCell<ClusterConnection>,
+}
+
+impl LazyCluster {
+    async fn get(&self) -> Result<ClusterConnection, RedisError> {
+        self.0
+            .connection
+            .get_or_try_init(|| self.0.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+impl RedisConnection {
+    /// One server, or a cluster when the settings name several seed nodes (or say so).
+    pub fn new(settings: &Settings) -> Result<Self, RedisError> {
+        let seeds = settings.redis_seeds();
+        if !settings.uses_redis_cluster() {
+            let client = redis::Client::open(seeds[0])?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.redis_timeout))
+                .set_response_timeout(Some(settings.redis_timeout))
+                // Fail requests fast during an outage; the next request starts a new attempt.
+                .set_number_of_retries(1)
+                .set_max_delay(std::time::Duration::from_millis(100));
+            return Ok(Self::Single(ConnectionManager::new_lazy_with_config(
+                client, config,
+            )?));
+        }
+        let client = ClusterClient::builder(seeds)
+            .connection_timeout(settings.redis_timeout)
+            .response_timeout(settings.redis_timeout)
+            .build()?;
+        Ok(Self::Cluster(LazyCluster(Arc::new(ClusterState {
+            client,
+            connection: OnceCell::new(),
+        }))))
+    }
+}
+
+/// Commands of one cross-slot batch in flight at once on a cluster.
+const CLUSTER_FAN_OUT: usize = 64;
+
+impl RedisConnection {
+    /// Independent commands whose keys may lie in different hash slots, their replies in
+    /// order: one pipeline on a single server; on a cluster, where a pipeline must stay in
+    /// one slot, each command on its own, [`CLUSTER_FAN_OUT`] at a time.
+    pub async fn query_each<T: FromRedisValue>(
+        &mut self,
+        commands: Vec<Cmd>,
+    ) -> Result<Vec<T>, RedisError> {
+        match self {
+            Self::Single(connection) => {
+                let mut pipe = redis::pipe();
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                pipe.query_async(connection).await
+            }
+            Self::Cluster(lazy) => {
+                let connection = lazy.get().await?;
+                futures::stream::iter(commands)
+                    .map(|command| {
+                        let mut connection = connection.clone();
+                        async move { command.query_async::<T>(&mut connection).await }
+                    })
+                    .buffered(CLUSTER_FAN_OUT)
+                    .try_collect()
+                    .await
+            }
+        }
+    }
+
+    /// Commands whose keys may lie in different hash slots, run one after the other (the
+    /// later ones see what the earlier did); the last one's reply. One pipeline on a single
+    /// server.
+    pub async fn query_in_order<T: FromRedisValue>(
+        &mut self,
+        commands: Vec<Cmd>,
+    ) -> Result<T, RedisError> {
+        let mut replies: Vec<Value> = match self {
+            Self::Single(connection) => {
+                let mut pipe = redis::pipe();
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                pipe.query_async(connection).await?
+            }
+            Self::Cluster(lazy) => {
+                let mut connection = lazy.get().await?;
+                let mut replies = Vec::with_capacity(commands.len());
+                for command in commands {
+                    replies.push(command.query_async::<Value>(&mut connection).await?);
+                }
+                replies
+            }
+        };
+        let last = replies.pop().unwrap_or(Value::Nil);
+        Ok(redis::from_redis_value(last)?)
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(lazy) => Box::pin(async move {
+                let mut connection = lazy.get().await?;
+                connection.req_packed_command(cmd).await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(lazy) => Box::pin(async move {
+                let mut connection = lazy.get().await?;
+                connection
+                    .req_packed_commands(pipeline, offset, count)
+                    .await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}

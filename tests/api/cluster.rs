@@ -1,0 +1,156 @@
+//! The service on a Redis Cluster (`scripts/cluster.sh up`: 3 masters, 3 replicas). The
+//! seeds come from FLASHSALE_TEST_REDIS_CLUSTER (default: the script's first three ports);
+//! a cluster that does not answer fails the test.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::helpers::{TestApp, spawn_app_with};
+use crate::round_trips::{command_calls, delta};
+
+fn seeds() -> Vec<String> {
+    std::env::var("FLASHSALE_TEST_REDIS_CLUSTER")
+        .unwrap_or_else(|_| {
+            "redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003".into()
+        })
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A connection to each master of the cluster, by address.
+async fn masters() -> Vec<(String, redis::aio::MultiplexedConnection)> {
+    let seed = &seeds()[0];
+    let mut any = crate::helpers::redis_connection(seed).await;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut any)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("redis cluster at {seed} does not answer (scripts/cluster.sh up): {e}")
+        });
+    let mut masters = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() > 8 && fields[2].contains("master") && !fields[2].contains("fail") {
+            let address = fields[1].split('@').next().unwrap_or_default().to_owned();
+            let connection = crate::helpers::redis_connection(&format!("redis://{address}")).await;
+            masters.push((address, connection));
+        }
+    }
+    masters
+}
+
+/// Deletes the namespace's keys on every master.
+async fn cleanup(app: &TestApp, masters: &mut [(String, redis::aio::MultiplexedConnection)]) {
+    crate::nats::delete_stream(&app.settings).await;
+    for (_, redis) in masters.iter_mut() {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", app.settings.namespace))
+            .query_async(redis)
+            .await
+            .expect("KEYS");
+        if !keys.is_empty() {
+            // One key at a time: a master refuses a DEL of keys in several slots.
+            for key in keys {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(key)
+                    .query_async(redis)
+                    .await
+                    .expect("UNLINK");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_spread_over_the_masters_and_none_oversells() {
+    let mut masters = masters().await;
+    assert_eq!(
+        masters.len(),
+        3,
+        "three masters: {:?}",
+        masters.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    let app = spawn_app_with(|s| {
+        s.redis_url = seeds()[0].clone();
+        s.redis_cluster = true;
+        s.confirm = flashsale::config::Confirm::Redis;
+    })
+    .await;
+    // Sku names fix the slots (the hash tag is the sku), so the spread does not depend on
+    // this run's namespace; the purchases pick among them at random.
+    let skus: Vec<String> = (0..100).map(|i| format!("spread-{i}")).collect();
+    for sku in &skus {
+        app.create_sale(sku, json!({"stock": 5})).await;
+    }
+    let mut before = Vec::new();
+    for (_, redis) in masters.iter_mut() {
+        before.push(command_calls(redis).await);
+    }
+    let picks: Vec<usize> = (0..1000).map(|_| rand_below(skus.len())).collect();
+    let statuses: Vec<(usize, u16)> = futures::stream::iter(picks.iter().enumerate())
+        .map(|(n, &pick)| {
+            let app = &app;
+            let sku = &skus[pick];
+            async move {
+                (
+                    pick,
+                    app.order(sku, &format!("buyer-{n}"), 1)
+                        .await
+                        .status()
+                        .as_u16(),
+                )
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let mut created: HashMap<usize, u64> = HashMap::new();
+    for (pick, status) in &statuses {
+        assert!([201, 409].contains(status), "decided: {status}");
+        if *status == 201 {
+            *created.entry(*pick).or_default() += 1;
+        }
+    }
+    for (i, sku) in skus.iter().enumerate() {
+        let sale = app.sale_json(sku).await;
+        let sold = sale["sold"].as_u64().expect("sold");
+        assert!(sold <= 5, "{sku} sold {sold} of 5");
+        assert_eq!(
+            sold,
+            created.get(&i).copied().unwrap_or(0),
+            "{sku}: sold = answered 201"
+        );
+    }
+
+    let mut calls = Vec::new();
+    for ((address, redis), before) in masters.iter_mut().zip(&before) {
+        let after = command_calls(redis).await;
+        calls.push((address.clone(), delta(before, &after, "evalsha")));
+    }
+    let total: u64 = calls.iter().map(|(_, n)| n).sum();
+    assert!(total > 0);
+    let even = total as f64 / 3.0;
+    for (address, n) in &calls {
+        assert!(
+            (*n as f64 - even).abs() <= even * 0.25,
+            "script calls per master within ±25 % of even: {calls:?}"
+        );
+        assert!(*n > 0, "{address} ran none");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cleanup(&app, &mut masters).await;
+}
+
+/// A random index below `n`, from the standard library's hasher seeds.
+fn rand_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(n);
+    (hasher.finish() % n as u64) as usize
+}
