@@ -56,7 +56,7 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
         .await
         .expect("nats");
     let js = jetstream::new(nats);
-    ensure_stream(&js, &settings.stream, &settings.subject_prefix)
+    ensure_stream(&js, &flashsale::jetstream::OrderStream::new(settings))
         .await
         .expect("stream");
     let created_at = "2026-11-26T09:00:00.000Z".to_owned();

@@ -121,7 +121,7 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
         .await
         .map_err(|e| AuditError::Nats(e.to_string()))?;
     let js = jetstream::new(nats.clone());
-    let definitions = SaleDefinitions::new(nats, &settings.stream);
+    let definitions = SaleDefinitions::new(nats, &settings.stream, settings.stream_replicas);
 
     let mut stocks: BTreeMap<String, u64> = definitions
         .all()

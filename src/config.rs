@@ -16,6 +16,9 @@ pub struct Settings {
     pub redis_url: String,
     /// Talk to a Redis Cluster: several URLs in `redis_url`, or FLASHSALE_REDIS_CLUSTER=on.
     pub redis_cluster: bool,
+    /// Copies JetStream keeps of the order stream and the sale definitions (1–5; 3 on a
+    /// three-node cluster). Applies when flashsale creates them.
+    pub stream_replicas: usize,
     /// NATS servers, parsed from the comma-separated FLASHSALE_NATS_URL.
     pub nats_urls: Vec<async_nats::ServerAddr>,
     pub namespace: String,
@@ -108,6 +111,7 @@ impl Settings {
             bind: var("FLASHSALE_BIND", "127.0.0.1:8080").socket_addr()?,
             redis_url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
             redis_cluster: var("FLASHSALE_REDIS_CLUSTER", "off").switch()?,
+            stream_replicas: var("FLASHSALE_STREAM_REPLICAS", "1").number(1, 5)? as usize,
             nats_urls: var("FLASHSALE_NATS_URL", "nats://127.0.0.1:4222").nats_urls()?,
             namespace: var("FLASHSALE_NAMESPACE", "flashsale").key_prefix()?,
             stream: var("FLASHSALE_STREAM", "ORDERS").nats_token()?,
@@ -335,6 +339,7 @@ mod tests {
             ("FLASHSALE_CONFIRM_TIMEOUT_MS", "0"),
             ("FLASHSALE_REDIS_URL", "redis://127.0.0.1:30001,http://x"),
             ("FLASHSALE_REDIS_CLUSTER", "maybe"),
+            ("FLASHSALE_STREAM_REPLICAS", "0"),
         ];
         for (variable, value) in cases {
             let err = with(&[(variable, value)]).expect_err(variable);

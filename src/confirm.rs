@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 
 use crate::config::Confirm;
 use crate::event::{EventKind, OrderEvent};
-use crate::jetstream::ensure_stream;
+use crate::jetstream::{OrderStream, ensure_stream};
 use crate::monitoring::Publisher;
 
 /// Message ids remembered for the relay at most; past it the set starts afresh (the relay
@@ -69,10 +69,9 @@ pub struct Confirmation {
     mode: Confirm,
     nats: async_nats::Client,
     jetstream: jetstream::Context,
-    subject_prefix: String,
     timeout: Duration,
     confirmed: std::sync::Arc<ConfirmedEvents>,
-    stream: String,
+    stream: OrderStream,
     /// Set once the order stream is known to exist (publishing needs it).
     stream_ready: AtomicBool,
     /// From the handler's publish to the PubAck: the script wrote the event just before.
@@ -83,8 +82,7 @@ impl Confirmation {
     pub fn new(
         mode: Confirm,
         nats: async_nats::Client,
-        stream: String,
-        subject_prefix: String,
+        stream: OrderStream,
         timeout: Duration,
         confirmed: std::sync::Arc<ConfirmedEvents>,
     ) -> Self {
@@ -94,7 +92,6 @@ impl Confirmation {
             mode,
             nats,
             jetstream,
-            subject_prefix,
             timeout,
             confirmed,
             stream,
@@ -134,7 +131,7 @@ impl Confirmation {
             return Err("nats is not connected".into());
         }
         if !self.stream_ready.load(Ordering::Relaxed) {
-            ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix)
+            ensure_stream(&self.jetstream, &self.stream)
                 .await
                 .map_err(|e| e.to_string())?;
             self.stream_ready.store(true, Ordering::Relaxed);
@@ -147,7 +144,7 @@ impl Confirmation {
             .message_id(&message_id);
         tokio::time::timeout(self.timeout, async {
             self.jetstream
-                .send_publish(event.subject(&self.subject_prefix), message)
+                .send_publish(event.subject(&self.stream.subject_prefix), message)
                 .await?
                 .await
         })

@@ -14,7 +14,7 @@ use tokio_postgres::NoTls;
 
 use crate::config::Settings;
 use crate::event::{EventKind, OrderEvent};
-use crate::jetstream::{StreamSetupError, ensure_stream};
+use crate::jetstream::{OrderStream, StreamSetupError, ensure_stream};
 use crate::order::OrderStatus;
 
 const SCHEMA: &str = include_str!("../sql/schema.sql");
@@ -81,7 +81,7 @@ async fn session(settings: &Settings) -> Result<std::convert::Infallible, Consum
         .await
         .map_err(nats_error)?;
     let js = jetstream::new(nats);
-    ensure_stream(&js, &settings.stream, &settings.subject_prefix).await?;
+    ensure_stream(&js, &OrderStream::new(settings)).await?;
     let stream = js.get_stream(&settings.stream).await.map_err(nats_error)?;
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(

@@ -79,16 +79,19 @@ fn failed(e: impl std::fmt::Display) -> DefinitionError {
 pub struct SaleDefinitions {
     jetstream: jetstream::Context,
     bucket: String,
+    /// Copies of the bucket's stream when this creates it (FLASHSALE_STREAM_REPLICAS).
+    replicas: usize,
     store: OnceCell<kv::Store>,
 }
 
 impl SaleDefinitions {
-    pub fn new(nats: async_nats::Client, stream: &str) -> Self {
+    pub fn new(nats: async_nats::Client, stream: &str, replicas: usize) -> Self {
         let mut jetstream = jetstream::new(nats);
         jetstream.set_timeout(Duration::from_secs(2));
         Self {
             jetstream,
             bucket: bucket_name(stream),
+            replicas,
             store: OnceCell::new(),
         }
     }
@@ -116,6 +119,7 @@ impl SaleDefinitions {
                         deny_delete: true,
                         allow_direct: true,
                         discard: jetstream::stream::DiscardPolicy::New,
+                        num_replicas: self.replicas,
                         ..Default::default()
                     })
                     .await;

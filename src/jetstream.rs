@@ -9,6 +9,7 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
+use crate::config::Settings;
 use crate::event::OrderEvent;
 
 /// JetStream forgets a `Nats-Msg-Id` after this long; the relay re-publishes well inside it.
@@ -21,14 +22,34 @@ pub struct StreamSetupError {
     reason: String,
 }
 
+/// The order stream as the settings name it.
+#[derive(Debug, Clone)]
+pub struct OrderStream {
+    pub name: String,
+    pub subject_prefix: String,
+    /// Copies JetStream keeps of the stream (and of the sale definitions): 1, or 3 on a
+    /// three-node cluster, so the record outlives a node.
+    pub replicas: usize,
+}
+
+impl OrderStream {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            name: settings.stream.clone(),
+            subject_prefix: settings.subject_prefix.clone(),
+            replicas: settings.stream_replicas,
+        }
+    }
+}
+
 /// Creates the stream when absent; leaves an existing one alone (warning when its settings
 /// would weaken the delivery guarantee).
 pub async fn ensure_stream(
     js: &jetstream::Context,
-    name: &str,
-    subject_prefix: &str,
+    order_stream: &OrderStream,
 ) -> Result<(), StreamSetupError> {
-    let subjects = format!("{subject_prefix}.>");
+    let name = order_stream.name.as_str();
+    let subjects = format!("{}.>", order_stream.subject_prefix);
     let error = |reason: String| StreamSetupError {
         stream: name.to_owned(),
         reason,
@@ -57,6 +78,7 @@ pub async fn ensure_stream(
                     subjects: vec![subjects.clone()],
                     storage: stream::StorageType::File,
                     duplicate_window: DUPLICATE_WINDOW,
+                    num_replicas: order_stream.replicas,
                     ..Default::default()
                 })
                 .await;

@@ -124,7 +124,7 @@ impl Recovery {
         jetstream.set_timeout(Duration::from_secs(2));
         let rebuilder = Rebuilder {
             inventory,
-            definitions: SaleDefinitions::new(nats, &settings.stream),
+            definitions: SaleDefinitions::new(nats, &settings.stream, settings.stream_replicas),
             jetstream,
             stream: settings.stream.clone(),
             subject_prefix: settings.subject_prefix.clone(),

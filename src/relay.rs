@@ -25,7 +25,7 @@ use crate::confirm::ConfirmedEvents;
 use crate::domain::Sku;
 use crate::event::OrderEvent;
 use crate::inventory::{Backlog, Inventory, StoreError};
-use crate::jetstream::{DUPLICATE_WINDOW, StreamSetupError, ensure_stream};
+use crate::jetstream::{DUPLICATE_WINDOW, OrderStream, StreamSetupError, ensure_stream};
 use crate::monitoring::Publisher;
 use crate::recovery::Recovery;
 
@@ -85,8 +85,7 @@ pub struct Relay {
     inventory: Arc<Inventory>,
     nats: async_nats::Client,
     jetstream: jetstream::Context,
-    stream: String,
-    subject_prefix: String,
+    stream: OrderStream,
     /// How long a sale's lease lasts unrenewed: a dead holder's sales wait this long.
     claim_idle: Duration,
     /// This process's name as a lease holder: unique per process, so a restarted replica
@@ -108,8 +107,7 @@ impl Relay {
     pub fn new(
         inventory: Arc<Inventory>,
         nats: async_nats::Client,
-        stream: String,
-        subject_prefix: String,
+        stream: OrderStream,
         claim_idle: Duration,
         status: Arc<RelayStatus>,
         confirmed: Arc<ConfirmedEvents>,
@@ -128,7 +126,6 @@ impl Relay {
             nats,
             jetstream,
             stream,
-            subject_prefix,
             claim_idle,
             consumer: format!("relay-{}-{started:x}", std::process::id()),
             status,
@@ -249,7 +246,7 @@ impl Relay {
                 continue;
             }
             if !*stream_ready {
-                ensure_stream(&self.jetstream, &self.stream, &self.subject_prefix).await?;
+                ensure_stream(&self.jetstream, &self.stream).await?;
                 *stream_ready = true;
             }
             if self
@@ -336,7 +333,7 @@ impl Relay {
                 .message_id(event.message_id());
             match self
                 .jetstream
-                .send_publish(event.subject(&self.subject_prefix), message)
+                .send_publish(event.subject(&self.stream.subject_prefix), message)
                 .await
             {
                 Ok(ack) => acks.push(Some((entry_ms(id), ack))),

@@ -14,6 +14,7 @@ use crate::confirm::{Confirmation, ConfirmedEvents};
 use crate::domain::Sku;
 use crate::expiry::Sweeper;
 use crate::inventory::Inventory;
+use crate::jetstream::OrderStream;
 use crate::recovery::Recovery;
 use crate::relay::{DrainSignal, Relay, RelayStatus};
 use crate::routes;
@@ -79,8 +80,7 @@ impl Application {
         let relay = Relay::new(
             inventory.clone(),
             nats.clone(),
-            settings.stream.clone(),
-            settings.subject_prefix.clone(),
+            OrderStream::new(&settings),
             settings.relay_claim_idle,
             relay_status.clone(),
             confirmed.clone(),
@@ -89,8 +89,7 @@ impl Application {
         let confirmation = Confirmation::new(
             settings.confirm,
             nats.clone(),
-            settings.stream.clone(),
-            settings.subject_prefix.clone(),
+            OrderStream::new(&settings),
             settings.confirm_timeout,
             confirmed,
         );

@@ -154,3 +154,44 @@ fn rand_below(n: usize) -> usize {
     hasher.write_usize(n);
     (hasher.finish() % n as u64) as usize
 }
+
+fn nats_seeds() -> Vec<async_nats::ServerAddr> {
+    std::env::var("FLASHSALE_TEST_NATS_CLUSTER")
+        .unwrap_or_else(|_| {
+            "nats://127.0.0.1:24222,nats://127.0.0.1:24223,nats://127.0.0.1:24224".into()
+        })
+        .split(',')
+        .map(|url| url.parse().expect("nats url"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_stream_and_definitions_are_replicated_three_times() {
+    let app = spawn_app_with(|s| {
+        s.nats_urls = nats_seeds();
+        s.stream_replicas = 3;
+    })
+    .await;
+    let sku = crate::helpers::unique("replicated");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let order = app.order(&sku, "buyer", 1).await;
+    assert_eq!(order.status(), 201, "confirmed by the replicated stream");
+
+    let nats = async_nats::connect(nats_seeds())
+        .await
+        .expect("nats cluster (scripts/cluster.sh up)");
+    let js = async_nats::jetstream::new(nats);
+    let bucket_stream = format!(
+        "KV_{}",
+        flashsale::definitions::bucket_name(&app.settings.stream)
+    );
+    for name in [app.settings.stream.clone(), bucket_stream] {
+        let mut stream = js.get_stream(&name).await.expect("stream exists");
+        let info = stream.info().await.expect("stream info");
+        assert_eq!(info.config.num_replicas, 3, "{name}: replicas asked for");
+        let cluster = info.cluster.as_ref().expect("clustered");
+        assert!(cluster.leader.is_some(), "{name}: a leader");
+        assert_eq!(cluster.replicas.len(), 2, "{name}: two followers");
+    }
+    app.cleanup().await;
+}

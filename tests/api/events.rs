@@ -293,7 +293,7 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
         .await
         .expect("nats");
     let js = async_nats::jetstream::new(nats);
-    flashsale::jetstream::ensure_stream(&js, &settings.stream, &settings.subject_prefix)
+    flashsale::jetstream::ensure_stream(&js, &flashsale::jetstream::OrderStream::new(&settings))
         .await
         .expect("stream");
     for (_, event) in &read[..10] {
