@@ -18,6 +18,9 @@ use tokio::sync::OnceCell;
 
 use crate::config::Settings;
 
+/// Commands of one cross-slot batch in flight at once on a cluster.
+const CLUSTER_FAN_OUT: usize = 64;
+
 #[derive(Clone)]
 pub enum RedisConnection {
     Single(ConnectionManager),
@@ -69,12 +72,7 @@ impl RedisConnection {
             connection: OnceCell::new(),
         }))))
     }
-}
 
-/// Commands of one cross-slot batch in flight at once on a cluster.
-const CLUSTER_FAN_OUT: usize = 64;
-
-impl RedisConnection {
     /// Independent commands whose keys may lie in different hash slots, their replies in
     /// order: one pipeline on a single server; on a cluster, where a pipeline must stay in
     /// one slot, each command on its own, [`CLUSTER_FAN_OUT`] at a time.
@@ -83,13 +81,7 @@ impl RedisConnection {
         commands: Vec<Cmd>,
     ) -> Result<Vec<T>, RedisError> {
         match self {
-            Self::Single(connection) => {
-                let mut pipe = redis::pipe();
-                for command in commands {
-                    pipe.add_command(command);
-                }
-                pipe.query_async(connection).await
-            }
+            Self::Single(connection) => pipeline(commands).query_async(connection).await,
             Self::Cluster(lazy) => {
                 let connection = lazy.get().await?;
                 futures::stream::iter(commands)
@@ -112,13 +104,7 @@ impl RedisConnection {
         commands: Vec<Cmd>,
     ) -> Result<T, RedisError> {
         let mut replies: Vec<Value> = match self {
-            Self::Single(connection) => {
-                let mut pipe = redis::pipe();
-                for command in commands {
-                    pipe.add_command(command);
-                }
-                pipe.query_async(connection).await?
-            }
+            Self::Single(connection) => pipeline(commands).query_async(connection).await?,
             Self::Cluster(lazy) => {
                 let mut connection = lazy.get().await?;
                 let mut replies = Vec::with_capacity(commands.len());
@@ -131,6 +117,14 @@ impl RedisConnection {
         let last = replies.pop().unwrap_or(Value::Nil);
         Ok(redis::from_redis_value(last)?)
     }
+}
+
+fn pipeline(commands: Vec<Cmd>) -> Pipeline {
+    let mut pipe = redis::pipe();
+    for command in commands {
+        pipe.add_command(command);
+    }
+    pipe
 }
 
 impl ConnectionLike for RedisConnection {

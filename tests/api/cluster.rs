@@ -175,7 +175,12 @@ async fn the_order_stream_and_definitions_are_replicated_three_times() {
     let sku = crate::helpers::unique("replicated");
     app.create_sale(&sku, json!({"stock": 5})).await;
     let order = app.order(&sku, "buyer", 1).await;
-    assert_eq!(order.status(), 201, "confirmed by the replicated stream");
+    assert_eq!(order.status(), 201);
+    let order: serde_json::Value = order.json().await.expect("order JSON");
+    assert_eq!(
+        order["delivery"], "confirmed",
+        "confirmed by the replicated stream"
+    );
 
     let nats = async_nats::connect(nats_seeds())
         .await
