@@ -8,7 +8,8 @@
 -- touches nothing.
 --
 -- All keys share the sale's `{sku}` hash tag, so the script also runs on Redis Cluster.
--- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq
+-- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq,
+--                       primary (the replication id of the primary that wrote it, see below)
 -- KEYS[2] orders  HASH  order_id -> the order record, one field a line:
 --                       status, quantity, unit_price, created_at ms, pay_by ms, paid_at ms,
 --                       event (outbox id of the order's latest event), payment_ref, user_id
@@ -37,9 +38,10 @@
 --                              cross-sale index, see src/inventory/payment_due.rs)
 --   'sold_out'               , remaining
 --   'quantity_above_limit'   , per_user_limit
---   'sale_missing'  the sale is not in Redis: never created, or Redis lost it. The caller
---                   rebuilds it from JetStream (or answers 404) and calls again; nothing is
---                   ever decided on a sale Redis does not hold.
+--   'sale_missing'  Redis holds no copy of the sale it can decide on: never created, lost, or
+--                   written by another primary (below). The caller rebuilds it from JetStream
+--                   (or answers 404) and calls again; nothing is ever decided on a sale Redis
+--                   does not hold, nor on a copy that may be behind.
 --   'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
 
 local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -53,9 +55,16 @@ local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n[%d%-]*\n[^\n]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
+-- The replication id of the primary running this script. A sale records the one that wrote
+-- it (put_sale.lua, restore.lua); any other means this copy came from elsewhere: a replica
+-- promoted after a failover (asynchronous replication may have missed acknowledged writes),
+-- a slot moved to another master, a restart from a dump. Such a copy may be behind what was
+-- sold, so it counts as missing: the caller catches the sale up from JetStream first.
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
 local f = redis.call('HMGET', sale, 'stock', 'sold', 'per_user_limit', 'price',
-                     'starts_at', 'ends_at', 'oid', 'payment_timeout')
+                     'starts_at', 'ends_at', 'oid', 'payment_timeout', 'primary')
 local stock, sold = tonumber(f[1]), tonumber(f[2])
+if f[9] ~= primary then stock = nil end
 local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
 local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
 local payment_timeout = tonumber(f[8])
@@ -130,7 +139,8 @@ for i = 1, count do
     idem, next_idem = KEYS[next_idem], next_idem + 1
   end
   -- 0. Existence. Every sale, the default one included, is written by put_sale.lua or
-  --    restore.lua; a missing hash means the caller must consult JetStream first.
+  --    restore.lua; a missing hash, or one another primary wrote, means the caller must
+  --    consult JetStream first.
   if not stock then
     replies[i] = { 'sale_missing' }
   else

@@ -11,7 +11,8 @@
 -- ARGV[5] starts_at in ms since the epoch, '' = open from now
 -- ARGV[6] ends_at in ms since the epoch, '' = never closes
 -- ARGV[7] '1' when JetStream held a definition of this sale before this PUT: then a missing
---         hash means Redis lost the sale, which must be rebuilt, never created afresh
+--         hash means Redis lost the sale, which must be rebuilt, never created afresh (as is
+--         a copy another primary wrote, see purchase.lua)
 -- ARGV[8] the revision of this definition in JetStream: a PUT whose revision is older than
 --         the one Redis holds lost a race with a later PUT and changes nothing, so Redis and
 --         JetStream end with the same definition
@@ -22,13 +23,20 @@
 
 local sale = KEYS[1]
 local stock = tonumber(ARGV[2])
+-- The replication id of the primary running this script. A sale records the one that wrote
+-- it (here, restore.lua); any other means this copy came from elsewhere: a replica
+-- promoted after a failover (asynchronous replication may have missed acknowledged writes),
+-- a slot moved to another master, a restart from a dump. Such a copy may be behind what was
+-- sold, so it counts as missing: the caller catches the sale up from JetStream first.
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local outcome = 'replaced'
-local f = redis.call('HMGET', sale, 'sold', 'rev')
+local f = redis.call('HMGET', sale, 'sold', 'rev', 'primary')
 local sold = tonumber(f[1])
+if sold and f[3] ~= primary then return { 'sale_missing' } end
 if sold and tonumber(f[2] or 0) > tonumber(ARGV[8]) then return { 'superseded' } end
 if sold then
   if stock < sold then return { 'stock_below_sold', sold } end
@@ -38,7 +46,7 @@ else
   outcome, sold = 'created', 0
   -- Same order-id prefix rule as purchase.lua: sku digest, then creation time.
   local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
-  redis.call('HSET', sale, 'sold', 0, 'seq', 0, 'oid', oid)
+  redis.call('HSET', sale, 'sold', 0, 'seq', 0, 'oid', oid, 'primary', primary)
 end
 
 redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4], 'rev', ARGV[8])

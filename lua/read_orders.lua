@@ -10,7 +10,10 @@
 --        that exist, in the order asked (a buyer's: newest first)
 
 local sale, orders, outbox, buyer_orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('EXISTS', sale) == 0 then return { 'sale_missing' } end
+-- A copy another primary wrote may miss orders that were acknowledged: it is caught up first,
+-- as for a decision (see purchase.lua).
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+if redis.call('HGET', sale, 'primary') ~= primary then return { 'sale_missing' } end
 
 local ids = ARGV
 if buyer_orders then ids = redis.call('LRANGE', buyer_orders, 0, tonumber(ARGV[1]) - 1) end

@@ -1,11 +1,12 @@
 -- restore.lua: put a sale rebuilt from JetStream back into Redis, atomically, only if Redis
--- does not hold it.
+-- does not hold it, or holds a copy another primary wrote (which may be behind, see
+-- purchase.lua).
 --
 -- The caller (src/recovery.rs) has read the sale's events from the order stream, folded them
 -- into order records, buyer tallies and idempotency keys, and written those into staging keys
--- of its own (same hash slot). This script installs them in one step. When the sale exists
--- already (another replica restored it first, or a PUT created it), it drops the staging keys
--- and changes nothing: a sale is never counted twice.
+-- of its own (same hash slot). This script installs them in one step. When this primary wrote
+-- the sale already (another replica restored it first, or a PUT created it), it drops the
+-- staging keys and changes nothing: a sale is never counted twice.
 --
 -- KEYS[1] sale           HASH  (see purchase.lua)
 -- KEYS[2] orders         HASH  order_id -> order record
@@ -23,20 +24,33 @@
 -- ARGV[9] key prefix of the sale's idempotency keys (`<ns>:{<sku>}:idem:`)
 -- ARGV[10] the definition's revision in JetStream (see put_sale.lua)
 -- ARGV[11] payment_timeout in seconds ('' = none)
+-- ARGV[12] key prefix of the sale's buyers' order lists (`<ns>:{<sku}:buyer_orders:`)
 --
 -- The idempotency keys are built from the prefix here, one per field of the staged hash (all
 -- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
 -- twice. The buyers' order lists are an index for reads; the caller appends them after this.
 --
--- Reply: { 'restored', now_ms } or { 'exists' }
+-- Reply: { 'restored', now_ms, replaced (1 when a copy another primary wrote was replaced) }
+--        or { 'exists' }
 
 local sale, orders, buyers = KEYS[1], KEYS[2], KEYS[3]
 local staged_orders, staged_buyers, staged_idem = KEYS[4], KEYS[5], KEYS[6]
 local deadlines, staged_deadlines = KEYS[7], KEYS[8]
 
-if redis.call('EXISTS', sale) == 1 then
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+local written_by = redis.call('HGET', sale, 'primary')
+if written_by == primary then
   redis.call('DEL', staged_orders, staged_buyers, staged_idem, staged_deadlines)
   return { 'exists' }
+end
+local replaced = 0
+if redis.call('EXISTS', sale) == 1 then
+  -- A copy from elsewhere: JetStream and the outbox hold everything it holds (each of its
+  -- orders wrote an outbox entry in the same step, kept until JetStream acknowledged it), and
+  -- the rebuild folded both. Its buyers' lists go, to be rebuilt whole by the caller.
+  replaced = 1
+  for _, user in ipairs(redis.call('HKEYS', buyers)) do redis.call('DEL', ARGV[12] .. user) end
+  redis.call('DEL', sale)
 end
 
 local time = redis.call('TIME')
@@ -65,10 +79,10 @@ redis.call('DEL', staged_idem)
 -- lost copy that never reached JetStream can then never be issued again.
 local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
-           'seq', ARGV[8], 'rev', ARGV[10])
+           'seq', ARGV[8], 'rev', ARGV[10], 'primary', primary)
 local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7],
                    payment_timeout = ARGV[11] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end
 end
-return { 'restored', now }
+return { 'restored', now, replaced }

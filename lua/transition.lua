@@ -28,7 +28,10 @@
 local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local action = ARGV[1]
 
-if redis.call('EXISTS', sale) == 0 then return { 'sale_missing' } end
+-- A copy another primary wrote may be behind what was acknowledged: it counts as missing,
+-- and the caller catches it up from JetStream first (see purchase.lua).
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+if redis.call('HGET', sale, 'primary') ~= primary then return { 'sale_missing' } end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)

@@ -24,7 +24,8 @@ use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::domain::{OrderId, Sku};
 use crate::inventory::{
-    Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError, TransitionError,
+    Inventory, PurchaseError, PutSaleError, Restored, SaleSnapshot, StoreError,
+    TransitionError,
 };
 use crate::jetstream::{EventsRead, read_events};
 use crate::sale::{Sale, SaleSettings};
@@ -273,7 +274,8 @@ impl Rebuilder {
     }
 
     async fn rebuild(&self, sku: &Sku) -> Result<bool, RecoveryError> {
-        // Another request of this replica may have rebuilt it while this one waited.
+        // Another request of this replica may have rebuilt it while this one waited (held
+        // means: by this primary; a copy from elsewhere is rebuilt like a lost one).
         if self.inventory.sale_exists(sku).await? {
             return Ok(true);
         }
@@ -294,6 +296,12 @@ impl Rebuilder {
         let mut events = read.events;
         if let Some(settled) = settled {
             tokio::time::sleep_until(settled.into()).await;
+        }
+        // The outbox is read before the stream's last reading: an entry the relay trims in
+        // between was acknowledged by JetStream first, so that reading holds it. (No script
+        // adds entries meanwhile: they all refuse a sale Redis does not hold.)
+        let waiting = self.inventory.outbox_entries(sku).await?;
+        if settled.is_some() {
             events.extend(self.sale_events(sku, read.last_sequence + 1).await?.events);
         }
         for event in &events {
@@ -301,18 +309,22 @@ impl Rebuilder {
         }
         // The outbox is folded in after the stream: whatever of it JetStream already holds
         // is the same order, applied once.
-        for entry in &self.inventory.outbox_entries(sku).await? {
+        for entry in &waiting {
             snapshot
                 .apply_waiting(&entry.event, &entry.id)
                 .map_err(RecoveryError::Stream)?;
         }
         let restored = self.inventory.restore(&definition, &snapshot).await?;
-        if restored {
+        if restored != Restored::AlreadyHeld {
             // A new default sale is no news; anything else means Redis had lost it.
             if snapshot.orders() > 0 || sku.as_str() != self.default_sale.sku {
                 crate::monitoring::record_rebuild(started.elapsed());
+                let what = match restored {
+                    Restored::Stale => "its copy was written by another primary (failover?)",
+                    _ => "redis had lost it",
+                };
                 log::warn!(
-                    "sale {sku} rebuilt from JetStream: {} orders, sold {} of {}, in {:?}",
+                    "sale {sku} rebuilt from JetStream, {what}: {} orders, sold {} of {}, in {:?}",
                     snapshot.orders(),
                     snapshot.sold(),
                     definition.stock,

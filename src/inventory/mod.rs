@@ -40,7 +40,7 @@ pub use outbox::{Backlog, OutboxEntry};
 pub use payment_due::DueSales;
 pub use purchase::{Purchase, PurchaseError, PurchaseRequest};
 pub use read::OrderQuery;
-pub use restore::SaleSnapshot;
+pub use restore::{Restored, SaleSnapshot};
 pub use sales::{OrderCounts, PutSaleError};
 pub use transition::{Ended, Expired, TransitionError};
 
@@ -136,14 +136,14 @@ impl Inventory {
         self.redis.clone()
     }
 
-    /// Whether Redis holds the sale (its hash).
+    /// Whether Redis holds a copy of the sale it can decide on: one this primary wrote (the
+    /// check every script makes first; a copy another primary wrote may be behind).
     pub async fn sale_exists(&self, sku: &Sku) -> Result<bool, StoreError> {
-        let mut redis = self.redis();
-        let exists: Result<bool, RedisError> = redis::cmd("EXISTS")
-            .arg(self.keys(sku).sale())
-            .query_async(&mut redis)
-            .await;
-        self.observe(exists)
+        match self.read_orders(sku, &OrderQuery::Ids(&[])).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::SaleMissing) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -9,7 +9,8 @@ use crate::order::OrderView;
 
 /// Which orders of a sale to read.
 pub enum OrderQuery<'a> {
-    One(&'a OrderId),
+    /// These orders (none: only whether the sale is held).
+    Ids(&'a [OrderId]),
     /// A buyer's newest orders, newest first.
     Buyer {
         user: &'a UserId,
@@ -28,7 +29,7 @@ impl Inventory {
         let mut call = self.read_orders_script.prepare_invoke();
         call.key(keys.sale()).key(keys.orders()).key(keys.outbox());
         match query {
-            OrderQuery::One(id) => call.arg(id.as_str()),
+            OrderQuery::Ids(ids) => call.arg(ids.iter().map(OrderId::as_str).collect::<Vec<_>>()),
             OrderQuery::Buyer { user, newest } => {
                 call.key(keys.buyer_orders(user.as_str())).arg(*newest)
             }

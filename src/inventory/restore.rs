@@ -204,14 +204,25 @@ impl SaleSnapshot {
     }
 }
 
+/// What [`Inventory::restore`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// Redis held nothing of the sale: it was lost (or is new).
+    Lost,
+    /// Redis held a copy another primary wrote (a promoted replica, a moved slot), which may
+    /// have been behind: replaced by the rebuild.
+    Stale,
+    /// This primary held the sale already (another replica restored it first, say).
+    AlreadyHeld,
+}
+
 impl Inventory {
-    /// Installs the rebuilt sale unless Redis holds it; `Ok(true)` when this call restored it,
-    /// `Ok(false)` when it was there already (restored by another replica, say).
+    /// Installs the rebuilt sale unless this Redis primary wrote the sale itself.
     pub async fn restore(
         &self,
         definition: &SaleDefinition,
         snapshot: &SaleSnapshot,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Restored, StoreError> {
         let sku = Sku::parse(&definition.sku).map_err(|e| StoreError::Corrupt(e.0))?;
         let keys = self.keys(&sku);
         let attempt = staging_token();
@@ -254,11 +265,11 @@ impl Inventory {
         ] {
             pipe.pexpire(key, STAGE_TTL_MS as i64).ignore();
         }
-        // Registered before the sale exists, as a PUT does.
-        self.register(&mut pipe, &sku);
         let mut redis = self.redis();
         let staged_all: Result<(), _> = pipe.query_async(&mut redis).await;
         self.observe(staged_all)?;
+        // Registered before the sale exists, as a PUT does.
+        self.register(&sku).await?;
 
         let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
         let mut call = self.restore_script.prepare_invoke();
@@ -280,16 +291,21 @@ impl Inventory {
             .arg(snapshot.seq)
             .arg(keys.idempotency_prefix())
             .arg(definition.revision)
-            .arg(optional(definition.payment_timeout_secs.map(|t| t as i64)));
+            .arg(optional(definition.payment_timeout_secs.map(|t| t as i64)))
+            .arg(keys.buyer_orders(""));
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
             "restored" => {
                 // Stock may be back (a new empty sale): ask Redis again.
                 self.sold_out.clear(sku.as_str());
-                Ok(true)
+                Ok(if reply.int(2)? == 1 {
+                    Restored::Stale
+                } else {
+                    Restored::Lost
+                })
             }
-            "exists" => Ok(false),
+            "exists" => Ok(Restored::AlreadyHeld),
             _ => Err(reply.corrupt()),
         }
     }

@@ -51,13 +51,9 @@ impl Inventory {
             .arg(revision)
             .arg(optional(settings.payment_timeout_secs.map(|t| t as i64)));
 
-        let mut redis = self.redis();
         // Registered first: a sale that exists is always known to the relay and to cancel.
-        // (The registry is in another hash slot, so it cannot join the script.)
-        let mut register = redis::pipe();
-        self.register(&mut register, sku);
-        let registered: Result<(), _> = register.query_async(&mut redis).await;
-        self.observe(registered)?;
+        self.register(sku).await?;
+        let mut redis = self.redis();
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
@@ -88,18 +84,30 @@ impl Inventory {
     }
 
     /// The sale as it stands, read with Redis's clock in one round trip; `SaleMissing` when
-    /// Redis does not hold it.
+    /// Redis does not hold it (or holds a copy another primary wrote, as the scripts count).
     pub async fn sale(&self, sku: &Sku) -> Result<Sale, StoreError> {
         let mut redis = self.redis();
-        let (fields, (secs, micros)): (Vec<Option<String>>, (i64, i64)) = self.observe(
+        // One pipeline, routed by the sale's key: TIME and INFO run on the sale's primary.
+        let (fields, (secs, micros), written_by, info): (
+            Vec<Option<String>>,
+            (i64, i64),
+            Option<String>,
+            String,
+        ) = self.observe(
             redis::pipe()
                 .cmd("HMGET")
                 .arg(self.keys(sku).sale())
                 .arg(&SALE_FIELDS[..])
                 .cmd("TIME")
+                .hget(self.keys(sku).sale(), "primary")
+                .cmd("INFO")
+                .arg("replication")
                 .query_async(&mut redis)
                 .await,
         )?;
+        if !written_here(written_by.as_deref(), &info) {
+            return Err(StoreError::SaleMissing);
+        }
         let now_ms = secs * 1000 + micros / 1000;
 
         let number = |at: usize| -> Result<Option<i64>, StoreError> {
@@ -153,17 +161,20 @@ impl Inventory {
     pub async fn order_counts(&self, sku: &Sku) -> Result<OrderCounts, StoreError> {
         let keys = self.keys(sku);
         let mut redis = self.redis();
-        let (stock, sold, records, outbox): (Option<u64>, Option<u64>, Vec<String>, u64) = self
-            .observe(
-                redis::pipe()
-                    .hget(keys.sale(), "stock")
-                    .hget(keys.sale(), "sold")
-                    .hvals(keys.orders())
-                    .xlen(keys.outbox())
-                    .query_async(&mut redis)
-                    .await,
-            )?;
-        let Some(stock) = stock else {
+        type Counted = (Option<u64>, Option<u64>, Vec<String>, u64, Option<String>, String);
+        let (stock, sold, records, outbox, written_by, info): Counted = self.observe(
+            redis::pipe()
+                .hget(keys.sale(), "stock")
+                .hget(keys.sale(), "sold")
+                .hvals(keys.orders())
+                .xlen(keys.outbox())
+                .hget(keys.sale(), "primary")
+                .cmd("INFO")
+                .arg("replication")
+                .query_async(&mut redis)
+                .await,
+        )?;
+        let Some(stock) = stock.filter(|_| written_here(written_by.as_deref(), &info)) else {
             return Err(StoreError::SaleMissing);
         };
         let mut counts = OrderCounts {
@@ -193,4 +204,14 @@ impl Inventory {
         }
         Ok(counts)
     }
+}
+
+/// Whether the primary whose `INFO replication` is `info` wrote the sale (its `primary`
+/// field): the check every script makes before it trusts a sale (see `lua/purchase.lua`).
+fn written_here(written_by: Option<&str>, info: &str) -> bool {
+    let primary = info
+        .lines()
+        .find_map(|line| line.strip_prefix("master_replid:"))
+        .map(str::trim);
+    written_by.is_some() && written_by == primary
 }

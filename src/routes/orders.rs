@@ -182,7 +182,7 @@ pub async fn get_order(
     order_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (order_id, sku) = order_and_sale(&state, &order_id).await?;
-    let query = OrderQuery::One(&order_id);
+    let query = OrderQuery::Ids(std::slice::from_ref(&order_id));
     let orders = state
         .recovery
         .on_sale(

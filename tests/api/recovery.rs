@@ -696,3 +696,56 @@ async fn without_jetstream_acknowledgement_a_purchase_is_202_and_still_delivered
     );
     recorded.cleanup().await;
 }
+
+/// What a replica promoted after a failover holds: the sale as it was some writes ago, under
+/// another primary. Redis is restarted empty and given back an older copy of the sale's keys;
+/// the first request finds the copy written by another primary and catches the sale up from
+/// JetStream before anything is decided: nothing oversold, no order id issued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_another_primary_wrote_is_caught_up_before_anything_is_decided() {
+    let mut redis = LosableRedis::start().await;
+    let app = spawn_app_from(settings_on(&redis, Confirm::Redis)).await;
+    let sku = unique("stale-copy");
+    app.create_sale(&sku, json!({"stock": 20, "per_user_limit": 2}))
+        .await;
+    let early = burst(&[&app], &sku, &users("early", 10), 10).await;
+    assert_eq!(ids_with(&early, &[201]).len(), 10);
+    app.wait_until_relay_idle(&sku).await;
+    // The copy a replica had when its master died: 10 sold.
+    let copy = app.snapshot().await;
+    // What the master acknowledged after that copy was taken, and the relay delivered.
+    let late = burst(&[&app], &sku, &users("late", 5), 5).await;
+    let late_ids = ids_with(&late, &[201]);
+    assert_eq!(late_ids.len(), 5);
+    app.wait_until_relay_idle(&sku).await;
+
+    redis.restart_empty_for(&[&app]).await;
+    let mut check = crate::helpers::redis_connection(&redis.url()).await;
+    for (key, dump) in &copy {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump)
+            .query_async(&mut check)
+            .await
+            .expect("RESTORE");
+    }
+    assert_eq!(app.redis_sold(&sku).await, 10, "the copy is behind");
+
+    // The first read already finds the copy untrustworthy and catches it up.
+    assert_eq!(app.sale_json(&sku).await["sold"], 15);
+    // A buyer the copy did not know is at the per-user limit: the rebuild counts their units.
+    let again = app.order(&sku, "late-0", 2).await;
+    assert_eq!(error_of(again).await.1, "user_limit_reached");
+    let after = burst(&[&app], &sku, &users("after", 10), 10).await;
+    let after_ids = ids_with(&after, &[201]);
+    assert_eq!(after_ids.len(), 5, "exactly the 5 units left sell");
+    assert!(
+        after_ids.is_disjoint(&late_ids),
+        "no order id the copy missed is issued again"
+    );
+    assert_eq!(app.sale_json(&sku).await["sold"], 20);
+    app.wait_until_relay_idle(&sku).await;
+    assert_audit_clean(&app.settings, None).await;
+    app.cleanup().await;
+}
