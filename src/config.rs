@@ -32,6 +32,11 @@ pub struct Settings {
     pub log_config_explicit: bool,
     /// How long one Redis command may take before the request answers 503.
     pub redis_timeout: Duration,
+    /// Replicas that must hold a script call's writes (Redis `WAIT`, once per batch) before
+    /// its new orders are answered 201 in `redis` confirm mode; 0 = do not wait.
+    pub redis_wait_replicas: u32,
+    /// How long that `WAIT` may take; past it a new order is answered 202 pending.
+    pub redis_wait_timeout: Duration,
     /// How long a replayable Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
     /// HTTP worker threads; 0 = one per core.
@@ -132,6 +137,10 @@ impl Settings {
             log_config: PathBuf::from(log_config.unwrap_or_else(|| "log4rs.yaml".into())),
             redis_timeout: Duration::from_millis(
                 var("FLASHSALE_REDIS_TIMEOUT_MS", "1000").number(1, 60_000)?,
+            ),
+            redis_wait_replicas: var("FLASHSALE_REDIS_WAIT_REPLICAS", "0").number(0, 5)? as u32,
+            redis_wait_timeout: Duration::from_millis(
+                var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS", "100").number(1, 10_000)?,
             ),
             idempotency_ttl: Duration::from_secs(
                 var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,

@@ -23,6 +23,7 @@ const REQUEST_SECONDS: &str = "flashsale_http_request_duration_seconds";
 const OUTBOX_PENDING: &str = "flashsale_outbox_pending";
 const OUTBOX_OLDEST: &str = "flashsale_outbox_oldest_age_seconds";
 const CONFIRMATIONS: &str = "flashsale_confirmations_total";
+const REPLICATION_WAITS: &str = "flashsale_redis_replication_waits_total";
 const REBUILDS: &str = "flashsale_sale_rebuilds_total";
 const REBUILD_SECONDS: &str = "flashsale_sale_rebuild_seconds";
 const TRANSITIONS: &str = "flashsale_order_transitions_total";
@@ -119,6 +120,10 @@ fn describe() {
         "Events (new orders, payments, cancels) by whether JetStream confirmed them before the answer (FLASHSALE_CONFIRM=jetstream)."
     );
     describe_counter!(
+        REPLICATION_WAITS,
+        "Script calls that waited for Redis replicas (FLASHSALE_REDIS_WAIT_REPLICAS), by whether enough acknowledged in time."
+    );
+    describe_counter!(
         REBUILDS,
         "Sales rebuilt in Redis from JetStream after Redis had lost them."
     );
@@ -153,6 +158,17 @@ pub fn record_expiry_lag(lag_ms: i64) {
 pub fn record_confirmation(confirmed: bool) {
     let result = if confirmed { "confirmed" } else { "pending" };
     counter!(CONFIRMATIONS, "result" => result).increment(1);
+}
+
+/// A script call's `WAIT` for replicas (FLASHSALE_REDIS_WAIT_REPLICAS): enough of them
+/// acknowledged in time, or not.
+pub fn record_replication_wait(acknowledged: bool) {
+    let result = if acknowledged {
+        "acknowledged"
+    } else {
+        "short"
+    };
+    counter!(REPLICATION_WAITS, "result" => result).increment(1);
 }
 
 /// A sale rebuilt after Redis lost it.

@@ -24,8 +24,7 @@ use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::domain::{OrderId, Sku};
 use crate::inventory::{
-    Inventory, PurchaseError, PutSaleError, Restored, SaleSnapshot, StoreError,
-    TransitionError,
+    Inventory, PurchaseError, PutSaleError, Restored, SaleSnapshot, StoreError, TransitionError,
 };
 use crate::jetstream::{EventsRead, read_events};
 use crate::sale::{Sale, SaleSettings};

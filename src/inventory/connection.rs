@@ -13,6 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
@@ -116,6 +117,31 @@ impl RedisConnection {
         };
         let last = replies.pop().unwrap_or(Value::Nil);
         Ok(redis::from_redis_value(last)?)
+    }
+}
+
+impl RedisConnection {
+    /// Redis `WAIT`: how many replicas of the primary holding `key` acknowledged every write
+    /// this connection made, after at most `timeout`. On a cluster it goes to that one
+    /// primary (the client would send a bare `WAIT` to every primary and keep the smallest
+    /// count, so one primary without replicas would fail everybody's wait).
+    pub async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> Result<u32, RedisError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis() as u64);
+        match self {
+            Self::Single(connection) => wait.query_async(connection).await,
+            Self::Cluster(lazy) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let reply = lazy.get().await?.route_command(wait, routing).await?;
+                redis::from_redis_value(reply).map_err(Into::into)
+            }
+        }
     }
 }
 

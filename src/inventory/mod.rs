@@ -71,6 +71,9 @@ pub struct Inventory {
     namespace: String,
     idempotency_ttl: std::time::Duration,
     idempotency_ttl_secs: String,
+    /// Replicas a script call's writes must reach (`WAIT`), and for how long at most.
+    wait_replicas: u32,
+    wait_timeout: std::time::Duration,
     purchase_script: Script,
     put_sale_script: Script,
     transition_script: Script,
@@ -98,6 +101,8 @@ impl Inventory {
             namespace: settings.namespace.clone(),
             idempotency_ttl: settings.idempotency_ttl,
             idempotency_ttl_secs: settings.idempotency_ttl.as_secs().to_string(),
+            wait_replicas: settings.redis_wait_replicas,
+            wait_timeout: settings.redis_wait_timeout,
             purchase_script: Script::new(include_str!("../../lua/purchase.lua")),
             put_sale_script: Script::new(include_str!("../../lua/put_sale.lua")),
             transition_script: Script::new(include_str!("../../lua/transition.lua")),
@@ -144,6 +149,34 @@ impl Inventory {
             Err(StoreError::SaleMissing) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the writes of the script call that just wrote the sale reached the replicas
+    /// FLASHSALE_REDIS_WAIT_REPLICAS asks for (always, when it asks for none). With
+    /// asynchronous replication a replica promoted after a failover may lack what its master
+    /// acknowledged; `WAIT` makes that window a bounded wait instead. A failed `WAIT` counts
+    /// as not replicated: the writes stand, only their answer is more careful.
+    pub(crate) async fn replicated(&self, sku: &Sku) -> bool {
+        if self.wait_replicas == 0 {
+            return true;
+        }
+        let mut redis = self.redis();
+        let acknowledged = redis
+            .wait_for_replicas(
+                &self.keys(sku).sale(),
+                self.wait_replicas,
+                self.wait_timeout,
+            )
+            .await;
+        let replicated = match acknowledged {
+            Ok(count) => count >= self.wait_replicas,
+            Err(e) => {
+                log::debug!("WAIT for sale {sku}: {e}");
+                false
+            }
+        };
+        crate::monitoring::record_replication_wait(replicated);
+        replicated
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -17,6 +17,9 @@ use crate::order::Order;
 pub struct Purchase {
     pub order: Order,
     pub replayed: bool,
+    /// Whether the replicas FLASHSALE_REDIS_WAIT_REPLICAS asks for hold the new order (true
+    /// when it asks for none).
+    pub replicated: bool,
     /// pay_by (ms) of a new order that holds its sale's earliest payment deadline: the
     /// sweeper's cross-sale index must hear of it (`payment_due.rs`).
     earliest_deadline: Option<i64>,
@@ -166,10 +169,19 @@ impl Inventory {
                 .map(|_| Err(corrupt.clone().into()))
                 .collect();
         }
-        let results: Vec<_> = replies
+        let mut results: Vec<_> = replies
             .iter()
             .map(|reply| self.outcome(sku, Reply(reply)))
             .collect();
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|p| !p.replayed))
+            && !self.replicated(sku).await
+        {
+            for purchase in results.iter_mut().flatten() {
+                purchase.replicated = false;
+            }
+        }
         self.after_batch(sku, &results).await;
         results
     }
@@ -182,6 +194,7 @@ impl Inventory {
                 Ok(Purchase {
                     order: reply.order(sku)?,
                     replayed: outcome == "replayed",
+                    replicated: true,
                     earliest_deadline: if earliest {
                         reply.optional_int(8)?
                     } else {

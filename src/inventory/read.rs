@@ -12,10 +12,7 @@ pub enum OrderQuery<'a> {
     /// These orders (none: only whether the sale is held).
     Ids(&'a [OrderId]),
     /// A buyer's newest orders, newest first.
-    Buyer {
-        user: &'a UserId,
-        newest: usize,
-    },
+    Buyer { user: &'a UserId, newest: usize },
 }
 
 impl Inventory {

@@ -161,7 +161,14 @@ impl Inventory {
     pub async fn order_counts(&self, sku: &Sku) -> Result<OrderCounts, StoreError> {
         let keys = self.keys(sku);
         let mut redis = self.redis();
-        type Counted = (Option<u64>, Option<u64>, Vec<String>, u64, Option<String>, String);
+        type Counted = (
+            Option<u64>,
+            Option<u64>,
+            Vec<String>,
+            u64,
+            Option<String>,
+            String,
+        );
         let (stock, sold, records, outbox, written_by, info): Counted = self.observe(
             redis::pipe()
                 .hget(keys.sale(), "stock")

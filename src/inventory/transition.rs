@@ -105,6 +105,9 @@ impl Inventory {
         match outcome {
             "paid" | "cancelled" => {
                 let ended = ended(true)?;
+                // The answer stands either way (the move is decided); it only waits for
+                // the replicas asked for, counted in flashsale_redis_replication_waits_total.
+                self.replicated(sku).await;
                 self.wrote_outbox(sku);
                 record_transition(ended.order.status);
                 if ended.order.status == OrderStatus::Cancelled {

@@ -39,7 +39,12 @@ pub async fn create_order(
         purchase(&state, &sku, &user, quantity, idempotency_key.as_ref()).await?;
     let mut response = match delivery {
         _ if purchase.replayed => HttpResponse::Ok(),
-        Delivery::Unconfirmed => HttpResponse::Created(),
+        // `redis` mode with FLASHSALE_REDIS_WAIT_REPLICAS: the replicas asked for hold it.
+        Delivery::Unconfirmed if purchase.replicated => HttpResponse::Created(),
+        Delivery::Unconfirmed => {
+            purchase.order.delivery = Some("pending");
+            HttpResponse::Accepted()
+        }
         Delivery::Confirmed => {
             purchase.order.delivery = Some("confirmed");
             HttpResponse::Created()

@@ -355,6 +355,11 @@ pub async fn wait_for_port(port: u16) {
 
 /// A redis-server of the test's own, on a free port, killed when dropped.
 pub async fn private_redis(port: u16) -> tokio::process::Child {
+    private_redis_with(port, &[]).await
+}
+
+/// [`private_redis`] with more arguments (`--replicaof`, say).
+pub async fn private_redis_with(port: u16, more: &[&str]) -> tokio::process::Child {
     let child = tokio::process::Command::new("redis-server")
         .args([
             "--port",
@@ -366,6 +371,7 @@ pub async fn private_redis(port: u16) -> tokio::process::Child {
             "--appendonly",
             "no",
         ])
+        .args(more)
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()

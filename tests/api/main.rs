@@ -4,6 +4,7 @@
 mod cluster;
 mod durable;
 mod events;
+mod failover;
 mod health;
 mod helpers;
 mod lifecycle;
