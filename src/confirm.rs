@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
 
 use crate::config::Confirm;
@@ -26,6 +27,9 @@ use crate::monitoring::Publisher;
 /// Message ids remembered for the relay at most; past it the set starts afresh (the relay
 /// then re-publishes a few events, which JetStream drops as duplicates).
 const REMEMBERED: usize = 100_000;
+
+/// Pause before publishing again when no stream leader answered.
+const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
 
 /// Message ids of events this process saw JetStream acknowledge.
 #[derive(Debug, Default)]
@@ -142,11 +146,25 @@ impl Confirmation {
         let message = PublishMessage::build()
             .payload(payload.into())
             .message_id(&message_id);
+        let subject = event.subject(&self.stream.subject_prefix);
         tokio::time::timeout(self.timeout, async {
-            self.jetstream
-                .send_publish(event.subject(&self.stream.subject_prefix), message)
-                .await?
-                .await
+            loop {
+                let acknowledged = async {
+                    self.jetstream
+                        .send_publish(subject.clone(), message.clone())
+                        .await?
+                        .await
+                };
+                match acknowledged.await {
+                    // No stream leader answered: a replicated stream just created, or a
+                    // leader election after a NATS node left. Again, under the same message
+                    // id (a repeat is dropped), until the timeout.
+                    Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                        tokio::time::sleep(NO_LEADER_RETRY).await;
+                    }
+                    acknowledged => return acknowledged,
+                }
+            }
         })
         .await
         .map_err(|_| format!("no acknowledgement within {:?}", self.timeout))?

@@ -122,9 +122,7 @@ impl RedisConnection {
 
 impl RedisConnection {
     /// Redis `WAIT`: how many replicas of the primary holding `key` acknowledged every write
-    /// this connection made, after at most `timeout`. On a cluster it goes to that one
-    /// primary (the client would send a bare `WAIT` to every primary and keep the smallest
-    /// count, so one primary without replicas would fail everybody's wait).
+    /// this connection made, after at most `timeout`.
     pub async fn wait_for_replicas(
         &mut self,
         key: &str,
@@ -133,12 +131,23 @@ impl RedisConnection {
     ) -> Result<u32, RedisError> {
         let mut wait = redis::cmd("WAIT");
         wait.arg(replicas).arg(timeout.as_millis() as u64);
+        self.query_on_primary_of(key, wait).await
+    }
+
+    /// A keyless command, run on the primary holding `key`. On a cluster the client would
+    /// send one such as `WAIT` or `SCRIPT EXISTS` to every primary and merge the replies (for
+    /// `WAIT` the smallest count, so one primary without replicas would fail every wait).
+    pub async fn query_on_primary_of<T: FromRedisValue>(
+        &mut self,
+        key: &str,
+        command: Cmd,
+    ) -> Result<T, RedisError> {
         match self {
-            Self::Single(connection) => wait.query_async(connection).await,
+            Self::Single(connection) => command.query_async(connection).await,
             Self::Cluster(lazy) => {
                 let route = Route::with_key(key, SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let reply = lazy.get().await?.route_command(wait, routing).await?;
+                let reply = lazy.get().await?.route_command(command, routing).await?;
                 redis::from_redis_value(reply).map_err(Into::into)
             }
         }

@@ -32,9 +32,9 @@ use crate::config::Settings;
 use crate::domain::Sku;
 use crate::monitoring::PurchaseMetrics;
 use crate::sold_out::SoldOutCache;
-use connection::RedisConnection;
 use group_commit::Batches;
 
+pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry, sku_digest};
 pub use outbox::{Backlog, OutboxEntry};
 pub use payment_due::DueSales;

@@ -8,67 +8,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{
+    cluster_masters, nats_cluster_seeds, redis_cluster_seeds, spawn_app_with,
+};
 use crate::round_trips::{command_calls, delta};
-
-fn seeds() -> Vec<String> {
-    std::env::var("FLASHSALE_TEST_REDIS_CLUSTER")
-        .unwrap_or_else(|_| {
-            "redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003".into()
-        })
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A connection to each master of the cluster, by address.
-async fn masters() -> Vec<(String, redis::aio::MultiplexedConnection)> {
-    let seed = &seeds()[0];
-    let mut any = crate::helpers::redis_connection(seed).await;
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut any)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("redis cluster at {seed} does not answer (scripts/cluster.sh up): {e}")
-        });
-    let mut masters = Vec::new();
-    for line in nodes.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() > 8 && fields[2].contains("master") && !fields[2].contains("fail") {
-            let address = fields[1].split('@').next().unwrap_or_default().to_owned();
-            let connection = crate::helpers::redis_connection(&format!("redis://{address}")).await;
-            masters.push((address, connection));
-        }
-    }
-    masters
-}
-
-/// Deletes the namespace's keys on every master.
-async fn cleanup(app: &TestApp, masters: &mut [(String, redis::aio::MultiplexedConnection)]) {
-    crate::nats::delete_stream(&app.settings).await;
-    for (_, redis) in masters.iter_mut() {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", app.settings.namespace))
-            .query_async(redis)
-            .await
-            .expect("KEYS");
-        if !keys.is_empty() {
-            // One key at a time: a master refuses a DEL of keys in several slots.
-            for key in keys {
-                let _: () = redis::cmd("UNLINK")
-                    .arg(key)
-                    .query_async(redis)
-                    .await
-                    .expect("UNLINK");
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_spread_over_the_masters_and_none_oversells() {
-    let mut masters = masters().await;
+    let mut masters = cluster_masters(&redis_cluster_seeds()[0]).await;
     assert_eq!(
         masters.len(),
         3,
@@ -76,7 +23,7 @@ async fn sales_spread_over_the_masters_and_none_oversells() {
         masters.iter().map(|m| &m.0).collect::<Vec<_>>()
     );
     let app = spawn_app_with(|s| {
-        s.redis_url = seeds()[0].clone();
+        s.redis_url = redis_cluster_seeds()[0].clone();
         s.redis_cluster = true;
         s.confirm = flashsale::config::Confirm::Redis;
     })
@@ -144,7 +91,7 @@ async fn sales_spread_over_the_masters_and_none_oversells() {
         assert!(*n > 0, "{address} ran none");
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    cleanup(&app, &mut masters).await;
+    app.cleanup().await;
 }
 
 /// A random index below `n`, from the standard library's hasher seeds.
@@ -155,20 +102,10 @@ fn rand_below(n: usize) -> usize {
     (hasher.finish() % n as u64) as usize
 }
 
-fn nats_seeds() -> Vec<async_nats::ServerAddr> {
-    std::env::var("FLASHSALE_TEST_NATS_CLUSTER")
-        .unwrap_or_else(|_| {
-            "nats://127.0.0.1:24222,nats://127.0.0.1:24223,nats://127.0.0.1:24224".into()
-        })
-        .split(',')
-        .map(|url| url.parse().expect("nats url"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_stream_and_definitions_are_replicated_three_times() {
     let app = spawn_app_with(|s| {
-        s.nats_urls = nats_seeds();
+        s.nats_urls = nats_cluster_seeds();
         s.stream_replicas = 3;
     })
     .await;
@@ -182,7 +119,7 @@ async fn the_order_stream_and_definitions_are_replicated_three_times() {
         "confirmed by the replicated stream"
     );
 
-    let nats = async_nats::connect(nats_seeds())
+    let nats = async_nats::connect(nats_cluster_seeds())
         .await
         .expect("nats cluster (scripts/cluster.sh up)");
     let js = async_nats::jetstream::new(nats);

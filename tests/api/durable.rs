@@ -43,7 +43,7 @@ async fn confirmed_orders_outlive_a_killed_nats_server_and_then_redis() {
     let nats_url = nats.url();
     let app = spawn_app_with(|s| {
         s.redis_url = redis.url();
-        s.nats_urls = vec![nats_url.parse().expect("nats url")];
+        crate::helpers::use_nats(s, &nats_url);
         s.confirm = Confirm::JetStream;
     })
     .await;

@@ -120,7 +120,7 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
 async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
     let mut nats = PrivateNats::start().await;
     let url = nats.url();
-    let app = spawn_app_with(|s| s.nats_urls = vec![url.parse().expect("nats url")]).await;
+    let app = spawn_app_with(|s| crate::helpers::use_nats(s, &url)).await;
     let sku = unique("nats-down");
     app.create_sale(&sku, json!({"stock": 1000})).await;
 
@@ -193,6 +193,10 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
             .to_owned(),
         ),
         ("FLASHSALE_CONSUMER", settings.consumer_name.clone()),
+        (
+            "FLASHSALE_STREAM_REPLICAS",
+            settings.stream_replicas.to_string(),
+        ),
     ]
 }
 
@@ -214,7 +218,7 @@ pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestA
         namespace: settings.namespace.clone(),
         default_sku: settings.default_sku.to_string(),
         client: reqwest::Client::new(),
-        redis: crate::helpers::redis_manager(&settings.redis_url),
+        redis: crate::helpers::check_connection(settings),
     };
     (child, app)
 }
@@ -225,7 +229,7 @@ async fn a_process_killed_after_a_burst_loses_nothing() {
     // it is killed: everything must come from the outbox, through a fresh process.
     let mut nats = PrivateNats::start().await;
     let mut settings = test_settings();
-    settings.nats_urls = vec![nats.url().parse().expect("nats url")];
+    crate::helpers::use_nats(&mut settings, &nats.url());
     let (mut process, app) = spawn_process(&settings).await;
     let sku = unique("crash");
     app.create_sale(&sku, json!({"stock": 1000})).await;

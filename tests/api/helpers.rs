@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use flashsale::config::Settings;
+use flashsale::inventory::RedisConnection;
 use flashsale::startup::Application;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -18,9 +19,9 @@ pub struct TestApp {
     pub namespace: String,
     pub default_sku: String,
     pub client: reqwest::Client,
-    /// A direct connection to the Redis the app uses, to check its state independently
-    /// (it reconnects, as tests restart their private servers).
-    pub redis: ConnectionManager,
+    /// A direct connection to the Redis the app uses (one server or the cluster), to check
+    /// its state independently (it reconnects, as tests restart their private servers).
+    pub redis: RedisConnection,
 }
 
 /// A name no other test (or earlier run) uses: process id, a counter and the clock.
@@ -52,7 +53,77 @@ pub fn test_settings() -> Settings {
     // Tests assert outcomes, not latency: on a starved machine (CI beside a build) a reply
     // slower than the default second would turn a decided purchase into an ambiguous 503.
     settings.redis_timeout = std::time::Duration::from_secs(5);
+    if cluster_topology() {
+        settings.redis_url = redis_cluster_seeds().join(",");
+        settings.nats_urls = nats_cluster_seeds();
+        settings.stream_replicas = 3;
+        // A new stream's first acknowledgements wait for its three copies to elect a leader.
+        settings.confirm_timeout = std::time::Duration::from_secs(5);
+    }
     settings
+}
+
+/// Whether the suite runs on the clusters of `scripts/cluster.sh` (FLASHSALE_TEST_TOPOLOGY=
+/// cluster) rather than on the single Redis and NATS (`single`, the default). Tests that
+/// start servers of their own keep using those.
+pub fn cluster_topology() -> bool {
+    match std::env::var("FLASHSALE_TEST_TOPOLOGY").as_deref() {
+        Err(_) | Ok("single") => false,
+        Ok("cluster") => true,
+        Ok(other) => panic!("FLASHSALE_TEST_TOPOLOGY={other}: expected single or cluster"),
+    }
+}
+
+/// Seed nodes of the Redis Cluster (FLASHSALE_TEST_REDIS_CLUSTER, comma-separated; default:
+/// the first three of `scripts/cluster.sh`).
+pub fn redis_cluster_seeds() -> Vec<String> {
+    std::env::var("FLASHSALE_TEST_REDIS_CLUSTER")
+        .unwrap_or_else(|_| {
+            "redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003".into()
+        })
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The NATS cluster's servers (FLASHSALE_TEST_NATS_CLUSTER; default: `scripts/cluster.sh`'s).
+pub fn nats_cluster_seeds() -> Vec<async_nats::ServerAddr> {
+    std::env::var("FLASHSALE_TEST_NATS_CLUSTER")
+        .unwrap_or_else(|_| {
+            "nats://127.0.0.1:24222,nats://127.0.0.1:24223,nats://127.0.0.1:24224".into()
+        })
+        .split(',')
+        .map(|url| url.parse().expect("nats url"))
+        .collect()
+}
+
+/// Points `settings` at a NATS server of the test's own: a single server, so one copy of
+/// each stream.
+pub fn use_nats(settings: &mut Settings, url: &str) {
+    settings.nats_urls = vec![url.parse().expect("nats url")];
+    settings.stream_replicas = 1;
+}
+
+/// A connection to each master of the Redis Cluster that `seed` belongs to, by address.
+pub async fn cluster_masters(seed: &str) -> Vec<(String, MultiplexedConnection)> {
+    let mut any = redis_connection(seed).await;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut any)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("redis cluster at {seed} does not answer (scripts/cluster.sh up): {e}")
+        });
+    let mut masters = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() > 8 && fields[2].contains("master") && !fields[2].contains("fail") {
+            let address = fields[1].split('@').next().unwrap_or_default().to_owned();
+            let connection = redis_connection(&format!("redis://{address}")).await;
+            masters.push((address, connection));
+        }
+    }
+    masters
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -74,7 +145,7 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
-    let redis = redis_manager(&settings.redis_url);
+    let redis = check_connection(&settings);
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
@@ -86,12 +157,11 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
     }
 }
 
-/// A reconnecting connection for checks, opened on first use (some tests point the app at a
-/// closed port on purpose); a test that needs Redis and cannot reach it fails at that use.
-pub fn redis_manager(url: &str) -> ConnectionManager {
-    let client = redis::Client::open(url).expect("valid redis url");
-    ConnectionManager::new_lazy_with_config(client, redis::aio::ConnectionManagerConfig::new())
-        .expect("a lazy connection")
+/// A reconnecting connection for checks to the Redis of `settings` (a server or a cluster),
+/// opened on first use (some tests point the app at a closed port on purpose); a test that
+/// needs Redis and cannot reach it fails at that use.
+pub fn check_connection(settings: &Settings) -> RedisConnection {
+    RedisConnection::new(settings).expect("valid redis url")
 }
 
 /// A connection for checks; a test that cannot reach Redis fails here, loudly.
@@ -267,14 +337,24 @@ impl TestApp {
         panic!("{} not ready within 5 s", self.address);
     }
 
+    /// Every key of the namespace: SCAN on the server, or on each master of a cluster.
     async fn namespace_keys(&self) -> Vec<String> {
         self.wait_for_redis().await;
-        let mut redis = self.redis.clone();
+        let pattern = format!("{}:*", self.namespace);
         let mut keys: Vec<String> = Vec::new();
-        let mut iter: redis::AsyncIter<String> = redis
-            .scan_match(format!("{}:*", self.namespace))
-            .await
-            .expect("SCAN");
+        if self.settings.uses_redis_cluster() {
+            let seed = self.settings.redis_seeds()[0].to_owned();
+            for (_, mut master) in cluster_masters(&seed).await {
+                let mut iter: redis::AsyncIter<String> =
+                    master.scan_match(&pattern).await.expect("SCAN");
+                while let Some(key) = iter.next_item().await {
+                    keys.push(key.expect("SCAN item"));
+                }
+            }
+            return keys;
+        }
+        let mut redis = self.redis.clone();
+        let mut iter: redis::AsyncIter<String> = redis.scan_match(&pattern).await.expect("SCAN");
         while let Some(key) = iter.next_item().await {
             keys.push(key.expect("SCAN item"));
         }
@@ -285,10 +365,14 @@ impl TestApp {
     pub async fn cleanup(&self) {
         crate::nats::delete_stream(&self.settings).await;
         let keys = self.namespace_keys().await;
-        if !keys.is_empty() {
-            let mut redis = self.redis.clone();
-            let _: () = redis.del(keys).await.expect("DEL namespace keys");
-        }
+        // One key a command: on a cluster the keys lie in many hash slots.
+        let unlinks = keys.iter().map(|key| redis::cmd("UNLINK").arg(key).clone());
+        let _: Vec<i64> = self
+            .redis
+            .clone()
+            .query_each(unlinks.collect())
+            .await
+            .expect("UNLINK namespace keys");
     }
 }
 

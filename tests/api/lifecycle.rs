@@ -658,6 +658,8 @@ async fn idle_sales_cost_the_sweeper_and_the_relay_nothing() {
     let id = order["order_id"].as_str().expect("id");
     assert_eq!(pay(&app, id, "ref").await.status(), 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its events delivered (on a busy machine the relay may still be at it): all idle now.
+    app.wait_until_relay_idle(&skus[0]).await;
 
     let mut check = crate::helpers::redis_connection(&redis.url()).await;
     let before = command_calls(&mut check).await;

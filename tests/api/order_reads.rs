@@ -104,7 +104,7 @@ async fn an_order_reads_back_with_its_status_and_delivery() {
 async fn an_order_is_undelivered_while_nats_is_down() {
     let mut nats = PrivateNats::start().await;
     let url = nats.url();
-    let app = spawn_app_with(|s| s.nats_urls = vec![url.parse().expect("nats url")]).await;
+    let app = spawn_app_with(|s| crate::helpers::use_nats(s, &url)).await;
     let sku = unique("undelivered");
     app.create_sale(&sku, json!({"stock": 5})).await;
     nats.stop().await;

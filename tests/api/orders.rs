@@ -174,10 +174,11 @@ async fn purchases_survive_script_flush() {
     let sha = redis::Script::new(include_str!("../../lua/purchase.lua"))
         .get_hash()
         .to_owned();
-    let loaded: Vec<bool> = redis::cmd("SCRIPT")
-        .arg("EXISTS")
-        .arg(sha)
-        .query_async(&mut redis)
+    // Asked of the primary holding the sale (on a cluster, the others never ran it again).
+    let mut exists = redis::cmd("SCRIPT");
+    exists.arg("EXISTS").arg(sha);
+    let loaded: Vec<bool> = redis
+        .query_on_primary_of(&app.key(&sku, "sale"), exists)
         .await
         .expect("SCRIPT EXISTS");
     assert_eq!(loaded, vec![true], "the script is cached again");

@@ -68,7 +68,7 @@ fn settings_on(redis: &LosableRedis, confirm: Confirm) -> Settings {
 fn settings_with(redis: &LosableRedis, confirm: Confirm, nats: Option<&PrivateNats>) -> Settings {
     let mut settings = settings_on(redis, confirm);
     if let Some(nats) = nats {
-        settings.nats_urls = vec![nats.url().parse().expect("nats url")];
+        crate::helpers::use_nats(&mut settings, &nats.url());
     }
     settings
 }
@@ -315,7 +315,7 @@ async fn without_jetstream_a_lost_sale_is_unavailable_not_empty() {
     let mut redis = LosableRedis::start().await;
     let mut nats = PrivateNats::start().await;
     let mut settings = settings_on(&redis, Confirm::JetStream);
-    settings.nats_urls = vec![nats.url().parse().expect("nats url")];
+    crate::helpers::use_nats(&mut settings, &nats.url());
     settings.rebuild_timeout = Duration::from_millis(500);
     let app = spawn_app_from(settings).await;
     let sku = unique("no-record");
@@ -673,11 +673,7 @@ async fn without_jetstream_acknowledgement_a_purchase_is_202_and_still_delivered
     let settings = settings_on(&redis, Confirm::JetStream);
     let recorded = spawn_app_from(settings.clone()).await;
     let mut unacknowledged_settings = settings;
-    unacknowledged_settings.nats_urls = vec![
-        format!("nats://127.0.0.1:{port}")
-            .parse()
-            .expect("nats url"),
-    ];
+    crate::helpers::use_nats(&mut unacknowledged_settings, &format!("nats://127.0.0.1:{port}"));
     let unacknowledged = spawn_app_from(unacknowledged_settings).await;
     let sku = unique("unacked");
     recorded.create_sale(&sku, json!({"stock": 5})).await;

@@ -56,7 +56,7 @@ impl Isolated {
         let nats_url = nats.url();
         let app = spawn_app_with(|s| {
             s.redis_url = url.clone();
-            s.nats_urls = vec![nats_url.parse().expect("nats url")];
+            crate::helpers::use_nats(s, &nats_url);
             s.sold_out_recheck = recheck;
             s.confirm = Confirm::Redis;
         })

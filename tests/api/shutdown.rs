@@ -30,7 +30,7 @@ async fn outbox_len(app: &crate::helpers::TestApp, sku: &str) -> u64 {
 async fn sigterm_drains_the_outbox_then_exits_0() {
     let mut nats = PrivateNats::start().await;
     let mut settings = test_settings();
-    settings.nats_urls = vec![nats.url().parse().expect("nats url")];
+    crate::helpers::use_nats(&mut settings, &nats.url());
     settings.drain_timeout = Duration::from_secs(30);
     let (mut process, app) = spawn_process(&settings).await;
     let sku = unique("drain");
@@ -62,7 +62,7 @@ async fn sigterm_drains_the_outbox_then_exits_0() {
 async fn sigint_with_nats_down_exits_0_and_leaves_the_rest_in_the_outbox() {
     let mut nats = PrivateNats::start().await;
     let mut settings = test_settings();
-    settings.nats_urls = vec![nats.url().parse().expect("nats url")];
+    crate::helpers::use_nats(&mut settings, &nats.url());
     settings.drain_timeout = Duration::from_secs(1);
     let (mut process, app) = spawn_process(&settings).await;
     let sku = unique("undrained");
