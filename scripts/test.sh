@@ -3,8 +3,9 @@
 # Redis/NATS clusters when absent, then `cargo test` twice:
 #   1. every test on the single Redis and NATS (and the cluster tests on the clusters);
 #   2. the whole API suite again on the clusters (FLASHSALE_TEST_TOPOLOGY=cluster: Redis
-#      Cluster 3+3, NATS 3 nodes with streams at R3), but for the cluster tests themselves,
-#      which ran in 1 and measure the masters' load, which the rest of the suite would skew.
+#      Cluster 3+3, NATS 3 nodes with streams at R3), but for the cluster tests, which ran in
+#      1 and measure the masters' load (the rest of the suite would skew it), and the
+#      failover tests, which build clusters of their own.
 # An extra argument is a test name filter for both runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +14,4 @@ scripts/services.sh
 scripts/cluster.sh up
 cargo test --locked "$@"
 echo "test.sh: the API suite on the cluster topology" >&2
-FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster::
+FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::

@@ -8,9 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::helpers::{
-    cluster_masters, nats_cluster_seeds, redis_cluster_seeds, spawn_app_with,
-};
+use crate::helpers::{cluster_masters, nats_cluster_seeds, redis_cluster_seeds, spawn_app_with};
 use crate::round_trips::{command_calls, delta};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

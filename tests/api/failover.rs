@@ -1,15 +1,19 @@
-//! Redis replication and failover: `WAIT` for replicas before a new order is answered 201
-//! (FLASHSALE_REDIS_WAIT_REPLICAS), on a master and replica of the test's own.
+//! Redis replication and failover, on servers of the test's own: `WAIT` for replicas before a
+//! new order is answered 201 (FLASHSALE_REDIS_WAIT_REPLICAS); a Redis Cluster master killed
+//! during a burst.
 
 use std::time::Duration;
 
 use flashsale::config::Confirm;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::health::{sample, scrape};
 use crate::helpers::{
-    free_port, private_redis, private_redis_with, redis_connection, spawn_app_with, unique,
+    TestApp, assert_audit_clean, free_port, private_redis, private_redis_with, redis_connection,
+    spawn_app_with, unique,
 };
+use crate::nats::{assert_no_duplicates, delivered};
 
 /// Sends a signal to a process (SIGSTOP pauses a replica: it stops acknowledging).
 fn signal(child: &tokio::process::Child, name: &str) {
@@ -95,4 +99,309 @@ async fn a_new_order_is_201_only_once_a_replica_holds_it() {
     assert!(waits(&after, "acknowledged") - waits(&metrics, "acknowledged") >= 5.0);
     assert!(waits(&after, "short") - waits(&metrics, "short") >= 1.0);
     app.cleanup().await;
+}
+
+/// A Redis Cluster of the test's own: 3 masters, each with 1 replica, 1 s node timeout; its
+/// nodes can be killed. Killed with the test (`kill_on_drop`), its files removed.
+pub struct PrivateRedisCluster {
+    pub ports: Vec<u16>,
+    nodes: Vec<Option<tokio::process::Child>>,
+    dir: std::path::PathBuf,
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl PrivateRedisCluster {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("fstest-cluster"));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let ports: Vec<u16> = (0..6).map(|_| free_cluster_port()).collect();
+        let mut nodes = Vec::new();
+        for port in &ports {
+            // A directory each: a replica's full sync writes its dump there.
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let node_dir = node_dir.to_str().expect("utf-8 path");
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--dir",
+                node_dir,
+            ];
+            nodes.push(Some(private_redis_with(*port, &args).await));
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = Self { ports, nodes, dir };
+        cluster.wait_until_ok(&cluster.ports).await;
+        cluster
+    }
+
+    /// Seed URLs for FLASHSALE_REDIS_URL.
+    pub fn seeds(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `CLUSTER NODES` as `node` sees it.
+    async fn nodes_seen_by(&self, port: u16) -> String {
+        let mut node = redis_connection(&format!("redis://127.0.0.1:{port}")).await;
+        redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut node)
+            .await
+            .expect("CLUSTER NODES")
+    }
+
+    /// Waits (up to 20 s) until every node of `ports` sees all slots served and 3 masters,
+    /// and every replica among them is in sync with its master (else it could not fail over).
+    pub async fn wait_until_ok(&self, ports: &[u16]) {
+        for _ in 0..200 {
+            let mut ok = 0;
+            for port in ports {
+                let mut node = redis_connection(&format!("redis://127.0.0.1:{port}")).await;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut node)
+                    .await
+                    .expect("CLUSTER INFO");
+                let replication: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut node)
+                    .await
+                    .expect("INFO replication");
+                if replication.contains("role:slave")
+                    && !replication.contains("master_link_status:up")
+                {
+                    continue;
+                }
+                let masters = self
+                    .nodes_seen_by(*port)
+                    .await
+                    .lines()
+                    .filter(|l| l.contains("master") && !l.contains("fail"))
+                    .count();
+                if info.contains("cluster_state:ok") && masters == 3 {
+                    ok += 1;
+                }
+            }
+            if ok == ports.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the private redis cluster is not ok after 20 s");
+    }
+
+    /// The port of the master serving `key`'s slot, as node `ports[0]` sees it.
+    pub async fn master_of(&self, key: &str) -> u16 {
+        let mut node = redis_connection(&format!("redis://127.0.0.1:{}", self.ports[0])).await;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut node)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        for line in self.nodes_seen_by(self.ports[0]).await.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let mut bounds = range.split('-').filter_map(|b| b.parse::<u16>().ok());
+                match (bounds.next(), bounds.next()) {
+                    (Some(low), Some(high)) => (low..=high).contains(&slot),
+                    (Some(only), None) => only == slot,
+                    _ => false,
+                }
+            });
+            if serves {
+                let address = fields[1].split('@').next().expect("address");
+                return address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the node on `port` (SIGKILL: what it had not replicated is gone).
+    pub async fn kill(&mut self, port: u16) {
+        let at = self.ports.iter().position(|p| *p == port).expect("a node");
+        if let Some(mut child) = self.nodes[at].take() {
+            child.kill().await.expect("redis-server killed");
+        }
+    }
+
+    /// Ports of the nodes still running.
+    pub fn alive(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(_, node)| node.is_some())
+            .map(|(port, _)| *port)
+            .collect()
+    }
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Buys one unit with an Idempotency-Key of its own, again on 503 (what a storefront does
+/// while Redis fails over) up to 30 s; the last answer, and the body.
+async fn buy_until_decided(app: &TestApp, sku: &str, user: &str) -> (u16, Value) {
+    let key = format!("{user}-key");
+    for _ in 0..300 {
+        let response = app
+            .order_with_key(sku, json!({"user_id": user, "quantity": 1}), Some(&key))
+            .await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status != 503 {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{user}: 503 for 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
+    const STOCK: u64 = 60;
+    let mut cluster = PrivateRedisCluster::start().await;
+    let app = spawn_app_with(|s| s.redis_url = cluster.seeds()).await;
+    let skus: Vec<String> = (0..6).map(|_| unique("failover")).collect();
+    for sku in &skus {
+        app.create_sale(sku, json!({"stock": STOCK})).await;
+    }
+    let victim = cluster.master_of(&app.key(&skus[0], "sale")).await;
+    let doomed: Vec<&String> = {
+        let mut doomed = Vec::new();
+        for sku in &skus {
+            if cluster.master_of(&app.key(sku, "sale")).await == victim {
+                doomed.push(sku);
+            }
+        }
+        doomed
+    };
+
+    let metrics = scrape(&app).await;
+    // 150 buyers a sale, all sales at once, 48 in flight; the master of the first sale (and
+    // of any other in its slots) dies once a third of its stock is sold.
+    let purchases: Vec<(String, String)> = (0..150)
+        .flat_map(|i| {
+            skus.iter()
+                .map(move |sku| (sku.clone(), format!("buyer-{i}")))
+        })
+        .collect();
+    let (answers, ()) = tokio::join!(
+        futures::stream::iter(&purchases)
+            .map(|(sku, user)| {
+                let app = &app;
+                async move { (sku.clone(), buy_until_decided(app, sku, user).await) }
+            })
+            .buffer_unordered(48)
+            .collect::<Vec<_>>(),
+        async {
+            for _ in 0..400 {
+                if app.redis_sold(&skus[0]).await >= STOCK / 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            cluster.kill(victim).await;
+        }
+    );
+    let survivors = cluster.alive();
+    cluster.wait_until_ok(&survivors).await;
+    assert_ne!(
+        cluster.master_of(&app.key(&skus[0], "sale")).await,
+        victim,
+        "a replica took over"
+    );
+
+    // The promoted replica's copies were written by another primary: each sale on it was
+    // caught up from JetStream before it decided again (the counter is process-wide, and
+    // other tests only add to it).
+    let rebuilds = sample(&scrape(&app).await, "flashsale_sale_rebuilds_total")
+        - sample(&metrics, "flashsale_sale_rebuilds_total");
+    assert!(
+        rebuilds >= doomed.len() as f64,
+        "{rebuilds} rebuilds for {} sales on the dead master",
+        doomed.len()
+    );
+
+    let mut ids = std::collections::HashSet::new();
+    let mut confirmed = Vec::new();
+    for (_, (status, body)) in &answers {
+        assert!([200, 201, 202, 409].contains(status), "{status} {body}");
+        if [200, 201, 202].contains(status) {
+            let id = body["order_id"].as_str().expect("order_id").to_owned();
+            if *status == 201 {
+                assert!(ids.insert(id.clone()), "order id {id} answered twice");
+                confirmed.push(id);
+            }
+        }
+    }
+    for sku in &skus {
+        let sold = app.sale_json(sku).await["sold"].as_u64().expect("sold");
+        assert_eq!(
+            sold, STOCK,
+            "{sku} sells out and no further (doomed: {doomed:?})"
+        );
+    }
+    for sku in &skus {
+        app.wait_until_relay_idle(sku).await;
+    }
+    let messages = delivered(&app.settings).await;
+    assert_no_duplicates(&messages);
+    let created: std::collections::HashSet<&str> = messages
+        .iter()
+        .filter(|m| m.event.event == flashsale::event::EventKind::Created)
+        .map(|m| m.event.order_id.as_str())
+        .collect();
+    for id in &confirmed {
+        assert!(
+            created.contains(id.as_str()),
+            "order {id} answered 201 is in the stream"
+        );
+    }
+    assert_eq!(
+        created.len() as u64,
+        STOCK * skus.len() as u64,
+        "one created event per unit sold"
+    );
+    assert_audit_clean(&app.settings, None).await;
+    crate::nats::delete_stream(&app.settings).await;
 }

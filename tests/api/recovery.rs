@@ -673,7 +673,10 @@ async fn without_jetstream_acknowledgement_a_purchase_is_202_and_still_delivered
     let settings = settings_on(&redis, Confirm::JetStream);
     let recorded = spawn_app_from(settings.clone()).await;
     let mut unacknowledged_settings = settings;
-    crate::helpers::use_nats(&mut unacknowledged_settings, &format!("nats://127.0.0.1:{port}"));
+    crate::helpers::use_nats(
+        &mut unacknowledged_settings,
+        &format!("nats://127.0.0.1:{port}"),
+    );
     let unacknowledged = spawn_app_from(unacknowledged_settings).await;
     let sku = unique("unacked");
     recorded.create_sale(&sku, json!({"stock": 5})).await;
