@@ -405,3 +405,151 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
     assert_audit_clean(&app.settings, None).await;
     crate::nats::delete_stream(&app.settings).await;
 }
+
+impl PrivateRedisCluster {
+    /// The node id of the node on `port`.
+    async fn id_of(&self, port: u16) -> String {
+        let mut node = redis_connection(&format!("redis://127.0.0.1:{port}")).await;
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query_async(&mut node)
+            .await
+            .expect("CLUSTER MYID")
+    }
+
+    /// The slot of `key`, and the first slot of the range its master serves.
+    async fn slot_and_range_start(&self, key: &str) -> (u16, u16) {
+        let mut node = redis_connection(&format!("redis://127.0.0.1:{}", self.ports[0])).await;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut node)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let start = self
+            .nodes_seen_by(self.ports[0])
+            .await
+            .lines()
+            .flat_map(|line| {
+                line.split(' ')
+                    .skip(8)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|range| {
+                let (low, high) = range.split_once('-')?;
+                Some((low.parse::<u16>().ok()?, high.parse::<u16>().ok()?))
+            })
+            .find(|(low, high)| (*low..=*high).contains(&slot))
+            .map(|(low, _)| low)
+            .expect("a range holds the slot");
+        (slot, start)
+    }
+
+    /// Moves the slots from `from`'s first one up to `slot` to the master on `to`, with
+    /// `redis-cli --cluster reshard` (keys and all, a slot at a time).
+    async fn reshard(&self, from: u16, to: u16, slots: u16) {
+        let output = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &self.id_of(from).await])
+            .args(["--cluster-to", &self.id_of(to).await])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli runs");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moving_a_sales_slot_during_a_burst_oversells_nothing() {
+    const STOCK: u64 = 2000;
+    let cluster = PrivateRedisCluster::start().await;
+    let app = spawn_app_with(|s| s.redis_url = cluster.seeds()).await;
+    // A sale whose slot lies near the start of its master's range, so that a reshard of the
+    // range's first slots moves it without moving thousands.
+    let (sku, slot, start) = loop {
+        let sku = unique("reshard");
+        let (slot, start) = cluster.slot_and_range_start(&app.key(&sku, "sale")).await;
+        if slot - start < 20 {
+            break (sku, slot, start);
+        }
+    };
+    app.create_sale(&sku, json!({"stock": STOCK})).await;
+    let from = cluster.master_of(&app.key(&sku, "sale")).await;
+    let mut masters = Vec::new();
+    for port in &cluster.ports {
+        let master = cluster.master_of(&format!("{{probe-{port}}}")).await;
+        if !masters.contains(&master) {
+            masters.push(master);
+        }
+    }
+    let to = *masters
+        .iter()
+        .find(|p| **p != from)
+        .expect("another master");
+    let metrics = scrape(&app).await;
+
+    let buyers: Vec<String> = (0..3000).map(|i| format!("buyer-{i}")).collect();
+    let (answers, (sold_before, sold_after)) = tokio::join!(
+        futures::stream::iter(&buyers)
+            .map(|user| buy_until_decided(&app, &sku, user))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>(),
+        async {
+            for _ in 0..400 {
+                if app.redis_sold(&sku).await >= STOCK / 20 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let before = app.redis_sold(&sku).await;
+            cluster.reshard(from, to, slot - start + 1).await;
+            (before, app.redis_sold(&sku).await)
+        }
+    );
+    println!("sold when the reshard began: {sold_before}, when it ended: {sold_after}");
+    assert!(sold_before < STOCK, "the reshard began during the burst");
+    assert_eq!(
+        cluster.master_of(&app.key(&sku, "sale")).await,
+        to,
+        "the sale moved"
+    );
+    let mut ids = std::collections::HashSet::new();
+    for (status, body) in &answers {
+        assert!([200, 201, 202, 409].contains(status), "{status} {body}");
+        if *status == 409 {
+            assert_eq!(body["error"], "sold_out", "{body}");
+        } else {
+            let id = body["order_id"].as_str().expect("order_id").to_owned();
+            assert!(ids.insert(id.clone()), "order id {id} answered twice");
+        }
+    }
+    let sold = app.sale_json(&sku).await["sold"].as_u64().expect("sold");
+    assert_eq!(sold, STOCK, "sold out, and no further");
+    assert_eq!(ids.len() as u64, STOCK, "one answered order per unit");
+    let unavailable = sample(
+        &scrape(&app).await,
+        "flashsale_purchases_total{outcome=\"unavailable\"}",
+    ) - sample(
+        &metrics,
+        "flashsale_purchases_total{outcome=\"unavailable\"}",
+    );
+    println!(
+        "reshard of {} slots during the burst: {unavailable} retryable 503s",
+        slot - start + 1
+    );
+    // The moved copy was written by the old master: caught up from JetStream on the new one.
+    let rebuilds = sample(&scrape(&app).await, "flashsale_sale_rebuilds_total")
+        - sample(&metrics, "flashsale_sale_rebuilds_total");
+    assert!(rebuilds >= 1.0, "the moved sale was caught up");
+    app.wait_until_relay_idle(&sku).await;
+    let messages = delivered(&app.settings).await;
+    assert_no_duplicates(&messages);
+    assert_audit_clean(&app.settings, None).await;
+    crate::nats::delete_stream(&app.settings).await;
+}
