@@ -553,3 +553,210 @@ async fn moving_a_sales_slot_during_a_burst_oversells_nothing() {
     assert_audit_clean(&app.settings, None).await;
     crate::nats::delete_stream(&app.settings).await;
 }
+
+/// A three-node NATS cluster with JetStream of the test's own (nats-server 2.15 from
+/// `scripts/services.sh`); a node can be killed and started again on its store.
+pub struct PrivateNatsCluster {
+    name: String,
+    ports: Vec<u16>,
+    routes: Vec<u16>,
+    monitors: Vec<u16>,
+    store: std::path::PathBuf,
+    nodes: Vec<Option<tokio::process::Child>>,
+}
+
+impl PrivateNatsCluster {
+    pub async fn start() -> Self {
+        let mut cluster = Self {
+            name: unique("fstest"),
+            ports: (0..3).map(|_| free_port()).collect(),
+            routes: (0..3).map(|_| free_port()).collect(),
+            monitors: (0..3).map(|_| free_port()).collect(),
+            store: std::env::temp_dir().join(unique("fstest-nats-cluster")),
+            nodes: (0..3).map(|_| None).collect(),
+        };
+        for node in 0..3 {
+            cluster.start_node(node);
+        }
+        for node in 0..3 {
+            cluster.wait_until_healthy(node).await;
+        }
+        cluster
+    }
+
+    pub fn urls(&self) -> Vec<async_nats::ServerAddr> {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}").parse().expect("nats url"))
+            .collect()
+    }
+
+    fn start_node(&mut self, node: usize) {
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let server = crate::nats::durable_nats_server();
+        assert!(
+            server.exists(),
+            "{} is missing: scripts/services.sh installs it",
+            server.display()
+        );
+        let child = tokio::process::Command::new(server)
+            .args(["-a", "127.0.0.1", "-p", &self.ports[node].to_string()])
+            .args([
+                "-m",
+                &self.monitors[node].to_string(),
+                "-n",
+                &format!("n{node}"),
+                "-js",
+            ])
+            .arg("-sd")
+            .arg(self.store.join(node.to_string()))
+            .args(["--cluster_name", &self.name])
+            .args(["--cluster", &routes[node], "--routes", &routes.join(",")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server starts");
+        self.nodes[node] = Some(child);
+    }
+
+    /// Waits (up to 30 s) until the node serves JetStream (`/healthz` ok: a meta leader
+    /// elected, its streams current).
+    async fn wait_until_healthy(&self, node: usize) {
+        let url = format!("http://127.0.0.1:{}/healthz", self.monitors[node]);
+        for _ in 0..300 {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("nats node n{node} not healthy after 30 s");
+    }
+
+    pub async fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            child.kill().await.expect("nats-server killed");
+        }
+    }
+
+    pub async fn restart(&mut self, node: usize) {
+        self.start_node(node);
+        self.wait_until_healthy(node).await;
+    }
+
+    /// The node leading `stream` (`n0`..`n2`), as JetStream reports it.
+    pub async fn leader_of(&self, stream: &str) -> usize {
+        let client = async_nats::connect(self.urls())
+            .await
+            .expect("nats cluster");
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream(stream)
+            .await
+            .expect("stream exists");
+        let info = stream.info().await.expect("stream info");
+        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+        leader
+            .and_then(|name| name.strip_prefix('n')?.parse().ok())
+            .expect("a leader named n0..n2")
+    }
+}
+
+impl Drop for PrivateNatsCluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
+    const STOCK: u64 = 600;
+    let mut nats = PrivateNatsCluster::start().await;
+    let app = spawn_app_with(|s| {
+        s.nats_urls = nats.urls();
+        s.stream_replicas = 3;
+        s.confirm_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let db = crate::postgres::TestDb::create().await;
+    let consumer = crate::postgres::spawn_consumer(&app.settings, &db);
+    let sku = unique("nats-node");
+    app.create_sale(&sku, json!({"stock": STOCK})).await;
+    // The stream exists once the first order is confirmed; its leader is the node to kill.
+    assert_eq!(app.order(&sku, "first", 1).await.status(), 201);
+    let leader = nats.leader_of(&app.settings.stream).await;
+
+    let buyers: Vec<String> = (0..900).map(|i| format!("buyer-{i}")).collect();
+    let (answers, ()) = tokio::join!(
+        futures::stream::iter(&buyers)
+            .map(|user| buy_until_decided(&app, &sku, user))
+            .buffer_unordered(32)
+            .collect::<Vec<_>>(),
+        async {
+            for _ in 0..400 {
+                if app.redis_sold(&sku).await >= STOCK / 4 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            nats.kill(leader).await;
+        }
+    );
+    let mut accepted = std::collections::HashSet::new();
+    for (status, body) in &answers {
+        assert!([201, 202, 409].contains(status), "{status} {body}");
+        if *status != 409 {
+            accepted.insert(body["order_id"].as_str().expect("order_id").to_owned());
+        }
+    }
+    assert_eq!(
+        accepted.len() as u64,
+        STOCK - 1,
+        "the rest of the stock, once each"
+    );
+    let pending = answers.iter().filter(|(status, _)| *status == 202).count();
+    println!(
+        "stream leader n{leader} killed mid-burst: {pending} of {} orders answered 202",
+        STOCK - 1
+    );
+    // The killed node comes back later and catches up from the others.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.restart(leader).await;
+
+    let messages =
+        crate::nats::wait_for_delivered(&app.settings, STOCK as usize, Duration::from_secs(60))
+            .await;
+    assert_no_duplicates(&messages);
+    let created: std::collections::HashSet<String> = messages
+        .iter()
+        .filter(|m| m.event.event == flashsale::event::EventKind::Created)
+        .map(|m| m.event.order_id.clone())
+        .collect();
+    assert_eq!(
+        created.len() as u64,
+        STOCK,
+        "every order in the stream once"
+    );
+    assert!(
+        accepted.is_subset(&created),
+        "every accepted order is in the stream"
+    );
+    let rows = db
+        .wait_for_rows(STOCK as usize, Duration::from_secs(60))
+        .await;
+    let stored: std::collections::HashSet<String> = rows.keys().cloned().collect();
+    assert_eq!(
+        stored, created,
+        "PostgreSQL holds exactly the stream's orders"
+    );
+    app.wait_until_relay_idle(&sku).await;
+    assert_audit_clean(&app.settings, Some(&db.url)).await;
+    consumer.abort();
+    db.drop_schema().await;
+    app.cleanup().await;
+}
