@@ -25,10 +25,10 @@ fn signal(child: &tokio::process::Child, name: &str) {
     assert!(status.success(), "kill {name} {pid}");
 }
 
-/// Waits (up to 5 s) until the replica on `port` is in sync with its master.
+/// Waits (up to 20 s) until the replica on `port` is in sync with its master.
 async fn wait_for_sync(port: u16) {
     let mut replica = redis_connection(&format!("redis://127.0.0.1:{port}")).await;
-    for _ in 0..100 {
+    for _ in 0..400 {
         let info: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut replica)

@@ -442,8 +442,11 @@ pub async fn private_redis(port: u16) -> tokio::process::Child {
     private_redis_with(port, &[]).await
 }
 
-/// [`private_redis`] with more arguments (`--replicaof`, say).
+/// [`private_redis`] with more arguments (`--replicaof`, say). Its directory (where a replica
+/// writes the dump of its full sync) is a temporary one of its own, unless `more` names one.
 pub async fn private_redis_with(port: u16, more: &[&str]) -> tokio::process::Child {
+    let dir = std::env::temp_dir().join(format!("fstest-redis-{port}"));
+    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
     let child = tokio::process::Command::new("redis-server")
         .args([
             "--port",
@@ -455,6 +458,8 @@ pub async fn private_redis_with(port: u16, more: &[&str]) -> tokio::process::Chi
             "--appendonly",
             "no",
         ])
+        .arg("--dir")
+        .arg(&dir)
         .args(more)
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
