@@ -22,7 +22,8 @@ use flashsale::inventory::{Inventory, PurchaseRequest};
 use flashsale::sale::SaleSettings;
 use futures::future::join_all;
 
-const CLUSTER_SEEDS: &str = "redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003";
+const CLUSTER_SEEDS: &str =
+    "redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003";
 
 fn settings(redis_url: &str, wait_replicas: u32) -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
@@ -52,15 +53,16 @@ fn inventory(
     skus: &[Sku],
 ) -> Arc<Inventory> {
     runtime.block_on(async {
-        let inventory = Arc::new(
-            Inventory::new(&settings(redis_url, wait_replicas)).expect("redis client"),
-        );
+        let inventory =
+            Arc::new(Inventory::new(&settings(redis_url, wait_replicas)).expect("redis client"));
         for sku in skus {
             inventory
                 .put_sale(sku, &unlimited_sale(), false, 0)
                 .await
                 .unwrap_or_else(|e| {
-                    panic!("bench needs {redis_url} (scripts/services.sh, scripts/cluster.sh up): {e}")
+                    panic!(
+                        "bench needs {redis_url} (scripts/services.sh, scripts/cluster.sh up): {e}"
+                    )
                 });
         }
         inventory

@@ -219,16 +219,21 @@ impl PrivateRedisCluster {
         panic!("the private redis cluster is not ok after 20 s");
     }
 
-    /// The port of the master serving `key`'s slot, as node `ports[0]` sees it.
+    /// A node still running, to ask.
+    fn any_alive(&self) -> u16 {
+        self.alive()[0]
+    }
+
+    /// The port of the master serving `key`'s slot, as a node still running sees it.
     pub async fn master_of(&self, key: &str) -> u16 {
-        let mut node = redis_connection(&format!("redis://127.0.0.1:{}", self.ports[0])).await;
+        let mut node = redis_connection(&format!("redis://127.0.0.1:{}", self.any_alive())).await;
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
             .query_async(&mut node)
             .await
             .expect("CLUSTER KEYSLOT");
-        for line in self.nodes_seen_by(self.ports[0]).await.lines() {
+        for line in self.nodes_seen_by(self.any_alive()).await.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             if !fields[2].contains("master") || fields[2].contains("fail") {
                 continue;
@@ -419,7 +424,7 @@ impl PrivateRedisCluster {
 
     /// The slot of `key`, and the first slot of the range its master serves.
     async fn slot_and_range_start(&self, key: &str) -> (u16, u16) {
-        let mut node = redis_connection(&format!("redis://127.0.0.1:{}", self.ports[0])).await;
+        let mut node = redis_connection(&format!("redis://127.0.0.1:{}", self.any_alive())).await;
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
@@ -427,7 +432,7 @@ impl PrivateRedisCluster {
             .await
             .expect("CLUSTER KEYSLOT");
         let start = self
-            .nodes_seen_by(self.ports[0])
+            .nodes_seen_by(self.any_alive())
             .await
             .lines()
             .flat_map(|line| {
