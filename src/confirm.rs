@@ -13,7 +13,6 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -30,6 +29,10 @@ const REMEMBERED: usize = 100_000;
 
 /// Pause before publishing again when no stream leader answered.
 const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
+
+/// How long one try of a publish waits for its PubAck (well above a loaded cluster's
+/// acknowledgement, well below an election's silence).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Message ids of events this process saw JetStream acknowledge.
 #[derive(Debug, Default)]
@@ -77,7 +80,7 @@ pub struct Confirmation {
     confirmed: std::sync::Arc<ConfirmedEvents>,
     stream: OrderStream,
     /// Set once the order stream is known to exist (publishing needs it).
-    stream_ready: AtomicBool,
+    stream_ready: tokio::sync::OnceCell<()>,
     /// From the handler's publish to the PubAck: the script wrote the event just before.
     delivery_lag: metrics::Histogram,
 }
@@ -99,7 +102,7 @@ impl Confirmation {
             timeout,
             confirmed,
             stream,
-            stream_ready: AtomicBool::new(false),
+            stream_ready: tokio::sync::OnceCell::new(),
             delivery_lag: crate::monitoring::delivery_lag_histogram(Publisher::Confirm),
         }
     }
@@ -134,12 +137,13 @@ impl Confirmation {
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err("nats is not connected".into());
         }
-        if !self.stream_ready.load(Ordering::Relaxed) {
-            ensure_stream(&self.jetstream, &self.stream)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.stream_ready.store(true, Ordering::Relaxed);
-        }
+        // One check at a time: concurrent creations of a replicated stream leave all but
+        // one request unanswered (seen on a 3-node cluster: the others waited out the
+        // timeout), so the others wait for that one.
+        self.stream_ready
+            .get_or_try_init(|| ensure_stream(&self.jetstream, &self.stream))
+            .await
+            .map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
         let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
         let message_id = event.message_id();
@@ -155,14 +159,16 @@ impl Confirmation {
                         .await?
                         .await
                 };
-                match acknowledged.await {
-                    // No stream leader answered: a replicated stream just created, or a
-                    // leader election after a NATS node left. Again, under the same message
-                    // id (a repeat is dropped), until the timeout.
-                    Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                // A stream without a leader (a replicated stream just created, an election
+                // after a NATS node left) answers "no responders", or nothing at all. Each
+                // try is bounded, and the next goes out under the same message id (JetStream
+                // drops a repeat), until the overall timeout.
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, acknowledged).await {
+                    Ok(Err(e)) if e.kind() == PublishErrorKind::StreamNotFound => {
                         tokio::time::sleep(NO_LEADER_RETRY).await;
                     }
-                    acknowledged => return acknowledged,
+                    Ok(acknowledged) => return acknowledged,
+                    Err(_) => {}
                 }
             }
         })

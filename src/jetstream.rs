@@ -89,7 +89,12 @@ pub async fn ensure_stream(
                 }
                 // Another replica created it in between.
                 Err(e) if e.to_string().contains("already in use") => Ok(()),
-                Err(e) => Err(error(e.to_string())),
+                // Of concurrent creations on a cluster only one may be answered: the stream
+                // may exist all the same.
+                Err(e) => match js.get_stream(name).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(error(e.to_string())),
+                },
             }
         }
         Err(e) => Err(error(e.to_string())),
