@@ -37,6 +37,12 @@ pub struct Settings {
     pub redis_wait_replicas: u32,
     /// How long that `WAIT` may take; past it a new order is answered 202 pending.
     pub redis_wait_timeout: Duration,
+    /// Purchases per second and burst allowed to one buyer (per replica); `None` = no limit.
+    pub buyer_rate: Option<RateLimit>,
+    /// Purchases per second and burst allowed to one client address (per replica).
+    pub client_rate: Option<RateLimit>,
+    /// Proxies whose `X-Forwarded-For` names the client address (else the socket's peer).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How long a replayable Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
     /// HTTP worker threads; 0 = one per core.
@@ -142,6 +148,16 @@ impl Settings {
             redis_wait_timeout: Duration::from_millis(
                 var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS", "100").number(1, 10_000)?,
             ),
+            buyer_rate: rate_limit(&lookup, "FLASHSALE_BUYER_RATE", "FLASHSALE_BUYER_BURST")?,
+            client_rate: rate_limit(&lookup, "FLASHSALE_CLIENT_RATE", "FLASHSALE_CLIENT_BURST")?,
+            trusted_proxies: match lookup("FLASHSALE_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(value) => Var {
+                    name: "FLASHSALE_TRUSTED_PROXIES",
+                    value,
+                }
+                .ip_addrs()?,
+            },
             idempotency_ttl: Duration::from_secs(
                 var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
             ),
@@ -172,6 +188,30 @@ impl Settings {
             ),
         })
     }
+}
+
+/// A rate limit: `per_second` requests a second on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// A limit from its rate variable (unset: no limit) and burst variable (unset: the rate).
+fn rate_limit(
+    lookup: &impl Fn(&str) -> Option<String>,
+    rate: &'static str,
+    burst: &'static str,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let Some(value) = lookup(rate) else {
+        return Ok(None);
+    };
+    let per_second = Var { name: rate, value }.number(1, 1_000_000)? as u32;
+    let burst = match lookup(burst) {
+        Some(value) => Var { name: burst, value }.number(1, 1_000_000)? as u32,
+        None => per_second,
+    };
+    Ok(Some(RateLimit { per_second, burst }))
 }
 
 /// One environment variable's value on its way to a typed setting.
@@ -227,6 +267,20 @@ impl Var {
         match parsed {
             Ok(urls) => Ok(urls),
             Err(_) => self.refuse("expected nats://host:port, comma-separated for several servers"),
+        }
+    }
+
+    /// Comma-separated IP addresses.
+    fn ip_addrs(self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+        let parsed: Result<Vec<_>, _> = self
+            .value
+            .split(',')
+            .filter(|ip| !ip.trim().is_empty())
+            .map(|ip| ip.trim().parse())
+            .collect();
+        match parsed {
+            Ok(ips) => Ok(ips),
+            Err(_) => self.refuse("expected IP addresses, comma-separated"),
         }
     }
 

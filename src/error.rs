@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::domain::InvalidInput;
 use crate::inventory::{PurchaseError, PutSaleError, StoreError, TransitionError};
+use crate::rate_limit::Refused;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +44,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the stock store is unreachable; retry with the same Idempotency-Key")]
     Unavailable,
+    /// Over a buyer's or a client's rate limit; nothing was done.
+    #[error("too many purchases from this {}; retry after {} s", .0.limit.as_str(), retry_after_secs(.0.retry_after))]
+    RateLimited(Refused),
     #[error("internal error")]
     Internal,
 }
@@ -65,6 +69,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable => "unavailable",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Internal => "internal",
         }
     }
@@ -94,19 +99,37 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unauthorized = self {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::RateLimited(refused) => {
+                response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),
         })
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up: a client that waits that long gets through.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        ApiError::RateLimited(refused)
     }
 }
 

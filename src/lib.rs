@@ -29,6 +29,7 @@ pub mod inventory;
 pub mod jetstream;
 pub mod monitoring;
 pub mod order;
+pub mod rate_limit;
 pub mod recovery;
 pub mod relay;
 pub mod routes;

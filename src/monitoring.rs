@@ -23,6 +23,7 @@ const REQUEST_SECONDS: &str = "flashsale_http_request_duration_seconds";
 const OUTBOX_PENDING: &str = "flashsale_outbox_pending";
 const OUTBOX_OLDEST: &str = "flashsale_outbox_oldest_age_seconds";
 const CONFIRMATIONS: &str = "flashsale_confirmations_total";
+const RATE_LIMITED: &str = "flashsale_rate_limited_total";
 const REPLICATION_WAITS: &str = "flashsale_redis_replication_waits_total";
 const REBUILDS: &str = "flashsale_sale_rebuilds_total";
 const REBUILD_SECONDS: &str = "flashsale_sale_rebuild_seconds";
@@ -120,6 +121,10 @@ fn describe() {
         "Events (new orders, payments, cancels) by whether JetStream confirmed them before the answer (FLASHSALE_CONFIRM=jetstream)."
     );
     describe_counter!(
+        RATE_LIMITED,
+        "Purchases answered 429 rate_limited, by the limit that refused them (buyer, client)."
+    );
+    describe_counter!(
         REPLICATION_WAITS,
         "Script calls that waited for Redis replicas (FLASHSALE_REDIS_WAIT_REPLICAS), by whether enough acknowledged in time."
     );
@@ -169,6 +174,11 @@ pub fn record_replication_wait(acknowledged: bool) {
         "short"
     };
     counter!(REPLICATION_WAITS, "result" => result).increment(1);
+}
+
+/// A purchase refused by a rate limit (`buyer` or `client`).
+pub fn record_rate_limited(limit: crate::rate_limit::Limit) {
+    counter!(RATE_LIMITED, "limit" => limit.as_str()).increment(1);
 }
 
 /// A sale rebuilt after Redis lost it.

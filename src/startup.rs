@@ -15,6 +15,7 @@ use crate::domain::Sku;
 use crate::expiry::Sweeper;
 use crate::inventory::Inventory;
 use crate::jetstream::OrderStream;
+use crate::rate_limit::RateLimits;
 use crate::recovery::Recovery;
 use crate::relay::{DrainSignal, Relay, RelayStatus};
 use crate::routes;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub admin_token: Option<String>,
     pub default_sku: Sku,
+    /// Per-buyer and per-client purchase limits (FLASHSALE_BUYER_RATE, _CLIENT_RATE).
+    pub rate_limits: Arc<RateLimits>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,9 @@ impl Application {
         tokio::spawn(sale_changes.clone().listen(inventory.clone()));
         tokio::spawn(Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run());
 
+        let rate_limits = Arc::new(RateLimits::new(&settings));
+        tokio::spawn(forget_idle_buyers(rate_limits.clone()));
+
         let listener = TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
         let state = web::Data::new(AppState {
@@ -111,6 +117,7 @@ impl Application {
             nats,
             admin_token: settings.admin_token.clone(),
             default_sku: settings.default_sku.clone(),
+            rate_limits,
         });
         // Signals are the caller's: main stops the server gracefully on SIGINT as on SIGTERM
         // (actix-web alone would drop in-flight requests on SIGINT).
@@ -175,5 +182,14 @@ impl Application {
             log::error!("relay task failed: {e}");
         }
         served
+    }
+}
+
+/// Drops rate-limit state of buyers and clients idle long enough to have a whole allowance.
+async fn forget_idle_buyers(limits: Arc<RateLimits>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        limits.forget_idle();
     }
 }

@@ -35,6 +35,8 @@ pub async fn create_order(
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()?;
 
+    // Before any Redis work: a bot over its limit costs Redis nothing.
+    state.rate_limits.check(&request, user.as_str())?;
     let (mut purchase, delivery) =
         purchase(&state, &sku, &user, quantity, idempotency_key.as_ref()).await?;
     let mut response = match delivery {

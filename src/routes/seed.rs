@@ -1,10 +1,11 @@
 //! The seed-compatible endpoints of the Flask app this service replaces: same paths, same
 //! texts, so existing storefronts and load scripts keep working.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::domain::{Quantity, UserId};
+use crate::error::retry_after_secs;
 use crate::inventory::PurchaseError;
 use crate::startup::AppState;
 
@@ -22,7 +23,11 @@ pub struct KillQuery {
 
 /// Buys one unit of the default sale. Without `user_id` every call is an anonymous buyer, as
 /// in the old app (the default sale has no per-user limit unless an admin sets one).
-pub async fn kill(state: web::Data<AppState>, query: web::Query<KillQuery>) -> HttpResponse {
+pub async fn kill(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<KillQuery>,
+) -> HttpResponse {
     let user = match UserId::parse(
         query
             .into_inner()
@@ -32,6 +37,11 @@ pub async fn kill(state: web::Data<AppState>, query: web::Query<KillQuery>) -> H
         Ok(user) => user,
         Err(e) => return text(HttpResponse::BadRequest(), e.0),
     };
+    if let Err(refused) = state.rate_limits.check(&request, user.as_str()) {
+        let mut response = HttpResponse::TooManyRequests();
+        response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));
+        return text(response, "请求过于频繁");
+    }
     // Accepted is accepted: 201 and 202 (delivery pending) read the same here.
     let outcome =
         super::orders::purchase(&state, &state.default_sku, &user, Quantity::ONE, None).await;

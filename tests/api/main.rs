@@ -12,6 +12,7 @@ mod nats;
 mod order_reads;
 mod orders;
 mod postgres;
+mod rate_limits;
 mod recovery;
 mod round_trips;
 mod sales;
