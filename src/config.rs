@@ -25,6 +25,13 @@ pub struct Settings {
     pub stream: String,
     pub subject_prefix: String,
     pub admin_token: Option<String>,
+    /// Storefront bearer tokens (FLASHSALE_API_TOKENS); when any, purchases, payments and
+    /// order reads need one (or the admin token).
+    pub api_tokens: Vec<String>,
+    /// HMAC key of buyer tickets (FLASHSALE_TICKET_KEY).
+    pub ticket_key: Option<String>,
+    /// Purchases without a valid ticket are refused (FLASHSALE_REQUIRE_TICKET).
+    pub require_ticket: bool,
     pub default_sku: Sku,
     pub default_stock: u64,
     pub log_config: PathBuf,
@@ -136,6 +143,36 @@ impl Settings {
                     }
                     .non_empty()?,
                 ),
+            },
+            api_tokens: match lookup("FLASHSALE_API_TOKENS") {
+                None => Vec::new(),
+                Some(value) => Var {
+                    name: "FLASHSALE_API_TOKENS",
+                    value,
+                }
+                .tokens()?,
+            },
+            ticket_key: match lookup("FLASHSALE_TICKET_KEY") {
+                None => None,
+                Some(value) => Some(
+                    Var {
+                        name: "FLASHSALE_TICKET_KEY",
+                        value,
+                    }
+                    .non_empty()?,
+                ),
+            },
+            require_ticket: {
+                let required = var("FLASHSALE_REQUIRE_TICKET", "false").switch()?;
+                if required && lookup("FLASHSALE_TICKET_KEY").is_none() {
+                    return Err(ConfigError {
+                        variable: "FLASHSALE_REQUIRE_TICKET",
+                        value: "true".into(),
+                        expected: "FLASHSALE_TICKET_KEY set: tickets cannot be checked without it"
+                            .into(),
+                    });
+                }
+                required
             },
             default_sku: var("FLASHSALE_DEFAULT_SKU", "limit").sku()?,
             default_stock: var("FLASHSALE_DEFAULT_STOCK", "1000").number(0, MAX_STOCK)?,
@@ -268,6 +305,20 @@ impl Var {
             Ok(urls) => Ok(urls),
             Err(_) => self.refuse("expected nats://host:port, comma-separated for several servers"),
         }
+    }
+
+    /// Comma-separated bearer tokens, none empty.
+    fn tokens(self) -> Result<Vec<String>, ConfigError> {
+        let tokens: Vec<String> = self.value.split(',').map(|t| t.trim().to_owned()).collect();
+        if tokens.iter().any(String::is_empty) {
+            // The value is a secret: the error does not repeat it.
+            return Err(ConfigError {
+                variable: self.name,
+                value: "<hidden>".into(),
+                expected: "comma-separated tokens, none empty".into(),
+            });
+        }
+        Ok(tokens)
     }
 
     /// Comma-separated IP addresses.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::domain::InvalidInput;
 use crate::inventory::{PurchaseError, PutSaleError, StoreError, TransitionError};
 use crate::rate_limit::Refused;
+use crate::ticket::TicketError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -17,6 +18,8 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("{0}")]
+    InvalidTicket(#[from] TicketError),
     #[error("the admin API is disabled: FLASHSALE_ADMIN_TOKEN is not set")]
     AdminDisabled,
     #[error("no such route")]
@@ -56,6 +59,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidTicket(_) => "invalid_ticket",
             ApiError::AdminDisabled => "forbidden",
             ApiError::RouteNotFound => "not_found",
             ApiError::SaleNotFound => "sale_not_found",
@@ -85,7 +89,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidTicket(_) => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::RouteNotFound | ApiError::SaleNotFound | ApiError::OrderNotFound => {
                 StatusCode::NOT_FOUND

@@ -38,3 +38,4 @@ pub mod sale_changes;
 pub mod sold_out;
 pub mod startup;
 pub mod telemetry;
+pub mod ticket;

@@ -14,10 +14,11 @@ pub struct PaymentRequest {
 }
 
 /// Body of `POST /v1/sales/{sku}/orders`, as sent; the handler parses it into domain types.
+/// `user_id` may be left out when a `Buyer-Ticket` names the buyer.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
-    pub user_id: String,
+    pub user_id: Option<String>,
     pub quantity: Option<u64>,
 }
 

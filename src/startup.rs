@@ -20,6 +20,7 @@ use crate::recovery::Recovery;
 use crate::relay::{DrainSignal, Relay, RelayStatus};
 use crate::routes;
 use crate::sale_changes::SaleChanges;
+use crate::ticket::Tickets;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -37,6 +38,10 @@ pub struct AppState {
     pub default_sku: Sku,
     /// Per-buyer and per-client purchase limits (FLASHSALE_BUYER_RATE, _CLIENT_RATE).
     pub rate_limits: Arc<RateLimits>,
+    /// Storefront bearer tokens (FLASHSALE_API_TOKENS); empty = purchases need none.
+    pub api_tokens: Vec<String>,
+    /// Buyer tickets: the key, and whether a purchase needs one.
+    pub tickets: Tickets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,8 @@ impl Application {
             admin_token: settings.admin_token.clone(),
             default_sku: settings.default_sku.clone(),
             rate_limits,
+            api_tokens: settings.api_tokens.clone(),
+            tickets: Tickets::new(settings.ticket_key.as_deref(), settings.require_ticket),
         });
         // Signals are the caller's: main stops the server gracefully on SIGINT as on SIGTERM
         // (actix-web alone would drop in-flight requests on SIGINT).

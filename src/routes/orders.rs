@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Admin;
+use crate::auth::{Admin, Caller, caller};
 use crate::confirm::Delivery;
 use std::future::Future;
 
@@ -26,8 +26,21 @@ pub async fn create_order(
     body: web::Json<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
+    if !state.api_tokens.is_empty() {
+        caller(&request, &state)?;
+    }
     let OrderRequest { user_id, quantity } = body.into_inner();
-    let user = UserId::parse(user_id)?;
+    let ticket = request.headers().get("Buyer-Ticket").map(|v| v.as_bytes());
+    let now_secs = chrono::Utc::now().timestamp();
+    let user = match state
+        .tickets
+        .buyer(ticket, user_id.as_deref(), &sku, now_secs)?
+    {
+        Some(user) => user,
+        None => UserId::parse(user_id.ok_or_else(|| {
+            ApiError::InvalidRequest("user_id is required (or a Buyer-Ticket)".into())
+        })?)?,
+    };
     let quantity = quantity.map_or(Ok(Quantity::ONE), Quantity::parse)?;
     let idempotency_key = request
         .headers()
@@ -125,7 +138,7 @@ pub async fn cancel_order(
 /// the same order. In `FLASHSALE_CONFIRM=jetstream` the answer waits for JetStream to hold
 /// the paid event (`delivered`), so a payment survives Redis losing the sale.
 pub async fn pay_order(
-    _: Admin,
+    _: Caller,
     state: web::Data<AppState>,
     order_id: web::Path<String>,
     body: web::Json<PaymentRequest>,
@@ -184,7 +197,7 @@ pub const LISTED_ORDERS: usize = 100;
 
 /// `GET /v1/orders/{order_id}` (bearer token): the order as it stands.
 pub async fn get_order(
-    _: Admin,
+    _: Caller,
     state: web::Data<AppState>,
     order_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -218,7 +231,7 @@ struct BuyerOrders<'a> {
 /// `GET /v1/sales/{sku}/orders?user_id=…` (bearer token): that buyer's orders in the sale,
 /// newest first.
 pub async fn list_buyer_orders(
-    _: Admin,
+    _: Caller,
     state: web::Data<AppState>,
     sku: web::Path<String>,
     query: web::Query<BuyerQuery>,

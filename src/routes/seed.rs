@@ -37,6 +37,10 @@ pub async fn kill(
         Ok(user) => user,
         Err(e) => return text(HttpResponse::BadRequest(), e.0),
     };
+    // No ticket travels here: the old endpoint stays open only while tickets are optional.
+    if state.tickets.required() {
+        return text(HttpResponse::Unauthorized(), "需要购买凭证 (Buyer-Ticket)");
+    }
     if let Err(refused) = state.rate_limits.check(&request, user.as_str()) {
         let mut response = HttpResponse::TooManyRequests();
         response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));

@@ -19,4 +19,5 @@ mod sales;
 mod script;
 mod seed;
 mod shutdown;
+mod tickets;
 mod validation;
