@@ -79,10 +79,17 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
+/// Every JSON error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Machine-readable code: invalid_request, unauthorized, invalid_ticket, forbidden,
+    /// not_found, sale_not_found, order_not_found, sold_out, user_limit_reached,
+    /// sale_not_open, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
+    /// order_expired, payment_conflict, order_paid, payload_too_large,
+    /// unsupported_media_type, rate_limited, unavailable, internal.
+    pub error: &'a str,
+    /// For a person.
+    pub message: String,
 }
 
 impl ResponseError for ApiError {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventKind {
     #[serde(rename = "order.created")]
     Created,
@@ -38,7 +38,7 @@ impl EventKind {
 
 /// The payload of `<prefix>.<created|paid|expired|cancelled>.<sku>`. Every event carries the
 /// whole order as it stood after the transition, so a subscriber needs no earlier event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderEvent {
     pub event: EventKind,
     pub order_id: String,

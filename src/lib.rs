@@ -28,6 +28,7 @@ pub mod expiry;
 pub mod inventory;
 pub mod jetstream;
 pub mod monitoring;
+pub mod openapi;
 pub mod order;
 pub mod rate_limit;
 pub mod recovery;

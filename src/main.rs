@@ -1,5 +1,6 @@
 //! `flashsale` serves HTTP; `flashsale consume-orders` runs the order consumer; `flashsale
-//! audit` compares Redis, JetStream and PostgreSQL.
+//! audit` compares Redis, JetStream and PostgreSQL; `flashsale openapi` prints the API's
+//! OpenAPI document (as committed in `openapi.json`).
 
 use std::process::ExitCode;
 
@@ -16,7 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code of `audit` when a store could not be read.
 const EXIT_UNAUDITED: u8 = 3;
-const USAGE: &str = "usage: flashsale [consume-orders | audit]";
+const USAGE: &str = "usage: flashsale [consume-orders | audit | openapi]";
 
 enum Role {
     Serve,
@@ -31,6 +32,10 @@ async fn main() -> ExitCode {
         [] => Role::Serve,
         ["consume-orders"] => Role::ConsumeOrders,
         ["audit"] => Role::Audit,
+        ["openapi"] => {
+            println!("{}", flashsale::openapi::document());
+            return ExitCode::SUCCESS;
+        }
         _ => {
             eprintln!("flashsale: {USAGE}");
             return ExitCode::from(EXIT_CONFIG);

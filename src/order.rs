@@ -7,7 +7,7 @@ use crate::event::{EventKind, OrderEvent};
 use crate::sale::format_time;
 
 /// Body of `POST /v1/orders/{order_id}/pay`, as sent.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     pub payment_ref: String,
@@ -15,14 +15,14 @@ pub struct PaymentRequest {
 
 /// Body of `POST /v1/sales/{sku}/orders`, as sent; the handler parses it into domain types.
 /// `user_id` may be left out when a `Buyer-Ticket` names the buyer.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     pub user_id: Option<String>,
     pub quantity: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Order {
     pub order_id: String,
     pub sku: String,
@@ -44,7 +44,7 @@ pub struct Order {
     pub delivery: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Final when accepted (a sale without a payment window).
@@ -96,7 +96,7 @@ impl Order {
 }
 
 /// An order as `GET /v1/orders/{order_id}` and `GET /v1/sales/{sku}/orders` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: String,
     pub sku: String,

@@ -7,7 +7,7 @@ use crate::config::MAX_STOCK;
 use crate::domain::{InvalidInput, Quantity, Sku};
 
 /// Body of `PUT /v1/sales/{sku}`, as sent; [`SaleSettings::parse`] makes it trustworthy.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaleSettingsRequest {
     pub stock: u64,
@@ -93,7 +93,7 @@ pub fn format_time(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleState {
     Scheduled,
@@ -103,7 +103,7 @@ pub enum SaleState {
 }
 
 /// A sale as `GET /v1/sales/{sku}` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Sale {
     pub sku: String,
     pub stock: u64,

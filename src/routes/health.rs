@@ -5,6 +5,9 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+              (status = 404, description = "not_found: metrics are off", body = crate::error::ErrorBody)))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let handle = state.metrics.as_ref().ok_or(ApiError::RouteNotFound)?;
     Ok(HttpResponse::Ok()
@@ -13,11 +16,13 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// Liveness: answers while the process serves, whatever its dependencies do.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "the process serves", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
@@ -29,7 +34,7 @@ struct Readiness {
 }
 
 /// Relay lag as last seen: order events accepted but not yet confirmed by JetStream.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Outbox {
     pending: u64,
     oldest_age_ms: u64,
@@ -37,6 +42,9 @@ struct Outbox {
 
 /// Readiness: Redis answers a PING and the NATS client is connected. The relay's lag is shown
 /// but does not make a replica unready: purchases are safe while events wait.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Redis and NATS reachable", body = Readiness),
+              (status = 503, description = "a dependency is down", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let redis_up = state.inventory.ping().await.is_ok();
     let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;

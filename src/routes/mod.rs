@@ -1,10 +1,10 @@
 //! HTTP routes, one module per resource, and the extractor settings that turn malformed
 //! requests into the contract's JSON errors.
 
-mod health;
-mod orders;
-mod sales;
-mod seed;
+pub mod health;
+pub mod orders;
+pub mod sales;
+pub mod seed;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, web};
@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
+    .route("/openapi.json", web::get().to(openapi))
     .service(
         web::resource("/v1/sales/{sku}")
             .route(web::put().to(sales::put_sale))
@@ -56,6 +57,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(|| async {
         Err::<&str, _>(ApiError::RouteNotFound)
     }));
+}
+
+/// `GET /openapi.json`: the API's OpenAPI 3 document.
+async fn openapi() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::document())
 }
 
 fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {

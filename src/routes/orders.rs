@@ -19,6 +19,25 @@ use crate::startup::AppState;
 
 /// `POST /v1/sales/{sku}/orders`: 201 with a new order, 200 with the order an earlier request
 /// with the same `Idempotency-Key` created.
+#[utoipa::path(post, path = "/v1/sales/{sku}/orders", tag = "orders",
+    params(("sku" = String, Path, description = "the sale"),
+           ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same order (200)"),
+           ("Buyer-Ticket" = Option<String>, Header, description = "v1.<user>.<sku>.<expires>.<mac>, signed by the storefront")),
+    request_body = crate::order::OrderRequest,
+    security((), ("storefront" = [])),
+    responses(
+        (status = 201, description = "a new order", body = crate::order::Order),
+        (status = 200, description = "the order an earlier request with this Idempotency-Key created", body = crate::order::Order),
+        (status = 202, description = "accepted; JetStream (or the replicas asked for) had not acknowledged it in time: delivery pending", body = crate::order::Order),
+        (status = 400, description = "invalid_request", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized (storefront token), invalid_ticket", body = crate::error::ErrorBody),
+        (status = 404, description = "sale_not_found", body = crate::error::ErrorBody),
+        (status = 409, description = "sold_out, user_limit_reached, sale_not_open, idempotency_conflict", body = crate::error::ErrorBody),
+        (status = 413, description = "payload_too_large", body = crate::error::ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = crate::error::ErrorBody),
+        (status = 429, description = "rate_limited (Retry-After)", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable: retry with the same Idempotency-Key", body = crate::error::ErrorBody),
+    ))]
 pub async fn create_order(
     state: web::Data<AppState>,
     sku: web::Path<String>,
@@ -113,6 +132,18 @@ pub(super) async fn purchase(
 /// `POST /v1/orders/{order_id}/cancel` (admin): 200 with the cancelled order; the stock comes
 /// back exactly once however often it is called. A paid order is 409 `order_paid`. In
 /// `FLASHSALE_CONFIRM=jetstream` the answer waits (bounded) for JetStream to hold the event.
+#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders",
+    params(("order_id" = String, Path, description = "the order")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "the cancelled order", body = crate::order::Order),
+        (status = 400, description = "invalid_request", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::error::ErrorBody),
+        (status = 403, description = "forbidden: no admin token configured", body = crate::error::ErrorBody),
+        (status = 404, description = "order_not_found", body = crate::error::ErrorBody),
+        (status = 409, description = "order_paid, order_expired", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn cancel_order(
     _: Admin,
     state: web::Data<AppState>,
@@ -137,6 +168,20 @@ pub async fn cancel_order(
 /// Redis's clock against the order's pay_by. The same `payment_ref` again answers 200 with
 /// the same order. In `FLASHSALE_CONFIRM=jetstream` the answer waits for JetStream to hold
 /// the paid event (`delivered`), so a payment survives Redis losing the sale.
+#[utoipa::path(post, path = "/v1/orders/{order_id}/pay", tag = "orders",
+    params(("order_id" = String, Path, description = "the order")),
+    request_body = crate::order::PaymentRequest,
+    security(("storefront" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "the paid order", body = crate::order::OrderView),
+        (status = 400, description = "invalid_request", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::error::ErrorBody),
+        (status = 404, description = "order_not_found", body = crate::error::ErrorBody),
+        (status = 409, description = "order_expired, order_cancelled, payment_conflict, not_payable", body = crate::error::ErrorBody),
+        (status = 413, description = "payload_too_large", body = crate::error::ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn pay_order(
     _: Caller,
     state: web::Data<AppState>,
@@ -196,6 +241,16 @@ async fn order_and_sale(state: &AppState, raw: &str) -> Result<(OrderId, Sku), A
 pub const LISTED_ORDERS: usize = 100;
 
 /// `GET /v1/orders/{order_id}` (bearer token): the order as it stands.
+#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders",
+    params(("order_id" = String, Path, description = "the order")),
+    security(("storefront" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "the order", body = crate::order::OrderView),
+        (status = 400, description = "invalid_request", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::error::ErrorBody),
+        (status = 404, description = "order_not_found", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn get_order(
     _: Caller,
     state: web::Data<AppState>,
@@ -215,12 +270,12 @@ pub async fn get_order(
     Ok(HttpResponse::Ok().json(order))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct BuyerQuery {
     user_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BuyerOrders<'a> {
     sku: &'a str,
     user_id: &'a str,
@@ -230,6 +285,16 @@ struct BuyerOrders<'a> {
 
 /// `GET /v1/sales/{sku}/orders?user_id=…` (bearer token): that buyer's orders in the sale,
 /// newest first.
+#[utoipa::path(get, path = "/v1/sales/{sku}/orders", tag = "orders",
+    params(("sku" = String, Path, description = "the sale"), BuyerQuery),
+    security(("storefront" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "the buyer's orders in the sale, newest first", body = BuyerOrders),
+        (status = 400, description = "invalid_request", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::error::ErrorBody),
+        (status = 404, description = "sale_not_found", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn list_buyer_orders(
     _: Caller,
     state: web::Data<AppState>,

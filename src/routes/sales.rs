@@ -7,6 +7,21 @@ use crate::sale::{SaleSettings, SaleSettingsRequest};
 use crate::startup::AppState;
 
 /// `PUT /v1/sales/{sku}` (admin): 201 when created, 200 when replaced; body = the sale.
+#[utoipa::path(put, path = "/v1/sales/{sku}", tag = "sales",
+    params(("sku" = String, Path, description = "the sale: 1-64 of A-Z a-z 0-9 _ -")),
+    request_body = crate::sale::SaleSettingsRequest,
+    security(("admin" = [])),
+    responses(
+        (status = 201, description = "created", body = crate::sale::Sale),
+        (status = 200, description = "replaced", body = crate::sale::Sale),
+        (status = 400, description = "invalid_request", body = crate::error::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::error::ErrorBody),
+        (status = 403, description = "forbidden: no admin token configured", body = crate::error::ErrorBody),
+        (status = 409, description = "stock_below_sold", body = crate::error::ErrorBody),
+        (status = 413, description = "payload_too_large", body = crate::error::ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn put_sale(
     _: Admin,
     state: web::Data<AppState>,
@@ -27,6 +42,14 @@ pub async fn put_sale(
 }
 
 /// `GET /v1/sales/{sku}`: the sale with its live counters.
+#[utoipa::path(get, path = "/v1/sales/{sku}", tag = "sales",
+    params(("sku" = String, Path, description = "the sale")),
+    responses(
+        (status = 200, description = "the sale with its live counters", body = crate::sale::Sale),
+        (status = 400, description = "invalid_request", body = crate::error::ErrorBody),
+        (status = 404, description = "sale_not_found", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable", body = crate::error::ErrorBody),
+    ))]
 pub async fn get_sale(
     state: web::Data<AppState>,
     sku: web::Path<String>,

@@ -12,17 +12,26 @@ use crate::startup::AppState;
 pub const ORDER_ACCEPTED: &str = "提交订单成功";
 pub const SOLD_OUT: &str = "商品已售完";
 
+#[utoipa::path(get, path = "/home", tag = "seed",
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
 pub async fn home() -> HttpResponse {
     text(HttpResponse::Ok(), "ok")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct KillQuery {
     user_id: Option<String>,
 }
 
 /// Buys one unit of the default sale. Without `user_id` every call is an anonymous buyer, as
 /// in the old app (the default sale has no per-user limit unless an admin sets one).
+#[utoipa::path(get, path = "/kill", tag = "seed", params(KillQuery),
+    responses((status = 200, description = "提交订单成功 or 商品已售完", body = String, content_type = "text/plain"),
+              (status = 400, description = "a bad user_id", body = String, content_type = "text/plain"),
+              (status = 401, description = "tickets are required", body = String, content_type = "text/plain"),
+              (status = 409, description = "per-user limit, sale not open", body = String, content_type = "text/plain"),
+              (status = 429, description = "rate limited (Retry-After)", body = String, content_type = "text/plain"),
+              (status = 503, description = "unavailable", body = String, content_type = "text/plain")))]
 pub async fn kill(
     state: web::Data<AppState>,
     request: HttpRequest,
