@@ -6,6 +6,8 @@
 #      Cluster 3+3, NATS 3 nodes with streams at R3), but for the cluster tests, which ran in
 #      1 and measure the masters' load (the rest of the suite would skew it), and the
 #      failover tests, which build clusters of their own.
+#   3. scripts/contract.sh: schemathesis against the live service and its OpenAPI document
+#      (skipped when a test name filter is given).
 # An extra argument is a test name filter for both runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +17,4 @@ scripts/cluster.sh up
 cargo test --locked "$@"
 echo "test.sh: the API suite on the cluster topology" >&2
 FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::
+if [ "$#" -eq 0 ]; then scripts/contract.sh; fi

@@ -24,6 +24,9 @@ pub enum ApiError {
     AdminDisabled,
     #[error("no such route")]
     RouteNotFound,
+    /// A route that exists, asked with another method; carries the ones it takes.
+    #[error("this route takes {0} only")]
+    MethodNotAllowed(&'static str),
     #[error("no sale with this sku")]
     SaleNotFound,
     #[error("no order with this id")]
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::InvalidTicket(_) => "invalid_ticket",
             ApiError::AdminDisabled => "forbidden",
             ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::SaleNotFound => "sale_not_found",
             ApiError::OrderNotFound => "order_not_found",
             ApiError::SoldOut(_) => "sold_out",
@@ -83,7 +87,7 @@ impl ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
     /// Machine-readable code: invalid_request, unauthorized, invalid_ticket, forbidden,
-    /// not_found, sale_not_found, order_not_found, sold_out, user_limit_reached,
+    /// not_found, method_not_allowed, sale_not_found, order_not_found, sold_out, user_limit_reached,
     /// sale_not_open, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
     /// order_expired, payment_conflict, order_paid, payload_too_large,
     /// unsupported_media_type, rate_limited, unavailable, internal.
@@ -107,6 +111,7 @@ impl ResponseError for ApiError {
             | ApiError::StockBelowSold(_)
             | ApiError::IdempotencyConflict
             | ApiError::OrderState { .. } => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -120,6 +125,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => {
                 response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                response.insert_header(("Allow", *allow));
             }
             ApiError::RateLimited(refused) => {
                 response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));

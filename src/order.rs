@@ -10,6 +10,8 @@ use crate::sale::format_time;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
+    /// The caller's reference of the payment: 1-128 characters, no control characters.
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
     pub payment_ref: String,
 }
 
@@ -18,7 +20,13 @@ pub struct PaymentRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
+    /// The buyer: 1-128 characters, no control characters. Required unless a Buyer-Ticket
+    /// names the buyer (then it may be left out, or must be the same).
+    #[schema(value_type = String, required = true, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
     pub user_id: Option<String>,
+    /// Units, all or nothing; absent = 1.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
     pub quantity: Option<u64>,
 }
 

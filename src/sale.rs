@@ -10,11 +10,26 @@ use crate::domain::{InvalidInput, Quantity, Sku};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaleSettingsRequest {
+    #[schema(maximum = 9_007_199_254_740_992_u64)]
+    #[serde(deserialize_with = "crate::domain::whole_number::required")]
     pub stock: u64,
+    /// Units one buyer may hold; absent = no limit.
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_992_u64)]
+    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
     pub per_user_limit: Option<u64>,
+    /// Minor units (cents).
+    #[schema(maximum = 90_071_992_547_409_u64)]
+    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
     pub price: Option<u64>,
+    /// RFC 3339; absent = open from now. Must be before `ends_at`.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub starts_at: Option<String>,
+    /// RFC 3339; absent = never closes.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ends_at: Option<String>,
+    /// Seconds a buyer has to pay an order; absent = an order is final when accepted.
+    #[schema(minimum = 1, maximum = 86_400)]
+    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
     pub payment_timeout_secs: Option<u64>,
 }
 
@@ -44,6 +59,17 @@ impl SaleSettings {
                 "per_user_limit must be at least 1 (leave it out for no limit)".into(),
             ));
         }
+        // Redis hands numbers back as Lua doubles and Rust reads them as i64: a limit past
+        // the largest stock means nothing anyway (schemathesis found a larger one answered
+        // 500 on the next read).
+        if request
+            .per_user_limit
+            .is_some_and(|limit| limit > MAX_STOCK)
+        {
+            return Err(InvalidInput(format!(
+                "per_user_limit must be at most {MAX_STOCK}"
+            )));
+        }
         let price = request.price.unwrap_or(0);
         // Prices are multiplied by quantities (at most 100) in u64 and sent through Lua numbers.
         if price > MAX_STOCK / Quantity::MAX {
@@ -54,11 +80,9 @@ impl SaleSettings {
         }
         let starts_at = parse_time("starts_at", request.starts_at.as_deref())?;
         let ends_at = parse_time("ends_at", request.ends_at.as_deref())?;
-        if let (Some(start), Some(end)) = (starts_at, ends_at)
-            && start >= end
-        {
-            return Err(InvalidInput("starts_at must be before ends_at".into()));
-        }
+        // An ends_at at or before starts_at is an empty window: a sale that never opens
+        // (state closed), not an error. JSON Schema cannot compare two fields, and the
+        // document must describe every request the service accepts.
         if let Some(timeout) = request.payment_timeout_secs
             && !(1..=MAX_PAYMENT_TIMEOUT_SECS).contains(&timeout)
         {
@@ -120,7 +144,9 @@ pub struct Sale {
 impl Sale {
     /// The view of `settings` with `sold` units gone, at `now_ms` on Redis's clock.
     pub fn new(sku: &Sku, settings: &SaleSettings, sold: u64, now_ms: i64) -> Self {
-        let state = if settings.ends_at.is_some_and(|end| now_ms >= end) {
+        let empty_window =
+            matches!((settings.starts_at, settings.ends_at), (Some(s), Some(e)) if e <= s);
+        let state = if empty_window || settings.ends_at.is_some_and(|end| now_ms >= end) {
             SaleState::Closed
         } else if settings.starts_at.is_some_and(|start| now_ms < start) {
             SaleState::Scheduled
@@ -161,10 +187,19 @@ mod tests {
     }
 
     #[test]
-    fn refuses_inverted_window_and_zero_limit() {
+    fn an_inverted_window_is_a_closed_sale_and_bad_numbers_are_refused() {
         let inverted =
             r#"{"stock":1,"starts_at":"2026-01-02T00:00:00Z","ends_at":"2026-01-01T00:00:00Z"}"#;
-        assert!(SaleSettings::parse(request(inverted)).is_err());
+        let never = SaleSettings::parse(request(inverted)).expect("an empty window");
+        let sku = Sku::parse("s").expect("valid sku");
+        for now in [0, 1_767_225_600_000, i64::MAX] {
+            assert_eq!(Sale::new(&sku, &never, 0, now).state, SaleState::Closed);
+        }
+        let whole = SaleSettings::parse(request(r#"{"stock":5.0,"per_user_limit":2.0}"#));
+        assert_eq!(whole.expect("whole numbers").per_user_limit, Some(2));
+        assert!(serde_json::from_str::<SaleSettingsRequest>(r#"{"stock":1.5}"#).is_err());
+        let huge = r#"{"stock":1,"per_user_limit":9223372036854775808}"#;
+        assert!(SaleSettings::parse(request(huge)).is_err());
         assert!(SaleSettings::parse(request(r#"{"stock":1,"per_user_limit":0}"#)).is_err());
         assert!(SaleSettings::parse(request(r#"{"stock":1,"starts_at":"tomorrow"}"#)).is_err());
         assert!(SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":0}"#)).is_err());

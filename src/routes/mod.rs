@@ -29,34 +29,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ApiError::InvalidRequest(e.to_string()).into()
         }),
     )
-    .route("/home", web::get().to(seed::home))
-    .route("/kill", web::get().to(seed::kill))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/openapi.json", web::get().to(openapi))
+    .service(get("/home").route(web::get().to(seed::home)))
+    .service(get("/kill").route(web::get().to(seed::kill)))
+    .service(get("/healthz").route(web::get().to(health::healthz)))
+    .service(get("/readyz").route(web::get().to(health::readyz)))
+    .service(get("/metrics").route(web::get().to(health::metrics)))
+    .service(get("/openapi.json").route(web::get().to(openapi)))
     .service(
-        web::resource("/v1/sales/{sku}")
+        resource("/v1/sales/{sku}", "GET, PUT")
             .route(web::put().to(sales::put_sale))
             .route(web::get().to(sales::get_sale)),
     )
     .service(
-        web::resource("/v1/sales/{sku}/orders")
+        resource("/v1/sales/{sku}/orders", "GET, POST")
             .route(web::post().to(orders::create_order))
             .route(web::get().to(orders::list_buyer_orders)),
     )
-    .route("/v1/orders/{order_id}", web::get().to(orders::get_order))
-    .route(
-        "/v1/orders/{order_id}/cancel",
-        web::post().to(orders::cancel_order),
+    .service(get("/v1/orders/{order_id}").route(web::get().to(orders::get_order)))
+    .service(
+        resource("/v1/orders/{order_id}/cancel", "POST")
+            .route(web::post().to(orders::cancel_order)),
     )
-    .route(
-        "/v1/orders/{order_id}/pay",
-        web::post().to(orders::pay_order),
-    )
+    .service(resource("/v1/orders/{order_id}/pay", "POST").route(web::post().to(orders::pay_order)))
     .default_service(web::to(|| async {
         Err::<&str, _>(ApiError::RouteNotFound)
     }));
+}
+
+/// A route that answers other methods than `allow` with 405 `method_not_allowed`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<&str, _>(ApiError::MethodNotAllowed(allow))
+    }))
+}
+
+/// A route that takes GET only.
+fn get(path: &str) -> actix_web::Resource {
+    resource(path, "GET")
 }
 
 /// `GET /openapi.json`: the API's OpenAPI 3 document.

@@ -20,8 +20,8 @@ use crate::startup::AppState;
 /// `POST /v1/sales/{sku}/orders`: 201 with a new order, 200 with the order an earlier request
 /// with the same `Idempotency-Key` created.
 #[utoipa::path(post, path = "/v1/sales/{sku}/orders", tag = "orders",
-    params(("sku" = String, Path, description = "the sale"),
-           ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same order (200)"),
+    params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+           ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same order (200)", pattern = "^[!-~]{1,128}$"),
            ("Buyer-Ticket" = Option<String>, Header, description = "v1.<user>.<sku>.<expires>.<mac>, signed by the storefront")),
     request_body = crate::order::OrderRequest,
     security((), ("storefront" = [])),
@@ -133,7 +133,7 @@ pub(super) async fn purchase(
 /// back exactly once however often it is called. A paid order is 409 `order_paid`. In
 /// `FLASHSALE_CONFIRM=jetstream` the answer waits (bounded) for JetStream to hold the event.
 #[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders",
-    params(("order_id" = String, Path, description = "the order")),
+    params(("order_id" = String, Path, description = "the order", pattern = "^[0-9a-f]{16}-[0-9]+-[0-9]+$", max_length = 64)),
     security(("admin" = [])),
     responses(
         (status = 200, description = "the cancelled order", body = crate::order::Order),
@@ -169,7 +169,7 @@ pub async fn cancel_order(
 /// the same order. In `FLASHSALE_CONFIRM=jetstream` the answer waits for JetStream to hold
 /// the paid event (`delivered`), so a payment survives Redis losing the sale.
 #[utoipa::path(post, path = "/v1/orders/{order_id}/pay", tag = "orders",
-    params(("order_id" = String, Path, description = "the order")),
+    params(("order_id" = String, Path, description = "the order", pattern = "^[0-9a-f]{16}-[0-9]+-[0-9]+$", max_length = 64)),
     request_body = crate::order::PaymentRequest,
     security(("storefront" = []), ("admin" = [])),
     responses(
@@ -242,7 +242,7 @@ pub const LISTED_ORDERS: usize = 100;
 
 /// `GET /v1/orders/{order_id}` (bearer token): the order as it stands.
 #[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders",
-    params(("order_id" = String, Path, description = "the order")),
+    params(("order_id" = String, Path, description = "the order", pattern = "^[0-9a-f]{16}-[0-9]+-[0-9]+$", max_length = 64)),
     security(("storefront" = []), ("admin" = [])),
     responses(
         (status = 200, description = "the order", body = crate::order::OrderView),
@@ -271,8 +271,11 @@ pub async fn get_order(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BuyerQuery {
-    user_id: Option<String>,
+    /// The buyer.
+    #[param(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
+    user_id: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -286,7 +289,7 @@ struct BuyerOrders<'a> {
 /// `GET /v1/sales/{sku}/orders?user_id=…` (bearer token): that buyer's orders in the sale,
 /// newest first.
 #[utoipa::path(get, path = "/v1/sales/{sku}/orders", tag = "orders",
-    params(("sku" = String, Path, description = "the sale"), BuyerQuery),
+    params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$"), BuyerQuery),
     security(("storefront" = []), ("admin" = [])),
     responses(
         (status = 200, description = "the buyer's orders in the sale, newest first", body = BuyerOrders),
@@ -302,11 +305,7 @@ pub async fn list_buyer_orders(
     query: web::Query<BuyerQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    let user = query
-        .into_inner()
-        .user_id
-        .ok_or_else(|| ApiError::InvalidRequest("user_id is required".into()))
-        .and_then(|user| Ok(UserId::parse(user)?))?;
+    let user = UserId::parse(query.into_inner().user_id)?;
     let query = OrderQuery::Buyer {
         user: &user,
         newest: LISTED_ORDERS,

@@ -8,7 +8,7 @@ use crate::startup::AppState;
 
 /// `PUT /v1/sales/{sku}` (admin): 201 when created, 200 when replaced; body = the sale.
 #[utoipa::path(put, path = "/v1/sales/{sku}", tag = "sales",
-    params(("sku" = String, Path, description = "the sale: 1-64 of A-Z a-z 0-9 _ -")),
+    params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     request_body = crate::sale::SaleSettingsRequest,
     security(("admin" = [])),
     responses(
@@ -43,7 +43,7 @@ pub async fn put_sale(
 
 /// `GET /v1/sales/{sku}`: the sale with its live counters.
 #[utoipa::path(get, path = "/v1/sales/{sku}", tag = "sales",
-    params(("sku" = String, Path, description = "the sale")),
+    params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses(
         (status = 200, description = "the sale with its live counters", body = crate::sale::Sale),
         (status = 400, description = "invalid_request", body = crate::error::ErrorBody),

@@ -19,7 +19,10 @@ pub async fn home() -> HttpResponse {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KillQuery {
+    /// The buyer; absent = an anonymous buyer.
+    #[param(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
     user_id: Option<String>,
 }
 

@@ -213,9 +213,10 @@ async fn bad_sale_settings_are_refused() {
         ("stock a string", json!({"stock": "10"})),
         ("per_user_limit 0", json!({"stock": 1, "per_user_limit": 0})),
         ("bad time", json!({"stock": 1, "starts_at": "next monday"})),
+        ("fractional stock", json!({"stock": 1.5})),
         (
-            "inverted window",
-            json!({"stock": 1, "starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"}),
+            "per_user_limit past any stock",
+            json!({"stock": 1, "per_user_limit": 9_223_372_036_854_775_808_u64}),
         ),
         ("unknown field", json!({"stock": 1, "colour": "red"})),
     ];
@@ -236,6 +237,33 @@ async fn bad_sale_settings_are_refused() {
         .expect("answered");
     assert_eq!(error_of(bad_sku).await, (400, "invalid_request".into()));
     assert!(app.snapshot().await.is_empty(), "no sale created");
+
+    // An inverted window is a sale that never opens, not an error.
+    let never =
+        json!({"stock": 1, "starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"});
+    let response = app.put_sale(&sku, never).await;
+    assert_eq!(response.status(), 201);
+    let sale: serde_json::Value = response.json().await.expect("sale");
+    assert_eq!(sale["state"], "closed");
+    assert_eq!(
+        error_of(app.order(&sku, "u", 1).await).await,
+        (409, "sale_not_open".into())
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_route_asked_with_another_method_is_405_with_allow() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .delete(app.url("/v1/sales/some-sale"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["Allow"], "GET, PUT");
+    assert_eq!(error_of(response).await.1, "method_not_allowed");
 }
 
 #[tokio::test]
