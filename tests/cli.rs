@@ -11,7 +11,7 @@ fn an_unknown_subcommand_exits_2_with_usage() {
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&output.stderr)
-            .contains("usage: flashsale [consume-orders | audit]")
+            .contains("usage: flashsale [consume-orders | audit | openapi]")
     );
 }
 
@@ -31,4 +31,17 @@ fn invalid_configuration_exits_2_naming_the_variable() {
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(variable), "names {variable}: {stderr}");
     }
+}
+
+#[test]
+fn openapi_prints_the_committed_document() {
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .arg("openapi")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(0));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let committed: serde_json::Value =
+        serde_json::from_str(include_str!("../openapi.json")).expect("JSON");
+    assert_eq!(printed, committed);
 }
