@@ -101,6 +101,32 @@ pub async fn ensure_stream(
     }
 }
 
+/// Placements of a reading consumer tried, a pause apart, before giving up on a stream copy
+/// catching up.
+const CATCH_UP_TRIES: u32 = 50;
+const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether the consumer reads the stream leader's copy or one that is current (no lag). A
+/// stream that is not replicated has one copy.
+async fn reads_a_current_copy(
+    stream: &mut jetstream::stream::Stream,
+    consumer: &consumer::Info,
+) -> Result<bool, String> {
+    let Some(host) = consumer.cluster.as_ref().and_then(|c| c.leader.clone()) else {
+        return Ok(true);
+    };
+    let info = stream.info().await.map_err(|e| e.to_string())?;
+    let Some(cluster) = info.cluster.as_ref() else {
+        return Ok(true);
+    };
+    if cluster.replicas.is_empty() || cluster.leader.as_deref() == Some(host.as_str()) {
+        return Ok(true);
+    }
+    Ok(cluster.replicas.iter().any(|peer| {
+        peer.name == host && peer.current && !peer.offline && peer.lag.unwrap_or(0) == 0
+    }))
+}
+
 fn is_stream_not_found(kind: GetStreamErrorKind) -> bool {
     matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
@@ -126,25 +152,45 @@ pub async fn read_events(
         events: Vec::new(),
         last_sequence: from.saturating_sub(1),
     };
-    let stream = match js.get_stream(stream).await {
+    let mut stream = match js.get_stream(stream).await {
         Ok(stream) => stream,
         Err(e) if is_stream_not_found(e.kind()) => return Ok(read),
         Err(e) => return Err(e.to_string()),
     };
-    let reader = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects.to_owned(),
-            deliver_policy: if from <= 1 {
-                consumer::DeliverPolicy::All
-            } else {
-                consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                }
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: subjects.to_owned(),
+        deliver_policy: if from <= 1 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            }
+        },
+        ..Default::default()
+    };
+    // On a NATS cluster the reading consumer may be placed on any copy of the stream, and a
+    // copy that is catching up (its server just restarted) would end the reading early,
+    // short of what the leader holds. Such a consumer is dropped and placed again.
+    let mut tries = 0;
+    let reader = loop {
+        let reader = stream
+            .create_consumer(config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        tries += 1;
+        if reads_a_current_copy(&mut stream, reader.cached_info()).await? {
+            break reader;
+        }
+        let name = reader.cached_info().name.clone();
+        let _ = stream.delete_consumer(&name).await;
+        if tries >= CATCH_UP_TRIES {
+            return Err(format!(
+                "the stream copy a reading was placed on stayed behind its leader for {:?}",
+                CATCH_UP_PAUSE * CATCH_UP_TRIES
+            ));
+        }
+        tokio::time::sleep(CATCH_UP_PAUSE).await;
+    };
     let mut left = reader.cached_info().num_pending;
     if left == 0 {
         return Ok(read);
