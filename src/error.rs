@@ -141,9 +141,10 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Whole seconds for `Retry-After`, rounded up: a client that waits that long gets through.
+/// Whole seconds for `Retry-After`, rounded up and at least 1: a client that waits that long
+/// gets through (a refill due within the instant of the check would otherwise read 0).
 pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<Refused> for ApiError {
@@ -218,5 +219,18 @@ impl From<TransitionError> for ApiError {
             code,
             message: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_rounds_up_and_never_says_zero() {
+        assert_eq!(super::retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(super::retry_after_secs(Duration::from_millis(200)), 1);
+        assert_eq!(super::retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(super::retry_after_secs(Duration::from_secs(3)), 3);
     }
 }
