@@ -57,8 +57,9 @@ pub fn test_settings() -> Settings {
         settings.redis_url = redis_cluster_seeds().join(",");
         settings.nats_urls = nats_cluster_seeds();
         settings.stream_replicas = 3;
-        // A new stream's first acknowledgements wait for its three copies to elect a leader.
-        settings.confirm_timeout = std::time::Duration::from_secs(5);
+        // A new stream's first acknowledgements wait for its three copies to elect a leader,
+        // and a stampede's for three copies on two shared cores.
+        settings.confirm_timeout = std::time::Duration::from_secs(10);
     }
     settings
 }

@@ -26,9 +26,11 @@ async fn stampede_sells_exactly_the_stock() {
     });
     let answers = join_all(buyers).await;
 
+    // 202: accepted, its event not yet confirmed by JetStream in time (a loaded NATS
+    // cluster); a unit sold all the same.
     let created: Vec<&Value> = answers
         .iter()
-        .filter(|(s, _)| *s == 201)
+        .filter(|(s, _)| *s == 201 || *s == 202)
         .map(|(_, b)| b)
         .collect();
     let sold_out = answers
@@ -72,7 +74,10 @@ async fn quantities_are_all_or_nothing() {
 
     let users: Vec<String> = (0..50).map(|i| format!("u{i}")).collect();
     let answers = join_all(users.iter().map(|user| app.order(&sku, user, 3))).await;
-    let created = answers.iter().filter(|r| r.status() == 201).count();
+    let created = answers
+        .iter()
+        .filter(|r| [201, 202].contains(&r.status().as_u16()))
+        .count();
     assert_eq!(created, 3, "three orders of 3 fit in 10, a fourth does not");
     assert_eq!(app.redis_sold(&sku).await, 9, "no partial fill");
 
