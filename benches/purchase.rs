@@ -40,17 +40,6 @@ fn settings() -> Settings {
     settings
 }
 
-fn unlimited_sale() -> SaleSettings {
-    SaleSettings {
-        stock: MAX_STOCK,
-        per_user_limit: None,
-        price: 100,
-        starts_at: None,
-        ends_at: None,
-        payment_timeout_secs: None,
-    }
-}
-
 fn purchase(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let settings = settings();
@@ -60,7 +49,7 @@ fn purchase(c: &mut Criterion) {
     let inventory = runtime.block_on(async {
         let inventory = Arc::new(Inventory::new(&settings).expect("redis client"));
         inventory
-            .put_sale(&sku, &unlimited_sale(), false, 0)
+            .put_sale(&sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
             .await
             .expect("bench needs Redis: run scripts/services.sh");
         inventory

@@ -34,17 +34,6 @@ fn settings(redis_url: &str, wait_replicas: u32) -> Settings {
     settings
 }
 
-fn unlimited_sale() -> SaleSettings {
-    SaleSettings {
-        stock: MAX_STOCK,
-        per_user_limit: None,
-        price: 100,
-        starts_at: None,
-        ends_at: None,
-        payment_timeout_secs: None,
-    }
-}
-
 /// An inventory on `redis_url` with the sales of `skus` created.
 fn inventory(
     runtime: &tokio::runtime::Runtime,
@@ -57,7 +46,7 @@ fn inventory(
             Arc::new(Inventory::new(&settings(redis_url, wait_replicas)).expect("redis client"));
         for sku in skus {
             inventory
-                .put_sale(sku, &unlimited_sale(), false, 0)
+                .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
                 .await
                 .unwrap_or_else(|e| {
                     panic!(
@@ -82,7 +71,7 @@ fn replication(c: &mut Criterion) {
         for sku in &one {
             for inventory in [&cluster, &waiting] {
                 inventory
-                    .put_sale(sku, &unlimited_sale(), false, 0)
+                    .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
                     .await
                     .expect("sale on the cluster");
             }

@@ -111,15 +111,8 @@ struct Rebuilder {
 
 impl Recovery {
     pub fn new(inventory: Arc<Inventory>, nats: async_nats::Client, settings: &Settings) -> Self {
-        let default_settings = SaleSettings {
-            stock: settings.default_stock,
-            per_user_limit: None,
-            price: 0,
-            starts_at: None,
-            ends_at: None,
-            // `/kill`'s orders are final when accepted, as they always were.
-            payment_timeout_secs: None,
-        };
+        // `/kill`'s orders are final when accepted, as they always were.
+        let default_settings = SaleSettings::plain(settings.default_stock, 0);
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(Duration::from_secs(2));
         let rebuilder = Rebuilder {

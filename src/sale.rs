@@ -50,6 +50,19 @@ pub struct SaleSettings {
 }
 
 impl SaleSettings {
+    /// `stock` units at `price`, open now and for good, no per-user limit, orders final when
+    /// accepted (`/kill`'s default sale, and the benches' and tests' plain sales).
+    pub fn plain(stock: u64, price: u64) -> Self {
+        Self {
+            stock,
+            per_user_limit: None,
+            price,
+            starts_at: None,
+            ends_at: None,
+            payment_timeout_secs: None,
+        }
+    }
+
     pub fn parse(request: SaleSettingsRequest) -> Result<Self, InvalidInput> {
         if request.stock > MAX_STOCK {
             return Err(InvalidInput(format!("stock must be at most {MAX_STOCK}")));

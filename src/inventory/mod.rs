@@ -2,10 +2,11 @@
 //! so this module only builds keys, calls scripts and reads their replies.
 //!
 //! Everything shares one connection ([`RedisConnection`]: one multiplexed connection, or the
-//! cluster client): concurrent requests are pipelined onto it. 64 commands in flight take 0.2 ms on it against 1.3–1.8 ms through
-//! a bb8-redis pool (`benches/connections.rs`). It reconnects by itself. (One connection per
-//! thread measured no better, within noise, and after a Redis restart each of them failed a
-//! request before reconnecting, where one connection fails one.)
+//! cluster client): concurrent requests are pipelined onto it. 64 commands in flight take
+//! 0.2 ms on it against 1.3–1.8 ms through a bb8-redis pool (`benches/connections.rs`). It
+//! reconnects by itself. (One connection per thread measured no better, within noise, and
+//! after a Redis restart each of them failed a request before reconnecting, where one
+//! connection fails one.)
 
 mod connection;
 mod group_commit;

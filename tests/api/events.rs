@@ -263,21 +263,9 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     // A "replica" that takes the lease, reads the entries, publishes half of them and dies
     // before trimming any.
     let dead = std::sync::Arc::new(Inventory::new(&settings).expect("inventory"));
-    dead.put_sale(
-        &sku,
-        &flashsale::sale::SaleSettings {
-            stock: 50,
-            per_user_limit: None,
-            price: 1,
-            starts_at: None,
-            ends_at: None,
-            payment_timeout_secs: None,
-        },
-        false,
-        0,
-    )
-    .await
-    .expect("sale");
+    dead.put_sale(&sku, &flashsale::sale::SaleSettings::plain(50, 1), false, 0)
+        .await
+        .expect("sale");
     for i in 0..20 {
         let request = PurchaseRequest {
             user: UserId::parse(format!("u{i}")).expect("user"),

@@ -339,12 +339,7 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
             .buffer_unordered(48)
             .collect::<Vec<_>>(),
         async {
-            for _ in 0..400 {
-                if app.redis_sold(&skus[0]).await >= STOCK / 3 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            app.wait_until_sold(&skus[0], STOCK / 3).await;
             cluster.kill(victim).await;
         }
     );
@@ -506,12 +501,7 @@ async fn moving_a_sales_slot_during_a_burst_oversells_nothing() {
             .buffer_unordered(16)
             .collect::<Vec<_>>(),
         async {
-            for _ in 0..400 {
-                if app.redis_sold(&sku).await >= STOCK / 20 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            app.wait_until_sold(&sku, STOCK / 20).await;
             let before = app.redis_sold(&sku).await;
             cluster.reshard(from, to, slot - start + 1).await;
             (before, app.redis_sold(&sku).await)
@@ -703,12 +693,7 @@ async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
             .buffer_unordered(32)
             .collect::<Vec<_>>(),
         async {
-            for _ in 0..400 {
-                if app.redis_sold(&sku).await >= STOCK / 4 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            app.wait_until_sold(&sku, STOCK / 4).await;
             nats.kill(leader).await;
         }
     );

@@ -262,6 +262,17 @@ impl TestApp {
             .map_or(0, |sold| sold.parse().expect("sold is a number"))
     }
 
+    /// Waits until Redis counts at least `sold` units of the sale sold, or about 2 s have
+    /// passed (a burst in flight beside it: the caller then strikes mid-burst).
+    pub async fn wait_until_sold(&self, sku: &str, sold: u64) {
+        for _ in 0..400 {
+            if self.redis_sold(sku).await >= sold {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// One field of one of the sale's hashes (`sale`, `orders`, `buyers`), read directly.
     pub async fn redis_hget(&self, sku: &str, hash: &str, field: &str) -> Option<String> {
         let mut redis = self.redis.clone();

@@ -408,12 +408,7 @@ pub async fn loss_during_a_burst(confirm: Confirm, nats: Option<&PrivateNats>) -
     let apps = [&first, &second];
     let (answers, ()) = tokio::join!(burst(&apps, &sku, &buyers, 64), async {
         // Let part of the stock sell, then lose everything.
-        for _ in 0..200 {
-            if first.redis_sold(&sku).await >= STOCK / 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        first.wait_until_sold(&sku, STOCK / 3).await;
         redis.restart_empty().await;
     });
     // Whatever the burst left unsold goes to a last round.
