@@ -36,6 +36,9 @@
 --                              earliest (1 when this new order has the sale's earliest
 --                              deadline: only then must the caller add it to the sweeper's
 --                              cross-sale index, see src/inventory/payment_due.rs)
+--                              and, for 'created', the stream id of its outbox entry (the
+--                              handler that confirms the event with JetStream names it, so
+--                              the relay can drop it unread, see src/confirm.rs)
 --   'sold_out'               , remaining
 --   'quantity_above_limit'   , per_user_limit
 --   'sale_missing'  Redis holds no copy of the sale it can decide on: never created, lost, or
@@ -127,7 +130,8 @@ local function decide(user, quantity, idem, idem_key, buyer_orders)
   redis.call('HSET', orders, id, status .. '\n' .. quantity .. '\n' .. price .. '\n' .. now
              .. '\n' .. pay_by .. '\n\n' .. event .. '\n\n' .. user)
   redis.call('LPUSH', buyer_orders, id)
-  return { 'created', id, user, quantity, price, now, stock - sold, status, pay_by, earliest }
+  return { 'created', id, user, quantity, price, now, stock - sold, status, pay_by, earliest,
+           event }
 end
 
 local replies = {}

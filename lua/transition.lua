@@ -17,7 +17,8 @@
 --         'cancel' ARGV[2] order_id
 --         'expire' ARGV[2] how many overdue orders at most (the sweeper)
 --
--- Reply, for 'pay' and 'cancel': { outcome, order_id, record, remaining, delivered (1|0) },
+-- Reply, for 'pay' and 'cancel': { outcome, order_id, record, remaining, delivered (1|0),
+--   outbox id of the order's latest event ('' when none) },
 -- where outcome is
 --   'paid' | 'already_paid' | 'cancelled' | 'already_cancelled' | 'order_expired' |
 --   'expired' (overdue, and expired by this call: its units are back), or
@@ -117,7 +118,8 @@ if not order then return { 'order_not_found' } end
 local function answer(outcome)
   local f = redis.call('HMGET', sale, 'stock', 'sold')
   local waiting = order.event ~= '' and #redis.call('XRANGE', outbox, order.event, order.event) > 0
-  return { outcome, id, record(order), tonumber(f[1]) - tonumber(f[2]), waiting and 0 or 1 }
+  return { outcome, id, record(order), tonumber(f[1]) - tonumber(f[2]), waiting and 0 or 1,
+           order.event }
 end
 
 if overdue(order) then

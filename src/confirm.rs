@@ -7,11 +7,12 @@
 //! down) the answer is 202 `"delivery": "pending"`: Redis has decided, and the outbox entry,
 //! written by the same script, still delivers the event. The outbox stays the guarantee of
 //! delivery in both modes; this is only an earlier, confirmed copy. So that the relay does
-//! not publish everything twice, it skips entries this process has confirmed already
-//! ([`ConfirmedEvents`]); a repeat that slips through is dropped by JetStream's duplicate
-//! window.
+//! not read and publish everything twice, the outbox entries this process confirmed are
+//! noted ([`ConfirmedEntries`]) and removed by the relay's next pass, unread; and the relay
+//! leaves entries younger than [`CONFIRM_GRACE`] to their handlers. A repeat that slips
+//! through (a confirmation slower than that) is dropped by JetStream's duplicate window.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,13 +20,20 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
 
 use crate::config::Confirm;
-use crate::event::{EventKind, OrderEvent};
+use crate::domain::Sku;
+use crate::event::OrderEvent;
 use crate::jetstream::{OrderStream, ensure_stream};
 use crate::monitoring::Publisher;
 
-/// Message ids remembered for the relay at most; past it the set starts afresh (the relay
-/// then re-publishes a few events, which JetStream drops as duplicates).
+/// Confirmed entries remembered for the relay at most; past it further ones are not noted
+/// (the relay then publishes them again after the grace, and JetStream drops the repeats).
 const REMEMBERED: usize = 100_000;
+
+/// How long the relay leaves a new outbox entry to the handler confirming it. A handler's
+/// confirmation takes milliseconds (p99 ≤ 10 ms under load, BENCHMARKS.md); an entry older
+/// than this was not confirmed in time, or was written by a call nobody confirms (an
+/// expiry), and is the relay's.
+pub const CONFIRM_GRACE: Duration = Duration::from_millis(200);
 
 /// Pause before publishing again when no stream leader answered.
 const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
@@ -34,29 +42,52 @@ const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
 /// acknowledgement, well below an election's silence).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Message ids of events this process saw JetStream acknowledge.
+/// Outbox entries (stream ids), per sale, whose events JetStream acknowledged to this
+/// process's handlers and which are still in the outbox: the relay removes them.
 #[derive(Debug, Default)]
-pub struct ConfirmedEvents(Mutex<HashSet<String>>);
+pub struct ConfirmedEntries(Mutex<Noted>);
 
-impl ConfirmedEvents {
-    fn insert(&self, message_id: String) {
-        if let Ok(mut ids) = self.0.lock() {
-            if ids.len() >= REMEMBERED {
-                ids.clear();
+#[derive(Debug, Default)]
+struct Noted {
+    by_sale: HashMap<Sku, Vec<String>>,
+    count: usize,
+}
+
+impl ConfirmedEntries {
+    fn insert(&self, sku: &str, entry: &str) {
+        let Ok(mut noted) = self.0.lock() else {
+            return;
+        };
+        if noted.count >= REMEMBERED {
+            return;
+        }
+        noted.count += 1;
+        match noted.by_sale.get_mut(sku) {
+            Some(entries) => entries.push(entry.to_owned()),
+            None => {
+                if let Ok(sku) = Sku::parse(sku) {
+                    noted.by_sale.insert(sku, vec![entry.to_owned()]);
+                }
             }
-            ids.insert(message_id);
         }
     }
 
-    /// True (once) when JetStream already acknowledged this event to this process.
-    pub fn take(&self, event: &OrderEvent) -> bool {
-        let Ok(mut ids) = self.0.lock() else {
-            return false;
-        };
-        match event.event {
-            // The message id of a created event is the order id: no allocation per entry.
-            EventKind::Created => ids.remove(event.order_id.as_str()),
-            _ => ids.remove(&event.message_id()),
+    /// Everything noted so far, leaving nothing behind.
+    pub fn take(&self) -> HashMap<Sku, Vec<String>> {
+        match self.0.lock() {
+            Ok(mut noted) => {
+                noted.count = 0;
+                std::mem::take(&mut noted.by_sale)
+            }
+            Err(_) => HashMap::new(),
+        }
+    }
+
+    /// Entries the relay could not remove yet (Redis unreachable): for its next pass.
+    pub fn restore(&self, sku: Sku, entries: Vec<String>) {
+        if let Ok(mut noted) = self.0.lock() {
+            noted.count += entries.len();
+            noted.by_sale.entry(sku).or_default().extend(entries);
         }
     }
 }
@@ -77,7 +108,7 @@ pub struct Confirmation {
     nats: async_nats::Client,
     jetstream: jetstream::Context,
     timeout: Duration,
-    confirmed: std::sync::Arc<ConfirmedEvents>,
+    confirmed: std::sync::Arc<ConfirmedEntries>,
     stream: OrderStream,
     /// Set once the order stream is known to exist (publishing needs it).
     stream_ready: tokio::sync::OnceCell<()>,
@@ -91,7 +122,7 @@ impl Confirmation {
         nats: async_nats::Client,
         stream: OrderStream,
         timeout: Duration,
-        confirmed: std::sync::Arc<ConfirmedEvents>,
+        confirmed: std::sync::Arc<ConfirmedEntries>,
     ) -> Self {
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(timeout);
@@ -107,14 +138,17 @@ impl Confirmation {
         }
     }
 
-    /// Publishes an event a script just wrote to the outbox (a new order, a payment) and
-    /// waits for JetStream, in `jetstream` mode.
-    pub async fn confirm(&self, event: &OrderEvent) -> Delivery {
+    /// Publishes an event a script just wrote to the outbox (a new order, a payment) as entry
+    /// `outbox_entry`, and waits for JetStream, in `jetstream` mode.
+    pub async fn confirm(&self, event: &OrderEvent, outbox_entry: &str) -> Delivery {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }
         let confirmed = match self.publish(event).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.confirmed.insert(&event.sku, outbox_entry);
+                true
+            }
             Err(e) => {
                 log::debug!(
                     "event {} not confirmed by jetstream: {e}",
@@ -176,7 +210,6 @@ impl Confirmation {
         .map_err(|_| format!("no acknowledgement within {:?}", self.timeout))?
         .map_err(|e| e.to_string())?;
         self.delivery_lag.record(started.elapsed());
-        self.confirmed.insert(message_id);
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use tokio::sync::watch;
 
-use crate::confirm::ConfirmedEvents;
+use crate::confirm::ConfirmedEntries;
 use crate::domain::Sku;
 use crate::event::OrderEvent;
 use crate::inventory::{Backlog, Inventory, StoreError};
@@ -92,8 +92,12 @@ pub struct Relay {
     /// waits out its old lease like any dead replica's.
     consumer: String,
     status: Arc<RelayStatus>,
-    /// Events the purchase handlers already saw JetStream acknowledge (`confirm.rs`).
-    confirmed: Arc<ConfirmedEvents>,
+    /// Outbox entries this process's handlers saw JetStream acknowledge (`confirm.rs`): removed
+    /// unread at the start of each pass.
+    confirmed: Arc<ConfirmedEntries>,
+    /// How long a new entry is left to the handler confirming it (`confirm::CONFIRM_GRACE` in
+    /// `jetstream` confirm mode, zero in `redis` mode, where nobody else publishes).
+    grace: Duration,
     /// Rebuilds a sale whose events wait while Redis lost its state.
     recovery: Arc<Recovery>,
     /// From an entry's write (its stream id: Redis's clock) to its PubAck (this clock).
@@ -110,7 +114,8 @@ impl Relay {
         stream: OrderStream,
         claim_idle: Duration,
         status: Arc<RelayStatus>,
-        confirmed: Arc<ConfirmedEvents>,
+        confirmed: Arc<ConfirmedEntries>,
+        grace: Duration,
         recovery: Arc<Recovery>,
     ) -> Self {
         debug_assert!(claim_idle * 4 < DUPLICATE_WINDOW);
@@ -130,6 +135,7 @@ impl Relay {
             consumer: format!("relay-{}-{started:x}", std::process::id()),
             status,
             confirmed,
+            grace,
             recovery,
             delivery_lag: crate::monitoring::delivery_lag_histogram(Publisher::Relay),
         }
@@ -154,7 +160,8 @@ impl Relay {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         loop {
-            let outcome = self.pass(&mut stream_ready, &mut swept_at).await;
+            let draining = drain.borrow().is_some();
+            let outcome = self.pass(&mut stream_ready, &mut swept_at, draining).await;
             // Marks the value seen, so `changed()` below waits for the next one.
             let deadline = *drain.borrow_and_update();
             match &outcome {
@@ -209,7 +216,10 @@ impl Relay {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.inventory.outbox_written().notified(), if failures == 0 => {}
+                // Woken by this replica's writes only when it publishes them: in `jetstream`
+                // mode their handlers do, and the poll finds what they leave.
+                _ = self.inventory.outbox_written().notified(),
+                    if failures == 0 && self.grace.is_zero() => {}
                 changed = drain.changed() => {
                     // The application is gone without asking for a drain: so is the process.
                     if changed.is_err() {
@@ -225,10 +235,19 @@ impl Relay {
         &self,
         stream_ready: &mut bool,
         swept_at: &mut Option<Instant>,
+        draining: bool,
     ) -> Result<Backlog, RelayError> {
         // First, NATS or not: the sales this replica wrote to go into the shared index, so
-        // another replica finds them should this process die.
+        // another replica finds them should this process die; and what its handlers
+        // confirmed leaves the outboxes.
         self.inventory.index_written().await?;
+        self.drop_confirmed().await?;
+        // Draining, nobody is left to confirm the youngest entries.
+        let grace_ms = if draining {
+            0
+        } else {
+            self.grace.as_millis() as u64
+        };
         // Without NATS this replica takes no lease, so a replica that has NATS can deliver.
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err(RelayError::NatsDown);
@@ -241,8 +260,13 @@ impl Relay {
         }
         let mut total = Backlog::default();
         for sku in &sales {
-            if self.inventory.outbox_backlog(sku).await?.is_none() {
+            let Some(waiting) = self.inventory.outbox_backlog(sku).await? else {
                 self.inventory.unindex_empty(sku).await?;
+                continue;
+            };
+            // Entries this young are still their handlers' to confirm (and then drop).
+            if waiting.oldest_age_ms < grace_ms {
+                total.add(waiting);
                 continue;
             }
             if !*stream_ready {
@@ -270,6 +294,23 @@ impl Relay {
             }
         }
         Ok(total)
+    }
+
+    /// Removes, unread, the outbox entries this process's handlers saw JetStream acknowledge;
+    /// what Redis did not take waits for the next pass. (Another replica's relay reading them
+    /// meanwhile publishes a repeat, which JetStream drops.)
+    async fn drop_confirmed(&self) -> Result<(), StoreError> {
+        let mut noted = self.confirmed.take().into_iter();
+        while let Some((sku, entries)) = noted.next() {
+            if let Err(e) = self.inventory.drop_confirmed(&sku, &entries).await {
+                self.confirmed.restore(sku, entries);
+                for (sku, entries) in noted {
+                    self.confirmed.restore(sku, entries);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// What waits in the outboxes of the index, for the status while delivery fails.
@@ -302,9 +343,8 @@ impl Relay {
     }
 
     /// Publishes entries in order, pipelined, and returns how many of them, from the first,
-    /// JetStream acknowledged (to this relay, or earlier to a purchase handler of this
-    /// process); entries after the first failure stay for the next pass, even if
-    /// acknowledged (JetStream drops the repeat).
+    /// JetStream acknowledged; entries after the first failure stay for the next pass, even
+    /// if acknowledged (JetStream drops the repeat).
     async fn publish(
         &self,
         entries: &[(String, Option<OrderEvent>)],
@@ -317,10 +357,6 @@ impl Relay {
                 acks.push(None);
                 continue;
             };
-            if self.confirmed.take(event) {
-                acks.push(None);
-                continue;
-            }
             let payload = match serde_json::to_vec(event) {
                 Ok(payload) => payload,
                 Err(e) => {

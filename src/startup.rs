@@ -9,8 +9,8 @@ use actix_web::dev::Server;
 use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 
-use crate::config::Settings;
-use crate::confirm::{Confirmation, ConfirmedEvents};
+use crate::config::{Confirm, Settings};
+use crate::confirm::{CONFIRM_GRACE, Confirmation, ConfirmedEntries};
 use crate::domain::Sku;
 use crate::expiry::Sweeper;
 use crate::inventory::Inventory;
@@ -83,7 +83,7 @@ impl Application {
             .await?;
 
         let relay_status = Arc::new(RelayStatus::default());
-        let confirmed = Arc::new(ConfirmedEvents::default());
+        let confirmed = Arc::new(ConfirmedEntries::default());
         let recovery = Arc::new(Recovery::new(inventory.clone(), nats.clone(), &settings));
         let relay = Relay::new(
             inventory.clone(),
@@ -92,6 +92,10 @@ impl Application {
             settings.relay_claim_idle,
             relay_status.clone(),
             confirmed.clone(),
+            match settings.confirm {
+                Confirm::JetStream => CONFIRM_GRACE,
+                Confirm::Redis => Duration::ZERO,
+            },
             recovery.clone(),
         );
         let confirmation = Confirmation::new(

@@ -30,6 +30,14 @@ impl Sku {
     }
 }
 
+/// Maps keyed by sku are looked up by `&str` without a copy (the derived Hash and Eq are the
+/// string's own, as `Borrow` requires).
+impl std::borrow::Borrow<str> for Sku {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Sku {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

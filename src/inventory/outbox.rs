@@ -135,6 +135,20 @@ impl Inventory {
             .collect())
     }
 
+    /// Removes entries, unread, whose events JetStream acknowledged to a handler
+    /// (`confirm.rs`): the relay need not publish them again.
+    pub async fn drop_confirmed(&self, sku: &Sku, entries: &[String]) -> Result<(), StoreError> {
+        let outbox = self.keys(sku).outbox();
+        let mut removal = redis::pipe();
+        // Bounded commands: Redis runs nothing else while one runs.
+        for chunk in entries.chunks(1000) {
+            removal.cmd("XDEL").arg(&outbox).arg(chunk).ignore();
+        }
+        let mut redis = self.redis();
+        let removed: Result<(), RedisError> = removal.query_async(&mut redis).await;
+        self.observe(removed)
+    }
+
     /// Drops the entries up to and including `last` (delivered): the outbox then holds
     /// only what JetStream has not acknowledged. Entries written later have greater ids, so
     /// they are never touched.

@@ -23,6 +23,8 @@ pub struct Purchase {
     /// pay_by (ms) of a new order that holds its sale's earliest payment deadline: the
     /// sweeper's cross-sale index must hear of it (`payment_due.rs`).
     earliest_deadline: Option<i64>,
+    /// The outbox entry of a new order's created event (empty for a replay).
+    pub outbox_entry: String,
 }
 
 /// Why a purchase took nothing.
@@ -190,8 +192,14 @@ impl Inventory {
     fn outcome(&self, sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
         match reply.text(0)? {
             outcome @ ("created" | "replayed") => {
-                let earliest = outcome == "created" && reply.optional_int(9)? == Some(1);
+                let created = outcome == "created";
+                let earliest = created && reply.optional_int(9)? == Some(1);
                 Ok(Purchase {
+                    outbox_entry: if created {
+                        reply.text(10)?.to_owned()
+                    } else {
+                        String::new()
+                    },
                     order: reply.order(sku)?,
                     replayed: outcome == "replayed",
                     replicated: true,

@@ -17,6 +17,8 @@ pub struct Ended {
     pub remaining: u64,
     /// False when the order had ended so already (a repeated pay or cancel).
     pub changed: bool,
+    /// The outbox entry of the order's latest event ('' when none): this call's, if changed.
+    pub outbox_entry: String,
 }
 
 /// Why a pay or cancel changed nothing (or, for `OrderExpired { released: true }`, only
@@ -100,6 +102,7 @@ impl Inventory {
                 order,
                 remaining: reply.uint(3)?,
                 changed,
+                outbox_entry: reply.text(5)?.to_owned(),
             })
         };
         match outcome {

@@ -123,7 +123,10 @@ pub(super) async fn purchase(
     } else {
         state
             .confirmation
-            .confirm(&purchase.order.created_event(idempotency_key))
+            .confirm(
+                &purchase.order.created_event(idempotency_key),
+                &purchase.outbox_entry,
+            )
             .await
     };
     Ok((purchase, delivery))
@@ -158,7 +161,7 @@ pub async fn cancel_order(
         let event = ended.order.event(EventKind::Cancelled);
         tokio::join!(
             state.sale_changes.announce(sku.as_str()),
-            state.confirmation.confirm(&event)
+            state.confirmation.confirm(&event, &ended.outbox_entry)
         );
     }
     Ok(HttpResponse::Ok().json(Order::new(ended.order, ended.remaining)))
@@ -197,7 +200,7 @@ pub async fn pay_order(
     if ended.changed {
         let delivery = state
             .confirmation
-            .confirm(&ended.order.event(EventKind::Paid))
+            .confirm(&ended.order.event(EventKind::Paid), &ended.outbox_entry)
             .await;
         ended.order.delivered = delivery == Delivery::Confirmed;
     }
