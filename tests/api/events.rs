@@ -345,6 +345,61 @@ async fn two_replicas_deliver_exactly_once_and_sell_exactly_the_stock() {
     first.cleanup().await;
 }
 
+/// In `jetstream` confirm mode every handler publishes its order's event itself; the outbox
+/// entry it confirmed is then removed unread, so no relay (this replica's, or the other's
+/// holding the sale's lease) publishes it again. A core subscription sees every publish,
+/// including repeats JetStream would drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_events_are_published_once_by_their_handlers_alone() {
+    let first = spawn_app().await;
+    let second = spawn_app_from(first.settings.clone()).await;
+    let sku = unique("published-once");
+    first.create_sale(&sku, json!({"stock": 400})).await;
+    let nats = async_nats::connect(first.settings.nats_urls.clone())
+        .await
+        .expect("NATS");
+    let mut published = nats
+        .subscribe(format!("{}.created.{sku}", first.settings.subject_prefix))
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+
+    let buyers = users("once", 400);
+    let answered = join_all(buyers.iter().enumerate().map(|(i, user)| {
+        let replica = if i % 2 == 0 { &first } else { &second };
+        replica.order(&sku, user, 1)
+    }))
+    .await;
+    let statuses: Vec<u16> = answered.iter().map(|r| r.status().as_u16()).collect();
+    let confirmed = statuses.iter().filter(|s| **s == 201).count();
+    let accepted = accepted_ids(answered).await;
+    assert_eq!(accepted.len(), 400);
+    first.wait_until_relay_idle(&sku).await;
+    // Past the relays' grace and a few of their passes: a repeat would have gone out by now.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let mut publishes = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), published.next()).await
+    {
+        let event: Value = serde_json::from_slice(&message.payload).expect("event JSON");
+        publishes.push(event["order_id"].as_str().expect("order_id").to_owned());
+    }
+    let distinct: HashSet<String> = publishes.iter().cloned().collect();
+    assert_eq!(distinct, accepted, "every accepted order was published");
+    // A 202 (JetStream late on a loaded machine) may be published by its handler and again
+    // by a relay; a 201 never is.
+    assert!(
+        publishes.len() <= 400 + (400 - confirmed),
+        "{} publishes for 400 orders, {confirmed} of them confirmed (201)",
+        publishes.len()
+    );
+    assert!(confirmed > 0, "no order was confirmed: {statuses:?}");
+    let messages = wait_for_delivered(&first.settings, 400, Duration::from_secs(30)).await;
+    assert_no_duplicates(&messages);
+    first.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_returns_stock_exactly_once() {
     let app = spawn_app().await;
