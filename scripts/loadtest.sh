@@ -250,7 +250,8 @@ for c in $CONNECTIONS; do
   fi
   drain_seconds[$c]=$(wait_drained "$BASE")
   # Redis CPU per order (INFO commandstats usec, the run and its delivery): the purchase
-  # scripts' EVALSHA, and the relay's stream commands (the outbox's bookkeeping).
+  # scripts' EVALSHA, and the relay's stream commands (the outbox's bookkeeping, including
+  # the XDEL of the entries the handlers confirmed).
   redis_cost[$c]=$( { echo "$stats_before" | sed 's/^/before /'; redis-cli info commandstats | sed 's/^/after /'; } |
     awk -v orders="$(( $(count created "$r") + $(count pending "$r") ))" '
       / cmdstat_/ {
@@ -261,7 +262,7 @@ for c in $CONNECTIONS; do
       END {
         script = usec["after", "evalsha"] - usec["before", "evalsha"]
         n = calls["after", "evalsha"] - calls["before", "evalsha"]
-        split("xrange xtrim xlen", relay, " ")
+        split("xrange xtrim xlen xdel", relay, " ")
         for (i in relay) r += usec["after", relay[i]] - usec["before", relay[i]]
         if (orders > 0 && n > 0) printf "script %.1f us per call, relay %.1f us per order", script / n, r / orders
       }')
