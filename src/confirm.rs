@@ -9,7 +9,7 @@
 //! delivery in both modes; this is only an earlier, confirmed copy. So that the relay does
 //! not read and publish everything twice, the outbox entries this process confirmed are
 //! noted ([`ConfirmedEntries`]) and removed by the relay's next pass, unread; and the relay
-//! leaves entries younger than [`CONFIRM_GRACE`] to their handlers. A repeat that slips
+//! leaves entries younger than [`relay_grace`] to their handlers. A repeat that slips
 //! through (a confirmation slower than that) is dropped by JetStream's duplicate window.
 
 use std::collections::HashMap;
@@ -29,18 +29,22 @@ use crate::monitoring::Publisher;
 /// (the relay then publishes them again after the grace, and JetStream drops the repeats).
 const REMEMBERED: usize = 100_000;
 
-/// How long the relay leaves a new outbox entry to the handler confirming it. A handler's
-/// confirmation takes milliseconds (p99 ≤ 10 ms under load, BENCHMARKS.md); an entry older
-/// than this was not confirmed in time, or was written by a call nobody confirms (an
-/// expiry), and is the relay's.
-pub const CONFIRM_GRACE: Duration = Duration::from_millis(200);
-
 /// Pause before publishing again when no stream leader answered.
 const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
 
 /// How long one try of a publish waits for its PubAck (well above a loaded cluster's
 /// acknowledgement, well below an election's silence).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long the relay leaves a new outbox entry to the handler confirming it: while the
+/// handler's first try may still be waiting for its PubAck (the confirm timeout, at most one
+/// try's 500 ms). Past that the handler sends again itself, or gave up (202), or nobody
+/// confirms the entry (an expiry): it is the relay's. Shorter would have the relay repeat
+/// what a slow JetStream (a loaded cluster) has not acknowledged yet, adding load where it
+/// hurts; the price is that unconfirmed events reach JetStream up to this much later.
+pub fn relay_grace(confirm_timeout: Duration) -> Duration {
+    confirm_timeout.min(ATTEMPT_TIMEOUT)
+}
 
 /// Outbox entries (stream ids), per sale, whose events JetStream acknowledged to this
 /// process's handlers and which are still in the outbox: the relay removes them.

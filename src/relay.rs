@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use tokio::sync::watch;
 
-use crate::confirm::ConfirmedEntries;
+use crate::config::{Confirm, Settings};
+use crate::confirm::{ConfirmedEntries, relay_grace};
 use crate::domain::Sku;
 use crate::event::OrderEvent;
 use crate::inventory::{Backlog, Inventory, StoreError};
@@ -95,7 +96,7 @@ pub struct Relay {
     /// Outbox entries this process's handlers saw JetStream acknowledge (`confirm.rs`): removed
     /// unread at the start of each pass.
     confirmed: Arc<ConfirmedEntries>,
-    /// How long a new entry is left to the handler confirming it (`confirm::CONFIRM_GRACE` in
+    /// How long a new entry is left to the handler confirming it (`confirm::relay_grace` in
     /// `jetstream` confirm mode, zero in `redis` mode, where nobody else publishes).
     grace: Duration,
     /// Rebuilds a sale whose events wait while Redis lost its state.
@@ -109,15 +110,14 @@ pub type DrainSignal = watch::Sender<Option<Instant>>;
 
 impl Relay {
     pub fn new(
+        settings: &Settings,
         inventory: Arc<Inventory>,
         nats: async_nats::Client,
-        stream: OrderStream,
-        claim_idle: Duration,
         status: Arc<RelayStatus>,
         confirmed: Arc<ConfirmedEntries>,
-        grace: Duration,
         recovery: Arc<Recovery>,
     ) -> Self {
+        let claim_idle = settings.relay_claim_idle;
         debug_assert!(claim_idle * 4 < DUPLICATE_WINDOW);
         let mut jetstream = jetstream::new(nats.clone());
         // A publish that gets no ack within this is retried; far inside the duplicate window.
@@ -130,12 +130,15 @@ impl Relay {
             inventory,
             nats,
             jetstream,
-            stream,
+            stream: OrderStream::new(settings),
             claim_idle,
             consumer: format!("relay-{}-{started:x}", std::process::id()),
             status,
             confirmed,
-            grace,
+            grace: match settings.confirm {
+                Confirm::JetStream => relay_grace(settings.confirm_timeout),
+                Confirm::Redis => Duration::ZERO,
+            },
             recovery,
             delivery_lag: crate::monitoring::delivery_lag_histogram(Publisher::Relay),
         }

@@ -9,8 +9,8 @@ use actix_web::dev::Server;
 use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 
-use crate::config::{Confirm, Settings};
-use crate::confirm::{CONFIRM_GRACE, Confirmation, ConfirmedEntries};
+use crate::config::Settings;
+use crate::confirm::{Confirmation, ConfirmedEntries};
 use crate::domain::Sku;
 use crate::expiry::Sweeper;
 use crate::inventory::Inventory;
@@ -86,16 +86,11 @@ impl Application {
         let confirmed = Arc::new(ConfirmedEntries::default());
         let recovery = Arc::new(Recovery::new(inventory.clone(), nats.clone(), &settings));
         let relay = Relay::new(
+            &settings,
             inventory.clone(),
             nats.clone(),
-            OrderStream::new(&settings),
-            settings.relay_claim_idle,
             relay_status.clone(),
             confirmed.clone(),
-            match settings.confirm {
-                Confirm::JetStream => CONFIRM_GRACE,
-                Confirm::Redis => Duration::ZERO,
-            },
             recovery.clone(),
         );
         let confirmation = Confirmation::new(
