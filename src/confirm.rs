@@ -58,7 +58,7 @@ struct Noted {
 }
 
 impl ConfirmedEntries {
-    fn insert(&self, sku: &str, entry: &str) {
+    fn insert(&self, sku: &str, entry: String) {
         let Ok(mut noted) = self.0.lock() else {
             return;
         };
@@ -67,10 +67,10 @@ impl ConfirmedEntries {
         }
         noted.count += 1;
         match noted.by_sale.get_mut(sku) {
-            Some(entries) => entries.push(entry.to_owned()),
+            Some(entries) => entries.push(entry),
             None => {
                 if let Ok(sku) = Sku::parse(sku) {
-                    noted.by_sale.insert(sku, vec![entry.to_owned()]);
+                    noted.by_sale.insert(sku, vec![entry]);
                 }
             }
         }
@@ -144,7 +144,7 @@ impl Confirmation {
 
     /// Publishes an event a script just wrote to the outbox (a new order, a payment) as entry
     /// `outbox_entry`, and waits for JetStream, in `jetstream` mode.
-    pub async fn confirm(&self, event: &OrderEvent, outbox_entry: &str) -> Delivery {
+    pub async fn confirm(&self, event: &OrderEvent, outbox_entry: String) -> Delivery {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }

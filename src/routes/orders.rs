@@ -100,7 +100,7 @@ pub(super) async fn purchase(
     quantity: Quantity,
     idempotency_key: Option<&IdempotencyKey>,
 ) -> Result<(Purchase, Delivery), PurchaseError> {
-    let purchase = state
+    let mut purchase = state
         .recovery
         .on_sale(
             sku,
@@ -121,12 +121,10 @@ pub(super) async fn purchase(
     let delivery = if purchase.replayed {
         Delivery::Unconfirmed
     } else {
+        let outbox_entry = std::mem::take(&mut purchase.outbox_entry);
         state
             .confirmation
-            .confirm(
-                &purchase.order.created_event(idempotency_key),
-                &purchase.outbox_entry,
-            )
+            .confirm(&purchase.order.created_event(idempotency_key), outbox_entry)
             .await
     };
     Ok((purchase, delivery))
@@ -161,7 +159,7 @@ pub async fn cancel_order(
         let event = ended.order.event(EventKind::Cancelled);
         tokio::join!(
             state.sale_changes.announce(sku.as_str()),
-            state.confirmation.confirm(&event, &ended.outbox_entry)
+            state.confirmation.confirm(&event, ended.outbox_entry)
         );
     }
     Ok(HttpResponse::Ok().json(Order::new(ended.order, ended.remaining)))
@@ -200,7 +198,10 @@ pub async fn pay_order(
     if ended.changed {
         let delivery = state
             .confirmation
-            .confirm(&ended.order.event(EventKind::Paid), &ended.outbox_entry)
+            .confirm(
+                &ended.order.event(EventKind::Paid),
+                std::mem::take(&mut ended.outbox_entry),
+            )
             .await;
         ended.order.delivered = delivery == Delivery::Confirmed;
     }
