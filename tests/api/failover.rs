@@ -142,19 +142,10 @@ impl PrivateRedisCluster {
             ];
             nodes.push(Some(private_redis_with(*port, &args).await));
         }
-        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let created = tokio::process::Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .await
-            .expect("redis-cli runs");
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&created.stdout)
-        );
+        let mut create = vec!["create".to_owned()];
+        create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        redis_cli_cluster(&create).await;
         let cluster = Self { ports, nodes, dir };
         cluster.wait_until_ok(&cluster.ports).await;
         cluster
@@ -449,20 +440,35 @@ impl PrivateRedisCluster {
     /// Moves the slots from `from`'s first one up to `slot` to the master on `to`, with
     /// `redis-cli --cluster reshard` (keys and all, a slot at a time).
     async fn reshard(&self, from: u16, to: u16, slots: u16) {
-        let output = tokio::process::Command::new("redis-cli")
-            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
-            .args(["--cluster-from", &self.id_of(from).await])
-            .args(["--cluster-to", &self.id_of(to).await])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .output()
-            .await
-            .expect("redis-cli runs");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster reshard: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        redis_cli_cluster(&[
+            "reshard".to_owned(),
+            format!("127.0.0.1:{from}"),
+            "--cluster-from".to_owned(),
+            self.id_of(from).await,
+            "--cluster-to".to_owned(),
+            self.id_of(to).await,
+            "--cluster-slots".to_owned(),
+            slots.to_string(),
+            "--cluster-yes".to_owned(),
+        ])
+        .await;
     }
+}
+
+/// `redis-cli --cluster <args>`, failing the test with its output when it fails.
+async fn redis_cli_cluster(args: &[String]) {
+    let output = tokio::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli runs");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
