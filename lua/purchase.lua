@@ -40,6 +40,10 @@
 --                              handler that confirms the event with JetStream names it, so
 --                              the relay can drop it unread, see src/confirm.rs)
 --   'sold_out'               , remaining
+--   'sale_inconsistent'      , stock, sold: the copy holds more sold than stock (a rebuild
+--                   folded a history that sells past the stock, see src/recovery.rs). Nothing
+--                   is decided on it until a cancel, an expiry or a PUT brings sold back
+--                   within stock; replays and the other refusals still answer.
 --   'quantity_above_limit'   , per_user_limit
 --   'sale_missing'  Redis holds no copy of the sale it can decide on: never created, lost, or
 --                   written by another primary (below). The caller rebuilds it from JetStream
@@ -87,8 +91,8 @@ local function decide(user, quantity, idem, idem_key, buyer_orders)
         if u ~= user or tonumber(q) ~= quantity then
           return { 'idempotency_conflict' }
         end
-        return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c), stock - sold,
-                 status, pay_by }
+        return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c),
+                 math.max(stock - sold, 0), status, pay_by }
       end
     end
   end
@@ -104,6 +108,7 @@ local function decide(user, quantity, idem, idem_key, buyer_orders)
   end
 
   -- 4. Stock, all or nothing: sold never exceeds stock.
+  if sold > stock then return { 'sale_inconsistent', stock, sold } end
   if sold + quantity > stock then return { 'sold_out', stock - sold } end
 
   -- Commit. Nothing above wrote; everything below always runs to the end, and leaves the

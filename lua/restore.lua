@@ -16,6 +16,7 @@
 -- KEYS[6] staged idem    HASH  Idempotency-Key -> "<expires at ms>:<order_id>" (may be absent)
 -- KEYS[7] deadlines      ZSET  (see purchase.lua)
 -- KEYS[8] staged deadlines ZSET (may be absent: no order awaits payment)
+-- KEYS[9] outbox         STREAM (see purchase.lua)
 --
 -- ARGV[1] sku (for the order-id prefix)
 -- ARGV[2] stock   ARGV[3] sold   ARGV[4] per_user_limit ('' = none)   ARGV[5] price
@@ -30,7 +31,18 @@
 -- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
 -- twice. The buyers' order lists are an index for reads; the caller appends them after this.
 --
--- Reply: { 'restored', now_ms, replaced (1 when a copy another primary wrote was replaced) }
+-- An expiry is decided by the clock, and this script reads the clock: an order the history
+-- leaves pending_payment whose pay_by has passed is installed expired, in this same step,
+-- exactly as transition.lua's sweeper would expire it (order_moves.lua, put in front of this
+-- script): its units and its buyer's allowance return, and its `order.expired` event goes to
+-- the outbox (Nats-Msg-Id `<id>.expired`; JetStream drops it as a duplicate when the lost
+-- copy's own expiry event reaches the stream late). Without this, an order the sweeper had
+-- expired, whose event Redis lost before the relay delivered it, and whose unit sold again,
+-- would come back holding that unit: more sold than stock.
+--
+-- Reply: { 'restored', now_ms, replaced (1 when a copy another primary wrote was replaced),
+--          orders expired here, units they returned, sold afterwards,
+--          earliest pay_by still awaited ('' when none) }
 --        or { 'exists' }
 
 local sale, orders, buyers = KEYS[1], KEYS[2], KEYS[3]
@@ -85,4 +97,9 @@ local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end
 end
-return { 'restored', now, replaced }
+
+local k = { sale = sale, orders = orders, buyers = buyers, outbox = KEYS[9],
+            deadlines = deadlines }
+local expired = expire_due(k, now, -1)
+return { 'restored', now, replaced, #expired - 2, expired[2],
+         tonumber(redis.call('HGET', sale, 'sold')), expired[1] }

@@ -11,6 +11,9 @@
 -- cancel, or the sweeper). Each transition writes its event to the outbox in the same step,
 -- so every order's events reach JetStream once each, in order.
 --
+-- The order record and the moves (load_order, move_order, expire_due, ...) come from
+-- order_moves.lua, which src/inventory/mod.rs puts in front of this script.
+--
 -- KEYS[1] sale, KEYS[2] orders, KEYS[3] buyers, KEYS[4] outbox, KEYS[5] deadlines
 --         (see purchase.lua)
 -- ARGV[1] 'pay'    ARGV[2] order_id, ARGV[3] payment_ref (1-128 printable, no newline)
@@ -37,80 +40,17 @@ if redis.call('HGET', sale, 'primary') ~= primary then return { 'sale_missing' }
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
--- The record format of purchase.lua: status, quantity, unit_price, created_at, pay_by,
--- paid_at, event, payment_ref, user_id (last: whatever it holds cannot shift the others).
-local FIELDS = { 'status', 'quantity', 'unit_price', 'created_at', 'pay_by', 'paid_at',
-                 'event', 'payment_ref', 'user_id' }
-local RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n(%d*)\n([%d%-]*)\n([^\n]*)\n(.*)$'
-
-local function load(id)
-  local stored = redis.call('HGET', orders, id)
-  if not stored then return nil end
-  local values = { string.match(stored, RECORD) }
-  local order = {}
-  for i, field in ipairs(FIELDS) do order[field] = values[i] end
-  return order
-end
-
-local function record(order)
-  local values = {}
-  for i, field in ipairs(FIELDS) do values[i] = order[field] end
-  return table.concat(values, '\n')
-end
-
--- Moves the order to `status`, records the event of the move in the outbox and saves it.
-local function move(id, order, status)
-  order.status = status
-  order.event = redis.call('XADD', outbox, '*', 'kind', status, 'order_id', id,
-                           'user_id', order.user_id, 'quantity', order.quantity,
-                           'unit_price', order.unit_price, 'created_at', order.created_at,
-                           'pay_by', order.pay_by, 'paid_at', order.paid_at,
-                           'payment_ref', order.payment_ref)
-  redis.call('HSET', orders, id, record(order))
-  redis.call('ZREM', deadlines, id)
-end
-
--- Gives the order's units back to the sale and the buyer's allowance back to the buyer.
-local function release(order)
-  local quantity = tonumber(order.quantity)
-  redis.call('HINCRBY', sale, 'sold', -quantity)
-  if redis.call('HINCRBY', buyers, order.user_id, -quantity) <= 0 then
-    redis.call('HDEL', buyers, order.user_id)
-  end
-end
-
-local function overdue(order)
-  return order.status == 'pending_payment' and now > tonumber(order.pay_by)
-end
-
-local function expire(id, order)
-  release(order)
-  move(id, order, 'expired')
-end
+local k = { sale = sale, orders = orders, buyers = buyers, outbox = outbox,
+            deadlines = deadlines }
 
 if action == 'expire' then
-  -- pay_by < now: an order may still be paid at its pay_by itself.
-  local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now,
-                         'LIMIT', 0, tonumber(ARGV[2]))
-  local reply = { 'expired', '', 0 }
-  for _, id in ipairs(due) do
-    local order = load(id)
-    if order and overdue(order) then
-      expire(id, order)
-      reply[3] = reply[3] + tonumber(order.quantity)
-      reply[#reply + 1] = now - tonumber(order.pay_by)
-    else
-      -- Paid, cancelled or gone: nothing is due for it any more.
-      redis.call('ZREM', deadlines, id)
-    end
-  end
-  local next_due = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
-  if next_due[2] then reply[2] = next_due[2] end
+  local reply = expire_due(k, now, tonumber(ARGV[2]))
+  table.insert(reply, 1, 'expired')
   return reply
 end
 
 local id = ARGV[2]
-local order = load(id)
+local order = load_order(k, id)
 if not order then return { 'order_not_found' } end
 
 -- The order as it stands, the units left, and whether its latest event has left the outbox
@@ -118,12 +58,14 @@ if not order then return { 'order_not_found' } end
 local function answer(outcome)
   local f = redis.call('HMGET', sale, 'stock', 'sold')
   local waiting = order.event ~= '' and #redis.call('XRANGE', outbox, order.event, order.event) > 0
-  return { outcome, id, record(order), tonumber(f[1]) - tonumber(f[2]), waiting and 0 or 1,
+  -- Never below 0, also on a copy that holds more sold than stock (see purchase.lua).
+  return { outcome, id, order_record(order), math.max(tonumber(f[1]) - tonumber(f[2]), 0),
+           waiting and 0 or 1,
            order.event }
 end
 
-if overdue(order) then
-  expire(id, order)
+if overdue(order, now) then
+  expire_order(k, id, order)
   return answer('expired')
 end
 
@@ -132,7 +74,7 @@ if action == 'pay' then
   local payment_ref = ARGV[3]
   if status == 'pending_payment' then
     order.paid_at, order.payment_ref = now, payment_ref
-    move(id, order, 'paid')
+    move_order(k, id, order, 'paid')
     return answer('paid')
   elseif status == 'paid' then
     if order.payment_ref == payment_ref then return answer('already_paid') end
@@ -145,8 +87,8 @@ if action == 'pay' then
   return { 'not_payable' }
 elseif action == 'cancel' then
   if status == 'created' or status == 'pending_payment' then
-    release(order)
-    move(id, order, 'cancelled')
+    release_order(k, order)
+    move_order(k, id, order, 'cancelled')
     return answer('cancelled')
   elseif status == 'cancelled' then
     return answer('already_cancelled')

@@ -62,6 +62,10 @@ pub struct Settings {
     pub sold_out_recheck: Duration,
     /// On shutdown, how long the relay may keep delivering what is left.
     pub drain_timeout: Duration,
+    /// For tests and drills only: the relay publishes nothing, so events no handler confirms
+    /// (expiries, 202s, everything in `redis` mode) stay in the outbox. It lets a test force
+    /// the window in which Redis loses events JetStream does not hold yet.
+    pub relay_hold: bool,
     /// Whether `/metrics` is served and metrics are recorded.
     pub metrics: bool,
     /// PostgreSQL of the order consumer.
@@ -208,6 +212,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(
                 var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,
             ),
+            relay_hold: var("FLASHSALE_RELAY_HOLD", "off").switch()?,
             metrics: var("FLASHSALE_METRICS", "on").switch()?,
             database_url: var(
                 "FLASHSALE_DATABASE_URL",

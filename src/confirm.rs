@@ -13,11 +13,11 @@
 //! through (a confirmation slower than that) is dropped by JetStream's duplicate window.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
+use parking_lot::Mutex;
 
 use crate::config::Confirm;
 use crate::domain::Sku;
@@ -59,9 +59,7 @@ struct Noted {
 
 impl ConfirmedEntries {
     fn insert(&self, sku: &str, entry: String) {
-        let Ok(mut noted) = self.0.lock() else {
-            return;
-        };
+        let mut noted = self.0.lock();
         if noted.count >= REMEMBERED {
             return;
         }
@@ -78,21 +76,16 @@ impl ConfirmedEntries {
 
     /// Everything noted so far, leaving nothing behind.
     pub fn take(&self) -> HashMap<Sku, Vec<String>> {
-        match self.0.lock() {
-            Ok(mut noted) => {
-                noted.count = 0;
-                std::mem::take(&mut noted.by_sale)
-            }
-            Err(_) => HashMap::new(),
-        }
+        let mut noted = self.0.lock();
+        noted.count = 0;
+        std::mem::take(&mut noted.by_sale)
     }
 
     /// Entries the relay could not remove yet (Redis unreachable): for its next pass.
     pub fn restore(&self, sku: Sku, entries: Vec<String>) {
-        if let Ok(mut noted) = self.0.lock() {
-            noted.count += entries.len();
-            noted.by_sale.entry(sku).or_default().extend(entries);
-        }
+        let mut noted = self.0.lock();
+        noted.count += entries.len();
+        noted.by_sale.entry(sku).or_default().extend(entries);
     }
 }
 
@@ -105,6 +98,17 @@ pub enum Delivery {
     Confirmed,
     /// JetStream did not acknowledge in time; the relay delivers it from the outbox.
     Pending,
+}
+
+impl Delivery {
+    /// The answer's `"delivery"` field: absent when not asked.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Delivery::Unconfirmed => None,
+            Delivery::Confirmed => Some("confirmed"),
+            Delivery::Pending => Some("pending"),
+        }
+    }
 }
 
 pub struct Confirmation {

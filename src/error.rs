@@ -50,6 +50,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the stock store is unreachable; retry with the same Idempotency-Key")]
     Unavailable,
+    /// The sale's copy in Redis sells past its stock; retryable once it is mended.
+    #[error("{0}")]
+    SaleInconsistent(String),
     /// Over a buyer's or a client's rate limit; nothing was done.
     #[error("too many purchases from this {}; retry after {} s", .0.limit.as_str(), retry_after_secs(.0.retry_after))]
     RateLimited(Refused),
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable => "unavailable",
+            ApiError::SaleInconsistent(_) => "sale_inconsistent",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Internal => "internal",
         }
@@ -90,7 +94,7 @@ pub struct ErrorBody<'a> {
     /// not_found, method_not_allowed, sale_not_found, order_not_found, sold_out, user_limit_reached,
     /// sale_not_open, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
     /// order_expired, payment_conflict, order_paid, payload_too_large,
-    /// unsupported_media_type, rate_limited, unavailable, internal.
+    /// unsupported_media_type, rate_limited, unavailable, sale_inconsistent, internal.
     pub error: &'a str,
     /// For a person.
     pub message: String,
@@ -114,7 +118,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::SaleInconsistent(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -131,6 +137,9 @@ impl ResponseError for ApiError {
             }
             ApiError::RateLimited(refused) => {
                 response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));
+            }
+            ApiError::SaleInconsistent(_) => {
+                response.insert_header(("Retry-After", "1"));
             }
             _ => {}
         }
@@ -188,6 +197,7 @@ impl From<PurchaseError> for ApiError {
             PurchaseError::SaleNotOpen => ApiError::SaleNotOpen,
             PurchaseError::UserLimitReached => ApiError::UserLimitReached,
             PurchaseError::SoldOut { .. } => ApiError::SoldOut(e.to_string()),
+            PurchaseError::SaleInconsistent { .. } => ApiError::SaleInconsistent(e.to_string()),
             PurchaseError::QuantityAboveLimit { .. } => ApiError::InvalidRequest(e.to_string()),
             PurchaseError::IdempotencyConflict => ApiError::IdempotencyConflict,
             PurchaseError::Store(e) => e.into(),

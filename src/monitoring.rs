@@ -27,6 +27,7 @@ const RATE_LIMITED: &str = "flashsale_rate_limited_total";
 const REPLICATION_WAITS: &str = "flashsale_redis_replication_waits_total";
 const REBUILDS: &str = "flashsale_sale_rebuilds_total";
 const REBUILD_SECONDS: &str = "flashsale_sale_rebuild_seconds";
+const OVERSOLD_FOLDS: &str = "flashsale_sale_oversold_folds_total";
 const TRANSITIONS: &str = "flashsale_order_transitions_total";
 const EXPIRY_LAG: &str = "flashsale_expiry_lag_seconds";
 const PURCHASE_BATCH: &str = "flashsale_purchase_batch_size";
@@ -138,6 +139,10 @@ fn describe() {
         "Time to rebuild a lost sale from JetStream."
     );
     describe_counter!(
+        OVERSOLD_FOLDS,
+        "Rebuilds whose folded history sold more than the sale's stock (purchases answer 503 sale_inconsistent until it is mended)."
+    );
+    describe_counter!(
         TRANSITIONS,
         "Orders that left created / pending_payment, by where they went (paid, expired, cancelled)."
     );
@@ -187,6 +192,11 @@ pub fn record_rebuild(took: Duration) {
     histogram!(REBUILD_SECONDS).record(took);
 }
 
+/// A rebuild folded a history that sells more than the stock.
+pub fn record_oversold_fold() {
+    counter!(OVERSOLD_FOLDS).increment(1);
+}
+
 /// Purchase outcomes, as the `outcome` label says them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -198,11 +208,12 @@ pub enum Outcome {
     SaleNotFound,
     InvalidQuantity,
     IdempotencyConflict,
+    SaleInconsistent,
     Unavailable,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 9] = [
+    const ALL: [Outcome; 10] = [
         Outcome::Created,
         Outcome::Replayed,
         Outcome::SoldOut,
@@ -211,6 +222,7 @@ impl Outcome {
         Outcome::SaleNotFound,
         Outcome::InvalidQuantity,
         Outcome::IdempotencyConflict,
+        Outcome::SaleInconsistent,
         Outcome::Unavailable,
     ];
 
@@ -224,6 +236,7 @@ impl Outcome {
             Outcome::SaleNotFound => "sale_not_found",
             Outcome::InvalidQuantity => "invalid_quantity",
             Outcome::IdempotencyConflict => "idempotency_conflict",
+            Outcome::SaleInconsistent => "sale_inconsistent",
             Outcome::Unavailable => "unavailable",
         }
     }

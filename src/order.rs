@@ -47,7 +47,8 @@ pub struct Order {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pay_by: Option<String>,
     /// In `FLASHSALE_CONFIRM=jetstream`, on a new order: `confirmed` (JetStream holds its
-    /// event, 201) or `pending` (it will, from the outbox; 202). Absent otherwise.
+    /// event, 201) or `pending` (it will, from the outbox; 202); on a cancel that changed the
+    /// order, the same of its `order.cancelled` event. Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<&'static str>,
 }
@@ -103,6 +104,13 @@ impl Order {
     }
 }
 
+/// What an order costs: `unit_price × quantity`, checked. The PUT caps prices
+/// ([`crate::sale::MAX_PRICE`]) so that no sale's order can overflow; `None` means the
+/// numbers did not come from a sale (foreign data in Redis), and the caller refuses them.
+pub fn total_amount(unit_price: u64, quantity: u32) -> Option<u64> {
+    unit_price.checked_mul(u64::from(quantity))
+}
+
 /// An order as `GET /v1/orders/{order_id}` and `GET /v1/sales/{sku}/orders` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
@@ -156,7 +164,7 @@ impl OrderView {
             user_id: user.to_owned(),
             quantity,
             unit_price,
-            total_amount: unit_price * u64::from(quantity),
+            total_amount: total_amount(unit_price, quantity)?,
             created_at: format_time(created_at.parse().ok()?),
             status: OrderStatus::parse(status)?,
             pay_by: time(pay_by)?,

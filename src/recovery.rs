@@ -13,18 +13,19 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
 
 use crate::config::Settings;
 use crate::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::domain::{OrderId, Sku};
 use crate::inventory::{
-    Inventory, PurchaseError, PutSaleError, Restored, SaleSnapshot, StoreError, TransitionError,
+    Inventory, PurchaseError, PutSaleError, SaleSnapshot, StoreError, TransitionError,
 };
 use crate::jetstream::{EventsRead, read_events};
 use crate::sale::{Sale, SaleSettings};
@@ -238,11 +239,7 @@ impl Recovery {
 impl Rebuilder {
     /// The rebuild of `sku` under way in this replica, or a new one.
     fn task(self: Arc<Self>, sku: &Sku) -> RebuildTask {
-        let Ok(mut in_flight) = self.in_flight.lock() else {
-            // A panic elsewhere while holding the map: rebuild unshared; restore.lua still
-            // refuses a second install.
-            return self.clone().spawn(sku.clone());
-        };
+        let mut in_flight = self.in_flight.lock();
         if let Some(task) = in_flight.get(sku.as_str()) {
             return task.clone();
         }
@@ -255,9 +252,7 @@ impl Rebuilder {
         let running = tokio::spawn(async move {
             let outcome = self.rebuild(&sku).await.map_err(|e| e.to_string());
             // Done: the next loss starts afresh (this waits for `task` to release the map).
-            if let Ok(mut in_flight) = self.in_flight.lock() {
-                in_flight.remove(sku.as_str());
-            }
+            self.in_flight.lock().remove(sku.as_str());
             outcome
         });
         async move { running.await.unwrap_or_else(|e| Err(e.to_string())) }
@@ -306,36 +301,50 @@ impl Rebuilder {
                 .apply_waiting(&entry.event, &entry.id)
                 .map_err(RecoveryError::Stream)?;
         }
-        let restored = self.inventory.restore(&definition, &snapshot).await?;
-        if restored != Restored::AlreadyHeld {
-            // A new default sale is no news; anything else means Redis had lost it.
-            if snapshot.orders() > 0 || sku.as_str() != self.default_sale.sku {
-                crate::monitoring::record_rebuild(started.elapsed());
-                let what = match restored {
-                    Restored::Stale => "its copy was written by another primary (failover?)",
-                    _ => "redis had lost it",
-                };
-                log::warn!(
-                    "sale {sku} rebuilt from JetStream, {what}: {} orders, sold {} of {}, in {:?}",
-                    snapshot.orders(),
-                    snapshot.sold(),
-                    definition.stock,
-                    started.elapsed()
-                );
+        let Some(restored) = self.inventory.restore(&definition, &snapshot).await? else {
+            return Ok(true);
+        };
+        // A new default sale is no news; anything else means Redis had lost it.
+        if snapshot.orders() > 0 || sku.as_str() != self.default_sale.sku {
+            crate::monitoring::record_rebuild(started.elapsed());
+            let what = if restored.replaced_stale {
+                "its copy was written by another primary (failover?)"
             } else {
-                log::info!("default sale {sku} created with stock {}", definition.stock);
-            }
-            if let Some(first) = snapshot.first_deadline() {
-                self.inventory.index_deadline(sku, first).await?;
-            }
-            // Requests wait for the sale, not for the buyers' order lists (read index only).
-            let (inventory, sku) = (self.inventory.clone(), sku.clone());
-            tokio::spawn(async move {
-                if let Err(e) = inventory.restore_buyer_orders(&sku, &snapshot).await {
-                    log::warn!("sale {sku}: buyers' order lists not rebuilt: {e}");
-                }
-            });
+                "redis had lost it"
+            };
+            log::warn!(
+                "sale {sku} rebuilt from JetStream, {what}: {} orders, sold {} of {}, {} overdue orders expired on install ({} units back), in {:?}",
+                snapshot.orders(),
+                restored.sold,
+                definition.stock,
+                restored.expired.orders,
+                restored.expired.units,
+                started.elapsed()
+            );
+        } else {
+            log::info!("default sale {sku} created with stock {}", definition.stock);
         }
+        if restored.sold > definition.stock {
+            // The record itself sells past the stock (a cancel or a payment whose event Redis
+            // lost, its units sold again): say so loudly; purchases answer 503
+            // sale_inconsistent until a cancel or a PUT mends it, and the audit exits 1.
+            crate::monitoring::record_oversold_fold();
+            log::error!(
+                "sale {sku} rebuilt with {} sold of a stock of {}: purchases refused (503 sale_inconsistent) until orders are cancelled or the stock is raised",
+                restored.sold,
+                definition.stock
+            );
+        }
+        if let Some(first) = restored.expired.next_due {
+            self.inventory.index_deadline(sku, first).await?;
+        }
+        // Requests wait for the sale, not for the buyers' order lists (read index only).
+        let (inventory, sku) = (self.inventory.clone(), sku.clone());
+        tokio::spawn(async move {
+            if let Err(e) = inventory.restore_buyer_orders(&sku, &snapshot).await {
+                log::warn!("sale {sku}: buyers' order lists not rebuilt: {e}");
+            }
+        });
         Ok(true)
     }
 

@@ -101,6 +101,8 @@ pub struct Relay {
     grace: Duration,
     /// Rebuilds a sale whose events wait while Redis lost its state.
     recovery: Arc<Recovery>,
+    /// FLASHSALE_RELAY_HOLD: deliver nothing (tests and drills).
+    hold: bool,
     /// From an entry's write (its stream id: Redis's clock) to its PubAck (this clock).
     delivery_lag: metrics::Histogram,
 }
@@ -140,6 +142,7 @@ impl Relay {
                 Confirm::Redis => Duration::ZERO,
             },
             recovery,
+            hold: settings.relay_hold,
             delivery_lag: crate::monitoring::delivery_lag_histogram(Publisher::Relay),
         }
     }
@@ -152,6 +155,9 @@ impl Relay {
         let mut failures: u32 = 0;
         let mut last_lag_log = Instant::now();
         log::info!("relay {} started", self.consumer);
+        if self.hold {
+            log::warn!("relay {} holds every event (FLASHSALE_RELAY_HOLD=on): for tests and drills only", self.consumer);
+        }
         // The lag gauges exist from the start; the first pass gives them their values.
         self.status.record(Backlog::default());
         // The NATS client connects in the background; give it a moment before the first pass
@@ -245,6 +251,9 @@ impl Relay {
         // confirmed leaves the outboxes.
         self.inventory.index_written().await?;
         self.drop_confirmed().await?;
+        if self.hold {
+            return Ok(self.backlog().await?);
+        }
         // Draining, nobody is left to confirm the youngest entries.
         let grace_ms = if draining {
             0

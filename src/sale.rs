@@ -33,6 +33,11 @@ pub struct SaleSettingsRequest {
     pub payment_timeout_secs: Option<u64>,
 }
 
+/// The highest unit price: times the largest quantity (100) it is still exact in a Lua number
+/// (2^53), where the scripts carry it, and far inside u64, where [`crate::order::total_amount`]
+/// multiplies it.
+pub const MAX_PRICE: u64 = MAX_STOCK / Quantity::MAX;
+
 /// The longest payment window a sale may give: a day.
 pub const MAX_PAYMENT_TIMEOUT_SECS: u64 = 86_400;
 
@@ -84,12 +89,8 @@ impl SaleSettings {
             )));
         }
         let price = request.price.unwrap_or(0);
-        // Prices are multiplied by quantities (at most 100) in u64 and sent through Lua numbers.
-        if price > MAX_STOCK / Quantity::MAX {
-            return Err(InvalidInput(format!(
-                "price must be at most {}",
-                MAX_STOCK / Quantity::MAX
-            )));
+        if price > MAX_PRICE {
+            return Err(InvalidInput(format!("price must be at most {MAX_PRICE}")));
         }
         let starts_at = parse_time("starts_at", request.starts_at.as_deref())?;
         let ends_at = parse_time("ends_at", request.ends_at.as_deref())?;

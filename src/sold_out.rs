@@ -6,8 +6,9 @@
 //! announces a restock or a cancellation, and in any case after `recheck`.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 use crate::domain::Sku;
 
@@ -27,28 +28,20 @@ impl SoldOutCache {
 
     /// True while a fresh mark says the sale has nothing left.
     pub fn is_sold_out(&self, sku: &Sku) -> bool {
-        // A poisoned lock only means a panic elsewhere while holding it; the map is still a
-        // valid map, and the safe answer on doubt is "ask Redis".
-        match self.marks.read() {
-            Ok(marks) => marks
-                .get(sku.as_str())
-                .is_some_and(|marked| marked.elapsed() < self.recheck),
-            Err(_) => false,
-        }
+        self.marks
+            .read()
+            .get(sku.as_str())
+            .is_some_and(|marked| marked.elapsed() < self.recheck)
     }
 
     /// Redis said the sale has nothing left.
     pub fn mark(&self, sku: &Sku) {
-        if let Ok(mut marks) = self.marks.write() {
-            marks.insert(sku.to_string(), Instant::now());
-        }
+        self.marks.write().insert(sku.to_string(), Instant::now());
     }
 
     /// Stock may be back: ask Redis again.
     pub fn clear(&self, sku: &str) {
-        if let Ok(mut marks) = self.marks.write() {
-            marks.remove(sku);
-        }
+        self.marks.write().remove(sku);
     }
 }
 

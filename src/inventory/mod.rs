@@ -23,9 +23,9 @@ mod transition;
 mod waiting;
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::Mutex;
 use redis::{RedisError, Script};
 use tokio::sync::Notify;
 
@@ -106,9 +106,15 @@ impl Inventory {
             wait_timeout: settings.redis_wait_timeout,
             purchase_script: Script::new(include_str!("../../lua/purchase.lua")),
             put_sale_script: Script::new(include_str!("../../lua/put_sale.lua")),
-            transition_script: Script::new(include_str!("../../lua/transition.lua")),
+            transition_script: Script::new(concat!(
+                include_str!("../../lua/order_moves.lua"),
+                include_str!("../../lua/transition.lua")
+            )),
             relay_lease_script: Script::new(include_str!("../../lua/relay_lease.lua")),
-            restore_script: Script::new(include_str!("../../lua/restore.lua")),
+            restore_script: Script::new(concat!(
+                include_str!("../../lua/order_moves.lua"),
+                include_str!("../../lua/restore.lua")
+            )),
             read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
             available: AtomicBool::new(true),
             outbox_written: Notify::new(),

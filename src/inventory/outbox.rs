@@ -193,7 +193,7 @@ fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent
         user_id: entry.get("user_id")?,
         quantity,
         unit_price,
-        total_amount: unit_price * u64::from(quantity),
+        total_amount: crate::order::total_amount(unit_price, quantity)?,
         created_at: format_time(entry.get("created_at")?),
         // Written by every purchase, empty when it carried no Idempotency-Key.
         idempotency_key: text("idem"),

@@ -4,7 +4,7 @@ use std::time::Instant;
 use redis::Value;
 use tokio::sync::oneshot;
 
-use super::group_commit::Queued;
+use super::group_commit::{DriverGuard, Queued};
 use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
@@ -38,6 +38,10 @@ pub enum PurchaseError {
     UserLimitReached,
     #[error("sold out: {remaining} left, fewer than asked for")]
     SoldOut { remaining: u64 },
+    /// Redis's copy of the sale holds more sold than stock (a rebuilt history that sells past
+    /// it): nothing is decided on it until a cancel, an expiry or a PUT mends it.
+    #[error("the sale's copy counts {sold} sold of {stock}; purchases wait until it is mended")]
+    SaleInconsistent { stock: u64, sold: u64 },
     #[error("quantity is above the sale's per_user_limit of {limit}")]
     QuantityAboveLimit { limit: u64 },
     #[error("this Idempotency-Key was used for a different request")]
@@ -53,6 +57,7 @@ impl PurchaseError {
             PurchaseError::SaleNotOpen => Outcome::SaleNotOpen,
             PurchaseError::UserLimitReached => Outcome::UserLimitReached,
             PurchaseError::SoldOut { .. } => Outcome::SoldOut,
+            PurchaseError::SaleInconsistent { .. } => Outcome::SaleInconsistent,
             PurchaseError::QuantityAboveLimit { .. } => Outcome::InvalidQuantity,
             PurchaseError::IdempotencyConflict => Outcome::IdempotencyConflict,
             PurchaseError::Store(_) => Outcome::Unavailable,
@@ -105,6 +110,7 @@ impl Inventory {
 
     /// Decides the sale's queued purchases, a batch per script call, until none waits.
     async fn drive(self: Arc<Self>, sku: Sku) {
+        let mut guard = DriverGuard::new(&self.batches, sku.as_str());
         while let Some(batch) = self.batches.next(sku.as_str()) {
             self.metrics.batch(batch.len());
             let (requests, answers): (Vec<_>, Vec<_>) = batch
@@ -126,6 +132,7 @@ impl Inventory {
                 let _ = answer.send(result);
             }
         }
+        guard.finished = true;
     }
 
     /// One script call for a batch: one result per request, in order.
@@ -212,6 +219,10 @@ impl Inventory {
             }
             "sold_out" => Err(PurchaseError::SoldOut {
                 remaining: reply.uint(1)?,
+            }),
+            "sale_inconsistent" => Err(PurchaseError::SaleInconsistent {
+                stock: reply.uint(1)?,
+                sold: reply.uint(2)?,
             }),
             "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
                 limit: reply.uint(1)?,

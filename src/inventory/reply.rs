@@ -48,15 +48,16 @@ impl Reply<'_> {
     /// order_id, user_id, quantity, unit_price, created_at_ms, remaining, status, pay_by_ms
     /// ('' or absent when none).
     pub fn order(&self, sku: &Sku) -> Result<Order, StoreError> {
-        let quantity = self.uint(3)?;
+        let quantity = u32::try_from(self.uint(3)?).map_err(|_| self.corrupt())?;
         let unit_price = self.uint(4)?;
         Ok(Order {
             order_id: self.text(1)?.to_owned(),
             sku: sku.to_string(),
             user_id: self.text(2)?.to_owned(),
-            quantity: u32::try_from(quantity).map_err(|_| self.corrupt())?,
+            quantity,
             unit_price,
-            total_amount: unit_price * quantity,
+            total_amount: crate::order::total_amount(unit_price, quantity)
+                .ok_or_else(|| self.corrupt())?,
             created_at: format_time(self.int(5)?),
             remaining: self.uint(6)?,
             status: OrderStatus::parse(self.text(7)?).ok_or_else(|| self.corrupt())?,

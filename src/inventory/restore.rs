@@ -9,6 +9,7 @@ use chrono::DateTime;
 use redis::Value;
 
 use super::reply::Reply;
+use super::transition::Expired;
 use super::{Inventory, StoreError};
 use crate::definitions::SaleDefinition;
 use crate::domain::Sku;
@@ -150,11 +151,6 @@ impl SaleSnapshot {
         })
     }
 
-    /// The earliest payment deadline, if any order awaits payment.
-    pub fn first_deadline(&self) -> Option<i64> {
-        self.deadlines().map(|(_, at)| at).min()
-    }
-
     fn buyers(&self) -> HashMap<&str, u64> {
         let mut buyers: HashMap<&str, u64> = HashMap::new();
         for order in self.live() {
@@ -204,16 +200,19 @@ impl SaleSnapshot {
     }
 }
 
-/// What [`Inventory::restore`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restored {
-    /// Redis held nothing of the sale: it was lost (or is new).
-    Lost,
+/// What [`Inventory::restore`] installed (`None` from it: this primary held the sale
+/// already, another replica restored it first, say).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Restored {
     /// Redis held a copy another primary wrote (a promoted replica, a moved slot), which may
-    /// have been behind: replaced by the rebuild.
-    Stale,
-    /// This primary held the sale already (another replica restored it first, say).
-    AlreadyHeld,
+    /// have been behind, and the rebuild replaced it; false: Redis held nothing of the sale
+    /// (lost, or new).
+    pub replaced_stale: bool,
+    /// Orders the history left awaiting payment whose pay_by had passed on Redis's clock:
+    /// installed expired, their events queued (`lua/restore.lua`).
+    pub expired: Expired,
+    /// Units sold once installed (after those expiries).
+    pub sold: u64,
 }
 
 impl Inventory {
@@ -222,7 +221,7 @@ impl Inventory {
         &self,
         definition: &SaleDefinition,
         snapshot: &SaleSnapshot,
-    ) -> Result<Restored, StoreError> {
+    ) -> Result<Option<Restored>, StoreError> {
         let sku = Sku::parse(&definition.sku).map_err(|e| StoreError::Corrupt(e.0))?;
         let keys = self.keys(&sku);
         let attempt = staging_token();
@@ -281,6 +280,7 @@ impl Inventory {
             .key(&staged_idem)
             .key(keys.deadlines())
             .key(&staged_deadlines)
+            .key(keys.outbox())
             .arg(sku.as_str())
             .arg(definition.stock)
             .arg(snapshot.sold())
@@ -299,13 +299,24 @@ impl Inventory {
             "restored" => {
                 // Stock may be back (a new empty sale): ask Redis again.
                 self.sold_out.clear(sku.as_str());
-                Ok(if reply.int(2)? == 1 {
-                    Restored::Stale
-                } else {
-                    Restored::Lost
-                })
+                let restored = Restored {
+                    replaced_stale: reply.int(2)? == 1,
+                    expired: Expired {
+                        orders: reply.uint(3)? as usize,
+                        units: reply.uint(4)?,
+                        next_due: reply.optional_int(6)?,
+                    },
+                    sold: reply.uint(5)?,
+                };
+                if restored.expired.orders > 0 {
+                    self.wrote_outbox(&sku);
+                    for _ in 0..restored.expired.orders {
+                        crate::monitoring::record_transition(OrderStatus::Expired);
+                    }
+                }
+                Ok(Some(restored))
             }
-            "exists" => Ok(Restored::AlreadyHeld),
+            "exists" => Ok(None),
             _ => Err(reply.corrupt()),
         }
     }

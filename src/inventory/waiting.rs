@@ -28,20 +28,17 @@ impl Inventory {
     /// Records that a script call just wrote an event to the sale's outbox, and wakes the
     /// relay.
     pub(super) fn wrote_outbox(&self, sku: &Sku) {
-        if let Ok(mut written) = self.written.lock()
-            && !written.contains(sku.as_str())
-        {
+        let mut written = self.written.lock();
+        if !written.contains(sku.as_str()) {
             written.insert(sku.to_string());
         }
+        drop(written);
         self.outbox_written.notify_one();
     }
 
     /// Moves the sales this replica wrote events for into the shared set.
     pub async fn index_written(&self) -> Result<(), StoreError> {
-        let written: HashSet<String> = match self.written.lock() {
-            Ok(mut written) => std::mem::take(&mut *written),
-            Err(_) => HashSet::new(),
-        };
+        let written: HashSet<String> = std::mem::take(&mut *self.written.lock());
         if written.is_empty() {
             return Ok(());
         }
@@ -53,9 +50,7 @@ impl Inventory {
             .await;
         if let Err(e) = added {
             // Kept for the next pass: nothing is forgotten while Redis is away.
-            if let Ok(mut kept) = self.written.lock() {
-                kept.extend(written);
-            }
+            self.written.lock().extend(written);
             return self.observe(Err(e));
         }
         Ok(())

@@ -36,7 +36,7 @@ use crate::startup::AppState;
         (status = 413, description = "payload_too_large", body = crate::error::ErrorBody),
         (status = 415, description = "unsupported_media_type", body = crate::error::ErrorBody),
         (status = 429, description = "rate_limited (Retry-After)", body = crate::error::ErrorBody),
-        (status = 503, description = "unavailable: retry with the same Idempotency-Key", body = crate::error::ErrorBody),
+        (status = 503, description = "unavailable: retry with the same Idempotency-Key; sale_inconsistent: the sale's copy sells past its stock until mended (Retry-After)", body = crate::error::ErrorBody),
     ))]
 pub async fn create_order(
     state: web::Data<AppState>,
@@ -80,11 +80,11 @@ pub async fn create_order(
             HttpResponse::Accepted()
         }
         Delivery::Confirmed => {
-            purchase.order.delivery = Some("confirmed");
+            purchase.order.delivery = delivery.label();
             HttpResponse::Created()
         }
         Delivery::Pending => {
-            purchase.order.delivery = Some("pending");
+            purchase.order.delivery = delivery.label();
             HttpResponse::Accepted()
         }
     };
@@ -152,17 +152,22 @@ pub async fn cancel_order(
 ) -> Result<HttpResponse, ApiError> {
     let (order_id, sku) = order_and_sale(&state, &order_id).await?;
     let ended = end_order(&state, &sku, || state.inventory.cancel(&sku, &order_id)).await?;
+    let mut delivery = None;
     if ended.changed {
         // Stock is back: other replicas drop their sold-out mark. In jetstream mode the
-        // answer also waits for the event, so a cancel answered 200 outlives a Redis loss.
-        // (Counted in flashsale_confirmations_total; the relay delivers it either way.)
+        // answer also waits for the event, so a cancel answered "delivery": "confirmed"
+        // outlives a Redis loss; "pending" may be undone by one (README, After Redis loses
+        // its data). Counted in flashsale_confirmations_total; the relay delivers it either way.
         let event = ended.order.event(EventKind::Cancelled);
-        tokio::join!(
+        let ((), confirmed) = tokio::join!(
             state.sale_changes.announce(sku.as_str()),
             state.confirmation.confirm(&event, ended.outbox_entry)
         );
+        delivery = confirmed.label();
     }
-    Ok(HttpResponse::Ok().json(Order::new(ended.order, ended.remaining)))
+    let mut order = Order::new(ended.order, ended.remaining);
+    order.delivery = delivery;
+    Ok(HttpResponse::Ok().json(order))
 }
 
 /// `POST /v1/orders/{order_id}/pay` (bearer token): `pending_payment` → `paid`, decided by

@@ -15,6 +15,7 @@ mod orders;
 mod postgres;
 mod rate_limits;
 mod recovery;
+mod reliability;
 mod round_trips;
 mod sales;
 mod script;

@@ -1,0 +1,250 @@
+//! Nothing comes back from the dead: what a rebuild decides from the clock, a copy that sells
+//! past its stock answered with a clear error, and money at the edge of its range.
+//!
+//! The window in which Redis loses events JetStream does not hold yet is forced, not hoped
+//! for: the app's relay holds every event (FLASHSALE_RELAY_HOLD), so what no handler
+//! confirmed (an expiry, a cancel while NATS was down) is still in the outbox when Redis
+//! restarts empty.
+
+use std::time::Duration;
+
+use flashsale::config::{Confirm, Settings};
+use flashsale::event::EventKind;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, audit, error_of, spawn_app, spawn_app_from, test_settings, unique,
+};
+use crate::nats::{PrivateNats, delivered};
+use crate::recovery::LosableRedis;
+
+/// Settings of an app on a Redis and a NATS of the test's own, whose relay holds everything.
+fn held_relay(redis: &LosableRedis, nats: &PrivateNats) -> Settings {
+    let mut settings = test_settings();
+    settings.redis_url = redis.url();
+    crate::helpers::use_nats(&mut settings, &nats.url());
+    settings.confirm = Confirm::JetStream;
+    settings.relay_hold = true;
+    settings
+}
+
+async fn buy(app: &TestApp, sku: &str, user: &str) -> (u16, Value) {
+    let response = app.order(sku, user, 1).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::Response {
+    let mut request = app.client.post(app.url(path)).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("answered")
+}
+
+async fn order_status(app: &TestApp, order_id: &str) -> String {
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/orders/{order_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("order read answered");
+    assert_eq!(response.status(), 200, "order {order_id} readable");
+    let order: Value = response.json().await.expect("order JSON");
+    order["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The kinds and order ids of the events waiting in the sale's outbox.
+async fn outbox(app: &TestApp, sku: &str) -> Vec<(String, String)> {
+    let mut redis = app.redis.clone();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(app.key(sku, "outbox"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .expect("XRANGE outbox");
+    entries
+        .ids
+        .iter()
+        .map(|entry| {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            (field("kind"), field("order_id"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_installs_an_overdue_order_expired_and_sells_its_unit_once() {
+    let mut redis = LosableRedis::start().await;
+    let nats = PrivateNats::start().await;
+    let app = spawn_app_from(held_relay(&redis, &nats)).await;
+    let sku = unique("overdue");
+    app.create_sale(&sku, json!({"stock": 1, "payment_timeout_secs": 1}))
+        .await;
+
+    // A wins the unit and does not pay; the sweeper expires the order (its event waits in
+    // the held outbox: JetStream holds only A's order.created).
+    let (status, first) = buy(&app, &sku, "a").await;
+    assert_eq!((status, first["delivery"].as_str()), (201, Some("confirmed")));
+    let first_id = first["order_id"].as_str().expect("order_id").to_owned();
+    let mut expired = false;
+    for _ in 0..100 {
+        if order_status(&app, &first_id).await == "expired" {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(expired, "the sweeper expired the unpaid order");
+    assert_eq!(
+        outbox(&app, &sku).await,
+        [("expired".to_owned(), first_id.clone())],
+        "the expiry's event waits in the outbox"
+    );
+    // Later orders get an hour to pay, so nothing else expires during the test.
+    let replaced = app
+        .put_sale(&sku, json!({"stock": 1, "payment_timeout_secs": 3600}))
+        .await;
+    assert_eq!(replaced.status(), 200);
+    let (status, second) = buy(&app, &sku, "b").await;
+    assert_eq!((status, second["delivery"].as_str()), (201, Some("confirmed")));
+    let second_id = second["order_id"].as_str().expect("order_id").to_owned();
+
+    // Redis loses everything, the expiry's event with it.
+    redis.restart_empty_for(&[&app]).await;
+
+    let sale = app.sale_json(&sku).await;
+    assert_eq!(
+        (sale["sold"].as_u64(), sale["remaining"].as_u64()),
+        (Some(1), Some(0)),
+        "the overdue order came back expired, its unit is B's only: {sale}"
+    );
+    assert_eq!(order_status(&app, &first_id).await, "expired");
+    assert_eq!(order_status(&app, &second_id).await, "pending_payment");
+    let (status, third) = buy(&app, &sku, "c").await;
+    assert_eq!((status, third["error"].as_str()), (409, Some("sold_out")));
+    assert_eq!(
+        outbox(&app, &sku).await,
+        [("expired".to_owned(), first_id.clone())],
+        "the rebuild queued the expiry's event again"
+    );
+
+    // A relay that delivers: A's expiry reaches JetStream, once, under its usual message id.
+    let mut delivering = app.settings.clone();
+    delivering.relay_hold = false;
+    let relay = spawn_app_from(delivering).await;
+    relay.wait_until_relay_idle(&sku).await;
+    let expiries: Vec<String> = delivered(&app.settings)
+        .await
+        .into_iter()
+        .filter(|m| m.event.event == EventKind::Expired)
+        .map(|m| m.message_id)
+        .collect();
+    assert_eq!(expiries, [format!("{first_id}.expired")]);
+    crate::helpers::assert_audit_clean(&app.settings, None).await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
+    let mut redis = LosableRedis::start().await;
+    let mut nats = PrivateNats::start().await;
+    let mut settings = held_relay(&redis, &nats);
+    settings.confirm_timeout = Duration::from_millis(300);
+    // Every purchase asks Redis (no sold-out answers from this replica's memory).
+    settings.sold_out_recheck = Duration::ZERO;
+    let app = spawn_app_from(settings).await;
+    let sku = unique("inconsistent");
+    app.create_sale(&sku, json!({"stock": 1})).await;
+
+    let (status, first) = buy(&app, &sku, "a").await;
+    assert_eq!((status, first["delivery"].as_str()), (201, Some("confirmed")));
+    let first_id = first["order_id"].as_str().expect("order_id").to_owned();
+    // Cancelled while NATS is down: decided in Redis, its event only in the (held) outbox.
+    nats.stop().await;
+    let cancelled = admin_post(&app, &format!("/v1/orders/{first_id}/cancel"), None).await;
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.expect("order");
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["delivery"].as_str()),
+        (Some("cancelled"), Some("pending")),
+        "the cancel says its event is not in JetStream"
+    );
+    nats.restart().await;
+    app.wait_until_ready().await;
+    let (status, second) = buy(&app, &sku, "b").await;
+    assert_eq!((status, second["delivery"].as_str()), (201, Some("confirmed")));
+
+    // Redis loses the cancel: JetStream's history holds two live orders for one unit.
+    redis.restart_empty_for(&[&app]).await;
+    let response = app.order(&sku, "c", 1).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(error_of(response).await, (503, "sale_inconsistent".into()));
+    let sale = app.sale_json(&sku).await;
+    assert_eq!(
+        (sale["sold"].as_u64(), sale["remaining"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let (code, table) = audit(&app.settings, None).await;
+    assert_eq!(code, 1, "the audit reports the oversold sale:\n{table}");
+    let scraped = crate::health::scrape(&app).await;
+    assert!(
+        crate::health::sample(&scraped, "flashsale_sale_oversold_folds_total") >= 1.0,
+        "the fold is counted"
+    );
+
+    // The cancel, made again, answers (no 500) and mends the sale.
+    let again = admin_post(&app, &format!("/v1/orders/{first_id}/cancel"), None).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.expect("order");
+    assert_eq!(
+        (again["status"].as_str(), again["remaining"].as_u64()),
+        (Some("cancelled"), Some(0))
+    );
+    let (status, third) = buy(&app, &sku, "c").await;
+    assert_eq!((status, third["error"].as_str()), (409, Some("sold_out")));
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_highest_price_times_the_largest_quantity_is_exact_and_one_more_is_refused() {
+    let app = spawn_app().await;
+    let sku = unique("price");
+    let max_price = flashsale::sale::MAX_PRICE;
+    let refused = app
+        .put_sale(&sku, json!({"stock": 100, "price": max_price + 1}))
+        .await;
+    assert_eq!(error_of(refused).await, (400, "invalid_request".into()));
+    app.create_sale(&sku, json!({"stock": 100, "price": max_price}))
+        .await;
+    let response = app.order(&sku, "whale", 100).await;
+    assert_eq!(response.status(), 201);
+    let order: Value = response.json().await.expect("order");
+    assert_eq!(order["total_amount"].as_u64(), Some(max_price * 100));
+    assert_eq!(order["unit_price"].as_u64(), Some(max_price));
+    let read = app
+        .client
+        .get(app.url(&format!(
+            "/v1/orders/{}",
+            order["order_id"].as_str().expect("id")
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("read answered");
+    let read: Value = read.json().await.expect("order");
+    assert_eq!(read["total_amount"].as_u64(), Some(max_price * 100));
+    app.wait_until_relay_idle(&sku).await;
+    let events = delivered(&app.settings).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.total_amount, max_price * 100);
+    app.cleanup().await;
+}
