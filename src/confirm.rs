@@ -6,28 +6,24 @@
 //! waits for the PubAck up to `FLASHSALE_CONFIRM_TIMEOUT_MS`. Without it in time (NATS slow or
 //! down) the answer is 202 `"delivery": "pending"`: Redis has decided, and the outbox entry,
 //! written by the same script, still delivers the event. The outbox stays the guarantee of
-//! delivery in both modes; this is only an earlier, confirmed copy. So that the relay does
-//! not read and publish everything twice, the outbox entries this process confirmed are
-//! noted ([`ConfirmedEntries`]) and removed by the relay's next pass, unread; and the relay
-//! leaves entries younger than [`relay_grace`] to their handlers. A repeat that slips
-//! through (a confirmation slower than that) is dropped by JetStream's duplicate window.
+//! delivery in both modes; this is only an earlier, confirmed copy. Once JetStream
+//! acknowledged it, the handler removes its entry from the outbox (`XDEL` by id) before it
+//! answers, so the relay never reads it, and so every later read of the order says
+//! `delivered` as the answer did: a reader never sees a delivery undone. The relay leaves
+//! entries younger than [`relay_grace`] to their handlers; a repeat that slips through (a
+//! confirmation slower than that) is dropped by JetStream's duplicate window.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
-use parking_lot::Mutex;
 
 use crate::config::Confirm;
 use crate::domain::Sku;
 use crate::event::OrderEvent;
+use crate::inventory::Inventory;
 use crate::jetstream::{OrderStream, ensure_stream};
 use crate::monitoring::Publisher;
-
-/// Confirmed entries remembered for the relay at most; past it further ones are not noted
-/// (the relay then publishes them again after the grace, and JetStream drops the repeats).
-const REMEMBERED: usize = 100_000;
 
 /// Pause before publishing again when no stream leader answered.
 const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
@@ -44,49 +40,6 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// hurts; the price is that unconfirmed events reach JetStream up to this much later.
 pub fn relay_grace(confirm_timeout: Duration) -> Duration {
     confirm_timeout.min(ATTEMPT_TIMEOUT)
-}
-
-/// Outbox entries (stream ids), per sale, whose events JetStream acknowledged to this
-/// process's handlers and which are still in the outbox: the relay removes them.
-#[derive(Debug, Default)]
-pub struct ConfirmedEntries(Mutex<Noted>);
-
-#[derive(Debug, Default)]
-struct Noted {
-    by_sale: HashMap<Sku, Vec<String>>,
-    count: usize,
-}
-
-impl ConfirmedEntries {
-    fn insert(&self, sku: &str, entry: String) {
-        let mut noted = self.0.lock();
-        if noted.count >= REMEMBERED {
-            return;
-        }
-        noted.count += 1;
-        match noted.by_sale.get_mut(sku) {
-            Some(entries) => entries.push(entry),
-            None => {
-                if let Ok(sku) = Sku::parse(sku) {
-                    noted.by_sale.insert(sku, vec![entry]);
-                }
-            }
-        }
-    }
-
-    /// Everything noted so far, leaving nothing behind.
-    pub fn take(&self) -> HashMap<Sku, Vec<String>> {
-        let mut noted = self.0.lock();
-        noted.count = 0;
-        std::mem::take(&mut noted.by_sale)
-    }
-
-    /// Entries the relay could not remove yet (Redis unreachable): for its next pass.
-    pub fn restore(&self, sku: Sku, entries: Vec<String>) {
-        let mut noted = self.0.lock();
-        noted.count += entries.len();
-        noted.by_sale.entry(sku).or_default().extend(entries);
-    }
 }
 
 /// How far a new order had got when it was answered.
@@ -116,7 +69,8 @@ pub struct Confirmation {
     nats: async_nats::Client,
     jetstream: jetstream::Context,
     timeout: Duration,
-    confirmed: std::sync::Arc<ConfirmedEntries>,
+    /// Where the handler removes the outbox entries JetStream acknowledged.
+    inventory: std::sync::Arc<Inventory>,
     stream: OrderStream,
     /// Set once the order stream is known to exist (publishing needs it).
     stream_ready: tokio::sync::OnceCell<()>,
@@ -130,7 +84,7 @@ impl Confirmation {
         nats: async_nats::Client,
         stream: OrderStream,
         timeout: Duration,
-        confirmed: std::sync::Arc<ConfirmedEntries>,
+        inventory: std::sync::Arc<Inventory>,
     ) -> Self {
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(timeout);
@@ -139,24 +93,30 @@ impl Confirmation {
             nats,
             jetstream,
             timeout,
-            confirmed,
+            inventory,
             stream,
             stream_ready: tokio::sync::OnceCell::new(),
             delivery_lag: crate::monitoring::delivery_lag_histogram(Publisher::Confirm),
         }
     }
 
-    /// Publishes an event a script just wrote to the outbox (a new order, a payment) as entry
-    /// `outbox_entry`, and waits for JetStream, in `jetstream` mode.
-    pub async fn confirm(&self, event: &OrderEvent, outbox_entry: String) -> Delivery {
+    /// Publishes an event a script just wrote to the outbox of `sku` (a new order, a payment,
+    /// a cancel) as entry `outbox_entry`, and waits for JetStream, in `jetstream` mode.
+    /// Confirmed means JetStream holds the event and the outbox no longer does: an entry
+    /// Redis did not let go of (unreachable right then) answers `Pending`, as every later
+    /// read would say until the relay delivers it again (a duplicate JetStream drops).
+    pub async fn confirm(&self, sku: &Sku, event: &OrderEvent, outbox_entry: &str) -> Delivery {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }
         let confirmed = match self.publish(event).await {
-            Ok(()) => {
-                self.confirmed.insert(&event.sku, outbox_entry);
-                true
-            }
+            Ok(()) => match self.inventory.drop_confirmed(sku, &[outbox_entry]).await {
+                Ok(()) => true,
+                Err(e) => {
+                    log::debug!("confirmed entry {outbox_entry} of sale {sku} left in the outbox: {e}");
+                    false
+                }
+            },
             Err(e) => {
                 log::debug!(
                     "event {} not confirmed by jetstream: {e}",

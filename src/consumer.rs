@@ -4,6 +4,11 @@
 //! Each fetched batch is applied in one transaction and acknowledged only after it commits,
 //! so a crash at any point means redelivery, never loss. Redelivery is harmless: a created
 //! event inserts only if the row is absent, a cancellation only moves a row to `cancelled`.
+//!
+//! A batch that PostgreSQL fails (its connection dropped, a restart) is handed back at once
+//! (NAK), not left to JetStream's ack wait: the next session, a fraction of a second later,
+//! fetches it again. Left alone, those events waited out the ack wait (30 s) and the table
+//! stalled behind them although PostgreSQL was back within a second.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,8 +27,14 @@ const SCHEMA: &str = include_str!("../sql/schema.sql");
 const BATCH: usize = 200;
 /// A fetch returns after this long even when fewer events came (so shutdown is prompt).
 const FETCH_WAIT: Duration = Duration::from_millis(500);
-/// JetStream redelivers an event not acknowledged within this.
+/// JetStream redelivers an event not acknowledged within this (a consumer that died holding
+/// it; one that only lost PostgreSQL hands its batch back at once).
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The first retry after a failure; doubled per failure in a row, up to 32 times this.
+const RETRY: Duration = Duration::from_millis(100);
+/// How PostgreSQL lists the consumer's connections (`pg_stat_activity.application_name`),
+/// unless FLASHSALE_DATABASE_URL names another.
+const APPLICATION_NAME: &str = "flashsale-consumer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -44,9 +55,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut failures: u32 = 0;
     loop {
+        let mut committed = false;
         tokio::select! {
-            outcome = session(&settings) => {
+            outcome = session(&settings, &mut committed) => {
                 let e = match outcome { Ok(never) => match never {}, Err(e) => e };
+                // A session that got work done ended by a fresh failure: retry at once.
+                if committed {
+                    failures = 0;
+                }
                 if failures == 0 {
                     log::warn!("order consumer failed, retrying: {e}");
                 }
@@ -57,7 +73,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) {
                 return;
             }
         }
-        let delay = Duration::from_millis(200) * 2u32.pow(failures.min(5));
+        let delay = RETRY * 2u32.pow((failures - 1).min(5));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = &mut shutdown => return,
@@ -65,10 +81,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) {
     }
 }
 
-/// One connected stretch: set up, then apply batches until something fails. A batch being
-/// applied when `run` is told to stop is dropped before its commit and so redelivered later.
-async fn session(settings: &Settings) -> Result<std::convert::Infallible, ConsumerError> {
-    let (db, connection) = tokio_postgres::connect(&settings.database_url, NoTls).await?;
+/// One connected stretch: set up, then apply batches until something fails (`committed` says
+/// whether any batch was). A batch being applied when `run` is told to stop is dropped before
+/// its commit and so redelivered after the ack wait.
+async fn session(
+    settings: &Settings,
+    committed: &mut bool,
+) -> Result<std::convert::Infallible, ConsumerError> {
+    let mut config: tokio_postgres::Config = settings.database_url.parse()?;
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
+    let (db, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             log::warn!("postgres connection closed: {e}");
@@ -80,7 +104,7 @@ async fn session(settings: &Settings) -> Result<std::convert::Infallible, Consum
     let nats = async_nats::connect(settings.nats_urls.as_slice())
         .await
         .map_err(nats_error)?;
-    let js = jetstream::new(nats);
+    let js = jetstream::new(nats.clone());
     ensure_stream(&js, &OrderStream::new(settings)).await?;
     let stream = js.get_stream(&settings.stream).await.map_err(nats_error)?;
     let consumer: jetstream::consumer::PullConsumer = stream
@@ -118,21 +142,19 @@ async fn session(settings: &Settings) -> Result<std::convert::Infallible, Consum
             continue;
         }
 
-        let mut unreadable = Vec::new();
-        let transaction = db.transaction().await?;
-        for (index, message) in batch.iter().enumerate() {
-            match serde_json::from_slice::<OrderEvent>(&message.payload) {
-                Ok(event) => apply(&transaction, &event).await?,
-                Err(e) => {
-                    log::error!(
-                        "event on {} is not an order event, dropped: {e}",
-                        message.subject
-                    );
-                    unreadable.push(index);
+        let unreadable = match apply_batch(&mut db, &batch).await {
+            Ok(unreadable) => unreadable,
+            Err(e) => {
+                // Handed back now, so the next session finds them without the ack wait.
+                for message in &batch {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
                 }
+                // This session's NATS connection goes with it: send the NAKs first.
+                let _ = nats.flush().await;
+                return Err(e.into());
             }
-        }
-        transaction.commit().await?;
+        };
+        *committed = true;
 
         // Only now: everything above is durable.
         for (index, message) in batch.iter().enumerate() {
@@ -144,6 +166,30 @@ async fn session(settings: &Settings) -> Result<std::convert::Infallible, Consum
             message.ack_with(kind).await.map_err(nats_error)?;
         }
     }
+}
+
+/// One batch in one transaction; returns the positions of the messages that are no order
+/// event (dropped: nothing could ever apply them).
+async fn apply_batch(
+    db: &mut tokio_postgres::Client,
+    batch: &[jetstream::Message],
+) -> Result<Vec<usize>, tokio_postgres::Error> {
+    let mut unreadable = Vec::new();
+    let transaction = db.transaction().await?;
+    for (index, message) in batch.iter().enumerate() {
+        match serde_json::from_slice::<OrderEvent>(&message.payload) {
+            Ok(event) => apply(&transaction, &event).await?,
+            Err(e) => {
+                log::error!(
+                    "event on {} is not an order event, dropped: {e}",
+                    message.subject
+                );
+                unreadable.push(index);
+            }
+        }
+    }
+    transaction.commit().await?;
+    Ok(unreadable)
 }
 
 async fn apply(

@@ -22,7 +22,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use tokio::sync::watch;
 
 use crate::config::{Confirm, Settings};
-use crate::confirm::{ConfirmedEntries, relay_grace};
+use crate::confirm::relay_grace;
 use crate::domain::Sku;
 use crate::event::OrderEvent;
 use crate::inventory::{Backlog, Inventory, StoreError};
@@ -93,9 +93,6 @@ pub struct Relay {
     /// waits out its old lease like any dead replica's.
     consumer: String,
     status: Arc<RelayStatus>,
-    /// Outbox entries this process's handlers saw JetStream acknowledge (`confirm.rs`): removed
-    /// unread at the start of each pass.
-    confirmed: Arc<ConfirmedEntries>,
     /// How long a new entry is left to the handler confirming it (`confirm::relay_grace` in
     /// `jetstream` confirm mode, zero in `redis` mode, where nobody else publishes).
     grace: Duration,
@@ -116,7 +113,6 @@ impl Relay {
         inventory: Arc<Inventory>,
         nats: async_nats::Client,
         status: Arc<RelayStatus>,
-        confirmed: Arc<ConfirmedEntries>,
         recovery: Arc<Recovery>,
     ) -> Self {
         let claim_idle = settings.relay_claim_idle;
@@ -136,7 +132,6 @@ impl Relay {
             claim_idle,
             consumer: format!("relay-{}-{started:x}", std::process::id()),
             status,
-            confirmed,
             grace: match settings.confirm {
                 Confirm::JetStream => relay_grace(settings.confirm_timeout),
                 Confirm::Redis => Duration::ZERO,
@@ -247,10 +242,8 @@ impl Relay {
         draining: bool,
     ) -> Result<Backlog, RelayError> {
         // First, NATS or not: the sales this replica wrote to go into the shared index, so
-        // another replica finds them should this process die; and what its handlers
-        // confirmed leaves the outboxes.
+        // another replica finds them should this process die.
         self.inventory.index_written().await?;
-        self.drop_confirmed().await?;
         if self.hold {
             return Ok(self.backlog().await?);
         }
@@ -306,23 +299,6 @@ impl Relay {
             }
         }
         Ok(total)
-    }
-
-    /// Removes, unread, the outbox entries this process's handlers saw JetStream acknowledge;
-    /// what Redis did not take waits for the next pass. (Another replica's relay reading them
-    /// meanwhile publishes a repeat, which JetStream drops.)
-    async fn drop_confirmed(&self) -> Result<(), StoreError> {
-        let mut noted = self.confirmed.take().into_iter();
-        while let Some((sku, entries)) = noted.next() {
-            if let Err(e) = self.inventory.drop_confirmed(&sku, &entries).await {
-                self.confirmed.restore(sku, entries);
-                for (sku, entries) in noted {
-                    self.confirmed.restore(sku, entries);
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
     }
 
     /// What waits in the outboxes of the index, for the status while delivery fails.

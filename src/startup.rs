@@ -10,7 +10,7 @@ use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
-use crate::confirm::{Confirmation, ConfirmedEntries};
+use crate::confirm::Confirmation;
 use crate::domain::Sku;
 use crate::expiry::Sweeper;
 use crate::inventory::Inventory;
@@ -83,14 +83,12 @@ impl Application {
             .await?;
 
         let relay_status = Arc::new(RelayStatus::default());
-        let confirmed = Arc::new(ConfirmedEntries::default());
         let recovery = Arc::new(Recovery::new(inventory.clone(), nats.clone(), &settings));
         let relay = Relay::new(
             &settings,
             inventory.clone(),
             nats.clone(),
             relay_status.clone(),
-            confirmed.clone(),
             recovery.clone(),
         );
         let confirmation = Confirmation::new(
@@ -98,7 +96,7 @@ impl Application {
             nats.clone(),
             OrderStream::new(&settings),
             settings.confirm_timeout,
-            confirmed,
+            inventory.clone(),
         );
         let (drain, drain_requested) = tokio::sync::watch::channel(None);
         let relay = tokio::spawn(relay.run(drain_requested));

@@ -137,7 +137,7 @@ impl Inventory {
 
     /// Removes entries, unread, whose events JetStream acknowledged to a handler
     /// (`confirm.rs`): the relay need not publish them again.
-    pub async fn drop_confirmed(&self, sku: &Sku, entries: &[String]) -> Result<(), StoreError> {
+    pub async fn drop_confirmed(&self, sku: &Sku, entries: &[&str]) -> Result<(), StoreError> {
         let outbox = self.keys(sku).outbox();
         let mut removal = redis::pipe();
         // Bounded commands: Redis runs nothing else while one runs.

@@ -100,7 +100,7 @@ pub(super) async fn purchase(
     quantity: Quantity,
     idempotency_key: Option<&IdempotencyKey>,
 ) -> Result<(Purchase, Delivery), PurchaseError> {
-    let mut purchase = state
+    let purchase = state
         .recovery
         .on_sale(
             sku,
@@ -121,10 +121,13 @@ pub(super) async fn purchase(
     let delivery = if purchase.replayed {
         Delivery::Unconfirmed
     } else {
-        let outbox_entry = std::mem::take(&mut purchase.outbox_entry);
         state
             .confirmation
-            .confirm(&purchase.order.created_event(idempotency_key), outbox_entry)
+            .confirm(
+                sku,
+                &purchase.order.created_event(idempotency_key),
+                &purchase.outbox_entry,
+            )
             .await
     };
     Ok((purchase, delivery))
@@ -161,7 +164,7 @@ pub async fn cancel_order(
         let event = ended.order.event(EventKind::Cancelled);
         let ((), confirmed) = tokio::join!(
             state.sale_changes.announce(sku.as_str()),
-            state.confirmation.confirm(&event, ended.outbox_entry)
+            state.confirmation.confirm(&sku, &event, &ended.outbox_entry)
         );
         delivery = confirmed.label();
     }
@@ -204,8 +207,9 @@ pub async fn pay_order(
         let delivery = state
             .confirmation
             .confirm(
+                &sku,
                 &ended.order.event(EventKind::Paid),
-                std::mem::take(&mut ended.outbox_entry),
+                &ended.outbox_entry,
             )
             .await;
         ended.order.delivered = delivery == Delivery::Confirmed;

@@ -23,6 +23,11 @@ async fn connect(url: &str) -> Client {
     client
 }
 
+/// A connection to the `flashsale` database, for what a test does beside its schema.
+pub async fn admin_client() -> Client {
+    connect(DATABASE_URL).await
+}
+
 impl TestDb {
     pub async fn create() -> Self {
         let schema = crate::helpers::unique("fstest").replace('-', "_");

@@ -248,3 +248,135 @@ async fn the_highest_price_times_the_largest_quantity_is_exact_and_one_more_is_r
     assert_eq!(events[0].event.total_amount, max_price * 100);
     app.cleanup().await;
 }
+
+/// `delivered` of every read of the order, on each replica, `rounds` times over ~250 ms.
+async fn deliveries_read(apps: &[&TestApp], order_id: &str, rounds: usize) -> Vec<bool> {
+    let mut seen = Vec::new();
+    for _ in 0..rounds {
+        for app in apps {
+            let response = app
+                .client
+                .get(app.url(&format!("/v1/orders/{order_id}")))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("order read answered");
+            let order: Value = response.json().await.expect("order JSON");
+            seen.push(order["delivered"].as_bool().expect("delivered"));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_once_answered_is_never_undone_by_a_later_read() {
+    let first = spawn_app().await;
+    let second = spawn_app_from(first.settings.clone()).await;
+    let replicas = [&first, &second];
+    let sku = unique("delivered");
+    first
+        .create_sale(&sku, json!({"stock": 10, "payment_timeout_secs": 600}))
+        .await;
+
+    let (status, bought) = buy(&first, &sku, "a").await;
+    assert_eq!((status, bought["delivery"].as_str()), (201, Some("confirmed")));
+    let paid_id = bought["order_id"].as_str().expect("order_id").to_owned();
+    let seen = deliveries_read(&replicas, &paid_id, 10).await;
+    assert!(seen.iter().all(|d| *d), "a confirmed order read undelivered: {seen:?}");
+
+    let paid = admin_post(
+        &first,
+        &format!("/v1/orders/{paid_id}/pay"),
+        Some(json!({"payment_ref": "psp-1"})),
+    )
+    .await;
+    assert_eq!(paid.status(), 200);
+    let paid: Value = paid.json().await.expect("order");
+    assert_eq!(paid["delivered"], true, "{paid}");
+    let seen = deliveries_read(&replicas, &paid_id, 10).await;
+    assert!(seen.iter().all(|d| *d), "a delivered payment read undelivered: {seen:?}");
+
+    let (_, other) = buy(&second, &sku, "b").await;
+    let cancelled_id = other["order_id"].as_str().expect("order_id").to_owned();
+    let cancelled = admin_post(&second, &format!("/v1/orders/{cancelled_id}/cancel"), None).await;
+    let cancelled: Value = cancelled.json().await.expect("order");
+    assert_eq!(cancelled["delivery"], "confirmed", "{cancelled}");
+    let seen = deliveries_read(&replicas, &cancelled_id, 10).await;
+    assert!(seen.iter().all(|d| *d), "a confirmed cancel read undelivered: {seen:?}");
+    first.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
+    let app = spawn_app().await;
+    let db = crate::postgres::TestDb::create().await;
+    // The consumer's connections carry the schema's name, so this test ends its own only.
+    let mut db_url = db.url.clone();
+    db_url.push_str(&format!("&application_name={}", db.schema));
+    let mut consumer_settings = app.settings.clone();
+    consumer_settings.database_url = db_url;
+    let consumer = tokio::spawn(flashsale::consumer::run(
+        consumer_settings,
+        std::future::pending(),
+    ));
+    let sku = unique("pg-drop");
+    app.create_sale(&sku, json!({"stock": 1500})).await;
+    let buyers = crate::events::users("pg", 1500);
+    let burst = {
+        let app_buyers = buyers.clone();
+        let address = app.address.clone();
+        let sku = sku.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            futures::StreamExt::collect::<Vec<u16>>(futures::StreamExt::buffer_unordered(
+                futures::stream::iter(app_buyers.into_iter().map(|user| {
+                    let (client, address, sku) = (client.clone(), address.clone(), sku.clone());
+                    async move {
+                        client
+                            .post(format!("{address}/v1/sales/{sku}/orders"))
+                            .json(&json!({"user_id": user, "quantity": 1}))
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                            .unwrap_or(0)
+                    }
+                })),
+                32,
+            ))
+            .await
+        })
+    };
+
+    // Three terminations while rows arrive; after each, the time to the next row.
+    let admin = crate::postgres::admin_client().await;
+    let mut resumed_after = Vec::new();
+    for at in [150, 600, 1000] {
+        db.wait_for_rows(at, Duration::from_secs(60)).await;
+        let ended: Vec<bool> = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&db.schema],
+            )
+            .await
+            .expect("pg_terminate_backend")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(ended.contains(&true), "the consumer's connection was ended");
+        let before = db.count().await;
+        let dropped = std::time::Instant::now();
+        db.wait_for_rows(before + 1, Duration::from_secs(60)).await;
+        resumed_after.push(dropped.elapsed());
+    }
+    let statuses = burst.await.expect("burst");
+    assert!(statuses.iter().all(|s| *s == 201), "every purchase accepted");
+    // JetStream would hand back what a consumer holds unacknowledged only after its ack wait
+    // (30 s): the whole table within 20 s of the last termination means nothing waited for it.
+    let rows = db.wait_for_rows(1500, Duration::from_secs(20)).await;
+    assert_eq!(rows.len(), 1500);
+    println!("consumer resumed after each termination in {resumed_after:?}");
+    consumer.abort();
+    db.drop_schema().await;
+    app.cleanup().await;
+}
