@@ -113,7 +113,9 @@ impl Confirmation {
             Ok(()) => match self.inventory.drop_confirmed(sku, &[outbox_entry]).await {
                 Ok(()) => true,
                 Err(e) => {
-                    log::debug!("confirmed entry {outbox_entry} of sale {sku} left in the outbox: {e}");
+                    log::debug!(
+                        "confirmed entry {outbox_entry} of sale {sku} left in the outbox: {e}"
+                    );
                     false
                 }
             },

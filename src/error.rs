@@ -138,7 +138,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited(refused) => {
                 response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));
             }
-            ApiError::SaleInconsistent(_) => {
+            ApiError::SaleInconsistent(_) | ApiError::Unavailable => {
                 response.insert_header(("Retry-After", "1"));
             }
             _ => {}
@@ -186,6 +186,8 @@ impl From<StoreError> for ApiError {
             StoreError::SaleMissing => ApiError::Unavailable,
             // The process is stopping; a retry (with its Idempotency-Key) finds the outcome.
             StoreError::Abandoned => ApiError::Unavailable,
+            // Bounded wait, then a retryable answer (with Retry-After).
+            StoreError::NotAnswering => ApiError::Unavailable,
         }
     }
 }

@@ -151,7 +151,10 @@ impl Relay {
         let mut last_lag_log = Instant::now();
         log::info!("relay {} started", self.consumer);
         if self.hold {
-            log::warn!("relay {} holds every event (FLASHSALE_RELAY_HOLD=on): for tests and drills only", self.consumer);
+            log::warn!(
+                "relay {} holds every event (FLASHSALE_RELAY_HOLD=on): for tests and drills only",
+                self.consumer
+            );
         }
         // The lag gauges exist from the start; the first pass gives them their values.
         self.status.record(Backlog::default());

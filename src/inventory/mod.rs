@@ -65,6 +65,11 @@ pub enum StoreError {
     /// shutting down): the purchase may or may not have been decided.
     #[error("purchase abandoned before its answer")]
     Abandoned,
+    /// Redis gave no answer within FLASHSALE_REDIS_TIMEOUT_MS, a purchase's wait for its
+    /// sale's next call included; or Redis is known not to answer (the last call failed) and
+    /// another request is already finding out whether it is back.
+    #[error("redis did not answer in time")]
+    NotAnswering,
 }
 
 pub struct Inventory {
@@ -81,8 +86,12 @@ pub struct Inventory {
     relay_lease_script: Script,
     restore_script: Script,
     read_orders_script: Script,
-    /// Last known state of Redis, so an outage is logged once, not once per request.
+    /// Last known state of Redis, so an outage is logged once, not once per request; while
+    /// false, purchases fail fast but for one probe at a time (`probing`, purchase.rs).
     available: AtomicBool,
+    probing: AtomicBool,
+    /// How long a purchase waits for Redis in all (its sale's queue and its call).
+    redis_timeout: std::time::Duration,
     /// Signalled after each script call that wrote an outbox entry, to wake the relay.
     outbox_written: Notify,
     /// Sales this replica wrote outbox entries for since its relay last looked (waiting.rs).
@@ -117,6 +126,8 @@ impl Inventory {
             )),
             read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
             available: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+            redis_timeout: settings.redis_timeout,
             outbox_written: Notify::new(),
             written: Mutex::new(HashSet::new()),
             batches: Batches::default(),
@@ -184,6 +195,24 @@ impl Inventory {
         };
         crate::monitoring::record_replication_wait(replicated);
         replicated
+    }
+
+    /// Whether to send Redis work now. True while Redis answers; after a failure, true for
+    /// one caller at a time once its `PING` is answered, false (at once) for the others
+    /// meanwhile. So an outage or a stalled Redis (paused, swapping) costs a purchase a fast
+    /// 503 instead of a script call that waits out its timeout and stays queued on the
+    /// connection, to be run, answer lost, when Redis returns: only the calls in flight at
+    /// the moment it stalled have an unknown outcome. The first answer reopens the gate.
+    pub(crate) async fn redis_answering(&self) -> bool {
+        if self.available.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let answered = self.ping().await.is_ok();
+        self.probing.store(false, Ordering::Release);
+        answered
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

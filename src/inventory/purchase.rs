@@ -100,10 +100,16 @@ impl Inventory {
             tokio::spawn(self.clone().drive(sku.clone()));
         }
         // The driver answers every purchase it takes; a closed channel means it was torn
-        // down (the runtime shutting down) before deciding this one.
-        let result = answered
-            .await
-            .unwrap_or(Err(PurchaseError::Store(StoreError::Abandoned)));
+        // down (the runtime shutting down) before deciding this one. The wait is bounded:
+        // a purchase still queued when it gives up is never sent (the driver skips a closed
+        // channel); one already in a call has an unknown outcome, as any 503 says.
+        let result = match tokio::time::timeout(self.redis_timeout, answered).await {
+            Ok(answer) => answer.unwrap_or(Err(PurchaseError::Store(StoreError::Abandoned))),
+            Err(_) => {
+                self.metrics.outcome(Outcome::Unavailable);
+                Err(PurchaseError::Store(StoreError::NotAnswering))
+            }
+        };
         self.metrics.script(started.elapsed());
         result
     }
@@ -112,12 +118,24 @@ impl Inventory {
     async fn drive(self: Arc<Self>, sku: Sku) {
         let mut guard = DriverGuard::new(&self.batches, sku.as_str());
         while let Some(batch) = self.batches.next(sku.as_str()) {
-            self.metrics.batch(batch.len());
+            // Purchases whose caller stopped waiting (timed out, hung up) are not decided.
             let (requests, answers): (Vec<_>, Vec<_>) = batch
                 .into_iter()
+                .filter(|queued| !queued.answer.is_closed())
                 .map(|queued| (queued.request, queued.answer))
                 .unzip();
-            let results = self.decide(&sku, &requests).await;
+            if requests.is_empty() {
+                continue;
+            }
+            let results = if self.redis_answering().await {
+                self.metrics.batch(requests.len());
+                self.decide(&sku, &requests).await
+            } else {
+                requests
+                    .iter()
+                    .map(|_| Err(StoreError::NotAnswering.into()))
+                    .collect()
+            };
             for (answer, result) in answers.into_iter().zip(results) {
                 // A missing sale is decided by the call after its rebuild, and counted then.
                 if !matches!(result, Err(PurchaseError::Store(StoreError::SaleMissing))) {

@@ -164,7 +164,9 @@ pub async fn cancel_order(
         let event = ended.order.event(EventKind::Cancelled);
         let ((), confirmed) = tokio::join!(
             state.sale_changes.announce(sku.as_str()),
-            state.confirmation.confirm(&sku, &event, &ended.outbox_entry)
+            state
+                .confirmation
+                .confirm(&sku, &event, &ended.outbox_entry)
         );
         delivery = confirmed.label();
     }

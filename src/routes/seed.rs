@@ -66,7 +66,9 @@ pub async fn kill(
         Err(PurchaseError::SoldOut { .. }) => text(HttpResponse::Ok(), SOLD_OUT),
         Err(PurchaseError::UserLimitReached) => text(HttpResponse::Conflict(), "超出限购数量"),
         Err(PurchaseError::SaleNotOpen) => text(HttpResponse::Conflict(), "活动未开始或已结束"),
-        Err(PurchaseError::Store(_) | PurchaseError::SaleInconsistent { .. }) => text(HttpResponse::ServiceUnavailable(), "服务暂不可用"),
+        Err(PurchaseError::Store(_) | PurchaseError::SaleInconsistent { .. }) => {
+            text(HttpResponse::ServiceUnavailable(), "服务暂不可用")
+        }
         Err(e) => text(HttpResponse::Conflict(), e.to_string()),
     }
 }

@@ -194,6 +194,14 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
         ),
         ("FLASHSALE_CONSUMER", settings.consumer_name.clone()),
         (
+            "FLASHSALE_REDIS_TIMEOUT_MS",
+            settings.redis_timeout.as_millis().to_string(),
+        ),
+        (
+            "FLASHSALE_CONFIRM_TIMEOUT_MS",
+            settings.confirm_timeout.as_millis().to_string(),
+        ),
+        (
             "FLASHSALE_STREAM_REPLICAS",
             settings.stream_replicas.to_string(),
         ),

@@ -87,7 +87,10 @@ async fn a_rebuild_installs_an_overdue_order_expired_and_sells_its_unit_once() {
     // A wins the unit and does not pay; the sweeper expires the order (its event waits in
     // the held outbox: JetStream holds only A's order.created).
     let (status, first) = buy(&app, &sku, "a").await;
-    assert_eq!((status, first["delivery"].as_str()), (201, Some("confirmed")));
+    assert_eq!(
+        (status, first["delivery"].as_str()),
+        (201, Some("confirmed"))
+    );
     let first_id = first["order_id"].as_str().expect("order_id").to_owned();
     let mut expired = false;
     for _ in 0..100 {
@@ -109,7 +112,10 @@ async fn a_rebuild_installs_an_overdue_order_expired_and_sells_its_unit_once() {
         .await;
     assert_eq!(replaced.status(), 200);
     let (status, second) = buy(&app, &sku, "b").await;
-    assert_eq!((status, second["delivery"].as_str()), (201, Some("confirmed")));
+    assert_eq!(
+        (status, second["delivery"].as_str()),
+        (201, Some("confirmed"))
+    );
     let second_id = second["order_id"].as_str().expect("order_id").to_owned();
 
     // Redis loses everything, the expiry's event with it.
@@ -160,7 +166,10 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
     app.create_sale(&sku, json!({"stock": 1})).await;
 
     let (status, first) = buy(&app, &sku, "a").await;
-    assert_eq!((status, first["delivery"].as_str()), (201, Some("confirmed")));
+    assert_eq!(
+        (status, first["delivery"].as_str()),
+        (201, Some("confirmed"))
+    );
     let first_id = first["order_id"].as_str().expect("order_id").to_owned();
     // Cancelled while NATS is down: decided in Redis, its event only in the (held) outbox.
     nats.stop().await;
@@ -175,7 +184,10 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
     nats.restart().await;
     app.wait_until_ready().await;
     let (status, second) = buy(&app, &sku, "b").await;
-    assert_eq!((status, second["delivery"].as_str()), (201, Some("confirmed")));
+    assert_eq!(
+        (status, second["delivery"].as_str()),
+        (201, Some("confirmed"))
+    );
 
     // Redis loses the cancel: JetStream's history holds two live orders for one unit.
     redis.restart_empty_for(&[&app]).await;
@@ -280,10 +292,16 @@ async fn a_delivery_once_answered_is_never_undone_by_a_later_read() {
         .await;
 
     let (status, bought) = buy(&first, &sku, "a").await;
-    assert_eq!((status, bought["delivery"].as_str()), (201, Some("confirmed")));
+    assert_eq!(
+        (status, bought["delivery"].as_str()),
+        (201, Some("confirmed"))
+    );
     let paid_id = bought["order_id"].as_str().expect("order_id").to_owned();
     let seen = deliveries_read(&replicas, &paid_id, 10).await;
-    assert!(seen.iter().all(|d| *d), "a confirmed order read undelivered: {seen:?}");
+    assert!(
+        seen.iter().all(|d| *d),
+        "a confirmed order read undelivered: {seen:?}"
+    );
 
     let paid = admin_post(
         &first,
@@ -295,7 +313,10 @@ async fn a_delivery_once_answered_is_never_undone_by_a_later_read() {
     let paid: Value = paid.json().await.expect("order");
     assert_eq!(paid["delivered"], true, "{paid}");
     let seen = deliveries_read(&replicas, &paid_id, 10).await;
-    assert!(seen.iter().all(|d| *d), "a delivered payment read undelivered: {seen:?}");
+    assert!(
+        seen.iter().all(|d| *d),
+        "a delivered payment read undelivered: {seen:?}"
+    );
 
     let (_, other) = buy(&second, &sku, "b").await;
     let cancelled_id = other["order_id"].as_str().expect("order_id").to_owned();
@@ -303,7 +324,10 @@ async fn a_delivery_once_answered_is_never_undone_by_a_later_read() {
     let cancelled: Value = cancelled.json().await.expect("order");
     assert_eq!(cancelled["delivery"], "confirmed", "{cancelled}");
     let seen = deliveries_read(&replicas, &cancelled_id, 10).await;
-    assert!(seen.iter().all(|d| *d), "a confirmed cancel read undelivered: {seen:?}");
+    assert!(
+        seen.iter().all(|d| *d),
+        "a confirmed cancel read undelivered: {seen:?}"
+    );
     first.cleanup().await;
 }
 
@@ -370,7 +394,10 @@ async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
         resumed_after.push(dropped.elapsed());
     }
     let statuses = burst.await.expect("burst");
-    assert!(statuses.iter().all(|s| *s == 201), "every purchase accepted");
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "every purchase accepted"
+    );
     // JetStream would hand back what a consumer holds unacknowledged only after its ack wait
     // (30 s): the whole table within 20 s of the last termination means nothing waited for it.
     let rows = db.wait_for_rows(1500, Duration::from_secs(20)).await;
