@@ -74,8 +74,14 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('DEL', orders, buyers, deadlines)
 local staged = { [staged_orders] = orders, [staged_buyers] = buyers,
                  [staged_deadlines] = deadlines }
+-- RENAME keeps the staging key's expiry (set so an abandoned attempt cleans up after
+-- itself): PERSIST, or the sale's orders, tallies and deadlines would vanish two minutes
+-- after the rebuild (the chaos suite found buyers buying past their limit then).
 for from, to in pairs(staged) do
-  if redis.call('EXISTS', from) == 1 then redis.call('RENAME', from, to) end
+  if redis.call('EXISTS', from) == 1 then
+    redis.call('RENAME', from, to)
+    redis.call('PERSIST', to)
+  end
 end
 
 -- Idempotency keys come back with what is left of their time to live.

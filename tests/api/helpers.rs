@@ -2,7 +2,6 @@
 //! Redis and NATS, in a namespace (Redis key prefix) and with a default sku no other test uses.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use flashsale::config::Settings;
 use flashsale::inventory::RedisConnection;
@@ -10,6 +9,8 @@ use flashsale::startup::Application;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
+
+pub use crate::servers::{free_port, private_redis_with, redis_connection, unique, wait_for_port};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -22,20 +23,6 @@ pub struct TestApp {
     /// A direct connection to the Redis the app uses (one server or the cluster), to check
     /// its state independently (it reconnects, as tests restart their private servers).
     pub redis: RedisConnection,
-}
-
-/// A name no other test (or earlier run) uses: process id, a counter and the clock.
-pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Settings of a test app: defaults of the contract, port 0, its own namespace and sku.
@@ -163,17 +150,6 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
 /// needs Redis and cannot reach it fails at that use.
 pub fn check_connection(settings: &Settings) -> RedisConnection {
     RedisConnection::new(settings).expect("valid redis url")
-}
-
-/// A connection for checks; a test that cannot reach Redis fails here, loudly.
-pub async fn redis_connection(url: &str) -> MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("valid redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("tests need Redis at {url} (start it with scripts/services.sh): {e}")
-        })
 }
 
 impl TestApp {
@@ -428,55 +404,7 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String) {
     )
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Waits (up to 5 s) until something listens on the port.
-pub async fn wait_for_port(port: u16) {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on port {port}");
-}
-
 /// A redis-server of the test's own, on a free port, killed when dropped.
 pub async fn private_redis(port: u16) -> tokio::process::Child {
     private_redis_with(port, &[]).await
-}
-
-/// [`private_redis`] with more arguments (`--replicaof`, say). Its directory (where a replica
-/// writes the dump of its full sync) is a temporary one of its own, unless `more` names one.
-pub async fn private_redis_with(port: u16, more: &[&str]) -> tokio::process::Child {
-    let dir = std::env::temp_dir().join(format!("fstest-redis-{port}"));
-    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-    let child = tokio::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .args(more)
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server is installed (scripts/services.sh installs it)");
-    wait_for_port(port).await;
-    child
 }

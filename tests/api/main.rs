@@ -20,6 +20,10 @@ mod round_trips;
 mod sales;
 mod script;
 mod seed;
+#[path = "../common/servers.rs"]
+mod servers;
 mod shutdown;
+#[path = "../common/stream.rs"]
+mod stream;
 mod tickets;
 mod validation;

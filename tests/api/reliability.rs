@@ -13,9 +13,11 @@ use flashsale::event::EventKind;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, audit, error_of, spawn_app, spawn_app_from, test_settings, unique,
+    ADMIN_TOKEN, TestApp, audit, error_of, spawn_app, spawn_app_from, spawn_app_with,
+    test_settings, unique,
 };
 use crate::nats::{PrivateNats, delivered};
+use crate::order_reads::read_order;
 use crate::recovery::LosableRedis;
 
 /// Settings of an app on a Redis and a NATS of the test's own, whose relay holds everything.
@@ -43,15 +45,7 @@ async fn admin_post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::
 }
 
 async fn order_status(app: &TestApp, order_id: &str) -> String {
-    let response = app
-        .client
-        .get(app.url(&format!("/v1/orders/{order_id}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("order read answered");
-    assert_eq!(response.status(), 200, "order {order_id} readable");
-    let order: Value = response.json().await.expect("order JSON");
+    let order = read_order(app, order_id).await;
     order["status"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -242,17 +236,7 @@ async fn the_highest_price_times_the_largest_quantity_is_exact_and_one_more_is_r
     let order: Value = response.json().await.expect("order");
     assert_eq!(order["total_amount"].as_u64(), Some(max_price * 100));
     assert_eq!(order["unit_price"].as_u64(), Some(max_price));
-    let read = app
-        .client
-        .get(app.url(&format!(
-            "/v1/orders/{}",
-            order["order_id"].as_str().expect("id")
-        )))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("read answered");
-    let read: Value = read.json().await.expect("order");
+    let read = read_order(&app, order["order_id"].as_str().expect("id")).await;
     assert_eq!(read["total_amount"].as_u64(), Some(max_price * 100));
     app.wait_until_relay_idle(&sku).await;
     let events = delivered(&app.settings).await;
@@ -266,14 +250,7 @@ async fn deliveries_read(apps: &[&TestApp], order_id: &str, rounds: usize) -> Ve
     let mut seen = Vec::new();
     for _ in 0..rounds {
         for app in apps {
-            let response = app
-                .client
-                .get(app.url(&format!("/v1/orders/{order_id}")))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .expect("order read answered");
-            let order: Value = response.json().await.expect("order JSON");
+            let order = read_order(app, order_id).await;
             seen.push(order["delivered"].as_bool().expect("delivered"));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -405,5 +382,40 @@ async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
     println!("consumer resumed after each termination in {resumed_after:?}");
     consumer.abort();
     db.drop_schema().await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_sale_keeps_its_orders_and_tallies_for_good() {
+    let mut redis = LosableRedis::start().await;
+    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let sku = unique("rebuilt-for-good");
+    app.create_sale(
+        &sku,
+        json!({"stock": 10, "per_user_limit": 1, "payment_timeout_secs": 3600}),
+    )
+    .await;
+    let (status, _) = buy(&app, &sku, "a").await;
+    assert_eq!(status, 201);
+    redis.restart_empty_for(&[&app]).await;
+    assert_eq!(app.sale_json(&sku).await["sold"], 1, "rebuilt");
+
+    // The rebuild stages its keys with an expiry (an abandoned attempt cleans up after
+    // itself); the installed sale's keys must not inherit it, or the orders, tallies and
+    // deadlines vanish two minutes later and every buyer may buy again.
+    let mut check = app.redis.clone();
+    for name in ["sale", "orders", "buyers", "deadlines"] {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(app.key(&sku, name))
+            .query_async(&mut check)
+            .await
+            .expect("PTTL");
+        assert_eq!(ttl, -1, "{name} is kept for good (PTTL {ttl})");
+    }
+    let (status, refused) = buy(&app, &sku, "a").await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (409, Some("user_limit_reached"))
+    );
     app.cleanup().await;
 }

@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{
     ADMIN_TOKEN, ALONE, Environment, Process, Schema, Server, audit, delete_stream, delivered,
-    nats_server, outbox_backlog, put_sale, redis_server, unique,
+    nats_server, outbox_backlog, put_sale, redis_server, signal, unique,
 };
+use crate::servers::{PrivateNatsCluster, PrivateRedisCluster};
 
 /// Users buy from this pool, so per-user limits bind.
 const USERS: usize = 200;
@@ -60,35 +61,67 @@ fn sales() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// Where the run's stores live: single servers, or a Redis Cluster (3 masters, 3
+/// replicas) and a three-node NATS cluster with the streams at R3
+/// (FLASHSALE_CHAOS_TOPOLOGY=cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Single,
+    Cluster,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     KillReplica(usize),
+    ConsumerKill,
+    PostgresConnectionsEnded,
+    /// Single servers.
     RedisRestartEmpty,
     RedisPause,
     NatsKill,
-    ConsumerKill,
-    PostgresConnectionsEnded,
+    /// Clusters: the master of a sale's slot killed (its replica takes over; the node
+    /// rejoins as a replica), or paused past the node timeout; the order stream's leader
+    /// killed; another NATS node killed.
+    MasterKill,
+    MasterPause,
+    StreamLeaderKill,
+    NatsNodeKill,
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
-        Fault::KillReplica(0),
-        Fault::KillReplica(1),
-        Fault::RedisRestartEmpty,
-        Fault::RedisPause,
-        Fault::NatsKill,
-        Fault::ConsumerKill,
-        Fault::PostgresConnectionsEnded,
-    ];
+    fn all(topology: Topology) -> Vec<Fault> {
+        let mut all = vec![
+            Fault::KillReplica(0),
+            Fault::KillReplica(1),
+            Fault::ConsumerKill,
+            Fault::PostgresConnectionsEnded,
+        ];
+        all.extend(match topology {
+            Topology::Single => [Fault::RedisRestartEmpty, Fault::RedisPause, Fault::NatsKill],
+            Topology::Cluster => [
+                Fault::MasterKill,
+                Fault::MasterPause,
+                Fault::StreamLeaderKill,
+            ],
+        });
+        if topology == Topology::Cluster {
+            all.push(Fault::NatsNodeKill);
+        }
+        all
+    }
 
     fn name(self) -> String {
         match self {
             Fault::KillReplica(i) => format!("replica {i} kill -9"),
+            Fault::ConsumerKill => "consumer kill -9".into(),
+            Fault::PostgresConnectionsEnded => "postgres connections ended".into(),
             Fault::RedisRestartEmpty => "redis restarted empty".into(),
             Fault::RedisPause => "redis SIGSTOP".into(),
             Fault::NatsKill => "nats kill -9".into(),
-            Fault::ConsumerKill => "consumer kill -9".into(),
-            Fault::PostgresConnectionsEnded => "postgres connections ended".into(),
+            Fault::MasterKill => "redis master kill -9".into(),
+            Fault::MasterPause => "redis master SIGSTOP".into(),
+            Fault::StreamLeaderKill => "stream leader kill -9".into(),
+            Fault::NatsNodeKill => "nats node kill -9".into(),
         }
     }
 }
@@ -99,65 +132,157 @@ struct Strike {
     at: Duration,
     fault: Fault,
     down: Duration,
+    /// Which sale's master, or which NATS node, where that is the fault's to choose.
+    pick: u64,
 }
 
-fn schedule(seed: u64, length: Duration) -> Vec<Strike> {
+fn schedule(seed: u64, length: Duration, topology: Topology) -> Vec<Strike> {
     let mut random = Random(seed | 1);
+    let faults = Fault::all(topology);
     let mut strikes = Vec::new();
     let mut at = random.millis(2_000, 4_000);
     while at + Duration::from_secs(4) < length {
-        let fault = Fault::ALL[random.below(Fault::ALL.len() as u64) as usize];
+        let fault = faults[random.below(faults.len() as u64) as usize];
         let down = match fault {
-            Fault::RedisPause | Fault::NatsKill => random.millis(1_000, 3_000),
+            Fault::RedisPause | Fault::NatsKill | Fault::MasterPause => random.millis(1_000, 3_000),
+            Fault::MasterKill | Fault::StreamLeaderKill | Fault::NatsNodeKill => {
+                random.millis(2_000, 5_000)
+            }
             Fault::KillReplica(_) | Fault::ConsumerKill => random.millis(500, 2_000),
             Fault::RedisRestartEmpty | Fault::PostgresConnectionsEnded => Duration::ZERO,
         };
-        strikes.push(Strike { at, fault, down });
+        let pick = random.next();
+        strikes.push(Strike {
+            at,
+            fault,
+            down,
+            pick,
+        });
         at += down + random.millis(3_000, 7_000);
     }
     strikes
 }
 
+/// The run's Redis and NATS (one value a run: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Backends {
+    Single {
+        redis: Server,
+        nats: Server,
+    },
+    Cluster {
+        redis: PrivateRedisCluster,
+        nats: PrivateNatsCluster,
+    },
+}
+
+impl Backends {
+    async fn start(topology: Topology) -> Self {
+        match topology {
+            Topology::Single => Backends::Single {
+                redis: redis_server().await,
+                nats: nats_server().await,
+            },
+            Topology::Cluster => Backends::Cluster {
+                redis: PrivateRedisCluster::start().await,
+                nats: PrivateNatsCluster::start().await,
+            },
+        }
+    }
+
+    fn environment(&self) -> Environment {
+        match self {
+            Backends::Single { redis, nats } => Environment::new(
+                &format!("redis://127.0.0.1:{}", redis.port),
+                &format!("nats://127.0.0.1:{}", nats.port),
+            ),
+            Backends::Cluster { redis, nats } => {
+                let mut environment = Environment::new(
+                    &redis.seeds(),
+                    &nats
+                        .urls()
+                        .iter()
+                        .map(|u| format!("nats://{}:{}", u.host(), u.port()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                environment.set("FLASHSALE_STREAM_REPLICAS", 3);
+                // A loaded three-copy stream acknowledges slower; elections take seconds.
+                environment.set("FLASHSALE_CONFIRM_TIMEOUT_MS", 2000);
+                environment
+            }
+        }
+    }
+}
+
 /// Every server and process of a run.
 struct Stores {
-    redis: Server,
-    nats: Server,
+    backends: Backends,
     replicas: Vec<Process>,
     consumer: Process,
     schema: Schema,
     environment: Environment,
+    /// The sales' skus, for a fault that picks a sale's master.
+    skus: Vec<String>,
 }
 
 impl Stores {
     async fn strike(&mut self, strike: &Strike) {
-        match strike.fault {
-            Fault::KillReplica(i) => {
+        match (strike.fault, &mut self.backends) {
+            (Fault::KillReplica(i), _) => {
                 self.replicas[i].kill().await;
                 tokio::time::sleep(strike.down).await;
                 self.replicas[i].start().await;
             }
-            Fault::RedisRestartEmpty => {
-                self.redis.kill().await;
-                self.redis.start().await;
-            }
-            Fault::RedisPause => {
-                self.redis.pause();
-                tokio::time::sleep(strike.down).await;
-                self.redis.resume();
-            }
-            Fault::NatsKill => {
-                self.nats.kill().await;
-                tokio::time::sleep(strike.down).await;
-                self.nats.start().await;
-            }
-            Fault::ConsumerKill => {
+            (Fault::ConsumerKill, _) => {
                 self.consumer.kill().await;
                 tokio::time::sleep(strike.down).await;
                 self.consumer.start().await;
             }
-            Fault::PostgresConnectionsEnded => {
+            (Fault::PostgresConnectionsEnded, _) => {
                 self.schema.terminate_connections().await;
             }
+            (Fault::RedisRestartEmpty, Backends::Single { redis, .. }) => {
+                redis.kill().await;
+                redis.start().await;
+            }
+            (Fault::RedisPause, Backends::Single { redis, .. }) => {
+                redis.pause();
+                tokio::time::sleep(strike.down).await;
+                redis.resume();
+            }
+            (Fault::NatsKill, Backends::Single { nats, .. }) => {
+                nats.kill().await;
+                tokio::time::sleep(strike.down).await;
+                nats.start().await;
+            }
+            (Fault::MasterKill | Fault::MasterPause, Backends::Cluster { redis, .. }) => {
+                let sku = &self.skus[(strike.pick % self.skus.len() as u64) as usize];
+                let key = format!("{}:{{{sku}}}:sale", self.environment.namespace);
+                let port = redis.master_of(&key).await;
+                if strike.fault == Fault::MasterKill {
+                    redis.kill(port).await;
+                    tokio::time::sleep(strike.down).await;
+                    redis.restart(port).await;
+                } else {
+                    let pid = redis.pid(port);
+                    signal(pid, "-STOP");
+                    tokio::time::sleep(strike.down).await;
+                    signal(pid, "-CONT");
+                }
+            }
+            (Fault::StreamLeaderKill | Fault::NatsNodeKill, Backends::Cluster { nats, .. }) => {
+                let leader = nats.leader_of(&self.environment.stream).await;
+                let node = if strike.fault == Fault::StreamLeaderKill {
+                    leader
+                } else {
+                    (leader + 1 + (strike.pick % 2) as usize) % 3
+                };
+                nats.kill(node).await;
+                tokio::time::sleep(strike.down).await;
+                nats.restart(node).await;
+            }
+            (fault, _) => panic!("{} is not a fault of this topology", fault.name()),
         }
     }
 }
@@ -331,8 +456,7 @@ impl Load {
             tokio::time::sleep(random.millis(3_000, 6_000)).await;
             stock += 100;
             self.record.lock().stock.insert("plain".into(), stock);
-            let status = reqwest_put(
-                &self.client,
+            let status = put_sale(
                 self.replica(&mut random),
                 &self.skus["plain"],
                 json!({"stock": stock}),
@@ -372,17 +496,6 @@ impl Load {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-async fn reqwest_put(client: &reqwest::Client, replica: &str, sku: &str, body: Value) -> u16 {
-    client
-        .put(format!("{replica}/v1/sales/{sku}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 /// An order as the stream tells it.
@@ -440,9 +553,14 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    let strikes = schedule(seed, length);
+    let topology = match std::env::var("FLASHSALE_CHAOS_TOPOLOGY").as_deref() {
+        Err(_) | Ok("single") => Topology::Single,
+        Ok("cluster") => Topology::Cluster,
+        Ok(other) => panic!("FLASHSALE_CHAOS_TOPOLOGY={other}: expected single or cluster"),
+    };
+    let strikes = schedule(seed, length, topology);
     println!(
-        "chaos: FLASHSALE_CHAOS_SEED={seed} FLASHSALE_CHAOS_SECS={}",
+        "chaos: FLASHSALE_CHAOS_SEED={seed} FLASHSALE_CHAOS_SECS={} FLASHSALE_CHAOS_TOPOLOGY={topology:?}",
         length.as_secs()
     );
     for strike in &strikes {
@@ -454,10 +572,9 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
         );
     }
 
-    let redis = redis_server().await;
-    let nats = nats_server().await;
+    let backends = Backends::start(topology).await;
     let schema = Schema::create().await;
-    let mut environment = Environment::new(&redis, &nats);
+    let mut environment = backends.environment();
     environment.database_url = schema.url.clone();
     environment.set("FLASHSALE_CONFIRM", "jetstream");
     environment.set("FLASHSALE_RELAY_CLAIM_IDLE_MS", 1000);
@@ -467,13 +584,18 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
         Process::service(&environment).await,
     ];
     let consumer = Process::consumer(&environment).await;
+    let run = unique("chaos");
+    let skus: HashMap<String, String> = sales()
+        .into_iter()
+        .map(|(name, _)| (name.to_owned(), format!("{run}-{name}")))
+        .collect();
     let mut stores = Stores {
-        redis,
-        nats,
+        backends,
         replicas,
         consumer,
         schema,
         environment: environment.clone(),
+        skus: skus.values().cloned().collect(),
     };
     println!(
         "  logs: {} {} {}",
@@ -482,15 +604,10 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
         stores.consumer.log.display()
     );
 
-    let run = unique("chaos");
-    let skus: HashMap<String, String> = sales()
-        .into_iter()
-        .map(|(name, _)| (name.to_owned(), format!("{run}-{name}")))
-        .collect();
     let mut initial_stock = HashMap::new();
     for (name, settings) in sales() {
         assert_eq!(
-            put_sale(&stores.replicas[0], &skus[name], settings.clone()).await,
+            put_sale(&stores.replicas[0].url(""), &skus[name], settings.clone()).await,
             201
         );
         initial_stock.insert(name.to_owned(), settings["stock"].as_u64().expect("stock"));
@@ -566,8 +683,8 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
             break (messages, rows);
         }
         assert!(
-            settled.elapsed() < Duration::from_secs(90),
-            "not settled after 90 s: outbox {waiting}, pending orders left {pending_due}, postgres {} rows for {} orders",
+            settled.elapsed() < Duration::from_secs(120),
+            "not settled after 120 s: outbox {waiting}, pending orders left {pending_due}, postgres {} rows for {} orders",
             rows.len(),
             orders.len()
         );

@@ -8,12 +8,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use async_nats::jetstream;
-use flashsale::event::OrderEvent;
 use tokio::process::{Child, Command};
+
+pub use crate::servers::{free_port, redis_server_args, unique, wait_for_port};
 
 pub const ADMIN_TOKEN: &str = "faults-admin-token";
 pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flashsale";
@@ -21,41 +20,6 @@ pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flashsale";
 /// Held by each fault test for its whole run: they measure a service alone, so they run one
 /// after another.
 pub static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A name no other test (or earlier run) uses.
-pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Waits (up to 10 s) until something listens on the port.
-pub async fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on port {port}");
-}
 
 /// Sends `signal` (`-STOP`, `-CONT`, `-KILL`) to a process.
 pub fn signal(pid: u32, signal: &str) {
@@ -140,20 +104,7 @@ pub async fn redis_server() -> Server {
     let mut server = Server {
         port,
         program: "redis-server".into(),
-        args: [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir.to_string_lossy(),
-        ]
-        .map(str::to_owned)
-        .to_vec(),
+        args: redis_server_args(port, &dir),
         child: None,
     };
     server.start().await;
@@ -198,10 +149,12 @@ pub struct Environment {
 }
 
 impl Environment {
-    pub fn new(redis: &Server, nats: &Server) -> Self {
+    /// On `redis_url` (one server, or a cluster's comma-separated seeds) and `nats_url`
+    /// (comma-separated servers).
+    pub fn new(redis_url: &str, nats_url: &str) -> Self {
         Self {
-            redis_url: format!("redis://127.0.0.1:{}", redis.port),
-            nats_url: format!("nats://127.0.0.1:{}", nats.port),
+            redis_url: redis_url.to_owned(),
+            nats_url: nats_url.to_owned(),
             namespace: unique("faults"),
             stream: unique("FAULTS"),
             subject_prefix: unique("faults"),
@@ -284,9 +237,9 @@ impl Process {
         let child = command
             .envs(self.environment.vars())
             .env("FLASHSALE_BIND", format!("127.0.0.1:{}", self.port))
-            // A scratch directory: no log4rs.yaml, so the log goes to stderr, into the file.
+            // A scratch directory: no log4rs.yaml, so the log goes to the console, into the file.
             .current_dir(self.log.parent().expect("log directory"))
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
@@ -315,48 +268,29 @@ impl Process {
     }
 }
 
-/// One message of the order stream, as a subscriber sees it.
-#[derive(Debug, Clone)]
-pub struct Delivered {
-    pub message_id: String,
-    pub event: OrderEvent,
+/// A client of the run's NATS server(s).
+async fn nats_client(environment: &Environment) -> Result<async_nats::Client, String> {
+    let servers: Vec<async_nats::ServerAddr> = environment
+        .nats_url
+        .split(',')
+        .map(|url| url.parse().expect("nats url"))
+        .collect();
+    async_nats::connect(servers.as_slice())
+        .await
+        .map_err(|e| e.to_string())
 }
 
-/// Every message in the stream, in stream order.
+pub use crate::stream::Delivered;
+
+/// Every message in the run's stream, in stream order.
 pub async fn delivered(environment: &Environment) -> Vec<Delivered> {
-    let client = async_nats::connect(&environment.nats_url)
-        .await
-        .expect("tests need NATS");
-    let js = jetstream::new(client);
-    let Ok(mut stream) = js.get_stream(&environment.stream).await else {
-        return Vec::new();
-    };
-    let state = stream.info().await.expect("stream info").state.clone();
-    let mut messages = Vec::new();
-    if state.messages == 0 {
-        return messages;
-    }
-    for sequence in state.first_sequence..=state.last_sequence {
-        let message = stream
-            .get_raw_message(sequence)
-            .await
-            .expect("stored message");
-        let message_id = message
-            .headers
-            .get("Nats-Msg-Id")
-            .map(|v| v.as_str().to_owned())
-            .expect("every event carries Nats-Msg-Id");
-        messages.push(Delivered {
-            message_id,
-            event: serde_json::from_slice(&message.payload).expect("an order event"),
-        });
-    }
-    messages
+    let client = nats_client(environment).await.expect("tests need NATS");
+    crate::stream::stored_events(client, &environment.stream).await
 }
 
 /// Deletes the test's stream and sale definitions.
 pub async fn delete_stream(environment: &Environment) {
-    if let Ok(client) = async_nats::connect(&environment.nats_url).await {
+    if let Ok(client) = nats_client(environment).await {
         let js = jetstream::new(client);
         let _ = js.delete_stream(&environment.stream).await;
         let _ = js
@@ -365,10 +299,12 @@ pub async fn delete_stream(environment: &Environment) {
     }
 }
 
-/// Keys waiting in the outboxes of the namespace, read directly.
+/// Events waiting in the outboxes of the namespace, read directly (on a cluster, from
+/// every master).
 pub async fn outbox_backlog(environment: &Environment) -> Result<u64, redis::RedisError> {
-    let client = redis::Client::open(environment.redis_url.as_str())?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
+    let mut settings = flashsale::config::Settings::from_lookup(|_| None).expect("defaults");
+    settings.redis_url = environment.redis_url.clone();
+    let mut redis = flashsale::inventory::RedisConnection::new(&settings)?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*:outbox", environment.namespace))
         .query_async(&mut redis)
@@ -457,10 +393,11 @@ pub async fn audit(environment: &Environment) -> (i32, String) {
     )
 }
 
-/// `PUT /v1/sales/{sku}` on `service`; its status.
-pub async fn put_sale(service: &Process, sku: &str, body: serde_json::Value) -> u16 {
+/// `PUT /v1/sales/{sku}` on the service at `base` (`http://host:port`); its status (0: no
+/// answer).
+pub async fn put_sale(base: &str, sku: &str, body: serde_json::Value) -> u16 {
     reqwest::Client::new()
-        .put(service.url(&format!("/v1/sales/{sku}")))
+        .put(format!("{base}/v1/sales/{sku}"))
         .bearer_auth(ADMIN_TOKEN)
         .json(&body)
         .send()

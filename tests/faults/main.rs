@@ -10,3 +10,7 @@
 mod chaos;
 mod fixtures;
 mod overload;
+#[path = "../common/servers.rs"]
+mod servers;
+#[path = "../common/stream.rs"]
+mod stream;

@@ -192,7 +192,10 @@ fn assert_bounded(run: &Run, allowed: &[u16], bound: Duration) {
 }
 
 async fn service_on(redis: &Server, nats: &Server) -> (Environment, Process) {
-    let mut environment = Environment::new(redis, nats);
+    let mut environment = Environment::new(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        &format!("nats://127.0.0.1:{}", nats.port),
+    );
     // The bounds under test, at their defaults.
     environment.set("FLASHSALE_REDIS_TIMEOUT_MS", 1000);
     environment.set("FLASHSALE_CONFIRM_TIMEOUT_MS", 1000);
@@ -220,7 +223,7 @@ async fn redis_paused_under_load_costs_bounded_waits_and_503s_with_retry_after()
     let (environment, service) = service_on(&redis, &nats).await;
     let sku = unique("redis-paused");
     assert_eq!(
-        put_sale(&service, &sku, json!({"stock": 10_000_000})).await,
+        put_sale(&service.url(""), &sku, json!({"stock": 10_000_000})).await,
         201
     );
 
@@ -272,7 +275,7 @@ async fn nats_paused_under_load_answers_202_after_the_confirm_timeout_and_loses_
     let (environment, service) = service_on(&redis, &nats).await;
     let sku = unique("nats-paused");
     assert_eq!(
-        put_sale(&service, &sku, json!({"stock": 10_000_000})).await,
+        put_sale(&service.url(""), &sku, json!({"stock": 10_000_000})).await,
         201
     );
 

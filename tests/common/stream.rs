@@ -1,0 +1,46 @@
+//! What reached a JetStream stream, read as a subscriber would: shared by the test binaries
+//! (`#[path]`-included, like `servers.rs`).
+
+// Each test binary uses part of what is here.
+#![allow(dead_code)]
+
+use async_nats::jetstream;
+use flashsale::event::OrderEvent;
+
+/// One message of the stream.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub subject: String,
+    pub message_id: String,
+    pub event: OrderEvent,
+}
+
+/// Every message in `stream`, in stream order (empty when the stream does not exist).
+pub async fn stored_events(client: async_nats::Client, stream: &str) -> Vec<Delivered> {
+    let js = jetstream::new(client);
+    let Ok(mut stream) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let state = stream.info().await.expect("stream info").state.clone();
+    let mut messages = Vec::new();
+    if state.messages == 0 {
+        return messages;
+    }
+    for sequence in state.first_sequence..=state.last_sequence {
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .expect("stored message");
+        let message_id = message
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.as_str().to_owned())
+            .expect("every event carries Nats-Msg-Id");
+        messages.push(Delivered {
+            subject: message.subject.to_string(),
+            message_id,
+            event: serde_json::from_slice(&message.payload).expect("payload is an order event"),
+        });
+    }
+    messages
+}
