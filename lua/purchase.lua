@@ -36,9 +36,11 @@
 --                              earliest (1 when this new order has the sale's earliest
 --                              deadline: only then must the caller add it to the sweeper's
 --                              cross-sale index, see src/inventory/payment_due.rs)
---                              and, for 'created', the stream id of its outbox entry (the
---                              handler that confirms the event with JetStream names it, so
---                              the relay can drop it unread, see src/confirm.rs)
+--                              and the stream id of its order.created outbox entry: for
+--                              'created' the one just written, for 'replayed' the one still
+--                              waiting ('' once JetStream holds the event). The handler that
+--                              confirms the event with JetStream removes it (src/confirm.rs),
+--                              so a replay is as durable as the first answer.
 --   'sold_out'               , remaining
 --   'sale_inconsistent'      , stock, sold: the copy holds more sold than stock (a rebuild
 --                   folded a history that sells past the stock, see src/recovery.rs). Nothing
@@ -54,9 +56,9 @@
 local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local idem_ttl = ARGV[1]
 local count = (#ARGV - 1) / 3
--- status, quantity, unit_price, created_at, pay_by, then (skipped) paid_at, event,
+-- status, quantity, unit_price, created_at, pay_by, then (skipped) paid_at, event, (skipped)
 -- payment_ref, and user_id of an order record (see KEYS[2]).
-local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n[%d%-]*\n[^\n]*\n(.*)$'
+local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n([%d%-]*)\n[^\n]*\n(.*)$'
 
 -- Redis's clock, not the replica's: every replica then agrees on the sale window.
 local time = redis.call('TIME')
@@ -87,12 +89,19 @@ local function decide(user, quantity, idem, idem_key, buyer_orders)
     if id then
       local stored = redis.call('HGET', orders, id)
       if stored then
-        local status, q, p, c, pay_by, u = string.match(stored, ORDER_RECORD)
+        local status, q, p, c, pay_by, event, u = string.match(stored, ORDER_RECORD)
         if u ~= user or tonumber(q) ~= quantity then
           return { 'idempotency_conflict' }
         end
+        -- The order's latest event, if it still waits, is its order.created only while the
+        -- order has not ended; an ended order's creation is in JetStream already.
+        local waiting = ''
+        if event ~= '' and (status == 'created' or status == 'pending_payment')
+            and #redis.call('XRANGE', outbox, event, event) > 0 then
+          waiting = event
+        end
         return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c),
-                 math.max(stock - sold, 0), status, pay_by }
+                 math.max(stock - sold, 0), status, pay_by, 0, waiting }
       end
     end
   end

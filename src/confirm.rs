@@ -100,6 +100,15 @@ impl Confirmation {
         }
     }
 
+    /// How far an event that has left the outbox got: JetStream holds it (entries leave the
+    /// outbox only once JetStream acknowledged them), said in `jetstream` mode.
+    pub fn already_delivered(&self) -> Delivery {
+        match self.mode {
+            Confirm::JetStream => Delivery::Confirmed,
+            Confirm::Redis => Delivery::Unconfirmed,
+        }
+    }
+
     /// Publishes an event a script just wrote to the outbox of `sku` (a new order, a payment,
     /// a cancel) as entry `outbox_entry`, and waits for JetStream, in `jetstream` mode.
     /// Confirmed means JetStream holds the event and the outbox no longer does: an entry

@@ -47,8 +47,8 @@ pub struct Order {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pay_by: Option<String>,
     /// In `FLASHSALE_CONFIRM=jetstream`, on a new order: `confirmed` (JetStream holds its
-    /// event, 201) or `pending` (it will, from the outbox; 202); on a cancel that changed the
-    /// order, the same of its `order.cancelled` event. Absent otherwise.
+    /// event, 201) or `pending` (it will, from the outbox; 202); the same on a replay (200) and
+    /// on a cancel that changed the order (its `order.cancelled` event). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<&'static str>,
 }

@@ -23,7 +23,8 @@ pub struct Purchase {
     /// pay_by (ms) of a new order that holds its sale's earliest payment deadline: the
     /// sweeper's cross-sale index must hear of it (`payment_due.rs`).
     earliest_deadline: Option<i64>,
-    /// The outbox entry of a new order's created event (empty for a replay).
+    /// The outbox entry of the order's created event: a new order's, or a replayed order's
+    /// while it still waits there (empty once JetStream holds it).
     pub outbox_entry: String,
 }
 
@@ -220,11 +221,7 @@ impl Inventory {
                 let created = outcome == "created";
                 let earliest = created && reply.optional_int(9)? == Some(1);
                 Ok(Purchase {
-                    outbox_entry: if created {
-                        reply.text(10)?.to_owned()
-                    } else {
-                        String::new()
-                    },
+                    outbox_entry: reply.text(10)?.to_owned(),
                     order: reply.order(sku)?,
                     replayed: outcome == "replayed",
                     replicated: true,

@@ -419,3 +419,61 @@ async fn a_rebuilt_sale_keeps_its_orders_and_tallies_for_good() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_as_durable_as_a_first_answer() {
+    let mut redis = LosableRedis::start().await;
+    let mut nats = PrivateNats::start().await;
+    let mut settings = held_relay(&redis, &nats);
+    settings.confirm_timeout = Duration::from_millis(300);
+    let app = spawn_app_from(settings).await;
+    let sku = unique("replay-durable");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    // Confirmed once, so the stream exists; then NATS goes: the next order waits in the
+    // (held) outbox and is answered 202.
+    let (status, _) = buy(&app, &sku, "first").await;
+    assert_eq!(status, 201);
+    nats.stop().await;
+    let body = json!({"user_id": "late", "quantity": 1});
+    let first = app
+        .order_with_key(&sku, body.clone(), Some("late-key"))
+        .await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.expect("order");
+    let order_id = first["order_id"].as_str().expect("order_id").to_owned();
+    nats.restart().await;
+    app.wait_until_ready().await;
+
+    // The retry confirms the waiting event before it answers 200.
+    let replay = app
+        .order_with_key(&sku, body.clone(), Some("late-key"))
+        .await;
+    assert_eq!(replay.status(), 200);
+    let replay: Value = replay.json().await.expect("order");
+    assert_eq!(
+        (replay["order_id"].as_str(), replay["delivery"].as_str()),
+        (Some(order_id.as_str()), Some("confirmed"))
+    );
+    assert!(
+        outbox(&app, &sku).await.is_empty(),
+        "nothing waits any more"
+    );
+    // And so it outlives Redis, though the relay never delivered it.
+    redis.restart_empty_for(&[&app]).await;
+    assert_eq!(order_status(&app, &order_id).await, "created");
+    let again = app.order_with_key(&sku, body, Some("late-key")).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.expect("order");
+    assert_eq!(
+        (again["order_id"].as_str(), again["delivery"].as_str()),
+        (Some(order_id.as_str()), Some("confirmed"))
+    );
+    let created: Vec<String> = delivered(&app.settings)
+        .await
+        .into_iter()
+        .filter(|m| m.event.event == EventKind::Created)
+        .map(|m| m.event.order_id)
+        .collect();
+    assert_eq!(created.iter().filter(|id| **id == order_id).count(), 1);
+    app.cleanup().await;
+}

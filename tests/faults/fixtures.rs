@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use async_nats::jetstream;
 use tokio::process::{Child, Command};
@@ -352,6 +353,19 @@ impl Schema {
             Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
             Err(_) => HashMap::new(),
         }
+    }
+
+    /// How long until the table holds more rows than now (None: not within `limit`).
+    pub async fn rows_grow_after(&self, limit: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        let before = self.rows().await.len();
+        while started.elapsed() < limit {
+            if self.rows().await.len() > before {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// Ends the consumer's PostgreSQL connections, as a database restart does.
