@@ -264,9 +264,13 @@ impl TestApp {
             .expect("HKEYS orders")
     }
 
-    /// Waits (up to 10 s) until the sale's outbox is empty and no relay holds its lease.
+    /// Waits (up to 10 s) until the relay is done with the sale: its outbox empty, no relay
+    /// holding its lease, and the sale out of the relay's index of waiting outboxes, on two
+    /// looks 250 ms apart. (A handler empties the outbox itself when JetStream confirms; the
+    /// relay's next pass still indexes the sale, and the one after drops it again.)
     pub async fn wait_until_relay_idle(&self, sku: &str) {
         let mut redis = self.redis.clone();
+        let mut quiet_looks = 0;
         for _ in 0..200 {
             let (waiting, leased): (u64, bool) = redis::pipe()
                 .cmd("XLEN")
@@ -276,9 +280,22 @@ impl TestApp {
                 .query_async(&mut redis)
                 .await
                 .expect("XLEN, EXISTS");
-            if waiting == 0 && !leased {
-                return;
+            // The index lives in a slot of its own: a command of its own on a cluster.
+            let indexed: bool = redis::cmd("SISMEMBER")
+                .arg(format!("{}:outbox_waiting", self.namespace))
+                .arg(sku)
+                .query_async(&mut redis)
+                .await
+                .expect("SISMEMBER");
+            if waiting == 0 && !leased && !indexed {
+                quiet_looks += 1;
+                if quiet_looks == 2 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                continue;
             }
+            quiet_looks = 0;
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         panic!("the relay still works on {sku} after 10 s");

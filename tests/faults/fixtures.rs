@@ -185,9 +185,8 @@ impl Environment {
     }
 }
 
-/// The binary under test: FLASHSALE_TEST_BINARY (scripts/test.sh points it at a release
-/// build, so a thousand connections measure the service, not a debug build), else the
-/// debug build cargo made for the tests.
+/// The binary under test: FLASHSALE_TEST_BINARY (a release build, say, relative to the
+/// repository), else the debug build cargo made for the tests.
 pub fn binary() -> PathBuf {
     match std::env::var("FLASHSALE_TEST_BINARY") {
         // Relative to the repository, as scripts/test.sh gives it; the processes run

@@ -2,7 +2,10 @@
 //! connections, every request is answered within a bound the settings give, the service's
 //! memory stays bounded, and it answers as before within a second of the server's return.
 //!
-//! Each buyer is a task with a connection of its own, buying again as soon as it is answered.
+//! Each buyer is a task with a connection of its own, sending a purchase every
+//! FLASHSALE_TEST_OVERLOAD_PACE_MS (default 2,000: 500 purchases a second in all, what the
+//! debug build CI runs serves on two cores beside the buyers; 0 = again as soon as answered,
+//! for a release build: `FLASHSALE_TEST_BINARY=target/release/flashsale`).
 //! FLASHSALE_TEST_OVERLOAD_CONNECTIONS changes their number (default 1,000).
 
 use std::collections::{BTreeMap, HashSet};
@@ -30,6 +33,15 @@ struct Answer {
     status: u16,
     retry_after: bool,
     order_id: Option<String>,
+}
+
+fn pace() -> Duration {
+    Duration::from_millis(
+        std::env::var("FLASHSALE_TEST_OVERLOAD_PACE_MS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2000),
+    )
 }
 
 fn connections() -> usize {
@@ -66,6 +78,10 @@ async fn run_with_pause(service: &Process, sku: &str, paused: &Server) -> Run {
                 .build()
                 .expect("client");
             let mut round = 0;
+            // Spread over the first pace, so the buyers do not all send at once.
+            let pace = pace();
+            let first = pace.mul_f64(buyer as f64 / connections() as f64);
+            tokio::time::sleep(first).await;
             while started.elapsed() < until {
                 round += 1;
                 let sent = started.elapsed();
@@ -89,6 +105,7 @@ async fn run_with_pause(service: &Process, sku: &str, paused: &Server) -> Run {
                     answer.order_id = body["order_id"].as_str().map(str::to_owned);
                 }
                 answers.lock().push(answer);
+                tokio::time::sleep((sent + pace).saturating_sub(started.elapsed())).await;
             }
         }));
     }
@@ -140,8 +157,9 @@ fn summary(run: &Run) -> String {
         .collect();
     let slowest_during = during.iter().map(|a| a.took).max().unwrap_or_default();
     format!(
-        "{} connections, {} answers {by_status:?}; slowest {slowest:?} ({slowest_during:?} of those sent during the pause); accepted before {:.3}, after (from 1 s on) {:.3}; service RSS {:.0} MiB before, {:.0} MiB at most while paused",
+        "{} connections (a purchase every {:?} each), {} answers {by_status:?}; slowest {slowest:?} ({slowest_during:?} of those sent during the pause); accepted before {:.3}, after (from 1 s on) {:.3}; service RSS {:.0} MiB before, {:.0} MiB at most while paused",
         connections(),
+        pace(),
         run.answers.len(),
         accepted_share(&run.answers, WARM_UP / 2, WARM_UP),
         accepted_share(
