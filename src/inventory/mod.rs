@@ -210,9 +210,16 @@ impl Inventory {
         if self.probing.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let answered = self.ping().await.is_ok();
-        self.probing.store(false, Ordering::Release);
-        answered
+        // Released however the probe ends (its task dropped mid-PING included), or every
+        // later purchase would fail fast for good.
+        struct Probe<'a>(&'a AtomicBool);
+        impl Drop for Probe<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _probe = Probe(&self.probing);
+        self.ping().await.is_ok()
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
