@@ -837,15 +837,22 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
     }
 
     // What each fault cost buyers: purchases answered 503 or not at all (sent from its start
-    // to 5 s after its end), and for how long: from its start to the last of them. The
+    // to 5 s after its end, or to the next fault), and for how long: from its start to the
+    // last of them. The
     // consumer's faults cost delivery instead: the time until rows arrive again.
     println!("  fault                         failed purchases   failing for   rows again after");
     let mut by_kind: BTreeMap<String, (usize, usize, Duration, Option<Duration>)> = BTreeMap::new();
-    for (strike, began, ended, resumed) in &struck {
+    for (at, (strike, began, ended, resumed)) in struck.iter().enumerate() {
+        // Up to 5 s after the fault's end, but never into the next fault's time.
+        let until = struck
+            .get(at + 1)
+            .map_or(*ended + Duration::from_secs(5), |next| {
+                next.1.min(*ended + Duration::from_secs(5))
+            });
         let failed: Vec<Duration> = record
             .purchases
             .iter()
-            .filter(|p| p.at >= *began && p.at < *ended + Duration::from_secs(5))
+            .filter(|p| p.at >= *began && p.at < until)
             .filter(|p| matches!(p.status, 0 | 503))
             .map(|p| p.at)
             .collect();

@@ -209,7 +209,11 @@ fn assert_bounded(run: &Run, allowed: &[u16], bound: Duration) {
     );
 }
 
-async fn service_on(redis: &Server, nats: &Server) -> (Environment, Process) {
+/// A Redis and a NATS of the test's own, the service on them, and a sale it cannot sell
+/// out of in a run; returns them and the sale's sku.
+async fn service_with_a_sale(name: &str) -> (Server, Server, Environment, Process, String) {
+    let redis = redis_server().await;
+    let nats = nats_server().await;
     let mut environment = Environment::new(
         &format!("redis://127.0.0.1:{}", redis.port),
         &format!("nats://127.0.0.1:{}", nats.port),
@@ -219,7 +223,12 @@ async fn service_on(redis: &Server, nats: &Server) -> (Environment, Process) {
     environment.set("FLASHSALE_CONFIRM_TIMEOUT_MS", 1000);
     environment.set("FLASHSALE_CONFIRM", "jetstream");
     let service = Process::service(&environment).await;
-    (environment, service)
+    let sku = unique(name);
+    assert_eq!(
+        put_sale(&service.url(""), &sku, json!({"stock": 10_000_000})).await,
+        201
+    );
+    (redis, nats, environment, service, sku)
 }
 
 /// Waits (up to 30 s) until the outboxes are empty.
@@ -236,14 +245,7 @@ async fn wait_for_outboxes(environment: &Environment) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_under_load_costs_bounded_waits_and_503s_with_retry_after() {
     let _alone = ALONE.lock().await;
-    let redis = redis_server().await;
-    let nats = nats_server().await;
-    let (environment, service) = service_on(&redis, &nats).await;
-    let sku = unique("redis-paused");
-    assert_eq!(
-        put_sale(&service.url(""), &sku, json!({"stock": 10_000_000})).await,
-        201
-    );
+    let (redis, _nats, environment, service, sku) = service_with_a_sale("redis-paused").await;
 
     let run = run_with_pause(&service, &sku, &redis).await;
     println!("redis paused: {}", summary(&run));
@@ -277,25 +279,18 @@ async fn redis_paused_under_load_costs_bounded_waits_and_503s_with_retry_after()
         .filter(|a| matches!(a.status, 201 | 202))
         .count() as u64;
     let sold = sale["sold"].as_u64().expect("sold");
+    assert!(sold >= accepted, "every accepted purchase is sold");
     println!(
         "redis paused: {sold} sold for {accepted} purchases accepted: {} decided though answered 503",
         sold - accepted
     );
-    assert!(sold >= accepted, "every accepted purchase is sold");
     delete_stream(&environment).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_paused_under_load_answers_202_after_the_confirm_timeout_and_loses_nothing() {
     let _alone = ALONE.lock().await;
-    let redis = redis_server().await;
-    let nats = nats_server().await;
-    let (environment, service) = service_on(&redis, &nats).await;
-    let sku = unique("nats-paused");
-    assert_eq!(
-        put_sale(&service.url(""), &sku, json!({"stock": 10_000_000})).await,
-        201
-    );
+    let (_redis, nats, environment, service, sku) = service_with_a_sale("nats-paused").await;
 
     let run = run_with_pause(&service, &sku, &nats).await;
     println!("nats paused: {}", summary(&run));
