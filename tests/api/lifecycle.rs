@@ -342,6 +342,16 @@ async fn a_thousand_orders_end_paid_or_expired_exactly_once() {
         sample(&metrics, "flashsale_expiry_lag_seconds_count") >= (expired - expired_by_pay) as f64
     );
 
+    // The expired units sell again. Orders from now on get an hour to pay: with the 2 s
+    // window, the first of these could expire (and free its unit) before the last is bought
+    // on a loaded machine, and "one more" would find it.
+    let longer = app
+        .put_sale(
+            &sku,
+            json!({"stock": 1000, "price": 5, "payment_timeout_secs": 3600}),
+        )
+        .await;
+    assert_eq!(longer.status(), 200);
     let again = buy_each(&app, &sku, &users("again", expired)).await;
     assert_eq!(again.len(), expired);
     assert_eq!(app.order(&sku, "one-more", 1).await.status(), 409);
