@@ -149,7 +149,7 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
                 .map(move |sku| (sku.clone(), format!("buyer-{i}")))
         })
         .collect();
-    let (answers, ()) = tokio::join!(
+    let (answers, sold_at_kill) = tokio::join!(
         futures::stream::iter(&purchases)
             .map(|(sku, user)| {
                 let app = &app;
@@ -158,9 +158,14 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
             .buffer_unordered(48)
             .collect::<Vec<_>>(),
         async {
-            app.wait_until_sold(&skus[0], STOCK / 3).await;
+            let sold = app.wait_until_sold(&skus[0], STOCK / 3).await;
             cluster.kill(victim).await;
+            sold
         }
+    );
+    assert!(
+        sold_at_kill < STOCK,
+        "the master died mid-burst ({sold_at_kill} sold)"
     );
     let survivors = cluster.alive();
     cluster.wait_until_ok(&survivors).await;
@@ -261,8 +266,7 @@ async fn moving_a_sales_slot_during_a_burst_oversells_nothing() {
             .buffer_unordered(16)
             .collect::<Vec<_>>(),
         async {
-            app.wait_until_sold(&sku, STOCK / 20).await;
-            let before = app.redis_sold(&sku).await;
+            let before = app.wait_until_sold(&sku, STOCK / 20).await;
             cluster.reshard(from, to, slot - start + 1).await;
             (before, app.redis_sold(&sku).await)
         }
@@ -328,15 +332,20 @@ async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
     let leader = nats.leader_of(&app.settings.stream).await;
 
     let buyers: Vec<String> = (0..900).map(|i| format!("buyer-{i}")).collect();
-    let (answers, ()) = tokio::join!(
+    let (answers, sold_at_kill) = tokio::join!(
         futures::stream::iter(&buyers)
             .map(|user| buy_until_decided(&app, &sku, user))
             .buffer_unordered(32)
             .collect::<Vec<_>>(),
         async {
-            app.wait_until_sold(&sku, STOCK / 4).await;
+            let sold = app.wait_until_sold(&sku, STOCK / 4).await;
             nats.kill(leader).await;
+            sold
         }
+    );
+    assert!(
+        sold_at_kill < STOCK,
+        "the leader died mid-burst ({sold_at_kill} sold)"
     );
     let mut accepted = std::collections::HashSet::new();
     for (status, body) in &answers {

@@ -238,15 +238,18 @@ impl TestApp {
             .map_or(0, |sold| sold.parse().expect("sold is a number"))
     }
 
-    /// Waits until Redis counts at least `sold` units of the sale sold, or about 2 s have
-    /// passed (a burst in flight beside it: the caller then strikes mid-burst).
-    pub async fn wait_until_sold(&self, sku: &str, sold: u64) {
-        for _ in 0..400 {
-            if self.redis_sold(sku).await >= sold {
-                return;
+    /// Waits until Redis counts at least `sold` units of the sale sold (a burst in flight
+    /// beside it: the caller then strikes mid-burst); returns the count it saw, so the caller
+    /// can show the strike landed before the stock ran out. Fails after 30 s.
+    pub async fn wait_until_sold(&self, sku: &str, sold: u64) -> u64 {
+        for _ in 0..6000 {
+            let now = self.redis_sold(sku).await;
+            if now >= sold {
+                return now;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        panic!("{sku}: {sold} units never sold within 30 s");
     }
 
     /// One field of one of the sale's hashes (`sale`, `orders`, `buyers`), read directly.
@@ -401,10 +404,24 @@ pub async fn audit(settings: &Settings, database_url: Option<&str>) -> (i32, Str
     )
 }
 
-/// Asserts that `flashsale audit` finds nothing wrong.
+/// Asserts that `flashsale audit` finds every store agreeing, and settled: a row "ok, pending"
+/// (events still in an outbox, or not yet consumed) counts as clean to the audit, but right
+/// after a burst it would let a difference hide behind work in flight, so this waits (up to
+/// 30 s) for the pending work to finish and then wants plain "ok" on every row.
 pub async fn assert_audit_clean(settings: &Settings, database_url: Option<&str>) {
-    let (code, table) = audit(settings, database_url).await;
-    assert_eq!(code, 0, "audit found differences:\n{table}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, table) = audit(settings, database_url).await;
+        assert_eq!(code, 0, "audit found differences:\n{table}");
+        if !table.contains("ok, pending") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "work still pending after 30 s:\n{table}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Status and `error` code of a JSON error answer.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use flashsale::config::Settings;
+use futures::StreamExt;
 use tokio::process::{Child, Command};
 
 pub use crate::stream::Delivered;
@@ -25,8 +26,10 @@ pub async fn delivered(settings: &Settings) -> Vec<Delivered> {
     crate::stream::stored_events(client_of(settings).await, &settings.stream).await
 }
 
-/// Waits until the stream holds `expected` messages (failing after `timeout`), then a little
-/// longer to catch any extra one, and returns them.
+/// Waits until the stream holds `expected` messages (failing after `timeout`), and returns them
+/// as they stand half a second later: a quiet window in which an extra event sent with the last
+/// ones (a repeat under another id, a stray expiry) would be stored too, for the caller's exact
+/// count to see. Callers that need every publisher done first wait for the relay to go idle.
 pub async fn wait_for_delivered(
     settings: &Settings,
     expected: usize,
@@ -49,14 +52,109 @@ pub async fn wait_for_delivered(
     }
 }
 
-/// Asserts no message id appears twice and returns the count per id.
+/// Asserts that no order event is stored twice: one message per order and kind. (Keyed on the
+/// event, not on `Nats-Msg-Id`: JetStream drops a repeated id itself, so only a repeat sent
+/// under another id can reach the stream, and that is the bug to see.)
 pub fn assert_no_duplicates(messages: &[Delivered]) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut seen: HashMap<(&str, flashsale::event::EventKind), usize> = HashMap::new();
     for m in messages {
-        *seen.entry(m.message_id.as_str()).or_default() += 1;
+        *seen
+            .entry((m.event.order_id.as_str(), m.event.event))
+            .or_default() += 1;
     }
     let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicated.is_empty(), "duplicated events: {duplicated:?}");
+    assert!(duplicated.is_empty(), "events stored twice: {duplicated:?}");
+}
+
+/// One publish on the app's subjects, as a core NATS subscriber saw it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub subject: String,
+    pub message_id: String,
+    pub order_id: String,
+}
+
+/// Every publish on a test's order subjects, repeats included: JetStream drops a repeat within
+/// its duplicate window before storing it, so only a subscriber on the subjects can count
+/// what the publishers actually sent.
+pub struct PublishTap {
+    client: async_nats::Client,
+    subscriber: async_nats::Subscriber,
+}
+
+impl PublishTap {
+    /// Subscribes to `<prefix>.>` and returns once every server of `settings` routes those
+    /// subjects to it (on a cluster a publisher may sit on another node).
+    pub async fn open(settings: &Settings) -> Self {
+        let client = client_of(settings).await;
+        let subscriber = client
+            .subscribe(format!("{}.>", settings.subject_prefix))
+            .await
+            .expect("subscribe");
+        // A probe subject on the same connection: a node that routes the probe to us has the
+        // earlier subscription too (a route passes subscriptions on in order).
+        let probe_subject = crate::helpers::unique("fstest-probe");
+        let mut probes = client
+            .subscribe(probe_subject.clone())
+            .await
+            .expect("subscribe");
+        client.flush().await.expect("flush");
+        for server in &settings.nats_urls {
+            let node = async_nats::connect(server.clone())
+                .await
+                .unwrap_or_else(|e| panic!("NATS at {server:?}: {e}"));
+            let mut routed = false;
+            for _ in 0..100 {
+                node.publish(probe_subject.clone(), "probe".into())
+                    .await
+                    .expect("publish probe");
+                node.flush().await.expect("flush");
+                if tokio::time::timeout(Duration::from_millis(50), probes.next())
+                    .await
+                    .is_ok()
+                {
+                    routed = true;
+                    break;
+                }
+            }
+            assert!(routed, "{server:?} never routed the tap's subjects");
+        }
+        Self { client, subscriber }
+    }
+
+    /// What was published so far. Call it once every publisher is done (the relay idle, every
+    /// purchase answered): it waits for the last of them to arrive, until nothing more comes
+    /// for half a second.
+    pub async fn published(&mut self) -> Vec<Published> {
+        self.client.flush().await.expect("flush");
+        let mut published = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(500), self.subscriber.next()).await
+        {
+            let event: flashsale::event::OrderEvent =
+                serde_json::from_slice(&message.payload).expect("an order event");
+            published.push(Published {
+                subject: message.subject.to_string(),
+                message_id: message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_owned())
+                    .expect("every publish carries Nats-Msg-Id"),
+                order_id: event.order_id,
+            });
+        }
+        published
+    }
+}
+
+/// Publishes per message id.
+pub fn publishes_per_id(published: &[Published]) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for p in published {
+        *counts.entry(p.message_id.clone()).or_default() += 1;
+    }
+    counts
 }
 
 /// Asserts that each order's events came in its own order: created before cancelled.
