@@ -21,8 +21,13 @@ fn invalid_configuration_exits_2_naming_the_variable() {
         ("FLASHSALE_BIND", "not-an-address"),
         ("FLASHSALE_DEFAULT_STOCK", "lots"),
         ("FLASHSALE_LOG_CONFIG", "/nonexistent/log4rs.yaml"),
+        ("FLASHSALE_CONFIRM", "sometimes"),
+        ("FLASHSALE_BUYER_RATE", "0"),
+        // Tickets cannot be required without the key that checks them.
+        ("FLASHSALE_REQUIRE_TICKET", "true"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+            .env_remove("FLASHSALE_TICKET_KEY")
             .env(variable, value)
             .output()
             .expect("the binary runs");

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::health::{sample, scrape};
 use crate::helpers::{
     TestApp, assert_audit_clean, free_port, private_redis, private_redis_with, redis_connection,
-    spawn_app_with, unique,
+    spawn_app_with, spawn_metered, test_settings, unique,
 };
 use crate::nats::{assert_no_duplicates, delivered};
 use crate::servers::{PrivateNatsCluster, PrivateRedisCluster};
@@ -24,6 +24,13 @@ fn signal(child: &tokio::process::Child, name: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill {name} {pid}");
+}
+
+/// Test settings on a Redis Cluster of the test's own.
+fn on_cluster(cluster: &PrivateRedisCluster) -> flashsale::config::Settings {
+    let mut settings = test_settings();
+    settings.redis_url = cluster.seeds();
+    settings
 }
 
 /// Waits (up to 20 s) until the replica on `port` is in sync with its master.
@@ -54,13 +61,12 @@ async fn a_new_order_is_201_only_once_a_replica_holds_it() {
     )
     .await;
     wait_for_sync(replica_port).await;
-    let app = spawn_app_with(|s| {
-        s.redis_url = format!("redis://127.0.0.1:{master_port}");
-        s.confirm = Confirm::Redis;
-        s.redis_wait_replicas = 1;
-        s.redis_wait_timeout = Duration::from_millis(200);
-    })
-    .await;
+    let mut settings = test_settings();
+    settings.redis_url = format!("redis://127.0.0.1:{master_port}");
+    settings.confirm = Confirm::Redis;
+    settings.redis_wait_replicas = 1;
+    settings.redis_wait_timeout = Duration::from_millis(200);
+    let (_process, app) = spawn_metered(settings).await;
     let sku = unique("replicated");
     app.create_sale(&sku, json!({"stock": 100})).await;
     let metrics = scrape(&app).await;
@@ -97,8 +103,11 @@ async fn a_new_order_is_201_only_once_a_replica_holds_it() {
     assert_eq!(app.redis_sold(&sku).await, 6, "the order stands");
 
     let after = scrape(&app).await;
-    assert!(waits(&after, "acknowledged") - waits(&metrics, "acknowledged") >= 5.0);
-    assert!(waits(&after, "short") - waits(&metrics, "short") >= 1.0);
+    assert_eq!(
+        waits(&after, "acknowledged") - waits(&metrics, "acknowledged"),
+        5.0
+    );
+    assert_eq!(waits(&after, "short") - waits(&metrics, "short"), 1.0);
     app.cleanup().await;
 }
 
@@ -124,7 +133,7 @@ async fn buy_until_decided(app: &TestApp, sku: &str, user: &str) -> (u16, Value)
 async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
     const STOCK: u64 = 60;
     let mut cluster = PrivateRedisCluster::start().await;
-    let app = spawn_app_with(|s| s.redis_url = cluster.seeds()).await;
+    let (_process, app) = spawn_metered(on_cluster(&cluster)).await;
     let skus: Vec<String> = (0..6).map(|_| unique("failover")).collect();
     for sku in &skus {
         app.create_sale(sku, json!({"stock": STOCK})).await;
@@ -176,8 +185,7 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
     );
 
     // The promoted replica's copies were written by another primary: each sale on it was
-    // caught up from JetStream before it decided again (the counter is process-wide, and
-    // other tests only add to it).
+    // caught up from JetStream before it decided again.
     let rebuilds = sample(&scrape(&app).await, "flashsale_sale_rebuilds_total")
         - sample(&metrics, "flashsale_sale_rebuilds_total");
     assert!(
@@ -234,7 +242,7 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
 async fn moving_a_sales_slot_during_a_burst_oversells_nothing() {
     const STOCK: u64 = 2000;
     let cluster = PrivateRedisCluster::start().await;
-    let app = spawn_app_with(|s| s.redis_url = cluster.seeds()).await;
+    let (_process, app) = spawn_metered(on_cluster(&cluster)).await;
     // A sale whose slot lies near the start of its master's range, so that a reshard of the
     // range's first slots moves it without moving thousands.
     let (sku, slot, start) = loop {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    error_of, free_port, private_redis, redis_connection, spawn_app, spawn_app_with, unique,
+    error_of, free_port, private_redis, redis_connection, spawn_app, spawn_app_with, spawn_metered,
+    test_settings, unique,
 };
 
 #[tokio::test]
@@ -104,36 +105,52 @@ pub async fn scrape(app: &crate::helpers::TestApp) -> String {
 
 #[tokio::test]
 async fn metrics_count_outcomes_fast_path_and_latencies() {
-    let app = spawn_app().await;
+    // A process of its own: every count below is this test's alone.
+    let (_process, app) = spawn_metered(test_settings()).await;
     let sku = unique("metrics");
     app.create_sale(&sku, json!({"stock": 1})).await;
-    // The recorder is process-wide and other tests buy too: compare before and after.
     let before = scrape(&app).await;
     assert_eq!(app.order(&sku, "u1", 1).await.status(), 201);
-    assert_eq!(app.order(&sku, "u2", 1).await.status(), 409); // Redis says sold out
+    // u1's answer left nothing: the replica now knows the sale sold out. A request with an
+    // Idempotency-Key still asks Redis (it may hold the key's order); one without does not.
+    let keyed = app
+        .order_with_key(&sku, json!({"user_id": "u2", "quantity": 1}), Some("k2"))
+        .await;
+    assert_eq!(keyed.status(), 409); // Redis says sold out
     assert_eq!(app.order(&sku, "u3", 1).await.status(), 409); // answered from memory
     assert_eq!(app.order(&unique("none"), "u4", 1).await.status(), 404);
     let after = scrape(&app).await;
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
 
-    let created = r#"flashsale_purchases_total{outcome="created"}"#;
-    let sold_out = r#"flashsale_purchases_total{outcome="sold_out"}"#;
-    assert!(sample(&after, created) >= sample(&before, created) + 1.0);
-    assert!(sample(&after, sold_out) >= sample(&before, sold_out) + 2.0);
-    let not_found = r#"flashsale_purchases_total{outcome="sale_not_found"}"#;
-    assert!(sample(&after, not_found) >= sample(&before, not_found) + 1.0);
+    assert_eq!(
+        moved(r#"flashsale_purchases_total{outcome="created"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"flashsale_purchases_total{outcome="sold_out"}"#),
+        2.0
+    );
+    assert_eq!(
+        moved(r#"flashsale_purchases_total{outcome="sale_not_found"}"#),
+        1.0
+    );
     // The new order was confirmed by JetStream (the default FLASHSALE_CONFIRM).
-    let confirmed = r#"flashsale_confirmations_total{result="confirmed"}"#;
-    assert!(sample(&after, confirmed) >= sample(&before, confirmed) + 1.0);
-    let fast = "flashsale_sold_out_fast_path_total";
-    assert!(sample(&after, fast) >= sample(&before, fast) + 1.0);
-    // The confirmed event's lag, and the two purchases Redis decided (in one call or two).
-    let lag = r#"flashsale_event_delivery_lag_seconds_count{publisher="confirm"}"#;
-    assert!(sample(&after, lag) >= sample(&before, lag) + 1.0);
-    let batched = "flashsale_purchase_batch_size_sum";
-    assert!(sample(&after, batched) >= sample(&before, batched) + 2.0);
+    assert_eq!(
+        moved(r#"flashsale_confirmations_total{result="confirmed"}"#),
+        1.0
+    );
+    assert_eq!(moved("flashsale_sold_out_fast_path_total"), 1.0);
+    // The confirmed event's lag; the purchases sent to Redis, u1, u2 and u4 (which found no
+    // such sale), u3 answered from memory; a script call each.
+    assert_eq!(
+        moved(r#"flashsale_event_delivery_lag_seconds_count{publisher="confirm"}"#),
+        1.0
+    );
+    assert_eq!(moved("flashsale_purchase_batch_size_sum"), 3.0);
+    assert_eq!(moved("flashsale_script_duration_seconds_count"), 3.0);
+    // Five requests: the four purchases and the scrape before them.
+    assert_eq!(moved("flashsale_http_request_duration_seconds_count"), 5.0);
     for series in [
-        "flashsale_script_duration_seconds_count",
-        "flashsale_http_request_duration_seconds_count",
         "flashsale_outbox_pending",
         r#"flashsale_http_request_duration_seconds_bucket{le="0.001"}"#,
     ] {
@@ -144,25 +161,33 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
 
 #[tokio::test]
 async fn the_relay_reports_how_long_events_waited() {
-    let app = spawn_app_with(|s| s.confirm = flashsale::config::Confirm::Redis).await;
+    let mut settings = test_settings();
+    settings.confirm = flashsale::config::Confirm::Redis;
+    let (_process, app) = spawn_metered(settings).await;
     let sku = unique("lag");
     app.create_sale(&sku, json!({"stock": 10})).await;
-    let series = r#"flashsale_event_delivery_lag_seconds_count{publisher="relay"}"#;
-    let before = sample(&scrape(&app).await, series);
+    let count = r#"flashsale_event_delivery_lag_seconds_count{publisher="relay"}"#;
+    let sum = r#"flashsale_event_delivery_lag_seconds_sum{publisher="relay"}"#;
+    let before = scrape(&app).await;
+    let started = std::time::Instant::now();
     for user in ["u1", "u2", "u3"] {
         assert_eq!(app.order(&sku, user, 1).await.status(), 201);
     }
     app.wait_until_relay_idle(&sku).await;
+    let waited = started.elapsed().as_secs_f64();
     let after = scrape(&app).await;
-    assert!(
-        sample(&after, series) >= before + 3.0,
+    assert_eq!(
+        sample(&after, count) - sample(&before, count),
+        3.0,
         "three events relayed"
     );
-    let total = sample(
-        &after,
-        r#"flashsale_event_delivery_lag_seconds_sum{publisher="relay"}"#,
+    // Each lag lies between the event's write and now, in seconds (a lag in milliseconds
+    // would be a thousand times too large).
+    let lag = sample(&after, sum) - sample(&before, sum);
+    assert!(
+        (0.0..=3.0 * waited).contains(&lag),
+        "{lag} s of lag for 3 events within {waited} s"
     );
-    assert!(total >= 0.0 && total.is_finite());
     app.cleanup().await;
 }
 

@@ -145,6 +145,16 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
     }
 }
 
+/// The app as a process of its own (the real binary, given `settings` through the environment):
+/// its `/metrics` counts what this test did and nothing else. The recorder of in-process apps
+/// is process-wide, shared by every test running beside them. The process dies with the
+/// returned child.
+pub async fn spawn_metered(settings: Settings) -> (tokio::process::Child, TestApp) {
+    let (child, app) = crate::events::spawn_process(&settings).await;
+    app.wait_until_ready().await;
+    (child, app)
+}
+
 /// A reconnecting connection for checks to the Redis of `settings` (a server or a cluster),
 /// opened on first use (some tests point the app at a closed port on purpose); a test that
 /// needs Redis and cannot reach it fails at that use.

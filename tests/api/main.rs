@@ -22,6 +22,7 @@ mod script;
 mod seed;
 #[path = "../common/servers.rs"]
 mod servers;
+mod settings;
 mod shutdown;
 #[path = "../common/stream.rs"]
 mod stream;

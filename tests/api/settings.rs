@@ -1,0 +1,97 @@
+//! Settings come from the environment under the names the README documents: a renamed
+//! variable, or one the README does not list, fails here rather than silently falling back to
+//! its default (the other tests set `Settings` fields directly).
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use flashsale::config::{Confirm, RateLimit, Settings};
+
+use crate::events::env_of;
+use crate::helpers::test_settings;
+
+/// Names `Settings::from_lookup` asks for, and what it made of `env`.
+fn read_back(env: &HashMap<&str, String>) -> (BTreeSet<String>, Settings) {
+    let asked = RefCell::new(BTreeSet::new());
+    let settings = Settings::from_lookup(|name| {
+        asked.borrow_mut().insert(name.to_owned());
+        env.get(name).cloned()
+    })
+    .expect("valid settings");
+    (asked.into_inner(), settings)
+}
+
+/// Every setting away from its default, so a variable read under another name shows.
+fn every_setting_changed() -> Settings {
+    let mut settings = test_settings();
+    settings.bind = "127.0.0.1:4321".parse().expect("address");
+    settings.redis_cluster = true;
+    settings.stream_replicas = 3;
+    settings.api_tokens = vec!["front-1".into(), "front-2".into()];
+    settings.ticket_key = Some("ticket-key".into());
+    settings.require_ticket = true;
+    settings.default_stock = 77;
+    settings.redis_timeout = Duration::from_millis(1234);
+    settings.redis_wait_replicas = 2;
+    settings.redis_wait_timeout = Duration::from_millis(345);
+    settings.buyer_rate = Some(RateLimit {
+        per_second: 3,
+        burst: 5,
+    });
+    settings.client_rate = Some(RateLimit {
+        per_second: 40,
+        burst: 60,
+    });
+    settings.trusted_proxies = vec!["10.0.0.1".parse().expect("ip")];
+    settings.idempotency_ttl = Duration::from_secs(600);
+    settings.workers = 3;
+    settings.relay_claim_idle = Duration::from_millis(2500);
+    settings.sold_out_recheck = Duration::from_millis(250);
+    settings.drain_timeout = Duration::from_secs(4);
+    settings.relay_hold = true;
+    settings.metrics = false;
+    settings.database_url = "postgres://someone@db.example:5432/orders".into();
+    settings.database_url_explicit = true;
+    settings.consumer_name = "orders-test".into();
+    settings.rebuild_timeout = Duration::from_millis(7000);
+    settings.confirm = Confirm::Redis;
+    settings.confirm_timeout = Duration::from_millis(800);
+    settings.log_config = "/etc/flashsale/log4rs.yaml".into();
+    settings.log_config_explicit = true;
+    settings
+}
+
+#[test]
+fn the_environment_carries_every_setting() {
+    let settings = every_setting_changed();
+    let env: HashMap<&str, String> = env_of(&settings, 4321).into_iter().collect();
+    let (asked, parsed) = read_back(&env);
+    assert_eq!(format!("{parsed:?}"), format!("{settings:?}"));
+    let unread: Vec<&&str> = env.keys().filter(|name| !asked.contains(**name)).collect();
+    assert!(unread.is_empty(), "set but never read: {unread:?}");
+}
+
+#[test]
+fn every_variable_read_is_documented_and_every_documented_one_read() {
+    let readme = include_str!("../../README.md");
+    // The first cell of each row of the settings table.
+    let documented: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `FLASHSALE_"))
+        .flat_map(|row| {
+            let cell = row.split(" | ").next().unwrap_or_default().to_owned();
+            format!("`FLASHSALE_{cell}")
+                .split('`')
+                .filter(|name| name.starts_with("FLASHSALE_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let env = env_of(&every_setting_changed(), 4321).into_iter().collect();
+    let (asked, _) = read_back(&env);
+    assert_eq!(
+        asked, documented,
+        "read by the binary vs. the README's settings table"
+    );
+}
