@@ -31,15 +31,15 @@ pub async fn admin_client() -> Client {
 }
 
 impl TestDb {
+    /// A schema with the consumer's table in it and a log of every row written: the primary
+    /// key folds a second insert into the first, and an update leaves no trace, but the log
+    /// shows both. (The consumer applies the same schema again, harmlessly.)
     pub async fn create() -> Self {
-        let schema = crate::helpers::unique("fstest").replace('-', "_");
-        let admin = connect(DATABASE_URL).await;
-        // The consumer's table made beforehand (the consumer applies the same schema again,
-        // harmlessly), with a log of every row written: the primary key folds a second insert
-        // into the first, and an update leaves no trace, but the log shows both.
-        admin
+        let db = Self::create_empty().await;
+        let schema = &db.schema;
+        db.admin
             .batch_execute(&format!(
-                "CREATE SCHEMA {schema}; SET search_path TO {schema}; {SCHEMA}
+                "SET search_path TO {schema}; {SCHEMA}
                  CREATE TABLE {schema}.row_writes (
                      seq bigserial PRIMARY KEY, order_id text NOT NULL, op text NOT NULL,
                      status text NOT NULL);
@@ -54,7 +54,18 @@ impl TestDb {
                  SET search_path TO DEFAULT;"
             ))
             .await
-            .expect("CREATE SCHEMA with the orders table and its write log");
+            .expect("the orders table and its write log");
+        db
+    }
+
+    /// An empty schema (for a test that makes an older table itself).
+    pub async fn create_empty() -> Self {
+        let schema = crate::helpers::unique("fstest").replace('-', "_");
+        let admin = connect(DATABASE_URL).await;
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("CREATE SCHEMA");
         Self {
             url: format!("{DATABASE_URL}?options=-csearch_path%3D{schema}"),
             schema,
