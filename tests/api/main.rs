@@ -2,6 +2,7 @@
 //! `scripts/services.sh` starts. One binary, one module per capability.
 
 mod cluster;
+mod consumer;
 mod contract;
 mod durable;
 mod events;

@@ -160,6 +160,14 @@ async fn reads_need_the_token_and_an_order_that_exists() {
         .send()
         .await
         .expect("answered");
+    // RFC 6750: a 401 names the scheme it wants.
+    assert_eq!(
+        anonymous
+            .headers()
+            .get("WWW-Authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
     assert_eq!(error_of(anonymous).await, (401, "unauthorized".to_owned()));
     let wrong = app
         .client
@@ -168,14 +176,14 @@ async fn reads_need_the_token_and_an_order_that_exists() {
         .send()
         .await
         .expect("answered");
-    assert_eq!(error_of(wrong).await.0, 401);
+    assert_eq!(error_of(wrong).await, (401, "unauthorized".to_owned()));
     let listing = app
         .client
         .get(app.url(&format!("/v1/sales/{sku}/orders?user_id=u")))
         .send()
         .await
         .expect("answered");
-    assert_eq!(error_of(listing).await.0, 401);
+    assert_eq!(error_of(listing).await, (401, "unauthorized".to_owned()));
 
     let (prefix, _) = id.rsplit_once('-').expect("sequence");
     for unknown in [
@@ -222,5 +230,30 @@ async fn orders_read_back_after_redis_lost_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(listed, expected, "the list came back, newest first");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_a_500_json_error_and_the_service_goes_on() {
+    let app = spawn_app().await;
+    let sku = unique("corrupt");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let id = buy(&app, &sku, "u").await["order_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Something other than this service wrote the record.
+    let _: () = redis::AsyncCommands::hset(
+        &mut app.redis.clone(),
+        app.key(&sku, "orders"),
+        &id,
+        "not a record",
+    )
+    .await
+    .expect("HSET");
+    let (status, code) = error_of(read(&app, &format!("/v1/orders/{id}")).await).await;
+    assert_eq!((status, code.as_str()), (500, "internal"));
+    // Nothing else is affected: the sale still sells.
+    assert_eq!(buy(&app, &sku, "next").await["status"], "created");
     app.cleanup().await;
 }

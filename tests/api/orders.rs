@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_of, spawn_app, unique};
+use crate::helpers::{error_of, spawn_app, spawn_app_with, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stampede_sells_exactly_the_stock() {
@@ -221,4 +221,47 @@ async fn unknown_sale_is_404() {
     let (status, code) = error_of(app.order(&unique("nothing"), "u", 1).await).await;
     assert_eq!((status, code.as_str()), (404, "sale_not_found"));
     assert!(app.snapshot().await.is_empty(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_replays_after_the_sale_closed_and_is_forgotten_after_its_ttl() {
+    let app = spawn_app_with(|s| s.idempotency_ttl = std::time::Duration::from_secs(1)).await;
+    let sku = unique("idem-ttl");
+    app.create_sale(&sku, json!({"stock": 1})).await;
+    let body = json!({"user_id": "retrying", "quantity": 1});
+    let first = app.order_with_key(&sku, body.clone(), Some("k")).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("order");
+
+    // Sold out, then closed: a retry still finds its order (the replay comes before both
+    // checks), and another buyer is refused.
+    let (status, code) = error_of(app.order(&sku, "other", 1).await).await;
+    assert_eq!((status, code.as_str()), (409, "sold_out"));
+    let closed =
+        json!({"stock": 1, "starts_at": "2000-01-01T00:00:00Z", "ends_at": "2000-01-02T00:00:00Z"});
+    assert_eq!(app.put_sale(&sku, closed.clone()).await.status(), 200);
+    let replay = app.order_with_key(&sku, body.clone(), Some("k")).await;
+    assert_eq!(replay.status(), 200, "a replay after the sale closed");
+    let replay: Value = replay.json().await.expect("order");
+    assert_eq!(replay["order_id"], first["order_id"]);
+
+    // Past its TTL the key is forgotten: the same request is a new purchase, decided like any
+    // (the sale is closed now), and the first order still stands.
+    let key = app.key(&sku, "idem:k");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while redis::AsyncCommands::exists::<_, bool>(&mut app.redis.clone(), &key)
+        .await
+        .expect("EXISTS")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, code) = error_of(app.order_with_key(&sku, body, Some("k")).await).await;
+    assert_eq!((status, code.as_str()), (409, "sale_not_open"));
+    assert_eq!(app.redis_sold(&sku).await, 1);
+    assert_eq!(app.redis_order_ids(&sku).await.len(), 1);
+    app.cleanup().await;
 }

@@ -99,13 +99,19 @@ impl TestDb {
             .collect()
     }
 
-    /// Asserts the consumer wrote exactly `expected` per order: the writes' (op, status) in
-    /// order, e.g. `[("INSERT", "created"), ("UPDATE", "cancelled")]`.
-    pub async fn assert_writes(&self, orders: &HashSet<String>, expected: &[(&str, &str)]) {
+    /// Each order's writes, (op, status) in the order they were made.
+    pub async fn writes_by_order(&self) -> HashMap<String, Vec<(String, String)>> {
         let mut per_order: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for (order_id, op, status) in self.writes().await {
             per_order.entry(order_id).or_default().push((op, status));
         }
+        per_order
+    }
+
+    /// Asserts the consumer wrote exactly `expected` per order: the writes' (op, status) in
+    /// order, e.g. `[("INSERT", "created"), ("UPDATE", "cancelled")]`.
+    pub async fn assert_writes(&self, orders: &HashSet<String>, expected: &[(&str, &str)]) {
+        let per_order = self.writes_by_order().await;
         let expected: Vec<(String, String)> = expected
             .iter()
             .map(|(op, status)| ((*op).to_owned(), (*status).to_owned()))

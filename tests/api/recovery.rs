@@ -242,7 +242,12 @@ async fn limits_and_idempotency_keys_survive_the_loss() {
         .await
         .expect("KEYS");
     let _: () = check.del(keys).await.expect("DEL");
-    assert_eq!(app.order(&sku, "holder", 1).await.status(), 409);
+    let (status, code) = error_of(app.order(&sku, "holder", 1).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (409, "user_limit_reached"),
+        "the tally came back again"
+    );
     let other = app.order(&sku, "other", 2).await;
     assert_eq!(other.status(), 201);
     let other: Value = other.json().await.expect("order");

@@ -230,7 +230,7 @@ async fn a_sold_out_sale_is_answered_without_redis() {
     let replay = app
         .order_with_key(&sku, json!({"user_id": "u0"}), Some("k"))
         .await;
-    assert_eq!(replay.status(), 409);
+    assert_eq!(error_of(replay).await, (409, "sold_out".to_owned()));
     assert_eq!(delta(&after, &command_calls(check).await, "evalsha"), 1);
 }
 

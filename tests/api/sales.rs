@@ -114,3 +114,56 @@ async fn admin_token_is_required_and_checked() {
     assert_eq!(error_of(response).await, (403, "forbidden".into()));
     assert!(disabled.snapshot().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_shrinks_the_stock_mid_burst_holds_exactly() {
+    use futures::StreamExt;
+    let app = spawn_app().await;
+    let sku = unique("shrink-burst");
+    app.create_sale(&sku, json!({"stock": 1000})).await;
+    let buyers: Vec<String> = (0..1500).map(|i| format!("b{i}")).collect();
+    let (answers, stock) = tokio::join!(
+        futures::stream::iter(&buyers)
+            .map(|user| async {
+                let response = app.order(&sku, user, 1).await;
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.expect("JSON"))
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>(),
+        async {
+            // Once a tenth has sold, cut the stock to 50 above what is sold by then; a PUT
+            // that the burst overtook (stock_below_sold) tries again higher.
+            app.wait_until_sold(&sku, 100).await;
+            loop {
+                let stock = app.redis_sold(&sku).await + 50;
+                let response = app.put_sale(&sku, json!({"stock": stock})).await;
+                match response.status().as_u16() {
+                    200 => return stock,
+                    409 => continue,
+                    other => panic!("PUT answered {other}"),
+                }
+            }
+        }
+    );
+    assert!(stock < 1000, "the cut came mid-burst (stock {stock})");
+    let mut ids = std::collections::HashSet::new();
+    for (status, body) in &answers {
+        match status {
+            201 => assert!(ids.insert(body["order_id"].to_string()), "{body}"),
+            409 => assert_eq!(body["error"], "sold_out", "{body}"),
+            other => panic!("{other} {body}"),
+        }
+    }
+    assert_eq!(ids.len() as u64, stock, "exactly the new stock sold");
+    let sale = app.sale_json(&sku).await;
+    assert_eq!(
+        (
+            sale["stock"].as_u64(),
+            sale["sold"].as_u64(),
+            sale["remaining"].as_u64()
+        ),
+        (Some(stock), Some(stock), Some(0))
+    );
+    app.cleanup().await;
+}

@@ -73,7 +73,12 @@ async fn a_rejected_first_kill_sells_nothing() {
 #[tokio::test]
 async fn kill_refuses_a_bad_user_id_as_text() {
     let app = spawn_app().await;
-    let (status, _) = app.kill(Some(&"u".repeat(129))).await;
+    let (status, body) = app.kill(Some(&"u".repeat(129))).await;
     assert_eq!(status, 400);
+    // The old app's clients read text: the refusal is text too, and says what is wrong.
+    assert!(
+        body.contains("user_id") && !body.trim_start().starts_with('{'),
+        "a text refusal naming user_id: {body}"
+    );
     assert!(app.snapshot().await.is_empty());
 }

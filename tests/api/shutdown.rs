@@ -83,3 +83,74 @@ async fn sigint_with_nats_down_exits_0_and_leaves_the_rest_in_the_outbox() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
+    let redis_port = crate::helpers::free_port();
+    let _redis = crate::helpers::private_redis(redis_port).await;
+    let mut settings = test_settings();
+    settings.redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let (mut process, app) = spawn_process(&settings).await;
+    app.wait_until_ready().await;
+    let sku = unique("in-flight");
+    app.create_sale(&sku, json!({"stock": 100})).await;
+
+    // Redis holds every write for a second and a half: the purchases sent meanwhile are in
+    // flight (queued in the service, or in its script call) when SIGTERM comes.
+    let mut check = crate::helpers::redis_connection(&app.settings.redis_url).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut check)
+        .await
+        .expect("CLIENT PAUSE");
+    let purchases: Vec<_> = (0..40)
+        .map(|i| {
+            let request = app
+                .client
+                .post(app.url(&format!("/v1/sales/{sku}/orders")))
+                .json(&json!({"user_id": format!("u{i}"), "quantity": 1}))
+                .send();
+            tokio::spawn(async move {
+                let response = request.await.expect("an answer, not a dropped connection");
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.expect("a JSON answer");
+                (status, body)
+            })
+        })
+        .collect();
+    // The requests reach the service well inside the pause (a scenario step, not a check).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_signal(process.id().expect("running"), "TERM");
+
+    let mut accepted = std::collections::HashSet::new();
+    for purchase in purchases {
+        let (status, body) = purchase.await.expect("task");
+        match status {
+            201 => {
+                accepted.insert(body["order_id"].as_str().expect("id").to_owned());
+            }
+            // Not decided before the stop: retryable, and nothing was sold for it.
+            503 => assert_eq!(body["error"], "unavailable", "{body}"),
+            other => panic!("{other} {body}"),
+        }
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), process.wait())
+        .await
+        .expect("exits")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !accepted.is_empty(),
+        "the purchases in flight were finished"
+    );
+    assert_eq!(app.redis_sold(&sku).await, accepted.len() as u64);
+    let stored = wait_for_delivered(&settings, accepted.len(), Duration::from_secs(10)).await;
+    let in_stream: std::collections::HashSet<String> =
+        stored.into_iter().map(|m| m.event.order_id).collect();
+    assert_eq!(in_stream, accepted, "every 201 is in JetStream");
+    // The port no longer answers.
+    assert!(app.client.get(app.url("/healthz")).send().await.is_err());
+    app.cleanup().await;
+}

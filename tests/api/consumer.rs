@@ -1,0 +1,107 @@
+//! The order consumer against events no purchase produces in order: a late or redelivered
+//! event, an ending before its creation, and a message that is no order event at all. Each is
+//! published straight to the test's own stream.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use flashsale::event::{EventKind, OrderEvent};
+use flashsale::jetstream::{OrderStream, ensure_stream};
+
+use crate::helpers::{test_settings, unique};
+use crate::postgres::{TestDb, spawn_consumer};
+
+fn event(kind: EventKind, order_id: &str, sku: &str) -> OrderEvent {
+    OrderEvent {
+        event: kind,
+        order_id: order_id.to_owned(),
+        sku: sku.to_owned(),
+        user_id: "buyer".into(),
+        quantity: 1,
+        unit_price: 700,
+        total_amount: 700,
+        created_at: "2026-11-30T10:00:00.000Z".into(),
+        idempotency_key: None,
+        pay_by: None,
+        paid_at: None,
+        payment_ref: None,
+    }
+}
+
+/// Publishes `payload` under `message_id` and waits for JetStream to store it.
+async fn publish(js: &jetstream::Context, subject: String, message_id: &str, payload: Vec<u8>) {
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        .message_id(message_id);
+    js.send_publish(subject, message)
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() {
+    let settings = test_settings();
+    let client = async_nats::connect(settings.nats_urls.clone())
+        .await
+        .expect("NATS");
+    let js = jetstream::new(client);
+    ensure_stream(&js, &OrderStream::new(&settings))
+        .await
+        .expect("stream");
+    let sku = unique("late");
+    let prefix = settings.subject_prefix.clone();
+    let send = |e: OrderEvent, id: &str| {
+        let js = js.clone();
+        let subject = e.subject(&prefix);
+        let id = id.to_owned();
+        async move {
+            publish(&js, subject, &id, serde_json::to_vec(&e).expect("JSON")).await;
+        }
+    };
+
+    // a: created, cancelled, then its creation again (a redelivery under another id) and a
+    //    payment after the end: the row stays cancelled.
+    send(event(EventKind::Created, "a", &sku), "a").await;
+    send(event(EventKind::Cancelled, "a", &sku), "a.cancelled").await;
+    send(event(EventKind::Created, "a", &sku), "a.again").await;
+    send(event(EventKind::Paid, "a", &sku), "a.paid").await;
+    // b: its expiry overtakes its creation: the ending stands in for it, and the creation
+    //    that follows changes nothing.
+    send(event(EventKind::Expired, "b", &sku), "b.expired").await;
+    send(event(EventKind::Created, "b", &sku), "b").await;
+    // Junk on an order subject, then c, which must not wait behind it.
+    publish(
+        &js,
+        format!("{prefix}.created.{sku}"),
+        "junk",
+        b"{not an order event".to_vec(),
+    )
+    .await;
+    send(event(EventKind::Created, "c", &sku), "c").await;
+
+    let db = TestDb::create().await;
+    let consumer = spawn_consumer(&settings, &db);
+    // Everything acknowledged (or terminated): the junk is not left to come back.
+    db.wait_until_consumed(&settings, Duration::from_secs(30))
+        .await;
+    let rows = db.rows().await;
+    assert_eq!(rows.get("a").map(String::as_str), Some("cancelled"));
+    assert_eq!(rows.get("b").map(String::as_str), Some("expired"));
+    assert_eq!(rows.get("c").map(String::as_str), Some("created"));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let writes = db.writes_by_order().await;
+    let written = |id: &str| {
+        writes[id]
+            .iter()
+            .map(|(op, status)| format!("{op} {status}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(written("a"), ["INSERT created", "UPDATE cancelled"]);
+    assert_eq!(written("b"), ["INSERT expired"]);
+    assert_eq!(written("c"), ["INSERT created"]);
+    consumer.abort();
+    db.drop_schema().await;
+    crate::nats::delete_stream(&settings).await;
+}
