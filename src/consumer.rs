@@ -73,12 +73,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) {
                 return;
             }
         }
-        let delay = RETRY * 2u32.pow((failures - 1).min(5));
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(retry_delay(failures)) => {}
             _ = &mut shutdown => return,
         }
     }
+}
+
+/// The pause before the next session after `failures` failures in a row (at least one):
+/// [`RETRY`], doubled per failure, at most 32 times [`RETRY`].
+fn retry_delay(failures: u32) -> Duration {
+    RETRY * 2u32.pow(failures.saturating_sub(1).min(5))
 }
 
 /// One connected stretch: set up, then apply batches until something fails (`committed` says
@@ -233,4 +238,15 @@ async fn apply(
     )
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_100_ms_doubling_to_at_most_3_2_s() {
+        let delays: Vec<u128> = (1..=8).map(|n| retry_delay(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 3200, 3200]);
+    }
 }

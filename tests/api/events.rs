@@ -759,3 +759,43 @@ async fn a_consumer_killed_mid_stream_leaves_an_exact_table() {
     db.drop_schema().await;
     app.cleanup().await;
 }
+
+/// A stream with no leader answers a publish "no responders" (a replicated stream being
+/// created, an election after a node left). The handler tries again under the same message id
+/// until its confirm timeout rather than answering 202 at once: here the stream is gone and
+/// comes back 300 ms later, and the purchase made meanwhile is still confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_waits_out_a_stream_that_has_no_leader_yet() {
+    let app = spawn_app_with(|s| s.confirm_timeout = Duration::from_secs(3)).await;
+    let sku = unique("no-leader");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    assert_eq!(app.order(&sku, "before", 1).await.status(), 201);
+
+    let client = async_nats::connect(app.settings.nats_urls.clone())
+        .await
+        .expect("NATS");
+    let js = async_nats::jetstream::new(client);
+    js.delete_stream(&app.settings.stream)
+        .await
+        .expect("stream deleted");
+    let settings = app.settings.clone();
+    let (answer, ()) = tokio::join!(app.order(&sku, "during", 1), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        flashsale::jetstream::ensure_stream(
+            &js,
+            &flashsale::jetstream::OrderStream::new(&settings),
+        )
+        .await
+        .expect("stream back");
+    });
+    assert_eq!(answer.status(), 201);
+    let order: Value = answer.json().await.expect("order");
+    assert_eq!(order["delivery"], "confirmed");
+    let stored = wait_for_delivered(&app.settings, 1, Duration::from_secs(10)).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        Some(stored[0].event.order_id.as_str()),
+        order["order_id"].as_str()
+    );
+    app.cleanup().await;
+}
