@@ -111,7 +111,9 @@ for i in range(200):
                 raise
             time.sleep(float(e.headers.get("Retry-After", "1")))
 with open(config, "w") as out:
-    out.write("[warnings]\nfail-on = true\n\n")
+    # Every check (as --checks all would, but a CLI option would outrank the one operation
+    # below that turns one off).
+    out.write("[warnings]\nfail-on = true\n\n[checks]\nenabled = true\n\n")
     out.write("[dictionaries.orders]\nvalues = %s\n\n" % json.dumps(ids))
     out.write("[dictionaries.sales]\nvalues = [\"contract\"]\n\n")
     out.write('[parameters]\n"path.order_id" = { dictionary = "orders", probability = 0.9 }\n')
@@ -123,13 +125,20 @@ with open(config, "w") as out:
         out.write('"body.user_id" = { dictionary = "buyers", probability = 0.9 }\n')
         out.write("\n[dictionaries.tickets]\nvalues = [%s]\n" % json.dumps(ticket("ticketed")))
         out.write('\n[dictionaries.buyers]\nvalues = ["ticketed"]\n')
+        # The one place the document cannot say all: user_id is required unless a ticket names
+        # the buyer (README, "Buyer tickets"), so a body without it is rightly accepted here.
+        out.write('\n[[operations]]\ninclude-path = "/v1/sales/{sku}/orders"\n'
+                  'include-method = "POST"\n'
+                  'checks.negative_data_rejection.enabled = false\n')
+        # /kill carries no ticket, so with tickets required it answers 401 to every call, as
+        # documented (and tested in tickets::); the open pass fuzzes it.
+        out.write('\n[[operations]]\ninclude-path = "/kill"\nenabled = false\n')
 PY
 
   log "$name: schemathesis against $base"
   # One worker: with two, schemathesis on CPython 3.11 sometimes fails inside itself
   # ("AST constructor recursion depth mismatch"), not in what it tests.
   "$VENV/bin/st" --config-file "$dir/schemathesis.toml" run "$base/openapi.json" \
-    --checks all \
     --header "Authorization: Bearer $admin" \
     --max-examples "$examples" \
     --workers 1 \
