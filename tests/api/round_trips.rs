@@ -278,3 +278,35 @@ async fn a_cancelled_unit_is_sold_again_on_another_replica_long_before_its_mark_
     }
     first.cleanup().await;
 }
+
+/// The replica that cancels drops its own sold-out mark before it answers: it needs no
+/// notice (here NATS, which carries them, is down, and marks would last ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_unit_sells_at_once_on_the_replica_that_cancelled_it() {
+    let mut isolated = Isolated::start(Duration::from_secs(600)).await;
+    let sku = unique("own-mark");
+    isolated.app.create_sale(&sku, json!({"stock": 1})).await;
+    let Isolated { app, .. } = &isolated;
+    let order: Value = app
+        .order(&sku, "first", 1)
+        .await
+        .json()
+        .await
+        .expect("order");
+    let (status, code) = error_of(app.order(&sku, "second", 1).await).await;
+    assert_eq!((status, code.as_str()), (409, "sold_out"));
+    isolated.stop_nats().await;
+    let Isolated { app, .. } = &isolated;
+    let cancelled = app
+        .client
+        .post(app.url(&format!(
+            "/v1/orders/{}/cancel",
+            order["order_id"].as_str().expect("id")
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(app.order(&sku, "second", 1).await.status(), 201);
+}
