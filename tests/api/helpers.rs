@@ -356,7 +356,7 @@ impl TestApp {
     }
 
     /// Every key of the namespace: SCAN on the server, or on each master of a cluster.
-    async fn namespace_keys(&self) -> Vec<String> {
+    pub async fn namespace_keys(&self) -> Vec<String> {
         self.wait_for_redis().await;
         let pattern = format!("{}:*", self.namespace);
         let mut keys: Vec<String> = Vec::new();

@@ -816,3 +816,53 @@ async fn the_consumer_migrates_a_first_version_table_in_place() {
     db.drop_schema().await;
     app.cleanup().await;
 }
+
+/// The deadline index outlives a sale whose own keys were lost (on a cluster they live on
+/// different masters): the sweeper alone, with no request for the sale, rebuilds it from
+/// JetStream and expires its overdue order. (The relay is held, so its own rebuild of a sale
+/// with waiting events cannot stand in.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_rebuilds_a_lost_sale_it_still_has_deadlines_for() {
+    let app = spawn_app_with(|s| s.relay_hold = true).await;
+    let sku = unique("swept");
+    app.create_sale(&sku, json!({"stock": 5, "payment_timeout_secs": 3}))
+        .await;
+    // The check connection opened before the clock starts.
+    app.namespace_keys().await;
+    let order = app.order(&sku, "u1", 1).await;
+    assert_eq!(order.status(), 201, "its handler put it in JetStream");
+    let order: Value = order.json().await.expect("order");
+    let id = order["order_id"].as_str().expect("id").to_owned();
+
+    // Only the sale's own keys are lost, before the order is due; the namespace's deadline
+    // index stays.
+    let tag = format!("{{{sku}}}");
+    for key in app.namespace_keys().await {
+        if key.contains(&tag) {
+            let _: () = app.redis.clone().del(&key).await.expect("DEL");
+        }
+    }
+    assert!(
+        now_ms() < millis(&order["pay_by"]),
+        "the keys went only after the order was due: the scenario needs a faster machine"
+    );
+    assert_eq!(app.redis_hget(&sku, "orders", &id).await, None);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = app.redis_hget(&sku, "orders", &id).await;
+        if record
+            .as_deref()
+            .is_some_and(|r| r.starts_with("expired\n"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never expired with no request to rebuild its sale: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.redis_sold(&sku).await, 0, "its unit is back");
+    app.cleanup().await;
+}
