@@ -763,3 +763,27 @@ async fn a_copy_another_primary_wrote_is_caught_up_before_anything_is_decided() 
     assert_audit_clean(&app.settings, None).await;
     app.cleanup().await;
 }
+
+/// A rebuild is a rebuild whichever sale it is: the default sale, bought through `/kill` and
+/// lost with Redis, is counted (and logged) like any other, not taken for its first use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_default_sale_is_counted_as_a_rebuild() {
+    let mut redis = LosableRedis::start().await;
+    let (_process, app) = spawn_metered(settings_on(&redis, Confirm::JetStream)).await;
+    assert_eq!(app.kill(Some("first")).await.0, 200);
+    let rebuilds = "flashsale_sale_rebuilds_total";
+    assert_eq!(
+        sample(&scrape(&app).await, rebuilds),
+        0.0,
+        "a first use is no rebuild"
+    );
+    redis.restart_empty_for(&[&app]).await;
+    assert_eq!(app.kill(Some("second")).await.0, 200);
+    assert_eq!(sample(&scrape(&app).await, rebuilds), 1.0);
+    assert_eq!(
+        app.redis_sold(&app.default_sku).await,
+        2,
+        "the first purchase came back"
+    );
+    app.cleanup().await;
+}
