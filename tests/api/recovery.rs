@@ -765,12 +765,18 @@ async fn a_copy_another_primary_wrote_is_caught_up_before_anything_is_decided() 
 }
 
 /// A rebuild is a rebuild whichever sale it is: the default sale, bought through `/kill` and
-/// lost with Redis, is counted (and logged) like any other, not taken for its first use.
+/// lost with Redis, is counted (and logged) like any other, not taken for its first use; and a
+/// sale rebuilt sold out (sold = stock) is no oversold fold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_default_sale_is_counted_as_a_rebuild() {
     let mut redis = LosableRedis::start().await;
-    let (_process, app) = spawn_metered(settings_on(&redis, Confirm::JetStream)).await;
-    assert_eq!(app.kill(Some("first")).await.0, 200);
+    let mut settings = settings_on(&redis, Confirm::JetStream);
+    settings.default_stock = 1;
+    let (_process, app) = spawn_metered(settings).await;
+    assert_eq!(
+        app.kill(Some("first")).await,
+        (200, "提交订单成功".to_owned())
+    );
     let rebuilds = "flashsale_sale_rebuilds_total";
     assert_eq!(
         sample(&scrape(&app).await, rebuilds),
@@ -778,11 +784,22 @@ async fn a_lost_default_sale_is_counted_as_a_rebuild() {
         "a first use is no rebuild"
     );
     redis.restart_empty_for(&[&app]).await;
-    assert_eq!(app.kill(Some("second")).await.0, 200);
-    assert_eq!(sample(&scrape(&app).await, rebuilds), 1.0);
+    // A read rebuilds it (a purchase would be answered from this replica's sold-out mark).
+    let sale = app.sale_json(&app.default_sku).await;
+    assert_eq!(
+        (sale["sold"].as_u64(), sale["remaining"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let metrics = scrape(&app).await;
+    assert_eq!(sample(&metrics, rebuilds), 1.0);
+    assert_eq!(
+        sample(&metrics, "flashsale_sale_oversold_folds_total"),
+        0.0,
+        "sold out is not oversold"
+    );
     assert_eq!(
         app.redis_sold(&app.default_sku).await,
-        2,
+        1,
         "the first purchase came back"
     );
     app.cleanup().await;
