@@ -227,6 +227,16 @@ impl TestApp {
         request.send().await.expect("POST order answered")
     }
 
+    /// Cancels an order with the admin token.
+    pub async fn cancel(&self, order_id: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/orders/{order_id}/cancel")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("cancel answered")
+    }
+
     pub async fn kill(&self, user_id: Option<&str>) -> (u16, String) {
         let url = match user_id {
             Some(user) => self.url(&format!("/kill?user_id={user}")),

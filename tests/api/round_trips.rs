@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use flashsale::config::Confirm;
 
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, error_of, free_port, private_redis, redis_connection, spawn_app_from,
-    spawn_app_with, test_settings, unique,
+    TestApp, error_of, free_port, private_redis, redis_connection, spawn_app_from, spawn_app_with,
+    test_settings, unique,
 };
 use crate::nats::PrivateNats;
 
@@ -255,16 +255,7 @@ async fn a_cancelled_unit_is_sold_again_on_another_replica_long_before_its_mark_
         "second replica marks it sold out"
     );
 
-    let cancelled = first
-        .client
-        .post(first.url(&format!(
-            "/v1/orders/{}/cancel",
-            order["order_id"].as_str().expect("id")
-        )))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answered");
+    let cancelled = first.cancel(order["order_id"].as_str().expect("id")).await;
     assert_eq!(cancelled.status(), 200);
     // Only the cancel's notice can reopen the other replica's mark before its ten minutes:
     // selling there within a generous 30 s proves the notice (how soon is a benchmark's).
@@ -297,16 +288,7 @@ async fn a_cancelled_unit_sells_at_once_on_the_replica_that_cancelled_it() {
     assert_eq!((status, code.as_str()), (409, "sold_out"));
     isolated.stop_nats().await;
     let Isolated { app, .. } = &isolated;
-    let cancelled = app
-        .client
-        .post(app.url(&format!(
-            "/v1/orders/{}/cancel",
-            order["order_id"].as_str().expect("id")
-        )))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answered");
+    let cancelled = app.cancel(order["order_id"].as_str().expect("id")).await;
     assert_eq!(cancelled.status(), 200);
     assert_eq!(app.order(&sku, "second", 1).await.status(), 201);
 }
