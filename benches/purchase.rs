@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flashsale::config::{Confirm, MAX_STOCK, Settings};
+use flashsale::domain::order::{Order, OrderRequest, OrderStatus};
+use flashsale::domain::sale::SaleSettings;
 use flashsale::domain::{Quantity, Sku, UserId};
-use flashsale::inventory::{Inventory, PurchaseRequest};
-use flashsale::order::{Order, OrderRequest, OrderStatus};
-use flashsale::sale::SaleSettings;
 use flashsale::startup::Application;
+use flashsale::store::{Inventory, PurchaseRequest};
+use flashsale::support::settings::{Confirm, MAX_STOCK, Settings};
 use futures::future::join_all;
 
 fn settings() -> Settings {
@@ -220,14 +220,14 @@ fn json(c: &mut Criterion) {
 }
 
 fn metrics(c: &mut Criterion) {
-    flashsale::monitoring::install().expect("recorder installed");
-    let purchase = flashsale::monitoring::PurchaseMetrics::register();
-    let request = flashsale::monitoring::request_histogram();
+    flashsale::support::metrics::install().expect("recorder installed");
+    let purchase = flashsale::support::metrics::PurchaseMetrics::register();
+    let request = flashsale::support::metrics::request_histogram();
     let took = std::time::Duration::from_micros(250);
     let mut group = c.benchmark_group("metrics");
     group.bench_function("record_purchase", |b| {
         b.iter(|| {
-            purchase.outcome(flashsale::monitoring::Outcome::Created);
+            purchase.outcome(flashsale::support::metrics::Outcome::Created);
             purchase.script(took);
             request.record(took);
         })

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use criterion::{Criterion, criterion_group, criterion_main};
-use flashsale::config::Settings;
-use flashsale::definitions::SaleDefinition;
 use flashsale::domain::Sku;
-use flashsale::event::{EventKind, OrderEvent};
-use flashsale::inventory::Inventory;
-use flashsale::jetstream::ensure_stream;
+use flashsale::domain::event::{EventKind, OrderEvent};
+use flashsale::domain::sale::SaleSettings;
+use flashsale::events::jetstream::ensure_stream;
 use flashsale::recovery::Recovery;
-use flashsale::sale::SaleSettings;
+use flashsale::recovery::definitions::SaleDefinition;
+use flashsale::store::Inventory;
+use flashsale::support::settings::Settings;
 use redis::AsyncCommands;
 
 const ORDERS: u64 = 100_000;
@@ -56,9 +56,12 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
         .await
         .expect("nats");
     let js = jetstream::new(nats);
-    ensure_stream(&js, &flashsale::jetstream::OrderStream::new(settings))
-        .await
-        .expect("stream");
+    ensure_stream(
+        &js,
+        &flashsale::events::jetstream::OrderStream::new(settings),
+    )
+    .await
+    .expect("stream");
     let created_at = "2026-11-26T09:00:00.000Z".to_owned();
     let mut acks = Vec::new();
     for seq in 1..=orders {

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flashsale::config::{Confirm, MAX_STOCK, Settings};
+use flashsale::domain::sale::SaleSettings;
 use flashsale::domain::{Quantity, Sku, UserId};
-use flashsale::inventory::{Inventory, PurchaseRequest};
-use flashsale::sale::SaleSettings;
+use flashsale::store::{Inventory, PurchaseRequest};
+use flashsale::support::settings::{Confirm, MAX_STOCK, Settings};
 use futures::future::join_all;
 
 const CLUSTER_SEEDS: &str =

@@ -1,5 +1,5 @@
 -- order_moves.lua: the order record and the moves that end an order, shared by
--- transition.lua and restore.lua. It is not a script of its own: src/inventory/mod.rs puts it
+-- transition.lua and restore.lua. It is not a script of its own: src/store/mod.rs puts it
 -- in front of each of them (Redis scripts cannot include one another), so both decide an
 -- expiry by the very same code.
 --

@@ -2,7 +2,7 @@
 --
 -- Redis runs a script without interleaving any other command, so everything below sees one
 -- consistent sale. The purchases of a batch are decided one after the other in the order
--- given (their arrival order in the replica, see src/inventory/group_commit.rs), each with
+-- given (their arrival order in the replica, see src/store/group_commit.rs), each with
 -- exactly the rules a lone purchase meets: a later purchase sees what an earlier one took.
 -- For each purchase every check comes before its first write, and a rejected purchase
 -- touches nothing.
@@ -35,15 +35,15 @@
 --                              status, pay_by_ms ('' when the sale has no payment window),
 --                              earliest (1 when this new order has the sale's earliest
 --                              deadline: only then must the caller add it to the sweeper's
---                              cross-sale index, see src/inventory/payment_due.rs)
+--                              cross-sale index, see src/store/payment_due.rs)
 --                              and the stream id of its order.created outbox entry: for
 --                              'created' the one just written, for 'replayed' the one still
 --                              waiting ('' once JetStream holds the event). The handler that
---                              confirms the event with JetStream removes it (src/confirm.rs),
+--                              confirms the event with JetStream removes it (src/events/confirm.rs),
 --                              so a replay is as durable as the first answer.
 --   'sold_out'               , remaining
 --   'sale_inconsistent'      , stock, sold: the copy holds more sold than stock (a rebuild
---                   folded a history that sells past the stock, see src/recovery.rs). Nothing
+--                   folded a history that sells past the stock, see src/recovery/rebuild.rs). Nothing
 --                   is decided on it until a cancel, an expiry or a PUT brings sold back
 --                   within stock; replays and the other refusals still answer.
 --   'quantity_above_limit'   , per_user_limit

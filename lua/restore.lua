@@ -2,7 +2,7 @@
 -- does not hold it, or holds a copy another primary wrote (which may be behind, see
 -- purchase.lua).
 --
--- The caller (src/recovery.rs) has read the sale's events from the order stream, folded them
+-- The caller (src/recovery/rebuild.rs) has read the sale's events from the order stream, folded them
 -- into order records, buyer tallies and idempotency keys, and written those into staging keys
 -- of its own (same hash slot). This script installs them in one step. When this primary wrote
 -- the sale already (another replica restored it first, or a PUT created it), it drops the

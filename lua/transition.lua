@@ -12,7 +12,7 @@
 -- so every order's events reach JetStream once each, in order.
 --
 -- The order record and the moves (load_order, move_order, expire_due, ...) come from
--- order_moves.lua, which src/inventory/mod.rs puts in front of this script.
+-- order_moves.lua, which src/store/mod.rs puts in front of this script.
 --
 -- KEYS[1] sale, KEYS[2] orders, KEYS[3] buyers, KEYS[4] outbox, KEYS[5] deadlines
 --         (see purchase.lua)

@@ -4,7 +4,7 @@
 //! It holds no lock and needs none: `lua/transition.lua` decides each expiry on Redis's clock,
 //! exactly once, against any payment or cancel (and any other replica's sweeper) arriving at
 //! the same moment. Replicas only share the work. Each tick reads the cross-sale index of
-//! deadlines (`inventory/payment_due.rs`, one round trip) and visits only the sales with an
+//! deadlines (`store/payment_due.rs`, one round trip) and visits only the sales with an
 //! order overdue, so an idle sale costs nothing. The index lives in Redis, so after every
 //! replica was down the first one to start expires what fell due meanwhile.
 
@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::Sku;
-use crate::inventory::{Expired, Inventory, StoreError};
+use crate::events::sale_changes::SaleChanges;
 use crate::recovery::Recovery;
-use crate::sale_changes::SaleChanges;
+use crate::store::{Expired, Inventory, StoreError};
 
 /// The longest the sweeper sleeps: an order expires within about this of its pay_by.
 const TICK: Duration = Duration::from_millis(200);

@@ -2,41 +2,32 @@
 //!
 //! Storefronts call it over HTTP when thousands of buyers press "buy" in the same second. It
 //! decides who wins the limited stock atomically, in one Redis round trip per purchase, and
-//! never sells more than the stock.
+//! never sells more than the stock; every winning order reaches NATS JetStream.
 //!
-//! How the parts fit (see ARCHITECTURE.md for the full map):
-//! - [`config`]: settings from the environment, validated once at start-up.
-//! - [`domain`]: request values that can only hold valid data (`Sku`, `UserId`, ...).
-//! - [`inventory`]: the stock in Redis; each decision is one Lua script in `lua/`.
-//! - [`relay`]: hands the orders recorded in Redis outboxes to NATS JetStream ([`jetstream`],
-//!   [`event`]).
-//! - [`expiry`]: the sweeper that expires orders not paid by their pay_by.
-//! - [`routes`]: the HTTP API; [`error`] maps every failure to the contract's JSON error.
-//! - [`consumer`]: `flashsale consume-orders`, which persists order events to PostgreSQL.
-//! - [`startup`]: builds the server from settings, for `main` and the tests alike.
+//! The code map, top down: a module uses only those below it (`tests/layout.rs` checks it;
+//! ARCHITECTURE.md draws the paths through them).
+//! - [`startup`]: builds the service from the settings; the only module that knows every part.
+//! - [`http`]: the HTTP edge: routes, auth, buyer tickets, rate limits, the one mapping of
+//!   errors to the contract's JSON, the OpenAPI document. [`expiry`]: the sweeper that expires
+//!   orders not paid by their pay_by.
+//! - [`operations`]: what a purchase, a pay, a cancel, a PUT and the reads do; handlers
+//!   parse, call one of these, and answer.
+//! - [`recovery`]: rebuilds what Redis lost from JetStream (sale definitions, the rebuild, the
+//!   audit).
+//! - [`events`]: JetStream: the one publish path, the handler's confirmation, the relay that
+//!   drains the outboxes, sale changes between replicas, the PostgreSQL consumer.
+//! - [`store`]: Redis: each decision one Lua script in `lua/`; group commit, the outbox, the
+//!   payment index, the sold-out marks.
+//! - [`support`]: settings, metrics, logging: what every layer uses.
+//! - [`domain`]: values that can only hold valid data (`Sku`, `UserId`, ...), the sale and
+//!   order models, order events, the order record, the fold of a sale's history.
 
-pub mod audit;
-pub mod auth;
-pub mod config;
-pub mod confirm;
-pub mod consumer;
-pub mod definitions;
 pub mod domain;
-pub mod error;
-pub mod event;
+pub mod events;
 pub mod expiry;
-pub mod inventory;
-pub mod jetstream;
-pub mod monitoring;
-pub mod openapi;
-pub mod order;
-pub mod rate_limit;
+pub mod http;
+pub mod operations;
 pub mod recovery;
-pub mod relay;
-pub mod routes;
-pub mod sale;
-pub mod sale_changes;
-pub mod sold_out;
 pub mod startup;
-pub mod telemetry;
-pub mod ticket;
+pub mod store;
+pub mod support;

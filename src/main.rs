@@ -4,9 +4,11 @@
 
 use std::process::ExitCode;
 
-use flashsale::config::Settings;
+use flashsale::events::consumer;
+use flashsale::recovery::audit;
 use flashsale::startup::Application;
-use flashsale::{audit, consumer, telemetry};
+use flashsale::support::settings::Settings;
+use flashsale::support::telemetry;
 
 /// glibc's allocator took ~15 % of the service's CPU under load (malloc, free and their
 /// consolidation; BENCHMARKS.md); mimalloc's thread-local free lists cost a fraction of it.
@@ -33,7 +35,7 @@ async fn main() -> ExitCode {
         ["consume-orders"] => Role::ConsumeOrders,
         ["audit"] => Role::Audit,
         ["openapi"] => {
-            println!("{}", flashsale::openapi::document());
+            println!("{}", flashsale::http::openapi::document());
             return ExitCode::SUCCESS;
         }
         _ => {

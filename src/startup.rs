@@ -9,40 +9,18 @@ use actix_web::dev::Server;
 use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 
-use crate::config::Settings;
-use crate::confirm::Confirmation;
-use crate::domain::Sku;
+use crate::events::confirm::Confirmation;
+use crate::events::jetstream::OrderStream;
+use crate::events::relay::{DrainSignal, Relay, RelayStatus};
+use crate::events::sale_changes::SaleChanges;
 use crate::expiry::Sweeper;
-use crate::inventory::Inventory;
-use crate::jetstream::OrderStream;
-use crate::rate_limit::RateLimits;
+use crate::http::rate_limit::RateLimits;
+use crate::http::tickets::Tickets;
+use crate::http::{self, AppState};
+use crate::operations::Operations;
 use crate::recovery::Recovery;
-use crate::relay::{DrainSignal, Relay, RelayStatus};
-use crate::routes;
-use crate::sale_changes::SaleChanges;
-use crate::ticket::Tickets;
-
-/// What every request handler shares.
-pub struct AppState {
-    pub inventory: Arc<Inventory>,
-    /// Rebuilds sales Redis lost; every operation on a sale goes through it.
-    pub recovery: Arc<Recovery>,
-    /// Confirms new orders with JetStream before they are answered (FLASHSALE_CONFIRM).
-    pub confirmation: Confirmation,
-    pub relay_status: Arc<RelayStatus>,
-    pub sale_changes: SaleChanges,
-    /// Renders `/metrics`; `None` when metrics are off.
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    pub nats: async_nats::Client,
-    pub admin_token: Option<String>,
-    pub default_sku: Sku,
-    /// Per-buyer and per-client purchase limits (FLASHSALE_BUYER_RATE, _CLIENT_RATE).
-    pub rate_limits: Arc<RateLimits>,
-    /// Storefront bearer tokens (FLASHSALE_API_TOKENS); empty = purchases need none.
-    pub api_tokens: Vec<String>,
-    /// Buyer tickets: the key, and whether a purchase needs one.
-    pub tickets: Tickets,
-}
+use crate::store::Inventory;
+use crate::support::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -68,7 +46,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // Before anything registers a metric, so the handles record into it.
         let metrics = if settings.metrics {
-            crate::monitoring::install()
+            crate::support::metrics::install()
         } else {
             None
         };
@@ -110,11 +88,9 @@ impl Application {
         let listener = TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
         let state = web::Data::new(AppState {
+            operations: Operations::new(inventory.clone(), recovery, confirmation, sale_changes),
             inventory,
-            recovery,
-            confirmation,
             relay_status,
-            sale_changes,
             metrics,
             nats,
             admin_token: settings.admin_token.clone(),
@@ -126,7 +102,7 @@ impl Application {
         // Signals are the caller's: main stops the server gracefully on SIGINT as on SIGTERM
         // (actix-web alone would drop in-flight requests on SIGINT).
         let mut server = HttpServer::new(move || {
-            let request_seconds = crate::monitoring::request_histogram();
+            let request_seconds = crate::support::metrics::request_histogram();
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(move |request, service| {
@@ -139,7 +115,7 @@ impl Application {
                         response
                     }
                 })
-                .configure(routes::configure)
+                .configure(http::configure)
         })
         .disable_signals()
         .shutdown_timeout(30);

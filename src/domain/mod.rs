@@ -1,11 +1,16 @@
 //! Parse, don't validate: each type here can only hold a valid value, so handlers and the
 //! inventory never see raw strings from a request.
 
+pub mod event;
 mod idempotency_key;
+pub mod order;
 mod order_id;
 mod payment_ref;
 mod quantity;
+pub mod record;
+pub mod sale;
 mod sku;
+pub mod snapshot;
 mod user_id;
 
 pub use idempotency_key::IdempotencyKey;

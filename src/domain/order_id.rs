@@ -1,7 +1,7 @@
 use super::InvalidInput;
 
 /// An order id as the purchase script makes it: `<16 hex digits>-<digits>-<digits>`, the first
-/// part being the digest of the order's sku (see `inventory::keys::sku_digest`).
+/// part being the digest of the order's sku (see `Sku::digest`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderId(String);
 

@@ -6,7 +6,8 @@ use super::InvalidInput;
 ///
 /// The character set matters beyond tidiness: a sku is embedded in Redis keys as the
 /// `{hash tag}` and in NATS subjects, where braces, dots and wildcards would change meaning.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Sku(String);
 
 impl Sku {
@@ -28,6 +29,28 @@ impl Sku {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// First 16 hex digits of SHA-1 of the sku: the prefix of its order ids. The Lua scripts
+    /// compute the same with `redis.sha1hex`.
+    pub fn digest(&self) -> String {
+        let mut hex = sha1_smol::Sha1::from(self.as_str()).digest().to_string();
+        hex.truncate(16);
+        hex
+    }
+}
+
+/// A sku read back from a stored record (a sale definition) is checked as one from a request.
+impl TryFrom<String> for Sku {
+    type Error = InvalidInput;
+    fn try_from(raw: String) -> Result<Self, InvalidInput> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<Sku> for String {
+    fn from(sku: Sku) -> String {
+        sku.0
+    }
 }
 
 /// Maps keyed by sku are looked up by `&str` without a copy (the derived Hash and Eq are the
@@ -47,6 +70,20 @@ impl fmt::Display for Sku {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_is_the_sha1_prefix() {
+        // printf limit | sha1sum
+        let sku = Sku::parse("limit").expect("valid sku");
+        assert_eq!(sku.digest(), "e4d68c5a97e46632");
+    }
+
+    #[test]
+    fn a_stored_sku_is_checked_as_a_requested_one() {
+        let sku: Sku = serde_json::from_str("\"phone-1\"").expect("valid");
+        assert_eq!(serde_json::to_string(&sku).expect("json"), "\"phone-1\"");
+        assert!(serde_json::from_str::<Sku>("\"a.b\"").is_err());
+    }
 
     #[test]
     fn accepts_the_allowed_alphabet_up_to_64() {

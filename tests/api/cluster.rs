@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::helpers::redis_fixtures::{command_calls, delta};
 use crate::helpers::{cluster_masters, nats_cluster_seeds, redis_cluster_seeds, spawn_app_with};
-use crate::round_trips::{command_calls, delta};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_spread_over_the_masters_and_none_oversells() {
@@ -23,7 +23,7 @@ async fn sales_spread_over_the_masters_and_none_oversells() {
     let app = spawn_app_with(|s| {
         s.redis_url = redis_cluster_seeds()[0].clone();
         s.redis_cluster = true;
-        s.confirm = flashsale::config::Confirm::Redis;
+        s.confirm = flashsale::support::settings::Confirm::Redis;
     })
     .await;
     // Sku names fix the slots (the hash tag is the sku), so the spread does not depend on
@@ -123,7 +123,7 @@ async fn the_order_stream_and_definitions_are_replicated_three_times() {
     let js = async_nats::jetstream::new(nats);
     let bucket_stream = format!(
         "KV_{}",
-        flashsale::definitions::bucket_name(&app.settings.stream)
+        flashsale::recovery::definitions::bucket_name(&app.settings.stream)
     );
     for name in [app.settings.stream.clone(), bucket_stream] {
         let mut stream = js.get_stream(&name).await.expect("stream exists");

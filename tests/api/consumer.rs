@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use flashsale::event::{EventKind, OrderEvent};
-use flashsale::jetstream::{OrderStream, ensure_stream};
+use flashsale::domain::event::{EventKind, OrderEvent};
+use flashsale::events::jetstream::{OrderStream, ensure_stream};
 
+use crate::helpers::postgres::{TestDb, spawn_consumer};
 use crate::helpers::{test_settings, unique};
-use crate::postgres::{TestDb, spawn_consumer};
 
 fn event(kind: EventKind, order_id: &str, sku: &str) -> OrderEvent {
     OrderEvent {
@@ -103,5 +103,5 @@ async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() 
     assert_eq!(written("c"), ["INSERT created"]);
     consumer.abort();
     db.drop_schema().await;
-    crate::nats::delete_stream(&settings).await;
+    crate::helpers::nats::delete_stream(&settings).await;
 }

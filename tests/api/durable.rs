@@ -4,13 +4,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flashsale::config::Confirm;
+use flashsale::support::settings::Confirm;
 use serde_json::{Value, json};
 
-use crate::events::users;
+use crate::helpers::nats::{PrivateNats, assert_no_duplicates, wait_for_delivered};
+use crate::helpers::redis_fixtures::LosableRedis;
+use crate::helpers::users;
 use crate::helpers::{assert_audit_clean, spawn_app_with, unique};
-use crate::nats::{PrivateNats, assert_no_duplicates, wait_for_delivered};
-use crate::recovery::{LosableRedis, no_confirmed_order_lost, sale_across_a_restart};
+use crate::recovery::{no_confirmed_order_lost, sale_across_a_restart};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_configuration_fsyncs_every_write() {

@@ -4,47 +4,24 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flashsale::config::{Confirm, Settings};
+use flashsale::domain::event::EventKind;
 use flashsale::domain::{Quantity, Sku, UserId};
-use flashsale::event::EventKind;
-use flashsale::inventory::{Inventory, PurchaseRequest};
-use futures::StreamExt;
+use flashsale::store::{Inventory, PurchaseRequest};
+use flashsale::support::settings::Confirm;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, free_port, spawn_app, spawn_app_from,
-    spawn_app_with, test_settings, unique, wait_for_port,
-};
-use crate::nats::{
+use crate::helpers::nats::{
     PrivateNats, PublishTap, Published, assert_each_order_in_order, assert_in_sale_order,
     assert_no_duplicates, publishes_per_id, wait_for_delivered,
 };
-use crate::postgres::{TestDb, spawn_consumer};
-
-/// Buys one unit for each user, `concurrency` at a time; returns the ids of the orders
-/// accepted (201, or 202 when JetStream had not confirmed them yet).
-pub async fn buy_all(
-    app: &TestApp,
-    sku: &str,
-    users: &[String],
-    concurrency: usize,
-) -> HashSet<String> {
-    let answers: Vec<(u16, Value)> = futures::stream::iter(users)
-        .map(|user| async move {
-            let response = app.order(sku, user, 1).await;
-            let status = response.status().as_u16();
-            (status, response.json().await.expect("JSON answer"))
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    answers
-        .into_iter()
-        .filter(|(status, _)| *status == 201 || *status == 202)
-        .map(|(_, order)| order["order_id"].as_str().expect("order_id").to_owned())
-        .collect()
-}
+use crate::helpers::postgres::{TestDb, spawn_consumer};
+use crate::helpers::process::{env_of, spawn_process};
+use crate::helpers::{
+    ADMIN_TOKEN, assert_audit_clean, error_of, free_port, spawn_app, spawn_app_from,
+    spawn_app_with, test_settings, unique,
+};
+use crate::helpers::{buy_all, users};
 
 /// Order ids of the answers that accepted an order (201, or 202 while JetStream had not
 /// confirmed it).
@@ -116,11 +93,7 @@ fn assert_published_once(publishes: &[Published], orders: &HashSet<String>) {
     );
 }
 
-pub fn users(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-fn created_ids(messages: &[crate::nats::Delivered]) -> HashSet<String> {
+fn created_ids(messages: &[crate::helpers::nats::Delivered]) -> HashSet<String> {
     messages
         .iter()
         .filter(|m| m.event.event == EventKind::Created)
@@ -233,163 +206,6 @@ async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
     app.cleanup().await;
 }
 
-/// Environment that makes the binary run with `settings` on `port`: every setting, by the
-/// names the README documents (`settings::the_environment_carries_every_setting` checks that
-/// the binary reads them back as these settings).
-pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
-    let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
-    let millis = |d: Duration| d.as_millis().to_string();
-    let joined = |items: Vec<String>| items.join(",");
-    let mut env = vec![
-        ("FLASHSALE_BIND", format!("127.0.0.1:{port}")),
-        ("FLASHSALE_REDIS_URL", settings.redis_url.clone()),
-        ("FLASHSALE_REDIS_CLUSTER", on_off(settings.redis_cluster)),
-        (
-            "FLASHSALE_STREAM_REPLICAS",
-            settings.stream_replicas.to_string(),
-        ),
-        (
-            "FLASHSALE_NATS_URL",
-            joined(
-                settings
-                    .nats_urls
-                    .iter()
-                    .map(|u| format!("nats://{}:{}", u.host(), u.port()))
-                    .collect(),
-            ),
-        ),
-        ("FLASHSALE_NAMESPACE", settings.namespace.clone()),
-        ("FLASHSALE_STREAM", settings.stream.clone()),
-        ("FLASHSALE_SUBJECT_PREFIX", settings.subject_prefix.clone()),
-        ("FLASHSALE_REQUIRE_TICKET", on_off(settings.require_ticket)),
-        ("FLASHSALE_DEFAULT_SKU", settings.default_sku.to_string()),
-        (
-            "FLASHSALE_DEFAULT_STOCK",
-            settings.default_stock.to_string(),
-        ),
-        ("FLASHSALE_REDIS_TIMEOUT_MS", millis(settings.redis_timeout)),
-        (
-            "FLASHSALE_REDIS_WAIT_REPLICAS",
-            settings.redis_wait_replicas.to_string(),
-        ),
-        (
-            "FLASHSALE_REDIS_WAIT_TIMEOUT_MS",
-            millis(settings.redis_wait_timeout),
-        ),
-        (
-            "FLASHSALE_IDEMPOTENCY_TTL_SECS",
-            settings.idempotency_ttl.as_secs().to_string(),
-        ),
-        ("FLASHSALE_WORKERS", settings.workers.to_string()),
-        (
-            "FLASHSALE_RELAY_CLAIM_IDLE_MS",
-            millis(settings.relay_claim_idle),
-        ),
-        (
-            "FLASHSALE_SOLD_OUT_RECHECK_MS",
-            millis(settings.sold_out_recheck),
-        ),
-        (
-            "FLASHSALE_DRAIN_TIMEOUT_SECS",
-            settings.drain_timeout.as_secs().to_string(),
-        ),
-        ("FLASHSALE_RELAY_HOLD", on_off(settings.relay_hold)),
-        ("FLASHSALE_METRICS", on_off(settings.metrics)),
-        ("FLASHSALE_CONSUMER", settings.consumer_name.clone()),
-        (
-            "FLASHSALE_REBUILD_TIMEOUT_MS",
-            millis(settings.rebuild_timeout),
-        ),
-        (
-            "FLASHSALE_CONFIRM",
-            match settings.confirm {
-                Confirm::Redis => "redis",
-                Confirm::JetStream => "jetstream",
-            }
-            .to_owned(),
-        ),
-        (
-            "FLASHSALE_CONFIRM_TIMEOUT_MS",
-            millis(settings.confirm_timeout),
-        ),
-    ];
-    // Settings that are absent unless given.
-    let optional = [
-        ("FLASHSALE_ADMIN_TOKEN", settings.admin_token.clone()),
-        ("FLASHSALE_TICKET_KEY", settings.ticket_key.clone()),
-        (
-            "FLASHSALE_API_TOKENS",
-            Some(settings.api_tokens.join(",")).filter(|t| !t.is_empty()),
-        ),
-        (
-            "FLASHSALE_TRUSTED_PROXIES",
-            Some(joined(
-                settings
-                    .trusted_proxies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-            ))
-            .filter(|p| !p.is_empty()),
-        ),
-        (
-            "FLASHSALE_DATABASE_URL",
-            Some(settings.database_url.clone()).filter(|_| settings.database_url_explicit),
-        ),
-        (
-            "FLASHSALE_LOG_CONFIG",
-            Some(settings.log_config.display().to_string())
-                .filter(|_| settings.log_config_explicit),
-        ),
-    ];
-    env.extend(
-        optional
-            .into_iter()
-            .filter_map(|(name, value)| Some((name, value?))),
-    );
-    for (limit, rate, burst) in [
-        (
-            settings.buyer_rate,
-            "FLASHSALE_BUYER_RATE",
-            "FLASHSALE_BUYER_BURST",
-        ),
-        (
-            settings.client_rate,
-            "FLASHSALE_CLIENT_RATE",
-            "FLASHSALE_CLIENT_BURST",
-        ),
-    ] {
-        if let Some(limit) = limit {
-            env.push((rate, limit.per_second.to_string()));
-            env.push((burst, limit.burst.to_string()));
-        }
-    }
-    env
-}
-
-/// The real binary, in a scratch directory (so it logs to the console only).
-pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestApp) {
-    let port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .envs(env_of(settings, port))
-        .current_dir(std::env::temp_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("flashsale binary starts");
-    wait_for_port(port).await;
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        settings: settings.clone(),
-        namespace: settings.namespace.clone(),
-        default_sku: settings.default_sku.to_string(),
-        client: reqwest::Client::new(),
-        redis: crate::helpers::check_connection(settings),
-    };
-    (child, app)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_after_a_burst_loses_nothing() {
     // The process's NATS is down during the burst, so nothing can have been delivered when
@@ -430,9 +246,14 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     // A "replica" that takes the lease, reads the entries, publishes half of them and dies
     // before trimming any.
     let dead = std::sync::Arc::new(Inventory::new(&settings).expect("inventory"));
-    dead.put_sale(&sku, &flashsale::sale::SaleSettings::plain(50, 1), false, 0)
-        .await
-        .expect("sale");
+    dead.put_sale(
+        &sku,
+        &flashsale::domain::sale::SaleSettings::plain(50, 1),
+        false,
+        0,
+    )
+    .await
+    .expect("sale");
     for i in 0..20 {
         let request = PurchaseRequest {
             user: UserId::parse(format!("u{i}")).expect("user"),
@@ -452,9 +273,12 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
         .await
         .expect("nats");
     let js = async_nats::jetstream::new(nats);
-    flashsale::jetstream::ensure_stream(&js, &flashsale::jetstream::OrderStream::new(&settings))
-        .await
-        .expect("stream");
+    flashsale::events::jetstream::ensure_stream(
+        &js,
+        &flashsale::events::jetstream::OrderStream::new(&settings),
+    )
+    .await
+    .expect("stream");
     for (_, event) in &read[..10] {
         let event = event.as_ref().expect("readable entry");
         let message = async_nats::jetstream::message::PublishMessage::build()
@@ -781,9 +605,9 @@ async fn a_handler_waits_out_a_stream_that_has_no_leader_yet() {
     let settings = app.settings.clone();
     let (answer, ()) = tokio::join!(app.order(&sku, "during", 1), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        flashsale::jetstream::ensure_stream(
+        flashsale::events::jetstream::ensure_stream(
             &js,
-            &flashsale::jetstream::OrderStream::new(&settings),
+            &flashsale::events::jetstream::OrderStream::new(&settings),
         )
         .await
         .expect("stream back");

@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
-use flashsale::config::Confirm;
+use flashsale::support::settings::Confirm;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::health::{sample, scrape};
+use crate::helpers::metrics::{sample, scrape};
+use crate::helpers::nats::{assert_no_duplicates, delivered};
 use crate::helpers::{
     TestApp, assert_audit_clean, free_port, private_redis, private_redis_with, redis_connection,
     spawn_app_with, spawn_metered, test_settings, unique,
 };
-use crate::nats::{assert_no_duplicates, delivered};
 use crate::servers::{PrivateNatsCluster, PrivateRedisCluster};
 
 /// Sends a signal to a process (SIGSTOP pauses a replica: it stops acknowledging).
@@ -27,7 +27,7 @@ fn signal(child: &tokio::process::Child, name: &str) {
 }
 
 /// Test settings on a Redis Cluster of the test's own.
-fn on_cluster(cluster: &PrivateRedisCluster) -> flashsale::config::Settings {
+fn on_cluster(cluster: &PrivateRedisCluster) -> flashsale::support::settings::Settings {
     let mut settings = test_settings();
     settings.redis_url = cluster.seeds();
     settings
@@ -222,7 +222,7 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
     assert_no_duplicates(&messages);
     let created: std::collections::HashSet<&str> = messages
         .iter()
-        .filter(|m| m.event.event == flashsale::event::EventKind::Created)
+        .filter(|m| m.event.event == flashsale::domain::event::EventKind::Created)
         .map(|m| m.event.order_id.as_str())
         .collect();
     for id in &confirmed {
@@ -237,7 +237,7 @@ async fn a_master_killed_during_a_burst_oversells_and_loses_nothing() {
         "one created event per unit sold"
     );
     assert_audit_clean(&app.settings, None).await;
-    crate::nats::delete_stream(&app.settings).await;
+    crate::helpers::nats::delete_stream(&app.settings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -320,7 +320,7 @@ async fn moving_a_sales_slot_during_a_burst_oversells_nothing() {
     let messages = delivered(&app.settings).await;
     assert_no_duplicates(&messages);
     assert_audit_clean(&app.settings, None).await;
-    crate::nats::delete_stream(&app.settings).await;
+    crate::helpers::nats::delete_stream(&app.settings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -333,8 +333,8 @@ async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
         s.confirm_timeout = Duration::from_secs(2);
     })
     .await;
-    let db = crate::postgres::TestDb::create().await;
-    let consumer = crate::postgres::spawn_consumer(&app.settings, &db);
+    let db = crate::helpers::postgres::TestDb::create().await;
+    let consumer = crate::helpers::postgres::spawn_consumer(&app.settings, &db);
     let sku = unique("nats-node");
     app.create_sale(&sku, json!({"stock": STOCK})).await;
     // The stream exists, with a leader, once the first order's event is in it (confirmed by
@@ -343,7 +343,7 @@ async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
     let first = app.order(&sku, "first", 1).await.status().as_u16();
     assert!([201, 202].contains(&first), "{first}");
     app.wait_until_relay_idle(&sku).await;
-    crate::nats::wait_for_delivered(&app.settings, 1, Duration::from_secs(30)).await;
+    crate::helpers::nats::wait_for_delivered(&app.settings, 1, Duration::from_secs(30)).await;
     let leader = nats.leader_of(&app.settings.stream).await;
 
     let buyers: Vec<String> = (0..900).map(|i| format!("buyer-{i}")).collect();
@@ -383,13 +383,16 @@ async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     nats.restart(leader).await;
 
-    let messages =
-        crate::nats::wait_for_delivered(&app.settings, STOCK as usize, Duration::from_secs(60))
-            .await;
+    let messages = crate::helpers::nats::wait_for_delivered(
+        &app.settings,
+        STOCK as usize,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_no_duplicates(&messages);
     let created: std::collections::HashSet<String> = messages
         .iter()
-        .filter(|m| m.event.event == flashsale::event::EventKind::Created)
+        .filter(|m| m.event.event == flashsale::domain::event::EventKind::Created)
         .map(|m| m.event.order_id.clone())
         .collect();
     assert_eq!(

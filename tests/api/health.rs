@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::helpers::metrics::{sample, scrape};
 use crate::helpers::{
     error_of, free_port, private_redis, redis_connection, spawn_app, spawn_app_with, spawn_metered,
     test_settings, unique,
@@ -90,19 +91,6 @@ async fn service_recovers_when_redis_comes_back() {
     app.cleanup().await;
 }
 
-/// The value of one sample line of the Prometheus text, 0 when absent.
-pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-pub async fn scrape(app: &crate::helpers::TestApp) -> String {
-    let response = app.get("/metrics").await;
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("text")
-}
-
 #[tokio::test]
 async fn metrics_count_outcomes_fast_path_and_latencies() {
     // A process of its own: every count below is this test's alone.
@@ -162,7 +150,7 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
 #[tokio::test]
 async fn the_relay_reports_how_long_events_waited() {
     let mut settings = test_settings();
-    settings.confirm = flashsale::config::Confirm::Redis;
+    settings.confirm = flashsale::support::settings::Confirm::Redis;
     let (_process, app) = spawn_metered(settings).await;
     let sku = unique("lag");
     app.create_sale(&sku, json!({"stock": 10})).await;

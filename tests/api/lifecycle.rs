@@ -5,22 +5,25 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::DateTime;
-use flashsale::event::EventKind;
+use flashsale::domain::event::EventKind;
 use futures::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::events::{spawn_process, users};
-use crate::health::{sample, scrape};
+use crate::helpers::metrics::{sample, scrape};
+use crate::helpers::nats::{
+    Delivered, assert_each_order_in_order, assert_no_duplicates, delivered,
+};
+use crate::helpers::postgres::{TestDb, spawn_consumer};
+use crate::helpers::process::spawn_process;
+use crate::helpers::read_order;
+use crate::helpers::redis_fixtures::LosableRedis;
+use crate::helpers::redis_fixtures::{command_calls, delta};
+use crate::helpers::users;
 use crate::helpers::{
     ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, spawn_app, spawn_app_from, spawn_app_with,
     test_settings, unique,
 };
-use crate::nats::{Delivered, assert_each_order_in_order, assert_no_duplicates, delivered};
-use crate::order_reads::read_order;
-use crate::postgres::{TestDb, spawn_consumer};
-use crate::recovery::LosableRedis;
-use crate::round_trips::{command_calls, delta};
 
 async fn pay(app: &TestApp, order_id: &str, payment_ref: &str) -> reqwest::Response {
     app.client

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use flashsale::config::Confirm;
+use flashsale::support::settings::Confirm;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, spawn_app, spawn_app_with, unique};
-use crate::nats::PrivateNats;
-use crate::recovery::LosableRedis;
+use crate::helpers::nats::PrivateNats;
+use crate::helpers::redis_fixtures::LosableRedis;
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, error_of, read_order, spawn_app, spawn_app_with, unique,
+};
 
 async fn read(app: &TestApp, path: &str) -> reqwest::Response {
     app.client
@@ -16,12 +18,6 @@ async fn read(app: &TestApp, path: &str) -> reqwest::Response {
         .send()
         .await
         .expect("answered")
-}
-
-pub async fn read_order(app: &TestApp, order_id: &str) -> Value {
-    let response = read(app, &format!("/v1/orders/{order_id}")).await;
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("order")
 }
 
 /// Reads the order until `delivered` is true (the relay trims what JetStream holds).

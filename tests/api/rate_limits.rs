@@ -3,17 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use flashsale::config::{Confirm, RateLimit};
+use flashsale::support::settings::{Confirm, RateLimit};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::health::{sample, scrape};
+use crate::helpers::metrics::{sample, scrape};
+use crate::helpers::nats::PrivateNats;
+use crate::helpers::redis_fixtures::{command_calls, delta};
 use crate::helpers::{
     TestApp, free_port, private_redis, redis_connection, spawn_app_with, spawn_metered,
     test_settings, unique,
 };
-use crate::nats::PrivateNats;
-use crate::round_trips::{command_calls, delta};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyer_firing_1000_purchases_reaches_redis_at_most_its_burst() {

@@ -8,17 +8,17 @@
 
 use std::time::Duration;
 
-use flashsale::config::{Confirm, Settings};
-use flashsale::event::EventKind;
+use flashsale::domain::event::EventKind;
+use flashsale::support::settings::{Confirm, Settings};
 use serde_json::{Value, json};
 
+use crate::helpers::nats::{PrivateNats, delivered};
+use crate::helpers::read_order;
+use crate::helpers::redis_fixtures::LosableRedis;
 use crate::helpers::{
     ADMIN_TOKEN, TestApp, audit, error_of, spawn_app, spawn_app_from, spawn_app_with,
     test_settings, unique,
 };
-use crate::nats::{PrivateNats, delivered};
-use crate::order_reads::read_order;
-use crate::recovery::LosableRedis;
 
 /// Settings of an app on a Redis and a NATS of the test's own, whose relay holds everything.
 fn held_relay(redis: &LosableRedis, nats: &PrivateNats) -> Settings {
@@ -201,9 +201,9 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
     );
     let (code, table) = audit(&app.settings, None).await;
     assert_eq!(code, 1, "the audit reports the oversold sale:\n{table}");
-    let scraped = crate::health::scrape(&app).await;
+    let scraped = crate::helpers::metrics::scrape(&app).await;
     assert!(
-        crate::health::sample(&scraped, "flashsale_sale_oversold_folds_total") == 1.0,
+        crate::helpers::metrics::sample(&scraped, "flashsale_sale_oversold_folds_total") == 1.0,
         "the fold is counted, once"
     );
 
@@ -224,7 +224,7 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
 async fn the_highest_price_times_the_largest_quantity_is_exact_and_one_more_is_refused() {
     let app = spawn_app().await;
     let sku = unique("price");
-    let max_price = flashsale::sale::MAX_PRICE;
+    let max_price = flashsale::domain::sale::MAX_PRICE;
     let refused = app
         .put_sale(&sku, json!({"stock": 100, "price": max_price + 1}))
         .await;
@@ -311,19 +311,19 @@ async fn a_delivery_once_answered_is_never_undone_by_a_later_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
     let app = spawn_app().await;
-    let db = crate::postgres::TestDb::create().await;
+    let db = crate::helpers::postgres::TestDb::create().await;
     // The consumer's connections carry the schema's name, so this test ends its own only.
     let mut db_url = db.url.clone();
     db_url.push_str(&format!("&application_name={}", db.schema));
     let mut consumer_settings = app.settings.clone();
     consumer_settings.database_url = db_url;
-    let consumer = tokio::spawn(flashsale::consumer::run(
+    let consumer = tokio::spawn(flashsale::events::consumer::run(
         consumer_settings,
         std::future::pending(),
     ));
     let sku = unique("pg-drop");
     app.create_sale(&sku, json!({"stock": 1500})).await;
-    let buyers = crate::events::users("pg", 1500);
+    let buyers = crate::helpers::users("pg", 1500);
     let burst = {
         let app_buyers = buyers.clone();
         let address = app.address.clone();
@@ -350,7 +350,7 @@ async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
     };
 
     // Three terminations while rows arrive; after each, the time to the next row.
-    let admin = crate::postgres::admin_client().await;
+    let admin = crate::helpers::postgres::admin_client().await;
     let mut resumed_after = Vec::new();
     for at in [150, 600, 1000] {
         db.wait_for_rows(at, Duration::from_secs(60)).await;

@@ -5,37 +5,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 
-use flashsale::config::Confirm;
+use flashsale::support::settings::Confirm;
 
+use crate::helpers::nats::PrivateNats;
+use crate::helpers::redis_fixtures::{command_calls, delta};
 use crate::helpers::{
     TestApp, error_of, free_port, private_redis, redis_connection, spawn_app_from, spawn_app_with,
     test_settings, unique,
 };
-use crate::nats::PrivateNats;
-
-/// Calls per command, as `INFO commandstats` reports them.
-pub async fn command_calls(redis: &mut MultiplexedConnection) -> HashMap<String, u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(redis)
-        .await
-        .expect("INFO commandstats");
-    info.lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-            Some((name.to_owned(), calls.parse().ok()?))
-        })
-        .collect()
-}
-
-pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, command: &str) -> u64 {
-    after.get(command).copied().unwrap_or(0) - before.get(command).copied().unwrap_or(0)
-}
+use crate::helpers::{buy_each, users};
 
 /// An app on its own redis-server and nats-server. The test defines its sales, then stops
 /// NATS ([`Isolated::stop_nats`]) so that the relay sends Redis only its status reads and
@@ -75,15 +56,6 @@ impl Isolated {
     }
 }
 
-/// `n` purchases of new buyers, `in_flight` at a time.
-async fn buy_many(app: &TestApp, sku: &str, n: usize, in_flight: usize) -> Vec<u16> {
-    futures::stream::iter(0..n)
-        .map(|i| async move { app.order(sku, &format!("u{i}"), 1).await.status().as_u16() })
-        .buffer_unordered(in_flight)
-        .collect()
-        .await
-}
-
 /// `n` purchases of new buyers, `in_flight` at a time, on a new sale of an isolated app (NATS
 /// stopped, so nothing else reaches Redis but the relay's status reads): their statuses, and
 /// Redis's command counts before and after.
@@ -110,7 +82,7 @@ async fn counted_purchases(
             .await
             .expect("CLIENT PAUSE");
     }
-    let statuses = buy_many(app, &sku, n, in_flight).await;
+    let statuses = statuses(buy_each(app, &sku, &users("u", n), in_flight).await);
     let after = command_calls(check).await;
     (statuses, before, after)
 }
@@ -207,11 +179,11 @@ async fn a_sold_out_sale_is_answered_without_redis() {
     assert_eq!(isolated.app.kill(None).await.0, 200);
     isolated.stop_nats().await;
     let Isolated { app, check, .. } = &mut isolated;
-    let sold = buy_many(app, &sku, 6, 32).await;
+    let sold = statuses(buy_each(app, &sku, &users("u", 6), 32).await);
     assert_eq!(sold.iter().filter(|s| **s == 201).count(), 5);
 
     let before = command_calls(check).await;
-    let statuses = buy_many(app, &sku, 500, 32).await;
+    let statuses = statuses(buy_each(app, &sku, &users("u", 500), 32).await);
     for _ in 0..50 {
         assert_eq!(app.kill(None).await.0, 200);
     }
@@ -291,4 +263,8 @@ async fn a_cancelled_unit_sells_at_once_on_the_replica_that_cancelled_it() {
     let cancelled = app.cancel(order["order_id"].as_str().expect("id")).await;
     assert_eq!(cancelled.status(), 200);
     assert_eq!(app.order(&sku, "second", 1).await.status(), 201);
+}
+
+fn statuses(answers: Vec<(u16, Value)>) -> Vec<u16> {
+    answers.into_iter().map(|(status, _)| status).collect()
 }

@@ -6,9 +6,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use flashsale::config::{Confirm, RateLimit, Settings};
+use flashsale::support::settings::{Confirm, RateLimit, Settings};
 
-use crate::events::env_of;
+use crate::helpers::process::env_of;
 use crate::helpers::test_settings;
 
 /// Names `Settings::from_lookup` asks for, and what it made of `env`.

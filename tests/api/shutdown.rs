@@ -5,18 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::events::{buy_all, spawn_process, users};
-use crate::helpers::{test_settings, unique};
-use crate::nats::{PrivateNats, wait_for_delivered};
-
-/// Sends a signal with the `kill` command (no crate needed for one call).
-fn send_signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
+use crate::helpers::nats::{PrivateNats, wait_for_delivered};
+use crate::helpers::process::spawn_process;
+use crate::helpers::{buy_all, users};
+use crate::helpers::{signal, test_settings, unique};
 
 async fn outbox_len(app: &crate::helpers::TestApp, sku: &str) -> u64 {
     redis::cmd("XLEN")
@@ -45,7 +37,7 @@ async fn sigterm_drains_the_outbox_then_exits_0() {
         "nothing delivered while NATS is down"
     );
 
-    send_signal(process.id().expect("running"), "TERM");
+    signal(process.id().expect("running"), "-TERM");
     nats.restart().await;
     let status = tokio::time::timeout(Duration::from_secs(40), process.wait())
         .await
@@ -70,7 +62,7 @@ async fn sigint_with_nats_down_exits_0_and_leaves_the_rest_in_the_outbox() {
     nats.stop().await;
     assert_eq!(buy_all(&app, &sku, &users("stuck", 50), 16).await.len(), 50);
 
-    send_signal(process.id().expect("running"), "INT");
+    signal(process.id().expect("running"), "-INT");
     let status = tokio::time::timeout(Duration::from_secs(20), process.wait())
         .await
         .expect("gives up draining after the timeout")
@@ -122,7 +114,7 @@ async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
         .collect();
     // The requests reach the service well inside the pause (a scenario step, not a check).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    send_signal(process.id().expect("running"), "TERM");
+    signal(process.id().expect("running"), "-TERM");
 
     let mut accepted = std::collections::HashSet::new();
     for purchase in purchases {

@@ -13,7 +13,7 @@ fn now() -> i64 {
 }
 
 fn ticket(user: &str, sku: &str, expires: i64) -> String {
-    flashsale::ticket::sign(TICKET_KEY.as_bytes(), user, sku, expires)
+    flashsale::http::tickets::sign(TICKET_KEY.as_bytes(), user, sku, expires)
 }
 
 /// A purchase with the given bearer token, ticket and body.
@@ -83,7 +83,7 @@ async fn only_a_storefront_with_a_valid_ticket_buys() {
         ("forged", Some(forged)),
         (
             "other key",
-            Some(flashsale::ticket::sign(
+            Some(flashsale::http::tickets::sign(
                 b"guessed key",
                 "mallory",
                 &sku,

@@ -11,6 +11,15 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
+/// Sends `signal` (`-STOP`, `-CONT`, `-KILL`) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 /// A name no other test (or earlier run) uses: process id, a counter and the clock.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

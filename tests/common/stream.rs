@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use async_nats::jetstream;
-use flashsale::event::OrderEvent;
+use flashsale::domain::event::OrderEvent;
 
 /// One message of the stream.
 #[derive(Debug, Clone)]

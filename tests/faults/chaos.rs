@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use flashsale::event::EventKind;
+use flashsale::domain::event::EventKind;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tokio::process::{Child, Command};
 
-pub use crate::servers::{free_port, redis_server_args, unique, wait_for_port};
+pub use crate::servers::{free_port, redis_server_args, signal, unique, wait_for_port};
 
 pub const ADMIN_TOKEN: &str = "faults-admin-token";
 pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flashsale";
@@ -21,15 +21,6 @@ pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/flashsale";
 /// Held by each fault test for its whole run: they measure a service alone, so they run one
 /// after another.
 pub static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Sends `signal` (`-STOP`, `-CONT`, `-KILL`) to a process.
-pub fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {signal} {pid}");
-}
 
 /// A process's resident memory, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
@@ -294,7 +285,9 @@ pub async fn delete_stream(environment: &Environment) {
         let js = jetstream::new(client);
         let _ = js.delete_stream(&environment.stream).await;
         let _ = js
-            .delete_key_value(flashsale::definitions::bucket_name(&environment.stream))
+            .delete_key_value(flashsale::recovery::definitions::bucket_name(
+                &environment.stream,
+            ))
             .await;
     }
 }
@@ -302,9 +295,10 @@ pub async fn delete_stream(environment: &Environment) {
 /// Events waiting in the outboxes of the namespace, read directly (on a cluster, from
 /// every master).
 pub async fn outbox_backlog(environment: &Environment) -> Result<u64, redis::RedisError> {
-    let mut settings = flashsale::config::Settings::from_lookup(|_| None).expect("defaults");
+    let mut settings =
+        flashsale::support::settings::Settings::from_lookup(|_| None).expect("defaults");
     settings.redis_url = environment.redis_url.clone();
-    let mut redis = flashsale::inventory::RedisConnection::new(&settings)?;
+    let mut redis = flashsale::store::RedisConnection::new(&settings)?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*:outbox", environment.namespace))
         .query_async(&mut redis)

@@ -1,0 +1,156 @@
+//! The order record: how the scripts keep an order in its sale's `orders` hash. Nine fields,
+//! a line each (no field holds a line break: free text refuses control characters):
+//!
+//! ```text
+//! status, quantity, unit_price, created_at, pay_by, paid_at, event, payment_ref, user_id
+//! ```
+//!
+//! Times are milliseconds on Redis's clock; an absent value is an empty line; `event` is the
+//! outbox entry of the order's latest event while it waits there. `lua/purchase.lua` and
+//! `lua/order_moves.lua` write it in Lua; this is the one place Rust reads or writes it.
+
+use super::order::{OrderStatus, OrderView, total_amount};
+use super::sale::format_time;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord<'a> {
+    pub status: OrderStatus,
+    pub quantity: u32,
+    pub unit_price: u64,
+    pub created_at_ms: i64,
+    pub pay_by_ms: Option<i64>,
+    pub paid_at_ms: Option<i64>,
+    /// The outbox entry of the order's latest event; empty once JetStream holds it.
+    pub event: &'a str,
+    pub payment_ref: Option<&'a str>,
+    pub user_id: &'a str,
+}
+
+impl<'a> OrderRecord<'a> {
+    /// `None` for anything the scripts do not write.
+    pub fn parse(record: &'a str) -> Option<Self> {
+        let fields: Vec<&str> = record.splitn(9, '\n').collect();
+        let [
+            status,
+            quantity,
+            unit_price,
+            created_at,
+            pay_by,
+            paid_at,
+            event,
+            payment_ref,
+            user_id,
+        ] = fields[..]
+        else {
+            return None;
+        };
+        let time = |field: &str| -> Option<Option<i64>> {
+            if field.is_empty() {
+                Some(None)
+            } else {
+                field.parse().ok().map(Some)
+            }
+        };
+        Some(Self {
+            status: OrderStatus::parse(status)?,
+            quantity: quantity.parse().ok()?,
+            unit_price: unit_price.parse().ok()?,
+            created_at_ms: created_at.parse().ok()?,
+            pay_by_ms: time(pay_by)?,
+            paid_at_ms: time(paid_at)?,
+            event,
+            payment_ref: (!payment_ref.is_empty()).then_some(payment_ref),
+            user_id,
+        })
+    }
+
+    pub fn encode(&self) -> String {
+        let time = |ms: Option<i64>| ms.map(|ms| ms.to_string()).unwrap_or_default();
+        format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.status.as_str(),
+            self.quantity,
+            self.unit_price,
+            self.created_at_ms,
+            time(self.pay_by_ms),
+            time(self.paid_at_ms),
+            self.event,
+            self.payment_ref.unwrap_or_default(),
+            self.user_id
+        )
+    }
+}
+
+/// An order record as the API shows the order; `None` for a record no script writes.
+pub fn order_view(order_id: &str, sku: &str, record: &str, delivered: bool) -> Option<OrderView> {
+    let record = OrderRecord::parse(record)?;
+    Some(OrderView {
+        order_id: order_id.to_owned(),
+        sku: sku.to_owned(),
+        user_id: record.user_id.to_owned(),
+        quantity: record.quantity,
+        unit_price: record.unit_price,
+        total_amount: total_amount(record.unit_price, record.quantity)?,
+        created_at: format_time(record.created_at_ms),
+        status: record.status,
+        pay_by: record.pay_by_ms.map(format_time),
+        paid_at: record.paid_at_ms.map(format_time),
+        payment_ref: record.payment_ref.map(str::to_owned),
+        delivered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_record_with_its_empty_fields_unset() {
+        let view = order_view(
+            "abc-1-2",
+            "phone",
+            "cancelled\n2\n500\n1764083092123\n\n\n1764083092123-0\n\nbuyer\nwith newline",
+            false,
+        )
+        .expect("a valid record");
+        assert_eq!(view.status, OrderStatus::Cancelled);
+        assert_eq!(view.total_amount, 1000);
+        assert_eq!(view.user_id, "buyer\nwith newline", "user_id is the rest");
+        assert_eq!(view.created_at, "2025-11-25T15:04:52.123Z");
+        assert_eq!(
+            (view.pay_by, view.paid_at, view.payment_ref),
+            (None, None, None)
+        );
+        assert!(order_view("x", "s", "created\n1\n1\n1\nuser", true).is_none());
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written() {
+        for record in [
+            "created\n1\n100\n1764083092123\n\n\n\n\nu1",
+            "paid\n2\n7\n1764083092123\n1764083152123\n1764083100000\n1764083100001-0\npsp-1\nu 2",
+        ] {
+            let parsed = OrderRecord::parse(record).expect("a script's record");
+            assert_eq!(parsed.encode(), record);
+        }
+        let paid = OrderRecord::parse("paid\n2\n7\n5\n6\n7\n\npsp-1\nu1").expect("valid");
+        assert_eq!(
+            (paid.status, paid.quantity, paid.pay_by_ms, paid.payment_ref),
+            (OrderStatus::Paid, 2, Some(6), Some("psp-1"))
+        );
+    }
+
+    #[test]
+    fn refuses_what_no_script_writes() {
+        for bad in [
+            "",
+            "created\n1\n100",
+            "sold\n1\n100\n5\n\n\n\n\nu1",
+            "created\nx\n100\n5\n\n\n\n\nu1",
+            "created\n1\n100\nnoon\n\n\n\n\nu1",
+            "created\n1\n100\n5\nlater\n\n\n\nu1",
+        ] {
+            assert!(OrderRecord::parse(bad).is_none(), "{bad:?} was read");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! A sale: its settings (what an admin PUTs) and its view (what GET shows).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{InvalidInput, Quantity, Sku};
+
+/// Largest stock a sale may hold: beyond 2^53 the Lua script's numbers lose precision.
+pub const MAX_STOCK: u64 = 1 << 53;
+
+/// Body of `PUT /v1/sales/{sku}`, as sent; [`SaleSettings::parse`] makes it trustworthy.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleSettingsRequest {
+    #[schema(maximum = 9_007_199_254_740_992_u64)]
+    #[serde(deserialize_with = "crate::domain::whole_number::required")]
+    pub stock: u64,
+    /// Units one buyer may hold; absent = no limit.
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_992_u64)]
+    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
+    pub per_user_limit: Option<u64>,
+    /// Minor units (cents).
+    #[schema(maximum = 90_071_992_547_409_u64)]
+    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
+    pub price: Option<u64>,
+    /// RFC 3339; absent = open from now. Must be before `ends_at`.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub starts_at: Option<String>,
+    /// RFC 3339; absent = never closes.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ends_at: Option<String>,
+    /// Seconds a buyer has to pay an order; absent = an order is final when accepted.
+    #[schema(minimum = 1, maximum = 86_400)]
+    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
+    pub payment_timeout_secs: Option<u64>,
+}
+
+/// The highest unit price: times the largest quantity (100) it is still exact in a Lua number
+/// (2^53), where the scripts carry it, and far inside u64, where [`crate::domain::order::total_amount`]
+/// multiplies it.
+pub const MAX_PRICE: u64 = MAX_STOCK / Quantity::MAX;
+
+/// The longest payment window a sale may give: a day.
+pub const MAX_PAYMENT_TIMEOUT_SECS: u64 = 86_400;
+
+/// Valid settings of one sale. Times are milliseconds since the Unix epoch, as the purchase
+/// script compares them with Redis's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleSettings {
+    pub stock: u64,
+    pub per_user_limit: Option<u64>,
+    pub price: u64,
+    pub starts_at: Option<i64>,
+    pub ends_at: Option<i64>,
+    /// Seconds a buyer has to pay an order; `None`: an order is final when accepted.
+    pub payment_timeout_secs: Option<u64>,
+}
+
+impl SaleSettings {
+    /// `stock` units at `price`, open now and for good, no per-user limit, orders final when
+    /// accepted (`/kill`'s default sale, and the benches' and tests' plain sales).
+    pub fn plain(stock: u64, price: u64) -> Self {
+        Self {
+            stock,
+            per_user_limit: None,
+            price,
+            starts_at: None,
+            ends_at: None,
+            payment_timeout_secs: None,
+        }
+    }
+
+    pub fn parse(request: SaleSettingsRequest) -> Result<Self, InvalidInput> {
+        if request.stock > MAX_STOCK {
+            return Err(InvalidInput(format!("stock must be at most {MAX_STOCK}")));
+        }
+        if request.per_user_limit == Some(0) {
+            return Err(InvalidInput(
+                "per_user_limit must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        // Redis hands numbers back as Lua doubles and Rust reads them as i64: a limit past
+        // the largest stock means nothing anyway (schemathesis found a larger one answered
+        // 500 on the next read).
+        if request
+            .per_user_limit
+            .is_some_and(|limit| limit > MAX_STOCK)
+        {
+            return Err(InvalidInput(format!(
+                "per_user_limit must be at most {MAX_STOCK}"
+            )));
+        }
+        let price = request.price.unwrap_or(0);
+        if price > MAX_PRICE {
+            return Err(InvalidInput(format!("price must be at most {MAX_PRICE}")));
+        }
+        let starts_at = parse_time("starts_at", request.starts_at.as_deref())?;
+        let ends_at = parse_time("ends_at", request.ends_at.as_deref())?;
+        // An ends_at at or before starts_at is an empty window: a sale that never opens
+        // (state closed), not an error. JSON Schema cannot compare two fields, and the
+        // document must describe every request the service accepts.
+        if let Some(timeout) = request.payment_timeout_secs
+            && !(1..=MAX_PAYMENT_TIMEOUT_SECS).contains(&timeout)
+        {
+            return Err(InvalidInput(format!(
+                "payment_timeout_secs must be 1 to {MAX_PAYMENT_TIMEOUT_SECS} (leave it out for orders final when accepted)"
+            )));
+        }
+        Ok(Self {
+            stock: request.stock,
+            per_user_limit: request.per_user_limit,
+            price,
+            starts_at,
+            ends_at,
+            payment_timeout_secs: request.payment_timeout_secs,
+        })
+    }
+}
+
+fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<i64>, InvalidInput> {
+    raw.map(|text| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| InvalidInput(format!("{field} is not an RFC 3339 time: {e}")))
+    })
+    .transpose()
+}
+
+/// RFC 3339 in UTC with milliseconds, the one time format of the API and the events.
+pub fn format_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+}
+
+/// A sale as `GET /v1/sales/{sku}` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Sale {
+    pub sku: String,
+    pub stock: u64,
+    pub per_user_limit: Option<u64>,
+    pub price: u64,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+    pub payment_timeout_secs: Option<u64>,
+    pub sold: u64,
+    pub remaining: u64,
+    pub state: SaleState,
+}
+
+impl Sale {
+    /// The view of `settings` with `sold` units gone, at `now_ms` on Redis's clock.
+    pub fn new(sku: &Sku, settings: &SaleSettings, sold: u64, now_ms: i64) -> Self {
+        let empty_window =
+            matches!((settings.starts_at, settings.ends_at), (Some(s), Some(e)) if e <= s);
+        let state = if empty_window || settings.ends_at.is_some_and(|end| now_ms >= end) {
+            SaleState::Closed
+        } else if settings.starts_at.is_some_and(|start| now_ms < start) {
+            SaleState::Scheduled
+        } else if sold >= settings.stock {
+            SaleState::SoldOut
+        } else {
+            SaleState::Open
+        };
+        Sale {
+            sku: sku.to_string(),
+            stock: settings.stock,
+            per_user_limit: settings.per_user_limit,
+            price: settings.price,
+            starts_at: settings.starts_at.map(format_time),
+            ends_at: settings.ends_at.map(format_time),
+            payment_timeout_secs: settings.payment_timeout_secs,
+            sold,
+            remaining: settings.stock.saturating_sub(sold),
+            state,
+        }
+    }
+}
+
+/// One sale as recorded in JetStream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleDefinition {
+    pub sku: Sku,
+    pub stock: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_user_limit: Option<u64>,
+    pub price: u64,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_timeout_secs: Option<u64>,
+    /// The bucket's revision of this definition (not part of the JSON): Redis keeps the
+    /// revision it holds, so of two PUTs racing, the later definition wins in both stores.
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+impl SaleDefinition {
+    pub fn new(sku: &Sku, settings: &SaleSettings) -> Self {
+        Self {
+            sku: sku.clone(),
+            stock: settings.stock,
+            per_user_limit: settings.per_user_limit,
+            price: settings.price,
+            starts_at: settings.starts_at,
+            ends_at: settings.ends_at,
+            payment_timeout_secs: settings.payment_timeout_secs,
+            revision: 0,
+        }
+    }
+
+    pub fn settings(&self) -> SaleSettings {
+        SaleSettings {
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            price: self.price,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            payment_timeout_secs: self.payment_timeout_secs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> SaleSettingsRequest {
+        serde_json::from_str(json).expect("valid JSON")
+    }
+
+    #[test]
+    fn only_stock_is_required() {
+        let s = SaleSettings::parse(request(r#"{"stock": 5}"#)).expect("valid");
+        assert_eq!(s.stock, 5);
+        assert_eq!(s.price, 0);
+        assert_eq!(s.per_user_limit, None);
+    }
+
+    #[test]
+    fn an_inverted_window_is_a_closed_sale_and_bad_numbers_are_refused() {
+        let inverted =
+            r#"{"stock":1,"starts_at":"2026-01-02T00:00:00Z","ends_at":"2026-01-01T00:00:00Z"}"#;
+        let never = SaleSettings::parse(request(inverted)).expect("an empty window");
+        let sku = Sku::parse("s").expect("valid sku");
+        for now in [0, 1_767_225_600_000, i64::MAX] {
+            assert_eq!(Sale::new(&sku, &never, 0, now).state, SaleState::Closed);
+        }
+        let whole = SaleSettings::parse(request(r#"{"stock":5.0,"per_user_limit":2.0}"#));
+        assert_eq!(whole.expect("whole numbers").per_user_limit, Some(2));
+        assert!(serde_json::from_str::<SaleSettingsRequest>(r#"{"stock":1.5}"#).is_err());
+        let huge = r#"{"stock":1,"per_user_limit":9223372036854775808}"#;
+        assert!(SaleSettings::parse(request(huge)).is_err());
+        assert!(SaleSettings::parse(request(r#"{"stock":1,"per_user_limit":0}"#)).is_err());
+        assert!(SaleSettings::parse(request(r#"{"stock":1,"starts_at":"tomorrow"}"#)).is_err());
+        assert!(SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":0}"#)).is_err());
+        assert!(
+            SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":86401}"#)).is_err()
+        );
+        let day = SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":86400}"#));
+        assert_eq!(day.expect("valid").payment_timeout_secs, Some(86_400));
+    }
+
+    #[test]
+    fn state_follows_window_then_stock() {
+        let sku = Sku::parse("s").expect("valid sku");
+        let settings = SaleSettings {
+            stock: 2,
+            per_user_limit: None,
+            price: 0,
+            starts_at: Some(100),
+            ends_at: Some(200),
+            payment_timeout_secs: None,
+        };
+        assert_eq!(
+            Sale::new(&sku, &settings, 0, 99).state,
+            SaleState::Scheduled
+        );
+        assert_eq!(Sale::new(&sku, &settings, 1, 150).state, SaleState::Open);
+        assert_eq!(Sale::new(&sku, &settings, 2, 150).state, SaleState::SoldOut);
+        assert_eq!(Sale::new(&sku, &settings, 0, 200).state, SaleState::Closed);
+    }
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        assert_eq!(format_time(1_764_083_092_123), "2025-11-25T15:04:52.123Z");
+    }
+}

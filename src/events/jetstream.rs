@@ -1,0 +1,298 @@
+//! The JetStream stream the orders go to, set up per the contract: subjects `<prefix>.>`,
+//! file storage, a duplicate window of at least two minutes. An existing stream is used as it
+//! is; its settings belong to whoever made it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture, PublishError};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+
+use crate::domain::event::OrderEvent;
+use crate::support::settings::Settings;
+
+/// JetStream forgets a `Nats-Msg-Id` after this long; the relay re-publishes well inside it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+#[error("jetstream stream {stream}: {reason}")]
+pub struct StreamSetupError {
+    stream: String,
+    reason: String,
+}
+
+/// Why an order event did not reach JetStream, or the stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("nats is not connected")]
+    NotConnected,
+    #[error(transparent)]
+    Setup(#[from] StreamSetupError),
+    #[error("order event not encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("publish failed: {0}")]
+    Publish(#[from] PublishError),
+    #[error("no acknowledgement within {0:?}")]
+    NoAcknowledgement(Duration),
+    #[error("reading the stream: {0}")]
+    Read(String),
+}
+
+/// Sends one order event: the one place an event becomes a message. Its subject is the
+/// contract's `<prefix>.<event>.<sku>` and its `Nats-Msg-Id` the event's own, so JetStream
+/// drops a repeat whoever sends it (handler or relay). Resolves once the message is sent; the
+/// returned future then resolves with JetStream's acknowledgement.
+pub async fn send_event(
+    js: &jetstream::Context,
+    stream: &OrderStream,
+    event: &OrderEvent,
+) -> Result<PublishAckFuture, StreamError> {
+    let payload = serde_json::to_vec(event)?;
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        .message_id(event.message_id());
+    Ok(js
+        .send_publish(event.subject(&stream.subject_prefix), message)
+        .await?)
+}
+
+/// Publishes events in order, pipelined: each is sent, then the acknowledgements are awaited.
+/// Returns how many of them, from the first, JetStream acknowledged, and the first failure;
+/// events after a failure are left to the caller's next try, even if acknowledged (JetStream
+/// drops the repeat). `None` stands for an entry with nothing to publish (unreadable): it
+/// counts as delivered. `acknowledged` hears the index of each event JetStream acknowledged.
+pub async fn publish_in_order<'a>(
+    js: &jetstream::Context,
+    stream: &OrderStream,
+    events: impl Iterator<Item = Option<&'a OrderEvent>>,
+    mut acknowledged: impl FnMut(usize),
+) -> (usize, Option<StreamError>) {
+    let mut acks = Vec::with_capacity(events.size_hint().0);
+    let mut failure = None;
+    for event in events {
+        let Some(event) = event else {
+            acks.push(None);
+            continue;
+        };
+        match send_event(js, stream, event).await {
+            Ok(ack) => acks.push(Some(ack)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let mut delivered = 0;
+    let mut unbroken = true;
+    for (index, ack) in acks.into_iter().enumerate() {
+        if let Some(ack) = ack {
+            match ack.await {
+                Ok(_) => acknowledged(index),
+                Err(e) => {
+                    failure.get_or_insert(e.into());
+                    unbroken = false;
+                }
+            }
+        }
+        if unbroken {
+            delivered += 1;
+        }
+    }
+    (delivered, failure)
+}
+
+/// The order stream as the settings name it.
+#[derive(Debug, Clone)]
+pub struct OrderStream {
+    pub name: String,
+    pub subject_prefix: String,
+    /// Copies JetStream keeps of the stream (and of the sale definitions): 1, or 3 on a
+    /// three-node cluster, so the record outlives a node.
+    pub replicas: usize,
+}
+
+impl OrderStream {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            name: settings.stream.clone(),
+            subject_prefix: settings.subject_prefix.clone(),
+            replicas: settings.stream_replicas,
+        }
+    }
+}
+
+/// Creates the stream when absent; leaves an existing one alone (warning when its settings
+/// would weaken the delivery guarantee).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    order_stream: &OrderStream,
+) -> Result<(), StreamSetupError> {
+    let name = order_stream.name.as_str();
+    let subjects = format!("{}.>", order_stream.subject_prefix);
+    let error = |reason: String| StreamSetupError {
+        stream: name.to_owned(),
+        reason,
+    };
+    match js.get_stream(name).await {
+        Ok(existing) => {
+            let config = &existing.cached_info().config;
+            if config.duplicate_window < DUPLICATE_WINDOW {
+                log::warn!(
+                    "stream {name} keeps duplicates only {:?}: a re-published order could be stored twice",
+                    config.duplicate_window
+                );
+            }
+            if !config.subjects.contains(&subjects) {
+                log::warn!(
+                    "stream {name} does not list {subjects}: {:?}",
+                    config.subjects
+                );
+            }
+            Ok(())
+        }
+        Err(e) if is_stream_not_found(e.kind()) => {
+            let created = js
+                .create_stream(stream::Config {
+                    name: name.to_owned(),
+                    subjects: vec![subjects.clone()],
+                    storage: stream::StorageType::File,
+                    duplicate_window: DUPLICATE_WINDOW,
+                    num_replicas: order_stream.replicas,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    log::info!("jetstream stream {name} created for {subjects}");
+                    Ok(())
+                }
+                // Another replica created it in between.
+                Err(e) if e.to_string().contains("already in use") => Ok(()),
+                // Of concurrent creations on a cluster only one may be answered: the stream
+                // may exist all the same.
+                Err(e) => match js.get_stream(name).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(error(e.to_string())),
+                },
+            }
+        }
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
+/// Placements of a reading consumer tried, a pause apart, before giving up on a stream copy
+/// catching up.
+const CATCH_UP_TRIES: u32 = 50;
+const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether the consumer reads the stream leader's copy or one that is current (no lag). A
+/// stream that is not replicated has one copy.
+async fn reads_a_current_copy(
+    stream: &mut jetstream::stream::Stream,
+    consumer: &consumer::Info,
+) -> Result<bool, StreamError> {
+    let Some(host) = consumer.cluster.as_ref().and_then(|c| c.leader.clone()) else {
+        return Ok(true);
+    };
+    let info = stream.info().await.map_err(read_failed)?;
+    let Some(cluster) = info.cluster.as_ref() else {
+        return Ok(true);
+    };
+    if cluster.replicas.is_empty() || cluster.leader.as_deref() == Some(host.as_str()) {
+        return Ok(true);
+    }
+    Ok(cluster.replicas.iter().any(|peer| {
+        peer.name == host && peer.current && !peer.offline && peer.lag.unwrap_or(0) == 0
+    }))
+}
+
+fn read_failed(e: impl std::fmt::Display) -> StreamError {
+    StreamError::Read(e.to_string())
+}
+
+fn is_stream_not_found(kind: GetStreamErrorKind) -> bool {
+    matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Order events read from the stream, and where the reading stopped.
+#[derive(Debug, Default)]
+pub struct EventsRead {
+    pub events: Vec<OrderEvent>,
+    /// The stream sequence of the last event read (`from - 1` when none was).
+    pub last_sequence: u64,
+}
+
+/// Every order event on `subjects` (a filter such as `orders.*.phone-17`) from stream
+/// sequence `from` on, oldest first, read with an ordered consumer to the end; nothing when
+/// the stream does not exist yet.
+pub async fn read_events(
+    js: &jetstream::Context,
+    stream: &str,
+    subjects: &str,
+    from: u64,
+) -> Result<EventsRead, StreamError> {
+    let mut read = EventsRead {
+        events: Vec::new(),
+        last_sequence: from.saturating_sub(1),
+    };
+    let mut stream = match js.get_stream(stream).await {
+        Ok(stream) => stream,
+        Err(e) if is_stream_not_found(e.kind()) => return Ok(read),
+        Err(e) => return Err(read_failed(e)),
+    };
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: subjects.to_owned(),
+        deliver_policy: if from <= 1 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            }
+        },
+        ..Default::default()
+    };
+    // On a NATS cluster the reading consumer may be placed on any copy of the stream, and a
+    // copy that is catching up (its server just restarted) would end the reading early,
+    // short of what the leader holds. Such a consumer is dropped and placed again.
+    let mut tries = 0;
+    let reader = loop {
+        let reader = stream
+            .create_consumer(config.clone())
+            .await
+            .map_err(read_failed)?;
+        tries += 1;
+        if reads_a_current_copy(&mut stream, reader.cached_info()).await? {
+            break reader;
+        }
+        let name = reader.cached_info().name.clone();
+        let _ = stream.delete_consumer(&name).await;
+        if tries >= CATCH_UP_TRIES {
+            return Err(StreamError::Read(format!(
+                "the stream copy a reading was placed on stayed behind its leader for {:?}",
+                CATCH_UP_PAUSE * CATCH_UP_TRIES
+            )));
+        }
+        tokio::time::sleep(CATCH_UP_PAUSE).await;
+    };
+    let mut left = reader.cached_info().num_pending;
+    if left == 0 {
+        return Ok(read);
+    }
+    read.events.reserve(left as usize);
+    let mut messages = reader.messages().await.map_err(read_failed)?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(read_failed)?;
+        let event = serde_json::from_slice(&message.payload)
+            .map_err(|e| read_failed(format!("{}: {e}", message.subject)))?;
+        read.events.push(event);
+        let info = message.info().map_err(read_failed)?;
+        read.last_sequence = info.stream_sequence;
+        left = info.pending;
+        if left == 0 {
+            break;
+        }
+    }
+    Ok(read)
+}

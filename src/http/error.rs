@@ -1,0 +1,248 @@
+//! The one mapping from what went wrong to an HTTP answer.
+//!
+//! Every JSON error is `{"error": "<code>", "message": "<text for a person>"}`; the codes are
+//! part of the API contract. Internal failures are logged here, once, at the edge.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::InvalidInput;
+use crate::http::rate_limit::Refused;
+use crate::http::tickets::TicketError;
+use crate::store::{PurchaseError, PutSaleError, StoreError, TransitionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    InvalidTicket(#[from] TicketError),
+    #[error("the admin API is disabled: FLASHSALE_ADMIN_TOKEN is not set")]
+    AdminDisabled,
+    #[error("no such route")]
+    RouteNotFound,
+    /// A route that exists, asked with another method; carries the ones it takes.
+    #[error("this route takes {0} only")]
+    MethodNotAllowed(&'static str),
+    #[error("no sale with this sku")]
+    SaleNotFound,
+    #[error("no order with this id")]
+    OrderNotFound,
+    #[error("{0}")]
+    SoldOut(String),
+    #[error("this user already holds the most units the sale allows per user")]
+    UserLimitReached,
+    #[error("the sale is not open now")]
+    SaleNotOpen,
+    #[error("{0}")]
+    StockBelowSold(String),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyConflict,
+    /// An order that cannot make the asked move (pay, cancel) from where it is.
+    #[error("{message}")]
+    OrderState { code: &'static str, message: String },
+    #[error("request body is larger than 4 KiB")]
+    PayloadTooLarge,
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the stock store is unreachable; retry with the same Idempotency-Key")]
+    Unavailable,
+    /// The sale's copy in Redis sells past its stock; retryable once it is mended.
+    #[error("{0}")]
+    SaleInconsistent(String),
+    /// Over a buyer's or a client's rate limit; nothing was done.
+    #[error("too many purchases from this {}; retry after {} s", .0.limit.as_str(), retry_after_secs(.0.retry_after))]
+    RateLimited(Refused),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidTicket(_) => "invalid_ticket",
+            ApiError::AdminDisabled => "forbidden",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::SaleNotFound => "sale_not_found",
+            ApiError::OrderNotFound => "order_not_found",
+            ApiError::SoldOut(_) => "sold_out",
+            ApiError::UserLimitReached => "user_limit_reached",
+            ApiError::SaleNotOpen => "sale_not_open",
+            ApiError::StockBelowSold(_) => "stock_below_sold",
+            ApiError::IdempotencyConflict => "idempotency_conflict",
+            ApiError::OrderState { code, .. } => code,
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unavailable => "unavailable",
+            ApiError::SaleInconsistent(_) => "sale_inconsistent",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+/// Every JSON error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Machine-readable code: invalid_request, unauthorized, invalid_ticket, forbidden,
+    /// not_found, method_not_allowed, sale_not_found, order_not_found, sold_out, user_limit_reached,
+    /// sale_not_open, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
+    /// order_expired, payment_conflict, order_paid, payload_too_large,
+    /// unsupported_media_type, rate_limited, unavailable, sale_inconsistent, internal.
+    pub error: &'a str,
+    /// For a person.
+    pub message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized | ApiError::InvalidTicket(_) => StatusCode::UNAUTHORIZED,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::RouteNotFound | ApiError::SaleNotFound | ApiError::OrderNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::SoldOut(_)
+            | ApiError::UserLimitReached
+            | ApiError::SaleNotOpen
+            | ApiError::StockBelowSold(_)
+            | ApiError::IdempotencyConflict
+            | ApiError::OrderState { .. } => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable | ApiError::SaleInconsistent(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                response.insert_header(("Allow", *allow));
+            }
+            ApiError::RateLimited(refused) => {
+                response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));
+            }
+            ApiError::SaleInconsistent(_) | ApiError::Unavailable => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up and at least 1: a client that waits that long
+/// gets through (a refill due within the instant of the check would otherwise read 0).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        ApiError::RateLimited(refused)
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::InvalidRequest(e.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Already logged by the inventory when Redis went away.
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            StoreError::Corrupt(detail) => {
+                log::error!("unexpected reply from redis: {detail}");
+                ApiError::Internal
+            }
+            // Retryable: the sale comes back once JetStream answers.
+            StoreError::NotRebuilt(reason) => {
+                log::warn!("{reason}");
+                ApiError::Unavailable
+            }
+            // Lost again right after its rebuild: rare, and a retry rebuilds it.
+            StoreError::SaleMissing => ApiError::Unavailable,
+            // The process is stopping; a retry (with its Idempotency-Key) finds the outcome.
+            StoreError::Abandoned => ApiError::Unavailable,
+            // Bounded wait, then a retryable answer (with Retry-After).
+            StoreError::NotAnswering => ApiError::Unavailable,
+        }
+    }
+}
+
+impl From<PurchaseError> for ApiError {
+    fn from(e: PurchaseError) -> Self {
+        match e {
+            PurchaseError::SaleNotFound => ApiError::SaleNotFound,
+            PurchaseError::SaleNotOpen => ApiError::SaleNotOpen,
+            PurchaseError::UserLimitReached => ApiError::UserLimitReached,
+            PurchaseError::SoldOut { .. } => ApiError::SoldOut(e.to_string()),
+            PurchaseError::SaleInconsistent { .. } => ApiError::SaleInconsistent(e.to_string()),
+            PurchaseError::QuantityAboveLimit { .. } => ApiError::InvalidRequest(e.to_string()),
+            PurchaseError::IdempotencyConflict => ApiError::IdempotencyConflict,
+            PurchaseError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PutSaleError> for ApiError {
+    fn from(e: PutSaleError) -> Self {
+        match e {
+            PutSaleError::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
+            PutSaleError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        let code = match e {
+            TransitionError::OrderNotFound => return ApiError::OrderNotFound,
+            TransitionError::Store(e) => return e.into(),
+            TransitionError::NotPayable => "not_payable",
+            TransitionError::OrderCancelled => "order_cancelled",
+            TransitionError::OrderExpired { .. } => "order_expired",
+            TransitionError::PaymentConflict => "payment_conflict",
+            TransitionError::OrderPaid => "order_paid",
+        };
+        ApiError::OrderState {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_rounds_up_and_never_says_zero() {
+        assert_eq!(super::retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(super::retry_after_secs(Duration::from_millis(200)), 1);
+        assert_eq!(super::retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(super::retry_after_secs(Duration::from_secs(3)), 3);
+    }
+}

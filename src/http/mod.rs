@@ -1,0 +1,123 @@
+//! HTTP routes, one module per resource, and the extractor settings that turn malformed
+//! requests into the contract's JSON errors.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod orders;
+pub mod rate_limit;
+pub mod sales;
+pub mod seed;
+pub mod tickets;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{HttpRequest, web};
+
+use std::sync::Arc;
+
+use crate::domain::Sku;
+use crate::events::relay::RelayStatus;
+use crate::operations::Operations;
+use crate::store::Inventory;
+use error::ApiError;
+use rate_limit::RateLimits;
+use tickets::Tickets;
+
+/// What every request handler shares.
+pub struct AppState {
+    /// What each route does (`operations.rs`).
+    pub operations: Operations,
+    /// Asked by `/readyz` whether Redis answers.
+    pub inventory: Arc<Inventory>,
+    pub relay_status: Arc<RelayStatus>,
+    /// Renders `/metrics`; `None` when metrics are off.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub nats: async_nats::Client,
+    pub admin_token: Option<String>,
+    pub default_sku: Sku,
+    /// Per-buyer and per-client purchase limits (FLASHSALE_BUYER_RATE, _CLIENT_RATE).
+    pub rate_limits: Arc<RateLimits>,
+    /// Storefront bearer tokens (FLASHSALE_API_TOKENS); empty = purchases need none.
+    pub api_tokens: Vec<String>,
+    /// Buyer tickets: the key, and whether a purchase needs one.
+    pub tickets: Tickets,
+}
+
+/// Largest request body the API reads; larger ones are answered 413 unread.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .error_handler(json_error),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|e: PathError, _| ApiError::InvalidRequest(e.to_string()).into()),
+    )
+    .app_data(
+        web::QueryConfig::default().error_handler(|e: QueryPayloadError, _| {
+            ApiError::InvalidRequest(e.to_string()).into()
+        }),
+    )
+    .service(get("/home").route(web::get().to(seed::home)))
+    .service(get("/kill").route(web::get().to(seed::kill)))
+    .service(get("/healthz").route(web::get().to(health::healthz)))
+    .service(get("/readyz").route(web::get().to(health::readyz)))
+    .service(get("/metrics").route(web::get().to(health::metrics)))
+    .service(get("/openapi.json").route(web::get().to(openapi)))
+    .service(
+        resource("/v1/sales/{sku}", "GET, PUT")
+            .route(web::put().to(sales::put_sale))
+            .route(web::get().to(sales::get_sale)),
+    )
+    .service(
+        resource("/v1/sales/{sku}/orders", "GET, POST")
+            .route(web::post().to(orders::create_order))
+            .route(web::get().to(orders::list_buyer_orders)),
+    )
+    .service(get("/v1/orders/{order_id}").route(web::get().to(orders::get_order)))
+    .service(
+        resource("/v1/orders/{order_id}/cancel", "POST")
+            .route(web::post().to(orders::cancel_order)),
+    )
+    .service(resource("/v1/orders/{order_id}/pay", "POST").route(web::post().to(orders::pay_order)))
+    .default_service(web::to(|| async {
+        Err::<&str, _>(ApiError::RouteNotFound)
+    }));
+}
+
+/// A route that answers other methods than `allow` with 405 `method_not_allowed`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<&str, _>(ApiError::MethodNotAllowed(allow))
+    }))
+}
+
+/// A route that takes GET only.
+fn get(path: &str) -> actix_web::Resource {
+    resource(path, "GET")
+}
+
+/// `GET /openapi.json`: the API's OpenAPI 3 document.
+async fn openapi() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::http::openapi::document())
+}
+
+fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    match e {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::InvalidRequest(format!("invalid JSON body: {e}"))
+        }
+        other => ApiError::InvalidRequest(format!("unreadable body: {other}")),
+    }
+    .into()
+}

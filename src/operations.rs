@@ -1,0 +1,234 @@
+//! What the API's operations do, below the HTTP edge: a purchase, a pay, a cancel, a PUT, the
+//! reads. Each runs on a sale rebuilt first if Redis lost it (`recovery`), and a change's
+//! event is confirmed with JetStream when the settings ask for it (`events::confirm`). The
+//! handlers in `http/` only parse the request, call one of these and answer; `/kill` and
+//! `POST /v1/sales/{sku}/orders` buy through the same [`Operations::purchase`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::domain::event::EventKind;
+use crate::domain::order::{Order, OrderView};
+use crate::domain::sale::{Sale, SaleSettings};
+use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
+use crate::events::confirm::{Confirmation, Delivery};
+use crate::events::sale_changes::SaleChanges;
+use crate::recovery::Recovery;
+use crate::store::{
+    Ended, Inventory, OrderQuery, Purchase, PurchaseError, PurchaseRequest, PutSaleError,
+    StoreError, TransitionError,
+};
+use crate::support::metrics::Outcome;
+
+/// The most orders a buyer's list shows: the newest.
+pub const LISTED_ORDERS: usize = 100;
+
+pub struct Operations {
+    inventory: Arc<Inventory>,
+    recovery: Arc<Recovery>,
+    /// Confirms events with JetStream before they are answered (FLASHSALE_CONFIRM).
+    confirmation: Confirmation,
+    sale_changes: SaleChanges,
+}
+
+impl Operations {
+    pub fn new(
+        inventory: Arc<Inventory>,
+        recovery: Arc<Recovery>,
+        confirmation: Confirmation,
+        sale_changes: SaleChanges,
+    ) -> Self {
+        Self {
+            inventory,
+            recovery,
+            confirmation,
+            sale_changes,
+        }
+    }
+
+    /// A purchase: decided by Redis, then, for a new order, confirmed with JetStream when so
+    /// configured.
+    pub async fn purchase(
+        &self,
+        sku: &Sku,
+        user: &UserId,
+        quantity: Quantity,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<(Purchase, Delivery), PurchaseError> {
+        let purchase = self
+            .recovery
+            .on_sale(
+                sku,
+                || {
+                    let request = PurchaseRequest {
+                        user: user.clone(),
+                        quantity,
+                        idempotency_key: idempotency_key.cloned(),
+                    };
+                    self.inventory.purchase(sku, request)
+                },
+                || {
+                    self.inventory.metrics().outcome(Outcome::SaleNotFound);
+                    Err(PurchaseError::SaleNotFound)
+                },
+            )
+            .await?;
+        // A replay whose event waits in the outbox is confirmed as the first answer was meant
+        // to be, so a 200 is as durable as a 201; one whose event left the outbox is in
+        // JetStream.
+        let delivery = if purchase.replayed && purchase.outbox_entry.is_empty() {
+            self.confirmation.already_delivered()
+        } else {
+            self.confirmation
+                .confirm(
+                    sku,
+                    &purchase.order.created_event(idempotency_key),
+                    &purchase.outbox_entry,
+                )
+                .await
+        };
+        Ok((purchase, delivery))
+    }
+
+    /// Cancels an order: the stock comes back exactly once however often it is called. The
+    /// cancelled order, with its event's delivery when that was asked for.
+    pub async fn cancel(&self, order_id: &OrderId) -> Result<Order, TransitionError> {
+        let sku = self.sale_of(order_id).await?;
+        let ended = self
+            .end_order(&sku, || self.inventory.cancel(&sku, order_id))
+            .await?;
+        let mut delivery = None;
+        if ended.changed {
+            // Stock is back: other replicas drop their sold-out mark. In jetstream mode the
+            // answer also waits for the event, so a cancel answered "delivery": "confirmed"
+            // outlives a Redis loss; "pending" may be undone by one (README, After Redis loses
+            // its data). Counted in flashsale_confirmations_total; the relay delivers it
+            // either way.
+            let event = ended.order.event(EventKind::Cancelled);
+            let ((), confirmed) = tokio::join!(
+                self.sale_changes.announce(sku.as_str()),
+                self.confirmation.confirm(&sku, &event, &ended.outbox_entry)
+            );
+            delivery = confirmed.label();
+        }
+        let mut order = Order::new(ended.order, ended.remaining);
+        order.delivery = delivery;
+        Ok(order)
+    }
+
+    /// Pays an order awaiting payment, decided by Redis's clock against its pay_by. In
+    /// jetstream mode the answer waits for JetStream to hold the paid event (`delivered`).
+    pub async fn pay(
+        &self,
+        order_id: &OrderId,
+        payment_ref: &PaymentRef,
+    ) -> Result<OrderView, TransitionError> {
+        let sku = self.sale_of(order_id).await?;
+        let mut ended = self
+            .end_order(&sku, || self.inventory.pay(&sku, order_id, payment_ref))
+            .await?;
+        if ended.changed {
+            let delivery = self
+                .confirmation
+                .confirm(
+                    &sku,
+                    &ended.order.event(EventKind::Paid),
+                    &ended.outbox_entry,
+                )
+                .await;
+            ended.order.delivered = delivery == Delivery::Confirmed;
+        }
+        Ok(ended.order)
+    }
+
+    /// A pay or cancel. An overdue order such a call expired has released its units: other
+    /// replicas hear of it as of a cancel.
+    async fn end_order<F, Fut>(&self, sku: &Sku, call: F) -> Result<Ended, TransitionError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Ended, TransitionError>>,
+    {
+        match self
+            .recovery
+            .on_sale(sku, call, || Err(TransitionError::OrderNotFound))
+            .await
+        {
+            Err(e @ TransitionError::OrderExpired { released: true }) => {
+                self.sale_changes.announce(sku.as_str()).await;
+                Err(e)
+            }
+            ended => ended,
+        }
+    }
+
+    /// The sale an order belongs to; `OrderNotFound` when its id names no sale.
+    async fn sale_of(&self, order_id: &OrderId) -> Result<Sku, TransitionError> {
+        self.recovery
+            .sku_of(order_id)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(TransitionError::OrderNotFound)
+    }
+
+    /// The order as it stands; `None` when there is no such order.
+    pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StoreError> {
+        let sku = match self.sale_of(order_id).await {
+            Ok(sku) => sku,
+            Err(TransitionError::Store(e)) => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        let query = OrderQuery::Ids(std::slice::from_ref(order_id));
+        let orders = self
+            .recovery
+            .on_sale(
+                &sku,
+                || self.inventory.read_orders(&sku, &query),
+                || Ok(Vec::new()),
+            )
+            .await?;
+        Ok(orders.into_iter().next())
+    }
+
+    /// A buyer's orders in a sale, newest first, at most [`LISTED_ORDERS`]; `None` when there
+    /// is no such sale.
+    pub async fn buyer_orders(
+        &self,
+        sku: &Sku,
+        user: &UserId,
+    ) -> Result<Option<Vec<OrderView>>, StoreError> {
+        let query = OrderQuery::Buyer {
+            user,
+            newest: LISTED_ORDERS,
+        };
+        self.recovery
+            .on_sale(
+                sku,
+                || async { self.inventory.read_orders(sku, &query).await.map(Some) },
+                || Ok(None),
+            )
+            .await
+    }
+
+    /// Creates or replaces a sale (true: created), and tells the other replicas: stock or
+    /// window may have changed, so they drop their sold-out marks.
+    pub async fn put_sale(
+        &self,
+        sku: &Sku,
+        settings: &SaleSettings,
+    ) -> Result<(Sale, bool), PutSaleError> {
+        let put = self.recovery.put_sale(sku, settings).await?;
+        self.sale_changes.announce(sku.as_str()).await;
+        Ok(put)
+    }
+
+    /// The sale with its live counters; `None` when there is no such sale.
+    pub async fn sale(&self, sku: &Sku) -> Result<Option<Sale>, StoreError> {
+        self.recovery
+            .on_sale(
+                sku,
+                || async { self.inventory.sale(sku).await.map(Some) },
+                || Ok(None),
+            )
+            .await
+    }
+}

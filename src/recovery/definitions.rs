@@ -1,0 +1,186 @@
+//! Sale definitions, kept in JetStream: the durable record of what each sale is, so that a
+//! sale Redis has forgotten can be rebuilt (see `recovery/rebuild.rs`).
+//!
+//! A key-value bucket `<stream>_SALES` beside the order stream, one key per sale (its sku
+//! digest, the same 16 hex digits that start its order ids, so a cancel can find the sale of
+//! an order even when Redis has lost its registry). Every PUT writes a new revision before
+//! Redis is written; the bucket keeps the last 64 revisions of each sale.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use tokio::sync::OnceCell;
+
+use crate::domain::Sku;
+pub use crate::domain::sale::SaleDefinition;
+
+/// Revisions kept per sale (JetStream's maximum for a key-value bucket).
+const HISTORY: i64 = 64;
+
+#[derive(Debug, thiserror::Error)]
+#[error("sale definitions in jetstream: {0}")]
+pub struct DefinitionError(String);
+
+fn failed(e: impl std::fmt::Display) -> DefinitionError {
+    DefinitionError(e.to_string())
+}
+
+/// The bucket of sale definitions, opened (or created) on first use, so the service starts
+/// while NATS is down.
+pub struct SaleDefinitions {
+    jetstream: jetstream::Context,
+    bucket: String,
+    /// Copies of the bucket's stream when this creates it (FLASHSALE_STREAM_REPLICAS).
+    replicas: usize,
+    store: OnceCell<kv::Store>,
+}
+
+impl SaleDefinitions {
+    pub fn new(nats: async_nats::Client, stream: &str, replicas: usize) -> Self {
+        let mut jetstream = jetstream::new(nats);
+        jetstream.set_timeout(Duration::from_secs(2));
+        Self {
+            jetstream,
+            bucket: bucket_name(stream),
+            replicas,
+            store: OnceCell::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<&kv::Store, DefinitionError> {
+        self.store
+            .get_or_try_init(|| async {
+                if let Ok(store) = self.jetstream.get_key_value(&self.bucket).await {
+                    return Ok(store);
+                }
+                // The bucket's stream is created as async-nats's `create_key_value` would,
+                // but directly: that call first asks for account details in a shape
+                // nats-server 2.9 does not answer in.
+                let created = self
+                    .jetstream
+                    .create_stream(jetstream::stream::Config {
+                        name: format!("KV_{}", self.bucket),
+                        description: Some(
+                            "flashsale sale definitions (sku digest -> settings)".into(),
+                        ),
+                        subjects: vec![format!("$KV.{}.>", self.bucket)],
+                        max_messages_per_subject: HISTORY,
+                        storage: jetstream::stream::StorageType::File,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        discard: jetstream::stream::DiscardPolicy::New,
+                        num_replicas: self.replicas,
+                        ..Default::default()
+                    })
+                    .await;
+                match created {
+                    Ok(_) => {
+                        log::info!("jetstream bucket {} created", self.bucket);
+                        self.jetstream
+                            .get_key_value(&self.bucket)
+                            .await
+                            .map_err(failed)
+                    }
+                    // Another replica may have created it in between.
+                    Err(created) => self
+                        .jetstream
+                        .get_key_value(&self.bucket)
+                        .await
+                        .map_err(|_| failed(created)),
+                }
+            })
+            .await
+    }
+
+    /// The sale whose sku digest is `digest`, if one was ever defined.
+    pub async fn get_by_digest(
+        &self,
+        digest: &str,
+    ) -> Result<Option<SaleDefinition>, DefinitionError> {
+        let Some(entry) = self.store().await?.entry(digest).await.map_err(failed)? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let mut definition: SaleDefinition =
+            serde_json::from_slice(&entry.value).map_err(failed)?;
+        definition.revision = entry.revision;
+        Ok(Some(definition))
+    }
+
+    pub async fn get(&self, sku: &Sku) -> Result<Option<SaleDefinition>, DefinitionError> {
+        self.get_by_digest(&sku.digest()).await
+    }
+
+    /// Records a new revision of the sale; returns that revision.
+    pub async fn put(&self, definition: &SaleDefinition) -> Result<u64, DefinitionError> {
+        let value = serde_json::to_vec(definition).map_err(failed)?;
+        self.store()
+            .await?
+            .put(definition.sku.digest(), value.into())
+            .await
+            .map_err(failed)
+    }
+
+    /// Records the sale unless it is already defined; returns the definition that holds.
+    pub async fn create(
+        &self,
+        definition: &SaleDefinition,
+    ) -> Result<SaleDefinition, DefinitionError> {
+        let value = serde_json::to_vec(definition).map_err(failed)?;
+        match self
+            .store()
+            .await?
+            .create(definition.sku.digest(), value.into())
+            .await
+        {
+            Ok(revision) => Ok(SaleDefinition {
+                revision,
+                ..definition.clone()
+            }),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                self.get(&definition.sku).await?.ok_or_else(|| {
+                    DefinitionError(format!("{} vanished while created", definition.sku))
+                })
+            }
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Every sale ever defined (its newest revision).
+    pub async fn all(&self) -> Result<Vec<SaleDefinition>, DefinitionError> {
+        use futures::TryStreamExt;
+        let store = self.store().await?;
+        let keys: Vec<String> = store
+            .keys()
+            .await
+            .map_err(failed)?
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        let mut definitions = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(definition) = self.get_by_digest(&key).await? {
+                definitions.push(definition);
+            }
+        }
+        Ok(definitions)
+    }
+
+    /// Deletes the bucket (tests clean up with it).
+    pub async fn delete_bucket(&self) -> Result<(), DefinitionError> {
+        self.jetstream
+            .delete_key_value(&self.bucket)
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+}
+
+/// `<stream>_SALES`: beside the order stream, named after it so each stream has its own.
+pub fn bucket_name(stream: &str) -> String {
+    format!("{stream}_SALES")
+}

@@ -1,0 +1,9 @@
+//! Redis is the fast copy; JetStream is the record. This folder rebuilds what Redis lost from
+//! the record: the sale [`definitions`] kept in JetStream, the [`rebuild`] of a sale's state
+//! from its events, and the [`audit`] that compares the stores.
+
+pub mod audit;
+pub mod definitions;
+pub mod rebuild;
+
+pub use rebuild::Recovery;

@@ -1,0 +1,360 @@
+//! Rebuilding a sale Redis has lost, from JetStream: the sale definitions bucket says what
+//! the sale is, the order stream says what was sold.
+//!
+//! Every script refuses to decide on a sale Redis does not hold (`StoreError::SaleMissing`).
+//! The caller then comes here: [`Recovery::on_sale`] rebuilds the sale (or finds that it was
+//! never defined) and runs the operation again. Requests of one replica for one sale wait for
+//! a single rebuild, bounded by `FLASHSALE_REBUILD_TIMEOUT_MS` (then 503, retryable).
+//! Replicas that meet the same loss may each fold the stream, but `lua/restore.lua` installs
+//! the result only where Redis holds no sale, so the first wins and nothing counts twice.
+//!
+//! The default sale (`/kill`) is defined here on first use, with its configured stock, and
+//! then created through the same rebuild, so it survives a loss like any other sale.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+
+use crate::domain::sale::{Sale, SaleSettings};
+use crate::domain::snapshot::{SaleSnapshot, UnreadableEvent};
+use crate::domain::{OrderId, Sku};
+use crate::events::jetstream::{EventsRead, StreamError, read_events};
+use crate::recovery::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
+use crate::store::{Inventory, PurchaseError, PutSaleError, StoreError, TransitionError};
+use crate::support::settings::Settings;
+
+/// How long after it starts a rebuild reads the stream a last time, so that publishes in
+/// flight when Redis lost the sale have landed. A Redis restart or failover takes longer
+/// than this itself.
+const SETTLE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Definitions(#[from] DefinitionError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("the sale's history: {0}")]
+    History(#[from] UnreadableEvent),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the sale's rebuild took longer than {0:?}")]
+    TimedOut(Duration),
+    #[error("rebuilding the sale: {0}")]
+    Failed(String),
+}
+
+/// An error of an operation on one sale that can say "Redis does not hold the sale".
+pub trait SaleOperationError: From<RecoveryError> {
+    fn sale_missing(&self) -> bool;
+}
+
+impl From<RecoveryError> for StoreError {
+    fn from(e: RecoveryError) -> Self {
+        match e {
+            RecoveryError::Store(e) => e,
+            other => StoreError::NotRebuilt(other.to_string()),
+        }
+    }
+}
+
+impl SaleOperationError for StoreError {
+    fn sale_missing(&self) -> bool {
+        matches!(self, StoreError::SaleMissing)
+    }
+}
+
+/// The operations whose errors carry a `StoreError` as `Store(_)`.
+macro_rules! sale_operation_errors {
+    ($($error:ty),*) => {$(
+        impl From<RecoveryError> for $error {
+            fn from(e: RecoveryError) -> Self {
+                Self::Store(e.into())
+            }
+        }
+
+        impl SaleOperationError for $error {
+            fn sale_missing(&self) -> bool {
+                matches!(self, Self::Store(StoreError::SaleMissing))
+            }
+        }
+    )*};
+}
+
+sale_operation_errors!(PurchaseError, TransitionError, PutSaleError);
+
+/// A rebuild under way, shared by every request of this replica that waits for it.
+type RebuildTask = Shared<BoxFuture<'static, Result<bool, String>>>;
+
+pub struct Recovery {
+    rebuilder: Arc<Rebuilder>,
+    /// How long a request waits for a rebuild (the rebuild itself goes on).
+    timeout: Duration,
+}
+
+/// What a rebuild needs; shared with the task that runs it.
+struct Rebuilder {
+    inventory: Arc<Inventory>,
+    definitions: SaleDefinitions,
+    jetstream: jetstream::Context,
+    stream: String,
+    subject_prefix: String,
+    /// What `/kill`'s sale is when nobody defined it.
+    default_sale: SaleDefinition,
+    /// Rebuilds running in this replica, by sku: later requests wait for the same one.
+    in_flight: Mutex<HashMap<String, RebuildTask>>,
+}
+
+impl Recovery {
+    pub fn new(inventory: Arc<Inventory>, nats: async_nats::Client, settings: &Settings) -> Self {
+        // `/kill`'s orders are final when accepted, as they always were.
+        let default_settings = SaleSettings::plain(settings.default_stock, 0);
+        let mut jetstream = jetstream::new(nats.clone());
+        jetstream.set_timeout(Duration::from_secs(2));
+        let rebuilder = Rebuilder {
+            inventory,
+            definitions: SaleDefinitions::new(nats, &settings.stream, settings.stream_replicas),
+            jetstream,
+            stream: settings.stream.clone(),
+            subject_prefix: settings.subject_prefix.clone(),
+            default_sale: SaleDefinition::new(&settings.default_sku, &default_settings),
+            in_flight: Mutex::new(HashMap::new()),
+        };
+        Self {
+            rebuilder: Arc::new(rebuilder),
+            timeout: settings.rebuild_timeout,
+        }
+    }
+
+    pub fn definitions(&self) -> &SaleDefinitions {
+        &self.rebuilder.definitions
+    }
+
+    /// Runs `operation` on the sale; when Redis does not hold the sale, rebuilds it and runs
+    /// it once more. `not_found` is the answer for a sale that was never defined.
+    pub async fn on_sale<T, E, F, Fut>(
+        &self,
+        sku: &Sku,
+        operation: F,
+        not_found: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: SaleOperationError,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match operation().await {
+            Err(e) if e.sale_missing() => {}
+            decided => return decided,
+        }
+        if !self.restore(sku).await? {
+            return not_found();
+        }
+        operation().await
+    }
+
+    /// The sale an order id belongs to: from Redis's registry, or, when Redis lost it, from
+    /// the sale definitions (keyed by the same sku digest).
+    pub async fn sku_of(&self, order_id: &OrderId) -> Result<Option<Sku>, RecoveryError> {
+        if let Some(sku) = self.rebuilder.inventory.sku_of(order_id).await? {
+            return Ok(Some(sku));
+        }
+        let Some(definition) = self
+            .definitions()
+            .get_by_digest(order_id.sku_digest())
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(definition.sku))
+    }
+
+    /// PUT: records the sale's settings in JetStream, then writes Redis. A sale JetStream
+    /// knew but Redis lost is rebuilt first, so its sold units still count against the new
+    /// stock. A refused PUT (stock below sold) puts the previous definition back.
+    pub async fn put_sale(
+        &self,
+        sku: &Sku,
+        settings: &SaleSettings,
+    ) -> Result<(Sale, bool), PutSaleError> {
+        let before = self
+            .definitions()
+            .get(sku)
+            .await
+            .map_err(RecoveryError::from)?;
+        let revision = self
+            .definitions()
+            .put(&SaleDefinition::new(sku, settings))
+            .await
+            .map_err(RecoveryError::from)?;
+        let put = self
+            .on_sale(
+                sku,
+                || {
+                    self.rebuilder
+                        .inventory
+                        .put_sale(sku, settings, before.is_some(), revision)
+                },
+                // Defined a moment ago: only a second loss in between gets here.
+                || Err(StoreError::SaleMissing.into()),
+            )
+            .await;
+        if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
+            let reverted = match self.definitions().put(before).await {
+                Ok(revision) => self
+                    .rebuilder
+                    .inventory
+                    .put_sale(sku, &before.settings(), true, revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = reverted {
+                log::error!("sale {sku}: refused PUT not reverted: {e}");
+            }
+        }
+        put
+    }
+
+    /// Makes sure Redis holds the sale, rebuilding it from JetStream if it was defined there;
+    /// `Ok(false)` when it never was. The rebuild runs as a task of its own, shared by every
+    /// request that waits for it, so a request giving up never cancels it half-way.
+    pub async fn restore(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+        let task = self.rebuilder.clone().task(sku);
+        tokio::time::timeout(self.timeout, task)
+            .await
+            .map_err(|_| RecoveryError::TimedOut(self.timeout))?
+            .map_err(RecoveryError::Failed)
+    }
+}
+
+impl crate::events::relay::SaleRebuilder for Recovery {
+    type Error = RecoveryError;
+    fn rebuild(&self, sku: &Sku) -> impl Future<Output = Result<bool, RecoveryError>> + Send {
+        self.restore(sku)
+    }
+}
+
+impl Rebuilder {
+    /// The rebuild of `sku` under way in this replica, or a new one.
+    fn task(self: Arc<Self>, sku: &Sku) -> RebuildTask {
+        let mut in_flight = self.in_flight.lock();
+        if let Some(task) = in_flight.get(sku.as_str()) {
+            return task.clone();
+        }
+        let task = self.clone().spawn(sku.clone());
+        in_flight.insert(sku.to_string(), task.clone());
+        task
+    }
+
+    fn spawn(self: Arc<Self>, sku: Sku) -> RebuildTask {
+        let running = tokio::spawn(async move {
+            let outcome = self.rebuild(&sku).await.map_err(|e| e.to_string());
+            // Done: the next loss starts afresh (this waits for `task` to release the map).
+            self.in_flight.lock().remove(sku.as_str());
+            outcome
+        });
+        async move { running.await.unwrap_or_else(|e| Err(e.to_string())) }
+            .boxed()
+            .shared()
+    }
+
+    async fn rebuild(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+        // Another request of this replica may have rebuilt it while this one waited (held
+        // means: by this primary; a copy from elsewhere is rebuilt like a lost one).
+        if self.inventory.sale_exists(sku).await? {
+            return Ok(true);
+        }
+        let started = Instant::now();
+        let (definition, settled) = match self.definitions.get(sku).await? {
+            // Events of orders the lost copy accepted may still be on their way to JetStream
+            // (a purchase's confirmation, a relay batch: milliseconds each). The stream is
+            // read now and once more from where it ended when SETTLE has passed, so those
+            // count too, without making a large rebuild wait longer than its reading.
+            Some(definition) => (definition, Some(started + SETTLE)),
+            None if *sku == self.default_sale.sku => {
+                (self.definitions.create(&self.default_sale).await?, None)
+            }
+            None => return Ok(false),
+        };
+        let mut snapshot = SaleSnapshot::default();
+        let read = self.sale_events(sku, 1).await?;
+        let mut events = read.events;
+        if let Some(settled) = settled {
+            tokio::time::sleep_until(settled.into()).await;
+        }
+        // The outbox is read before the stream's last reading: an entry the relay trims in
+        // between was acknowledged by JetStream first, so that reading holds it. (No script
+        // adds entries meanwhile: they all refuse a sale Redis does not hold.)
+        let waiting = self.inventory.outbox_entries(sku).await?;
+        if settled.is_some() {
+            events.extend(self.sale_events(sku, read.last_sequence + 1).await?.events);
+        }
+        for event in &events {
+            snapshot.apply(event)?;
+        }
+        // The outbox is folded in after the stream: whatever of it JetStream already holds
+        // is the same order, applied once.
+        for entry in &waiting {
+            snapshot.apply_waiting(&entry.event, &entry.id)?;
+        }
+        let Some(restored) = self.inventory.restore(&definition, &snapshot).await? else {
+            return Ok(true);
+        };
+        // A new default sale is no news; anything else means Redis had lost it.
+        if snapshot.orders() > 0 || *sku != self.default_sale.sku {
+            crate::support::metrics::record_rebuild(started.elapsed());
+            let what = if restored.replaced_stale {
+                "its copy was written by another primary (failover?)"
+            } else {
+                "redis had lost it"
+            };
+            log::warn!(
+                "sale {sku} rebuilt from JetStream, {what}: {} orders, sold {} of {}, {} overdue orders expired on install ({} units back), in {:?}",
+                snapshot.orders(),
+                restored.sold,
+                definition.stock,
+                restored.expired.orders,
+                restored.expired.units,
+                started.elapsed()
+            );
+        } else {
+            log::info!("default sale {sku} created with stock {}", definition.stock);
+        }
+        if restored.sold > definition.stock {
+            // The record itself sells past the stock (a cancel or a payment whose event Redis
+            // lost, its units sold again): say so loudly; purchases answer 503
+            // sale_inconsistent until a cancel or a PUT mends it, and the audit exits 1.
+            crate::support::metrics::record_oversold_fold();
+            log::error!(
+                "sale {sku} rebuilt with {} sold of a stock of {}: purchases refused (503 sale_inconsistent) until orders are cancelled or the stock is raised",
+                restored.sold,
+                definition.stock
+            );
+        }
+        if let Some(first) = restored.expired.next_due {
+            self.inventory.index_deadline(sku, first).await?;
+        }
+        // Requests wait for the sale, not for the buyers' order lists (read index only).
+        let (inventory, sku) = (self.inventory.clone(), sku.clone());
+        tokio::spawn(async move {
+            if let Err(e) = inventory.restore_buyer_orders(&sku, &snapshot).await {
+                log::warn!("sale {sku}: buyers' order lists not rebuilt: {e}");
+            }
+        });
+        Ok(true)
+    }
+
+    /// The sale's events in the order stream from sequence `from` on, oldest first.
+    async fn sale_events(&self, sku: &Sku, from: u64) -> Result<EventsRead, RecoveryError> {
+        let subjects = format!("{}.*.{sku}", self.subject_prefix);
+        Ok(read_events(&self.jetstream, &self.stream, &subjects, from).await?)
+    }
+}

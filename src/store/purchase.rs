@@ -1,0 +1,292 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use redis::Value;
+use tokio::sync::oneshot;
+
+use super::group_commit::DriverGuard;
+use super::reply::Reply;
+use super::{Inventory, StoreError};
+use crate::domain::order::Order;
+use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
+use crate::support::metrics::Outcome;
+
+/// An accepted purchase: a new order, or the order an earlier request with the same
+/// Idempotency-Key created (`replayed`).
+#[derive(Debug)]
+pub struct Purchase {
+    pub order: Order,
+    pub replayed: bool,
+    /// Whether the replicas FLASHSALE_REDIS_WAIT_REPLICAS asks for hold the new order (true
+    /// when it asks for none).
+    pub replicated: bool,
+    /// pay_by (ms) of a new order that holds its sale's earliest payment deadline: the
+    /// sweeper's cross-sale index must hear of it (`payment_due.rs`).
+    earliest_deadline: Option<i64>,
+    /// The outbox entry of the order's created event: a new order's, or a replayed order's
+    /// while it still waits there (empty once JetStream holds it).
+    pub outbox_entry: String,
+}
+
+/// Why a purchase took nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PurchaseError {
+    #[error("no sale with this sku")]
+    SaleNotFound,
+    #[error("the sale is not open now")]
+    SaleNotOpen,
+    #[error("this user already holds the most units the sale allows per user")]
+    UserLimitReached,
+    #[error("sold out: {remaining} left, fewer than asked for")]
+    SoldOut { remaining: u64 },
+    /// Redis's copy of the sale holds more sold than stock (a rebuilt history that sells past
+    /// it): nothing is decided on it until a cancel, an expiry or a PUT mends it.
+    #[error("the sale's copy counts {sold} sold of {stock}; purchases wait until it is mended")]
+    SaleInconsistent { stock: u64, sold: u64 },
+    #[error("quantity is above the sale's per_user_limit of {limit}")]
+    QuantityAboveLimit { limit: u64 },
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PurchaseError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            PurchaseError::SaleNotFound => Outcome::SaleNotFound,
+            PurchaseError::SaleNotOpen => Outcome::SaleNotOpen,
+            PurchaseError::UserLimitReached => Outcome::UserLimitReached,
+            PurchaseError::SoldOut { .. } => Outcome::SoldOut,
+            PurchaseError::SaleInconsistent { .. } => Outcome::SaleInconsistent,
+            PurchaseError::QuantityAboveLimit { .. } => Outcome::InvalidQuantity,
+            PurchaseError::IdempotencyConflict => Outcome::IdempotencyConflict,
+            PurchaseError::Store(_) => Outcome::Unavailable,
+        }
+    }
+}
+
+/// A purchase waiting for its sale's next call, and where its answer goes.
+pub(super) struct Queued {
+    pub request: PurchaseRequest,
+    pub answer: oneshot::Sender<Result<Purchase, PurchaseError>>,
+}
+
+/// One purchase as the caller asked for it, owned so it can wait in its sale's queue.
+#[derive(Debug)]
+pub struct PurchaseRequest {
+    pub user: UserId,
+    pub quantity: Quantity,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl Inventory {
+    /// One purchase, decided by `lua/purchase.lua` atomically with every other purchase of
+    /// the sale; none at all when this replica knows the sale is sold out. Concurrent
+    /// purchases of one sale share a script call (`group_commit.rs`), so a purchase costs
+    /// Redis at most one call. A sale Redis does not hold is `Store(SaleMissing)`: nothing
+    /// was decided (see `recovery/rebuild.rs`).
+    pub async fn purchase(
+        self: &Arc<Self>,
+        sku: &Sku,
+        request: PurchaseRequest,
+    ) -> Result<Purchase, PurchaseError> {
+        // Fast path: an empty sale is answered from memory. A request with an
+        // Idempotency-Key still goes to Redis, which may hold its earlier order to replay.
+        if request.idempotency_key.is_none() && self.sold_out.is_sold_out(sku) {
+            self.metrics.fast_path();
+            self.metrics.outcome(Outcome::SoldOut);
+            return Err(PurchaseError::SoldOut { remaining: 0 });
+        }
+        let started = Instant::now();
+        let (answer, answered) = oneshot::channel();
+        if self
+            .batches
+            .enqueue(sku.as_str(), Queued { request, answer })
+        {
+            tokio::spawn(self.clone().drive(sku.clone()));
+        }
+        // The driver answers every purchase it takes; a closed channel means it was torn
+        // down (the runtime shutting down) before deciding this one. The wait is bounded:
+        // a purchase still queued when it gives up is never sent (the driver skips a closed
+        // channel); one already in a call has an unknown outcome, as any 503 says.
+        let result = match tokio::time::timeout(self.redis_timeout, answered).await {
+            Ok(answer) => answer.unwrap_or(Err(PurchaseError::Store(StoreError::Abandoned))),
+            Err(_) => {
+                self.metrics.outcome(Outcome::Unavailable);
+                Err(PurchaseError::Store(StoreError::NotAnswering))
+            }
+        };
+        self.metrics.script(started.elapsed());
+        result
+    }
+
+    /// Decides the sale's queued purchases, a batch per script call, until none waits.
+    async fn drive(self: Arc<Self>, sku: Sku) {
+        let mut guard = DriverGuard::new(&self.batches, sku.as_str());
+        while let Some(batch) = self.batches.next(sku.as_str()) {
+            // Purchases whose caller stopped waiting (timed out, hung up) are not decided.
+            let (requests, answers): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .filter(|queued| !queued.answer.is_closed())
+                .map(|queued| (queued.request, queued.answer))
+                .unzip();
+            if requests.is_empty() {
+                continue;
+            }
+            let results = if self.redis_answering().await {
+                self.metrics.batch(requests.len());
+                self.decide(&sku, &requests).await
+            } else {
+                requests
+                    .iter()
+                    .map(|_| Err(StoreError::NotAnswering.into()))
+                    .collect()
+            };
+            for (answer, result) in answers.into_iter().zip(results) {
+                // A missing sale is decided by the call after its rebuild, and counted then.
+                if !matches!(result, Err(PurchaseError::Store(StoreError::SaleMissing))) {
+                    self.metrics.outcome(match &result {
+                        Ok(purchase) if purchase.replayed => Outcome::Replayed,
+                        Ok(_) => Outcome::Created,
+                        Err(e) => e.outcome(),
+                    });
+                }
+                // Err: the client hung up; its purchase stands, like one whose answer was
+                // lost on the wire (an Idempotency-Key retry replays it).
+                let _ = answer.send(result);
+            }
+        }
+        guard.finished = true;
+    }
+
+    /// One script call for a batch: one result per request, in order.
+    async fn decide(
+        &self,
+        sku: &Sku,
+        requests: &[PurchaseRequest],
+    ) -> Vec<Result<Purchase, PurchaseError>> {
+        let keys = self.keys(sku);
+        let mut call = self.purchase_script.prepare_invoke();
+        call.key(keys.sale())
+            .key(keys.orders())
+            .key(keys.buyers())
+            .key(keys.outbox())
+            .key(keys.deadlines());
+        for request in requests {
+            call.key(keys.buyer_orders(request.user.as_str()));
+        }
+        for key in requests.iter().filter_map(|r| r.idempotency_key.as_ref()) {
+            call.key(keys.idempotency(key));
+        }
+        call.arg(&self.idempotency_ttl_secs);
+        for request in requests {
+            call.arg(request.user.as_str())
+                .arg(request.quantity.get())
+                .arg(
+                    request
+                        .idempotency_key
+                        .as_ref()
+                        .map_or("", IdempotencyKey::as_str),
+                );
+        }
+
+        let mut redis = self.redis();
+        let replies: Vec<Vec<Value>> = match self.observe(call.invoke_async(&mut redis).await) {
+            Ok(replies) => replies,
+            Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
+        };
+        if replies.len() != requests.len() {
+            let corrupt = Reply(&[]).corrupt();
+            return requests
+                .iter()
+                .map(|_| Err(corrupt.clone().into()))
+                .collect();
+        }
+        let mut results: Vec<_> = replies
+            .iter()
+            .map(|reply| self.outcome(sku, Reply(reply)))
+            .collect();
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|p| !p.replayed))
+            && !self.replicated(sku).await
+        {
+            for purchase in results.iter_mut().flatten() {
+                purchase.replicated = false;
+            }
+        }
+        self.after_batch(sku, &results).await;
+        results
+    }
+
+    /// One purchase's reply, read.
+    fn outcome(&self, sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
+        match reply.text(0)? {
+            outcome @ ("created" | "replayed") => {
+                let created = outcome == "created";
+                let earliest = created && reply.optional_int(9)? == Some(1);
+                Ok(Purchase {
+                    outbox_entry: reply.text(10)?.to_owned(),
+                    order: reply.order(sku)?,
+                    replayed: outcome == "replayed",
+                    replicated: true,
+                    earliest_deadline: if earliest {
+                        reply.optional_int(8)?
+                    } else {
+                        None
+                    },
+                })
+            }
+            "sold_out" => Err(PurchaseError::SoldOut {
+                remaining: reply.uint(1)?,
+            }),
+            "sale_inconsistent" => Err(PurchaseError::SaleInconsistent {
+                stock: reply.uint(1)?,
+                sold: reply.uint(2)?,
+            }),
+            "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
+                limit: reply.uint(1)?,
+            }),
+            "sale_missing" => Err(StoreError::SaleMissing.into()),
+            "sale_not_open" => Err(PurchaseError::SaleNotOpen),
+            "user_limit_reached" => Err(PurchaseError::UserLimitReached),
+            "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),
+            _ => Err(reply.corrupt().into()),
+        }
+    }
+
+    /// What a batch's new orders oblige this replica to do, once per batch: tell its relay,
+    /// index the sale's earliest deadline, mark the sale sold out.
+    async fn after_batch(&self, sku: &Sku, results: &[Result<Purchase, PurchaseError>]) {
+        let created = || {
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .filter(|p| !p.replayed)
+        };
+        if created().next().is_some() {
+            self.wrote_outbox(sku);
+        }
+        // The sale's earliest deadline: the sweeper must know the sale has one
+        // (payment_due.rs: why after the script is safe, and why a later deadline needs no
+        // write).
+        let earliest = created().filter_map(|p| p.earliest_deadline).min();
+        if let Some(pay_by) = earliest
+            && let Err(e) = self.index_deadline(sku, pay_by).await
+        {
+            log::warn!("sale {sku}: payment deadline not indexed yet: {e}");
+        }
+        let emptied = results.iter().any(|r| match r {
+            Ok(p) => !p.replayed && p.order.remaining == 0,
+            Err(PurchaseError::SoldOut { remaining }) => *remaining == 0,
+            Err(_) => false,
+        });
+        if emptied && !self.sold_out.is_sold_out(sku) {
+            self.sold_out.mark(sku);
+            if created().any(|p| p.order.remaining == 0) {
+                log::info!("sale {sku} sold out");
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! What every layer uses: the settings read at start, the metrics, the log set-up. Nothing
+//! here imports a module above it.
+
+pub mod metrics;
+pub mod settings;
+pub mod telemetry;

@@ -1,0 +1,328 @@
+//! Settings, read from the environment and validated once at start-up.
+//!
+//! Every value is typed here, so nothing later can fail on configuration: a bad value stops
+//! the process before it binds, with one line naming the variable (exit code 2, see main).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::Sku;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    /// One `redis://` URL, or several comma-separated seed nodes of a Redis Cluster.
+    pub redis_url: String,
+    /// Talk to a Redis Cluster: several URLs in `redis_url`, or FLASHSALE_REDIS_CLUSTER=on.
+    pub redis_cluster: bool,
+    /// Copies JetStream keeps of the order stream and the sale definitions (1–5; 3 on a
+    /// three-node cluster). Applies when flashsale creates them.
+    pub stream_replicas: usize,
+    /// NATS servers, parsed from the comma-separated FLASHSALE_NATS_URL.
+    pub nats_urls: Vec<async_nats::ServerAddr>,
+    pub namespace: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub admin_token: Option<String>,
+    /// Storefront bearer tokens (FLASHSALE_API_TOKENS); when any, purchases, payments and
+    /// order reads need one (or the admin token).
+    pub api_tokens: Vec<String>,
+    /// HMAC key of buyer tickets (FLASHSALE_TICKET_KEY).
+    pub ticket_key: Option<String>,
+    /// Purchases without a valid ticket are refused (FLASHSALE_REQUIRE_TICKET).
+    pub require_ticket: bool,
+    pub default_sku: Sku,
+    pub default_stock: u64,
+    pub log_config: PathBuf,
+    /// Whether FLASHSALE_LOG_CONFIG was given: only then is a missing file an error.
+    pub log_config_explicit: bool,
+    /// How long one Redis command may take before the request answers 503.
+    pub redis_timeout: Duration,
+    /// Replicas that must hold a script call's writes (Redis `WAIT`, once per batch) before
+    /// its new orders are answered 201 in `redis` confirm mode; 0 = do not wait.
+    pub redis_wait_replicas: u32,
+    /// How long that `WAIT` may take; past it a new order is answered 202 pending.
+    pub redis_wait_timeout: Duration,
+    /// Purchases per second and burst allowed to one buyer (per replica); `None` = no limit.
+    pub buyer_rate: Option<RateLimit>,
+    /// Purchases per second and burst allowed to one client address (per replica).
+    pub client_rate: Option<RateLimit>,
+    /// Proxies whose `X-Forwarded-For` names the client address (else the socket's peer).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a replayable Idempotency-Key is remembered.
+    pub idempotency_ttl: Duration,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    /// How long an outbox lease lasts unrenewed: after it, another replica takes over the
+    /// sale's outbox, entries the dead holder had read included. Must stay well inside
+    /// JetStream's duplicate window (2 minutes).
+    pub relay_claim_idle: Duration,
+    /// How long a replica trusts its own "sold out" mark before asking Redis again.
+    pub sold_out_recheck: Duration,
+    /// On shutdown, how long the relay may keep delivering what is left.
+    pub drain_timeout: Duration,
+    /// For tests and drills only: the relay publishes nothing, so events no handler confirms
+    /// (expiries, 202s, everything in `redis` mode) stay in the outbox. It lets a test force
+    /// the window in which Redis loses events JetStream does not hold yet.
+    pub relay_hold: bool,
+    /// Whether `/metrics` is served and metrics are recorded.
+    pub metrics: bool,
+    /// PostgreSQL of the order consumer.
+    pub database_url: String,
+    /// Durable JetStream consumer name of the order consumer.
+    pub consumer_name: String,
+    /// Whether FLASHSALE_DATABASE_URL was given (`flashsale audit` then checks PostgreSQL).
+    pub database_url_explicit: bool,
+    /// How long requests for a sale Redis lost wait for its rebuild before answering 503.
+    pub rebuild_timeout: Duration,
+    /// When a purchase is answered 201 (see [`Confirm`]).
+    pub confirm: Confirm,
+    /// In `Confirm::JetStream`, how long a purchase waits for JetStream's acknowledgement
+    /// before answering 202 with `"delivery": "pending"`.
+    pub confirm_timeout: Duration,
+}
+
+/// What a 201 for a purchase promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Redis decided and recorded the order, its event waits in the outbox.
+    Redis,
+    /// JetStream holds the order's event: the order survives Redis losing its data.
+    JetStream,
+}
+
+mod var;
+
+use var::{Var, rate_limit};
+
+/// A refused setting: which variable, what it held, what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}={value:?}: {expected}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+pub use crate::domain::sale::MAX_STOCK;
+
+impl Settings {
+    /// The Redis URLs given: one server, or a cluster's seed nodes.
+    pub fn redis_seeds(&self) -> Vec<&str> {
+        self.redis_url.split(',').map(str::trim).collect()
+    }
+
+    /// Whether to use the cluster client: several seeds, or FLASHSALE_REDIS_CLUSTER=on.
+    pub fn uses_redis_cluster(&self) -> bool {
+        self.redis_cluster || self.redis_seeds().len() > 1
+    }
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can validate without touching the process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str, default: &str| Var {
+            name,
+            value: lookup(name).unwrap_or_else(|| default.to_owned()),
+        };
+
+        let log_config = lookup("FLASHSALE_LOG_CONFIG");
+        Ok(Settings {
+            bind: var("FLASHSALE_BIND", "127.0.0.1:8080").socket_addr()?,
+            redis_url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
+            redis_cluster: var("FLASHSALE_REDIS_CLUSTER", "off").switch()?,
+            stream_replicas: var("FLASHSALE_STREAM_REPLICAS", "1").number(1, 5)? as usize,
+            nats_urls: var("FLASHSALE_NATS_URL", "nats://127.0.0.1:4222").nats_urls()?,
+            namespace: var("FLASHSALE_NAMESPACE", "flashsale").key_prefix()?,
+            stream: var("FLASHSALE_STREAM", "ORDERS").nats_token()?,
+            subject_prefix: var("FLASHSALE_SUBJECT_PREFIX", "orders").nats_token()?,
+            admin_token: match lookup("FLASHSALE_ADMIN_TOKEN") {
+                None => None,
+                Some(value) => Some(
+                    Var {
+                        name: "FLASHSALE_ADMIN_TOKEN",
+                        value,
+                    }
+                    .non_empty()?,
+                ),
+            },
+            api_tokens: match lookup("FLASHSALE_API_TOKENS") {
+                None => Vec::new(),
+                Some(value) => Var {
+                    name: "FLASHSALE_API_TOKENS",
+                    value,
+                }
+                .tokens()?,
+            },
+            ticket_key: match lookup("FLASHSALE_TICKET_KEY") {
+                None => None,
+                Some(value) => Some(
+                    Var {
+                        name: "FLASHSALE_TICKET_KEY",
+                        value,
+                    }
+                    .non_empty()?,
+                ),
+            },
+            require_ticket: {
+                let required = var("FLASHSALE_REQUIRE_TICKET", "false").switch()?;
+                if required && lookup("FLASHSALE_TICKET_KEY").is_none() {
+                    return Err(ConfigError {
+                        variable: "FLASHSALE_REQUIRE_TICKET",
+                        value: "true".into(),
+                        expected: "FLASHSALE_TICKET_KEY set: tickets cannot be checked without it"
+                            .into(),
+                    });
+                }
+                required
+            },
+            default_sku: var("FLASHSALE_DEFAULT_SKU", "limit").sku()?,
+            default_stock: var("FLASHSALE_DEFAULT_STOCK", "1000").number(0, MAX_STOCK)?,
+            log_config_explicit: log_config.is_some(),
+            log_config: PathBuf::from(log_config.unwrap_or_else(|| "log4rs.yaml".into())),
+            redis_timeout: Duration::from_millis(
+                var("FLASHSALE_REDIS_TIMEOUT_MS", "1000").number(1, 60_000)?,
+            ),
+            redis_wait_replicas: var("FLASHSALE_REDIS_WAIT_REPLICAS", "0").number(0, 5)? as u32,
+            redis_wait_timeout: Duration::from_millis(
+                var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS", "100").number(1, 10_000)?,
+            ),
+            buyer_rate: rate_limit(&lookup, "FLASHSALE_BUYER_RATE", "FLASHSALE_BUYER_BURST")?,
+            client_rate: rate_limit(&lookup, "FLASHSALE_CLIENT_RATE", "FLASHSALE_CLIENT_BURST")?,
+            trusted_proxies: match lookup("FLASHSALE_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(value) => Var {
+                    name: "FLASHSALE_TRUSTED_PROXIES",
+                    value,
+                }
+                .ip_addrs()?,
+            },
+            idempotency_ttl: Duration::from_secs(
+                var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
+            ),
+            workers: var("FLASHSALE_WORKERS", "0").number(0, 1024)? as usize,
+            relay_claim_idle: Duration::from_millis(
+                var("FLASHSALE_RELAY_CLAIM_IDLE_MS", "5000").number(100, 60_000)?,
+            ),
+            sold_out_recheck: Duration::from_millis(
+                var("FLASHSALE_SOLD_OUT_RECHECK_MS", "1000").number(0, 3_600_000)?,
+            ),
+            drain_timeout: Duration::from_secs(
+                var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,
+            ),
+            relay_hold: var("FLASHSALE_RELAY_HOLD", "off").switch()?,
+            metrics: var("FLASHSALE_METRICS", "on").switch()?,
+            database_url: var(
+                "FLASHSALE_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/flashsale",
+            )
+            .postgres_url()?,
+            consumer_name: var("FLASHSALE_CONSUMER", "orders-db").nats_token()?,
+            database_url_explicit: lookup("FLASHSALE_DATABASE_URL").is_some(),
+            rebuild_timeout: Duration::from_millis(
+                var("FLASHSALE_REBUILD_TIMEOUT_MS", "5000").number(100, 600_000)?,
+            ),
+            confirm: var("FLASHSALE_CONFIRM", "jetstream").confirm()?,
+            confirm_timeout: Duration::from_millis(
+                var("FLASHSALE_CONFIRM_TIMEOUT_MS", "1000").number(1, 60_000)?,
+            ),
+        })
+    }
+}
+
+/// A rate limit: `per_second` requests a second on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = with(&[]).expect("defaults are valid");
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.namespace, "flashsale");
+        assert_eq!(s.stream, "ORDERS");
+        assert_eq!(s.subject_prefix, "orders");
+        assert_eq!(s.default_sku.as_str(), "limit");
+        assert_eq!(s.default_stock, 1000);
+        assert!(s.admin_token.is_none());
+        assert!(!s.log_config_explicit);
+        assert_eq!(s.confirm, Confirm::JetStream);
+        assert!(!s.database_url_explicit);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases = [
+            ("FLASHSALE_BIND", "nonsense"),
+            ("FLASHSALE_REDIS_URL", "http://x"),
+            ("FLASHSALE_NATS_URL", "nats://host:notaport"),
+            ("FLASHSALE_NAMESPACE", "a{b}"),
+            ("FLASHSALE_STREAM", "a.b"),
+            ("FLASHSALE_SUBJECT_PREFIX", "a>"),
+            ("FLASHSALE_ADMIN_TOKEN", ""),
+            ("FLASHSALE_DEFAULT_SKU", "no spaces"),
+            ("FLASHSALE_DEFAULT_STOCK", "-1"),
+            ("FLASHSALE_REDIS_TIMEOUT_MS", "0"),
+            ("FLASHSALE_RELAY_CLAIM_IDLE_MS", "120000"),
+            ("FLASHSALE_METRICS", "maybe"),
+            ("FLASHSALE_DATABASE_URL", "postgres://host:port:port/x"),
+            ("FLASHSALE_REBUILD_TIMEOUT_MS", "10"),
+            ("FLASHSALE_CONFIRM", "kafka"),
+            ("FLASHSALE_CONFIRM_TIMEOUT_MS", "0"),
+            ("FLASHSALE_REDIS_URL", "redis://127.0.0.1:30001,http://x"),
+            ("FLASHSALE_REDIS_CLUSTER", "maybe"),
+            ("FLASHSALE_STREAM_REPLICAS", "0"),
+        ];
+        for (variable, value) in cases {
+            let err = with(&[(variable, value)]).expect_err(variable);
+            assert_eq!(err.variable, variable);
+            assert!(err.to_string().contains(variable));
+        }
+    }
+
+    #[test]
+    fn several_redis_urls_are_a_cluster() {
+        let one = with(&[]).expect("defaults are valid");
+        assert!(!one.uses_redis_cluster());
+        let seeds = with(&[(
+            "FLASHSALE_REDIS_URL",
+            "redis://127.0.0.1:30001, redis://127.0.0.1:30002",
+        )])
+        .expect("two seeds");
+        assert!(seeds.uses_redis_cluster());
+        assert_eq!(
+            seeds.redis_seeds(),
+            ["redis://127.0.0.1:30001", "redis://127.0.0.1:30002"]
+        );
+        let switched = with(&[
+            ("FLASHSALE_REDIS_URL", "redis://127.0.0.1:30001"),
+            ("FLASHSALE_REDIS_CLUSTER", "on"),
+        ])
+        .expect("one seed, cluster on");
+        assert!(switched.uses_redis_cluster());
+    }
+}

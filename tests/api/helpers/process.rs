@@ -1,0 +1,164 @@
+//! The service as a process of its own (its own metrics, signals, a restart).
+
+use std::time::Duration;
+
+use flashsale::support::settings::{Confirm, Settings};
+
+use super::{TestApp, free_port, wait_for_port};
+
+/// Environment that makes the binary run with `settings` on `port`: every setting, by the
+/// names the README documents (`settings::the_environment_carries_every_setting` checks that
+/// the binary reads them back as these settings).
+pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
+    let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
+    let millis = |d: Duration| d.as_millis().to_string();
+    let joined = |items: Vec<String>| items.join(",");
+    let mut env = vec![
+        ("FLASHSALE_BIND", format!("127.0.0.1:{port}")),
+        ("FLASHSALE_REDIS_URL", settings.redis_url.clone()),
+        ("FLASHSALE_REDIS_CLUSTER", on_off(settings.redis_cluster)),
+        (
+            "FLASHSALE_STREAM_REPLICAS",
+            settings.stream_replicas.to_string(),
+        ),
+        (
+            "FLASHSALE_NATS_URL",
+            joined(
+                settings
+                    .nats_urls
+                    .iter()
+                    .map(|u| format!("nats://{}:{}", u.host(), u.port()))
+                    .collect(),
+            ),
+        ),
+        ("FLASHSALE_NAMESPACE", settings.namespace.clone()),
+        ("FLASHSALE_STREAM", settings.stream.clone()),
+        ("FLASHSALE_SUBJECT_PREFIX", settings.subject_prefix.clone()),
+        ("FLASHSALE_REQUIRE_TICKET", on_off(settings.require_ticket)),
+        ("FLASHSALE_DEFAULT_SKU", settings.default_sku.to_string()),
+        (
+            "FLASHSALE_DEFAULT_STOCK",
+            settings.default_stock.to_string(),
+        ),
+        ("FLASHSALE_REDIS_TIMEOUT_MS", millis(settings.redis_timeout)),
+        (
+            "FLASHSALE_REDIS_WAIT_REPLICAS",
+            settings.redis_wait_replicas.to_string(),
+        ),
+        (
+            "FLASHSALE_REDIS_WAIT_TIMEOUT_MS",
+            millis(settings.redis_wait_timeout),
+        ),
+        (
+            "FLASHSALE_IDEMPOTENCY_TTL_SECS",
+            settings.idempotency_ttl.as_secs().to_string(),
+        ),
+        ("FLASHSALE_WORKERS", settings.workers.to_string()),
+        (
+            "FLASHSALE_RELAY_CLAIM_IDLE_MS",
+            millis(settings.relay_claim_idle),
+        ),
+        (
+            "FLASHSALE_SOLD_OUT_RECHECK_MS",
+            millis(settings.sold_out_recheck),
+        ),
+        (
+            "FLASHSALE_DRAIN_TIMEOUT_SECS",
+            settings.drain_timeout.as_secs().to_string(),
+        ),
+        ("FLASHSALE_RELAY_HOLD", on_off(settings.relay_hold)),
+        ("FLASHSALE_METRICS", on_off(settings.metrics)),
+        ("FLASHSALE_CONSUMER", settings.consumer_name.clone()),
+        (
+            "FLASHSALE_REBUILD_TIMEOUT_MS",
+            millis(settings.rebuild_timeout),
+        ),
+        (
+            "FLASHSALE_CONFIRM",
+            match settings.confirm {
+                Confirm::Redis => "redis",
+                Confirm::JetStream => "jetstream",
+            }
+            .to_owned(),
+        ),
+        (
+            "FLASHSALE_CONFIRM_TIMEOUT_MS",
+            millis(settings.confirm_timeout),
+        ),
+    ];
+    // Settings that are absent unless given.
+    let optional = [
+        ("FLASHSALE_ADMIN_TOKEN", settings.admin_token.clone()),
+        ("FLASHSALE_TICKET_KEY", settings.ticket_key.clone()),
+        (
+            "FLASHSALE_API_TOKENS",
+            Some(settings.api_tokens.join(",")).filter(|t| !t.is_empty()),
+        ),
+        (
+            "FLASHSALE_TRUSTED_PROXIES",
+            Some(joined(
+                settings
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ))
+            .filter(|p| !p.is_empty()),
+        ),
+        (
+            "FLASHSALE_DATABASE_URL",
+            Some(settings.database_url.clone()).filter(|_| settings.database_url_explicit),
+        ),
+        (
+            "FLASHSALE_LOG_CONFIG",
+            Some(settings.log_config.display().to_string())
+                .filter(|_| settings.log_config_explicit),
+        ),
+    ];
+    env.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?))),
+    );
+    for (limit, rate, burst) in [
+        (
+            settings.buyer_rate,
+            "FLASHSALE_BUYER_RATE",
+            "FLASHSALE_BUYER_BURST",
+        ),
+        (
+            settings.client_rate,
+            "FLASHSALE_CLIENT_RATE",
+            "FLASHSALE_CLIENT_BURST",
+        ),
+    ] {
+        if let Some(limit) = limit {
+            env.push((rate, limit.per_second.to_string()));
+            env.push((burst, limit.burst.to_string()));
+        }
+    }
+    env
+}
+
+/// The real binary, in a scratch directory (so it logs to the console only).
+pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestApp) {
+    let port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .envs(env_of(settings, port))
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("flashsale binary starts");
+    wait_for_port(port).await;
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        settings: settings.clone(),
+        namespace: settings.namespace.clone(),
+        default_sku: settings.default_sku.to_string(),
+        client: reqwest::Client::new(),
+        redis: crate::helpers::check_connection(settings),
+    };
+    (child, app)
+}
