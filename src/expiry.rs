@@ -51,7 +51,7 @@ impl Sweeper {
         let mut indexed_at: Option<tokio::time::Instant> = None;
         loop {
             if indexed_at.is_none_or(|at| at.elapsed() >= FULL_INDEX_EVERY) {
-                match self.inventory.index_all_deadlines().await {
+                match self.inventory.payment_due().index_all().await {
                     Ok(sales) => {
                         log::info!("expiry sweeper: {sales} sales with orders awaiting payment");
                         indexed_at = Some(tokio::time::Instant::now());
@@ -81,7 +81,7 @@ impl Sweeper {
 
     /// Expires what is overdue now; returns how long to sleep before the next look.
     async fn tick(&self) -> Result<Duration, StoreError> {
-        let due = self.inventory.due_sales(SALES_PER_TICK).await?;
+        let due = self.inventory.payment_due().due(SALES_PER_TICK).await?;
         let more = due.due.len() > SALES_PER_TICK;
         for sku in &due.due {
             self.sweep(sku).await?;
@@ -120,7 +120,7 @@ impl Sweeper {
                 break expired.next_due;
             }
         };
-        self.inventory.reindex_deadlines(sku, next_due).await?;
+        self.inventory.payment_due().reindex(sku, next_due).await?;
         if released > 0 {
             // Units are back: other replicas drop their sold-out mark, as after a cancel.
             self.sale_changes.announce(sku.as_str()).await;

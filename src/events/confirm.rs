@@ -119,7 +119,12 @@ impl Confirmation {
             return Delivery::Unconfirmed;
         }
         let confirmed = match self.publish(event).await {
-            Ok(()) => match self.inventory.drop_confirmed(sku, &[outbox_entry]).await {
+            Ok(()) => match self
+                .inventory
+                .outbox()
+                .drop_confirmed(sku, &[outbox_entry])
+                .await
+            {
                 Ok(()) => true,
                 Err(e) => {
                     log::debug!(

@@ -252,7 +252,7 @@ impl<R: SaleRebuilder> Relay<R> {
     ) -> Result<Backlog, RelayError> {
         // First, NATS or not: the sales this replica wrote to go into the shared index, so
         // another replica finds them should this process die.
-        self.inventory.index_written().await?;
+        self.inventory.outbox().index_written().await?;
         if self.hold {
             return Ok(self.backlog().await?);
         }
@@ -267,15 +267,21 @@ impl<R: SaleRebuilder> Relay<R> {
             return Err(RelayError::NatsDown);
         }
         // The shared set holds this replica's sales now too.
-        let mut sales: HashSet<Sku> = self.inventory.waiting_sales().await?.into_iter().collect();
+        let mut sales: HashSet<Sku> = self
+            .inventory
+            .outbox()
+            .waiting()
+            .await?
+            .into_iter()
+            .collect();
         if swept_at.is_none_or(|at| at.elapsed() >= FULL_SWEEP_EVERY) {
-            sales.extend(self.inventory.outboxes_not_empty().await?);
+            sales.extend(self.inventory.outbox().not_empty().await?);
             *swept_at = Some(Instant::now());
         }
         let mut total = Backlog::default();
         for sku in &sales {
-            let Some(waiting) = self.inventory.outbox_backlog(sku).await? else {
-                self.inventory.unindex_empty(sku).await?;
+            let Some(waiting) = self.inventory.outbox().backlog(sku).await? else {
+                self.inventory.outbox().unindex_empty(sku).await?;
                 continue;
             };
             // Entries this young are still their handlers' to confirm (and then drop).
@@ -291,7 +297,8 @@ impl<R: SaleRebuilder> Relay<R> {
             }
             if self
                 .inventory
-                .take_outbox_lease(sku, &self.consumer, self.claim_idle)
+                .outbox()
+                .take_lease(sku, &self.consumer, self.claim_idle)
                 .await?
             {
                 self.relay_sale(sku).await?;
@@ -304,9 +311,9 @@ impl<R: SaleRebuilder> Relay<R> {
                     log::warn!("sale {sku} lost in redis, not rebuilt yet: {e}");
                 }
             }
-            match self.inventory.outbox_backlog(sku).await? {
+            match self.inventory.outbox().backlog(sku).await? {
                 Some(backlog) => total.add(backlog),
-                None => self.inventory.unindex_empty(sku).await?,
+                None => self.inventory.outbox().unindex_empty(sku).await?,
             }
         }
         Ok(total)
@@ -315,8 +322,8 @@ impl<R: SaleRebuilder> Relay<R> {
     /// What waits in the outboxes of the index, for the status while delivery fails.
     async fn backlog(&self) -> Result<Backlog, StoreError> {
         let mut total = Backlog::default();
-        for sku in self.inventory.waiting_sales().await? {
-            if let Some(backlog) = self.inventory.outbox_backlog(&sku).await? {
+        for sku in self.inventory.outbox().waiting().await? {
+            if let Some(backlog) = self.inventory.outbox().backlog(&sku).await? {
                 total.add(backlog);
             }
         }
@@ -325,7 +332,7 @@ impl<R: SaleRebuilder> Relay<R> {
 
     async fn relay_sale(&self, sku: &Sku) -> Result<(), RelayError> {
         loop {
-            let entries = self.inventory.read_outbox(sku, BATCH).await?;
+            let entries = self.inventory.outbox().read(sku, BATCH).await?;
             let events = entries.iter().map(|(_, event)| event.as_ref());
             let (delivered, failure) =
                 publish_in_order(&self.jetstream, &self.stream, events, |acknowledged| {
@@ -337,7 +344,8 @@ impl<R: SaleRebuilder> Relay<R> {
                 .await;
             if delivered > 0 {
                 self.inventory
-                    .trim_outbox(sku, &entries[delivered - 1].0)
+                    .outbox()
+                    .trim(sku, &entries[delivered - 1].0)
                     .await?;
             }
             if let Some(failure) = failure {

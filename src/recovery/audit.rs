@@ -166,7 +166,7 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
             jetstream.apply(event)?;
         }
         let mut expected = SaleSnapshot::default();
-        let outbox = inventory.outbox_entries(&parsed).await?;
+        let outbox = inventory.outbox().entries(&parsed).await?;
         for event in events.iter().chain(outbox.iter().map(|entry| &entry.event)) {
             expected.apply(event)?;
         }

@@ -293,7 +293,7 @@ impl Rebuilder {
         // The outbox is read before the stream's last reading: an entry the relay trims in
         // between was acknowledged by JetStream first, so that reading holds it. (No script
         // adds entries meanwhile: they all refuse a sale Redis does not hold.)
-        let waiting = self.inventory.outbox_entries(sku).await?;
+        let waiting = self.inventory.outbox().entries(sku).await?;
         if settled.is_some() {
             events.extend(self.sale_events(sku, read.last_sequence + 1).await?.events);
         }
@@ -340,7 +340,7 @@ impl Rebuilder {
             );
         }
         if let Some(first) = restored.expired.next_due {
-            self.inventory.index_deadline(sku, first).await?;
+            self.inventory.payment_due().index(sku, first).await?;
         }
         // Requests wait for the sale, not for the buyers' order lists (read index only).
         let (inventory, sku) = (self.inventory.clone(), sku.clone());

@@ -38,8 +38,8 @@ use group_commit::Batches;
 
 pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
-pub use outbox::{Backlog, OutboxEntry};
-pub use payment_due::DueSales;
+pub use outbox::{Backlog, Outbox, OutboxEntry};
+pub use payment_due::{DueSales, PaymentIndex};
 pub use purchase::{Purchase, PurchaseError, PurchaseRequest};
 pub use read::OrderQuery;
 pub use restore::Restored;

@@ -38,13 +38,23 @@ pub struct OutboxEntry {
     pub event: OrderEvent,
 }
 
+/// The outboxes as the relay and the confirming handlers see them: a sale's entries, its
+/// relay lease, and the index of sales with waiting entries (`waiting.rs`).
+pub struct Outbox<'a>(pub(super) &'a Inventory);
+
 impl Inventory {
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox(self)
+    }
+}
+
+impl Outbox<'_> {
     /// Entries waiting in the sale's outbox, or `None` when it is empty or absent.
-    pub async fn outbox_backlog(&self, sku: &Sku) -> Result<Option<Backlog>, StoreError> {
-        let outbox = self.keys(sku).outbox();
-        let mut redis = self.redis();
-        let (pending, oldest, (secs, micros)): (u64, Vec<(String, ())>, (u64, u64)) = self
-            .observe(
+    pub async fn backlog(&self, sku: &Sku) -> Result<Option<Backlog>, StoreError> {
+        let outbox = self.0.keys(sku).outbox();
+        let mut redis = self.0.redis();
+        let (pending, oldest, (secs, micros)): (u64, Vec<(String, ())>, (u64, u64)) =
+            self.0.observe(
                 redis::pipe()
                     .xlen(&outbox)
                     .cmd("XRANGE")
@@ -73,36 +83,38 @@ impl Inventory {
     }
 
     /// Takes or renews this replica's lease on the sale's outbox; false when another holds it.
-    pub async fn take_outbox_lease(
+    pub async fn take_lease(
         &self,
         sku: &Sku,
         consumer: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut redis = self.redis();
+        let mut redis = self.0.redis();
         let held: Result<i64, RedisError> = self
+            .0
             .relay_lease_script
-            .key(self.keys(sku).relay_lease())
+            .key(self.0.keys(sku).relay_lease())
             .arg(consumer)
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut redis)
             .await;
-        Ok(self.observe(held)? == 1)
+        Ok(self.0.observe(held)? == 1)
     }
 
     /// Up to `count` entries from the start of the sale's outbox, oldest first: every one
     /// is waiting for JetStream (delivered entries are trimmed). An entry no subscriber could
     /// use (never written by our scripts) is logged and returned as `None`, to be trimmed.
-    pub async fn read_outbox(
+    pub async fn read(
         &self,
         sku: &Sku,
         count: usize,
     ) -> Result<Vec<(String, Option<OrderEvent>)>, StoreError> {
-        let outbox = self.keys(sku).outbox();
-        let mut redis = self.redis();
+        let outbox = self.0.keys(sku).outbox();
+        let mut redis = self.0.redis();
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
             redis.xrange_count(&outbox, "-", "+", count).await;
         Ok(self
+            .0
             .observe(read)?
             .ids
             .into_iter()
@@ -118,11 +130,12 @@ impl Inventory {
 
     /// Every entry still in the sale's outbox, oldest first (delivered or not): a rebuild
     /// folds them in, as JetStream may not have them yet.
-    pub async fn outbox_entries(&self, sku: &Sku) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut redis = self.redis();
+    pub async fn entries(&self, sku: &Sku) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut redis = self.0.redis();
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
-            redis.xrange_all(self.keys(sku).outbox()).await;
+            redis.xrange_all(self.0.keys(sku).outbox()).await;
         Ok(self
+            .0
             .observe(read)?
             .ids
             .iter()
@@ -138,32 +151,32 @@ impl Inventory {
     /// Removes entries, unread, whose events JetStream acknowledged to a handler
     /// (`events/confirm.rs`): the relay need not publish them again.
     pub async fn drop_confirmed(&self, sku: &Sku, entries: &[&str]) -> Result<(), StoreError> {
-        let outbox = self.keys(sku).outbox();
+        let outbox = self.0.keys(sku).outbox();
         let mut removal = redis::pipe();
         // Bounded commands: Redis runs nothing else while one runs.
         for chunk in entries.chunks(1000) {
             removal.cmd("XDEL").arg(&outbox).arg(chunk).ignore();
         }
-        let mut redis = self.redis();
+        let mut redis = self.0.redis();
         let removed: Result<(), RedisError> = removal.query_async(&mut redis).await;
-        self.observe(removed)
+        self.0.observe(removed)
     }
 
     /// Drops the entries up to and including `last` (delivered): the outbox then holds
     /// only what JetStream has not acknowledged. Entries written later have greater ids, so
     /// they are never touched.
-    pub async fn trim_outbox(&self, sku: &Sku, last: &str) -> Result<(), StoreError> {
+    pub async fn trim(&self, sku: &Sku, last: &str) -> Result<(), StoreError> {
         let Some(next) = next_entry_id(last) else {
             return Err(StoreError::Corrupt(format!("outbox entry id {last}")));
         };
-        let mut redis = self.redis();
+        let mut redis = self.0.redis();
         let trimmed: Result<u64, RedisError> = redis::cmd("XTRIM")
-            .arg(self.keys(sku).outbox())
+            .arg(self.0.keys(sku).outbox())
             .arg("MINID")
             .arg(next)
             .query_async(&mut redis)
             .await;
-        self.observe(trimmed).map(drop)
+        self.0.observe(trimmed).map(drop)
     }
 }
 

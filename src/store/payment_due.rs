@@ -35,28 +35,37 @@ pub struct DueSales {
     pub now_ms: i64,
 }
 
+/// The sweeper's cross-sale index of payment deadlines (see the module's comment).
+pub struct PaymentIndex<'a>(&'a Inventory);
+
 impl Inventory {
+    pub fn payment_due(&self) -> PaymentIndex<'_> {
+        PaymentIndex(self)
+    }
+}
+
+impl PaymentIndex<'_> {
     /// Records that `sku` has an order due by `pay_by_ms` (lowering, never raising, its
     /// score).
-    pub async fn index_deadline(&self, sku: &Sku, pay_by_ms: i64) -> Result<(), StoreError> {
-        let mut redis = self.redis();
+    pub async fn index(&self, sku: &Sku, pay_by_ms: i64) -> Result<(), StoreError> {
+        let mut redis = self.0.redis();
         let added: Result<(), RedisError> = redis::cmd("ZADD")
-            .arg(payment_due(&self.namespace))
+            .arg(payment_due(&self.0.namespace))
             .arg("LT")
             .arg(pay_by_ms)
             .arg(sku.as_str())
             .query_async(&mut redis)
             .await;
-        self.observe(added)
+        self.0.observe(added)
     }
 
     /// Up to `at_most` sales that may have an overdue order, in one round trip.
-    pub async fn due_sales(&self, at_most: usize) -> Result<DueSales, StoreError> {
-        let mut redis = self.redis();
-        let ((secs, micros), earliest): ((i64, i64), Vec<(String, f64)>) = self.observe(
+    pub async fn due(&self, at_most: usize) -> Result<DueSales, StoreError> {
+        let mut redis = self.0.redis();
+        let ((secs, micros), earliest): ((i64, i64), Vec<(String, f64)>) = self.0.observe(
             redis::pipe()
                 .cmd("TIME")
-                .zrange_withscores(payment_due(&self.namespace), 0, at_most as isize)
+                .zrange_withscores(payment_due(&self.0.namespace), 0, at_most as isize)
                 .query_async(&mut redis)
                 .await,
         )?;
@@ -81,12 +90,8 @@ impl Inventory {
 
     /// After a sweep of `sku`: the index holds its next deadline, or not the sale when none
     /// is left, and then (see the module) is checked against the sale's deadlines again.
-    pub async fn reindex_deadlines(
-        &self,
-        sku: &Sku,
-        next_due: Option<i64>,
-    ) -> Result<(), StoreError> {
-        let index = payment_due(&self.namespace);
+    pub async fn reindex(&self, sku: &Sku, next_due: Option<i64>) -> Result<(), StoreError> {
+        let index = payment_due(&self.0.namespace);
         let mut update = redis::Cmd::new();
         match next_due {
             Some(at) => update.arg("ZADD").arg(&index).arg(at).arg(sku.as_str()),
@@ -95,17 +100,18 @@ impl Inventory {
         let mut recheck = redis::Cmd::new();
         recheck
             .arg("ZRANGE")
-            .arg(self.keys(sku).deadlines())
+            .arg(self.0.keys(sku).deadlines())
             .arg(0)
             .arg(0)
             .arg("WITHSCORES");
         // The index and the sale lie in different slots: in this order, not at once.
-        let mut redis = self.redis();
-        let earliest: Vec<(String, f64)> =
-            self.observe(redis.query_in_order(vec![update, recheck]).await)?;
+        let mut redis = self.0.redis();
+        let earliest: Vec<(String, f64)> = self
+            .0
+            .observe(redis.query_in_order(vec![update, recheck]).await)?;
         match earliest.first() {
             Some((_, at)) if next_due.is_none_or(|next| (*at as i64) < next) => {
-                self.index_deadline(sku, *at as i64).await
+                self.0.payment_due().index(sku, *at as i64).await
             }
             _ => Ok(()),
         }
@@ -114,30 +120,31 @@ impl Inventory {
     /// Puts every registered sale's earliest deadline into the index: the safety net for a
     /// purchase whose process died between its script and its [`Inventory::index_deadline`].
     /// Visits every sale, so it runs at start and then seldom.
-    pub async fn index_all_deadlines(&self) -> Result<usize, StoreError> {
-        let sales = self.sales().await?;
+    pub async fn index_all(&self) -> Result<usize, StoreError> {
+        let sales = self.0.sales().await?;
         let mut indexed = 0;
-        let mut redis = self.redis();
+        let mut redis = self.0.redis();
         for chunk in sales.chunks(INDEX_CHUNK) {
             let reads = chunk
                 .iter()
                 .map(|sku| {
                     let mut read = redis::Cmd::new();
                     read.arg("ZRANGE")
-                        .arg(self.keys(sku).deadlines())
+                        .arg(self.0.keys(sku).deadlines())
                         .arg(0)
                         .arg(0)
                         .arg("WITHSCORES");
                     read
                 })
                 .collect();
-            let earliest: Vec<Vec<(String, f64)>> = self.observe(redis.query_each(reads).await)?;
+            let earliest: Vec<Vec<(String, f64)>> =
+                self.0.observe(redis.query_each(reads).await)?;
             let mut add = redis::pipe();
             let before = indexed;
             for (sku, first) in chunk.iter().zip(&earliest) {
                 if let Some((_, at)) = first.first() {
                     add.cmd("ZADD")
-                        .arg(payment_due(&self.namespace))
+                        .arg(payment_due(&self.0.namespace))
                         .arg("LT")
                         .arg(*at as i64)
                         .arg(sku.as_str())
@@ -147,7 +154,7 @@ impl Inventory {
             }
             if indexed > before {
                 let added: Result<(), RedisError> = add.query_async(&mut redis).await;
-                self.observe(added)?;
+                self.0.observe(added)?;
             }
         }
         Ok(indexed)

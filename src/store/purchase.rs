@@ -273,7 +273,7 @@ impl Inventory {
         // write).
         let earliest = created().filter_map(|p| p.earliest_deadline).min();
         if let Some(pay_by) = earliest
-            && let Err(e) = self.index_deadline(sku, pay_by).await
+            && let Err(e) = self.payment_due().index(sku, pay_by).await
         {
             log::warn!("sale {sku}: payment deadline not indexed yet: {e}");
         }

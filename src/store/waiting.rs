@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use redis::RedisError;
 
 use super::keys::outbox_waiting;
+use super::outbox::Outbox;
 use super::{Inventory, StoreError};
 use crate::domain::Sku;
 
@@ -35,35 +36,38 @@ impl Inventory {
         drop(written);
         self.outbox_written.notify_one();
     }
+}
 
+impl Outbox<'_> {
     /// Moves the sales this replica wrote events for into the shared set.
     pub async fn index_written(&self) -> Result<(), StoreError> {
-        let written: HashSet<String> = std::mem::take(&mut *self.written.lock());
+        let written: HashSet<String> = std::mem::take(&mut *self.0.written.lock());
         if written.is_empty() {
             return Ok(());
         }
-        let mut redis = self.redis();
+        let mut redis = self.0.redis();
         let added: Result<(), RedisError> = redis::cmd("SADD")
-            .arg(outbox_waiting(&self.namespace))
+            .arg(outbox_waiting(&self.0.namespace))
             .arg(written.iter().collect::<Vec<_>>())
             .query_async(&mut redis)
             .await;
         if let Err(e) = added {
             // Kept for the next pass: nothing is forgotten while Redis is away.
-            self.written.lock().extend(written);
-            return self.observe(Err(e));
+            self.0.written.lock().extend(written);
+            return self.0.observe(Err(e));
         }
         Ok(())
     }
 
     /// Every sale in the shared set: whose outbox may hold events, written by any replica.
-    pub async fn waiting_sales(&self) -> Result<Vec<Sku>, StoreError> {
-        let mut redis = self.redis();
+    pub async fn waiting(&self) -> Result<Vec<Sku>, StoreError> {
+        let mut redis = self.0.redis();
         let members: Result<Vec<String>, RedisError> = redis::cmd("SMEMBERS")
-            .arg(outbox_waiting(&self.namespace))
+            .arg(outbox_waiting(&self.0.namespace))
             .query_async(&mut redis)
             .await;
         Ok(self
+            .0
             .observe(members)?
             .iter()
             .filter_map(|s| Sku::parse(s).ok())
@@ -73,35 +77,37 @@ impl Inventory {
     /// Takes a sale whose outbox was found empty out of the shared set, then looks once more
     /// (see the module) and puts it back if an event arrived in between.
     pub async fn unindex_empty(&self, sku: &Sku) -> Result<(), StoreError> {
-        let index = outbox_waiting(&self.namespace);
-        let mut redis = self.redis();
+        let index = outbox_waiting(&self.0.namespace);
+        let mut redis = self.0.redis();
         // The set and the outbox lie in different slots: in this order, not at once.
         let remove = redis::cmd("SREM").arg(&index).arg(sku.as_str()).to_owned();
-        let recheck = redis::cmd("XLEN").arg(self.keys(sku).outbox()).to_owned();
-        let waiting: u64 = self.observe(redis.query_in_order(vec![remove, recheck]).await)?;
+        let recheck = redis::cmd("XLEN").arg(self.0.keys(sku).outbox()).to_owned();
+        let waiting: u64 = self
+            .0
+            .observe(redis.query_in_order(vec![remove, recheck]).await)?;
         if waiting > 0 {
             let added: Result<(), RedisError> = redis::cmd("SADD")
                 .arg(&index)
                 .arg(sku.as_str())
                 .query_async(&mut redis)
                 .await;
-            self.observe(added)?;
+            self.0.observe(added)?;
         }
         Ok(())
     }
 
     /// The full sweep: every registered sale whose outbox holds events (one `XLEN` per sale,
     /// pipelined). The safety net of the shared set; it visits every sale, so it runs seldom.
-    pub async fn outboxes_not_empty(&self) -> Result<Vec<Sku>, StoreError> {
-        let sales = self.sales().await?;
-        let mut redis = self.redis();
+    pub async fn not_empty(&self) -> Result<Vec<Sku>, StoreError> {
+        let sales = self.0.sales().await?;
+        let mut redis = self.0.redis();
         let mut waiting = Vec::new();
         for chunk in sales.chunks(SWEEP_CHUNK) {
             let reads = chunk
                 .iter()
-                .map(|sku| redis::cmd("XLEN").arg(self.keys(sku).outbox()).to_owned())
+                .map(|sku| redis::cmd("XLEN").arg(self.0.keys(sku).outbox()).to_owned())
                 .collect();
-            let lengths: Vec<u64> = self.observe(redis.query_each(reads).await)?;
+            let lengths: Vec<u64> = self.0.observe(redis.query_each(reads).await)?;
             waiting.extend(
                 chunk
                     .iter()
@@ -113,11 +119,11 @@ impl Inventory {
         // Into the shared set, so every replica's relay sees them from now on.
         if !waiting.is_empty() {
             let added: Result<(), RedisError> = redis::cmd("SADD")
-                .arg(outbox_waiting(&self.namespace))
+                .arg(outbox_waiting(&self.0.namespace))
                 .arg(waiting.iter().map(Sku::as_str).collect::<Vec<_>>())
                 .query_async(&mut redis)
                 .await;
-            self.observe(added)?;
+            self.0.observe(added)?;
         }
         Ok(waiting)
     }

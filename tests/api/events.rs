@@ -263,11 +263,12 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
         dead.purchase(&sku, request).await.expect("accepted");
     }
     assert!(
-        dead.take_outbox_lease(&sku, "dead-replica", settings.relay_claim_idle)
+        dead.outbox()
+            .take_lease(&sku, "dead-replica", settings.relay_claim_idle)
             .await
             .expect("lease")
     );
-    let read = dead.read_outbox(&sku, 100).await.expect("read");
+    let read = dead.outbox().read(&sku, 100).await.expect("read");
     assert_eq!(read.len(), 20, "the dead replica read every entry");
     let nats = async_nats::connect(settings.nats_urls.clone())
         .await
