@@ -30,13 +30,13 @@ use futures::future::join_all;
 
 fn settings() -> Settings {
     let mut settings = Settings::from_env().expect("valid FLASHSALE_* settings");
-    settings.namespace = format!("fsbench-{}", std::process::id());
-    settings.bind = "127.0.0.1:0".parse().expect("address");
-    settings.admin_token = Some("bench".into());
-    settings.metrics = true;
-    settings.nats_urls = vec!["nats://127.0.0.1:1".parse().expect("nats url")];
+    settings.redis.namespace = format!("fsbench-{}", std::process::id());
+    settings.http.bind = "127.0.0.1:0".parse().expect("address");
+    settings.http.admin_token = Some("bench".into());
+    settings.telemetry.metrics = true;
+    settings.nats.urls = vec!["nats://127.0.0.1:1".parse().expect("nats url")];
     // Without NATS, jetstream confirmation would answer 202 at once: measure the decision.
-    settings.confirm = Confirm::Redis;
+    settings.nats.confirm = Confirm::Redis;
     settings
 }
 
@@ -47,7 +47,7 @@ fn purchase(c: &mut Criterion) {
     let user = UserId::parse("bench-user".into()).expect("valid user");
 
     let inventory = runtime.block_on(async {
-        let inventory = Arc::new(Inventory::new(&settings).expect("redis client"));
+        let inventory = Arc::new(Inventory::new(&settings.redis).expect("redis client"));
         inventory
             .put_sale(&sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
             .await
@@ -86,7 +86,7 @@ fn purchase(c: &mut Criterion) {
     let keys = inventory.keys(&sku);
     let script = redis::Script::new(include_str!("../lua/purchase.lua"));
     let single = runtime.block_on(async {
-        let client = redis::Client::open(settings.redis_url.as_str()).expect("redis url");
+        let client = redis::Client::open(settings.redis.url.as_str()).expect("redis url");
         redis::aio::ConnectionManager::new(client)
             .await
             .expect("redis")
@@ -174,13 +174,13 @@ fn purchase(c: &mut Criterion) {
     group.finish();
 
     runtime.block_on(async {
-        let client = redis::Client::open(settings.redis_url.as_str()).expect("redis url");
+        let client = redis::Client::open(settings.redis.url.as_str()).expect("redis url");
         let mut redis = client
             .get_multiplexed_async_connection()
             .await
             .expect("redis");
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", settings.namespace))
+            .arg(format!("{}:*", settings.redis.namespace))
             .query_async(&mut redis)
             .await
             .expect("KEYS");

@@ -27,9 +27,9 @@ const ORDERS: u64 = 100_000;
 fn settings() -> Settings {
     let mut settings = Settings::from_env().expect("valid FLASHSALE_* settings");
     let run = std::process::id();
-    settings.namespace = format!("fsbench-rebuild-{run}");
-    settings.stream = format!("FSBENCH_REBUILD_{run}");
-    settings.subject_prefix = format!("fsbench-rebuild-{run}");
+    settings.redis.namespace = format!("fsbench-rebuild-{run}");
+    settings.nats.stream = format!("FSBENCH_REBUILD_{run}");
+    settings.nats.subject_prefix = format!("fsbench-rebuild-{run}");
     settings
 }
 
@@ -52,13 +52,13 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
         .put(&definition)
         .await
         .expect("bench needs NATS: run scripts/services.sh");
-    let nats = async_nats::connect(settings.nats_urls.as_slice())
+    let nats = async_nats::connect(settings.nats.urls.as_slice())
         .await
         .expect("nats");
     let js = jetstream::new(nats);
     ensure_stream(
         &js,
-        &flashsale::events::jetstream::OrderStream::new(settings),
+        &flashsale::events::jetstream::OrderStream::new(&settings.nats),
     )
     .await
     .expect("stream");
@@ -89,7 +89,7 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
                 .payload(serde_json::to_vec(&event).expect("json").into())
                 .message_id(event.message_id());
             acks.push(
-                js.send_publish(event.subject(&settings.subject_prefix), message)
+                js.send_publish(event.subject(&settings.nats.subject_prefix), message)
                     .await
                     .expect("publish"),
             );
@@ -122,8 +122,8 @@ fn rebuild(c: &mut Criterion) {
     let big = Sku::parse("rebuild-100k").expect("sku");
     let empty = Sku::parse("rebuild-empty").expect("sku");
     let (recovery, mut redis) = runtime.block_on(async {
-        let inventory = Arc::new(Inventory::new(&settings).expect("redis client"));
-        let nats = async_nats::connect(settings.nats_urls.as_slice())
+        let inventory = Arc::new(Inventory::new(&settings.redis).expect("redis client"));
+        let nats = async_nats::connect(settings.nats.urls.as_slice())
             .await
             .expect("nats");
         let recovery = Recovery::new(inventory, nats, &settings);
@@ -131,7 +131,7 @@ fn rebuild(c: &mut Criterion) {
         record_sale(&settings, &recovery, &big, ORDERS).await;
         record_sale(&settings, &recovery, &empty, 0).await;
         eprintln!("recorded {ORDERS} orders in {:?}", started.elapsed());
-        let redis = redis::Client::open(settings.redis_url.as_str())
+        let redis = redis::Client::open(settings.redis.url.as_str())
             .expect("url")
             .get_multiplexed_async_connection()
             .await
@@ -148,7 +148,7 @@ fn rebuild(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter_custom(|iterations| {
-                let (recovery, namespace) = (&recovery, &settings.namespace);
+                let (recovery, namespace) = (&recovery, &settings.redis.namespace);
                 let mut redis = redis.clone();
                 async move {
                     let mut total = Duration::ZERO;
@@ -166,15 +166,15 @@ fn rebuild(c: &mut Criterion) {
     group.finish();
 
     runtime.block_on(async {
-        lose(&mut redis, &settings.namespace, &big).await;
-        lose(&mut redis, &settings.namespace, &empty).await;
+        lose(&mut redis, &settings.redis.namespace, &big).await;
+        lose(&mut redis, &settings.redis.namespace, &empty).await;
         let _: () = redis
-            .del(format!("{}:sales", settings.namespace))
+            .del(format!("{}:sales", settings.redis.namespace))
             .await
             .expect("DEL registry");
-        if let Ok(nats) = async_nats::connect(settings.nats_urls.as_slice()).await {
+        if let Ok(nats) = async_nats::connect(settings.nats.urls.as_slice()).await {
             let js = jetstream::new(nats);
-            let _ = js.delete_stream(&settings.stream).await;
+            let _ = js.delete_stream(&settings.nats.stream).await;
             let _ = recovery.definitions().delete_bucket().await;
         }
     });

@@ -27,10 +27,10 @@ const CLUSTER_SEEDS: &str =
 
 fn settings(redis_url: &str, wait_replicas: u32) -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
-    settings.namespace = format!("fsbench-replication-{}", std::process::id());
-    settings.redis_url = redis_url.to_owned();
-    settings.confirm = Confirm::Redis;
-    settings.redis_wait_replicas = wait_replicas;
+    settings.redis.namespace = format!("fsbench-replication-{}", std::process::id());
+    settings.redis.url = redis_url.to_owned();
+    settings.nats.confirm = Confirm::Redis;
+    settings.redis.wait_replicas = wait_replicas;
     settings
 }
 
@@ -42,8 +42,9 @@ fn inventory(
     skus: &[Sku],
 ) -> Arc<Inventory> {
     runtime.block_on(async {
-        let inventory =
-            Arc::new(Inventory::new(&settings(redis_url, wait_replicas)).expect("redis client"));
+        let inventory = Arc::new(
+            Inventory::new(&settings(redis_url, wait_replicas).redis).expect("redis client"),
+        );
         for sku in skus {
             inventory
                 .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)

@@ -52,7 +52,12 @@ async fn main() -> ExitCode {
     };
     // The audit prints a table; logs would only interleave with it.
     let logs = !matches!(role, Role::Audit);
-    if logs && let Err(e) = telemetry::init(&settings.log_config, settings.log_config_explicit) {
+    if logs
+        && let Err(e) = telemetry::init(
+            &settings.telemetry.log_config,
+            settings.telemetry.log_config_explicit,
+        )
+    {
         eprintln!("flashsale: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }

@@ -45,19 +45,19 @@ impl Application {
     /// starts anyway, answers 503 / not ready, and connects when they come up.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // Before anything registers a metric, so the handles record into it.
-        let metrics = if settings.metrics {
+        let metrics = if settings.telemetry.metrics {
             crate::support::metrics::install()
         } else {
             None
         };
-        let inventory = Arc::new(Inventory::new(&settings)?);
+        let inventory = Arc::new(Inventory::new(&settings.redis)?);
         if let Err(e) = inventory.load_scripts().await {
             log::warn!("scripts not loaded at start ({e}); they load on first use");
         }
         let nats = async_nats::ConnectOptions::new()
             .name("flashsale")
             .retry_on_initial_connect()
-            .connect(settings.nats_urls.as_slice())
+            .connect(settings.nats.urls.as_slice())
             .await?;
 
         let relay_status = Arc::new(RelayStatus::default());
@@ -70,22 +70,22 @@ impl Application {
             recovery.clone(),
         );
         let confirmation = Confirmation::new(
-            settings.confirm,
+            settings.nats.confirm,
             nats.clone(),
-            OrderStream::new(&settings),
-            settings.confirm_timeout,
+            OrderStream::new(&settings.nats),
+            settings.nats.confirm_timeout,
             inventory.clone(),
         );
         let (drain, drain_requested) = tokio::sync::watch::channel(None);
         let relay = tokio::spawn(relay.run(drain_requested));
-        let sale_changes = SaleChanges::new(nats.clone(), &settings.subject_prefix);
+        let sale_changes = SaleChanges::new(nats.clone(), &settings.nats.subject_prefix);
         tokio::spawn(sale_changes.clone().listen(inventory.clone()));
         tokio::spawn(Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run());
 
-        let rate_limits = Arc::new(RateLimits::new(&settings));
+        let rate_limits = Arc::new(RateLimits::new(&settings.http));
         tokio::spawn(forget_idle_buyers(rate_limits.clone()));
 
-        let listener = TcpListener::bind(settings.bind)?;
+        let listener = TcpListener::bind(settings.http.bind)?;
         let address = listener.local_addr()?;
         let state = web::Data::new(AppState {
             operations: Operations::new(inventory.clone(), recovery, confirmation, sale_changes),
@@ -93,11 +93,14 @@ impl Application {
             relay_status,
             metrics,
             nats,
-            admin_token: settings.admin_token.clone(),
-            default_sku: settings.default_sku.clone(),
+            admin_token: settings.http.admin_token.clone(),
+            default_sku: settings.recovery.default_sku.clone(),
             rate_limits,
-            api_tokens: settings.api_tokens.clone(),
-            tickets: Tickets::new(settings.ticket_key.as_deref(), settings.require_ticket),
+            api_tokens: settings.http.api_tokens.clone(),
+            tickets: Tickets::new(
+                settings.http.ticket_key.as_deref(),
+                settings.http.require_ticket,
+            ),
         });
         // Signals are the caller's: main stops the server gracefully on SIGINT as on SIGTERM
         // (actix-web alone would drop in-flight requests on SIGINT).
@@ -119,21 +122,21 @@ impl Application {
         })
         .disable_signals()
         .shutdown_timeout(30);
-        if settings.workers > 0 {
-            server = server.workers(settings.workers);
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
         }
         let server = server.listen(listener)?.run();
         log::info!(
             "flashsale listening on http://{address} (namespace {}, default sale {})",
-            settings.namespace,
-            settings.default_sku
+            settings.redis.namespace,
+            settings.recovery.default_sku
         );
         Ok(Self {
             port: address.port(),
             server,
             drain,
             relay,
-            drain_timeout: settings.drain_timeout,
+            drain_timeout: settings.relay.drain_timeout,
         })
     }
 

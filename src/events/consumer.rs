@@ -93,7 +93,7 @@ async fn session(
     settings: &Settings,
     committed: &mut bool,
 ) -> Result<std::convert::Infallible, ConsumerError> {
-    let mut config: tokio_postgres::Config = settings.database_url.parse()?;
+    let mut config: tokio_postgres::Config = settings.consumer.database_url.parse()?;
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
@@ -106,18 +106,21 @@ async fn session(
     let mut db = db;
     db.batch_execute(SCHEMA).await?;
 
-    let nats = async_nats::connect(settings.nats_urls.as_slice())
+    let nats = async_nats::connect(settings.nats.urls.as_slice())
         .await
         .map_err(nats_error)?;
     let js = jetstream::new(nats.clone());
-    ensure_stream(&js, &OrderStream::new(settings)).await?;
-    let stream = js.get_stream(&settings.stream).await.map_err(nats_error)?;
+    ensure_stream(&js, &OrderStream::new(&settings.nats)).await?;
+    let stream = js
+        .get_stream(&settings.nats.stream)
+        .await
+        .map_err(nats_error)?;
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
-            &settings.consumer_name,
+            &settings.consumer.name,
             pull::Config {
-                durable_name: Some(settings.consumer_name.clone()),
-                filter_subject: format!("{}.>", settings.subject_prefix),
+                durable_name: Some(settings.consumer.name.clone()),
+                filter_subject: format!("{}.>", settings.nats.subject_prefix),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: ACK_WAIT,
                 ..Default::default()
@@ -127,8 +130,8 @@ async fn session(
         .map_err(nats_error)?;
     log::info!(
         "order consumer {} reading {} into postgres",
-        settings.consumer_name,
-        settings.stream
+        settings.consumer.name,
+        settings.nats.stream
     );
 
     loop {

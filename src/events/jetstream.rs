@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
 use crate::domain::event::OrderEvent;
-use crate::support::settings::Settings;
+use crate::support::settings::NatsSettings;
 
 /// JetStream forgets a `Nats-Msg-Id` after this long; the relay re-publishes well inside it.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -114,7 +114,7 @@ pub struct OrderStream {
 }
 
 impl OrderStream {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &NatsSettings) -> Self {
         Self {
             name: settings.stream.clone(),
             subject_prefix: settings.subject_prefix.clone(),

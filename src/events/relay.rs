@@ -121,7 +121,7 @@ impl<R: SaleRebuilder> Relay<R> {
         status: Arc<RelayStatus>,
         recovery: Arc<R>,
     ) -> Self {
-        let claim_idle = settings.relay_claim_idle;
+        let claim_idle = settings.relay.claim_idle;
         debug_assert!(claim_idle * 4 < DUPLICATE_WINDOW);
         let mut jetstream = jetstream::new(nats.clone());
         // A publish that gets no ack within this is retried; far inside the duplicate window.
@@ -134,16 +134,16 @@ impl<R: SaleRebuilder> Relay<R> {
             inventory,
             nats,
             jetstream,
-            stream: OrderStream::new(settings),
+            stream: OrderStream::new(&settings.nats),
             claim_idle,
             consumer: format!("relay-{}-{started:x}", std::process::id()),
             status,
-            grace: match settings.confirm {
-                Confirm::JetStream => relay_grace(settings.confirm_timeout),
+            grace: match settings.nats.confirm {
+                Confirm::JetStream => relay_grace(settings.nats.confirm_timeout),
                 Confirm::Redis => Duration::ZERO,
             },
             recovery,
-            hold: settings.relay_hold,
+            hold: settings.relay.hold,
             delivery_lag: crate::support::metrics::delivery_lag_histogram(Publisher::Relay),
         }
     }

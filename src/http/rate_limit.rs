@@ -12,7 +12,7 @@ use actix_web::HttpRequest;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::support::settings::{RateLimit, Settings};
+use crate::support::settings::{HttpSettings, RateLimit};
 
 /// Which limit refused a request (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ fn limiter<K: Hash + Eq + Clone>(limit: RateLimit) -> DefaultKeyedRateLimiter<K>
 }
 
 impl RateLimits {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &HttpSettings) -> Self {
         Self {
             buyer: settings.buyer_rate.map(limiter),
             client: settings.client_rate.map(limiter),

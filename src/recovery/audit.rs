@@ -122,12 +122,13 @@ impl SaleAudit {
 
 /// Runs the audit, prints the table; `Ok(true)` when nothing is wrong.
 pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
-    let inventory = Inventory::new(settings).map_err(StoreError::from)?;
-    let nats = async_nats::connect(settings.nats_urls.as_slice())
+    let inventory = Inventory::new(&settings.redis).map_err(StoreError::from)?;
+    let nats = async_nats::connect(settings.nats.urls.as_slice())
         .await
         .map_err(|e| AuditError::Nats(e.to_string()))?;
     let js = jetstream::new(nats.clone());
-    let definitions = SaleDefinitions::new(nats, &settings.stream, settings.stream_replicas);
+    let definitions =
+        SaleDefinitions::new(nats, &settings.nats.stream, settings.nats.stream_replicas);
 
     let mut stocks: BTreeMap<String, u64> = definitions
         .all()
@@ -137,20 +138,23 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
         .map(|d| (d.sku.into(), d.stock))
         .collect();
     let mut by_sku: BTreeMap<String, Vec<OrderEvent>> = BTreeMap::new();
-    let all = format!("{}.>", settings.subject_prefix);
-    for event in read_events(&js, &settings.stream, &all, 1).await?.events {
+    let all = format!("{}.>", settings.nats.subject_prefix);
+    for event in read_events(&js, &settings.nats.stream, &all, 1)
+        .await?
+        .events
+    {
         by_sku.entry(event.sku.clone()).or_default().push(event);
     }
     let mut skus: BTreeSet<String> = stocks.keys().chain(by_sku.keys()).cloned().collect();
     skus.extend(inventory.sales().await?.iter().map(Sku::to_string));
 
-    let postgres = if settings.database_url_explicit {
-        Some(postgres_counts(&settings.database_url).await?)
+    let postgres = if settings.consumer.database_url_explicit {
+        Some(postgres_counts(&settings.consumer.database_url).await?)
     } else {
         None
     };
     let consumer_pending = if postgres.is_some() {
-        consumer_pending(&js, &settings.stream, &settings.consumer_name).await
+        consumer_pending(&js, &settings.nats.stream, &settings.consumer.name).await
     } else {
         None
     };

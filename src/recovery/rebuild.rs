@@ -114,21 +114,25 @@ struct Rebuilder {
 impl Recovery {
     pub fn new(inventory: Arc<Inventory>, nats: async_nats::Client, settings: &Settings) -> Self {
         // `/kill`'s orders are final when accepted, as they always were.
-        let default_settings = SaleSettings::plain(settings.default_stock, 0);
+        let default_settings = SaleSettings::plain(settings.recovery.default_stock, 0);
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(Duration::from_secs(2));
         let rebuilder = Rebuilder {
             inventory,
-            definitions: SaleDefinitions::new(nats, &settings.stream, settings.stream_replicas),
+            definitions: SaleDefinitions::new(
+                nats,
+                &settings.nats.stream,
+                settings.nats.stream_replicas,
+            ),
             jetstream,
-            stream: settings.stream.clone(),
-            subject_prefix: settings.subject_prefix.clone(),
-            default_sale: SaleDefinition::new(&settings.default_sku, &default_settings),
+            stream: settings.nats.stream.clone(),
+            subject_prefix: settings.nats.subject_prefix.clone(),
+            default_sale: SaleDefinition::new(&settings.recovery.default_sku, &default_settings),
             in_flight: Mutex::new(HashMap::new()),
         };
         Self {
             rebuilder: Arc::new(rebuilder),
-            timeout: settings.rebuild_timeout,
+            timeout: settings.recovery.rebuild_timeout,
         }
     }
 

@@ -17,7 +17,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
-use crate::support::settings::Settings;
+use crate::support::settings::RedisSettings;
 
 /// Commands of one cross-slot batch in flight at once on a cluster.
 const CLUSTER_FAN_OUT: usize = 64;
@@ -50,13 +50,13 @@ impl LazyCluster {
 
 impl RedisConnection {
     /// One server, or a cluster when the settings name several seed nodes (or say so).
-    pub fn new(settings: &Settings) -> Result<Self, RedisError> {
-        let seeds = settings.redis_seeds();
-        if !settings.uses_redis_cluster() {
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+        let seeds = settings.seeds();
+        if !settings.uses_cluster() {
             let client = redis::Client::open(seeds[0])?;
             let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.redis_timeout))
-                .set_response_timeout(Some(settings.redis_timeout))
+                .set_connection_timeout(Some(settings.timeout))
+                .set_response_timeout(Some(settings.timeout))
                 // Fail requests fast during an outage; the next request starts a new attempt.
                 .set_number_of_retries(1)
                 .set_max_delay(std::time::Duration::from_millis(100));
@@ -65,8 +65,8 @@ impl RedisConnection {
             )?));
         }
         let client = ClusterClient::builder(seeds)
-            .connection_timeout(settings.redis_timeout)
-            .response_timeout(settings.redis_timeout)
+            .connection_timeout(settings.timeout)
+            .response_timeout(settings.timeout)
             .build()?;
         Ok(Self::Cluster(LazyCluster(Arc::new(ClusterState {
             client,

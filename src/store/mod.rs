@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use crate::domain::Sku;
 use crate::store::sold_out::SoldOutCache;
 use crate::support::metrics::PurchaseMetrics;
-use crate::support::settings::Settings;
+use crate::support::settings::RedisSettings;
 use group_commit::Batches;
 
 pub use connection::RedisConnection;
@@ -106,14 +106,14 @@ pub struct Inventory {
 impl Inventory {
     /// Prepares the connection without opening it: the service starts (and answers 503)
     /// while Redis is down, and connects on first use.
-    pub fn new(settings: &Settings) -> Result<Self, RedisError> {
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
         Ok(Self {
             redis: RedisConnection::new(settings)?,
             namespace: settings.namespace.clone(),
             idempotency_ttl: settings.idempotency_ttl,
             idempotency_ttl_secs: settings.idempotency_ttl.as_secs().to_string(),
-            wait_replicas: settings.redis_wait_replicas,
-            wait_timeout: settings.redis_wait_timeout,
+            wait_replicas: settings.wait_replicas,
+            wait_timeout: settings.wait_timeout,
             purchase_script: Script::new(include_str!("../../lua/purchase.lua")),
             put_sale_script: Script::new(include_str!("../../lua/put_sale.lua")),
             transition_script: Script::new(concat!(
@@ -128,7 +128,7 @@ impl Inventory {
             read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
             available: AtomicBool::new(true),
             probing: AtomicBool::new(false),
-            redis_timeout: settings.redis_timeout,
+            redis_timeout: settings.timeout,
             outbox_written: Notify::new(),
             written: Mutex::new(HashSet::new()),
             batches: Batches::default(),

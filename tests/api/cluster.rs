@@ -21,9 +21,9 @@ async fn sales_spread_over_the_masters_and_none_oversells() {
         masters.iter().map(|m| &m.0).collect::<Vec<_>>()
     );
     let app = spawn_app_with(|s| {
-        s.redis_url = redis_cluster_seeds()[0].clone();
-        s.redis_cluster = true;
-        s.confirm = flashsale::support::settings::Confirm::Redis;
+        s.redis.url = redis_cluster_seeds()[0].clone();
+        s.redis.cluster = true;
+        s.nats.confirm = flashsale::support::settings::Confirm::Redis;
     })
     .await;
     // Sku names fix the slots (the hash tag is the sku), so the spread does not depend on
@@ -103,8 +103,8 @@ fn rand_below(n: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_stream_and_definitions_are_replicated_three_times() {
     let app = spawn_app_with(|s| {
-        s.nats_urls = nats_cluster_seeds();
-        s.stream_replicas = 3;
+        s.nats.urls = nats_cluster_seeds();
+        s.nats.stream_replicas = 3;
     })
     .await;
     let sku = crate::helpers::unique("replicated");
@@ -123,9 +123,9 @@ async fn the_order_stream_and_definitions_are_replicated_three_times() {
     let js = async_nats::jetstream::new(nats);
     let bucket_stream = format!(
         "KV_{}",
-        flashsale::recovery::definitions::bucket_name(&app.settings.stream)
+        flashsale::recovery::definitions::bucket_name(&app.settings.nats.stream)
     );
-    for name in [app.settings.stream.clone(), bucket_stream] {
+    for name in [app.settings.nats.stream.clone(), bucket_stream] {
         let mut stream = js.get_stream(&name).await.expect("stream exists");
         let info = stream.info().await.expect("stream info");
         assert_eq!(info.config.num_replicas, 3, "{name}: replicas asked for");

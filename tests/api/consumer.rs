@@ -43,15 +43,15 @@ async fn publish(js: &jetstream::Context, subject: String, message_id: &str, pay
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() {
     let settings = test_settings();
-    let client = async_nats::connect(settings.nats_urls.clone())
+    let client = async_nats::connect(settings.nats.urls.clone())
         .await
         .expect("NATS");
     let js = jetstream::new(client);
-    ensure_stream(&js, &OrderStream::new(&settings))
+    ensure_stream(&js, &OrderStream::new(&settings.nats))
         .await
         .expect("stream");
     let sku = unique("late");
-    let prefix = settings.subject_prefix.clone();
+    let prefix = settings.nats.subject_prefix.clone();
     let send = |e: OrderEvent, id: &str| {
         let js = js.clone();
         let subject = e.subject(&prefix);

@@ -43,9 +43,9 @@ async fn confirmed_orders_outlive_a_killed_nats_server_and_then_redis() {
     let mut redis = LosableRedis::start().await;
     let nats_url = nats.url();
     let app = spawn_app_with(|s| {
-        s.redis_url = redis.url();
+        s.redis.url = redis.url();
         crate::helpers::use_nats(s, &nats_url);
-        s.confirm = Confirm::JetStream;
+        s.nats.confirm = Confirm::JetStream;
     })
     .await;
     let sku = unique("durable");

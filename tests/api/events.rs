@@ -104,7 +104,7 @@ fn created_ids(messages: &[crate::helpers::nats::Delivered]) -> HashSet<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
     // One try per handler: see assert_published_once.
-    let app = spawn_app_with(|s| s.confirm_timeout = Duration::from_millis(500)).await;
+    let app = spawn_app_with(|s| s.nats.confirm_timeout = Duration::from_millis(500)).await;
     let db = TestDb::create().await;
     let consumer = spawn_consumer(&app.settings, &db);
     let mut tap = PublishTap::open(&app.settings).await;
@@ -123,7 +123,7 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
     for p in &publishes {
         assert_eq!(
             p.subject,
-            format!("{}.created.{sku}", app.settings.subject_prefix)
+            format!("{}.created.{sku}", app.settings.nats.subject_prefix)
         );
         assert_eq!(p.message_id, p.order_id);
     }
@@ -137,7 +137,7 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
     assert_no_duplicates(&messages);
     assert_each_order_in_order(&messages);
     assert_eq!(created_ids(&messages), accepted);
-    let prefix = &app.settings.subject_prefix;
+    let prefix = &app.settings.nats.subject_prefix;
     for m in &messages {
         assert_eq!(m.subject, format!("{prefix}.created.{sku}"));
         assert_eq!(m.message_id, m.event.order_id);
@@ -245,7 +245,7 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     let sku = Sku::parse(&unique("claim")).expect("sku");
     // A "replica" that takes the lease, reads the entries, publishes half of them and dies
     // before trimming any.
-    let dead = std::sync::Arc::new(Inventory::new(&settings).expect("inventory"));
+    let dead = std::sync::Arc::new(Inventory::new(&settings.redis).expect("inventory"));
     dead.put_sale(
         &sku,
         &flashsale::domain::sale::SaleSettings::plain(50, 1),
@@ -264,19 +264,19 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     }
     assert!(
         dead.outbox()
-            .take_lease(&sku, "dead-replica", settings.relay_claim_idle)
+            .take_lease(&sku, "dead-replica", settings.relay.claim_idle)
             .await
             .expect("lease")
     );
     let read = dead.outbox().read(&sku, 100).await.expect("read");
     assert_eq!(read.len(), 20, "the dead replica read every entry");
-    let nats = async_nats::connect(settings.nats_urls.clone())
+    let nats = async_nats::connect(settings.nats.urls.clone())
         .await
         .expect("nats");
     let js = async_nats::jetstream::new(nats);
     flashsale::events::jetstream::ensure_stream(
         &js,
-        &flashsale::events::jetstream::OrderStream::new(&settings),
+        &flashsale::events::jetstream::OrderStream::new(&settings.nats),
     )
     .await
     .expect("stream");
@@ -285,7 +285,7 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
         let message = async_nats::jetstream::message::PublishMessage::build()
             .payload(serde_json::to_vec(event).expect("JSON").into())
             .message_id(event.message_id());
-        js.send_publish(event.subject(&settings.subject_prefix), message)
+        js.send_publish(event.subject(&settings.nats.subject_prefix), message)
             .await
             .expect("publish")
             .await
@@ -314,7 +314,7 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_deliver_exactly_once_and_sell_exactly_the_stock() {
     // Every event through the relays, whose sale lease keeps a sale's events in order.
-    let first = spawn_app_with(|s| s.confirm = Confirm::Redis).await;
+    let first = spawn_app_with(|s| s.nats.confirm = Confirm::Redis).await;
     let second = spawn_app_from(first.settings.clone()).await;
     let sku = unique("replicas");
     first.create_sale(&sku, json!({"stock": 301})).await;
@@ -353,7 +353,7 @@ async fn two_replicas_deliver_exactly_once_and_sell_exactly_the_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_events_are_published_once_by_their_handlers_alone() {
     // One try per handler (the confirm timeout within a try's 500 ms), on either topology.
-    let first = spawn_app_with(|s| s.confirm_timeout = Duration::from_millis(500)).await;
+    let first = spawn_app_with(|s| s.nats.confirm_timeout = Duration::from_millis(500)).await;
     let second = spawn_app_from(first.settings.clone()).await;
     let sku = unique("published-once");
     first.create_sale(&sku, json!({"stock": 430})).await;
@@ -466,7 +466,7 @@ async fn cancelling_returns_stock_exactly_once() {
         .map(|m| {
             assert_eq!(
                 m.subject,
-                format!("{}.cancelled.{sku}", app.settings.subject_prefix)
+                format!("{}.cancelled.{sku}", app.settings.nats.subject_prefix)
             );
             assert_eq!(m.message_id, format!("{}.cancelled", m.event.order_id));
             m.event.order_id.clone()
@@ -591,16 +591,16 @@ async fn a_consumer_killed_mid_stream_leaves_an_exact_table() {
 /// comes back 300 ms later, and the purchase made meanwhile is still confirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_waits_out_a_stream_that_has_no_leader_yet() {
-    let app = spawn_app_with(|s| s.confirm_timeout = Duration::from_secs(3)).await;
+    let app = spawn_app_with(|s| s.nats.confirm_timeout = Duration::from_secs(3)).await;
     let sku = unique("no-leader");
     app.create_sale(&sku, json!({"stock": 10})).await;
     assert_eq!(app.order(&sku, "before", 1).await.status(), 201);
 
-    let client = async_nats::connect(app.settings.nats_urls.clone())
+    let client = async_nats::connect(app.settings.nats.urls.clone())
         .await
         .expect("NATS");
     let js = async_nats::jetstream::new(client);
-    js.delete_stream(&app.settings.stream)
+    js.delete_stream(&app.settings.nats.stream)
         .await
         .expect("stream deleted");
     let settings = app.settings.clone();
@@ -608,7 +608,7 @@ async fn a_handler_waits_out_a_stream_that_has_no_leader_yet() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         flashsale::events::jetstream::ensure_stream(
             &js,
-            &flashsale::events::jetstream::OrderStream::new(&settings),
+            &flashsale::events::jetstream::OrderStream::new(&settings.nats),
         )
         .await
         .expect("stream back");

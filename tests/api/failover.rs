@@ -29,7 +29,7 @@ fn signal(child: &tokio::process::Child, name: &str) {
 /// Test settings on a Redis Cluster of the test's own.
 fn on_cluster(cluster: &PrivateRedisCluster) -> flashsale::support::settings::Settings {
     let mut settings = test_settings();
-    settings.redis_url = cluster.seeds();
+    settings.redis.url = cluster.seeds();
     settings
 }
 
@@ -62,12 +62,12 @@ async fn a_new_order_is_201_only_once_a_replica_holds_it() {
     .await;
     wait_for_sync(replica_port).await;
     let mut settings = test_settings();
-    settings.redis_url = format!("redis://127.0.0.1:{master_port}");
-    settings.confirm = Confirm::Redis;
-    settings.redis_wait_replicas = 1;
+    settings.redis.url = format!("redis://127.0.0.1:{master_port}");
+    settings.nats.confirm = Confirm::Redis;
+    settings.redis.wait_replicas = 1;
     // Generous: a loaded machine's replica still acknowledges within it, so a 201 below
     // cannot turn 202 by latency; only the paused replica runs it out.
-    settings.redis_wait_timeout = Duration::from_secs(3);
+    settings.redis.wait_timeout = Duration::from_secs(3);
     let (_process, app) = spawn_metered(settings).await;
     let sku = unique("replicated");
     app.create_sale(&sku, json!({"stock": 100})).await;
@@ -328,9 +328,9 @@ async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
     const STOCK: u64 = 600;
     let mut nats = PrivateNatsCluster::start().await;
     let app = spawn_app_with(|s| {
-        s.nats_urls = nats.urls();
-        s.stream_replicas = 3;
-        s.confirm_timeout = Duration::from_secs(2);
+        s.nats.urls = nats.urls();
+        s.nats.stream_replicas = 3;
+        s.nats.confirm_timeout = Duration::from_secs(2);
     })
     .await;
     let db = crate::helpers::postgres::TestDb::create().await;
@@ -344,7 +344,7 @@ async fn a_nats_node_killed_during_a_burst_loses_and_duplicates_nothing() {
     assert!([201, 202].contains(&first), "{first}");
     app.wait_until_relay_idle(&sku).await;
     crate::helpers::nats::wait_for_delivered(&app.settings, 1, Duration::from_secs(30)).await;
-    let leader = nats.leader_of(&app.settings.stream).await;
+    let leader = nats.leader_of(&app.settings.nats.stream).await;
 
     let buyers: Vec<String> = (0..900).map(|i| format!("buyer-{i}")).collect();
     let (answers, sold_at_kill) = tokio::join!(

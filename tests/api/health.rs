@@ -32,7 +32,7 @@ async fn ready(client: &reqwest::Client, url: &str) -> (u16, Value) {
 #[tokio::test]
 async fn redis_on_a_closed_port_means_503_not_a_crash() {
     let port = free_port();
-    let app = spawn_app_with(|s| s.redis_url = format!("redis://127.0.0.1:{port}")).await;
+    let app = spawn_app_with(|s| s.redis.url = format!("redis://127.0.0.1:{port}")).await;
     let sku = unique("down");
 
     let (status, code) = error_of(app.order(&sku, "u1", 1).await).await;
@@ -54,7 +54,7 @@ async fn service_recovers_when_redis_comes_back() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let mut redis = private_redis(port).await;
-    let app = spawn_app_with(|s| s.redis_url = url.clone()).await;
+    let app = spawn_app_with(|s| s.redis.url = url.clone()).await;
     let sku = unique("flaky");
     assert_eq!(app.put_sale(&sku, json!({"stock": 10})).await.status(), 201);
     assert_eq!(app.order(&sku, "u1", 1).await.status(), 201);
@@ -150,7 +150,7 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
 #[tokio::test]
 async fn the_relay_reports_how_long_events_waited() {
     let mut settings = test_settings();
-    settings.confirm = flashsale::support::settings::Confirm::Redis;
+    settings.nats.confirm = flashsale::support::settings::Confirm::Redis;
     let (_process, app) = spawn_metered(settings).await;
     let sku = unique("lag");
     app.create_sale(&sku, json!({"stock": 10})).await;
@@ -181,7 +181,7 @@ async fn the_relay_reports_how_long_events_waited() {
 
 #[tokio::test]
 async fn metrics_can_be_turned_off() {
-    let app = spawn_app_with(|s| s.metrics = false).await;
+    let app = spawn_app_with(|s| s.telemetry.metrics = false).await;
     let response = app.get("/metrics").await;
     assert_eq!(error_of(response).await, (404, "not_found".into()));
 }

@@ -578,7 +578,7 @@ async fn overdue_orders_expire_once_when_a_replica_starts_again() {
     // out of the index; the next start indexes every sale again.
     let mut redis = app.redis.clone();
     let _: () = redis
-        .del(format!("{}:payment_due", settings.namespace))
+        .del(format!("{}:payment_due", settings.redis.namespace))
         .await
         .expect("DEL index");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -608,7 +608,7 @@ async fn overdue_orders_expire_once_when_a_replica_starts_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuilt_sale_keeps_payments_and_deadlines() {
     let mut redis = LosableRedis::start().await;
-    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url()).await;
     let sku = unique("rebuilt");
     app.create_sale(&sku, json!({"stock": 10, "payment_timeout_secs": 2}))
         .await;
@@ -661,7 +661,7 @@ async fn a_rebuilt_sale_keeps_payments_and_deadlines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sales_cost_the_sweeper_and_the_relay_nothing() {
     let redis = LosableRedis::start().await;
-    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url()).await;
     let skus: Vec<String> = (0..300).map(|_| unique("idle")).collect();
     futures::stream::iter(&skus)
         .for_each_concurrent(16, |sku| {
@@ -729,7 +729,7 @@ async fn idle_sales_cost_the_sweeper_and_the_relay_nothing() {
 async fn expired_units_sell_again_on_every_replica_long_before_its_mark_lapses() {
     let mut settings = test_settings();
     // Marks would otherwise last ten minutes: only the expiry's notice can reopen the sale.
-    settings.sold_out_recheck = Duration::from_secs(600);
+    settings.redis.sold_out_recheck = Duration::from_secs(600);
     let first = spawn_app_from(settings.clone()).await;
     let second = spawn_app_from(settings).await;
     let sku = unique("reopen");
@@ -826,7 +826,7 @@ async fn the_consumer_migrates_a_first_version_table_in_place() {
 /// with waiting events cannot stand in.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_rebuilds_a_lost_sale_it_still_has_deadlines_for() {
-    let app = spawn_app_with(|s| s.relay_hold = true).await;
+    let app = spawn_app_with(|s| s.relay.hold = true).await;
     let sku = unique("swept");
     app.create_sale(&sku, json!({"stock": 5, "payment_timeout_secs": 3}))
         .await;

@@ -116,7 +116,7 @@ async fn an_order_is_undelivered_while_nats_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyers_orders_are_listed_newest_first() {
-    let app = spawn_app_with(|s| s.confirm = Confirm::Redis).await;
+    let app = spawn_app_with(|s| s.nats.confirm = Confirm::Redis).await;
     let sku = unique("listed");
     app.create_sale(&sku, json!({"stock": 10})).await;
     let mut ids = Vec::new();
@@ -201,7 +201,7 @@ async fn reads_need_the_token_and_an_order_that_exists() {
 async fn orders_read_back_after_redis_lost_them() {
     let mut redis = LosableRedis::start().await;
     let url = redis.url();
-    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let app = spawn_app_with(|s| s.redis.url = url).await;
     let sku = unique("read-rebuilt");
     app.create_sale(&sku, json!({"stock": 5})).await;
     let first = buy(&app, &sku, "loyal").await["order_id"].clone();

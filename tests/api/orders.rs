@@ -225,7 +225,7 @@ async fn unknown_sale_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_replays_after_the_sale_closed_and_is_forgotten_after_its_ttl() {
-    let app = spawn_app_with(|s| s.idempotency_ttl = std::time::Duration::from_secs(1)).await;
+    let app = spawn_app_with(|s| s.redis.idempotency_ttl = std::time::Duration::from_secs(1)).await;
     let sku = unique("idem-ttl");
     app.create_sale(&sku, json!({"stock": 1})).await;
     let body = json!({"user_id": "retrying", "quantity": 1});

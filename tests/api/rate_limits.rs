@@ -25,10 +25,10 @@ async fn a_buyer_firing_1000_purchases_reaches_redis_at_most_its_burst() {
     let mut nats = PrivateNats::start().await;
     let nats_url = nats.url();
     let mut settings = test_settings();
-    settings.redis_url = url.clone();
+    settings.redis.url = url.clone();
     crate::helpers::use_nats(&mut settings, &nats_url);
-    settings.confirm = Confirm::Redis;
-    settings.buyer_rate = Some(RateLimit {
+    settings.nats.confirm = Confirm::Redis;
+    settings.http.buyer_rate = Some(RateLimit {
         per_second: 5,
         burst: 10,
     });
@@ -133,7 +133,7 @@ fn at_most(burst: usize, elapsed: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_address_is_limited_and_forwarded_only_by_a_trusted_proxy() {
     let app = spawn_app_with(|s| {
-        s.client_rate = Some(RateLimit {
+        s.http.client_rate = Some(RateLimit {
             per_second: 1,
             burst: 3,
         });
@@ -170,11 +170,11 @@ async fn a_client_address_is_limited_and_forwarded_only_by_a_trusted_proxy() {
 
     // Behind a trusted proxy each forwarded address has its own allowance.
     let proxied = spawn_app_with(|s| {
-        s.client_rate = Some(RateLimit {
+        s.http.client_rate = Some(RateLimit {
             per_second: 1,
             burst: 1,
         });
-        s.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+        s.http.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
     })
     .await;
     proxied.create_sale(&sku, json!({"stock": 100})).await;

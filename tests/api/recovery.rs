@@ -25,8 +25,8 @@ use crate::helpers::{
 /// Settings of an app on `redis`.
 fn settings_on(redis: &LosableRedis, confirm: Confirm) -> Settings {
     let mut settings = test_settings();
-    settings.redis_url = redis.url();
-    settings.confirm = confirm;
+    settings.redis.url = redis.url();
+    settings.nats.confirm = confirm;
     settings
 }
 
@@ -126,7 +126,7 @@ pub async fn sale_across_a_restart(nats: Option<&PrivateNats>) {
 async fn the_default_sale_sells_exactly_its_stock_across_a_redis_restart() {
     let mut redis = LosableRedis::start().await;
     let mut settings = settings_on(&redis, Confirm::JetStream);
-    settings.default_stock = 200;
+    settings.recovery.default_stock = 200;
     let app = spawn_app_from(settings).await;
     let kill_all = |n: usize| {
         let app = &app;
@@ -288,7 +288,7 @@ async fn without_jetstream_a_lost_sale_is_unavailable_not_empty() {
     let mut nats = PrivateNats::start().await;
     let mut settings = settings_on(&redis, Confirm::JetStream);
     crate::helpers::use_nats(&mut settings, &nats.url());
-    settings.rebuild_timeout = Duration::from_millis(500);
+    settings.recovery.rebuild_timeout = Duration::from_millis(500);
     let app = spawn_app_from(settings).await;
     let sku = unique("no-record");
     app.create_sale(&sku, json!({"stock": 5})).await;
@@ -369,7 +369,7 @@ pub async fn loss_during_a_burst(confirm: Confirm, nats: Option<&PrivateNats>) -
     let mut settings = settings_with(&redis, confirm, nats);
     // Every purchase asks Redis: the units a loss freed (redis mode) sell in the last round
     // rather than hide behind a replica's sold-out mark, which would outlast a fast round.
-    settings.sold_out_recheck = Duration::ZERO;
+    settings.redis.sold_out_recheck = Duration::ZERO;
     let first = spawn_app_from(settings.clone()).await;
     let second = spawn_app_from(settings).await;
     let sku = unique("mid-burst");
@@ -623,7 +623,7 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
     }
 
     // A PUT overtaken by a later revision changes nothing.
-    let inventory = flashsale::store::Inventory::new(&settings).expect("inventory");
+    let inventory = flashsale::store::Inventory::new(&settings.redis).expect("inventory");
     let stale = flashsale::domain::sale::SaleSettings {
         stock: 1,
         per_user_limit: None,
@@ -741,7 +741,7 @@ async fn a_copy_another_primary_wrote_is_caught_up_before_anything_is_decided() 
 async fn a_lost_default_sale_is_counted_as_a_rebuild() {
     let mut redis = LosableRedis::start().await;
     let mut settings = settings_on(&redis, Confirm::JetStream);
-    settings.default_stock = 1;
+    settings.recovery.default_stock = 1;
     let (_process, app) = spawn_metered(settings).await;
     assert_eq!(
         app.kill(Some("first")).await,

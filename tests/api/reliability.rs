@@ -23,10 +23,10 @@ use crate::helpers::{
 /// Settings of an app on a Redis and a NATS of the test's own, whose relay holds everything.
 fn held_relay(redis: &LosableRedis, nats: &PrivateNats) -> Settings {
     let mut settings = test_settings();
-    settings.redis_url = redis.url();
+    settings.redis.url = redis.url();
     crate::helpers::use_nats(&mut settings, &nats.url());
-    settings.confirm = Confirm::JetStream;
-    settings.relay_hold = true;
+    settings.nats.confirm = Confirm::JetStream;
+    settings.relay.hold = true;
     settings
 }
 
@@ -133,7 +133,7 @@ async fn a_rebuild_installs_an_overdue_order_expired_and_sells_its_unit_once() {
 
     // A relay that delivers: A's expiry reaches JetStream, once, under its usual message id.
     let mut delivering = app.settings.clone();
-    delivering.relay_hold = false;
+    delivering.relay.hold = false;
     let relay = spawn_app_from(delivering).await;
     relay.wait_until_relay_idle(&sku).await;
     let expiries: Vec<String> = delivered(&app.settings)
@@ -152,9 +152,9 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
     let mut redis = LosableRedis::start().await;
     let mut nats = PrivateNats::start().await;
     let mut settings = held_relay(&redis, &nats);
-    settings.confirm_timeout = Duration::from_millis(300);
+    settings.nats.confirm_timeout = Duration::from_millis(300);
     // Every purchase asks Redis (no sold-out answers from this replica's memory).
-    settings.sold_out_recheck = Duration::ZERO;
+    settings.redis.sold_out_recheck = Duration::ZERO;
     let (_process, app) = crate::helpers::spawn_metered(settings).await;
     let sku = unique("inconsistent");
     app.create_sale(&sku, json!({"stock": 1})).await;
@@ -316,7 +316,7 @@ async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
     let mut db_url = db.url.clone();
     db_url.push_str(&format!("&application_name={}", db.schema));
     let mut consumer_settings = app.settings.clone();
-    consumer_settings.database_url = db_url;
+    consumer_settings.consumer.database_url = db_url;
     let consumer = tokio::spawn(flashsale::events::consumer::run(
         consumer_settings,
         std::future::pending(),
@@ -388,7 +388,7 @@ async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuilt_sale_keeps_its_orders_and_tallies_for_good() {
     let mut redis = LosableRedis::start().await;
-    let app = spawn_app_with(|s| s.redis_url = redis.url()).await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url()).await;
     let sku = unique("rebuilt-for-good");
     app.create_sale(
         &sku,
@@ -425,7 +425,7 @@ async fn a_replay_is_as_durable_as_a_first_answer() {
     let mut redis = LosableRedis::start().await;
     let mut nats = PrivateNats::start().await;
     let mut settings = held_relay(&redis, &nats);
-    settings.confirm_timeout = Duration::from_millis(300);
+    settings.nats.confirm_timeout = Duration::from_millis(300);
     let app = spawn_app_from(settings).await;
     let sku = unique("replay-durable");
     app.create_sale(&sku, json!({"stock": 5})).await;

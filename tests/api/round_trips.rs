@@ -36,10 +36,10 @@ impl Isolated {
         let nats = PrivateNats::start().await;
         let nats_url = nats.url();
         let app = spawn_app_with(|s| {
-            s.redis_url = url.clone();
+            s.redis.url = url.clone();
             crate::helpers::use_nats(s, &nats_url);
-            s.sold_out_recheck = recheck;
-            s.confirm = Confirm::Redis;
+            s.redis.sold_out_recheck = recheck;
+            s.nats.confirm = Confirm::Redis;
         })
         .await;
         let check = redis_connection(&url).await;
@@ -210,7 +210,7 @@ async fn a_sold_out_sale_is_answered_without_redis() {
 async fn a_cancelled_unit_is_sold_again_on_another_replica_long_before_its_mark_lapses() {
     let mut settings = test_settings();
     // Marks would otherwise last ten minutes: only the change notice can reopen the sale.
-    settings.sold_out_recheck = Duration::from_secs(600);
+    settings.redis.sold_out_recheck = Duration::from_secs(600);
     let first = spawn_app_from(settings.clone()).await;
     let second = spawn_app_from(settings).await;
     let sku = unique("reopen");

@@ -109,7 +109,7 @@ async fn admin_token_is_required_and_checked() {
     assert_eq!(error_of(not_bearer).await, (401, "unauthorized".into()));
     assert!(app.snapshot().await.is_empty(), "no sale created");
 
-    let disabled = spawn_app_with(|s| s.admin_token = None).await;
+    let disabled = spawn_app_with(|s| s.http.admin_token = None).await;
     let response = disabled.put_sale(&sku, body).await;
     assert_eq!(error_of(response).await, (403, "forbidden".into()));
     assert!(disabled.snapshot().await.is_empty());

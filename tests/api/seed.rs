@@ -56,7 +56,7 @@ async fn kill_sells_exactly_the_default_stock_under_64_way_concurrency() {
 
 #[tokio::test]
 async fn a_rejected_first_kill_sells_nothing() {
-    let app = spawn_app_with(|s| s.default_stock = 0).await;
+    let app = spawn_app_with(|s| s.recovery.default_stock = 0).await;
     assert_eq!(app.kill(Some("u1")).await, (200, "商品已售完".to_owned()));
     // The first use defined the sale (stock 0); the rejection took nothing.
     assert_eq!(app.redis_sold(&app.default_sku).await, 0);

@@ -25,40 +25,40 @@ fn read_back(env: &HashMap<&str, String>) -> (BTreeSet<String>, Settings) {
 /// Every setting away from its default, so a variable read under another name shows.
 fn every_setting_changed() -> Settings {
     let mut settings = test_settings();
-    settings.bind = "127.0.0.1:4321".parse().expect("address");
-    settings.redis_cluster = true;
-    settings.stream_replicas = 3;
-    settings.api_tokens = vec!["front-1".into(), "front-2".into()];
-    settings.ticket_key = Some("ticket-key".into());
-    settings.require_ticket = true;
-    settings.default_stock = 77;
-    settings.redis_timeout = Duration::from_millis(1234);
-    settings.redis_wait_replicas = 2;
-    settings.redis_wait_timeout = Duration::from_millis(345);
-    settings.buyer_rate = Some(RateLimit {
+    settings.http.bind = "127.0.0.1:4321".parse().expect("address");
+    settings.redis.cluster = true;
+    settings.nats.stream_replicas = 3;
+    settings.http.api_tokens = vec!["front-1".into(), "front-2".into()];
+    settings.http.ticket_key = Some("ticket-key".into());
+    settings.http.require_ticket = true;
+    settings.recovery.default_stock = 77;
+    settings.redis.timeout = Duration::from_millis(1234);
+    settings.redis.wait_replicas = 2;
+    settings.redis.wait_timeout = Duration::from_millis(345);
+    settings.http.buyer_rate = Some(RateLimit {
         per_second: 3,
         burst: 5,
     });
-    settings.client_rate = Some(RateLimit {
+    settings.http.client_rate = Some(RateLimit {
         per_second: 40,
         burst: 60,
     });
-    settings.trusted_proxies = vec!["10.0.0.1".parse().expect("ip")];
-    settings.idempotency_ttl = Duration::from_secs(600);
-    settings.workers = 3;
-    settings.relay_claim_idle = Duration::from_millis(2500);
-    settings.sold_out_recheck = Duration::from_millis(250);
-    settings.drain_timeout = Duration::from_secs(4);
-    settings.relay_hold = true;
-    settings.metrics = false;
-    settings.database_url = "postgres://someone@db.example:5432/orders".into();
-    settings.database_url_explicit = true;
-    settings.consumer_name = "orders-test".into();
-    settings.rebuild_timeout = Duration::from_millis(7000);
-    settings.confirm = Confirm::Redis;
-    settings.confirm_timeout = Duration::from_millis(800);
-    settings.log_config = "/etc/flashsale/log4rs.yaml".into();
-    settings.log_config_explicit = true;
+    settings.http.trusted_proxies = vec!["10.0.0.1".parse().expect("ip")];
+    settings.redis.idempotency_ttl = Duration::from_secs(600);
+    settings.http.workers = 3;
+    settings.relay.claim_idle = Duration::from_millis(2500);
+    settings.redis.sold_out_recheck = Duration::from_millis(250);
+    settings.relay.drain_timeout = Duration::from_secs(4);
+    settings.relay.hold = true;
+    settings.telemetry.metrics = false;
+    settings.consumer.database_url = "postgres://someone@db.example:5432/orders".into();
+    settings.consumer.database_url_explicit = true;
+    settings.consumer.name = "orders-test".into();
+    settings.recovery.rebuild_timeout = Duration::from_millis(7000);
+    settings.nats.confirm = Confirm::Redis;
+    settings.nats.confirm_timeout = Duration::from_millis(800);
+    settings.telemetry.log_config = "/etc/flashsale/log4rs.yaml".into();
+    settings.telemetry.log_config_explicit = true;
     settings
 }
 

@@ -23,7 +23,7 @@ async fn sigterm_drains_the_outbox_then_exits_0() {
     let mut nats = PrivateNats::start().await;
     let mut settings = test_settings();
     crate::helpers::use_nats(&mut settings, &nats.url());
-    settings.drain_timeout = Duration::from_secs(30);
+    settings.relay.drain_timeout = Duration::from_secs(30);
     let (mut process, app) = spawn_process(&settings).await;
     let sku = unique("drain");
     app.create_sale(&sku, json!({"stock": 200})).await;
@@ -55,7 +55,7 @@ async fn sigint_with_nats_down_exits_0_and_leaves_the_rest_in_the_outbox() {
     let mut nats = PrivateNats::start().await;
     let mut settings = test_settings();
     crate::helpers::use_nats(&mut settings, &nats.url());
-    settings.drain_timeout = Duration::from_secs(1);
+    settings.relay.drain_timeout = Duration::from_secs(1);
     let (mut process, app) = spawn_process(&settings).await;
     let sku = unique("undrained");
     app.create_sale(&sku, json!({"stock": 50})).await;
@@ -81,7 +81,7 @@ async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
     let redis_port = crate::helpers::free_port();
     let _redis = crate::helpers::private_redis(redis_port).await;
     let mut settings = test_settings();
-    settings.redis_url = format!("redis://127.0.0.1:{redis_port}");
+    settings.redis.url = format!("redis://127.0.0.1:{redis_port}");
     let (mut process, app) = spawn_process(&settings).await;
     app.wait_until_ready().await;
     let sku = unique("in-flight");
@@ -89,7 +89,7 @@ async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
 
     // Redis holds every write for a second and a half: the purchases sent meanwhile are in
     // flight (queued in the service, or in its script call) when SIGTERM comes.
-    let mut check = crate::helpers::redis_connection(&app.settings.redis_url).await;
+    let mut check = crate::helpers::redis_connection(&app.settings.redis.url).await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(1500)

@@ -40,9 +40,9 @@ async fn buy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_storefront_with_a_valid_ticket_buys() {
     let app = spawn_app_with(|s| {
-        s.api_tokens = vec![STORE_TOKEN.into()];
-        s.ticket_key = Some(TICKET_KEY.into());
-        s.require_ticket = true;
+        s.http.api_tokens = vec![STORE_TOKEN.into()];
+        s.http.ticket_key = Some(TICKET_KEY.into());
+        s.http.require_ticket = true;
     })
     .await;
     let sku = unique("ticketed");
@@ -143,7 +143,7 @@ async fn only_a_storefront_with_a_valid_ticket_buys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_are_optional_unless_required() {
-    let app = spawn_app_with(|s| s.ticket_key = Some(TICKET_KEY.into())).await;
+    let app = spawn_app_with(|s| s.http.ticket_key = Some(TICKET_KEY.into())).await;
     let sku = unique("optional-ticket");
     app.create_sale(&sku, json!({"stock": 10})).await;
     // Without a ticket the body names the buyer, as before; with one, the ticket is checked.

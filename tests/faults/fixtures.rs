@@ -297,8 +297,8 @@ pub async fn delete_stream(environment: &Environment) {
 pub async fn outbox_backlog(environment: &Environment) -> Result<u64, redis::RedisError> {
     let mut settings =
         flashsale::support::settings::Settings::from_lookup(|_| None).expect("defaults");
-    settings.redis_url = environment.redis_url.clone();
-    let mut redis = flashsale::store::RedisConnection::new(&settings)?;
+    settings.redis.url = environment.redis_url.clone();
+    let mut redis = flashsale::store::RedisConnection::new(&settings.redis)?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*:outbox", environment.namespace))
         .query_async(&mut redis)

@@ -9,21 +9,24 @@ use std::time::Duration;
 
 use crate::domain::Sku;
 
+/// Every setting, by the part of the service it configures; each part is handed only its own.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub http: HttpSettings,
+    pub redis: RedisSettings,
+    pub nats: NatsSettings,
+    pub relay: RelaySettings,
+    pub recovery: RecoverySettings,
+    pub consumer: ConsumerSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// The HTTP edge: where it listens, who may call it, how fast.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
     pub bind: SocketAddr,
-    /// One `redis://` URL, or several comma-separated seed nodes of a Redis Cluster.
-    pub redis_url: String,
-    /// Talk to a Redis Cluster: several URLs in `redis_url`, or FLASHSALE_REDIS_CLUSTER=on.
-    pub redis_cluster: bool,
-    /// Copies JetStream keeps of the order stream and the sale definitions (1–5; 3 on a
-    /// three-node cluster). Applies when flashsale creates them.
-    pub stream_replicas: usize,
-    /// NATS servers, parsed from the comma-separated FLASHSALE_NATS_URL.
-    pub nats_urls: Vec<async_nats::ServerAddr>,
-    pub namespace: String,
-    pub stream: String,
-    pub subject_prefix: String,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
     pub admin_token: Option<String>,
     /// Storefront bearer tokens (FLASHSALE_API_TOKENS); when any, purchases, payments and
     /// order reads need one (or the admin token).
@@ -32,55 +35,95 @@ pub struct Settings {
     pub ticket_key: Option<String>,
     /// Purchases without a valid ticket are refused (FLASHSALE_REQUIRE_TICKET).
     pub require_ticket: bool,
-    pub default_sku: Sku,
-    pub default_stock: u64,
-    pub log_config: PathBuf,
-    /// Whether FLASHSALE_LOG_CONFIG was given: only then is a missing file an error.
-    pub log_config_explicit: bool,
-    /// How long one Redis command may take before the request answers 503.
-    pub redis_timeout: Duration,
-    /// Replicas that must hold a script call's writes (Redis `WAIT`, once per batch) before
-    /// its new orders are answered 201 in `redis` confirm mode; 0 = do not wait.
-    pub redis_wait_replicas: u32,
-    /// How long that `WAIT` may take; past it a new order is answered 202 pending.
-    pub redis_wait_timeout: Duration,
     /// Purchases per second and burst allowed to one buyer (per replica); `None` = no limit.
     pub buyer_rate: Option<RateLimit>,
     /// Purchases per second and burst allowed to one client address (per replica).
     pub client_rate: Option<RateLimit>,
     /// Proxies whose `X-Forwarded-For` names the client address (else the socket's peer).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// Redis: where it is, and how long and how carefully to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// One `redis://` URL, or several comma-separated seed nodes of a Redis Cluster.
+    pub url: String,
+    /// Talk to a Redis Cluster: several URLs in `redis_url`, or FLASHSALE_REDIS_CLUSTER=on.
+    pub cluster: bool,
+    pub namespace: String,
+    /// How long one Redis command may take before the request answers 503.
+    pub timeout: Duration,
+    /// Replicas that must hold a script call's writes (Redis `WAIT`, once per batch) before
+    /// its new orders are answered 201 in `redis` confirm mode; 0 = do not wait.
+    pub wait_replicas: u32,
+    /// How long that `WAIT` may take; past it a new order is answered 202 pending.
+    pub wait_timeout: Duration,
     /// How long a replayable Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
-    /// HTTP worker threads; 0 = one per core.
-    pub workers: usize,
-    /// How long an outbox lease lasts unrenewed: after it, another replica takes over the
-    /// sale's outbox, entries the dead holder had read included. Must stay well inside
-    /// JetStream's duplicate window (2 minutes).
-    pub relay_claim_idle: Duration,
     /// How long a replica trusts its own "sold out" mark before asking Redis again.
     pub sold_out_recheck: Duration,
-    /// On shutdown, how long the relay may keep delivering what is left.
-    pub drain_timeout: Duration,
-    /// For tests and drills only: the relay publishes nothing, so events no handler confirms
-    /// (expiries, 202s, everything in `redis` mode) stay in the outbox. It lets a test force
-    /// the window in which Redis loses events JetStream does not hold yet.
-    pub relay_hold: bool,
-    /// Whether `/metrics` is served and metrics are recorded.
-    pub metrics: bool,
-    /// PostgreSQL of the order consumer.
-    pub database_url: String,
-    /// Durable JetStream consumer name of the order consumer.
-    pub consumer_name: String,
-    /// Whether FLASHSALE_DATABASE_URL was given (`flashsale audit` then checks PostgreSQL).
-    pub database_url_explicit: bool,
-    /// How long requests for a sale Redis lost wait for its rebuild before answering 503.
-    pub rebuild_timeout: Duration,
+}
+
+/// NATS and the order stream, and when a change counts as delivered.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// NATS servers, parsed from the comma-separated FLASHSALE_NATS_URL.
+    pub urls: Vec<async_nats::ServerAddr>,
+    pub stream: String,
+    pub subject_prefix: String,
+    /// Copies JetStream keeps of the order stream and the sale definitions (1–5; 3 on a
+    /// three-node cluster). Applies when flashsale creates them.
+    pub stream_replicas: usize,
     /// When a purchase is answered 201 (see [`Confirm`]).
     pub confirm: Confirm,
     /// In `Confirm::JetStream`, how long a purchase waits for JetStream's acknowledgement
     /// before answering 202 with `"delivery": "pending"`.
     pub confirm_timeout: Duration,
+}
+
+/// The relay that drains the outboxes.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// How long an outbox lease lasts unrenewed: after it, another replica takes over the
+    /// sale's outbox, entries the dead holder had read included. Must stay well inside
+    /// JetStream's duplicate window (2 minutes).
+    pub claim_idle: Duration,
+    /// For tests and drills only: the relay publishes nothing, so events no handler confirms
+    /// (expiries, 202s, everything in `redis` mode) stay in the outbox. It lets a test force
+    /// the window in which Redis loses events JetStream does not hold yet.
+    pub hold: bool,
+    /// On shutdown, how long the relay may keep delivering what is left.
+    pub drain_timeout: Duration,
+}
+
+/// Rebuilding what Redis lost, and the default sale it defines on first use.
+#[derive(Debug, Clone)]
+pub struct RecoverySettings {
+    /// How long requests for a sale Redis lost wait for its rebuild before answering 503.
+    pub rebuild_timeout: Duration,
+    pub default_sku: Sku,
+    pub default_stock: u64,
+}
+
+/// The order consumer (`flashsale consume-orders`) and the audit's PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// PostgreSQL of the order consumer.
+    pub database_url: String,
+    /// Durable JetStream consumer name of the order consumer.
+    pub name: String,
+    /// Whether FLASHSALE_DATABASE_URL was given (`flashsale audit` then checks PostgreSQL).
+    pub database_url_explicit: bool,
+}
+
+/// Logs and metrics.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub log_config: PathBuf,
+    /// Whether FLASHSALE_LOG_CONFIG was given: only then is a missing file an error.
+    pub log_config_explicit: bool,
+    /// Whether `/metrics` is served and metrics are recorded.
+    pub metrics: bool,
 }
 
 /// What a 201 for a purchase promises.
@@ -107,17 +150,19 @@ pub struct ConfigError {
 
 pub use crate::domain::sale::MAX_STOCK;
 
-impl Settings {
+impl RedisSettings {
     /// The Redis URLs given: one server, or a cluster's seed nodes.
-    pub fn redis_seeds(&self) -> Vec<&str> {
-        self.redis_url.split(',').map(str::trim).collect()
+    pub fn seeds(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).collect()
     }
 
     /// Whether to use the cluster client: several seeds, or FLASHSALE_REDIS_CLUSTER=on.
-    pub fn uses_redis_cluster(&self) -> bool {
-        self.redis_cluster || self.redis_seeds().len() > 1
+    pub fn uses_cluster(&self) -> bool {
+        self.cluster || self.seeds().len() > 1
     }
+}
 
+impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -133,104 +178,123 @@ impl Settings {
 
         let log_config = lookup("FLASHSALE_LOG_CONFIG");
         Ok(Settings {
-            bind: var("FLASHSALE_BIND", "127.0.0.1:8080").socket_addr()?,
-            redis_url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
-            redis_cluster: var("FLASHSALE_REDIS_CLUSTER", "off").switch()?,
-            stream_replicas: var("FLASHSALE_STREAM_REPLICAS", "1").number(1, 5)? as usize,
-            nats_urls: var("FLASHSALE_NATS_URL", "nats://127.0.0.1:4222").nats_urls()?,
-            namespace: var("FLASHSALE_NAMESPACE", "flashsale").key_prefix()?,
-            stream: var("FLASHSALE_STREAM", "ORDERS").nats_token()?,
-            subject_prefix: var("FLASHSALE_SUBJECT_PREFIX", "orders").nats_token()?,
-            admin_token: match lookup("FLASHSALE_ADMIN_TOKEN") {
-                None => None,
-                Some(value) => Some(
-                    Var {
-                        name: "FLASHSALE_ADMIN_TOKEN",
+            http: HttpSettings {
+                bind: var("FLASHSALE_BIND", "127.0.0.1:8080").socket_addr()?,
+                workers: var("FLASHSALE_WORKERS", "0").number(0, 1024)? as usize,
+                admin_token: match lookup("FLASHSALE_ADMIN_TOKEN") {
+                    None => None,
+                    Some(value) => Some(
+                        Var {
+                            name: "FLASHSALE_ADMIN_TOKEN",
+                            value,
+                        }
+                        .non_empty()?,
+                    ),
+                },
+                api_tokens: match lookup("FLASHSALE_API_TOKENS") {
+                    None => Vec::new(),
+                    Some(value) => Var {
+                        name: "FLASHSALE_API_TOKENS",
                         value,
                     }
-                    .non_empty()?,
-                ),
-            },
-            api_tokens: match lookup("FLASHSALE_API_TOKENS") {
-                None => Vec::new(),
-                Some(value) => Var {
-                    name: "FLASHSALE_API_TOKENS",
-                    value,
-                }
-                .tokens()?,
-            },
-            ticket_key: match lookup("FLASHSALE_TICKET_KEY") {
-                None => None,
-                Some(value) => Some(
-                    Var {
-                        name: "FLASHSALE_TICKET_KEY",
+                    .tokens()?,
+                },
+                ticket_key: match lookup("FLASHSALE_TICKET_KEY") {
+                    None => None,
+                    Some(value) => Some(
+                        Var {
+                            name: "FLASHSALE_TICKET_KEY",
+                            value,
+                        }
+                        .non_empty()?,
+                    ),
+                },
+                require_ticket: {
+                    let required = var("FLASHSALE_REQUIRE_TICKET", "false").switch()?;
+                    if required && lookup("FLASHSALE_TICKET_KEY").is_none() {
+                        return Err(ConfigError {
+                            variable: "FLASHSALE_REQUIRE_TICKET",
+                            value: "true".into(),
+                            expected:
+                                "FLASHSALE_TICKET_KEY set: tickets cannot be checked without it"
+                                    .into(),
+                        });
+                    }
+                    required
+                },
+                buyer_rate: rate_limit(&lookup, "FLASHSALE_BUYER_RATE", "FLASHSALE_BUYER_BURST")?,
+                client_rate: rate_limit(
+                    &lookup,
+                    "FLASHSALE_CLIENT_RATE",
+                    "FLASHSALE_CLIENT_BURST",
+                )?,
+                trusted_proxies: match lookup("FLASHSALE_TRUSTED_PROXIES") {
+                    None => Vec::new(),
+                    Some(value) => Var {
+                        name: "FLASHSALE_TRUSTED_PROXIES",
                         value,
                     }
-                    .non_empty()?,
+                    .ip_addrs()?,
+                },
+            },
+            redis: RedisSettings {
+                url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
+                cluster: var("FLASHSALE_REDIS_CLUSTER", "off").switch()?,
+                namespace: var("FLASHSALE_NAMESPACE", "flashsale").key_prefix()?,
+                timeout: Duration::from_millis(
+                    var("FLASHSALE_REDIS_TIMEOUT_MS", "1000").number(1, 60_000)?,
+                ),
+                wait_replicas: var("FLASHSALE_REDIS_WAIT_REPLICAS", "0").number(0, 5)? as u32,
+                wait_timeout: Duration::from_millis(
+                    var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS", "100").number(1, 10_000)?,
+                ),
+                idempotency_ttl: Duration::from_secs(
+                    var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
+                ),
+                sold_out_recheck: Duration::from_millis(
+                    var("FLASHSALE_SOLD_OUT_RECHECK_MS", "1000").number(0, 3_600_000)?,
                 ),
             },
-            require_ticket: {
-                let required = var("FLASHSALE_REQUIRE_TICKET", "false").switch()?;
-                if required && lookup("FLASHSALE_TICKET_KEY").is_none() {
-                    return Err(ConfigError {
-                        variable: "FLASHSALE_REQUIRE_TICKET",
-                        value: "true".into(),
-                        expected: "FLASHSALE_TICKET_KEY set: tickets cannot be checked without it"
-                            .into(),
-                    });
-                }
-                required
+            nats: NatsSettings {
+                urls: var("FLASHSALE_NATS_URL", "nats://127.0.0.1:4222").nats_urls()?,
+                stream: var("FLASHSALE_STREAM", "ORDERS").nats_token()?,
+                subject_prefix: var("FLASHSALE_SUBJECT_PREFIX", "orders").nats_token()?,
+                stream_replicas: var("FLASHSALE_STREAM_REPLICAS", "1").number(1, 5)? as usize,
+                confirm: var("FLASHSALE_CONFIRM", "jetstream").confirm()?,
+                confirm_timeout: Duration::from_millis(
+                    var("FLASHSALE_CONFIRM_TIMEOUT_MS", "1000").number(1, 60_000)?,
+                ),
             },
-            default_sku: var("FLASHSALE_DEFAULT_SKU", "limit").sku()?,
-            default_stock: var("FLASHSALE_DEFAULT_STOCK", "1000").number(0, MAX_STOCK)?,
-            log_config_explicit: log_config.is_some(),
-            log_config: PathBuf::from(log_config.unwrap_or_else(|| "log4rs.yaml".into())),
-            redis_timeout: Duration::from_millis(
-                var("FLASHSALE_REDIS_TIMEOUT_MS", "1000").number(1, 60_000)?,
-            ),
-            redis_wait_replicas: var("FLASHSALE_REDIS_WAIT_REPLICAS", "0").number(0, 5)? as u32,
-            redis_wait_timeout: Duration::from_millis(
-                var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS", "100").number(1, 10_000)?,
-            ),
-            buyer_rate: rate_limit(&lookup, "FLASHSALE_BUYER_RATE", "FLASHSALE_BUYER_BURST")?,
-            client_rate: rate_limit(&lookup, "FLASHSALE_CLIENT_RATE", "FLASHSALE_CLIENT_BURST")?,
-            trusted_proxies: match lookup("FLASHSALE_TRUSTED_PROXIES") {
-                None => Vec::new(),
-                Some(value) => Var {
-                    name: "FLASHSALE_TRUSTED_PROXIES",
-                    value,
-                }
-                .ip_addrs()?,
+            relay: RelaySettings {
+                claim_idle: Duration::from_millis(
+                    var("FLASHSALE_RELAY_CLAIM_IDLE_MS", "5000").number(100, 60_000)?,
+                ),
+                hold: var("FLASHSALE_RELAY_HOLD", "off").switch()?,
+                drain_timeout: Duration::from_secs(
+                    var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,
+                ),
             },
-            idempotency_ttl: Duration::from_secs(
-                var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
-            ),
-            workers: var("FLASHSALE_WORKERS", "0").number(0, 1024)? as usize,
-            relay_claim_idle: Duration::from_millis(
-                var("FLASHSALE_RELAY_CLAIM_IDLE_MS", "5000").number(100, 60_000)?,
-            ),
-            sold_out_recheck: Duration::from_millis(
-                var("FLASHSALE_SOLD_OUT_RECHECK_MS", "1000").number(0, 3_600_000)?,
-            ),
-            drain_timeout: Duration::from_secs(
-                var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,
-            ),
-            relay_hold: var("FLASHSALE_RELAY_HOLD", "off").switch()?,
-            metrics: var("FLASHSALE_METRICS", "on").switch()?,
-            database_url: var(
-                "FLASHSALE_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/flashsale",
-            )
-            .postgres_url()?,
-            consumer_name: var("FLASHSALE_CONSUMER", "orders-db").nats_token()?,
-            database_url_explicit: lookup("FLASHSALE_DATABASE_URL").is_some(),
-            rebuild_timeout: Duration::from_millis(
-                var("FLASHSALE_REBUILD_TIMEOUT_MS", "5000").number(100, 600_000)?,
-            ),
-            confirm: var("FLASHSALE_CONFIRM", "jetstream").confirm()?,
-            confirm_timeout: Duration::from_millis(
-                var("FLASHSALE_CONFIRM_TIMEOUT_MS", "1000").number(1, 60_000)?,
-            ),
+            recovery: RecoverySettings {
+                rebuild_timeout: Duration::from_millis(
+                    var("FLASHSALE_REBUILD_TIMEOUT_MS", "5000").number(100, 600_000)?,
+                ),
+                default_sku: var("FLASHSALE_DEFAULT_SKU", "limit").sku()?,
+                default_stock: var("FLASHSALE_DEFAULT_STOCK", "1000").number(0, MAX_STOCK)?,
+            },
+            consumer: ConsumerSettings {
+                database_url: var(
+                    "FLASHSALE_DATABASE_URL",
+                    "postgres://postgres@127.0.0.1:5432/flashsale",
+                )
+                .postgres_url()?,
+                name: var("FLASHSALE_CONSUMER", "orders-db").nats_token()?,
+                database_url_explicit: lookup("FLASHSALE_DATABASE_URL").is_some(),
+            },
+            telemetry: TelemetrySettings {
+                log_config_explicit: log_config.is_some(),
+                log_config: PathBuf::from(log_config.unwrap_or_else(|| "log4rs.yaml".into())),
+                metrics: var("FLASHSALE_METRICS", "on").switch()?,
+            },
         })
     }
 }
@@ -262,16 +326,16 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let s = with(&[]).expect("defaults are valid");
-        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.namespace, "flashsale");
-        assert_eq!(s.stream, "ORDERS");
-        assert_eq!(s.subject_prefix, "orders");
-        assert_eq!(s.default_sku.as_str(), "limit");
-        assert_eq!(s.default_stock, 1000);
-        assert!(s.admin_token.is_none());
-        assert!(!s.log_config_explicit);
-        assert_eq!(s.confirm, Confirm::JetStream);
-        assert!(!s.database_url_explicit);
+        assert_eq!(s.http.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.redis.namespace, "flashsale");
+        assert_eq!(s.nats.stream, "ORDERS");
+        assert_eq!(s.nats.subject_prefix, "orders");
+        assert_eq!(s.recovery.default_sku.as_str(), "limit");
+        assert_eq!(s.recovery.default_stock, 1000);
+        assert!(s.http.admin_token.is_none());
+        assert!(!s.telemetry.log_config_explicit);
+        assert_eq!(s.nats.confirm, Confirm::JetStream);
+        assert!(!s.consumer.database_url_explicit);
     }
 
     #[test]
@@ -307,15 +371,15 @@ mod tests {
     #[test]
     fn several_redis_urls_are_a_cluster() {
         let one = with(&[]).expect("defaults are valid");
-        assert!(!one.uses_redis_cluster());
+        assert!(!one.redis.uses_cluster());
         let seeds = with(&[(
             "FLASHSALE_REDIS_URL",
             "redis://127.0.0.1:30001, redis://127.0.0.1:30002",
         )])
         .expect("two seeds");
-        assert!(seeds.uses_redis_cluster());
+        assert!(seeds.redis.uses_cluster());
         assert_eq!(
-            seeds.redis_seeds(),
+            seeds.redis.seeds(),
             ["redis://127.0.0.1:30001", "redis://127.0.0.1:30002"]
         );
         let switched = with(&[
@@ -323,6 +387,6 @@ mod tests {
             ("FLASHSALE_REDIS_CLUSTER", "on"),
         ])
         .expect("one seed, cluster on");
-        assert!(switched.uses_redis_cluster());
+        assert!(switched.redis.uses_cluster());
     }
 }

@@ -37,25 +37,26 @@ pub struct TestApp {
 /// Settings of a test app: defaults of the contract, port 0, its own namespace and sku.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
-    settings.bind = "127.0.0.1:0".parse().expect("valid address");
-    settings.namespace = unique("fstest");
-    settings.default_sku = flashsale::domain::Sku::parse(&unique("default")).expect("valid sku");
-    settings.admin_token = Some(ADMIN_TOKEN.into());
-    settings.workers = 2;
-    settings.stream = unique("FSTEST");
-    settings.subject_prefix = unique("fstest");
+    settings.http.bind = "127.0.0.1:0".parse().expect("valid address");
+    settings.redis.namespace = unique("fstest");
+    settings.recovery.default_sku =
+        flashsale::domain::Sku::parse(&unique("default")).expect("valid sku");
+    settings.http.admin_token = Some(ADMIN_TOKEN.into());
+    settings.http.workers = 2;
+    settings.nats.stream = unique("FSTEST");
+    settings.nats.subject_prefix = unique("fstest");
     // Dead replicas' leftovers are claimed quickly in tests.
-    settings.relay_claim_idle = std::time::Duration::from_millis(1000);
+    settings.relay.claim_idle = std::time::Duration::from_millis(1000);
     // Tests assert outcomes, not latency: on a starved machine (CI beside a build) a reply
     // slower than the default second would turn a decided purchase into an ambiguous 503.
-    settings.redis_timeout = std::time::Duration::from_secs(5);
+    settings.redis.timeout = std::time::Duration::from_secs(5);
     if cluster_topology() {
-        settings.redis_url = redis_cluster_seeds().join(",");
-        settings.nats_urls = nats_cluster_seeds();
-        settings.stream_replicas = 3;
+        settings.redis.url = redis_cluster_seeds().join(",");
+        settings.nats.urls = nats_cluster_seeds();
+        settings.nats.stream_replicas = 3;
         // A new stream's first acknowledgements wait for its three copies to elect a leader,
         // and a stampede's for three copies on two shared cores.
-        settings.confirm_timeout = std::time::Duration::from_secs(10);
+        settings.nats.confirm_timeout = std::time::Duration::from_secs(10);
     }
     settings
 }
@@ -97,8 +98,8 @@ pub fn nats_cluster_seeds() -> Vec<async_nats::ServerAddr> {
 /// Points `settings` at a NATS server of the test's own: a single server, so one copy of
 /// each stream.
 pub fn use_nats(settings: &mut Settings, url: &str) {
-    settings.nats_urls = vec![url.parse().expect("nats url")];
-    settings.stream_replicas = 1;
+    settings.nats.urls = vec![url.parse().expect("nats url")];
+    settings.nats.stream_replicas = 1;
 }
 
 /// A connection to each master of the Redis Cluster that `seed` belongs to, by address.
@@ -136,8 +137,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts the app with exactly these settings (a second replica of another app, say).
 pub async fn spawn_app_from(settings: Settings) -> TestApp {
-    let namespace = settings.namespace.clone();
-    let default_sku = settings.default_sku.to_string();
+    let namespace = settings.redis.namespace.clone();
+    let default_sku = settings.recovery.default_sku.to_string();
     let application = Application::build(settings.clone())
         .await
         .expect("the application builds");
@@ -168,7 +169,7 @@ pub async fn spawn_metered(settings: Settings) -> (tokio::process::Child, TestAp
 /// opened on first use (some tests point the app at a closed port on purpose); a test that
 /// needs Redis and cannot reach it fails at that use.
 pub fn check_connection(settings: &Settings) -> RedisConnection {
-    RedisConnection::new(settings).expect("valid redis url")
+    RedisConnection::new(&settings.redis).expect("valid redis url")
 }
 
 impl TestApp {
@@ -360,7 +361,7 @@ impl TestApp {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("redis at {} does not answer", self.settings.redis_url);
+        panic!("redis at {} does not answer", self.settings.redis.url);
     }
 
     /// Waits (up to 5 s) until the app reports ready (Redis and NATS connected).
@@ -379,8 +380,8 @@ impl TestApp {
         self.wait_for_redis().await;
         let pattern = format!("{}:*", self.namespace);
         let mut keys: Vec<String> = Vec::new();
-        if self.settings.uses_redis_cluster() {
-            let seed = self.settings.redis_seeds()[0].to_owned();
+        if self.settings.redis.uses_cluster() {
+            let seed = self.settings.redis.seeds()[0].to_owned();
             for (_, mut master) in cluster_masters(&seed).await {
                 let mut iter: redis::AsyncIter<String> =
                     master.scan_match(&pattern).await.expect("SCAN");

@@ -11,19 +11,19 @@ use tokio::process::{Child, Command};
 pub use crate::stream::Delivered;
 
 async fn client_of(settings: &Settings) -> async_nats::Client {
-    async_nats::connect(settings.nats_urls.as_slice())
+    async_nats::connect(settings.nats.urls.as_slice())
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "tests need NATS at {:?} (scripts/services.sh): {e}",
-                settings.nats_urls
+                settings.nats.urls
             )
         })
 }
 
 /// Every message in the app's stream, in stream order (empty when the stream does not exist).
 pub async fn delivered(settings: &Settings) -> Vec<Delivered> {
-    crate::stream::stored_events(client_of(settings).await, &settings.stream).await
+    crate::stream::stored_events(client_of(settings).await, &settings.nats.stream).await
 }
 
 /// Waits until the stream holds `expected` messages (failing after `timeout`), and returns them
@@ -88,7 +88,7 @@ impl PublishTap {
     pub async fn open(settings: &Settings) -> Self {
         let client = client_of(settings).await;
         let subscriber = client
-            .subscribe(format!("{}.>", settings.subject_prefix))
+            .subscribe(format!("{}.>", settings.nats.subject_prefix))
             .await
             .expect("subscribe");
         // A probe subject on the same connection: a node that routes the probe to us has the
@@ -99,7 +99,7 @@ impl PublishTap {
             .await
             .expect("subscribe");
         client.flush().await.expect("flush");
-        for server in &settings.nats_urls {
+        for server in &settings.nats.urls {
             let node = async_nats::connect(server.clone())
                 .await
                 .unwrap_or_else(|e| panic!("NATS at {server:?}: {e}"));
@@ -202,12 +202,12 @@ pub fn assert_in_sale_order(messages: &[Delivered]) {
 
 /// Deletes the app's order stream and its bucket of sale definitions.
 pub async fn delete_stream(settings: &Settings) {
-    if let Ok(client) = async_nats::connect(settings.nats_urls.as_slice()).await {
+    if let Ok(client) = async_nats::connect(settings.nats.urls.as_slice()).await {
         let js = jetstream::new(client);
-        let _ = js.delete_stream(&settings.stream).await;
+        let _ = js.delete_stream(&settings.nats.stream).await;
         let _ = js
             .delete_key_value(flashsale::recovery::definitions::bucket_name(
-                &settings.stream,
+                &settings.nats.stream,
             ))
             .await;
     }

@@ -131,16 +131,16 @@ impl TestDb {
     /// Waits (up to `timeout`) until the order consumer has acknowledged every event of the
     /// stream: nothing the table could still receive.
     pub async fn wait_until_consumed(&self, settings: &Settings, timeout: Duration) {
-        let client = async_nats::connect(settings.nats_urls.as_slice())
+        let client = async_nats::connect(settings.nats.urls.as_slice())
             .await
             .expect("NATS");
         let js = async_nats::jetstream::new(client);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = match js.get_stream(&settings.stream).await {
+            let left = match js.get_stream(&settings.nats.stream).await {
                 Ok(stream) => match stream
                     .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
-                        &settings.consumer_name,
+                        &settings.consumer.name,
                     )
                     .await
                 {
@@ -209,7 +209,7 @@ impl TestDb {
 /// Runs the order consumer in this process until the handle is aborted.
 pub fn spawn_consumer(settings: &Settings, db: &TestDb) -> tokio::task::JoinHandle<()> {
     let mut settings = settings.clone();
-    settings.database_url = db.url.clone();
+    settings.consumer.database_url = db.url.clone();
     tokio::spawn(flashsale::events::consumer::run(
         settings,
         std::future::pending(),

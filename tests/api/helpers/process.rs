@@ -15,67 +15,77 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
     let joined = |items: Vec<String>| items.join(",");
     let mut env = vec![
         ("FLASHSALE_BIND", format!("127.0.0.1:{port}")),
-        ("FLASHSALE_REDIS_URL", settings.redis_url.clone()),
-        ("FLASHSALE_REDIS_CLUSTER", on_off(settings.redis_cluster)),
+        ("FLASHSALE_REDIS_URL", settings.redis.url.clone()),
+        ("FLASHSALE_REDIS_CLUSTER", on_off(settings.redis.cluster)),
         (
             "FLASHSALE_STREAM_REPLICAS",
-            settings.stream_replicas.to_string(),
+            settings.nats.stream_replicas.to_string(),
         ),
         (
             "FLASHSALE_NATS_URL",
             joined(
                 settings
-                    .nats_urls
+                    .nats
+                    .urls
                     .iter()
                     .map(|u| format!("nats://{}:{}", u.host(), u.port()))
                     .collect(),
             ),
         ),
-        ("FLASHSALE_NAMESPACE", settings.namespace.clone()),
-        ("FLASHSALE_STREAM", settings.stream.clone()),
-        ("FLASHSALE_SUBJECT_PREFIX", settings.subject_prefix.clone()),
-        ("FLASHSALE_REQUIRE_TICKET", on_off(settings.require_ticket)),
-        ("FLASHSALE_DEFAULT_SKU", settings.default_sku.to_string()),
+        ("FLASHSALE_NAMESPACE", settings.redis.namespace.clone()),
+        ("FLASHSALE_STREAM", settings.nats.stream.clone()),
+        (
+            "FLASHSALE_SUBJECT_PREFIX",
+            settings.nats.subject_prefix.clone(),
+        ),
+        (
+            "FLASHSALE_REQUIRE_TICKET",
+            on_off(settings.http.require_ticket),
+        ),
+        (
+            "FLASHSALE_DEFAULT_SKU",
+            settings.recovery.default_sku.to_string(),
+        ),
         (
             "FLASHSALE_DEFAULT_STOCK",
-            settings.default_stock.to_string(),
+            settings.recovery.default_stock.to_string(),
         ),
-        ("FLASHSALE_REDIS_TIMEOUT_MS", millis(settings.redis_timeout)),
+        ("FLASHSALE_REDIS_TIMEOUT_MS", millis(settings.redis.timeout)),
         (
             "FLASHSALE_REDIS_WAIT_REPLICAS",
-            settings.redis_wait_replicas.to_string(),
+            settings.redis.wait_replicas.to_string(),
         ),
         (
             "FLASHSALE_REDIS_WAIT_TIMEOUT_MS",
-            millis(settings.redis_wait_timeout),
+            millis(settings.redis.wait_timeout),
         ),
         (
             "FLASHSALE_IDEMPOTENCY_TTL_SECS",
-            settings.idempotency_ttl.as_secs().to_string(),
+            settings.redis.idempotency_ttl.as_secs().to_string(),
         ),
-        ("FLASHSALE_WORKERS", settings.workers.to_string()),
+        ("FLASHSALE_WORKERS", settings.http.workers.to_string()),
         (
             "FLASHSALE_RELAY_CLAIM_IDLE_MS",
-            millis(settings.relay_claim_idle),
+            millis(settings.relay.claim_idle),
         ),
         (
             "FLASHSALE_SOLD_OUT_RECHECK_MS",
-            millis(settings.sold_out_recheck),
+            millis(settings.redis.sold_out_recheck),
         ),
         (
             "FLASHSALE_DRAIN_TIMEOUT_SECS",
-            settings.drain_timeout.as_secs().to_string(),
+            settings.relay.drain_timeout.as_secs().to_string(),
         ),
-        ("FLASHSALE_RELAY_HOLD", on_off(settings.relay_hold)),
-        ("FLASHSALE_METRICS", on_off(settings.metrics)),
-        ("FLASHSALE_CONSUMER", settings.consumer_name.clone()),
+        ("FLASHSALE_RELAY_HOLD", on_off(settings.relay.hold)),
+        ("FLASHSALE_METRICS", on_off(settings.telemetry.metrics)),
+        ("FLASHSALE_CONSUMER", settings.consumer.name.clone()),
         (
             "FLASHSALE_REBUILD_TIMEOUT_MS",
-            millis(settings.rebuild_timeout),
+            millis(settings.recovery.rebuild_timeout),
         ),
         (
             "FLASHSALE_CONFIRM",
-            match settings.confirm {
+            match settings.nats.confirm {
                 Confirm::Redis => "redis",
                 Confirm::JetStream => "jetstream",
             }
@@ -83,21 +93,22 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
         ),
         (
             "FLASHSALE_CONFIRM_TIMEOUT_MS",
-            millis(settings.confirm_timeout),
+            millis(settings.nats.confirm_timeout),
         ),
     ];
     // Settings that are absent unless given.
     let optional = [
-        ("FLASHSALE_ADMIN_TOKEN", settings.admin_token.clone()),
-        ("FLASHSALE_TICKET_KEY", settings.ticket_key.clone()),
+        ("FLASHSALE_ADMIN_TOKEN", settings.http.admin_token.clone()),
+        ("FLASHSALE_TICKET_KEY", settings.http.ticket_key.clone()),
         (
             "FLASHSALE_API_TOKENS",
-            Some(settings.api_tokens.join(",")).filter(|t| !t.is_empty()),
+            Some(settings.http.api_tokens.join(",")).filter(|t| !t.is_empty()),
         ),
         (
             "FLASHSALE_TRUSTED_PROXIES",
             Some(joined(
                 settings
+                    .http
                     .trusted_proxies
                     .iter()
                     .map(ToString::to_string)
@@ -107,12 +118,13 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
         ),
         (
             "FLASHSALE_DATABASE_URL",
-            Some(settings.database_url.clone()).filter(|_| settings.database_url_explicit),
+            Some(settings.consumer.database_url.clone())
+                .filter(|_| settings.consumer.database_url_explicit),
         ),
         (
             "FLASHSALE_LOG_CONFIG",
-            Some(settings.log_config.display().to_string())
-                .filter(|_| settings.log_config_explicit),
+            Some(settings.telemetry.log_config.display().to_string())
+                .filter(|_| settings.telemetry.log_config_explicit),
         ),
     ];
     env.extend(
@@ -122,12 +134,12 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
     );
     for (limit, rate, burst) in [
         (
-            settings.buyer_rate,
+            settings.http.buyer_rate,
             "FLASHSALE_BUYER_RATE",
             "FLASHSALE_BUYER_BURST",
         ),
         (
-            settings.client_rate,
+            settings.http.client_rate,
             "FLASHSALE_CLIENT_RATE",
             "FLASHSALE_CLIENT_BURST",
         ),
@@ -155,8 +167,8 @@ pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestA
     let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         settings: settings.clone(),
-        namespace: settings.namespace.clone(),
-        default_sku: settings.default_sku.to_string(),
+        namespace: settings.redis.namespace.clone(),
+        default_sku: settings.recovery.default_sku.to_string(),
         client: reqwest::Client::new(),
         redis: crate::helpers::check_connection(settings),
     };
