@@ -16,7 +16,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::jetstream::context::PublishErrorKind;
 
 use crate::domain::Sku;
 use crate::domain::event::OrderEvent;
@@ -176,9 +175,7 @@ impl Confirmation {
                 // try is bounded, and the next goes out under the same message id (JetStream
                 // drops a repeat), until the overall timeout.
                 match tokio::time::timeout(ATTEMPT_TIMEOUT, acknowledged).await {
-                    Ok(Err(StreamError::Publish(e)))
-                        if e.kind() == PublishErrorKind::StreamNotFound =>
-                    {
+                    Ok(Err(e)) if e.stream_missing() => {
                         tokio::time::sleep(NO_LEADER_RETRY).await;
                     }
                     Ok(acknowledged) => return acknowledged,

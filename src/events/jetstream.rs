@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::context::{GetStreamErrorKind, PublishAckFuture, PublishError};
+use async_nats::jetstream::context::{
+    GetStreamErrorKind, PublishAckFuture, PublishError, PublishErrorKind,
+};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
@@ -38,6 +40,14 @@ pub enum StreamError {
     NoAcknowledgement(Duration),
     #[error("reading the stream: {0}")]
     Read(String),
+}
+
+impl StreamError {
+    /// No stream took the message: none holds the subject (it was deleted, or never made),
+    /// or a replicated stream has no leader yet. Either way the stream may need making.
+    pub fn stream_missing(&self) -> bool {
+        matches!(self, StreamError::Publish(e) if e.kind() == PublishErrorKind::StreamNotFound)
+    }
 }
 
 /// Sends one order event: the one place an event becomes a message. Its subject is the

@@ -301,7 +301,15 @@ impl<R: SaleRebuilder> Relay<R> {
                 .take_lease(sku, &self.consumer, self.claim_idle)
                 .await?
             {
-                self.relay_sale(sku).await?;
+                if let Err(e) = self.relay_sale(sku).await {
+                    // The stream is gone (deleted by hand, say): make it again next pass
+                    // rather than fail for good on a check made once.
+                    if matches!(&e, RelayError::Stream(e) if e.stream_missing()) {
+                        log::warn!("order stream missing; it is made again: {e}");
+                        *stream_ready = false;
+                    }
+                    return Err(e);
+                }
                 // Events waited for a sale whose state Redis lost (one sale's keys gone):
                 // bring it back now rather than at its next request. Only a sale with
                 // waiting events pays for this check.

@@ -162,6 +162,29 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_under_the_relay_is_made_again_and_gets_what_waits() {
+    // `redis` mode: only the relay publishes, so the relay is what must notice.
+    let app = spawn_app_with(|s| s.nats.confirm = Confirm::Redis).await;
+    let sku = unique("restream");
+    app.create_sale(&sku, json!({"stock": 100})).await;
+    let before = buy_all(&app, &sku, &users("before", 5), 5).await;
+    let delivered = wait_for_delivered(&app.settings, 5, Duration::from_secs(30)).await;
+    assert_eq!(created_ids(&delivered), before);
+
+    // Deleted by hand while the service runs: the relay's next publishes find no stream.
+    crate::helpers::nats::delete_stream(&app.settings).await;
+    let after = buy_all(&app, &sku, &users("after", 5), 5).await;
+    assert_eq!(after.len(), 5, "Redis alone decides");
+    let delivered = wait_for_delivered(&app.settings, 5, Duration::from_secs(30)).await;
+    assert_eq!(
+        created_ids(&delivered),
+        after,
+        "the relay made the stream again and delivered what waited"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
     let mut nats = PrivateNats::start().await;
     let url = nats.url();
