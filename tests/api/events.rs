@@ -185,6 +185,45 @@ async fn a_stream_deleted_under_the_relay_is_made_again_and_gets_what_waits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_cannot_deliver_backs_off_instead_of_spinning() {
+    // A Redis of the test's own, so its command counts are this app's alone.
+    let redis = crate::helpers::redis_fixtures::LosableRedis::start().await;
+    let mut nats = PrivateNats::start().await;
+    let mut settings = crate::helpers::test_settings();
+    settings.redis.url = redis.url();
+    settings.nats.confirm = Confirm::Redis;
+    crate::helpers::use_nats(&mut settings, &nats.url());
+    let app = crate::helpers::spawn_app_from(settings).await;
+    let sku = unique("backoff");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    // The relay runs: it delivered an order.
+    assert_eq!(app.order(&sku, "u0", 1).await.status(), 201);
+    wait_for_delivered(&app.settings, 1, Duration::from_secs(30)).await;
+    nats.stop().await;
+    assert_eq!(app.order(&sku, "u1", 1).await.status(), 201);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Each failed try reads the index of waiting sales once (for /readyz's lag). Idle, the
+    // relay looks every 50 ms (40 looks in 2 s); failing, it waits 0.1 s doubling to 5 s
+    // between tries: a handful in 2 s. A relay that retried at once would look thousands
+    // of times. (A count of work, not a latency: a slow machine only lowers it.)
+    let mut check = crate::helpers::redis_connection(&redis.url()).await;
+    let before = crate::helpers::redis_fixtures::command_calls(&mut check).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = crate::helpers::redis_fixtures::command_calls(&mut check).await;
+    let looks = crate::helpers::redis_fixtures::delta(&before, &after, "smembers");
+    assert!(
+        looks < 20,
+        "{looks} looks at the index in 2 s while NATS was down"
+    );
+
+    nats.restart().await;
+    let delivered = wait_for_delivered(&app.settings, 2, Duration::from_secs(40)).await;
+    assert_eq!(delivered.len(), 2, "delivered once NATS is back");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
     let mut nats = PrivateNats::start().await;
     let url = nats.url();
