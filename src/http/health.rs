@@ -2,12 +2,12 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-              (status = 404, description = "not_found: metrics are off", body = crate::http::error::ErrorBody)))]
+              (status = 404, description = "not_found: metrics are off", body = ErrorBody)))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let handle = state.metrics.as_ref().ok_or(ApiError::RouteNotFound)?;
     Ok(HttpResponse::Ok()

@@ -8,7 +8,7 @@ use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::events::confirm::Delivery;
 use crate::http::AppState;
 use crate::http::auth::{Admin, Caller, caller};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 #[cfg(doc)]
 use crate::operations::LISTED_ORDERS;
 
@@ -24,14 +24,14 @@ use crate::operations::LISTED_ORDERS;
         (status = 201, description = "a new order", body = crate::domain::order::Order),
         (status = 200, description = "the order an earlier request with this Idempotency-Key created", body = crate::domain::order::Order),
         (status = 202, description = "accepted; JetStream (or the replicas asked for) had not acknowledged it in time: delivery pending", body = crate::domain::order::Order),
-        (status = 400, description = "invalid_request", body = crate::http::error::ErrorBody),
-        (status = 401, description = "unauthorized (storefront token), invalid_ticket", body = crate::http::error::ErrorBody),
-        (status = 404, description = "sale_not_found", body = crate::http::error::ErrorBody),
-        (status = 409, description = "sold_out, user_limit_reached, sale_not_open, idempotency_conflict", body = crate::http::error::ErrorBody),
-        (status = 413, description = "payload_too_large", body = crate::http::error::ErrorBody),
-        (status = 415, description = "unsupported_media_type", body = crate::http::error::ErrorBody),
-        (status = 429, description = "rate_limited (Retry-After)", body = crate::http::error::ErrorBody),
-        (status = 503, description = "unavailable: retry with the same Idempotency-Key; sale_inconsistent: the sale's copy sells past its stock until mended (Retry-After)", body = crate::http::error::ErrorBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized (storefront token), invalid_ticket", body = ErrorBody),
+        (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 409, description = "sold_out, user_limit_reached, sale_not_open, idempotency_conflict", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "rate_limited (Retry-After)", body = ErrorBody),
+        (status = 503, description = "unavailable: retry with the same Idempotency-Key; sale_inconsistent: the sale's copy sells past its stock until mended (Retry-After)", body = ErrorBody),
     ))]
 pub async fn create_order(
     state: web::Data<AppState>,
@@ -99,12 +99,12 @@ pub async fn create_order(
     security(("admin" = [])),
     responses(
         (status = 200, description = "the cancelled order", body = crate::domain::order::Order),
-        (status = 400, description = "invalid_request", body = crate::http::error::ErrorBody),
-        (status = 401, description = "unauthorized", body = crate::http::error::ErrorBody),
-        (status = 403, description = "forbidden: no admin token configured", body = crate::http::error::ErrorBody),
-        (status = 404, description = "order_not_found", body = crate::http::error::ErrorBody),
-        (status = 409, description = "order_paid, order_expired", body = crate::http::error::ErrorBody),
-        (status = 503, description = "unavailable", body = crate::http::error::ErrorBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: no admin token configured", body = ErrorBody),
+        (status = 404, description = "order_not_found", body = ErrorBody),
+        (status = 409, description = "order_paid, order_expired", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn cancel_order(
     _: Admin,
@@ -125,13 +125,13 @@ pub async fn cancel_order(
     security(("storefront" = []), ("admin" = [])),
     responses(
         (status = 200, description = "the paid order", body = crate::domain::order::OrderView),
-        (status = 400, description = "invalid_request", body = crate::http::error::ErrorBody),
-        (status = 401, description = "unauthorized", body = crate::http::error::ErrorBody),
-        (status = 404, description = "order_not_found", body = crate::http::error::ErrorBody),
-        (status = 409, description = "order_expired, order_cancelled, payment_conflict, not_payable", body = crate::http::error::ErrorBody),
-        (status = 413, description = "payload_too_large", body = crate::http::error::ErrorBody),
-        (status = 415, description = "unsupported_media_type", body = crate::http::error::ErrorBody),
-        (status = 503, description = "unavailable", body = crate::http::error::ErrorBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "order_not_found", body = ErrorBody),
+        (status = 409, description = "order_expired, order_cancelled, payment_conflict, not_payable", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn pay_order(
     _: Caller,
@@ -158,10 +158,10 @@ fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
     security(("storefront" = []), ("admin" = [])),
     responses(
         (status = 200, description = "the order", body = crate::domain::order::OrderView),
-        (status = 400, description = "invalid_request", body = crate::http::error::ErrorBody),
-        (status = 401, description = "unauthorized", body = crate::http::error::ErrorBody),
-        (status = 404, description = "order_not_found", body = crate::http::error::ErrorBody),
-        (status = 503, description = "unavailable", body = crate::http::error::ErrorBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "order_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn get_order(
     _: Caller,
@@ -199,10 +199,10 @@ struct BuyerOrders<'a> {
     security(("storefront" = []), ("admin" = [])),
     responses(
         (status = 200, description = "the buyer's orders in the sale, newest first", body = BuyerOrders),
-        (status = 400, description = "invalid_request", body = crate::http::error::ErrorBody),
-        (status = 401, description = "unauthorized", body = crate::http::error::ErrorBody),
-        (status = 404, description = "sale_not_found", body = crate::http::error::ErrorBody),
-        (status = 503, description = "unavailable", body = crate::http::error::ErrorBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn list_buyer_orders(
     _: Caller,

@@ -4,7 +4,7 @@ use crate::domain::Sku;
 use crate::domain::sale::{SaleSettings, SaleSettingsRequest};
 use crate::http::AppState;
 use crate::http::auth::Admin;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 
 /// `PUT /v1/sales/{sku}` (admin): 201 when created, 200 when replaced; body = the sale.
 #[utoipa::path(put, path = "/v1/sales/{sku}", tag = "sales",
@@ -14,13 +14,13 @@ use crate::http::error::ApiError;
     responses(
         (status = 201, description = "created", body = crate::domain::sale::Sale),
         (status = 200, description = "replaced", body = crate::domain::sale::Sale),
-        (status = 400, description = "invalid_request", body = crate::http::error::ErrorBody),
-        (status = 401, description = "unauthorized", body = crate::http::error::ErrorBody),
-        (status = 403, description = "forbidden: no admin token configured", body = crate::http::error::ErrorBody),
-        (status = 409, description = "stock_below_sold", body = crate::http::error::ErrorBody),
-        (status = 413, description = "payload_too_large", body = crate::http::error::ErrorBody),
-        (status = 415, description = "unsupported_media_type", body = crate::http::error::ErrorBody),
-        (status = 503, description = "unavailable", body = crate::http::error::ErrorBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: no admin token configured", body = ErrorBody),
+        (status = 409, description = "stock_below_sold", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn put_sale(
     _: Admin,
@@ -44,9 +44,9 @@ pub async fn put_sale(
     params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses(
         (status = 200, description = "the sale with its live counters", body = crate::domain::sale::Sale),
-        (status = 400, description = "invalid_request", body = crate::http::error::ErrorBody),
-        (status = 404, description = "sale_not_found", body = crate::http::error::ErrorBody),
-        (status = 503, description = "unavailable", body = crate::http::error::ErrorBody),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn get_sale(
     state: web::Data<AppState>,

@@ -76,21 +76,6 @@ impl Random {
     }
 }
 
-/// Buys one unit for each user; every purchase must be accepted. Returns the orders.
-async fn buy_each(app: &TestApp, sku: &str, users: &[String]) -> Vec<Value> {
-    futures::stream::iter(users)
-        .map(|user| async move {
-            let response = app.order(sku, user, 1).await;
-            let status = response.status().as_u16();
-            let order: Value = response.json().await.expect("JSON answer");
-            assert!([201, 202].contains(&status), "{status}: {order}");
-            order
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await
-}
-
 /// order_id → status, as Redis holds the sale's orders.
 async fn redis_statuses(app: &TestApp, sku: &str) -> HashMap<String, String> {
     let mut redis = app.redis.clone();
@@ -169,7 +154,7 @@ async fn a_thousand_orders_end_paid_or_expired_exactly_once() {
     let sale: Value = put.json().await.expect("sale");
     assert_eq!(sale["payment_timeout_secs"], 2);
 
-    let orders = buy_each(&app, &sku, &users("w", 1000)).await;
+    let orders = buy_all_accepted(&app, &sku, &users("w", 1000)).await;
     for order in &orders {
         assert_eq!(order["status"], "pending_payment");
         assert_eq!(
@@ -366,7 +351,7 @@ async fn a_thousand_orders_end_paid_or_expired_exactly_once() {
         )
         .await;
     assert_eq!(longer.status(), 200);
-    let again = buy_each(&app, &sku, &users("again", expired)).await;
+    let again = buy_all_accepted(&app, &sku, &users("again", expired)).await;
     assert_eq!(again.len(), expired);
     assert_eq!(app.order(&sku, "one-more", 1).await.status(), 409);
 
@@ -381,7 +366,7 @@ async fn a_pay_and_a_cancel_at_once_end_in_exactly_one() {
     let sku = unique("race");
     app.create_sale(&sku, json!({"stock": 40, "payment_timeout_secs": 60}))
         .await;
-    let orders = buy_each(&app, &sku, &users("r", 40)).await;
+    let orders = buy_all_accepted(&app, &sku, &users("r", 40)).await;
 
     let outcomes: Vec<(u16, u16)> = futures::stream::iter(&orders)
         .map(|order| {
@@ -421,7 +406,7 @@ async fn pay_repeated_late_after_cancel_and_without_a_window() {
     let sku = unique("pay");
     app.create_sale(&sku, json!({"stock": 10, "payment_timeout_secs": 3}))
         .await;
-    let order = &buy_each(&app, &sku, &users("p", 3)).await;
+    let order = &buy_all_accepted(&app, &sku, &users("p", 3)).await;
     let pay_by = millis(&order[2]["pay_by"]);
     let id = |i: usize| order[i]["order_id"].as_str().expect("id").to_owned();
 
@@ -568,8 +553,8 @@ async fn overdue_orders_expire_once_when_a_replica_starts_again() {
     let sku = unique("down");
     app.create_sale(&sku, json!({"stock": 100, "payment_timeout_secs": 1}))
         .await;
-    let mut orders = buy_each(&app, &sku, &users("a", 30)).await;
-    orders.extend(buy_each(&other, &sku, &users("b", 30)).await);
+    let mut orders = buy_all_accepted(&app, &sku, &users("a", 30)).await;
+    orders.extend(buy_all_accepted(&other, &sku, &users("b", 30)).await);
     for replica in [&mut first, &mut second] {
         replica.start_kill().expect("SIGKILL sent");
         replica.wait().await.expect("process gone");
@@ -612,7 +597,7 @@ async fn a_rebuilt_sale_keeps_payments_and_deadlines() {
     let sku = unique("rebuilt");
     app.create_sale(&sku, json!({"stock": 10, "payment_timeout_secs": 2}))
         .await;
-    let orders = buy_each(&app, &sku, &users("k", 6)).await;
+    let orders = buy_all_accepted(&app, &sku, &users("k", 6)).await;
     let id = |i: usize| orders[i]["order_id"].as_str().expect("id").to_owned();
     // Paid and cancelled answers wait for JetStream (FLASHSALE_CONFIRM=jetstream): they
     // survive the loss.
@@ -736,7 +721,7 @@ async fn expired_units_sell_again_on_every_replica_long_before_its_mark_lapses()
     first
         .create_sale(&sku, json!({"stock": 2, "payment_timeout_secs": 1}))
         .await;
-    buy_each(&first, &sku, &users("early", 2)).await;
+    buy_all_accepted(&first, &sku, &users("early", 2)).await;
     for replica in [&first, &second] {
         assert_eq!(
             replica.order(&sku, "late", 1).await.status(),
@@ -791,7 +776,7 @@ async fn the_consumer_migrates_a_first_version_table_in_place() {
     let sku = unique("migrated");
     app.create_sale(&sku, json!({"stock": 5, "payment_timeout_secs": 600}))
         .await;
-    let order = &buy_each(&app, &sku, &users("m", 2)).await;
+    let order = &buy_all_accepted(&app, &sku, &users("m", 2)).await;
     let id = |i: usize| order[i]["order_id"].as_str().expect("id").to_owned();
     assert_eq!(pay(&app, &id(0), "psp-9").await.status(), 200);
 
@@ -868,4 +853,16 @@ async fn the_sweeper_rebuilds_a_lost_sale_it_still_has_deadlines_for() {
     }
     assert_eq!(app.redis_sold(&sku).await, 0, "its unit is back");
     app.cleanup().await;
+}
+
+/// Buys one unit for each user; every purchase must be accepted. Returns the orders.
+async fn buy_all_accepted(app: &TestApp, sku: &str, users: &[String]) -> Vec<Value> {
+    crate::helpers::buy_each(app, sku, users, 64)
+        .await
+        .into_iter()
+        .map(|(status, order)| {
+            assert!([201, 202].contains(&status), "{status}: {order}");
+            order
+        })
+        .collect()
 }

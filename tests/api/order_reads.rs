@@ -47,19 +47,13 @@ async fn listed_ids(app: &TestApp, sku: &str, user: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn buy(app: &TestApp, sku: &str, user: &str) -> Value {
-    let response = app.order(sku, user, 1).await;
-    assert!([201, 202].contains(&response.status().as_u16()));
-    response.json().await.expect("order")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_reads_back_with_its_status_and_delivery() {
     let app = spawn_app().await;
     let sku = unique("read");
     app.create_sale(&sku, json!({"stock": 5, "price": 250}))
         .await;
-    let bought = buy(&app, &sku, "reader").await;
+    let bought = app.buy_accepted(&sku, "reader").await;
     let id = bought["order_id"].as_str().expect("id");
 
     let order = read_delivered(&app, id).await;
@@ -104,7 +98,7 @@ async fn an_order_is_undelivered_while_nats_is_down() {
     let sku = unique("undelivered");
     app.create_sale(&sku, json!({"stock": 5})).await;
     nats.stop().await;
-    let bought = buy(&app, &sku, "patient").await;
+    let bought = app.buy_accepted(&sku, "patient").await;
     assert_eq!(bought["delivery"], "pending");
     let id = bought["order_id"].as_str().expect("id");
     assert_eq!(read_order(&app, id).await["delivered"], false);
@@ -121,9 +115,9 @@ async fn a_buyers_orders_are_listed_newest_first() {
     app.create_sale(&sku, json!({"stock": 10})).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(buy(&app, &sku, "repeat buyer").await["order_id"].clone());
+        ids.push(app.buy_accepted(&sku, "repeat buyer").await["order_id"].clone());
     }
-    buy(&app, &sku, "someone else").await;
+    app.buy_accepted(&sku, "someone else").await;
     ids.reverse();
 
     assert_eq!(
@@ -145,7 +139,7 @@ async fn reads_need_the_token_and_an_order_that_exists() {
     let app = spawn_app().await;
     let sku = unique("guarded");
     app.create_sale(&sku, json!({"stock": 5})).await;
-    let id = buy(&app, &sku, "u").await["order_id"]
+    let id = app.buy_accepted(&sku, "u").await["order_id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -204,8 +198,8 @@ async fn orders_read_back_after_redis_lost_them() {
     let app = spawn_app_with(|s| s.redis.url = url).await;
     let sku = unique("read-rebuilt");
     app.create_sale(&sku, json!({"stock": 5})).await;
-    let first = buy(&app, &sku, "loyal").await["order_id"].clone();
-    let second = buy(&app, &sku, "loyal").await["order_id"].clone();
+    let first = app.buy_accepted(&sku, "loyal").await["order_id"].clone();
+    let second = app.buy_accepted(&sku, "loyal").await["order_id"].clone();
 
     redis.restart_empty_for(&[&app]).await;
     let id = second.as_str().expect("id");
@@ -234,7 +228,7 @@ async fn a_corrupt_record_is_a_500_json_error_and_the_service_goes_on() {
     let app = spawn_app().await;
     let sku = unique("corrupt");
     app.create_sale(&sku, json!({"stock": 5})).await;
-    let id = buy(&app, &sku, "u").await["order_id"]
+    let id = app.buy_accepted(&sku, "u").await["order_id"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -250,6 +244,6 @@ async fn a_corrupt_record_is_a_500_json_error_and_the_service_goes_on() {
     let (status, code) = error_of(read(&app, &format!("/v1/orders/{id}")).await).await;
     assert_eq!((status, code.as_str()), (500, "internal"));
     // Nothing else is affected: the sale still sells.
-    assert_eq!(buy(&app, &sku, "next").await["status"], "created");
+    assert_eq!(app.buy_accepted(&sku, "next").await["status"], "created");
     app.cleanup().await;
 }

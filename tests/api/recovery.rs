@@ -39,13 +39,6 @@ fn settings_with(redis: &LosableRedis, confirm: Confirm, nats: Option<&PrivateNa
     settings
 }
 
-/// One purchase's answer: status and body.
-async fn buy(app: &TestApp, sku: &str, user: &str) -> (u16, Value) {
-    let response = app.order(sku, user, 1).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// Buys one unit for each user through `apps` in turn, `concurrency` at a time; returns the
 /// answers.
 async fn burst(
@@ -55,7 +48,7 @@ async fn burst(
     concurrency: usize,
 ) -> Vec<(u16, Value)> {
     futures::stream::iter(buyers.iter().enumerate())
-        .map(|(i, user)| buy(apps[i % apps.len()], sku, user))
+        .map(|(i, user)| apps[i % apps.len()].buy(sku, user))
         .buffer_unordered(concurrency)
         .collect()
         .await

@@ -30,12 +30,6 @@ fn held_relay(redis: &LosableRedis, nats: &PrivateNats) -> Settings {
     settings
 }
 
-async fn buy(app: &TestApp, sku: &str, user: &str) -> (u16, Value) {
-    let response = app.order(sku, user, 1).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON answer"))
-}
-
 async fn admin_post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::Response {
     let mut request = app.client.post(app.url(path)).bearer_auth(ADMIN_TOKEN);
     if let Some(body) = body {
@@ -80,7 +74,7 @@ async fn a_rebuild_installs_an_overdue_order_expired_and_sells_its_unit_once() {
 
     // A wins the unit and does not pay; the sweeper expires the order (its event waits in
     // the held outbox: JetStream holds only A's order.created).
-    let (status, first) = buy(&app, &sku, "a").await;
+    let (status, first) = app.buy(&sku, "a").await;
     assert_eq!(
         (status, first["delivery"].as_str()),
         (201, Some("confirmed"))
@@ -105,7 +99,7 @@ async fn a_rebuild_installs_an_overdue_order_expired_and_sells_its_unit_once() {
         .put_sale(&sku, json!({"stock": 1, "payment_timeout_secs": 3600}))
         .await;
     assert_eq!(replaced.status(), 200);
-    let (status, second) = buy(&app, &sku, "b").await;
+    let (status, second) = app.buy(&sku, "b").await;
     assert_eq!(
         (status, second["delivery"].as_str()),
         (201, Some("confirmed"))
@@ -123,7 +117,7 @@ async fn a_rebuild_installs_an_overdue_order_expired_and_sells_its_unit_once() {
     );
     assert_eq!(order_status(&app, &first_id).await, "expired");
     assert_eq!(order_status(&app, &second_id).await, "pending_payment");
-    let (status, third) = buy(&app, &sku, "c").await;
+    let (status, third) = app.buy(&sku, "c").await;
     assert_eq!((status, third["error"].as_str()), (409, Some("sold_out")));
     assert_eq!(
         outbox(&app, &sku).await,
@@ -159,7 +153,7 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
     let sku = unique("inconsistent");
     app.create_sale(&sku, json!({"stock": 1})).await;
 
-    let (status, first) = buy(&app, &sku, "a").await;
+    let (status, first) = app.buy(&sku, "a").await;
     assert_eq!(
         (status, first["delivery"].as_str()),
         (201, Some("confirmed"))
@@ -177,7 +171,7 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
     );
     nats.restart().await;
     app.wait_until_ready().await;
-    let (status, second) = buy(&app, &sku, "b").await;
+    let (status, second) = app.buy(&sku, "b").await;
     assert_eq!(
         (status, second["delivery"].as_str()),
         (201, Some("confirmed"))
@@ -215,7 +209,7 @@ async fn a_history_that_sells_past_the_stock_is_refused_clearly_until_mended() {
         (again["status"].as_str(), again["remaining"].as_u64()),
         (Some("cancelled"), Some(0))
     );
-    let (status, third) = buy(&app, &sku, "c").await;
+    let (status, third) = app.buy(&sku, "c").await;
     assert_eq!((status, third["error"].as_str()), (409, Some("sold_out")));
     app.cleanup().await;
 }
@@ -268,7 +262,7 @@ async fn a_delivery_once_answered_is_never_undone_by_a_later_read() {
         .create_sale(&sku, json!({"stock": 10, "payment_timeout_secs": 600}))
         .await;
 
-    let (status, bought) = buy(&first, &sku, "a").await;
+    let (status, bought) = first.buy(&sku, "a").await;
     assert_eq!(
         (status, bought["delivery"].as_str()),
         (201, Some("confirmed"))
@@ -295,7 +289,7 @@ async fn a_delivery_once_answered_is_never_undone_by_a_later_read() {
         "a delivered payment read undelivered: {seen:?}"
     );
 
-    let (_, other) = buy(&second, &sku, "b").await;
+    let (_, other) = second.buy(&sku, "b").await;
     let cancelled_id = other["order_id"].as_str().expect("order_id").to_owned();
     let cancelled = admin_post(&second, &format!("/v1/orders/{cancelled_id}/cancel"), None).await;
     let cancelled: Value = cancelled.json().await.expect("order");
@@ -395,7 +389,7 @@ async fn a_rebuilt_sale_keeps_its_orders_and_tallies_for_good() {
         json!({"stock": 10, "per_user_limit": 1, "payment_timeout_secs": 3600}),
     )
     .await;
-    let (status, _) = buy(&app, &sku, "a").await;
+    let (status, _) = app.buy(&sku, "a").await;
     assert_eq!(status, 201);
     redis.restart_empty_for(&[&app]).await;
     assert_eq!(app.sale_json(&sku).await["sold"], 1, "rebuilt");
@@ -412,7 +406,7 @@ async fn a_rebuilt_sale_keeps_its_orders_and_tallies_for_good() {
             .expect("PTTL");
         assert_eq!(ttl, -1, "{name} is kept for good (PTTL {ttl})");
     }
-    let (status, refused) = buy(&app, &sku, "a").await;
+    let (status, refused) = app.buy(&sku, "a").await;
     assert_eq!(
         (status, refused["error"].as_str()),
         (409, Some("user_limit_reached"))
@@ -431,7 +425,7 @@ async fn a_replay_is_as_durable_as_a_first_answer() {
     app.create_sale(&sku, json!({"stock": 5})).await;
     // Confirmed once, so the stream exists; then NATS goes: the next order waits in the
     // (held) outbox and is answered 202.
-    let (status, _) = buy(&app, &sku, "first").await;
+    let (status, _) = app.buy(&sku, "first").await;
     assert_eq!(status, 201);
     nats.stop().await;
     let body = json!({"user_id": "late", "quantity": 1});

@@ -216,6 +216,21 @@ impl TestApp {
         response.json().await.expect("sale is JSON")
     }
 
+    /// One unit for `user`: the answer's status and body (null when it is not JSON).
+    pub async fn buy(&self, sku: &str, user: &str) -> (u16, Value) {
+        let response = self.order(sku, user, 1).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// One unit for `user`, which must be accepted (201, or 202 while JetStream is late):
+    /// the order.
+    pub async fn buy_accepted(&self, sku: &str, user: &str) -> Value {
+        let (status, order) = self.buy(sku, user).await;
+        assert!([201, 202].contains(&status), "{status}: {order}");
+        order
+    }
+
     pub async fn order(&self, sku: &str, user_id: &str, quantity: u64) -> reqwest::Response {
         self.order_with_key(sku, json!({"user_id": user_id, "quantity": quantity}), None)
             .await
