@@ -43,7 +43,7 @@ impl Inventory {
         snapshot: &SaleSnapshot,
     ) -> Result<Option<Restored>, StoreError> {
         let sku = &definition.sku;
-        let keys = self.keys(&sku);
+        let keys = self.keys(sku);
         let attempt = staging_token();
         let staged = |name: &str| keys.staging(&attempt, name);
         let (staged_orders, staged_buyers, staged_idem, staged_deadlines) = (
@@ -87,7 +87,7 @@ impl Inventory {
         let staged_all: Result<(), _> = pipe.query_async(&mut redis).await;
         self.observe(staged_all)?;
         // Registered before the sale exists, as a PUT does.
-        self.register(&sku).await?;
+        self.register(sku).await?;
 
         let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
         let mut call = self.restore_script.prepare_invoke();
@@ -128,7 +128,7 @@ impl Inventory {
                     sold: reply.uint(5)?,
                 };
                 if restored.expired.orders > 0 {
-                    self.wrote_outbox(&sku);
+                    self.wrote_outbox(sku);
                     for _ in 0..restored.expired.orders {
                         crate::support::metrics::record_transition(OrderStatus::Expired.as_str());
                     }
