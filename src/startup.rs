@@ -11,7 +11,8 @@ use actix_web::{App, HttpServer, web};
 
 use crate::events::confirm::Confirmation;
 use crate::events::jetstream::OrderStream;
-use crate::events::relay::{DrainSignal, Relay, RelayStatus};
+use crate::events::relay::{DrainSignal, Relay};
+use crate::events::relay_status::RelayStatus;
 use crate::events::sale_changes::SaleChanges;
 use crate::expiry::Sweeper;
 use crate::http::rate_limit::RateLimits;

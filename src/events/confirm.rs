@@ -19,7 +19,8 @@ use async_nats::jetstream;
 
 use crate::domain::Sku;
 use crate::domain::event::OrderEvent;
-use crate::events::jetstream::{OrderStream, StreamError, ensure_stream, send_event};
+use crate::events::jetstream::{OrderStream, StreamError, StreamFeatures, ensure_stream};
+use crate::events::publish::send_event;
 use crate::store::Inventory;
 use crate::support::metrics::Publisher;
 use crate::support::settings::Confirm;
@@ -72,7 +73,7 @@ pub struct Confirmation {
     inventory: std::sync::Arc<Inventory>,
     stream: OrderStream,
     /// Set once the order stream is known to exist (publishing needs it).
-    stream_ready: tokio::sync::OnceCell<()>,
+    stream_ready: tokio::sync::OnceCell<StreamFeatures>,
     /// From the handler's publish to the PubAck: the script wrote the event just before.
     delivery_lag: metrics::Histogram,
 }

@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::context::{
-    GetStreamErrorKind, PublishAckFuture, PublishError, PublishErrorKind,
-};
-use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
@@ -38,6 +35,8 @@ pub enum StreamError {
     Publish(#[from] PublishError),
     #[error("no acknowledgement within {0:?}")]
     NoAcknowledgement(Duration),
+    #[error("atomic batch: {0}")]
+    Batch(String),
     #[error("reading the stream: {0}")]
     Read(String),
 }
@@ -48,69 +47,6 @@ impl StreamError {
     pub fn stream_missing(&self) -> bool {
         matches!(self, StreamError::Publish(e) if e.kind() == PublishErrorKind::StreamNotFound)
     }
-}
-
-/// Sends one order event: the one place an event becomes a message. Its subject is the
-/// contract's `<prefix>.<event>.<sku>` and its `Nats-Msg-Id` the event's own, so JetStream
-/// drops a repeat whoever sends it (handler or relay). Resolves once the message is sent; the
-/// returned future then resolves with JetStream's acknowledgement.
-pub async fn send_event(
-    js: &jetstream::Context,
-    stream: &OrderStream,
-    event: &OrderEvent,
-) -> Result<PublishAckFuture, StreamError> {
-    let payload = serde_json::to_vec(event)?;
-    let message = PublishMessage::build()
-        .payload(payload.into())
-        .message_id(event.message_id());
-    Ok(js
-        .send_publish(event.subject(&stream.subject_prefix), message)
-        .await?)
-}
-
-/// Publishes events in order, pipelined: each is sent, then the acknowledgements are awaited.
-/// Returns how many of them, from the first, JetStream acknowledged, and the first failure;
-/// events after a failure are left to the caller's next try, even if acknowledged (JetStream
-/// drops the repeat). `None` stands for an entry with nothing to publish (unreadable): it
-/// counts as delivered. `acknowledged` hears the index of each event JetStream acknowledged.
-pub async fn publish_in_order<'a>(
-    js: &jetstream::Context,
-    stream: &OrderStream,
-    events: impl Iterator<Item = Option<&'a OrderEvent>>,
-    mut acknowledged: impl FnMut(usize),
-) -> (usize, Option<StreamError>) {
-    let mut acks = Vec::with_capacity(events.size_hint().0);
-    let mut failure = None;
-    for event in events {
-        let Some(event) = event else {
-            acks.push(None);
-            continue;
-        };
-        match send_event(js, stream, event).await {
-            Ok(ack) => acks.push(Some(ack)),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    let mut delivered = 0;
-    let mut unbroken = true;
-    for (index, ack) in acks.into_iter().enumerate() {
-        if let Some(ack) = ack {
-            match ack.await {
-                Ok(_) => acknowledged(index),
-                Err(e) => {
-                    failure.get_or_insert(e.into());
-                    unbroken = false;
-                }
-            }
-        }
-        if unbroken {
-            delivered += 1;
-        }
-    }
-    (delivered, failure)
 }
 
 /// The order stream as the settings name it.
@@ -133,12 +69,30 @@ impl OrderStream {
     }
 }
 
-/// Creates the stream when absent; leaves an existing one alone (warning when its settings
-/// would weaken the delivery guarantee).
+/// What the stream lets a publisher do, found when the stream is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamFeatures {
+    /// Atomic batches (ADR-50: nats-server 2.12 or later, and the stream's `allow_atomic`):
+    /// the events of a batch are stored together, under one acknowledgement.
+    pub atomic_batches: bool,
+}
+
+/// Whether a nats-server of `version` (`2.15.1`, `2.12.0-beta.1`) takes atomic batches.
+fn takes_atomic_batches(version: &str) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 12)
+}
+
+/// Creates the stream when absent, taking atomic batches where the server can; leaves an
+/// existing one alone (warning when its settings would weaken the delivery guarantee).
+/// Returns what the stream allows.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     order_stream: &OrderStream,
-) -> Result<(), StreamSetupError> {
+) -> Result<StreamFeatures, StreamSetupError> {
     let name = order_stream.name.as_str();
     let subjects = format!("{}.>", order_stream.subject_prefix);
     let error = |reason: String| StreamSetupError {
@@ -160,9 +114,12 @@ pub async fn ensure_stream(
                     config.subjects
                 );
             }
-            Ok(())
+            Ok(StreamFeatures {
+                atomic_batches: config.allow_atomic_publish,
+            })
         }
         Err(e) if is_stream_not_found(e.kind()) => {
+            let atomic_batches = takes_atomic_batches(&js.client().server_info().version);
             let created = js
                 .create_stream(stream::Config {
                     name: name.to_owned(),
@@ -170,20 +127,34 @@ pub async fn ensure_stream(
                     storage: stream::StorageType::File,
                     duplicate_window: DUPLICATE_WINDOW,
                     num_replicas: order_stream.replicas,
+                    allow_atomic_publish: atomic_batches,
                     ..Default::default()
                 })
                 .await;
             match created {
                 Ok(_) => {
-                    log::info!("jetstream stream {name} created for {subjects}");
-                    Ok(())
+                    log::info!(
+                        "jetstream stream {name} created for {subjects} (atomic batches: {atomic_batches})"
+                    );
+                    Ok(StreamFeatures { atomic_batches })
                 }
-                // Another replica created it in between.
-                Err(e) if e.to_string().contains("already in use") => Ok(()),
+                // Another replica created it in between: it exists. Its settings are read
+                // if its leader answers yet (on a cluster it may not for a while); until
+                // then this process publishes one event at a time, which any stream takes.
+                Err(e) if e.to_string().contains("already in use") => {
+                    Ok(match js.get_stream(name).await {
+                        Ok(existing) => StreamFeatures {
+                            atomic_batches: existing.cached_info().config.allow_atomic_publish,
+                        },
+                        Err(_) => StreamFeatures::default(),
+                    })
+                }
                 // Of concurrent creations on a cluster only one may be answered: the stream
                 // may exist all the same.
                 Err(e) => match js.get_stream(name).await {
-                    Ok(_) => Ok(()),
+                    Ok(existing) => Ok(StreamFeatures {
+                        atomic_batches: existing.cached_info().config.allow_atomic_publish,
+                    }),
                     Err(_) => Err(error(e.to_string())),
                 },
             }
@@ -305,4 +276,24 @@ pub async fn read_events(
         }
     }
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_batches_from_2_12_on() {
+        for (version, takes) in [
+            ("2.9.10", false),
+            ("2.11.9", false),
+            ("2.12.0", true),
+            ("2.12.0-beta.1", true),
+            ("2.15.1", true),
+            ("3.0.0", true),
+            ("", false),
+        ] {
+            assert_eq!(takes_atomic_batches(version), takes, "{version}");
+        }
+    }
 }

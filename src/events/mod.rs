@@ -6,5 +6,7 @@
 pub mod confirm;
 pub mod consumer;
 pub mod jetstream;
+pub mod publish;
 pub mod relay;
+pub mod relay_status;
 pub mod sale_changes;

@@ -15,7 +15,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -24,8 +23,10 @@ use tokio::sync::watch;
 use crate::domain::Sku;
 use crate::events::confirm::relay_grace;
 use crate::events::jetstream::{
-    DUPLICATE_WINDOW, OrderStream, StreamError, ensure_stream, publish_in_order,
+    DUPLICATE_WINDOW, OrderStream, StreamError, StreamFeatures, ensure_stream,
 };
+use crate::events::publish::publish_in_order;
+use crate::events::relay_status::RelayStatus;
 use crate::store::{Backlog, Inventory, StoreError};
 use crate::support::metrics::Publisher;
 use crate::support::settings::{Confirm, Settings};
@@ -46,29 +47,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const DRAIN_RETRY: Duration = Duration::from_millis(50);
 /// Lag is logged at most this often while orders wait.
 const LAG_LOG_EVERY: Duration = Duration::from_secs(30);
-
-/// What the relay last saw; read by `/readyz`.
-#[derive(Debug, Default)]
-pub struct RelayStatus {
-    pending: AtomicU64,
-    oldest_age_ms: AtomicU64,
-}
-
-impl RelayStatus {
-    pub fn backlog(&self) -> Backlog {
-        Backlog {
-            pending: self.pending.load(Ordering::Relaxed),
-            oldest_age_ms: self.oldest_age_ms.load(Ordering::Relaxed),
-        }
-    }
-
-    fn record(&self, backlog: Backlog) {
-        crate::support::metrics::record_backlog(backlog.pending, backlog.oldest_age_ms);
-        self.pending.store(backlog.pending, Ordering::Relaxed);
-        self.oldest_age_ms
-            .store(backlog.oldest_age_ms, Ordering::Relaxed);
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -151,7 +129,8 @@ impl<R: SaleRebuilder> Relay<R> {
     /// Runs until drained: after the signal carries a deadline, it stops as soon as nothing
     /// waits, or at the deadline, leaving the rest in the outbox for the next process.
     pub async fn run(self, mut drain: watch::Receiver<Option<Instant>>) {
-        let mut stream_ready = false;
+        // What the stream allows, once it is known to exist.
+        let mut stream_features = None;
         let mut swept_at: Option<Instant> = None;
         let mut failures: u32 = 0;
         let mut last_lag_log = Instant::now();
@@ -174,7 +153,9 @@ impl<R: SaleRebuilder> Relay<R> {
         }
         loop {
             let draining = drain.borrow().is_some();
-            let outcome = self.pass(&mut stream_ready, &mut swept_at, draining).await;
+            let outcome = self
+                .pass(&mut stream_features, &mut swept_at, draining)
+                .await;
             // Marks the value seen, so `changed()` below waits for the next one.
             let deadline = *drain.borrow_and_update();
             match &outcome {
@@ -246,7 +227,7 @@ impl<R: SaleRebuilder> Relay<R> {
     /// One round over the sales with events waiting; returns what still waits afterwards.
     async fn pass(
         &self,
-        stream_ready: &mut bool,
+        stream_features: &mut Option<StreamFeatures>,
         swept_at: &mut Option<Instant>,
         draining: bool,
     ) -> Result<Backlog, RelayError> {
@@ -289,24 +270,37 @@ impl<R: SaleRebuilder> Relay<R> {
                 total.add(waiting);
                 continue;
             }
-            if !*stream_ready {
-                ensure_stream(&self.jetstream, &self.stream)
-                    .await
-                    .map_err(StreamError::from)?;
-                *stream_ready = true;
-            }
+            let features = match *stream_features {
+                Some(features) => features,
+                None => {
+                    let features = ensure_stream(&self.jetstream, &self.stream)
+                        .await
+                        .map_err(StreamError::from)?;
+                    *stream_features = Some(features);
+                    features
+                }
+            };
             if self
                 .inventory
                 .outbox()
                 .take_lease(sku, &self.consumer, self.claim_idle)
                 .await?
             {
-                if let Err(e) = self.relay_sale(sku).await {
+                // Batches only where the relay is the only publisher (`redis` confirm mode,
+                // no grace). In `jetstream` mode what it finds are the handlers' leftovers,
+                // most of them stored already: a batch holding one is refused whole and sent
+                // again one by one, which costs more than sending one by one at once.
+                let features = if self.grace.is_zero() {
+                    features
+                } else {
+                    StreamFeatures::default()
+                };
+                if let Err(e) = self.relay_sale(sku, features).await {
                     // The stream is gone (deleted by hand, say): make it again next pass
                     // rather than fail for good on a check made once.
                     if matches!(&e, RelayError::Stream(e) if e.stream_missing()) {
                         log::warn!("order stream missing; it is made again: {e}");
-                        *stream_ready = false;
+                        *stream_features = None;
                     }
                     return Err(e);
                 }
@@ -338,18 +332,23 @@ impl<R: SaleRebuilder> Relay<R> {
         Ok(total)
     }
 
-    async fn relay_sale(&self, sku: &Sku) -> Result<(), RelayError> {
+    async fn relay_sale(&self, sku: &Sku, features: StreamFeatures) -> Result<(), RelayError> {
         loop {
             let entries = self.inventory.outbox().read(sku, BATCH).await?;
-            let events = entries.iter().map(|(_, event)| event.as_ref());
-            let (delivered, failure) =
-                publish_in_order(&self.jetstream, &self.stream, events, |acknowledged| {
+            let events: Vec<_> = entries.iter().map(|(_, event)| event.as_ref()).collect();
+            let (delivered, failure) = publish_in_order(
+                &self.jetstream,
+                &self.stream,
+                features,
+                &events,
+                |acknowledged| {
                     if let Some(written_ms) = entry_ms(&entries[acknowledged].0) {
                         let lag_ms = now_ms().saturating_sub(written_ms);
                         self.delivery_lag.record(lag_ms as f64 / 1000.0);
                     }
-                })
-                .await;
+                },
+            )
+            .await;
             if delivered > 0 {
                 self.inventory
                     .outbox()

@@ -17,7 +17,7 @@ use actix_web::{HttpRequest, web};
 use std::sync::Arc;
 
 use crate::domain::Sku;
-use crate::events::relay::RelayStatus;
+use crate::events::relay_status::RelayStatus;
 use crate::operations::Operations;
 use crate::store::Inventory;
 use error::ApiError;

@@ -224,6 +224,145 @@ async fn a_relay_that_cannot_deliver_backs_off_instead_of_spinning() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_reaches_a_current_server_in_atomic_batches_exactly_once() {
+    // nats-server 2.15 as shipped (sync_interval: always): the stream the relay makes takes
+    // atomic batches, so a backlog goes a batch (one acknowledgement, one fsync) at a time.
+    let mut nats = PrivateNats::start_durable().await;
+    let url = nats.url();
+    let app = spawn_app_with(|s| {
+        crate::helpers::use_nats(s, &url);
+        s.nats.confirm = Confirm::Redis;
+    })
+    .await;
+    let sku = unique("batched");
+    app.create_sale(&sku, json!({"stock": 1000})).await;
+    nats.stop().await;
+    let accepted = buy_all(&app, &sku, &users("waiting", 600), 32).await;
+    assert_eq!(accepted.len(), 600);
+
+    nats.restart().await;
+    let messages = wait_for_delivered(&app.settings, 600, Duration::from_secs(60)).await;
+    app.wait_until_relay_idle(&sku).await;
+    assert_eq!(messages.len(), 600);
+    assert_no_duplicates(&messages);
+    assert_in_sale_order(&messages);
+    assert_eq!(created_ids(&messages), accepted);
+    let batches: HashSet<&str> = messages.iter().filter_map(|m| m.batch.as_deref()).collect();
+    let batched = messages.iter().filter(|m| m.batch.is_some()).count();
+    println!(
+        "{batched} of 600 events stored in {} atomic batches",
+        batches.len()
+    );
+    assert!(
+        batched >= 256 && batches.len() <= 600 / 2,
+        "the backlog went in batches: {batched} events in {} batches",
+        batches.len()
+    );
+    app.cleanup().await;
+}
+
+/// Order events of `n` orders of `sku`, as a relay would read them from an outbox.
+fn events_of(sku: &str, n: usize) -> Vec<flashsale::domain::event::OrderEvent> {
+    (1..=n)
+        .map(|i| flashsale::domain::event::OrderEvent {
+            event: EventKind::Created,
+            order_id: format!("{sku}-1-{i}"),
+            sku: sku.to_owned(),
+            user_id: format!("u{i}"),
+            quantity: 1,
+            unit_price: 100,
+            total_amount: 100,
+            created_at: "2026-11-30T12:00:00.000Z".into(),
+            idempotency_key: None,
+            pay_by: None,
+            paid_at: None,
+            payment_ref: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_holding_an_event_already_stored_goes_one_by_one_and_stores_each_once() {
+    use flashsale::events::jetstream::{OrderStream, ensure_stream};
+    use flashsale::events::publish::publish_in_order;
+    let nats = PrivateNats::start_durable().await;
+    let mut settings = crate::helpers::test_settings();
+    crate::helpers::use_nats(&mut settings, &nats.url());
+    let client = async_nats::connect(nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let stream = OrderStream::new(&settings.nats);
+    let features = ensure_stream(&js, &stream).await.expect("stream");
+    assert!(
+        features.atomic_batches,
+        "nats-server 2.15 takes atomic batches"
+    );
+
+    let events = events_of("dup", 5);
+    let all: Vec<_> = events.iter().map(Some).collect();
+    // The third is stored already (its handler confirmed it; or a batch's ack was lost).
+    let (sent, failure) = publish_in_order(&js, &stream, features, &all[2..3], |_| {}).await;
+    assert_eq!((sent, failure.is_none()), (1, true));
+
+    let mut acknowledged = Vec::new();
+    let (delivered, failure) =
+        publish_in_order(&js, &stream, features, &all, |i| acknowledged.push(i)).await;
+    assert!(failure.is_none(), "{failure:?}");
+    assert_eq!(delivered, 5);
+    assert_eq!(acknowledged, vec![0, 1, 2, 3, 4]);
+    let messages = delivered_on(&settings).await;
+    assert_eq!(messages.len(), 5, "each event stored once");
+    assert_no_duplicates(&messages);
+    assert!(
+        messages.iter().all(|m| m.batch.is_none()),
+        "the refused batch stored nothing; each event went alone"
+    );
+
+    // A batch of new events is stored whole, under one batch id.
+    let more = events_of("dup2", 4);
+    let all: Vec<_> = more.iter().map(Some).collect();
+    let (delivered, failure) = publish_in_order(&js, &stream, features, &all, |_| {}).await;
+    assert_eq!((delivered, failure.is_none()), (4, true));
+    let messages = delivered_on(&settings).await;
+    let batches: HashSet<_> = messages[5..].iter().map(|m| m.batch.clone()).collect();
+    assert_eq!(messages.len(), 9);
+    assert_eq!(batches.len(), 1);
+    assert!(batches.iter().all(Option::is_some));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_atomic_batches_gets_one_publish_per_event() {
+    use flashsale::events::jetstream::{OrderStream, ensure_stream};
+    use flashsale::events::publish::publish_in_order;
+    // The machine's nats-server (Debian's 2.9.10 here; on the cluster topology, 2.15's
+    // nodes, where the stream takes batches and this checks that path instead).
+    let settings = crate::helpers::test_settings();
+    let client = async_nats::connect(settings.nats.urls.as_slice())
+        .await
+        .expect("nats");
+    let version = client.server_info().version.clone();
+    let js = async_nats::jetstream::new(client);
+    let stream = OrderStream::new(&settings.nats);
+    let features = ensure_stream(&js, &stream).await.expect("stream");
+    let old =
+        version.starts_with("2.9.") || version.starts_with("2.10.") || version.starts_with("2.11.");
+    assert_eq!(features.atomic_batches, !old, "nats-server {version}");
+    let events = events_of("plain", 3);
+    let all: Vec<_> = events.iter().map(Some).collect();
+    let (delivered, failure) = publish_in_order(&js, &stream, features, &all, |_| {}).await;
+    assert_eq!((delivered, failure.is_none()), (3, true));
+    let messages = delivered_on(&settings).await;
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages.iter().all(|m| m.batch.is_some()), !old);
+    crate::helpers::nats::delete_stream(&settings).await;
+}
+
+async fn delivered_on(
+    settings: &flashsale::support::settings::Settings,
+) -> Vec<crate::helpers::nats::Delivered> {
+    crate::helpers::nats::delivered(settings).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
     let mut nats = PrivateNats::start().await;
     let url = nats.url();

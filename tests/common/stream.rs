@@ -13,6 +13,8 @@ pub struct Delivered {
     pub subject: String,
     pub message_id: String,
     pub event: OrderEvent,
+    /// The atomic batch it was stored in (`Nats-Batch-Id`), if any.
+    pub batch: Option<String>,
 }
 
 /// Every message in `stream`, in stream order (empty when the stream does not exist).
@@ -36,9 +38,14 @@ pub async fn stored_events(client: async_nats::Client, stream: &str) -> Vec<Deli
             .get("Nats-Msg-Id")
             .map(|v| v.as_str().to_owned())
             .expect("every event carries Nats-Msg-Id");
+        let batch = message
+            .headers
+            .get("Nats-Batch-Id")
+            .map(|v| v.as_str().to_owned());
         messages.push(Delivered {
             subject: message.subject.to_string(),
             message_id,
+            batch,
             event: serde_json::from_slice(&message.payload).expect("payload is an order event"),
         });
     }
