@@ -138,23 +138,18 @@ pub async fn ensure_stream(
                     );
                     Ok(StreamFeatures { atomic_batches })
                 }
-                // Another replica created it in between: it exists. Its settings are read
-                // if its leader answers yet (on a cluster it may not for a while); until
-                // then this process publishes one event at a time, which any stream takes.
-                Err(e) if e.to_string().contains("already in use") => {
-                    Ok(match js.get_stream(name).await {
-                        Ok(existing) => StreamFeatures {
-                            atomic_batches: existing.cached_info().config.allow_atomic_publish,
-                        },
-                        Err(_) => StreamFeatures::default(),
-                    })
-                }
-                // Of concurrent creations on a cluster only one may be answered: the stream
-                // may exist all the same.
+                // Another replica created it in between, or of concurrent creations on a
+                // cluster only one was answered: the stream may exist all the same, its
+                // settings read once its leader answers.
                 Err(e) => match js.get_stream(name).await {
                     Ok(existing) => Ok(StreamFeatures {
                         atomic_batches: existing.cached_info().config.allow_atomic_publish,
                     }),
+                    // It exists ("already in use"), its leader not elected yet: one event
+                    // at a time, which any stream takes, until the next check.
+                    Err(_) if e.to_string().contains("already in use") => {
+                        Ok(StreamFeatures::default())
+                    }
                     Err(_) => Err(error(e.to_string())),
                 },
             }

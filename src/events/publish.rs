@@ -47,9 +47,9 @@ pub async fn publish_in_order(
     events: &[Option<&OrderEvent>],
     mut acknowledged: impl FnMut(usize),
 ) -> (usize, Option<StreamError>) {
-    let readable = events.iter().flatten().count();
-    if features.atomic_batches && readable > 1 && readable <= MAX_ATOMIC_BATCH {
-        let batch: Vec<&OrderEvent> = events.iter().flatten().copied().collect();
+    let batch: Vec<&OrderEvent> = events.iter().flatten().copied().collect();
+    let readable = batch.len();
+    if features.atomic_batches && (2..=MAX_ATOMIC_BATCH).contains(&readable) {
         match publish_atomic(js, stream, &batch).await {
             Ok(()) => {
                 for (index, _) in events.iter().enumerate().filter(|(_, e)| e.is_some()) {

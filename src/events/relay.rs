@@ -25,14 +25,14 @@ use crate::events::confirm::relay_grace;
 use crate::events::jetstream::{
     DUPLICATE_WINDOW, OrderStream, StreamError, StreamFeatures, ensure_stream,
 };
-use crate::events::publish::publish_in_order;
+use crate::events::publish::{MAX_ATOMIC_BATCH, publish_in_order};
 use crate::events::relay_status::RelayStatus;
 use crate::store::{Backlog, Inventory, StoreError};
 use crate::support::metrics::Publisher;
 use crate::support::settings::{Confirm, Settings};
 
-/// Entries read and published per round trip.
-const BATCH: usize = 256;
+/// Entries read and published per round trip: as many as one atomic batch carries.
+const BATCH: usize = MAX_ATOMIC_BATCH;
 /// How often the relay looks for work nobody woke it for: events other replicas wrote to a
 /// sale whose lease this one holds, and dead replicas' leftovers. It bounds the delivery lag
 /// of those events (with three replicas on one sale, a 250 ms poll measured a relay p99 up
@@ -273,9 +273,16 @@ impl<R: SaleRebuilder> Relay<R> {
             let features = match *stream_features {
                 Some(features) => features,
                 None => {
-                    let features = ensure_stream(&self.jetstream, &self.stream)
+                    let stream = ensure_stream(&self.jetstream, &self.stream)
                         .await
                         .map_err(StreamError::from)?;
+                    // Batches only where the relay is the only publisher (`redis` confirm
+                    // mode, no grace). In `jetstream` mode what it finds are the handlers'
+                    // leftovers, most stored already: a batch holding one is refused whole
+                    // and sent again one by one, which costs more than one by one at once.
+                    let features = StreamFeatures {
+                        atomic_batches: stream.atomic_batches && self.grace.is_zero(),
+                    };
                     *stream_features = Some(features);
                     features
                 }
@@ -286,15 +293,6 @@ impl<R: SaleRebuilder> Relay<R> {
                 .take_lease(sku, &self.consumer, self.claim_idle)
                 .await?
             {
-                // Batches only where the relay is the only publisher (`redis` confirm mode,
-                // no grace). In `jetstream` mode what it finds are the handlers' leftovers,
-                // most of them stored already: a batch holding one is refused whole and sent
-                // again one by one, which costs more than sending one by one at once.
-                let features = if self.grace.is_zero() {
-                    features
-                } else {
-                    StreamFeatures::default()
-                };
                 if let Err(e) = self.relay_sale(sku, features).await {
                     // The stream is gone (deleted by hand, say): make it again next pass
                     // rather than fail for good on a check made once.
