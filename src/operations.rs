@@ -82,7 +82,7 @@ impl Operations {
             self.confirmation
                 .confirm(
                     sku,
-                    &purchase.order.created_event(idempotency_key),
+                    purchase.order.created_event(idempotency_key),
                     &purchase.outbox_entry,
                 )
                 .await
@@ -107,7 +107,7 @@ impl Operations {
             let event = ended.order.event(EventKind::Cancelled);
             let ((), confirmed) = tokio::join!(
                 self.sale_changes.announce(sku.as_str()),
-                self.confirmation.confirm(&sku, &event, &ended.outbox_entry)
+                self.confirmation.confirm(&sku, event, &ended.outbox_entry)
             );
             delivery = confirmed.label();
         }
@@ -132,7 +132,7 @@ impl Operations {
                 .confirmation
                 .confirm(
                     &sku,
-                    &ended.order.event(EventKind::Paid),
+                    ended.order.event(EventKind::Paid),
                     &ended.outbox_entry,
                 )
                 .await;

@@ -337,7 +337,7 @@ impl<R: SaleRebuilder> Relay<R> {
             let (delivered, failure) = publish_in_order(
                 &self.jetstream,
                 &self.stream,
-                features,
+                features.atomic_batches,
                 &events,
                 |acknowledged| {
                     if let Some(written_ms) = entry_ms(&entries[acknowledged].0) {

@@ -9,7 +9,6 @@
 //! connection fails one.)
 
 mod connection;
-mod group_commit;
 mod keys;
 mod outbox;
 mod payment_due;
@@ -32,9 +31,9 @@ use tokio::sync::Notify;
 
 use crate::domain::Sku;
 use crate::store::sold_out::SoldOutCache;
+use crate::support::group_commit::Batches;
 use crate::support::metrics::PurchaseMetrics;
 use crate::support::settings::RedisSettings;
-use group_commit::Batches;
 
 pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
@@ -97,7 +96,7 @@ pub struct Inventory {
     outbox_written: Notify,
     /// Sales this replica wrote outbox entries for since its relay last looked (waiting.rs).
     written: Mutex<HashSet<String>>,
-    /// Purchases waiting for their sale's next script call (group_commit.rs).
+    /// Purchases waiting for their sale's next script call (support/group_commit.rs).
     batches: Batches<purchase::Queued>,
     sold_out: SoldOutCache,
     metrics: PurchaseMetrics,
@@ -131,7 +130,7 @@ impl Inventory {
             redis_timeout: settings.timeout,
             outbox_written: Notify::new(),
             written: Mutex::new(HashSet::new()),
-            batches: Batches::default(),
+            batches: Batches::new(purchase::MAX_BATCH),
             sold_out: SoldOutCache::new(settings.sold_out_recheck),
             metrics: PurchaseMetrics::register(),
         })

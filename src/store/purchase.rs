@@ -4,11 +4,11 @@ use std::time::Instant;
 use redis::Value;
 use tokio::sync::oneshot;
 
-use super::group_commit::DriverGuard;
 use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::order::Order;
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
+use crate::support::group_commit::DriverGuard;
 use crate::support::metrics::Outcome;
 
 /// An accepted purchase: a new order, or the order an earlier request with the same
@@ -66,6 +66,11 @@ impl PurchaseError {
     }
 }
 
+/// The most purchases one script call decides. Bounded because Redis runs nothing else
+/// during the call: at the ~10 µs of Redis time a purchase measured in a batch
+/// (BENCHMARKS.md), a full batch holds it for about 1.3 ms.
+pub const MAX_BATCH: usize = 128;
+
 /// A purchase waiting for its sale's next call, and where its answer goes.
 pub(super) struct Queued {
     pub request: PurchaseRequest,
@@ -83,7 +88,7 @@ pub struct PurchaseRequest {
 impl Inventory {
     /// One purchase, decided by `lua/purchase.lua` atomically with every other purchase of
     /// the sale; none at all when this replica knows the sale is sold out. Concurrent
-    /// purchases of one sale share a script call (`group_commit.rs`), so a purchase costs
+    /// purchases of one sale share a script call (`support/group_commit.rs`), so a purchase costs
     /// Redis at most one call. A sale Redis does not hold is `Store(SaleMissing)`: nothing
     /// was decided (see `recovery/rebuild.rs`).
     pub async fn purchase(

@@ -300,12 +300,15 @@ async fn a_batch_holding_an_event_already_stored_goes_one_by_one_and_stores_each
     let events = events_of("dup", 5);
     let all: Vec<_> = events.iter().map(Some).collect();
     // The third is stored already (its handler confirmed it; or a batch's ack was lost).
-    let (sent, failure) = publish_in_order(&js, &stream, features, &all[2..3], |_| {}).await;
+    let (sent, failure) =
+        publish_in_order(&js, &stream, features.atomic_batches, &all[2..3], |_| {}).await;
     assert_eq!((sent, failure.is_none()), (1, true));
 
     let mut acknowledged = Vec::new();
-    let (delivered, failure) =
-        publish_in_order(&js, &stream, features, &all, |i| acknowledged.push(i)).await;
+    let (delivered, failure) = publish_in_order(&js, &stream, features.atomic_batches, &all, |i| {
+        acknowledged.push(i)
+    })
+    .await;
     assert!(failure.is_none(), "{failure:?}");
     assert_eq!(delivered, 5);
     assert_eq!(acknowledged, vec![0, 1, 2, 3, 4]);
@@ -320,7 +323,8 @@ async fn a_batch_holding_an_event_already_stored_goes_one_by_one_and_stores_each
     // A batch of new events is stored whole, under one batch id.
     let more = events_of("dup2", 4);
     let all: Vec<_> = more.iter().map(Some).collect();
-    let (delivered, failure) = publish_in_order(&js, &stream, features, &all, |_| {}).await;
+    let (delivered, failure) =
+        publish_in_order(&js, &stream, features.atomic_batches, &all, |_| {}).await;
     assert_eq!((delivered, failure.is_none()), (4, true));
     let messages = delivered_on(&settings).await;
     let batches: HashSet<_> = messages[5..].iter().map(|m| m.batch.clone()).collect();
@@ -348,7 +352,8 @@ async fn a_server_without_atomic_batches_gets_one_publish_per_event() {
     assert_eq!(features.atomic_batches, !old, "nats-server {version}");
     let events = events_of("plain", 3);
     let all: Vec<_> = events.iter().map(Some).collect();
-    let (delivered, failure) = publish_in_order(&js, &stream, features, &all, |_| {}).await;
+    let (delivered, failure) =
+        publish_in_order(&js, &stream, features.atomic_batches, &all, |_| {}).await;
     assert_eq!((delivered, failure.is_none()), (3, true));
     let messages = delivered_on(&settings).await;
     assert_eq!(messages.len(), 3);

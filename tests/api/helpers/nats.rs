@@ -297,6 +297,30 @@ impl PrivateNats {
         self.monitor
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as when
+    /// a server stalls on its disk. [`PrivateNats::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Signals this test's own server process, by the pid of the child it started.
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().await.expect("nats-server stopped");

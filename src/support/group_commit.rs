@@ -1,13 +1,15 @@
-//! Group commit: concurrent purchases of one sale in this replica share one script call.
+//! Group commit: concurrent requests for one key (a sale) share one call to a server.
 //!
-//! While a call for a sale is in flight, purchases of that sale that arrive queue here, and
-//! the next call carries all of them (at most [`MAX_BATCH`]), in arrival order. There is no
-//! timer: a purchase that finds no call in flight starts one at once, so a lone purchase
-//! waits for nothing and only a crowd is batched. Under a stampede this turns N round trips,
-//! N script dispatches and N `TIME` / `HMGET` reads into one each.
+//! While a call for a key is in flight, requests for that key that arrive queue here, and
+//! the next call carries all of them (at most the queue's batch size), in arrival order.
+//! There is no timer: a request that finds no call in flight starts one at once, so a lone
+//! request waits for nothing and only a crowd is batched. Two use it: purchases share one
+//! script call per sale (`store/purchase.rs`: one round trip, one script dispatch, one
+//! `TIME` read for up to 128 purchases), and the events those purchases wrote share one
+//! JetStream batch (`events/confirm.rs`: one acknowledgement and one fsync).
 //!
-//! The calls of a sale run in a task of their own (the sale's driver), not in a request's
-//! future: a client that hangs up drops its request's future, and the purchases queued
+//! The calls of a key run in a task of their own (the key's driver), not in a request's
+//! future: a client that hangs up drops its request's future, and the requests queued
 //! behind it must still be decided and answered. A driver that ends any other way than by
 //! finding its queue empty (a panic) leaves through [`DriverGuard`], which takes its sale out
 //! of the table and drops what waited: those purchases are answered 503 (retry with the
@@ -18,26 +20,22 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-/// The most purchases one script call decides. Bounded because Redis runs nothing else
-/// during the call: at the ~10 µs of Redis time a purchase measured in a batch
-/// (BENCHMARKS.md), a full batch holds it for about 1.3 ms.
-pub const MAX_BATCH: usize = 128;
-
-/// The purchases waiting per sale (`T`: a purchase and where its answer goes; dropping it
-/// answers the purchase as abandoned). A sale is in the map exactly while its driver runs.
-pub(super) struct Batches<T> {
+/// The requests waiting per key (`T`: a request and where its answer goes; dropping it
+/// answers the request as abandoned). A key is in the map exactly while its driver runs.
+pub struct Batches<T> {
     waiting: Mutex<HashMap<String, Vec<T>>>,
-}
-
-impl<T> Default for Batches<T> {
-    fn default() -> Self {
-        Self {
-            waiting: Mutex::new(HashMap::new()),
-        }
-    }
+    /// The most requests one call carries.
+    max_batch: usize,
 }
 
 impl<T> Batches<T> {
+    pub fn new(max_batch: usize) -> Self {
+        Self {
+            waiting: Mutex::new(HashMap::new()),
+            max_batch: max_batch.max(1),
+        }
+    }
+
     /// Queues a purchase. True when the sale had no driver: the caller must start one.
     pub fn enqueue(&self, sku: &str, queued: T) -> bool {
         let mut waiting = self.waiting.lock();
@@ -60,7 +58,7 @@ impl<T> Batches<T> {
             waiting.remove(sku);
             return None;
         }
-        let rest = queue.split_off(queue.len().min(MAX_BATCH));
+        let rest = queue.split_off(queue.len().min(self.max_batch));
         Some(std::mem::replace(queue, rest))
     }
 }
@@ -70,7 +68,7 @@ impl<T> Batches<T> {
 /// own the entry by now); dropped before that, the driver died with purchases queued
 /// behind it: the sale leaves the table and the queued purchases' senders are dropped, so
 /// each of them is answered (`StoreError::Abandoned`) rather than waiting for ever.
-pub(super) struct DriverGuard<'a, T> {
+pub struct DriverGuard<'a, T> {
     batches: &'a Batches<T>,
     sku: &'a str,
     pub finished: bool,
@@ -114,7 +112,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_driver_that_panics_leaves_the_sale_to_a_new_driver() {
-        let batches = std::sync::Arc::new(Batches::<Queued>::default());
+        let batches = std::sync::Arc::new(Batches::<Queued>::new(8));
         let (first, first_answer) = queued();
         assert!(batches.enqueue("s", first), "no driver yet: start one");
         let driver = {
@@ -140,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_driver_that_finishes_leaves_a_newer_driver_alone() {
-        let batches = Batches::<Queued>::default();
+        let batches = Batches::<Queued>::new(8);
         let (first, _first_answer) = queued();
         assert!(batches.enqueue("s", first));
         let mut guard = DriverGuard::new(&batches, "s");
