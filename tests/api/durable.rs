@@ -206,7 +206,10 @@ async fn relays_and_handlers_of_two_replicas_racing_over_a_stalled_server_store_
         "{} of 600 confirmed across the stall; {repeated} events sent more than once",
         confirmed.len()
     );
-    assert!(repeated > 0, "nothing was sent twice: the stall raced nothing");
+    assert!(
+        repeated > 0,
+        "nothing was sent twice: the stall raced nothing"
+    );
     assert_audit_clean(&first.settings, None).await;
     first.cleanup().await;
 }

@@ -72,6 +72,8 @@ pub struct Published {
     pub subject: String,
     pub message_id: String,
     pub order_id: String,
+    /// The atomic batch it was sent in (`Nats-Batch-Id`), if any.
+    pub batch: Option<String>,
 }
 
 /// Every publish on a test's order subjects, repeats included: JetStream drops a repeat within
@@ -141,6 +143,11 @@ impl PublishTap {
                     .and_then(|h| h.get("Nats-Msg-Id"))
                     .map(|v| v.as_str().to_owned())
                     .expect("every publish carries Nats-Msg-Id"),
+                batch: message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Batch-Id"))
+                    .map(|v| v.as_str().to_owned()),
                 order_id: event.order_id,
             });
         }
