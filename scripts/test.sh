@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test against real servers: brings up Redis, NATS, PostgreSQL and the local
-# Redis/NATS clusters when absent, then `cargo test` twice:
-#   1. every test on the single Redis and NATS (and the cluster tests on the clusters);
+# Redis/NATS clusters when absent, then `cargo test` three times:
+#   1. every test on the single Redis and the durable NATS (nats-server 2.15 with
+#      nats-server.conf, as shipped: FLASHSALE_TEST_NATS_URL), and the cluster tests on the
+#      clusters;
 #   2. the whole API suite again on the clusters (FLASHSALE_TEST_TOPOLOGY=cluster: Redis
 #      Cluster 3+3, NATS 3 nodes with streams at R3), but for the cluster tests, which ran in
 #      1 and measure the masters' load (the rest of the suite would skew it), and the
 #      failover tests, which build clusters of their own.
-#   3. scripts/contract.sh: schemathesis against the live service and its OpenAPI document
+#   3. the API suite again on Debian's nats-server 2.9 (no atomic batches: one publish per
+#      event), but for the cluster and failover tests;
+#   4. scripts/contract.sh: schemathesis against the live service and its OpenAPI document
 #      (skipped when a test name filter is given).
 # The fault tests (tests/faults: Redis and NATS paused under 1,000 connections, the chaos
 # suite) run the service as processes of its own; FLASHSALE_TEST_BINARY points them at
@@ -19,7 +23,9 @@ scripts/services.sh
 scripts/cluster.sh up
 # A thousand client connections beside the service's own.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo test --locked "$@"
+FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${DURABLE_NATS_PORT:-4225} cargo test --locked "$@"
 echo "test.sh: the API suite on the cluster topology" >&2
 FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::
+echo "test.sh: the API suite on Debian's nats-server (no atomic batches)" >&2
+FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${NATS_PORT:-4222} cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::
 if [ "$#" -eq 0 ]; then scripts/contract.sh; fi

@@ -34,7 +34,9 @@ pub struct TestApp {
     pub redis: RedisConnection,
 }
 
-/// Settings of a test app: defaults of the contract, port 0, its own namespace and sku.
+/// Settings of a test app: defaults of the contract, port 0, its own namespace and sku, and
+/// the single NATS server FLASHSALE_TEST_NATS_URL names (scripts/test.sh: the durable one;
+/// unset, the default 127.0.0.1:4222).
 pub fn test_settings() -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
     settings.http.bind = "127.0.0.1:0".parse().expect("valid address");
@@ -50,6 +52,9 @@ pub fn test_settings() -> Settings {
     // Tests assert outcomes, not latency: on a starved machine (CI beside a build) a reply
     // slower than the default second would turn a decided purchase into an ambiguous 503.
     settings.redis.timeout = std::time::Duration::from_secs(5);
+    if let Ok(url) = std::env::var("FLASHSALE_TEST_NATS_URL") {
+        settings.nats.urls = vec![url.parse().expect("FLASHSALE_TEST_NATS_URL is a nats url")];
+    }
     if cluster_topology() {
         settings.redis.url = redis_cluster_seeds().join(",");
         settings.nats.urls = nats_cluster_seeds();
