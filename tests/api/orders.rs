@@ -137,7 +137,7 @@ async fn one_idempotency_key_makes_one_order() {
     assert_eq!(
         statuses.iter().filter(|s| **s == 201).count(),
         1,
-        "one creation"
+        "one creation: {statuses:?}"
     );
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
