@@ -282,16 +282,23 @@ impl BatchPublisher {
         let ids: Vec<String> = batch.iter().map(|w| w.event.message_id()).collect();
         // A replay still waiting in the outbox can meet its first answer's event here: one
         // message per id (an atomic batch holding an id twice would be refused whole).
+        // The first copy of each id, in the order the handlers handed them over (an order's
+        // events keep their order), and every copy of it.
+        let mut firsts = Vec::with_capacity(batch.len());
         let mut copies: HashMap<&str, Vec<usize>> = HashMap::new();
         for (index, id) in ids.iter().enumerate() {
-            copies.entry(id.as_str()).or_default().push(index);
+            let indices = copies.entry(id.as_str()).or_default();
+            if indices.is_empty() {
+                firsts.push(index);
+            }
+            indices.push(index);
         }
         let mut acknowledged = vec![false; batch.len()];
         loop {
-            let unsent: Vec<usize> = copies
-                .values()
-                .filter(|indices| !acknowledged[indices[0]])
-                .map(|indices| indices[0])
+            let unsent: Vec<usize> = firsts
+                .iter()
+                .copied()
+                .filter(|&index| !acknowledged[index])
                 .collect();
             let remaining = deadline.saturating_duration_since(Instant::now());
             if unsent.is_empty() || remaining.is_zero() {
