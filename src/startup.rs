@@ -23,6 +23,9 @@ use crate::recovery::Recovery;
 use crate::store::Inventory;
 use crate::support::settings::Settings;
 
+/// How long an idle client connection stays open (see where the server is built).
+const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("redis client: {0}")]
@@ -122,6 +125,10 @@ impl Application {
                 .configure(http::configure)
         })
         .disable_signals()
+        // Longer than the idle timeout of the pools and balancers in front (60 s is common):
+        // a server that closes an idle connection first races the client's next request on
+        // it, which then fails mid-send. actix-web's default is 5 s.
+        .keep_alive(HTTP_KEEP_ALIVE)
         .shutdown_timeout(30);
         if settings.http.workers > 0 {
             server = server.workers(settings.http.workers);

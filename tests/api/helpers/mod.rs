@@ -155,9 +155,18 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
         settings,
         namespace,
         default_sku,
-        client: reqwest::Client::new(),
+        client: http_client(),
         redis,
     }
+}
+
+/// A client that lets idle connections go well before the server does (75 s): reusing one the
+/// server is closing fails the request mid-send (hyper's `IncompleteMessage`).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("a reqwest client with default TLS settings builds")
 }
 
 /// The app as a process of its own (the real binary, given `settings` through the environment):

@@ -169,7 +169,7 @@ pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestA
         settings: settings.clone(),
         namespace: settings.redis.namespace.clone(),
         default_sku: settings.recovery.default_sku.to_string(),
-        client: reqwest::Client::new(),
+        client: crate::helpers::http_client(),
         redis: crate::helpers::check_connection(settings),
     };
     (child, app)
