@@ -273,16 +273,15 @@ impl<R: SaleRebuilder> Relay<R> {
             let features = match *stream_features {
                 Some(features) => features,
                 None => {
-                    let stream = ensure_stream(&self.jetstream, &self.stream)
+                    // Atomic batches in both confirm modes. In `jetstream` mode what the
+                    // relay reads is past the handlers' grace: events they gave up on (202,
+                    // NATS down or slow), expiries (nobody else sends them), a backlog after
+                    // an outage: rarely stored already. A batch that does hold a stored one
+                    // is refused whole and goes again one by one: one round trip lost,
+                    // against an fsync saved per event on a syncing server.
+                    let features = ensure_stream(&self.jetstream, &self.stream)
                         .await
                         .map_err(StreamError::from)?;
-                    // Batches only where the relay is the only publisher (`redis` confirm
-                    // mode, no grace). In `jetstream` mode what it finds are the handlers'
-                    // leftovers, most stored already: a batch holding one is refused whole
-                    // and sent again one by one, which costs more than one by one at once.
-                    let features = StreamFeatures {
-                        atomic_batches: stream.atomic_batches && self.grace.is_zero(),
-                    };
                     *stream_features = Some(features);
                     features
                 }
@@ -293,7 +292,7 @@ impl<R: SaleRebuilder> Relay<R> {
                 .take_lease(sku, &self.consumer, self.claim_idle)
                 .await?
             {
-                if let Err(e) = self.relay_sale(sku, features).await {
+                if let Err(e) = self.relay_sale(sku, features, waiting, grace_ms).await {
                     // The stream is gone (deleted by hand, say): make it again next pass
                     // rather than fail for good on a check made once.
                     if matches!(&e, RelayError::Stream(e) if e.stream_missing()) {
@@ -330,9 +329,43 @@ impl<R: SaleRebuilder> Relay<R> {
         Ok(total)
     }
 
-    async fn relay_sale(&self, sku: &Sku, features: StreamFeatures) -> Result<(), RelayError> {
+    /// Publishes the sale's waiting entries but those younger than `grace_ms` (their
+    /// handlers' to confirm), a batch per round trip, and trims what JetStream acknowledged.
+    async fn relay_sale(
+        &self,
+        sku: &Sku,
+        features: StreamFeatures,
+        waiting: Backlog,
+        grace_ms: u64,
+    ) -> Result<(), RelayError> {
+        // Entries written after this millisecond (Redis's clock, as the oldest entry's id and
+        // age tell it) are left for the next pass: sent now, each would race its handler's
+        // batch, and an atomic batch holding one the handler stored is refused whole.
+        let mut young_after: Option<u64> = None;
         loop {
-            let entries = self.inventory.outbox().read(sku, BATCH).await?;
+            let mut entries = self.inventory.outbox().read(sku, BATCH).await?;
+            let mut all_read = entries.len() < BATCH;
+            if grace_ms > 0 {
+                let limit = *young_after.get_or_insert_with(|| {
+                    entries
+                        .first()
+                        .and_then(|(id, _)| entry_ms(id))
+                        .map_or(u64::MAX, |oldest| {
+                            (oldest + waiting.oldest_age_ms).saturating_sub(grace_ms)
+                        })
+                });
+                let old_enough = entries
+                    .iter()
+                    .take_while(|(id, _)| entry_ms(id).is_none_or(|ms| ms <= limit))
+                    .count();
+                if old_enough < entries.len() {
+                    entries.truncate(old_enough);
+                    all_read = true;
+                }
+            }
+            if entries.is_empty() {
+                return Ok(());
+            }
             let events: Vec<_> = entries.iter().map(|(_, event)| event.as_ref()).collect();
             let (delivered, failure) = publish_in_order(
                 &self.jetstream,
@@ -356,7 +389,7 @@ impl<R: SaleRebuilder> Relay<R> {
             if let Some(failure) = failure {
                 return Err(failure.into());
             }
-            if entries.len() < BATCH {
+            if all_read {
                 return Ok(());
             }
         }
