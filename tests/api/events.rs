@@ -241,8 +241,7 @@ async fn a_backlog_reaches_a_current_server_in_atomic_batches_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_of_redis_confirmed_orders_reaches_the_server_in_atomic_batches_exactly_once()
-{
+async fn a_backlog_of_redis_confirmed_orders_reaches_the_server_in_atomic_batches_exactly_once() {
     backlog_in_atomic_batches(Confirm::Redis).await;
 }
 
@@ -299,7 +298,11 @@ async fn expiries_decided_together_reach_the_stream_together() {
 
     let messages = wait_for_delivered(&app.settings, 400, Duration::from_secs(60)).await;
     app.wait_until_relay_idle(&sku).await;
-    assert_eq!(messages.len(), 400, "a created and an expired event per order");
+    assert_eq!(
+        messages.len(),
+        400,
+        "a created and an expired event per order"
+    );
     assert_no_duplicates(&messages);
     assert_each_order_in_order(&messages);
     let expiries: Vec<_> = messages
