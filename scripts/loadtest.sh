@@ -17,6 +17,8 @@
 #      fsynced, as shipped) at the first connection count
 #   ap path a on a sale with a payment window (pending_payment orders, a deadline each),
 #      alternating with path a at the first connection count
+#   an path a while the durable nats-server is down (OUTAGE_SECONDS): every purchase 202; then
+#      the rate at which the relays drain that backlog into the durable stream once it is back
 #   ax path a on a sale with a 1 s payment window and nobody paying: every order expires
 #      while the run goes on; then checks that sold returns to exactly 0 and reports the
 #      expiry lag (pay_by to expiry) from the service's histogram
@@ -29,7 +31,7 @@
 # Writes benchmarks/loadtest.tsv and benchmarks/loadtest.svg (gnuplot).
 #
 #   DURATION (10s)  CONNECTIONS ("64 256")  THREADS (2)  PORT (18181)  IDLE_SALES (20000)
-#   IDLE_SECONDS (20)  BENCH_DIR (../shared/bench; f and g are skipped without it)
+#   IDLE_SECONDS (20)  OUTAGE_SECONDS (30)  BENCH_DIR (../shared/bench; f and g are skipped without it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +69,7 @@ else
 fi
 IDLE_SALES=${IDLE_SALES:-20000}
 IDLE_SECONDS=${IDLE_SECONDS:-20}
+OUTAGE_SECONDS=${OUTAGE_SECONDS:-30}
 
 RUN=lt$$
 NS="loadtest-$RUN"
@@ -76,6 +79,7 @@ EMPTY_SALE="empty-$RUN"
 REDIS_SALE="redis-$RUN"
 PAY_SALE="pay-$RUN"
 EXPIRY_SALE="expiry-$RUN"
+DRAIN_SALE="drain-$RUN"
 BASE="http://127.0.0.1:$PORT"
 export WRK_DIR=scripts/wrk
 PIDS=
@@ -212,6 +216,7 @@ put_sale "$EMPTY_SALE" 1
 put_sale "$REDIS_SALE" 1000000000000
 put_sale "$PAY_SALE" 1000000000000 "$BASE" '"payment_timeout_secs": 86400'
 put_sale "$EXPIRY_SALE" 1000000000000 "$BASE" '"payment_timeout_secs": 1'
+put_sale "$DRAIN_SALE" 1000000000000
 curl -fsS -o /dev/null -X POST "$BASE/v1/sales/$EMPTY_SALE/orders" -H 'Content-Type: application/json' -d '{"user_id":"first"}'
 
 printf 'path\tconnections\trps\tp50_ms\tp99_ms\trequests\toutcomes\n' >"$OUT/loadtest.tsv"
@@ -366,6 +371,29 @@ expired_orders=$(redis-cli hlen "$NS:{$EXPIRY_SALE}:orders")
 expiry_lag=$(metrics_of "$PORT" $((PORT + 2)) $((PORT + 3)) | histogram flashsale_expiry_lag_seconds "")
 wait_drained "$BASE" >/dev/null
 
+# Backlog drain: the durable nats-server stopped for OUTAGE_SECONDS while path a runs (each
+# purchase answered 202, its event waiting in the outbox), then started again on the same
+# store; the relays' rate emptying the outbox into the durable stream, from the first event
+# delivered to the last, and how long after the restart the first went out.
+kill "$NATS_PID"; wait "$NATS_PID" 2>/dev/null || true
+r=$(DURATION="${OUTAGE_SECONDS}s" run_wrk "$first_c" purchase "$DRAIN_SALE"); record an "$first_c" "$r"; check_counts an "$r"
+drain_waiting=$(redis-cli xlen "$NS:{$DRAIN_SALE}:outbox")
+"$CURRENT_NATS" -c nats-server.conf -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_DIR" >/dev/null 2>&1 &
+NATS_PID=$!
+restarted=$(date +%s.%N); first_out=
+while :; do
+  left=$(redis-cli xlen "$NS:{$DRAIN_SALE}:outbox")
+  [ -z "$first_out" ] && [ "$left" -lt "$drain_waiting" ] && { first_out=$(date +%s.%N); first_left=$left; }
+  [ "$left" -eq 0 ] && break
+  [ "$(awk -v s="$restarted" -v n="$(date +%s.%N)" 'BEGIN { print (n - s > 600) }')" -eq 1 ] && {
+    echo "loadtest: the backlog did not drain in 10 minutes" >&2; exit 1; }
+  sleep 0.05
+done
+drained=$(date +%s.%N)
+drain_report=$(awk -v w="$drain_waiting" -v f="$first_left" -v r="$restarted" -v a="$first_out" -v b="$drained" \
+  'BEGIN { printf "%d events waited; the first went out %.2f s after the restart; %.0f events/s from then to the last (target 20000)", w, a - r, f / (b - a) }')
+wait_drained "$BASE" >/dev/null
+
 # Idle: IDLE_SALES sales defined, nothing selling. The service's CPU (utime + stime from
 # /proc) and Redis's commands/s (all four services on this Redis idle meanwhile).
 seq 1 "$IDLE_SALES" | xargs -P 16 -I{} curl -fsS -o /dev/null -X PUT "$BASE/v1/sales/idle-$RUN-{}" \
@@ -404,6 +432,7 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else
     echo "relay: after path a at $c connections ($(value a "$c" 6) purchases) the outbox was empty $((drain_seconds[$c])) s later"
     echo "redis cpu in path a at $c connections: ${redis_cost[$c]}"
   done
+  echo "backlog drain into the durable stream after ${OUTAGE_SECONDS} s of NATS outage under path a: $drain_report"
   echo "peak resident memory of the service: $((rss_peak_kb / 1024)) MiB"
   echo "idle with $IDLE_SALES sales more: the service used ${idle_cpu} % of a core; Redis served $idle_commands commands/s (4 idle services) over ${IDLE_SECONDS} s"
 } | tee "$OUT/loadtest.md"

@@ -25,6 +25,8 @@ use crate::support::settings::Settings;
 
 /// How long an idle client connection stays open (see where the server is built).
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
+/// The longest wait between attempts to reach NATS again.
+const NATS_RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -58,9 +60,27 @@ impl Application {
         if let Err(e) = inventory.load_scripts().await {
             log::warn!("scripts not loaded at start ({e}); they load on first use");
         }
+        // The relay hears of each (re)connection, so a backlog left by an outage starts going
+        // out at once rather than after the relay's back-off (up to 5 s).
+        let nats_connected = Arc::new(tokio::sync::Notify::new());
         let nats = async_nats::ConnectOptions::new()
             .name("flashsale")
             .retry_on_initial_connect()
+            // async-nats waits up to 4 s between attempts; a server back from an outage is
+            // found within NATS_RECONNECT_MAX instead (attempts cost the server little).
+            .reconnect_delay_callback(|attempts| {
+                let exponent = attempts.saturating_sub(1).min(16) as u32;
+                Duration::from_millis(2u64.pow(exponent)).min(NATS_RECONNECT_MAX)
+            })
+            .event_callback({
+                let nats_connected = nats_connected.clone();
+                move |event| {
+                    if matches!(event, async_nats::Event::Connected) {
+                        nats_connected.notify_one();
+                    }
+                    std::future::ready(())
+                }
+            })
             .connect(settings.nats.urls.as_slice())
             .await?;
 
@@ -72,7 +92,8 @@ impl Application {
             nats.clone(),
             relay_status.clone(),
             recovery.clone(),
-        );
+        )
+        .woken_on_connect(nats_connected);
         let confirmation = Confirmation::new(
             settings.nats.confirm,
             nats.clone(),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::domain::Sku;
 use crate::events::confirm::relay_grace;
@@ -78,6 +78,8 @@ pub struct Relay<R> {
     hold: bool,
     /// From an entry's write (its stream id: Redis's clock) to its PubAck (this clock).
     delivery_lag: metrics::Histogram,
+    /// Signalled when the NATS client (re)connects: ends a back-off at once.
+    connected: Arc<Notify>,
 }
 
 /// Rebuilds a sale Redis lost from its record. The recovery layer, above this one, provides
@@ -123,7 +125,15 @@ impl<R: SaleRebuilder> Relay<R> {
             recovery,
             hold: settings.relay.hold,
             delivery_lag: crate::support::metrics::delivery_lag_histogram(Publisher::Relay),
+            connected: Arc::new(Notify::new()),
         }
+    }
+
+    /// Wakes the relay from its back-off when `connected` is signalled (the NATS client's
+    /// `Connected` event), so a backlog starts going out as soon as NATS is back.
+    pub fn woken_on_connect(mut self, connected: Arc<Notify>) -> Self {
+        self.connected = connected;
+        self
     }
 
     /// Runs until drained: after the signal carries a deadline, it stops as soon as nothing
@@ -214,6 +224,7 @@ impl<R: SaleRebuilder> Relay<R> {
                 // mode their handlers do, and the poll finds what they leave.
                 _ = self.inventory.outbox_written().notified(),
                     if failures == 0 && self.grace.is_zero() => {}
+                _ = self.connected.notified(), if failures > 0 => {}
                 changed = drain.changed() => {
                     // The application is gone without asking for a drain: so is the process.
                     if changed.is_err() {
