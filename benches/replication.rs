@@ -7,13 +7,20 @@
 //! - `replication/cluster_wait_1_replica`: the same with FLASHSALE_REDIS_WAIT_REPLICAS=1, a
 //!   `WAIT` after each batch's script call;
 //! - `replication/cluster_64_sales`: 64 purchases of 64 sales spread over the 3 masters
-//!   (no batching), and `…_wait_1_replica` with `WAIT`: a `WAIT` per purchase.
+//!   (no batching), and `…_wait_1_replica` with `WAIT`: a `WAIT` per purchase, each call and
+//!   its `WAIT` on a connection of its own (FLASHSALE_REDIS_WAIT_CONNECTIONS, 16), and
+//!   `…_wait_1_replica_shared`: the same on the shared connection (`0`);
+//! - `paused_replica/{own,shared}_connections`: 64 purchases of 64 sales on a master of the
+//!   bench's own whose one replica is paused (SIGSTOP), `WAIT` timing out after 20 ms: what
+//!   a slow replica costs the other sales of its master, with `WAIT` on 16 connections of
+//!   its own, and on the shared one.
 //!
-//! Needs `scripts/services.sh` and `scripts/cluster.sh up`. Works in its own namespace and
-//! deletes it after.
+//! Needs `scripts/services.sh` and `scripts/cluster.sh up` (and `redis-server` for the
+//! paused replica). Works in its own namespace and deletes it after.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::domain::sale::SaleSettings;
@@ -25,12 +32,29 @@ use futures::future::join_all;
 const CLUSTER_SEEDS: &str =
     "redis://127.0.0.1:21001,redis://127.0.0.1:21002,redis://127.0.0.1:21003";
 
-fn settings(redis_url: &str, wait_replicas: u32) -> Settings {
+/// How a bench inventory waits for replicas.
+#[derive(Clone, Copy)]
+struct Waits {
+    replicas: u32,
+    /// FLASHSALE_REDIS_WAIT_CONNECTIONS.
+    connections: u32,
+    timeout: Duration,
+}
+
+const NO_WAIT: Waits = Waits {
+    replicas: 0,
+    connections: 0,
+    timeout: Duration::from_millis(100),
+};
+
+fn settings(redis_url: &str, waits: Waits) -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
     settings.redis.namespace = format!("fsbench-replication-{}", std::process::id());
     settings.redis.url = redis_url.to_owned();
     settings.nats.confirm = Confirm::Redis;
-    settings.redis.wait_replicas = wait_replicas;
+    settings.redis.wait_replicas = waits.replicas;
+    settings.redis.wait_connections = waits.connections;
+    settings.redis.wait_timeout = waits.timeout;
     settings
 }
 
@@ -38,13 +62,12 @@ fn settings(redis_url: &str, wait_replicas: u32) -> Settings {
 fn inventory(
     runtime: &tokio::runtime::Runtime,
     redis_url: &str,
-    wait_replicas: u32,
+    waits: Waits,
     skus: &[Sku],
 ) -> Arc<Inventory> {
     runtime.block_on(async {
-        let inventory = Arc::new(
-            Inventory::new(&settings(redis_url, wait_replicas).redis).expect("redis client"),
-        );
+        let inventory =
+            Arc::new(Inventory::new(&settings(redis_url, waits).redis).expect("redis client"));
         for sku in skus {
             inventory
                 .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
@@ -65,9 +88,19 @@ fn replication(c: &mut Criterion) {
     let many: Vec<Sku> = (0..64)
         .map(|i| Sku::parse(&format!("bench-replication-{i}")).expect("valid sku"))
         .collect();
-    let single = inventory(&runtime, "redis://127.0.0.1:6379", 0, &one);
-    let cluster = inventory(&runtime, CLUSTER_SEEDS, 0, &many);
-    let waiting = inventory(&runtime, CLUSTER_SEEDS, 1, &many);
+    let single = inventory(&runtime, "redis://127.0.0.1:6379", NO_WAIT, &one);
+    let cluster = inventory(&runtime, CLUSTER_SEEDS, NO_WAIT, &many);
+    let one_replica = Waits {
+        replicas: 1,
+        connections: 16,
+        ..NO_WAIT
+    };
+    let waiting = inventory(&runtime, CLUSTER_SEEDS, one_replica, &many);
+    let shared = Waits {
+        connections: 0,
+        ..one_replica
+    };
+    let waiting_shared = inventory(&runtime, CLUSTER_SEEDS, shared, &many);
     runtime.block_on(async {
         for sku in &one {
             for inventory in [&cluster, &waiting] {
@@ -84,8 +117,9 @@ fn replication(c: &mut Criterion) {
         let n = next_buyer.fetch_add(1, Ordering::Relaxed);
         UserId::parse(format!("crowd-{n}")).expect("valid user")
     };
-    // 64 purchases in flight, the i-th of `skus[i % len]`.
-    let burst = |inventory: &Arc<Inventory>, skus: &[Sku]| {
+    // 64 purchases in flight, the i-th of `skus[i % len]`; `replicated`: whether each must
+    // have reached a replica.
+    let purchases = |inventory: &Arc<Inventory>, skus: &[Sku], replicated: bool| {
         join_all((0..64).map(|i| {
             let request = PurchaseRequest {
                 user: buyer(),
@@ -96,10 +130,11 @@ fn replication(c: &mut Criterion) {
             let sku = skus[i % skus.len()].clone();
             async move {
                 let purchase = inventory.purchase(&sku, request).await.expect("accepted");
-                assert!(purchase.replicated, "a replica acknowledged");
+                assert_eq!(purchase.replicated, replicated, "replicas as expected");
             }
         }))
     };
+    let burst = |inventory: &Arc<Inventory>, skus: &[Sku]| purchases(inventory, skus, true);
 
     let mut group = c.benchmark_group("replication");
     group.bench_function("single_server", |b| {
@@ -117,7 +152,40 @@ fn replication(c: &mut Criterion) {
     group.bench_function("cluster_64_sales_wait_1_replica", |b| {
         b.to_async(&runtime).iter(|| burst(&waiting, &many))
     });
+    group.bench_function("cluster_64_sales_wait_1_replica_shared", |b| {
+        b.to_async(&runtime).iter(|| burst(&waiting_shared, &many))
+    });
     group.finish();
+
+    // A master and its replica of the bench's own, the replica paused.
+    let master = RedisServer::start(21_101, &[]);
+    let replica = RedisServer::start(21_102, &["--replicaof", "127.0.0.1", "21101"]);
+    replica.wait_for_sync();
+    let master_url = "redis://127.0.0.1:21101";
+    let paused = Waits {
+        replicas: 1,
+        connections: 16,
+        timeout: Duration::from_millis(20),
+    };
+    let own = inventory(&runtime, master_url, paused, &many);
+    let on_shared = Waits {
+        connections: 0,
+        ..paused
+    };
+    let shared = inventory(&runtime, master_url, on_shared, &many);
+    replica.signal("-STOP");
+    let mut group = c.benchmark_group("paused_replica");
+    group.sample_size(10);
+    group.bench_function("own_connections", |b| {
+        b.to_async(&runtime).iter(|| purchases(&own, &many, false))
+    });
+    group.bench_function("shared_connection", |b| {
+        b.to_async(&runtime)
+            .iter(|| purchases(&shared, &many, false))
+    });
+    group.finish();
+    replica.signal("-CONT");
+    drop((replica, master));
 
     // The bench's keys, on the server and on each master (one key a command on a cluster).
     runtime.block_on(async {
@@ -143,3 +211,67 @@ fn replication(c: &mut Criterion) {
 
 criterion_group!(benches, replication);
 criterion_main!(benches);
+
+/// A redis-server of the bench's own, nothing on disk, killed on drop.
+struct RedisServer {
+    port: u16,
+    process: std::process::Child,
+}
+
+impl RedisServer {
+    fn start(port: u16, more: &[&str]) -> Self {
+        let process = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(more)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        let server = Self { port, process };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on {port} did not start");
+    }
+
+    fn wait_for_sync(&self) {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).expect("redis url");
+        let mut redis = client.get_connection().expect("replica connection");
+        for _ in 0..200 {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut redis)
+                .expect("INFO");
+            if info.contains("master_link_status:up") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the replica on {} never synced", self.port);
+    }
+
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([name, &self.process.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {name}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

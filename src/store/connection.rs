@@ -154,6 +154,43 @@ impl RedisConnection {
     }
 }
 
+/// Connections of their own, for script calls followed by `WAIT`: `WAIT` blocks the
+/// connection it is sent on until the replicas acknowledge (or its timeout), and on the
+/// shared connection every command behind it (other sales' purchases, every read) would wait
+/// with it. Each is opened lazily like the shared one (a server's own connection, or a
+/// cluster client of its own) and held by one call and its `WAIT` at a time.
+pub struct OwnConnections(RedisSettings);
+
+impl OwnConnections {
+    /// A pool of up to `size` of them; a caller waits at most the Redis timeout for one.
+    pub fn pool(settings: &RedisSettings, size: u32) -> bb8::Pool<Self> {
+        bb8::Pool::builder()
+            .max_size(size)
+            .min_idle(None)
+            .connection_timeout(settings.timeout)
+            // Connections are lazy and reconnect by themselves: nothing to test out.
+            .test_on_check_out(false)
+            .build_unchecked(Self(settings.clone()))
+    }
+}
+
+impl bb8::ManageConnection for OwnConnections {
+    type Connection = RedisConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<RedisConnection, RedisError> {
+        RedisConnection::new(&self.0)
+    }
+
+    async fn is_valid(&self, _: &mut RedisConnection) -> Result<(), RedisError> {
+        Ok(())
+    }
+
+    fn has_broken(&self, _: &mut RedisConnection) -> bool {
+        false
+    }
+}
+
 fn pipeline(commands: Vec<Cmd>) -> Pipeline {
     let mut pipe = redis::pipe();
     for command in commands {

@@ -35,6 +35,7 @@ use crate::support::group_commit::Batches;
 use crate::support::metrics::PurchaseMetrics;
 use crate::support::settings::RedisSettings;
 
+use connection::OwnConnections;
 pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
 pub use outbox::{Backlog, Outbox, OutboxEntry};
@@ -80,6 +81,9 @@ pub struct Inventory {
     /// Replicas a script call's writes must reach (`WAIT`), and for how long at most.
     wait_replicas: u32,
     wait_timeout: std::time::Duration,
+    /// Where the calls followed by that `WAIT` go: connections of their own, unless
+    /// FLASHSALE_REDIS_WAIT_CONNECTIONS says 0 (the shared one) or nothing waits.
+    own_connections: Option<bb8::Pool<OwnConnections>>,
     purchase_script: Script,
     put_sale_script: Script,
     transition_script: Script,
@@ -113,6 +117,8 @@ impl Inventory {
             idempotency_ttl_secs: settings.idempotency_ttl.as_secs().to_string(),
             wait_replicas: settings.wait_replicas,
             wait_timeout: settings.wait_timeout,
+            own_connections: (settings.wait_replicas > 0 && settings.wait_connections > 0)
+                .then(|| OwnConnections::pool(settings, settings.wait_connections)),
             purchase_script: Script::new(include_str!("../../lua/purchase.lua")),
             put_sale_script: Script::new(include_str!("../../lua/put_sale.lua")),
             transition_script: Script::new(concat!(
@@ -169,16 +175,31 @@ impl Inventory {
         }
     }
 
-    /// Whether the writes of the script call that just wrote the sale reached the replicas
-    /// FLASHSALE_REDIS_WAIT_REPLICAS asks for (always, when it asks for none). With
-    /// asynchronous replication a replica promoted after a failover may lack what its master
-    /// acknowledged; `WAIT` makes that window a bounded wait instead. A failed `WAIT` counts
-    /// as not replicated: the writes stand, only their answer is more careful.
-    pub(crate) async fn replicated(&self, sku: &Sku) -> bool {
+    /// The connection for a script call that writes the sale and may be followed by
+    /// [`Inventory::replicated`] (which must go on the same connection: `WAIT` counts the
+    /// writes of the connection it is sent on). One of its own while replicas are waited
+    /// for, held until dropped; the shared one otherwise.
+    pub(crate) async fn writer(&self) -> Result<Writer, StoreError> {
+        let Some(pool) = &self.own_connections else {
+            return Ok(Writer::Shared(self.redis()));
+        };
+        match pool.get_owned().await {
+            Ok(connection) => Ok(Writer::Own(connection)),
+            // Every one of them is held by a call waiting for its replicas.
+            Err(bb8::RunError::TimedOut) => Err(StoreError::NotAnswering),
+            Err(bb8::RunError::User(e)) => Err(StoreError::Unavailable(e)),
+        }
+    }
+
+    /// Whether the writes of the script call that just wrote the sale on `redis` reached
+    /// the replicas FLASHSALE_REDIS_WAIT_REPLICAS asks for (always, when it asks for none).
+    /// With asynchronous replication a replica promoted after a failover may lack what its
+    /// master acknowledged; `WAIT` makes that window a bounded wait instead. A failed `WAIT`
+    /// counts as not replicated: the writes stand, only their answer is more careful.
+    pub(crate) async fn replicated(&self, redis: &mut RedisConnection, sku: &Sku) -> bool {
         if self.wait_replicas == 0 {
             return true;
         }
-        let mut redis = self.redis();
         let acknowledged = redis
             .wait_for_replicas(
                 &self.keys(sku).sale(),
@@ -265,6 +286,32 @@ impl Inventory {
                 }
                 Err(StoreError::Unavailable(e))
             }
+        }
+    }
+}
+
+/// Where a script call that writes a sale goes ([`Inventory::writer`]).
+pub(crate) enum Writer {
+    Shared(RedisConnection),
+    Own(bb8::PooledConnection<'static, OwnConnections>),
+}
+
+impl std::ops::Deref for Writer {
+    type Target = RedisConnection;
+
+    fn deref(&self) -> &RedisConnection {
+        match self {
+            Writer::Shared(connection) => connection,
+            Writer::Own(connection) => connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut RedisConnection {
+        match self {
+            Writer::Shared(connection) => connection,
+            Writer::Own(connection) => connection,
         }
     }
 }

@@ -196,8 +196,11 @@ impl Inventory {
                 );
         }
 
-        let mut redis = self.redis();
-        let replies: Vec<Vec<Value>> = match self.observe(call.invoke_async(&mut redis).await) {
+        let mut redis = match self.writer().await {
+            Ok(redis) => redis,
+            Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
+        };
+        let replies: Vec<Vec<Value>> = match self.observe(call.invoke_async(&mut *redis).await) {
             Ok(replies) => replies,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
@@ -215,12 +218,13 @@ impl Inventory {
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|p| !p.replayed))
-            && !self.replicated(sku).await
+            && !self.replicated(&mut redis, sku).await
         {
             for purchase in results.iter_mut().flatten() {
                 purchase.replicated = false;
             }
         }
+        drop(redis);
         self.after_batch(sku, &results).await;
         results
     }

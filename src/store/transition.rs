@@ -90,8 +90,8 @@ impl Inventory {
                 .arg(payment_ref.as_str()),
             Action::Cancel => call.arg("cancel").arg(order_id.as_str()),
         };
-        let mut redis = self.redis();
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let mut redis = self.writer().await?;
+        let reply: Vec<Value> = self.observe(call.invoke_async(&mut *redis).await)?;
         let reply = Reply(&reply);
         let outcome = reply.text(0)?;
         let ended = |changed: bool| -> Result<Ended, StoreError> {
@@ -110,7 +110,8 @@ impl Inventory {
                 let ended = ended(true)?;
                 // The answer stands either way (the move is decided); it only waits for
                 // the replicas asked for, counted in flashsale_redis_replication_waits_total.
-                self.replicated(sku).await;
+                self.replicated(&mut redis, sku).await;
+                drop(redis);
                 self.wrote_outbox(sku);
                 record_transition(ended.order.status.as_str());
                 if ended.order.status == OrderStatus::Cancelled {

@@ -113,6 +113,109 @@ async fn a_new_order_is_201_only_once_a_replica_holds_it() {
     app.cleanup().await;
 }
 
+/// How many clients of the Redis on the other end of `redis` are blocked in `WAIT`.
+async fn blocked_in_wait(redis: &mut redis::aio::MultiplexedConnection) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(redis)
+        .await
+        .expect("CLIENT LIST");
+    clients
+        .lines()
+        .filter(|client| {
+            client.contains(" cmd=wait ")
+                && client
+                    .split(' ')
+                    .any(|field| field.starts_with("flags=") && field.contains('b'))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_slow_to_acknowledge_holds_up_only_the_calls_waiting_for_it() {
+    // WAIT blocks the connection it is sent on. It goes on a connection of its own, so while
+    // one sale's call waits for a paused replica, other sales' purchases are still decided
+    // and reads still answered: the WAIT is still blocked when they are done (on the shared
+    // connection they would queue behind it, FLASHSALE_REDIS_WAIT_CONNECTIONS=0).
+    let master_port = free_port();
+    let _master = private_redis(master_port).await;
+    let replica_port = free_port();
+    let replica = private_redis_with(
+        replica_port,
+        &["--replicaof", "127.0.0.1", &master_port.to_string()],
+    )
+    .await;
+    wait_for_sync(replica_port).await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://127.0.0.1:{master_port}");
+        s.nats.confirm = Confirm::Redis;
+        s.redis.wait_replicas = 1;
+        // Far longer than anything below may take: only a WAIT left blocked explains it.
+        s.redis.wait_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let app = std::sync::Arc::new(app);
+    let (waiting, other) = (unique("waiting"), unique("other"));
+    app.create_sale(&waiting, json!({"stock": 10})).await;
+    app.create_sale(&other, json!({"stock": 10})).await;
+    assert_eq!(app.order(&other, "before", 1).await.status(), 201);
+    let mut master = redis_connection(&format!("redis://127.0.0.1:{master_port}")).await;
+
+    signal(&replica, "-STOP");
+    let first = {
+        let app = app.clone();
+        let waiting = waiting.clone();
+        tokio::spawn(async move { app.order(&waiting, "first", 1).await.status().as_u16() })
+    };
+    let mut blocked = 0;
+    for _ in 0..200 {
+        blocked = blocked_in_wait(&mut master).await;
+        if blocked > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        blocked, 1,
+        "the first sale's WAIT blocks for the paused replica"
+    );
+    assert_eq!(
+        app.redis_sold(&waiting).await,
+        1,
+        "its purchase was decided"
+    );
+
+    // Meanwhile: a read of another sale is answered, and a purchase of it decided.
+    assert_eq!(app.sale_json(&other).await["sold"], 1);
+    let second = {
+        let app = app.clone();
+        let other = other.clone();
+        tokio::spawn(async move { app.order(&other, "second", 1).await.status().as_u16() })
+    };
+    let mut decided = false;
+    for _ in 0..200 {
+        if app.redis_sold(&other).await == 2 {
+            decided = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(decided, "the other sale's purchase was decided");
+    assert!(
+        blocked_in_wait(&mut master).await >= 1 && !first.is_finished(),
+        "all of that while the first WAIT was still blocked"
+    );
+
+    signal(&replica, "-CONT");
+    assert_eq!(
+        first.await.expect("first purchase"),
+        201,
+        "replicated once resumed"
+    );
+    assert_eq!(second.await.expect("second purchase"), 201);
+    app.cleanup().await;
+}
+
 /// Buys one unit with an Idempotency-Key of its own, again on 503 (what a storefront does
 /// while Redis fails over) up to 30 s; the last answer, and the body.
 async fn buy_until_decided(app: &TestApp, sku: &str, user: &str) -> (u16, Value) {

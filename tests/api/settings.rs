@@ -35,6 +35,7 @@ fn every_setting_changed() -> Settings {
     settings.redis.timeout = Duration::from_millis(1234);
     settings.redis.wait_replicas = 2;
     settings.redis.wait_timeout = Duration::from_millis(345);
+    settings.redis.wait_connections = 5;
     settings.http.buyer_rate = Some(RateLimit {
         per_second: 3,
         burst: 5,

@@ -58,6 +58,9 @@ pub struct RedisSettings {
     pub wait_replicas: u32,
     /// How long that `WAIT` may take; past it a new order is answered 202 pending.
     pub wait_timeout: Duration,
+    /// Connections of their own for the script calls followed by that `WAIT` (it blocks the
+    /// connection it is sent on); 0 = send them on the shared connection.
+    pub wait_connections: u32,
     /// How long a replayable Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
     /// How long a replica trusts its own "sold out" mark before asking Redis again.
@@ -248,6 +251,8 @@ impl Settings {
                 wait_timeout: Duration::from_millis(
                     var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS", "100").number(1, 10_000)?,
                 ),
+                wait_connections: var("FLASHSALE_REDIS_WAIT_CONNECTIONS", "16").number(0, 256)?
+                    as u32,
                 idempotency_ttl: Duration::from_secs(
                     var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
                 ),

@@ -60,6 +60,10 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
             millis(settings.redis.wait_timeout),
         ),
         (
+            "FLASHSALE_REDIS_WAIT_CONNECTIONS",
+            settings.redis.wait_connections.to_string(),
+        ),
+        (
             "FLASHSALE_IDEMPOTENCY_TTL_SECS",
             settings.redis.idempotency_ttl.as_secs().to_string(),
         ),
