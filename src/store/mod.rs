@@ -6,7 +6,8 @@
 //! 0.2 ms on it against 1.3–1.8 ms through a bb8-redis pool (`benches/connections.rs`). It
 //! reconnects by itself. (One connection per thread measured no better, within noise, and
 //! after a Redis restart each of them failed a request before reconnecting, where one
-//! connection fails one.)
+//! connection fails one.) The one exception: a script call followed by `WAIT`, which blocks
+//! its connection, takes one of its own ([`Inventory::writer`]).
 
 mod connection;
 mod keys;
