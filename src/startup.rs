@@ -25,6 +25,19 @@ use crate::support::settings::Settings;
 
 /// How long an idle client connection stays open (see where the server is built).
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
+/// HTTP worker threads: as asked, or one per core but one. The main thread runs the Redis
+/// and NATS connections' I/O, which every request waits on; a worker per core as well left
+/// three busy threads on two cores, and measured 25 % more CPU per purchase and 15–20 %
+/// fewer purchases/s than one worker (BENCHMARKS.md).
+fn http_workers(asked: usize) -> usize {
+    if asked > 0 {
+        return asked;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get().saturating_sub(1))
+        .max(1)
+}
+
 /// The longest wait between attempts to reach NATS again.
 const NATS_RECONNECT_MAX: Duration = Duration::from_secs(1);
 
@@ -151,9 +164,7 @@ impl Application {
         // it, which then fails mid-send. actix-web's default is 5 s.
         .keep_alive(HTTP_KEEP_ALIVE)
         .shutdown_timeout(30);
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
-        }
+        server = server.workers(http_workers(settings.http.workers));
         let server = server.listen(listener)?.run();
         log::info!(
             "flashsale listening on http://{address} (namespace {}, default sale {})",
