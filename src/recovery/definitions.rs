@@ -39,7 +39,10 @@ pub struct SaleDefinitions {
 impl SaleDefinitions {
     pub fn new(nats: async_nats::Client, stream: &str, replicas: usize) -> Self {
         let mut jetstream = jetstream::new(nats);
-        jetstream.set_timeout(Duration::from_secs(2));
+        // Definitions are written by admin calls, not on the purchase path, and the first
+        // one creates the bucket's stream: on a loaded server that took over 2 s (a PUT
+        // answered 503 in CI). Better a slower PUT than a refused one.
+        jetstream.set_timeout(Duration::from_secs(5));
         Self {
             jetstream,
             bucket: bucket_name(stream),

@@ -134,8 +134,10 @@ async fn one_idempotency_key_makes_one_order() {
         let order: Value = response.json().await.expect("order JSON");
         ids.insert(order["order_id"].as_str().expect("order_id").to_owned());
     }
+    // The creation is 201, or 202 when JetStream did not confirm its event in time (a
+    // loaded machine): accepted either way, and once.
     assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
+        statuses.iter().filter(|s| **s == 201 || **s == 202).count(),
         1,
         "one creation: {statuses:?}"
     );
