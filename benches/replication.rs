@@ -29,6 +29,9 @@ use flashsale::store::{Inventory, PurchaseRequest};
 use flashsale::support::settings::{Confirm, MAX_STOCK, Settings};
 use futures::future::join_all;
 
+/// The bench's keys start with this, then the process id.
+const NAMESPACE: &str = "fsbench-replication";
+
 const CLUSTER_SEEDS: &str =
     "redis://127.0.0.1:21001,redis://127.0.0.1:21002,redis://127.0.0.1:21003";
 
@@ -52,7 +55,7 @@ const NO_WAIT: Waits = Waits {
 
 fn settings(redis_url: &str, waits: Waits) -> Settings {
     let mut settings = Settings::from_lookup(|_| None).expect("defaults are valid");
-    settings.redis.namespace = format!("fsbench-replication-{}", std::process::id());
+    settings.redis.namespace = format!("{NAMESPACE}-{}", std::process::id());
     settings.redis.url = redis_url.to_owned();
     settings.nats.confirm = Confirm::Redis;
     settings.redis.wait_replicas = waits.replicas;
@@ -88,6 +91,7 @@ fn inventory(
 
 fn replication(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(remove_keys());
     let one = vec![Sku::parse("bench-replication").expect("valid sku")];
     let many: Vec<Sku> = (0..64)
         .map(|i| Sku::parse(&format!("bench-replication-{i}")).expect("valid sku"))
@@ -198,26 +202,29 @@ fn replication(c: &mut Criterion) {
     replica.signal("-CONT");
     drop((replica, master));
 
-    // The bench's keys, on the server and on each master (one key a command on a cluster).
-    runtime.block_on(async {
-        let pattern = format!("fsbench-replication-{}:*", std::process::id());
-        let mut addresses = vec!["redis://127.0.0.1:6379".to_owned()];
-        addresses.extend((21001..=21006).map(|p| format!("redis://127.0.0.1:{p}")));
-        for address in addresses {
-            let client = redis::Client::open(address.as_str()).expect("redis url");
-            let Ok(mut redis) = client.get_multiplexed_async_connection().await else {
-                continue;
-            };
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut redis)
-                .await
-                .unwrap_or_default();
-            for key in keys {
-                let _: Result<(), _> = redis::cmd("UNLINK").arg(key).query_async(&mut redis).await;
-            }
+    runtime.block_on(remove_keys());
+}
+
+/// The bench's keys, on the server and on each master (one key a command on a cluster): those
+/// of this run, and of any run that stopped before its end (a failed assertion, ^C), which
+/// would otherwise stay: one left 585,000 keys that every SCAN of the tests then went through.
+async fn remove_keys() {
+    let mut addresses = vec!["redis://127.0.0.1:6379".to_owned()];
+    addresses.extend((21001..=21006).map(|p| format!("redis://127.0.0.1:{p}")));
+    for address in addresses {
+        let client = redis::Client::open(address.as_str()).expect("redis url");
+        let Ok(mut redis) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{NAMESPACE}-*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_default();
+        for key in keys {
+            let _: Result<(), _> = redis::cmd("UNLINK").arg(key).query_async(&mut redis).await;
         }
-    });
+    }
 }
 
 criterion_group!(benches, replication);
