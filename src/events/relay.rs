@@ -27,7 +27,7 @@ use crate::events::jetstream::{
 };
 use crate::events::publish::{MAX_ATOMIC_BATCH, publish_in_order};
 use crate::events::relay_status::RelayStatus;
-use crate::store::{Backlog, Inventory, StoreError};
+use crate::store::{Backlog, Inventory, StoreError, written_ms};
 use crate::support::metrics::Publisher;
 use crate::support::settings::{Confirm, Settings};
 
@@ -284,12 +284,9 @@ impl<R: SaleRebuilder> Relay<R> {
             let features = match *stream_features {
                 Some(features) => features,
                 None => {
-                    // Atomic batches in both confirm modes. In `jetstream` mode what the
-                    // relay reads is past the handlers' grace: events they gave up on (202,
-                    // NATS down or slow), expiries (nobody else sends them), a backlog after
-                    // an outage: rarely stored already. A batch that does hold a stored one
-                    // is refused whole and goes again one by one: one round trip lost,
-                    // against an fsync saved per event on a syncing server.
+                    // Atomic batches in both confirm modes: past the handlers' grace, events
+                    // are rarely stored already (202s, expiries, an outage's backlog), and a
+                    // batch holding one costs a round trip (refused whole, then one by one).
                     let features = ensure_stream(&self.jetstream, &self.stream)
                         .await
                         .map_err(StreamError::from)?;
@@ -349,34 +346,15 @@ impl<R: SaleRebuilder> Relay<R> {
         waiting: Backlog,
         grace_ms: u64,
     ) -> Result<(), RelayError> {
-        // Entries written after this millisecond (Redis's clock, as the oldest entry's id and
-        // age tell it) are left for the next pass: sent now, each would race its handler's
-        // batch, and an atomic batch holding one the handler stored is refused whole.
-        let mut young_after: Option<u64> = None;
+        // Entries younger than the grace are left for the next pass: sent now, each would
+        // race its handler's batch (which a stored copy makes refused whole).
+        let written_until_ms = (grace_ms > 0).then(|| waiting.read_at_ms.saturating_sub(grace_ms));
         loop {
-            let mut entries = self.inventory.outbox().read(sku, BATCH).await?;
-            let mut all_read = entries.len() < BATCH;
-            if grace_ms > 0 {
-                let limit = *young_after.get_or_insert_with(|| {
-                    entries
-                        .first()
-                        .and_then(|(id, _)| entry_ms(id))
-                        .map_or(u64::MAX, |oldest| {
-                            (oldest + waiting.oldest_age_ms).saturating_sub(grace_ms)
-                        })
-                });
-                let old_enough = entries
-                    .iter()
-                    .take_while(|(id, _)| entry_ms(id).is_none_or(|ms| ms <= limit))
-                    .count();
-                if old_enough < entries.len() {
-                    entries.truncate(old_enough);
-                    all_read = true;
-                }
-            }
-            if entries.is_empty() {
-                return Ok(());
-            }
+            let entries = self
+                .inventory
+                .outbox()
+                .read(sku, BATCH, written_until_ms)
+                .await?;
             let events: Vec<_> = entries.iter().map(|(_, event)| event.as_ref()).collect();
             let (delivered, failure) = publish_in_order(
                 &self.jetstream,
@@ -384,7 +362,7 @@ impl<R: SaleRebuilder> Relay<R> {
                 features.atomic_batches,
                 &events,
                 |acknowledged| {
-                    if let Some(written_ms) = entry_ms(&entries[acknowledged].0) {
+                    if let Some(written_ms) = written_ms(&entries[acknowledged].0) {
                         let lag_ms = now_ms().saturating_sub(written_ms);
                         self.delivery_lag.record(lag_ms as f64 / 1000.0);
                     }
@@ -400,16 +378,11 @@ impl<R: SaleRebuilder> Relay<R> {
             if let Some(failure) = failure {
                 return Err(failure.into());
             }
-            if all_read {
+            if entries.len() < BATCH {
                 return Ok(());
             }
         }
     }
-}
-
-/// The millisecond an outbox entry was written: the first part of its stream id.
-fn entry_ms(id: &str) -> Option<u64> {
-    id.split('-').next()?.parse().ok()
 }
 
 fn now_ms() -> u64 {

@@ -16,6 +16,7 @@ impl RelayStatus {
         Backlog {
             pending: self.pending.load(Ordering::Relaxed),
             oldest_age_ms: self.oldest_age_ms.load(Ordering::Relaxed),
+            ..Backlog::default()
         }
     }
 

@@ -39,7 +39,7 @@ use crate::support::settings::RedisSettings;
 use connection::OwnConnections;
 pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
-pub use outbox::{Backlog, Outbox, OutboxEntry};
+pub use outbox::{Backlog, Outbox, OutboxEntry, written_ms};
 pub use payment_due::{DueSales, PaymentIndex};
 pub use purchase::{Purchase, PurchaseError, PurchaseRequest};
 pub use read::OrderQuery;

@@ -22,13 +22,21 @@ pub struct Backlog {
     pub pending: u64,
     /// Milliseconds since the oldest waiting entry was written (Redis's clock).
     pub oldest_age_ms: u64,
+    /// Redis's clock when this was read, in milliseconds (the latest, summed).
+    pub read_at_ms: u64,
 }
 
 impl Backlog {
     pub fn add(&mut self, other: Backlog) {
         self.pending += other.pending;
         self.oldest_age_ms = self.oldest_age_ms.max(other.oldest_age_ms);
+        self.read_at_ms = self.read_at_ms.max(other.read_at_ms);
     }
+}
+
+/// The millisecond an outbox entry was written (Redis's clock): its stream id starts with it.
+pub fn written_ms(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
 }
 
 /// One outbox entry: its stream id and the event it records.
@@ -71,14 +79,14 @@ impl Outbox<'_> {
             return Ok(None);
         }
         let now_ms = secs * 1000 + micros / 1000;
-        // A stream id starts with the millisecond it was added.
         let written_ms = oldest
             .first()
-            .and_then(|(id, ())| id.split('-').next()?.parse::<u64>().ok())
+            .and_then(|(id, ())| written_ms(id))
             .unwrap_or(now_ms);
         Ok(Some(Backlog {
             pending,
             oldest_age_ms: now_ms.saturating_sub(written_ms),
+            read_at_ms: now_ms,
         }))
     }
 
@@ -101,18 +109,23 @@ impl Outbox<'_> {
         Ok(self.0.observe(held)? == 1)
     }
 
-    /// Up to `count` entries from the start of the sale's outbox, oldest first: every one
-    /// is waiting for JetStream (delivered entries are trimmed). An entry no subscriber could
-    /// use (never written by our scripts) is logged and returned as `None`, to be trimmed.
+    /// Up to `count` entries from the start of the sale's outbox, oldest first, written no
+    /// later than `written_until_ms` (Redis's clock) when given: every one is waiting for
+    /// JetStream (delivered entries are trimmed). An entry no subscriber could use (never
+    /// written by our scripts) is logged and returned as `None`, to be trimmed.
     pub async fn read(
         &self,
         sku: &Sku,
         count: usize,
+        written_until_ms: Option<u64>,
     ) -> Result<Vec<(String, Option<OrderEvent>)>, StoreError> {
         let outbox = self.0.keys(sku).outbox();
         let mut redis = self.0.redis();
+        // A stream id starts with the millisecond it was written: `XRANGE … - <ms>` ends
+        // with the last entry of that millisecond.
+        let end = written_until_ms.map_or_else(|| "+".to_owned(), |ms| ms.to_string());
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
-            redis.xrange_count(&outbox, "-", "+", count).await;
+            redis.xrange_count(&outbox, "-", end, count).await;
         Ok(self
             .0
             .observe(read)?

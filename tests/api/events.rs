@@ -538,7 +538,7 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
             .await
             .expect("lease")
     );
-    let read = dead.outbox().read(&sku, 100).await.expect("read");
+    let read = dead.outbox().read(&sku, 100, None).await.expect("read");
     assert_eq!(read.len(), 20, "the dead replica read every entry");
     let nats = async_nats::connect(settings.nats.urls.clone())
         .await
