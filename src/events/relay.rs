@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_nats::jetstream;
 use tokio::sync::{Notify, watch};
@@ -363,7 +363,10 @@ impl<R: SaleRebuilder> Relay<R> {
                 &events,
                 |acknowledged| {
                     if let Some(written_ms) = written_ms(&entries[acknowledged].0) {
-                        let lag_ms = now_ms().saturating_sub(written_ms);
+                        let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH);
+                        let lag_ms = now
+                            .map_or(0, |d| d.as_millis() as u64)
+                            .saturating_sub(written_ms);
                         self.delivery_lag.record(lag_ms as f64 / 1000.0);
                     }
                 },
@@ -378,17 +381,17 @@ impl<R: SaleRebuilder> Relay<R> {
             if let Some(failure) = failure {
                 return Err(failure.into());
             }
-            if entries.len() < BATCH {
+            // A long backlog outlasts the lease: renewed per batch, or another replica would
+            // take the sale over and send the same entries beside this one.
+            if entries.len() < BATCH
+                || !(self.inventory.outbox())
+                    .take_lease(sku, &self.consumer, self.claim_idle)
+                    .await?
+            {
                 return Ok(());
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn backoff(failures: u32) -> Duration {
