@@ -50,17 +50,38 @@ async fn wait_for_sync(port: u16) {
     panic!("the replica on {port} never synced");
 }
 
+/// A Redis master and its replica of the test's own, the replica in sync; both die with it.
+struct MasterAndReplica {
+    master_port: u16,
+    _master: tokio::process::Child,
+    replica_port: u16,
+    replica: tokio::process::Child,
+}
+
+impl MasterAndReplica {
+    async fn start() -> Self {
+        let master_port = free_port();
+        let master = private_redis(master_port).await;
+        let replica_port = free_port();
+        let replica = private_redis_with(
+            replica_port,
+            &["--replicaof", "127.0.0.1", &master_port.to_string()],
+        )
+        .await;
+        wait_for_sync(replica_port).await;
+        Self {
+            master_port,
+            _master: master,
+            replica_port,
+            replica,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_order_is_201_only_once_a_replica_holds_it() {
-    let master_port = free_port();
-    let _master = private_redis(master_port).await;
-    let replica_port = free_port();
-    let replica = private_redis_with(
-        replica_port,
-        &["--replicaof", "127.0.0.1", &master_port.to_string()],
-    )
-    .await;
-    wait_for_sync(replica_port).await;
+    let pair = MasterAndReplica::start().await;
+    let (master_port, replica_port, replica) = (pair.master_port, pair.replica_port, &pair.replica);
     let mut settings = test_settings();
     settings.redis.url = format!("redis://127.0.0.1:{master_port}");
     settings.nats.confirm = Confirm::Redis;
@@ -96,9 +117,9 @@ async fn a_new_order_is_201_only_once_a_replica_holds_it() {
 
     // Replica paused: Redis still decides, but nothing acknowledges the copy in time, so the
     // order is 202 pending rather than a 201 a failover could take back.
-    signal(&replica, "-STOP");
+    signal(replica, "-STOP");
     let response = app.order(&sku, "unreplicated", 1).await;
-    signal(&replica, "-CONT");
+    signal(replica, "-CONT");
     assert_eq!(response.status(), 202);
     let order: Value = response.json().await.expect("order");
     assert_eq!(order["delivery"], "pending");
@@ -137,15 +158,8 @@ async fn a_replica_slow_to_acknowledge_holds_up_only_the_calls_waiting_for_it() 
     // one sale's call waits for a paused replica, other sales' purchases are still decided
     // and reads still answered: the WAIT is still blocked when they are done (on the shared
     // connection they would queue behind it, FLASHSALE_REDIS_WAIT_CONNECTIONS=0).
-    let master_port = free_port();
-    let _master = private_redis(master_port).await;
-    let replica_port = free_port();
-    let replica = private_redis_with(
-        replica_port,
-        &["--replicaof", "127.0.0.1", &master_port.to_string()],
-    )
-    .await;
-    wait_for_sync(replica_port).await;
+    let pair = MasterAndReplica::start().await;
+    let (master_port, replica) = (pair.master_port, &pair.replica);
     let app = spawn_app_with(|s| {
         s.redis.url = format!("redis://127.0.0.1:{master_port}");
         s.nats.confirm = Confirm::Redis;
@@ -161,7 +175,7 @@ async fn a_replica_slow_to_acknowledge_holds_up_only_the_calls_waiting_for_it() 
     assert_eq!(app.order(&other, "before", 1).await.status(), 201);
     let mut master = redis_connection(&format!("redis://127.0.0.1:{master_port}")).await;
 
-    signal(&replica, "-STOP");
+    signal(replica, "-STOP");
     let first = {
         let app = app.clone();
         let waiting = waiting.clone();
@@ -206,7 +220,7 @@ async fn a_replica_slow_to_acknowledge_holds_up_only_the_calls_waiting_for_it() 
         "all of that while the first WAIT was still blocked"
     );
 
-    signal(&replica, "-CONT");
+    signal(replica, "-CONT");
     assert_eq!(
         first.await.expect("first purchase"),
         201,
