@@ -45,6 +45,7 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
             starts_at: None,
             ends_at: None,
             payment_timeout_secs: None,
+            ended_at: None,
         },
     );
     recovery

@@ -8,8 +8,9 @@
 -- touches nothing.
 --
 -- All keys share the sale's `{sku}` hash tag, so the script also runs on Redis Cluster.
--- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, oid, seq,
---                       primary (the replication id of the primary that wrote it, see below)
+-- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, ended?
+--                       (ended early by an operator, ms), oid, seq, primary (the replication
+--                       id of the primary that wrote it, see below)
 -- KEYS[2] orders  HASH  order_id -> the order record, one field a line:
 --                       status, quantity, unit_price, created_at ms, pay_by ms, paid_at ms,
 --                       event (outbox id of the order's latest event), payment_ref, user_id
@@ -71,14 +72,14 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- sold, so it counts as missing: the caller catches the sale up from JetStream first.
 local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
 local f = redis.call('HMGET', sale, 'stock', 'sold', 'per_user_limit', 'price',
-                     'starts_at', 'ends_at', 'oid', 'payment_timeout', 'primary')
+                     'starts_at', 'ends_at', 'oid', 'payment_timeout', 'primary', 'ended')
 local stock, sold = tonumber(f[1]), tonumber(f[2])
 if f[9] ~= primary then stock = nil end
 local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
 local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
 local payment_timeout = tonumber(f[8])
 -- 'sale_not_open' is decided once: the batch shares one instant.
-local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at))
+local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at) or f[10])
 
 -- One purchase, against the sale as the purchases before it in the batch left it.
 local function decide(user, quantity, idem, idem_key, buyer_orders)

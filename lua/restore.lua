@@ -26,6 +26,7 @@
 -- ARGV[10] the definition's revision in JetStream (see put_sale.lua)
 -- ARGV[11] payment_timeout in seconds ('' = none)
 -- ARGV[12] key prefix of the sale's buyers' order lists (`<ns>:{<sku}:buyer_orders:`)
+-- ARGV[13] ended: when an operator ended the sale early (ms), '' = it runs by its window
 --
 -- The idempotency keys are built from the prefix here, one per field of the staged hash (all
 -- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
@@ -99,7 +100,7 @@ local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
            'seq', ARGV[8], 'rev', ARGV[10], 'primary', primary)
 local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7],
-                   payment_timeout = ARGV[11] }
+                   payment_timeout = ARGV[11], ended = ARGV[13] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end
 end

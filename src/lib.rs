@@ -10,6 +10,8 @@
 //! - [`http`]: the HTTP edge: routes, auth, buyer tickets, rate limits, the one mapping of
 //!   errors to the contract's JSON, the OpenAPI document. [`expiry`]: the sweeper that expires
 //!   orders not paid by their pay_by.
+//! - [`live`]: the live streams of sales: one read per change per replica, fanned out to
+//!   every viewer in memory.
 //! - [`operations`]: what a purchase, a pay, a cancel, a PUT and the reads do; handlers
 //!   parse, call one of these, and answer.
 //! - [`recovery`]: rebuilds what Redis lost from JetStream (sale definitions, the rebuild, the
@@ -26,6 +28,7 @@ pub mod domain;
 pub mod events;
 pub mod expiry;
 pub mod http;
+pub mod live;
 pub mod operations;
 pub mod recovery;
 pub mod startup;

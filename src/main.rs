@@ -86,11 +86,11 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = application.server_handle();
+    let stopper = application.stopper();
     tokio::spawn(async move {
         stop_signal().await;
         log::info!("stop requested: finishing requests in flight");
-        server.stop(true).await;
+        stopper.stop().await;
     });
     match application.run_until_stopped().await {
         Ok(()) => {

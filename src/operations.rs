@@ -73,6 +73,12 @@ impl Operations {
                 },
             )
             .await?;
+        if !purchase.replayed {
+            // The live streams of every replica (`live/`): throttled, and at once on a sell-out.
+            self.sale_changes
+                .sold(sku, purchase.order.remaining == 0)
+                .await;
+        }
         // A replay whose event waits in the outbox is confirmed as the first answer was meant
         // to be, so a 200 is as durable as a 201; one whose event left the outbox is in
         // JetStream.
@@ -106,7 +112,7 @@ impl Operations {
             // either way.
             let event = ended.order.event(EventKind::Cancelled);
             let ((), confirmed) = tokio::join!(
-                self.sale_changes.announce(sku.as_str()),
+                self.sale_changes.announce(&sku),
                 self.confirmation.confirm(&sku, event, &ended.outbox_entry)
             );
             delivery = confirmed.label();
@@ -154,7 +160,7 @@ impl Operations {
             .await
         {
             Err(e @ TransitionError::OrderExpired { released: true }) => {
-                self.sale_changes.announce(sku.as_str()).await;
+                self.sale_changes.announce(sku).await;
                 Err(e)
             }
             ended => ended,
@@ -217,7 +223,7 @@ impl Operations {
         settings: &SaleSettings,
     ) -> Result<(Sale, bool), PutSaleError> {
         let put = self.recovery.put_sale(sku, settings).await?;
-        self.sale_changes.announce(sku.as_str()).await;
+        self.sale_changes.announce(sku).await;
         Ok(put)
     }
 

@@ -18,6 +18,7 @@ use crate::expiry::Sweeper;
 use crate::http::rate_limit::RateLimits;
 use crate::http::tickets::Tickets;
 use crate::http::{self, AppState};
+use crate::live::Live;
 use crate::operations::Operations;
 use crate::recovery::Recovery;
 use crate::store::Inventory;
@@ -53,6 +54,7 @@ pub enum StartupError {
 
 pub struct Application {
     port: u16,
+    live: Arc<Live>,
     server: Server,
     drain: DrainSignal,
     relay: tokio::task::JoinHandle<()>,
@@ -125,8 +127,17 @@ impl Application {
 
         let listener = TcpListener::bind(settings.http.bind)?;
         let address = listener.local_addr()?;
+        let operations = Arc::new(Operations::new(
+            inventory.clone(),
+            recovery,
+            confirmation,
+            sale_changes.clone(),
+        ));
+        let live = Live::new(operations.clone(), settings.http.live_viewers);
+        tokio::spawn(live.clone().listen(sale_changes));
         let state = web::Data::new(AppState {
-            operations: Operations::new(inventory.clone(), recovery, confirmation, sale_changes),
+            operations,
+            live: live.clone(),
             inventory,
             relay_status,
             metrics,
@@ -142,6 +153,7 @@ impl Application {
         });
         // Signals are the caller's: main stops the server gracefully on SIGINT as on SIGTERM
         // (actix-web alone would drop in-flight requests on SIGINT).
+        let cors_origins = settings.http.cors_origins.clone();
         let mut server = HttpServer::new(move || {
             let request_seconds = crate::support::metrics::request_histogram();
             App::new()
@@ -156,7 +168,7 @@ impl Application {
                         response
                     }
                 })
-                .configure(http::configure)
+                .configure(|cfg| http::configure(cfg, &cors_origins))
         })
         .disable_signals()
         // Longer than the idle timeout of the pools and balancers in front (60 s is common):
@@ -173,6 +185,7 @@ impl Application {
         );
         Ok(Self {
             port: address.port(),
+            live,
             server,
             drain,
             relay,
@@ -184,12 +197,15 @@ impl Application {
         self.port
     }
 
-    /// Stops the server: `stop(true)` stops accepting and lets requests in flight finish.
-    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    /// What stops the service (see [`Stopper::stop`]).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            live: self.live.clone(),
+        }
     }
 
-    /// Serves until stopped through [`Application::server_handle`]: actix-web then stops
+    /// Serves until stopped through [`Application::stopper`]: actix-web then stops
     /// accepting and finishes the requests in flight; after that the relay delivers what it
     /// can within the drain timeout. What it could not stays in the outbox for the next
     /// process.
@@ -205,6 +221,21 @@ impl Application {
             log::error!("relay task failed: {e}");
         }
         served
+    }
+}
+
+/// Stops a running [`Application`].
+pub struct Stopper {
+    server: actix_web::dev::ServerHandle,
+    live: Arc<Live>,
+}
+
+impl Stopper {
+    /// Ends the live streams (they would hold the shutdown for its whole timeout; browsers
+    /// reconnect to another replica), stops accepting, and lets requests in flight finish.
+    pub async fn stop(&self) {
+        self.live.stop();
+        self.server.stop(true).await;
     }
 }
 

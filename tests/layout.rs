@@ -21,8 +21,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("recovery", 4),
     ("operations", 5),
     ("expiry", 6),
-    ("http", 6),
-    ("startup", 7),
+    ("live", 6),
+    ("http", 7),
+    ("startup", 8),
 ];
 const MAX_TOP_LEVEL: usize = 12;
 const MAX_LINES: usize = 400;

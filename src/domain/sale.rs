@@ -54,6 +54,9 @@ pub struct SaleSettings {
     pub ends_at: Option<i64>,
     /// Seconds a buyer has to pay an order; `None`: an order is final when accepted.
     pub payment_timeout_secs: Option<u64>,
+    /// When an operator ended the sale early (ms); it stays closed until reopened. Not part
+    /// of a PUT's body: a PUT keeps it as it was.
+    pub ended_at: Option<i64>,
 }
 
 impl SaleSettings {
@@ -67,6 +70,7 @@ impl SaleSettings {
             starts_at: None,
             ends_at: None,
             payment_timeout_secs: None,
+            ended_at: None,
         }
     }
 
@@ -113,6 +117,7 @@ impl SaleSettings {
             starts_at,
             ends_at,
             payment_timeout_secs: request.payment_timeout_secs,
+            ended_at: None,
         })
     }
 }
@@ -155,6 +160,33 @@ pub struct Sale {
     pub sold: u64,
     pub remaining: u64,
     pub state: SaleState,
+    /// When an operator ended the sale early (`POST /v1/sales/{sku}/end`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// When this view was read and the window's bounds, in ms on Redis's clock: what the live
+    /// stream needs for its countdown and to know when the state changes by the clock alone.
+    #[serde(skip)]
+    pub clock: SaleClock,
+}
+
+/// A sale's times in ms on Redis's clock (see [`Sale::clock`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaleClock {
+    pub read_at_ms: i64,
+    pub starts_at_ms: Option<i64>,
+    pub ends_at_ms: Option<i64>,
+}
+
+impl SaleClock {
+    /// The next instant after the read at which the clock alone changes the sale's state
+    /// (it opens or closes); `None` when no such instant lies ahead.
+    pub fn next_change_ms(&self) -> Option<i64> {
+        [self.starts_at_ms, self.ends_at_ms]
+            .into_iter()
+            .flatten()
+            .filter(|&at| at > self.read_at_ms)
+            .min()
+    }
 }
 
 impl Sale {
@@ -162,7 +194,10 @@ impl Sale {
     pub fn new(sku: &Sku, settings: &SaleSettings, sold: u64, now_ms: i64) -> Self {
         let empty_window =
             matches!((settings.starts_at, settings.ends_at), (Some(s), Some(e)) if e <= s);
-        let state = if empty_window || settings.ends_at.is_some_and(|end| now_ms >= end) {
+        let state = if empty_window
+            || settings.ended_at.is_some()
+            || settings.ends_at.is_some_and(|end| now_ms >= end)
+        {
             SaleState::Closed
         } else if settings.starts_at.is_some_and(|start| now_ms < start) {
             SaleState::Scheduled
@@ -182,6 +217,12 @@ impl Sale {
             sold,
             remaining: settings.stock.saturating_sub(sold),
             state,
+            ended_at: settings.ended_at.map(format_time),
+            clock: SaleClock {
+                read_at_ms: now_ms,
+                starts_at_ms: settings.starts_at,
+                ends_at_ms: settings.ends_at,
+            },
         }
     }
 }
@@ -201,6 +242,9 @@ pub struct SaleDefinition {
     pub ends_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_timeout_secs: Option<u64>,
+    /// Ended early at (ms); absent while the sale runs by its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
     /// The bucket's revision of this definition (not part of the JSON): Redis keeps the
     /// revision it holds, so of two PUTs racing, the later definition wins in both stores.
     #[serde(skip)]
@@ -217,6 +261,7 @@ impl SaleDefinition {
             starts_at: settings.starts_at,
             ends_at: settings.ends_at,
             payment_timeout_secs: settings.payment_timeout_secs,
+            ended_at: settings.ended_at,
             revision: 0,
         }
     }
@@ -229,6 +274,7 @@ impl SaleDefinition {
             starts_at: self.starts_at,
             ends_at: self.ends_at,
             payment_timeout_secs: self.payment_timeout_secs,
+            ended_at: self.ended_at,
         }
     }
 }
@@ -283,6 +329,7 @@ mod tests {
             starts_at: Some(100),
             ends_at: Some(200),
             payment_timeout_secs: None,
+            ended_at: None,
         };
         assert_eq!(
             Sale::new(&sku, &settings, 0, 99).state,

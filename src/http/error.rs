@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::domain::InvalidInput;
 use crate::http::rate_limit::Refused;
 use crate::http::tickets::TicketError;
+use crate::live::WatchError;
 use crate::store::{PurchaseError, PutSaleError, StoreError, TransitionError};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,9 @@ pub enum ApiError {
     /// Over a buyer's or a client's rate limit; nothing was done.
     #[error("too many purchases from this {}; retry after {} s", .0.limit.as_str(), retry_after_secs(.0.retry_after))]
     RateLimited(Refused),
+    /// The replica serves its most live viewers (FLASHSALE_LIVE_VIEWERS).
+    #[error("{0}")]
+    TooManyViewers(String),
     #[error("internal error")]
     Internal,
 }
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::Unavailable => "unavailable",
             ApiError::SaleInconsistent(_) => "sale_inconsistent",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::TooManyViewers(_) => "too_many_viewers",
             ApiError::Internal => "internal",
         }
     }
@@ -94,7 +99,8 @@ pub struct ErrorBody<'a> {
     /// not_found, method_not_allowed, sale_not_found, order_not_found, sold_out, user_limit_reached,
     /// sale_not_open, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
     /// order_expired, payment_conflict, order_paid, payload_too_large,
-    /// unsupported_media_type, rate_limited, unavailable, sale_inconsistent, internal.
+    /// unsupported_media_type, rate_limited, unavailable, sale_inconsistent,
+    /// too_many_viewers, internal.
     pub error: &'a str,
     /// For a person.
     pub message: String,
@@ -118,7 +124,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable | ApiError::SaleInconsistent(_) => {
+            ApiError::Unavailable | ApiError::SaleInconsistent(_) | ApiError::TooManyViewers(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -141,6 +147,9 @@ impl ResponseError for ApiError {
             ApiError::SaleInconsistent(_) | ApiError::Unavailable => {
                 response.insert_header(("Retry-After", "1"));
             }
+            ApiError::TooManyViewers(_) => {
+                response.insert_header(("Retry-After", "5"));
+            }
             _ => {}
         }
         response.json(ErrorBody {
@@ -159,6 +168,16 @@ pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
 impl From<Refused> for ApiError {
     fn from(refused: Refused) -> Self {
         ApiError::RateLimited(refused)
+    }
+}
+
+impl From<WatchError> for ApiError {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::TooManyViewers(_) => ApiError::TooManyViewers(e.to_string()),
+            WatchError::SaleNotFound => ApiError::SaleNotFound,
+            WatchError::Unavailable => ApiError::Unavailable,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod live;
 pub mod openapi;
 pub mod orders;
 pub mod rate_limit;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use crate::domain::Sku;
 use crate::events::relay_status::RelayStatus;
+use crate::live::Live;
 use crate::operations::Operations;
 use crate::store::Inventory;
 use error::ApiError;
@@ -27,7 +29,9 @@ use tickets::Tickets;
 /// What every request handler shares.
 pub struct AppState {
     /// What each route does (`operations.rs`).
-    pub operations: Operations,
+    pub operations: Arc<Operations>,
+    /// The live streams' viewers and feeds (`live/`).
+    pub live: Arc<Live>,
     /// Asked by `/readyz` whether Redis answers.
     pub inventory: Arc<Inventory>,
     pub relay_status: Arc<RelayStatus>,
@@ -47,7 +51,32 @@ pub struct AppState {
 /// Largest request body the API reads; larger ones are answered 413 unread.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Cross-origin access for storefront pages on `origins` (FLASHSALE_CORS_ORIGINS), to the
+/// routes a buyer's page calls: the live stream, the sale, purchases and order reads. Exact
+/// origins only; a request from any other origin is served without CORS headers, so a
+/// browser keeps its answer from the page.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header;
+    origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        })
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("buyer-ticket"),
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(600)
+        .block_on_origin_mismatch(false)
+}
+
+/// The routes; `cors_origins`: the storefront origins allowed to call the buyer's routes.
+pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_BODY_BYTES)
@@ -70,15 +99,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(get("/openapi.json").route(web::get().to(openapi)))
     .service(
         resource("/v1/sales/{sku}", "GET, PUT")
+            .wrap(cors(cors_origins))
             .route(web::put().to(sales::put_sale))
             .route(web::get().to(sales::get_sale)),
     )
     .service(
+        get("/v1/sales/{sku}/live")
+            .wrap(cors(cors_origins))
+            .route(web::get().to(live::live)),
+    )
+    .service(
         resource("/v1/sales/{sku}/orders", "GET, POST")
+            .wrap(cors(cors_origins))
             .route(web::post().to(orders::create_order))
             .route(web::get().to(orders::list_buyer_orders)),
     )
-    .service(get("/v1/orders/{order_id}").route(web::get().to(orders::get_order)))
+    .service(
+        get("/v1/orders/{order_id}")
+            .wrap(cors(cors_origins))
+            .route(web::get().to(orders::get_order)),
+    )
     .service(
         resource("/v1/orders/{order_id}/cancel", "POST")
             .route(web::post().to(orders::cancel_order)),

@@ -13,6 +13,7 @@ use crate::http;
     paths(
         http::sales::put_sale,
         http::sales::get_sale,
+        http::live::live,
         http::orders::create_order,
         http::orders::list_buyer_orders,
         http::orders::get_order,

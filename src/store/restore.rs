@@ -111,7 +111,8 @@ impl Inventory {
             .arg(keys.idempotency_prefix())
             .arg(definition.revision)
             .arg(optional(definition.payment_timeout_secs.map(|t| t as i64)))
-            .arg(keys.buyer_orders(""));
+            .arg(keys.buyer_orders(""))
+            .arg(optional(definition.ended_at));
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {

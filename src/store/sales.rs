@@ -15,7 +15,7 @@ pub enum PutSaleError {
 }
 
 /// The sale-hash fields a [`Sale`] is built from, in reply order.
-const SALE_FIELDS: [&str; 7] = [
+const SALE_FIELDS: [&str; 8] = [
     "stock",
     "sold",
     "per_user_limit",
@@ -23,6 +23,7 @@ const SALE_FIELDS: [&str; 7] = [
     "starts_at",
     "ends_at",
     "payment_timeout",
+    "ended",
 ];
 
 impl Inventory {
@@ -49,7 +50,8 @@ impl Inventory {
             .arg(optional(settings.ends_at))
             .arg(if defined_before { "1" } else { "" })
             .arg(revision)
-            .arg(optional(settings.payment_timeout_secs.map(|t| t as i64)));
+            .arg(optional(settings.payment_timeout_secs.map(|t| t as i64)))
+            .arg(optional(settings.ended_at));
 
         // Registered first: a sale that exists is always known to the relay and to cancel.
         self.register(sku).await?;
@@ -137,6 +139,7 @@ impl Inventory {
             starts_at: number(4)?,
             ends_at: number(5)?,
             payment_timeout_secs: unsigned(6)?,
+            ended_at: number(7)?,
         };
         Ok(Sale::new(sku, &settings, unsigned(1)?.unwrap_or(0), now_ms))
     }

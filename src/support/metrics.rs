@@ -29,6 +29,8 @@ const TRANSITIONS: &str = "flashsale_order_transitions_total";
 const EXPIRY_LAG: &str = "flashsale_expiry_lag_seconds";
 const PURCHASE_BATCH: &str = "flashsale_purchase_batch_size";
 const DELIVERY_LAG: &str = "flashsale_event_delivery_lag_seconds";
+const LIVE_VIEWERS: &str = "flashsale_live_viewers";
+const LIVE_DROPPED: &str = "flashsale_live_viewers_dropped_total";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -82,6 +84,14 @@ pub fn install() -> Option<PrometheusHandle> {
 
 fn describe() {
     describe_counter!(PURCHASES, "Purchase attempts by outcome.");
+    describe_gauge!(
+        LIVE_VIEWERS,
+        "Live-stream viewers connected to this replica."
+    );
+    describe_counter!(
+        LIVE_DROPPED,
+        "Live viewers refused (replica at its limit) or dropped (too slow), by reason."
+    );
     describe_counter!(
         FAST_PATH,
         "Purchases answered sold_out from memory, without Redis."
@@ -151,6 +161,16 @@ fn describe() {
 }
 
 /// An order moved to `status` (paid, expired, cancelled).
+/// Live-stream viewers connected to this replica now.
+pub fn record_live_viewers(viewers: usize) {
+    gauge!(LIVE_VIEWERS).set(viewers as f64);
+}
+
+/// A live viewer turned away (`refused`: the replica's limit) or dropped (`slow`).
+pub fn record_live_dropped(reason: &'static str) {
+    counter!(LIVE_DROPPED, "reason" => reason).increment(1);
+}
+
 pub fn record_transition(status: &'static str) {
     counter!(TRANSITIONS, "to" => status).increment(1);
 }

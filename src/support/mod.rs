@@ -5,3 +5,4 @@ pub mod group_commit;
 pub mod metrics;
 pub mod settings;
 pub mod telemetry;
+pub mod throttle;

@@ -10,6 +10,7 @@ mod failover;
 mod health;
 mod helpers;
 mod lifecycle;
+mod live;
 mod order_reads;
 mod orders;
 mod rate_limits;

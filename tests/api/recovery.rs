@@ -626,6 +626,7 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
         starts_at: None,
         ends_at: None,
         payment_timeout_secs: None,
+        ended_at: None,
     };
     let sku_parsed = flashsale::domain::Sku::parse(&sku).expect("sku");
     let (sale, created) = inventory

@@ -146,3 +146,27 @@ async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
     assert!(app.client.get(app.url("/healthz")).send().await.is_err());
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_live_streams_at_once() {
+    let mut settings = test_settings();
+    settings.relay.drain_timeout = Duration::from_secs(1);
+    let (mut process, app) = spawn_process(&settings).await;
+    let sku = unique("livestop");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let mut live = crate::helpers::sse::LiveStream::open(&app, &sku, None).await;
+    assert_eq!(live.next().await.remaining(), 5);
+
+    signal(process.id().expect("running"), "-TERM");
+    // Not the 30 s actix-web would wait for a response still streaming.
+    assert!(
+        live.ends_within(Duration::from_secs(5)).await,
+        "the stream ends when the service stops"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), process.wait())
+        .await
+        .expect("exits without waiting on its viewers")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(0));
+    app.cleanup().await;
+}

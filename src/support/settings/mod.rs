@@ -41,6 +41,10 @@ pub struct HttpSettings {
     pub client_rate: Option<RateLimit>,
     /// Proxies whose `X-Forwarded-For` names the client address (else the socket's peer).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Storefront origins whose pages may call the buyer's routes (FLASHSALE_CORS_ORIGINS).
+    pub cors_origins: Vec<String>,
+    /// Live-stream viewers one replica serves at most (FLASHSALE_LIVE_VIEWERS).
+    pub live_viewers: usize,
 }
 
 /// Redis: where it is, and how long and how carefully to wait for it.
@@ -239,6 +243,8 @@ impl Settings {
                     }
                     .ip_addrs()?,
                 },
+                cors_origins: var("FLASHSALE_CORS_ORIGINS", "").origins()?,
+                live_viewers: var("FLASHSALE_LIVE_VIEWERS", "10000").number(0, 1_000_000)? as usize,
             },
             redis: RedisSettings {
                 url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,

@@ -93,6 +93,33 @@ impl Var {
         Ok(tokens)
     }
 
+    /// Comma-separated web origins, each exactly `scheme://host[:port]` (what a browser sends
+    /// in `Origin`): no wildcard, no path, so a typo cannot open the API to every site.
+    pub fn origins(self) -> Result<Vec<String>, ConfigError> {
+        let origins: Vec<String> = self
+            .value
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let exact = |origin: &str| {
+            let Some((scheme, host)) = origin.split_once("://") else {
+                return false;
+            };
+            matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        };
+        if origins.iter().all(|o| exact(o)) {
+            Ok(origins)
+        } else {
+            self.refuse("comma-separated origins like https://shop.example:8443 (no *, no path)")
+        }
+    }
+
     /// Comma-separated IP addresses.
     pub fn ip_addrs(self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
         let parsed: Result<Vec<_>, _> = self

@@ -6,6 +6,7 @@ pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod redis_fixtures;
+pub mod sse;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -432,6 +433,9 @@ impl TestApp {
     pub async fn cleanup(&self) {
         crate::helpers::nats::delete_stream(&self.settings).await;
         let keys = self.namespace_keys().await;
+        if keys.is_empty() {
+            return;
+        }
         // One key a command: on a cluster the keys lie in many hash slots.
         let unlinks = keys.iter().map(|key| redis::cmd("UNLINK").arg(key).clone());
         let _: Vec<i64> = self

@@ -1,0 +1,223 @@
+//! Sales seen live: `GET /v1/sales/{sku}/live`, a Server-Sent Events stream of a sale's
+//! state and stock.
+//!
+//! Each replica reads a watched sale once per change, never per viewer, and hands the one
+//! frame to all its viewers in memory ([`feed`]). Changes reach every replica as NATS notices
+//! (`events/sale_changes.rs`); a sale nobody watches here costs nothing but ignoring them.
+//! Viewers are bounded per replica (FLASHSALE_LIVE_VIEWERS), and one that falls
+//! [`feed::VIEWER_BACKLOG`] frames behind is dropped rather than buffered: its browser
+//! reconnects to the current state.
+
+pub mod feed;
+pub mod frame;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Sku;
+use crate::events::sale_changes::{Change, SaleChanges};
+use crate::operations::Operations;
+use crate::support::metrics;
+use feed::{Feed, Latest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("this replica serves its most live viewers ({0}); try another or later")]
+    TooManyViewers(usize),
+    #[error("no sale with this sku")]
+    SaleNotFound,
+    #[error("the sale cannot be read now")]
+    Unavailable,
+}
+
+pub struct Live {
+    operations: Arc<Operations>,
+    feeds: Mutex<HashMap<Sku, Arc<Feed>>>,
+    viewers: AtomicUsize,
+    max_viewers: usize,
+    /// Cancelled when the service stops: every stream ends, so shutdown never waits on them.
+    shutdown: CancellationToken,
+}
+
+impl Live {
+    pub fn new(operations: Arc<Operations>, max_viewers: usize) -> Arc<Self> {
+        Arc::new(Self {
+            operations,
+            feeds: Mutex::new(HashMap::new()),
+            viewers: AtomicUsize::new(0),
+            max_viewers,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// A new viewer of `sku`, starting from the sale as it stands.
+    pub async fn watch(self: &Arc<Self>, sku: &Sku) -> Result<Viewer, WatchError> {
+        if self.viewers.fetch_add(1, Ordering::AcqRel) >= self.max_viewers {
+            self.viewers.fetch_sub(1, Ordering::AcqRel);
+            metrics::record_live_dropped("refused");
+            return Err(WatchError::TooManyViewers(self.max_viewers));
+        }
+        metrics::record_live_viewers(self.viewers.load(Ordering::Relaxed));
+        let feed = self.join(sku);
+        let slot = ViewerSlot {
+            live: self.clone(),
+            feed: feed.clone(),
+        };
+        // Subscribed before the latest frame is taken: a change in between arrives twice,
+        // never not at all.
+        let frames = feed.frames.subscribe();
+        let mut latest = feed.latest.subscribe();
+        let first = latest
+            .wait_for(|latest| !matches!(latest, Latest::Reading))
+            .await
+            .map(|latest| latest.clone())
+            .unwrap_or(Latest::Unavailable);
+        match first {
+            Latest::Frame(frame) => Ok(Viewer {
+                first: Some(Bytes::from([&frame::RETRY[..], &frame[..]].concat())),
+                sent_first: Some(frame),
+                frames,
+                stop: self.shutdown.clone(),
+                _slot: slot,
+            }),
+            Latest::Missing => Err(WatchError::SaleNotFound),
+            Latest::Reading | Latest::Unavailable => Err(WatchError::Unavailable),
+        }
+    }
+
+    /// Viewers on this replica now.
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
+
+    /// Ends every stream (the service is stopping): browsers reconnect to another replica.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Re-reads the watched sales as notices of their changes arrive, until the service
+    /// stops. Subscribes again if NATS refuses at first.
+    pub async fn listen(self: Arc<Self>, changes: SaleChanges) {
+        loop {
+            match changes.subscribe().await {
+                Ok(notices) => {
+                    let mut notices = std::pin::pin!(notices.take_until(self.shutdown.cancelled()));
+                    while let Some((sku, change)) = notices.next().await {
+                        if let Some(feed) = self.feeds.lock().get(&sku) {
+                            feed.poke(change != Change::Sold);
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("live streams cannot hear of changes yet, retrying: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn join(self: &Arc<Self>, sku: &Sku) -> Arc<Feed> {
+        let mut feeds = self.feeds.lock();
+        if let Some(feed) = feeds.get(sku) {
+            feed.viewers.fetch_add(1, Ordering::AcqRel);
+            return feed.clone();
+        }
+        let feed = Arc::new(Feed::new(sku.clone(), self.shutdown.child_token()));
+        feed.viewers.store(1, Ordering::Release);
+        feeds.insert(sku.clone(), feed.clone());
+        let live: Weak<Self> = Arc::downgrade(self);
+        let gone = feed.clone();
+        tokio::spawn(feed.clone().run(self.operations.clone(), move || {
+            if let Some(live) = live.upgrade() {
+                live.remove(&gone);
+            }
+        }));
+        feed
+    }
+
+    fn leave(&self, feed: &Arc<Feed>) {
+        let left = self.viewers.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::record_live_viewers(left);
+        let mut feeds = self.feeds.lock();
+        if feed.viewers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            remove_from(&mut feeds, feed);
+            feed.stop.cancel();
+        }
+    }
+
+    fn remove(&self, feed: &Arc<Feed>) {
+        remove_from(&mut self.feeds.lock(), feed);
+    }
+}
+
+/// Takes `feed` out of the map if it is still the one there.
+fn remove_from(feeds: &mut HashMap<Sku, Arc<Feed>>, feed: &Arc<Feed>) {
+    if feeds.get(&feed.sku).is_some_and(|f| Arc::ptr_eq(f, feed)) {
+        feeds.remove(&feed.sku);
+    }
+}
+
+/// A viewer's place: given back when its stream ends, however it ends.
+struct ViewerSlot {
+    live: Arc<Live>,
+    feed: Arc<Feed>,
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.live.leave(&self.feed);
+    }
+}
+
+/// One viewer's stream: the current state first, then every change, with heartbeats.
+pub struct Viewer {
+    first: Option<Bytes>,
+    /// The frame `first` carries, until the channel has passed it (or a later one): the
+    /// channel may deliver it again.
+    sent_first: Option<Bytes>,
+    frames: broadcast::Receiver<Bytes>,
+    stop: CancellationToken,
+    _slot: ViewerSlot,
+}
+
+impl Viewer {
+    /// The body of the event stream. It ends when the service stops, or when the viewer
+    /// falls too far behind (a slow reader is dropped, not buffered).
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
+        futures::stream::unfold(self, |mut viewer| async move {
+            if let Some(first) = viewer.first.take() {
+                return Some((Ok(first), viewer));
+            }
+            let next = loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = viewer.stop.cancelled() => return None,
+                    next = viewer.frames.recv() => next,
+                };
+                match (&next, viewer.sent_first.take()) {
+                    (Ok(frame), Some(first)) if *frame == first => continue,
+                    _ => break next,
+                }
+            };
+            match next {
+                Ok(frame) => Some((Ok(frame), viewer)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    log::debug!("live viewer dropped: {missed} frames behind");
+                    metrics::record_live_dropped("slow");
+                    None
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+    }
+}
