@@ -27,8 +27,11 @@ local function order_record(order)
 end
 
 -- Moves the order to `status`, records the event of the move in the outbox and saves it.
+-- The sale counts its orders by where they ended (n_paid, n_expired, n_cancelled) for the
+-- operator's view; pending ones are the deadlines index, all of them the orders hash.
 local function move_order(k, id, order, status)
   order.status = status
+  redis.call('HINCRBY', k.sale, 'n_' .. status, 1)
   order.event = redis.call('XADD', k.outbox, '*', 'kind', status, 'order_id', id,
                            'user_id', order.user_id, 'quantity', order.quantity,
                            'unit_price', order.unit_price, 'created_at', order.created_at,

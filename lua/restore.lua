@@ -27,6 +27,7 @@
 -- ARGV[11] payment_timeout in seconds ('' = none)
 -- ARGV[12] key prefix of the sale's buyers' order lists (`<ns>:{<sku}:buyer_orders:`)
 -- ARGV[13] ended: when an operator ended the sale early (ms), '' = it runs by its window
+-- ARGV[14..16] orders the history left paid, expired, cancelled (the sale's n_* counts)
 --
 -- The idempotency keys are built from the prefix here, one per field of the staged hash (all
 -- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
@@ -103,6 +104,11 @@ local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV
                    payment_timeout = ARGV[11], ended = ARGV[13] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end
+end
+-- Zero counts stay absent, as on a sale that never moved an order.
+local counts = { n_paid = ARGV[14], n_expired = ARGV[15], n_cancelled = ARGV[16] }
+for field, value in pairs(counts) do
+  if tonumber(value) > 0 then redis.call('HSET', sale, field, value) end
 end
 
 local k = { sale = sale, orders = orders, buyers = buyers, outbox = KEYS[9],

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use crate::domain::event::EventKind;
 use crate::domain::order::{Order, OrderView};
-use crate::domain::sale::{Sale, SaleSettings};
+use crate::domain::sale::{Sale, SaleDefinition, SaleSettings};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::events::confirm::{Confirmation, Delivery};
 use crate::events::sale_changes::SaleChanges;
-use crate::recovery::Recovery;
+use crate::recovery::{Recovery, RecoveryError};
 use crate::store::{
     Ended, Inventory, OrderQuery, Purchase, PurchaseError, PurchaseRequest, PutSaleError,
     StoreError, TransitionError,
@@ -216,15 +216,90 @@ impl Operations {
     }
 
     /// Creates or replaces a sale (true: created), and tells the other replicas: stock or
-    /// window may have changed, so they drop their sold-out marks.
+    /// window may have changed, so they drop their sold-out marks. A sale ended early stays
+    /// ended: only [`Operations::end_sale`] reopens it.
     pub async fn put_sale(
         &self,
         sku: &Sku,
         settings: &SaleSettings,
     ) -> Result<(Sale, bool), PutSaleError> {
-        let put = self.recovery.put_sale(sku, settings).await?;
+        let before = self.definition(sku).await?;
+        let settings = SaleSettings {
+            ended_at: before.and_then(|d| d.ended_at),
+            ..settings.clone()
+        };
+        let put = self.recovery.put_sale(sku, &settings).await?;
         self.sale_changes.announce(sku).await;
         Ok(put)
+    }
+
+    /// Ends a sale now (`ended`: true; ending an ended sale keeps its first end) or reopens
+    /// it to its window and stock. Recorded as a new revision of its definition in JetStream,
+    /// like a PUT, so a rebuild after a Redis loss keeps it ended.
+    pub async fn end_sale(&self, sku: &Sku, ended: bool) -> Result<Sale, PutSaleError> {
+        let definition = self
+            .definition(sku)
+            .await?
+            .ok_or(PutSaleError::SaleNotFound)?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let settings = SaleSettings {
+            ended_at: ended.then(|| definition.ended_at.unwrap_or(now_ms)),
+            ..definition.settings()
+        };
+        let (sale, _) = self.recovery.put_sale(sku, &settings).await?;
+        if definition.ended_at != settings.ended_at {
+            log::info!(
+                "sale {sku} {}",
+                if ended { "ended early" } else { "reopened" }
+            );
+        }
+        // Reopening is as a restock to the replicas' sold-out marks; both change the state.
+        if ended {
+            self.sale_changes.state_changed(sku).await;
+        } else {
+            self.sale_changes.announce(sku).await;
+        }
+        Ok(sale)
+    }
+
+    async fn definition(&self, sku: &Sku) -> Result<Option<SaleDefinition>, StoreError> {
+        let definition = self.recovery.definitions().get(sku).await;
+        Ok(definition.map_err(RecoveryError::from)?)
+    }
+
+    /// The operator's list: sales by their sku digest after `cursor` (a digest from the
+    /// previous page), at most `limit`, and the cursor of the next page (`None`: the last).
+    /// Read from JetStream's definitions, so a sale Redis lost is listed (and rebuilt).
+    pub async fn sales(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Sale>, Option<String>), StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        let definitions = self.recovery.definitions();
+        let mut digests = definitions.digests().await.map_err(RecoveryError::from)?;
+        digests.sort_unstable();
+        let page: Vec<String> = digests
+            .into_iter()
+            .filter(|digest| cursor.is_none_or(|cursor| digest.as_str() > cursor))
+            .take(limit + 1)
+            .collect();
+        let next = (page.len() > limit).then(|| page[limit - 1].clone());
+        let sales: Vec<Option<Sale>> = futures::stream::iter(page.into_iter().take(limit))
+            .map(|digest| async move {
+                let Some(definition) = definitions
+                    .get_by_digest(&digest)
+                    .await
+                    .map_err(RecoveryError::from)?
+                else {
+                    return Ok(None);
+                };
+                self.sale(&definition.sku).await
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok((sales.into_iter().flatten().collect(), next))
     }
 
     /// The sale with its live counters; `None` when there is no such sale.

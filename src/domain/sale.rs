@@ -163,10 +163,26 @@ pub struct Sale {
     /// When an operator ended the sale early (`POST /v1/sales/{sku}/end`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+    /// How its orders stand: shown to the admin token only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orders: Option<OrderTally>,
     /// When this view was read and the window's bounds, in ms on Redis's clock: what the live
     /// stream needs for its countdown and to know when the state changes by the clock alone.
     #[serde(skip)]
     pub clock: SaleClock,
+}
+
+/// A sale's orders by status (the operator's view).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OrderTally {
+    /// Every order the sale took.
+    pub total: u64,
+    /// Final when accepted (a sale without a payment window).
+    pub created: u64,
+    pub pending_payment: u64,
+    pub paid: u64,
+    pub expired: u64,
+    pub cancelled: u64,
 }
 
 /// A sale's times in ms on Redis's clock (see [`Sale::clock`]).
@@ -218,6 +234,7 @@ impl Sale {
             remaining: settings.stock.saturating_sub(sold),
             state,
             ended_at: settings.ended_at.map(format_time),
+            orders: None,
             clock: SaleClock {
                 read_at_ms: now_ms,
                 starts_at_ms: settings.starts_at,

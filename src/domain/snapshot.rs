@@ -150,6 +150,11 @@ impl SaleSnapshot {
         self.orders.len()
     }
 
+    /// Orders whose status is `status`.
+    pub fn count(&self, status: OrderStatus) -> usize {
+        self.orders.values().filter(|o| o.status == status).count()
+    }
+
     /// Orders that hold their units (not expired, not cancelled).
     pub fn live_orders(&self) -> usize {
         self.live().count()

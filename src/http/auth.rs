@@ -37,6 +37,11 @@ fn authorize(req: &HttpRequest) -> Result<Admin, ApiError> {
     }
 }
 
+/// Whether the request carries the admin token (for views that show it more).
+pub fn is_admin(req: &HttpRequest) -> bool {
+    authorize(req).is_ok()
+}
+
 /// Proof that the request carried a storefront token or the admin token.
 pub struct Caller;
 

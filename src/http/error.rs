@@ -229,6 +229,7 @@ impl From<PurchaseError> for ApiError {
 impl From<PutSaleError> for ApiError {
     fn from(e: PutSaleError) -> Self {
         match e {
+            PutSaleError::SaleNotFound => ApiError::SaleNotFound,
             PutSaleError::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
             PutSaleError::Store(e) => e.into(),
         }

@@ -103,6 +103,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
             .route(web::put().to(sales::put_sale))
             .route(web::get().to(sales::get_sale)),
     )
+    .service(get("/v1/sales").route(web::get().to(sales::list_sales)))
+    .service(resource("/v1/sales/{sku}/end", "POST").route(web::post().to(sales::end_sale)))
+    .service(resource("/v1/sales/{sku}/reopen", "POST").route(web::post().to(sales::reopen_sale)))
     .service(
         get("/v1/sales/{sku}/live")
             .wrap(cors(cors_origins))

@@ -13,6 +13,9 @@ use crate::http;
     paths(
         http::sales::put_sale,
         http::sales::get_sale,
+        http::sales::list_sales,
+        http::sales::end_sale,
+        http::sales::reopen_sale,
         http::live::live,
         http::orders::create_order,
         http::orders::list_buyer_orders,

@@ -153,17 +153,16 @@ impl SaleDefinitions {
         }
     }
 
+    /// The keys of every sale ever defined: their sku digests, in no order.
+    pub async fn digests(&self) -> Result<Vec<String>, DefinitionError> {
+        use futures::TryStreamExt;
+        let keys = self.store().await?.keys().await.map_err(failed)?;
+        keys.try_collect().await.map_err(failed)
+    }
+
     /// Every sale ever defined (its newest revision).
     pub async fn all(&self) -> Result<Vec<SaleDefinition>, DefinitionError> {
-        use futures::TryStreamExt;
-        let store = self.store().await?;
-        let keys: Vec<String> = store
-            .keys()
-            .await
-            .map_err(failed)?
-            .try_collect()
-            .await
-            .map_err(failed)?;
+        let keys = self.digests().await?;
         let mut definitions = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(definition) = self.get_by_digest(&key).await? {

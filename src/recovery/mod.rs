@@ -6,4 +6,4 @@ pub mod audit;
 pub mod definitions;
 pub mod rebuild;
 
-pub use rebuild::Recovery;
+pub use rebuild::{Recovery, RecoveryError};

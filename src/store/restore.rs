@@ -112,7 +112,10 @@ impl Inventory {
             .arg(definition.revision)
             .arg(optional(definition.payment_timeout_secs.map(|t| t as i64)))
             .arg(keys.buyer_orders(""))
-            .arg(optional(definition.ended_at));
+            .arg(optional(definition.ended_at))
+            .arg(snapshot.count(OrderStatus::Paid))
+            .arg(snapshot.count(OrderStatus::Expired))
+            .arg(snapshot.count(OrderStatus::Cancelled));
         let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {

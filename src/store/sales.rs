@@ -4,10 +4,13 @@ use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::Sku;
 use crate::domain::record::OrderRecord;
-use crate::domain::sale::{Sale, SaleSettings};
+use crate::domain::sale::{OrderTally, Sale, SaleSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PutSaleError {
+    /// Ending or reopening a sale that was never defined.
+    #[error("no sale with this sku")]
+    SaleNotFound,
     #[error("stock {stock} is below the {sold} units already sold")]
     StockBelowSold { stock: u64, sold: u64 },
     #[error(transparent)]
@@ -15,7 +18,7 @@ pub enum PutSaleError {
 }
 
 /// The sale-hash fields a [`Sale`] is built from, in reply order.
-const SALE_FIELDS: [&str; 8] = [
+const SALE_FIELDS: [&str; 11] = [
     "stock",
     "sold",
     "per_user_limit",
@@ -24,6 +27,9 @@ const SALE_FIELDS: [&str; 8] = [
     "ends_at",
     "payment_timeout",
     "ended",
+    "n_paid",
+    "n_expired",
+    "n_cancelled",
 ];
 
 impl Inventory {
@@ -90,20 +96,26 @@ impl Inventory {
     pub async fn sale(&self, sku: &Sku) -> Result<Sale, StoreError> {
         let mut redis = self.redis();
         // One pipeline, routed by the sale's key: TIME and INFO run on the sale's primary.
-        let (fields, (secs, micros), written_by, info): (
+        let keys = self.keys(sku);
+        type Read = (
             Vec<Option<String>>,
             (i64, i64),
             Option<String>,
             String,
-        ) = self.observe(
+            u64,
+            u64,
+        );
+        let (fields, (secs, micros), written_by, info, orders, pending): Read = self.observe(
             redis::pipe()
                 .cmd("HMGET")
-                .arg(self.keys(sku).sale())
+                .arg(keys.sale())
                 .arg(&SALE_FIELDS[..])
                 .cmd("TIME")
                 .hget(self.keys(sku).sale(), "primary")
                 .cmd("INFO")
                 .arg("replication")
+                .hlen(keys.orders())
+                .zcard(keys.deadlines())
                 .query_async(&mut redis)
                 .await,
         )?;
@@ -141,7 +153,18 @@ impl Inventory {
             payment_timeout_secs: unsigned(6)?,
             ended_at: number(7)?,
         };
-        Ok(Sale::new(sku, &settings, unsigned(1)?.unwrap_or(0), now_ms))
+        let mut sale = Sale::new(sku, &settings, unsigned(1)?.unwrap_or(0), now_ms);
+        let ended = |at| unsigned(at).map(Option::unwrap_or_default);
+        let (paid, expired, cancelled) = (ended(8)?, ended(9)?, ended(10)?);
+        sale.orders = Some(OrderTally {
+            total: orders,
+            created: orders.saturating_sub(pending + paid + expired + cancelled),
+            pending_payment: pending,
+            paid,
+            expired,
+            cancelled,
+        });
+        Ok(sale)
     }
 }
 

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod live;
+mod operator;
 mod order_reads;
 mod orders;
 mod rate_limits;
