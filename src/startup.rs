@@ -133,7 +133,11 @@ impl Application {
             confirmation,
             sale_changes.clone(),
         ));
-        let live = Live::new(operations.clone(), settings.http.live_viewers);
+        let live = Live::new(
+            operations.clone(),
+            settings.http.live_viewers,
+            settings.http.live_max,
+        );
         tokio::spawn(live.clone().listen(sale_changes));
         let state = web::Data::new(AppState {
             operations,

@@ -28,7 +28,7 @@ use crate::http;
         http::seed::home,
         http::seed::kill,
     ),
-    components(schemas(crate::domain::event::OrderEvent, crate::domain::event::EventKind, crate::http::error::ErrorBody)),
+    components(schemas(crate::live::frame::LiveSale, crate::domain::event::OrderEvent, crate::domain::event::EventKind, crate::http::error::ErrorBody)),
     modifiers(&SecuritySchemes),
 )]
 pub struct ApiDoc;

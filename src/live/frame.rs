@@ -76,6 +76,23 @@ impl LiveSale {
     }
 }
 
+/// One event of the stream as Server-Sent Events carry it (the shape OpenAPI 3.2 gives
+/// `text/event-stream`): the wire format of every `sale` event.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LiveEvent {
+    /// The read's time in ms on Redis's clock; a reconnecting browser sends it back as
+    /// `Last-Event-ID`.
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// Always `sale`.
+    #[schema(pattern = "^sale$")]
+    event: String,
+    /// A `LiveSale`, as JSON.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 /// Sent first on every stream: how long a browser waits before reconnecting (ms).
 pub const RETRY: Bytes = Bytes::from_static(b"retry: 2000\n\n");
 

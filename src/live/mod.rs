@@ -44,17 +44,24 @@ pub struct Live {
     feeds: Mutex<HashMap<Sku, Arc<Feed>>>,
     viewers: AtomicUsize,
     max_viewers: usize,
+    /// How long a stream lasts (FLASHSALE_LIVE_MAX_SECS), less up to a tenth so a crowd that
+    /// joined together does not reconnect together.
+    max_stream: Duration,
+    /// Viewers ever joined: spreads the streams' ends.
+    joined: AtomicUsize,
     /// Cancelled when the service stops: every stream ends, so shutdown never waits on them.
     shutdown: CancellationToken,
 }
 
 impl Live {
-    pub fn new(operations: Arc<Operations>, max_viewers: usize) -> Arc<Self> {
+    pub fn new(operations: Arc<Operations>, max_viewers: usize, max_stream: Duration) -> Arc<Self> {
         Arc::new(Self {
             operations,
             feeds: Mutex::new(HashMap::new()),
             viewers: AtomicUsize::new(0),
             max_viewers,
+            max_stream,
+            joined: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
         })
     }
@@ -81,13 +88,16 @@ impl Live {
             .await
             .map(|latest| latest.clone())
             .unwrap_or(Latest::Unavailable);
+        let spread = self.joined.fetch_add(1, Ordering::Relaxed) % 101;
+        let lasts = self.max_stream - self.max_stream * spread as u32 / 1010;
         match first {
             Latest::Frame(frame) => Ok(Viewer {
+                ends_at: tokio::time::Instant::now() + lasts,
                 first: Some(Bytes::from([&frame::RETRY[..], &frame[..]].concat())),
                 sent_first: Some(frame),
                 frames,
                 stop: self.shutdown.clone(),
-                _slot: slot,
+                _slot: Box::new(slot),
             }),
             Latest::Missing => Err(WatchError::SaleNotFound),
             Latest::Reading | Latest::Unavailable => Err(WatchError::Unavailable),
@@ -187,12 +197,16 @@ pub struct Viewer {
     sent_first: Option<Bytes>,
     frames: broadcast::Receiver<Bytes>,
     stop: CancellationToken,
-    _slot: ViewerSlot,
+    /// When the stream ends and the browser reconnects (FLASHSALE_LIVE_MAX_SECS).
+    ends_at: tokio::time::Instant,
+    /// Its place among the replica's viewers (a [`ViewerSlot`]), given back on drop.
+    _slot: Box<dyn Send + Sync>,
 }
 
 impl Viewer {
-    /// The body of the event stream. It ends when the service stops, or when the viewer
-    /// falls too far behind (a slow reader is dropped, not buffered).
+    /// The body of the event stream. It ends when the service stops, when it has lasted its
+    /// time, or when the viewer falls too far behind (a slow reader is dropped, not
+    /// buffered); the browser reconnects in each case.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> {
         futures::stream::unfold(self, |mut viewer| async move {
             if let Some(first) = viewer.first.take() {
@@ -202,6 +216,7 @@ impl Viewer {
                 let next = tokio::select! {
                     biased;
                     _ = viewer.stop.cancelled() => return None,
+                    _ = tokio::time::sleep_until(viewer.ends_at) => return None,
                     next = viewer.frames.recv() => next,
                 };
                 match (&next, viewer.sent_first.take()) {
@@ -219,5 +234,58 @@ impl Viewer {
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn viewer(frames: broadcast::Receiver<Bytes>, stop: CancellationToken) -> Viewer {
+        Viewer {
+            first: Some(Bytes::from_static(b"first")),
+            sent_first: Some(Bytes::from_static(b"current")),
+            frames,
+            stop,
+            ends_at: tokio::time::Instant::now() + Duration::from_secs(60),
+            _slot: Box::new(()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_viewer_too_far_behind_is_dropped_not_buffered() {
+        let (sender, receiver) = broadcast::channel(feed::VIEWER_BACKLOG);
+        let mut stream = std::pin::pin!(viewer(receiver, CancellationToken::new()).into_stream());
+        assert_eq!(
+            stream.next().await.map(Result::ok),
+            Some(Some(Bytes::from_static(b"first")))
+        );
+        // The viewer reads nothing while the sale changes past what the channel holds.
+        for i in 0..=feed::VIEWER_BACKLOG {
+            sender.send(Bytes::from(i.to_string())).expect("a receiver");
+        }
+        assert!(
+            stream.next().await.is_none(),
+            "dropped: its browser reconnects"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_viewer_keeping_up_gets_every_frame_once_and_ends_on_shutdown() {
+        let (sender, receiver) = broadcast::channel(feed::VIEWER_BACKLOG);
+        let stop = CancellationToken::new();
+        let mut stream = std::pin::pin!(viewer(receiver, stop.clone()).into_stream());
+        // The frame it started from comes again through the channel: not sent twice.
+        for frame in ["current", "a", "b"] {
+            sender.send(Bytes::from(frame)).expect("a receiver");
+        }
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(stream.next().await.and_then(Result::ok).expect("a frame"));
+        }
+        assert_eq!(got, ["first", "a", "b"].map(Bytes::from));
+        stop.cancel();
+        assert!(stream.next().await.is_none());
     }
 }

@@ -306,3 +306,18 @@ async fn storefront_origins_get_cors_and_other_origins_do_not() {
     assert_eq!(allowed(&from_evil), None);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_after_its_time_so_viewers_spread_over_new_replicas() {
+    let app = spawn_app_with(|s| s.http.live_max = Duration::from_secs(1)).await;
+    let sku = unique("lifetime");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    let started = Instant::now();
+    let mut live = LiveStream::open(&app, &sku, None).await;
+    assert_eq!(live.next().await.remaining(), 10);
+    assert_eq!(live.retry, Some(2000), "the browser comes back after 2 s");
+    assert!(live.ends_within(Duration::from_secs(5)).await, "the stream ended");
+    // At most a tenth early.
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    app.cleanup().await;
+}

@@ -109,9 +109,8 @@ async fn a_buyer_sees_the_count_fall_buys_once_and_is_refused_a_second_time() {
     api_settings.http.cors_origins = vec![page_app.address.clone()];
     let api = spawn_app_from(api_settings).await;
     let sku = unique("page");
-    let ends_at = flashsale::domain::sale::format_time(
-        chrono::Utc::now().timestamp_millis() + 3_600_000,
-    );
+    let ends_at =
+        flashsale::domain::sale::format_time(chrono::Utc::now().timestamp_millis() + 3_600_000);
     api.create_sale(
         &sku,
         json!({"stock": 20, "per_user_limit": 1, "price": 1999, "ends_at": ends_at}),

@@ -47,6 +47,12 @@ fn every_setting_changed() -> Settings {
     settings.http.trusted_proxies = vec!["10.0.0.1".parse().expect("ip")];
     settings.redis.idempotency_ttl = Duration::from_secs(600);
     settings.http.workers = 3;
+    settings.http.live_viewers = 77;
+    settings.http.live_max = std::time::Duration::from_secs(33);
+    settings.http.cors_origins = vec![
+        "https://shop.example:8443".into(),
+        "http://[::1]:8000".into(),
+    ];
     settings.relay.claim_idle = Duration::from_millis(2500);
     settings.redis.sold_out_recheck = Duration::from_millis(250);
     settings.relay.drain_timeout = Duration::from_secs(4);

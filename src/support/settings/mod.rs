@@ -45,6 +45,9 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// Live-stream viewers one replica serves at most (FLASHSALE_LIVE_VIEWERS).
     pub live_viewers: usize,
+    /// How long one live stream lasts before the browser is sent to reconnect
+    /// (FLASHSALE_LIVE_MAX_SECS): viewers then spread over replicas added since.
+    pub live_max: Duration,
 }
 
 /// Redis: where it is, and how long and how carefully to wait for it.
@@ -245,6 +248,9 @@ impl Settings {
                 },
                 cors_origins: var("FLASHSALE_CORS_ORIGINS", "").origins()?,
                 live_viewers: var("FLASHSALE_LIVE_VIEWERS", "10000").number(0, 1_000_000)? as usize,
+                live_max: Duration::from_secs(
+                    var("FLASHSALE_LIVE_MAX_SECS", "600").number(1, 86_400)?,
+                ),
             },
             redis: RedisSettings {
                 url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
@@ -347,6 +353,8 @@ mod tests {
         assert!(!s.telemetry.log_config_explicit);
         assert_eq!(s.nats.confirm, Confirm::JetStream);
         assert!(!s.consumer.database_url_explicit);
+        assert!(s.http.cors_origins.is_empty());
+        assert_eq!(s.http.live_viewers, 10_000);
     }
 
     #[test]
@@ -358,6 +366,11 @@ mod tests {
             ("FLASHSALE_NAMESPACE", "a{b}"),
             ("FLASHSALE_STREAM", "a.b"),
             ("FLASHSALE_SUBJECT_PREFIX", "a>"),
+            ("FLASHSALE_CORS_ORIGINS", "*"),
+            ("FLASHSALE_CORS_ORIGINS", "https://shop.example/path"),
+            ("FLASHSALE_CORS_ORIGINS", "shop.example"),
+            ("FLASHSALE_LIVE_VIEWERS", "-1"),
+            ("FLASHSALE_LIVE_MAX_SECS", "0"),
             ("FLASHSALE_ADMIN_TOKEN", ""),
             ("FLASHSALE_DEFAULT_SKU", "no spaces"),
             ("FLASHSALE_DEFAULT_STOCK", "-1"),

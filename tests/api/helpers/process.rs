@@ -69,6 +69,14 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
         ),
         ("FLASHSALE_WORKERS", settings.http.workers.to_string()),
         (
+            "FLASHSALE_LIVE_VIEWERS",
+            settings.http.live_viewers.to_string(),
+        ),
+        (
+            "FLASHSALE_LIVE_MAX_SECS",
+            settings.http.live_max.as_secs().to_string(),
+        ),
+        (
             "FLASHSALE_RELAY_CLAIM_IDLE_MS",
             millis(settings.relay.claim_idle),
         ),
@@ -119,6 +127,10 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
                     .collect(),
             ))
             .filter(|p| !p.is_empty()),
+        ),
+        (
+            "FLASHSALE_CORS_ORIGINS",
+            Some(settings.http.cors_origins.join(",")).filter(|o| !o.is_empty()),
         ),
         (
             "FLASHSALE_DATABASE_URL",
