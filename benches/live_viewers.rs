@@ -90,7 +90,8 @@ fn start_service(viewers: u64) -> Service {
         )
         .env("FLASHSALE_ADMIN_TOKEN", ADMIN)
         .env("FLASHSALE_LIVE_VIEWERS", (viewers + 100).to_string())
-        .env("FLASHSALE_LOG_CONFIG", "/nonexistent/log4rs.yaml")
+        // Where no log4rs.yaml is: it logs to the console, which goes nowhere.
+        .current_dir(std::env::temp_dir())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -179,7 +180,10 @@ async fn main() {
     let cpu_alone = cpu_seconds(pid) - cpu0;
 
     // Viewers connect, each on a connection of its own, and wait for the state.
-    let received: Arc<Mutex<Vec<i64>>> = Arc::default();
+    // Per event: the first purchase it shows (its sold count) and when a viewer read it. Paired
+    // with the purchases' created_at after the run: a viewer may read an event before the
+    // seller has read that purchase's answer.
+    let received: Arc<Mutex<Vec<(u64, i64)>>> = Arc::default();
     let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let connected = Arc::new(tokio::sync::Semaphore::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -189,9 +193,8 @@ async fn main() {
         .expect("client");
     for _ in 0..viewers {
         let (client, base, sku) = (viewer_client.clone(), base.clone(), sku.clone());
-        let (received, sold_at, connected, stop, events) = (
+        let (received, connected, stop, events) = (
             received.clone(),
-            sold_at.clone(),
             connected.clone(),
             stop.clone(),
             events.clone(),
@@ -227,9 +230,7 @@ async fn main() {
                     let sold = sale["sold"].as_u64().unwrap_or(0);
                     if let Some(before) = shown.filter(|&b| sold > b) {
                         events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(&created) = sold_at.lock().get(&(before + 1)) {
-                            latencies.push(at - created);
-                        }
+                        latencies.push((before + 1, at));
                     }
                     shown = Some(sold);
                 }
@@ -254,7 +255,14 @@ async fn main() {
     stop.cancel();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let mut latencies = received.lock().clone();
+    let mut latencies: Vec<i64> = {
+        let sold_at = sold_at.lock();
+        let received = received.lock();
+        received
+            .iter()
+            .filter_map(|(sold, at)| Some(at - sold_at.get(sold)?))
+            .collect()
+    };
     latencies.sort_unstable();
     let pick = |q: f64| {
         latencies
