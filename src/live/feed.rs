@@ -4,7 +4,8 @@
 //! Reads are coalesced: at most one per [`READ_INTERVAL`], however fast the sale sells, but
 //! a notice of a state change (sold out, ended, restocked) is read at once, and a read whose
 //! state differs from the last one sent is always sent. The clock changes a sale's state too
-//! (it opens, it closes): the task reads again at that instant without any notice.
+//! (it opens, it closes): the task reads again at that instant without any notice. And it
+//! reads every [`REFRESH_INTERVAL`] regardless, since a notice can be lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,9 @@ use crate::operations::Operations;
 pub const READ_INTERVAL: Duration = Duration::from_millis(100);
 /// A comment on every stream this often, changes or not.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// A read this often without any notice: notices travel over NATS core, at most once, so
+/// one lost (a reconnect, NATS down while the sale sells on) costs at most this staleness.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// After a failed read (Redis down), the next try.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Frames a viewer may fall behind before it is dropped (it reconnects to the current state).
@@ -83,12 +87,19 @@ impl Feed {
         let mut read_at: Option<Instant> = None;
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
+        let mut refresh =
+            tokio::time::interval_at(Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
+        for timer in [&mut heartbeat, &mut refresh] {
+            // A feed busy past a tick does not make up for it with a burst.
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
         let mut first = true;
         loop {
             if !first {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = sleep_until_some(read_at) => {}
+                    _ = refresh.tick() => {}
                     _ = heartbeat.tick() => {
                         let _ = self.frames.send(HEARTBEAT);
                         continue;

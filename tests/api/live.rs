@@ -321,3 +321,26 @@ async fn a_stream_ends_after_its_time_so_viewers_spread_over_new_replicas() {
     assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_no_notice_told_of_still_reaches_viewers_within_seconds() {
+    let app = spawn_app().await;
+    let sku = unique("unnoticed");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    let mut live = LiveStream::open(&app, &sku, None).await;
+    assert_eq!(live.next().await.remaining(), 10);
+    // Sold behind the service's back: no replica sends a notice (as when one is lost).
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(app.key(&sku, "sale"))
+        .arg("sold")
+        .arg(3)
+        .query_async(&mut app.redis.clone())
+        .await
+        .expect("HINCRBY");
+    let seen = live
+        .next_within(Duration::from_secs(7))
+        .await
+        .expect("the feed's own refresh (every 5 s) shows it");
+    assert_eq!(seen.remaining(), 7);
+    app.cleanup().await;
+}
