@@ -316,9 +316,16 @@ async fn a_stream_ends_after_its_time_so_viewers_spread_over_new_replicas() {
     let mut live = LiveStream::open(&app, &sku, None).await;
     assert_eq!(live.next().await.remaining(), 10);
     assert_eq!(live.retry, Some(2000), "the browser comes back after 2 s");
-    assert!(live.ends_within(Duration::from_secs(5)).await, "the stream ended");
+    assert!(
+        live.ends_within(Duration::from_secs(5)).await,
+        "the stream ended"
+    );
     // At most a tenth early.
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     app.cleanup().await;
 }
 

@@ -174,6 +174,22 @@ async fn a_buyer_sees_the_count_fall_buys_once_and_is_refused_a_second_time() {
     );
     browser.screenshot("3-refused").await;
 
+    // The rest sells elsewhere: the page says so and the button goes grey.
+    let rest = crate::helpers::buy_all(&api, &sku, &users(&format!("{sku}-rest"), 20), 10).await;
+    assert_eq!(rest.len(), 14);
+    browser.wait_text("state", |t| t == "sold out").await;
+    assert_eq!(browser.text("remaining").await, "0");
+    let button = browser
+        .client
+        .find(Locator::Id("buy"))
+        .await
+        .expect("buy button");
+    assert!(
+        !button.is_enabled().await.expect("enabled?"),
+        "no buying a sold-out sale"
+    );
+    browser.screenshot("4-sold-out").await;
+
     // What the page did, seen from the API: one order for the browser's buyer.
     let listed: serde_json::Value = api
         .client
@@ -190,7 +206,7 @@ async fn a_buyer_sees_the_count_fall_buys_once_and_is_refused_a_second_time() {
         Some(1),
         "{listed}"
     );
-    assert_eq!(api.sale_json(&sku).await["remaining"], 14);
+    assert_eq!(api.sale_json(&sku).await["remaining"], 0);
     browser.client.close().await.expect("session closed");
     api.cleanup().await;
 }
