@@ -119,6 +119,8 @@ fi
 install_package chromium chromium
 install_package chromium-driver chromedriver
 install_package fonts-liberation fc-list
+# promtool, for the alert rules' tests (scripts/check-alerts.sh).
+install_package prometheus promtool
 
 if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc \
     "SELECT 1 FROM pg_database WHERE datname = '$PG_DATABASE'" | grep -q 1; then

@@ -160,15 +160,21 @@ impl Application {
         let cors_origins = settings.http.cors_origins.clone();
         let mut server = HttpServer::new(move || {
             let request_seconds = crate::support::metrics::request_histogram();
+            let responses = crate::support::metrics::ResponseCounters::register();
             App::new()
                 .app_data(state.clone())
                 .wrap_fn(move |request, service| {
                     let started = Instant::now();
                     let response = service.call(request);
-                    let request_seconds = request_seconds.clone();
+                    let (request_seconds, responses) = (request_seconds.clone(), responses.clone());
                     async move {
                         let response = response.await;
                         request_seconds.record(started.elapsed());
+                        let status = match &response {
+                            Ok(response) => response.status(),
+                            Err(e) => e.as_response_error().status_code(),
+                        };
+                        responses.record(status.as_u16());
                         response
                     }
                 })

@@ -10,6 +10,10 @@ use crate::http::error::{ApiError, ErrorBody};
               (status = 404, description = "not_found: metrics are off", body = ErrorBody)))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let handle = state.metrics.as_ref().ok_or(ApiError::RouteNotFound)?;
+    // Readiness as of the scrape, for the alerts (a gauge a scrape refreshes).
+    let (redis_up, nats_up) = dependencies(&state).await;
+    crate::support::metrics::record_dependency("redis", redis_up);
+    crate::support::metrics::record_dependency("nats", nats_up);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render()))
@@ -46,8 +50,7 @@ struct Outbox {
     responses((status = 200, description = "Redis and NATS reachable", body = Readiness),
               (status = 503, description = "a dependency is down", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let redis_up = state.inventory.ping().await.is_ok();
-    let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let (redis_up, nats_up) = dependencies(&state).await;
     let word = |up: bool| if up { "up" } else { "down" };
     let mut body = Readiness {
         error: None,
@@ -73,4 +76,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     body.error = Some("unavailable");
     body.message = Some(format!("not ready: {} down", down.join(" and ")));
     HttpResponse::ServiceUnavailable().json(body)
+}
+
+/// Whether Redis answers a PING and the NATS client is connected.
+async fn dependencies(state: &AppState) -> (bool, bool) {
+    let redis_up = state.inventory.ping().await.is_ok();
+    let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
+    (redis_up, nats_up)
 }

@@ -30,6 +30,8 @@ const EXPIRY_LAG: &str = "flashsale_expiry_lag_seconds";
 const PURCHASE_BATCH: &str = "flashsale_purchase_batch_size";
 const DELIVERY_LAG: &str = "flashsale_event_delivery_lag_seconds";
 const LIVE_VIEWERS: &str = "flashsale_live_viewers";
+const RESPONSES: &str = "flashsale_http_responses_total";
+const DEPENDENCY_UP: &str = "flashsale_dependency_up";
 const LIVE_DROPPED: &str = "flashsale_live_viewers_dropped_total";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
@@ -114,6 +116,14 @@ fn describe() {
         REQUEST_SECONDS,
         metrics::Unit::Seconds,
         "HTTP request latency."
+    );
+    describe_counter!(
+        RESPONSES,
+        "HTTP answers by status class: 2xx, 3xx, 4xx, 5xx (1xx counted with 2xx)."
+    );
+    describe_gauge!(
+        DEPENDENCY_UP,
+        "1 when this replica reaches the dependency (redis, nats) at the scrape, else 0."
     );
     describe_gauge!(
         OUTBOX_PENDING,
@@ -316,6 +326,26 @@ pub fn delivery_lag_histogram(publisher: Publisher) -> Histogram {
 /// The HTTP latency histogram, registered once.
 pub fn request_histogram() -> Histogram {
     histogram!(REQUEST_SECONDS)
+}
+
+/// HTTP answers by status class, registered once (the 5xx rate the alerts watch).
+#[derive(Clone)]
+pub struct ResponseCounters([Counter; 4]);
+
+impl ResponseCounters {
+    pub fn register() -> Self {
+        Self(["2xx", "3xx", "4xx", "5xx"].map(|class| counter!(RESPONSES, "class" => class)))
+    }
+
+    pub fn record(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(2, 5) - 2;
+        self.0[class].increment(1);
+    }
+}
+
+/// Whether `dependency` (`redis`, `nats`) answered this replica, as of the scrape.
+pub fn record_dependency(dependency: &'static str, up: bool) {
+    gauge!(DEPENDENCY_UP, "dependency" => dependency).set(if up { 1.0 } else { 0.0 });
 }
 
 /// The outboxes' size: events waiting, and the age of the oldest in milliseconds.

@@ -138,6 +138,19 @@ async fn metrics_count_outcomes_fast_path_and_latencies() {
     assert_eq!(moved("flashsale_script_duration_seconds_count"), 3.0);
     // Five requests: the four purchases and the scrape before them.
     assert_eq!(moved("flashsale_http_request_duration_seconds_count"), 5.0);
+    // By status class: the scrape and the 201; two 409s and a 404; no 5xx.
+    assert_eq!(moved(r#"flashsale_http_responses_total{class="2xx"}"#), 2.0);
+    assert_eq!(moved(r#"flashsale_http_responses_total{class="4xx"}"#), 3.0);
+    assert_eq!(moved(r#"flashsale_http_responses_total{class="5xx"}"#), 0.0);
+    // Readiness as of the scrape, for the alerts.
+    assert_eq!(
+        sample(&after, r#"flashsale_dependency_up{dependency="redis"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, r#"flashsale_dependency_up{dependency="nats"}"#),
+        1.0
+    );
     for series in [
         "flashsale_outbox_pending",
         r#"flashsale_http_request_duration_seconds_bucket{le="0.001"}"#,
