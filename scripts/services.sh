@@ -119,7 +119,7 @@ fi
 install_package chromium chromium
 install_package chromium-driver chromedriver
 install_package fonts-liberation fc-list
-# promtool, for the alert rules' tests (scripts/check-alerts.sh).
+# promtool and prometheus, for the alert rules and the dashboard (scripts/check-observability.sh).
 install_package prometheus promtool
 
 if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc \

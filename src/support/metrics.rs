@@ -68,6 +68,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 }
             };
             describe();
+            zero_counters();
             let upkeep = handle.clone();
             std::thread::Builder::new()
                 .name("metrics-upkeep".into())
@@ -82,6 +83,29 @@ pub fn install() -> Option<PrometheusHandle> {
             Some(handle)
         })
         .clone()
+}
+
+/// Exports the counters the alerts and the dashboard watch at 0 from the start. A series
+/// that appears at its first increment is invisible to `increase()` and `rate()` (they need
+/// two samples), so the first rebuild after a restart would raise no alert.
+fn zero_counters() {
+    for counter in [
+        counter!(REBUILDS),
+        counter!(OVERSOLD_FOLDS),
+        counter!(FAST_PATH),
+        counter!(RATE_LIMITED, "limit" => "buyer"),
+        counter!(RATE_LIMITED, "limit" => "client"),
+        counter!(CONFIRMATIONS, "result" => "confirmed"),
+        counter!(CONFIRMATIONS, "result" => "pending"),
+        counter!(TRANSITIONS, "to" => "paid"),
+        counter!(TRANSITIONS, "to" => "expired"),
+        counter!(TRANSITIONS, "to" => "cancelled"),
+        counter!(LIVE_DROPPED, "reason" => "refused"),
+        counter!(LIVE_DROPPED, "reason" => "slow"),
+    ] {
+        counter.increment(0);
+    }
+    gauge!(LIVE_VIEWERS).set(0.0);
 }
 
 fn describe() {
