@@ -31,7 +31,7 @@ pub enum StreamError {
     Setup(#[from] StreamSetupError),
     #[error("order event not encoded: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("publish failed: {0}")]
+    #[error("{}", publish_failed(.0))]
     Publish(#[from] PublishError),
     #[error("no acknowledgement within {0:?}")]
     NoAcknowledgement(Duration),
@@ -39,6 +39,18 @@ pub enum StreamError {
     Batch(String),
     #[error("reading the stream: {0}")]
     Read(String),
+}
+
+/// JetStream's "no stream found for given subject" reads as if the stream were gone; during
+/// a stream leader election it only means no copy answers yet.
+fn publish_failed(e: &PublishError) -> String {
+    if e.kind() == PublishErrorKind::StreamNotFound {
+        "no stream took the event: the stream is missing, or has no leader yet (as during a \
+         leader election); a missing one is made again"
+            .into()
+    } else {
+        format!("publish failed: {e}")
+    }
 }
 
 impl StreamError {

@@ -304,7 +304,7 @@ impl<R: SaleRebuilder> Relay<R> {
                     // The stream is gone (deleted by hand, say): make it again next pass
                     // rather than fail for good on a check made once.
                     if matches!(&e, RelayError::Stream(e) if e.stream_missing()) {
-                        log::warn!("order stream missing; it is made again: {e}");
+                        log::warn!("order stream not answering; made again if missing: {e}");
                         *stream_features = None;
                     }
                     return Err(e);

@@ -94,6 +94,9 @@ pub struct Inventory {
     /// Last known state of Redis, so an outage is logged once, not once per request; while
     /// false, purchases fail fast but for one probe at a time (`probing`, purchase.rs).
     available: AtomicBool,
+    /// Since when Redis has been unreachable, and how many calls failed since: said once,
+    /// when it is back.
+    outage: parking_lot::Mutex<Option<(std::time::Instant, u64)>>,
     probing: AtomicBool,
     /// How long a purchase waits for Redis in all (its sale's queue and its call).
     redis_timeout: std::time::Duration,
@@ -133,6 +136,7 @@ impl Inventory {
             )),
             read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
             available: AtomicBool::new(true),
+            outage: parking_lot::Mutex::new(None),
             probing: AtomicBool::new(false),
             redis_timeout: settings.timeout,
             outbox_written: Notify::new(),
@@ -270,20 +274,32 @@ impl Inventory {
         SaleKeys::new(&self.namespace, sku)
     }
 
-    /// Passes a Redis result through, logging the transitions between reachable and not.
+    /// Passes a Redis result through, logging the transitions between reachable and not:
+    /// one line when Redis is lost, one when it is back with how long and how many calls
+    /// failed meanwhile, never a line per failed call.
     fn observe<T>(&self, result: Result<T, RedisError>) -> Result<T, StoreError> {
         match result {
             Ok(value) => {
                 if !self.available.load(Ordering::Relaxed)
                     && !self.available.swap(true, Ordering::Relaxed)
                 {
-                    log::info!("redis reachable again");
+                    match self.outage.lock().take() {
+                        Some((since, failed)) => log::info!(
+                            "redis reachable again after {:.1} s ({failed} calls failed meanwhile)",
+                            since.elapsed().as_secs_f64()
+                        ),
+                        None => log::info!("redis reachable again"),
+                    }
                 }
                 Ok(value)
             }
             Err(e) => {
                 if self.available.swap(false, Ordering::Relaxed) {
+                    *self.outage.lock() = Some((std::time::Instant::now(), 1));
+                    crate::support::metrics::record_dependency_lost("redis");
                     log::warn!("redis unreachable, answering 503 until it returns: {e}");
+                } else if let Some((_, failed)) = self.outage.lock().as_mut() {
+                    *failed += 1;
                 }
                 Err(StoreError::Unavailable(e))
             }

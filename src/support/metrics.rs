@@ -32,6 +32,7 @@ const DELIVERY_LAG: &str = "flashsale_event_delivery_lag_seconds";
 const LIVE_VIEWERS: &str = "flashsale_live_viewers";
 const RESPONSES: &str = "flashsale_http_responses_total";
 const DEPENDENCY_UP: &str = "flashsale_dependency_up";
+const DEPENDENCY_LOST: &str = "flashsale_dependency_lost_total";
 const LIVE_DROPPED: &str = "flashsale_live_viewers_dropped_total";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
@@ -102,6 +103,8 @@ fn zero_counters() {
         counter!(TRANSITIONS, "to" => "cancelled"),
         counter!(LIVE_DROPPED, "reason" => "refused"),
         counter!(LIVE_DROPPED, "reason" => "slow"),
+        counter!(DEPENDENCY_LOST, "dependency" => "redis"),
+        counter!(DEPENDENCY_LOST, "dependency" => "nats"),
     ] {
         counter.increment(0);
     }
@@ -144,6 +147,10 @@ fn describe() {
     describe_counter!(
         RESPONSES,
         "HTTP answers by status class: 2xx, 3xx, 4xx, 5xx (1xx counted with 2xx)."
+    );
+    describe_counter!(
+        DEPENDENCY_LOST,
+        "Times this replica lost redis (its calls failing) or nats (the relay failing to deliver)."
     );
     describe_gauge!(
         DEPENDENCY_UP,
@@ -365,6 +372,11 @@ impl ResponseCounters {
         let class = usize::from(status / 100).clamp(2, 5) - 2;
         self.0[class].increment(1);
     }
+}
+
+/// This replica lost `dependency` (`redis`, `nats`): counted once per outage, as logged.
+pub fn record_dependency_lost(dependency: &'static str) {
+    counter!(DEPENDENCY_LOST, "dependency" => dependency).increment(1);
 }
 
 /// Whether `dependency` (`redis`, `nats`) answered this replica, as of the scrape.

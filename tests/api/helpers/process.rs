@@ -168,14 +168,29 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
     env
 }
 
-/// The real binary, in a scratch directory (so it logs to the console only).
+/// Where a process of [`spawn_process`] on `port` writes its log.
+fn log_path(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("flashsale-test-{port}.log"))
+}
+
+/// What the process behind `app` has logged so far.
+pub fn process_log(app: &TestApp) -> String {
+    let port = app.address.rsplit(':').next().and_then(|p| p.parse().ok());
+    port.map(|port| std::fs::read_to_string(log_path(port)).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// The real binary, in a scratch directory (so it logs to the console only: its output goes
+/// to a file [`process_log`] reads).
 pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestApp) {
     let port = free_port();
+    let log = std::fs::File::create(log_path(port)).expect("a log file in the temp dir");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
         .envs(env_of(settings, port))
         .current_dir(std::env::temp_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // The console appender writes to stdout; panics go to stderr.
+        .stderr(log.try_clone().expect("the log file twice"))
+        .stdout(log)
         .kill_on_drop(true)
         .spawn()
         .expect("flashsale binary starts");
