@@ -13,7 +13,8 @@
 #   4. scripts/contract.sh: schemathesis against the live service and its OpenAPI document
 #      (skipped when a test name filter is given);
 #   5. scripts/check-observability.sh: promtool on the alert rules and their unit tests, and
-#      every PromQL expression of the dashboard and the alerts against a real Prometheus.
+#      every PromQL expression of the dashboard and the alerts against a real Prometheus;
+#   6. scripts/container-test.sh: the Dockerfile built and run with podman.
 # The fault tests (tests/faults: Redis and NATS paused under 1,000 connections, the chaos
 # suite) run the service as processes of its own; FLASHSALE_TEST_BINARY points them at
 # another build (a release one for the README's closed-loop figures).
@@ -30,4 +31,4 @@ echo "test.sh: the API suite on the cluster topology" >&2
 FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::
 echo "test.sh: the API suite on Debian's nats-server (no atomic batches)" >&2
 FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${NATS_PORT:-4222} cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::
-if [ "$#" -eq 0 ]; then scripts/contract.sh; scripts/check-observability.sh; fi
+if [ "$#" -eq 0 ]; then scripts/contract.sh; scripts/check-observability.sh; scripts/container-test.sh; fi
