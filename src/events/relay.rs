@@ -26,7 +26,7 @@ use crate::events::jetstream::{
     DUPLICATE_WINDOW, OrderStream, StreamError, StreamFeatures, ensure_stream,
 };
 use crate::events::publish::{MAX_ATOMIC_BATCH, publish_in_order};
-use crate::events::relay_status::RelayStatus;
+use crate::events::relay_status::{Failures, RelayStatus};
 use crate::store::{Backlog, Inventory, StoreError, written_ms};
 use crate::support::metrics::Publisher;
 use crate::support::settings::{Confirm, Settings};
@@ -42,7 +42,6 @@ const POLL: Duration = Duration::from_millis(50);
 /// sales (`store/waiting.rs`); and once at start. One `XLEN` per sale: with 20,000 sales,
 /// 67 commands/s per replica on average.
 const FULL_SWEEP_EVERY: Duration = Duration::from_secs(300);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// While draining, how soon to look again at events that are still waiting.
 const DRAIN_RETRY: Duration = Duration::from_millis(50);
 /// Lag is logged at most this often while orders wait.
@@ -142,7 +141,7 @@ impl<R: SaleRebuilder> Relay<R> {
         // What the stream allows, once it is known to exist.
         let mut stream_features = None;
         let mut swept_at: Option<Instant> = None;
-        let mut failures: u32 = 0;
+        let mut failures = Failures::default();
         let mut last_lag_log = Instant::now();
         log::info!("relay {} started", self.consumer);
         if self.hold {
@@ -170,10 +169,12 @@ impl<R: SaleRebuilder> Relay<R> {
             let deadline = *drain.borrow_and_update();
             match &outcome {
                 Ok(backlog) => {
-                    if failures > 0 {
-                        log::info!("relay delivering again after {failures} failed attempts");
+                    if let Some((took, attempts)) = failures.ended() {
+                        let took = took.as_secs_f64();
+                        log::info!(
+                            "relay delivering again after {took:.1} s ({attempts} attempts)"
+                        );
                     }
-                    failures = 0;
                     self.status.record(*backlog);
                     if backlog.pending > 0 && last_lag_log.elapsed() >= LAG_LOG_EVERY {
                         log::info!(
@@ -185,10 +186,9 @@ impl<R: SaleRebuilder> Relay<R> {
                     }
                 }
                 Err(e) => {
-                    if failures == 0 {
+                    if failures.failed() {
                         log::warn!("relay cannot deliver, backing off: {e}");
                     }
-                    failures = failures.saturating_add(1);
                     if let Ok(backlog) = self.backlog().await {
                         self.status.record(backlog);
                     }
@@ -210,7 +210,7 @@ impl<R: SaleRebuilder> Relay<R> {
             }
 
             let mut delay = match outcome {
-                Err(_) => backoff(failures),
+                Err(_) => failures.backoff(),
                 // Draining and events still wait (held by another replica's lease, say).
                 Ok(backlog) if backlog.pending > 0 && deadline.is_some() => DRAIN_RETRY,
                 Ok(_) => POLL,
@@ -223,8 +223,8 @@ impl<R: SaleRebuilder> Relay<R> {
                 // Woken by this replica's writes only when it publishes them: in `jetstream`
                 // mode their handlers do, and the poll finds what they leave.
                 _ = self.inventory.outbox_written().notified(),
-                    if failures == 0 && self.grace.is_zero() => {}
-                _ = self.connected.notified(), if failures > 0 => {}
+                    if failures.count() == 0 && self.grace.is_zero() => {}
+                _ = self.connected.notified(), if failures.count() > 0 => {}
                 changed = drain.changed() => {
                     // The application is gone without asking for a drain: so is the process.
                     if changed.is_err() {
@@ -392,9 +392,4 @@ impl<R: SaleRebuilder> Relay<R> {
             }
         }
     }
-}
-
-fn backoff(failures: u32) -> Duration {
-    let exponent = failures.min(6);
-    (Duration::from_millis(100) * 2u32.pow(exponent)).min(MAX_BACKOFF)
 }

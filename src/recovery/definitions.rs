@@ -23,7 +23,16 @@ const HISTORY: i64 = 64;
 pub struct DefinitionError(String);
 
 fn failed(e: impl std::fmt::Display) -> DefinitionError {
-    DefinitionError(e.to_string())
+    let text = e.to_string();
+    // async-nats's key-value errors carry JetStream's text only. It reads as if the bucket
+    // were gone; during a stream leader election it only means no copy answers yet.
+    if text.contains("no stream found") {
+        return DefinitionError(format!(
+            "{text} (the bucket's stream is missing, or has no leader yet, as during a leader \
+             election)"
+        ));
+    }
+    DefinitionError(text)
 }
 
 /// The bucket of sale definitions, opened (or created) on first use, so the service starts
