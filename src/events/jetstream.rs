@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
 use crate::domain::event::OrderEvent;
-use crate::support::settings::NatsSettings;
+use crate::support::settings::{NatsSettings, Retention};
 
 /// JetStream forgets a `Nats-Msg-Id` after this long; the relay re-publishes well inside it.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -69,6 +69,8 @@ pub struct OrderStream {
     /// Copies JetStream keeps of the stream (and of the sale definitions): 1, or 3 on a
     /// three-node cluster, so the record outlives a node.
     pub replicas: usize,
+    /// What JetStream keeps of it (FLASHSALE_STREAM_MAX_AGE_SECS, _MAX_BYTES).
+    pub retention: Retention,
 }
 
 impl OrderStream {
@@ -77,8 +79,42 @@ impl OrderStream {
             name: settings.stream.clone(),
             subject_prefix: settings.subject_prefix.clone(),
             replicas: settings.stream_replicas,
+            retention: settings.stream_retention,
         }
     }
+}
+
+/// Sets `config`'s limits to `retention`; true when they changed. JetStream's "no limit" is
+/// an age of 0 and bytes of -1.
+pub fn apply_retention(config: &mut stream::Config, retention: Retention) -> bool {
+    let max_age = retention.max_age.unwrap_or_default();
+    let max_bytes = retention
+        .max_bytes
+        .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    let changed = config.max_age != max_age || config.max_bytes != max_bytes;
+    config.max_age = max_age;
+    config.max_bytes = max_bytes;
+    changed
+}
+
+/// Brings an existing stream's limits to `retention` (a setting changed since it was made).
+pub async fn keep_retention(
+    js: &jetstream::Context,
+    existing: &stream::Info,
+    retention: Retention,
+) -> Result<(), String> {
+    let mut config = existing.config.clone();
+    if !apply_retention(&mut config, retention) {
+        return Ok(());
+    }
+    js.update_stream(&config).await.map_err(|e| e.to_string())?;
+    log::info!(
+        "jetstream stream {} now keeps at most {:?} and {} bytes (0 s / -1: no limit)",
+        config.name,
+        config.max_age,
+        config.max_bytes
+    );
+    Ok(())
 }
 
 /// What the stream lets a publisher do, found when the stream is checked.
@@ -113,6 +149,11 @@ pub async fn ensure_stream(
     };
     match js.get_stream(name).await {
         Ok(existing) => {
+            // Never a reason to stop delivering: the stream keeps its old limits meanwhile.
+            if let Err(e) = keep_retention(js, existing.cached_info(), order_stream.retention).await
+            {
+                log::warn!("stream {name}: FLASHSALE_STREAM_MAX_* not applied: {e}");
+            }
             let config = &existing.cached_info().config;
             if config.duplicate_window < DUPLICATE_WINDOW {
                 log::warn!(
@@ -132,17 +173,17 @@ pub async fn ensure_stream(
         }
         Err(e) if is_stream_not_found(e.kind()) => {
             let atomic_batches = takes_atomic_batches(&js.client().server_info().version);
-            let created = js
-                .create_stream(stream::Config {
-                    name: name.to_owned(),
-                    subjects: vec![subjects.clone()],
-                    storage: stream::StorageType::File,
-                    duplicate_window: DUPLICATE_WINDOW,
-                    num_replicas: order_stream.replicas,
-                    allow_atomic_publish: atomic_batches,
-                    ..Default::default()
-                })
-                .await;
+            let mut config = stream::Config {
+                name: name.to_owned(),
+                subjects: vec![subjects.clone()],
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                num_replicas: order_stream.replicas,
+                allow_atomic_publish: atomic_batches,
+                ..Default::default()
+            };
+            apply_retention(&mut config, order_stream.retention);
+            let created = js.create_stream(config).await;
             match created {
                 Ok(_) => {
                     log::info!(

@@ -127,8 +127,7 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
         .await
         .map_err(|e| AuditError::Nats(e.to_string()))?;
     let js = jetstream::new(nats.clone());
-    let definitions =
-        SaleDefinitions::new(nats, &settings.nats.stream, settings.nats.stream_replicas);
+    let definitions = SaleDefinitions::new(nats, &settings.nats);
 
     let mut stocks: BTreeMap<String, u64> = definitions
         .all()

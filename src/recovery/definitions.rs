@@ -14,6 +14,8 @@ use tokio::sync::OnceCell;
 
 use crate::domain::Sku;
 pub use crate::domain::sale::SaleDefinition;
+use crate::events::jetstream::{apply_retention, keep_retention};
+use crate::support::settings::{NatsSettings, Retention};
 
 /// Revisions kept per sale (JetStream's maximum for a key-value bucket).
 const HISTORY: i64 = 64;
@@ -42,11 +44,14 @@ pub struct SaleDefinitions {
     bucket: String,
     /// Copies of the bucket's stream when this creates it (FLASHSALE_STREAM_REPLICAS).
     replicas: usize,
+    /// What JetStream keeps of it (FLASHSALE_DEFINITIONS_MAX_AGE_SECS, _MAX_BYTES).
+    retention: Retention,
     store: OnceCell<kv::Store>,
 }
 
 impl SaleDefinitions {
-    pub fn new(nats: async_nats::Client, stream: &str, replicas: usize) -> Self {
+    pub fn new(nats: async_nats::Client, settings: &NatsSettings) -> Self {
+        let (stream, replicas) = (&settings.stream, settings.stream_replicas);
         let mut jetstream = jetstream::new(nats);
         // Definitions are written by admin calls, not on the purchase path, and the first
         // one creates the bucket's stream: on a loaded server that took over 2 s (a PUT
@@ -56,6 +61,7 @@ impl SaleDefinitions {
             jetstream,
             bucket: bucket_name(stream),
             replicas,
+            retention: settings.definitions_retention,
             store: OnceCell::new(),
         }
     }
@@ -64,29 +70,38 @@ impl SaleDefinitions {
         self.store
             .get_or_try_init(|| async {
                 if let Ok(store) = self.jetstream.get_key_value(&self.bucket).await {
+                    if let Ok(mut stream) = self
+                        .jetstream
+                        .get_stream(format!("KV_{}", self.bucket))
+                        .await
+                        && let Ok(info) = stream.info().await
+                        && let Err(e) = keep_retention(&self.jetstream, info, self.retention).await
+                    {
+                        log::warn!(
+                            "bucket {}: FLASHSALE_DEFINITIONS_MAX_* not applied: {e}",
+                            self.bucket
+                        );
+                    }
                     return Ok(store);
                 }
                 // The bucket's stream is created as async-nats's `create_key_value` would,
                 // but directly: that call first asks for account details in a shape
                 // nats-server 2.9 does not answer in.
-                let created = self
-                    .jetstream
-                    .create_stream(jetstream::stream::Config {
-                        name: format!("KV_{}", self.bucket),
-                        description: Some(
-                            "flashsale sale definitions (sku digest -> settings)".into(),
-                        ),
-                        subjects: vec![format!("$KV.{}.>", self.bucket)],
-                        max_messages_per_subject: HISTORY,
-                        storage: jetstream::stream::StorageType::File,
-                        allow_rollup: true,
-                        deny_delete: true,
-                        allow_direct: true,
-                        discard: jetstream::stream::DiscardPolicy::New,
-                        num_replicas: self.replicas,
-                        ..Default::default()
-                    })
-                    .await;
+                let mut config = jetstream::stream::Config {
+                    name: format!("KV_{}", self.bucket),
+                    description: Some("flashsale sale definitions (sku digest -> settings)".into()),
+                    subjects: vec![format!("$KV.{}.>", self.bucket)],
+                    max_messages_per_subject: HISTORY,
+                    storage: jetstream::stream::StorageType::File,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    num_replicas: self.replicas,
+                    ..Default::default()
+                };
+                apply_retention(&mut config, self.retention);
+                let created = self.jetstream.create_stream(config).await;
                 match created {
                     Ok(_) => {
                         log::info!("jetstream bucket {} created", self.bucket);

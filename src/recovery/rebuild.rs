@@ -119,11 +119,7 @@ impl Recovery {
         jetstream.set_timeout(Duration::from_secs(2));
         let rebuilder = Rebuilder {
             inventory,
-            definitions: SaleDefinitions::new(
-                nats,
-                &settings.nats.stream,
-                settings.nats.stream_replicas,
-            ),
+            definitions: SaleDefinitions::new(nats, &settings.nats),
             jetstream,
             stream: settings.nats.stream.clone(),
             subject_prefix: settings.nats.subject_prefix.clone(),

@@ -894,3 +894,47 @@ async fn a_handler_waits_out_a_stream_that_has_no_leader_yet() {
     );
     app.cleanup().await;
 }
+
+/// The limits JetStream holds for a stream: (max age, max bytes; -1 = no limit).
+async fn limits(js: &async_nats::jetstream::Context, stream: &str) -> (Duration, i64) {
+    let mut stream = js.get_stream(stream).await.expect("the stream exists");
+    let config = &stream.info().await.expect("stream info").config;
+    (config.max_age, config.max_bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_keeps_what_the_retention_settings_say_and_follows_a_change() {
+    use flashsale::support::settings::Retention;
+    let week = Duration::from_secs(7 * 86_400);
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.nats.stream_retention = Retention {
+            max_age: Some(week),
+            max_bytes: Some(64 << 20),
+        };
+        s.nats.definitions_retention.max_age = Some(week * 4);
+    })
+    .await;
+    let sku = unique("retained");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    app.buy_accepted(&sku, "u1").await;
+    let nats = async_nats::connect(app.settings.nats.urls.as_slice())
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let stream = app.settings.nats.stream.clone();
+    let bucket = format!("KV_{stream}_SALES");
+    assert_eq!(limits(&js, &stream).await, (week, 64 << 20));
+    assert_eq!(limits(&js, &bucket).await, (week * 4, -1));
+
+    // A replica started without limits lifts them from the existing stream and bucket (its
+    // first PUT opens the bucket, its first purchase the stream).
+    let mut unlimited = app.settings.clone();
+    unlimited.nats.stream_retention = Retention::default();
+    unlimited.nats.definitions_retention = Retention::default();
+    let later = crate::helpers::spawn_app_from(unlimited).await;
+    later.put_sale(&sku, json!({"stock": 6})).await;
+    later.buy_accepted(&sku, "u2").await;
+    assert_eq!(limits(&js, &stream).await, (Duration::ZERO, -1));
+    assert_eq!(limits(&js, &bucket).await, (Duration::ZERO, -1));
+    app.cleanup().await;
+}

@@ -48,6 +48,11 @@ fn every_setting_changed() -> Settings {
     settings.redis.idempotency_ttl = Duration::from_secs(600);
     settings.http.workers = 3;
     settings.http.live_viewers = 77;
+    settings.nats.stream_retention = flashsale::support::settings::Retention {
+        max_age: Some(std::time::Duration::from_secs(86_400)),
+        max_bytes: Some(1 << 30),
+    };
+    settings.nats.definitions_retention.max_age = Some(std::time::Duration::from_secs(3600));
     settings.http.live_max = std::time::Duration::from_secs(33);
     settings.http.cors_origins = vec![
         "https://shop.example:8443".into(),

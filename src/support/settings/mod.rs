@@ -89,6 +89,18 @@ pub struct NatsSettings {
     /// In `Confirm::JetStream`, how long a purchase waits for JetStream's acknowledgement
     /// before answering 202 with `"delivery": "pending"`.
     pub confirm_timeout: Duration,
+    /// Limits of the order stream (FLASHSALE_STREAM_MAX_AGE_SECS, _MAX_BYTES).
+    pub stream_retention: Retention,
+    /// Limits of the sale definitions bucket (FLASHSALE_DEFINITIONS_MAX_AGE_SECS, _MAX_BYTES).
+    pub definitions_retention: Retention,
+}
+
+/// How much of a JetStream record is kept; `None` = no limit (the default). What JetStream
+/// drops past a limit can no longer rebuild a sale or be read (README, "Retention").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
 }
 
 /// The relay that drains the outboxes.
@@ -281,6 +293,14 @@ impl Settings {
                 confirm_timeout: Duration::from_millis(
                     var("FLASHSALE_CONFIRM_TIMEOUT_MS", "1000").number(1, 60_000)?,
                 ),
+                stream_retention: Retention {
+                    max_age: var("FLASHSALE_STREAM_MAX_AGE_SECS", "0").seconds_or_none()?,
+                    max_bytes: var("FLASHSALE_STREAM_MAX_BYTES", "0").bytes_or_none()?,
+                },
+                definitions_retention: Retention {
+                    max_age: var("FLASHSALE_DEFINITIONS_MAX_AGE_SECS", "0").seconds_or_none()?,
+                    max_bytes: var("FLASHSALE_DEFINITIONS_MAX_BYTES", "0").bytes_or_none()?,
+                },
             },
             relay: RelaySettings {
                 claim_idle: Duration::from_millis(
@@ -371,6 +391,8 @@ mod tests {
             ("FLASHSALE_CORS_ORIGINS", "shop.example"),
             ("FLASHSALE_LIVE_VIEWERS", "-1"),
             ("FLASHSALE_LIVE_MAX_SECS", "0"),
+            ("FLASHSALE_STREAM_MAX_BYTES", "1000"),
+            ("FLASHSALE_DEFINITIONS_MAX_AGE_SECS", "-5"),
             ("FLASHSALE_ADMIN_TOKEN", ""),
             ("FLASHSALE_DEFAULT_SKU", "no spaces"),
             ("FLASHSALE_DEFAULT_STOCK", "-1"),

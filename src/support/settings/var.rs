@@ -120,6 +120,26 @@ impl Var {
         }
     }
 
+    /// Seconds, up to ten years; 0 = no limit (`None`).
+    pub fn seconds_or_none(self) -> Result<Option<std::time::Duration>, ConfigError> {
+        let secs = self.number(0, 10 * 365 * 86_400)?;
+        Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
+    }
+
+    /// Bytes, at least 1 MiB (JetStream's smallest sensible store); 0 = no limit (`None`).
+    pub fn bytes_or_none(self) -> Result<Option<u64>, ConfigError> {
+        let (variable, value) = (self.name, self.value.clone());
+        match self.number(0, i64::MAX as u64)? {
+            0 => Ok(None),
+            1..=1_048_575 => Err(ConfigError {
+                variable,
+                value,
+                expected: "0 (no limit) or at least 1048576".into(),
+            }),
+            bytes => Ok(Some(bytes)),
+        }
+    }
+
     /// Comma-separated IP addresses.
     pub fn ip_addrs(self) -> Result<Vec<std::net::IpAddr>, ConfigError> {
         let parsed: Result<Vec<_>, _> = self

@@ -108,6 +108,22 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
             millis(settings.nats.confirm_timeout),
         ),
     ];
+    let retention = settings.nats.stream_retention;
+    let definitions = settings.nats.definitions_retention;
+    let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs()).to_string();
+    let bytes = |b: Option<u64>| b.unwrap_or(0).to_string();
+    env.extend([
+        ("FLASHSALE_STREAM_MAX_AGE_SECS", secs(retention.max_age)),
+        ("FLASHSALE_STREAM_MAX_BYTES", bytes(retention.max_bytes)),
+        (
+            "FLASHSALE_DEFINITIONS_MAX_AGE_SECS",
+            secs(definitions.max_age),
+        ),
+        (
+            "FLASHSALE_DEFINITIONS_MAX_BYTES",
+            bytes(definitions.max_bytes),
+        ),
+    ]);
     // Settings that are absent unless given.
     let optional = [
         ("FLASHSALE_ADMIN_TOKEN", settings.http.admin_token.clone()),
