@@ -223,12 +223,7 @@ impl Operations {
         sku: &Sku,
         settings: &SaleSettings,
     ) -> Result<(Sale, bool), PutSaleError> {
-        let before = self.definition(sku).await?;
-        let settings = SaleSettings {
-            ended_at: before.and_then(|d| d.ended_at),
-            ..settings.clone()
-        };
-        let put = self.recovery.put_sale(sku, &settings).await?;
+        let put = self.recovery.put_sale(sku, settings, true).await?;
         self.sale_changes.announce(sku).await;
         Ok(put)
     }
@@ -246,7 +241,7 @@ impl Operations {
             ended_at: ended.then(|| definition.ended_at.unwrap_or(now_ms)),
             ..definition.settings()
         };
-        let (sale, _) = self.recovery.put_sale(sku, &settings).await?;
+        let (sale, _) = self.recovery.put_sale(sku, &settings, false).await?;
         if definition.ended_at != settings.ended_at {
             log::info!(
                 "sale {sku} {}",

@@ -178,16 +178,26 @@ impl Recovery {
     /// PUT: records the sale's settings in JetStream, then writes Redis. A sale JetStream
     /// knew but Redis lost is rebuilt first, so its sold units still count against the new
     /// stock. A refused PUT (stock below sold) puts the previous definition back.
+    /// `keep_ended`: the sale stays ended early if it was (a PUT's settings say nothing of
+    /// it); false when the caller decides it (ending and reopening).
     pub async fn put_sale(
         &self,
         sku: &Sku,
         settings: &SaleSettings,
+        keep_ended: bool,
     ) -> Result<(Sale, bool), PutSaleError> {
         let before = self
             .definitions()
             .get(sku)
             .await
             .map_err(RecoveryError::from)?;
+        let settings = &SaleSettings {
+            ended_at: match (&before, keep_ended) {
+                (Some(before), true) => before.ended_at,
+                _ => settings.ended_at,
+            },
+            ..settings.clone()
+        };
         let revision = self
             .definitions()
             .put(&SaleDefinition::new(sku, settings))
