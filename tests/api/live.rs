@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use flashsale::domain::sale::format_time;
 use serde_json::json;
 
+use crate::helpers::redis_fixtures::{command_calls, delta};
 use crate::helpers::sse::LiveStream;
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, buy_all, error_of, private_redis, spawn_app, spawn_app_from,
+    ADMIN_TOKEN, buy_all, error_of, private_redis, redis_connection, spawn_app, spawn_app_from,
     spawn_app_with, test_settings, unique, users,
 };
 
@@ -179,19 +180,6 @@ async fn an_unknown_sale_is_404_and_a_bad_sku_400() {
     app.cleanup().await;
 }
 
-/// Calls of `command` Redis has run, scripts' calls included.
-async fn calls(app: &TestApp, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut app.redis.clone())
-        .await
-        .expect("INFO");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().expect("a count"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_viewers_cost_redis_one_read_per_change() {
     // A Redis of the test's own: its command counts are this test's alone.
@@ -204,7 +192,8 @@ async fn three_hundred_viewers_cost_redis_one_read_per_change() {
     let sku = unique("fanout");
     app.create_sale(&sku, json!({"stock": 10})).await;
 
-    let reads_before = calls(&app, "hmget").await;
+    let mut counts = redis_connection(&format!("redis://127.0.0.1:{port}")).await;
+    let before = command_calls(&mut counts).await;
     let mut viewers = Vec::new();
     for _ in 0..300 {
         viewers.push(LiveStream::open(&app, &sku, None).await);
@@ -212,7 +201,8 @@ async fn three_hundred_viewers_cost_redis_one_read_per_change() {
     for viewer in &mut viewers {
         assert_eq!(viewer.next().await.remaining(), 10);
     }
-    let reads_to_join = calls(&app, "hmget").await - reads_before;
+    let joined = command_calls(&mut counts).await;
+    let reads_to_join = delta(&before, &joined, "hmget");
     assert!(
         reads_to_join <= 2,
         "300 viewers joined with {reads_to_join} reads"
@@ -223,7 +213,7 @@ async fn three_hundred_viewers_cost_redis_one_read_per_change() {
         assert_eq!(viewer.next().await.remaining(), 9);
     }
     // The purchase script's own HMGET, and one read for every viewer.
-    let reads = calls(&app, "hmget").await - reads_before - reads_to_join;
+    let reads = delta(&joined, &command_calls(&mut counts).await, "hmget");
     assert!(
         reads <= 3,
         "one change reached 300 viewers with {reads} HMGETs"
