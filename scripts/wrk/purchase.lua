@@ -4,12 +4,15 @@ require "common"
 
 local path = "/v1/sales/" .. os.getenv("SKU") .. "/orders"
 local headers = { ["Content-Type"] = "application/json" }
+-- REPEAT (1): how many orders each buyer places, one after the other.
+local repeat_orders = tonumber(os.getenv("REPEAT") or "1")
 local n = 0
 
 function request()
   n = n + 1
+  local buyer = math.ceil(n / repeat_orders)
   return wrk.format("POST", path, headers,
-    '{"user_id":"t' .. thread_id .. "-" .. n .. '","quantity":1}')
+    '{"user_id":"t' .. thread_id .. "-" .. buyer .. '","quantity":1}')
 end
 
 function classify(status, body)
