@@ -117,7 +117,6 @@ fn purchase(c: &mut Criterion) {
                     .key(keys.buyers())
                     .key(keys.outbox())
                     .key(keys.deadlines())
-                    .key(keys.buyer_orders(user.as_str()))
                     .arg(86_400)
                     .arg(user.as_str())
                     .arg(1)

@@ -3,7 +3,8 @@
 -- in front of each of them (Redis scripts cannot include one another), so both decide an
 -- expiry by the very same code.
 --
--- `k` is the sale's keys: { sale, orders, buyers, outbox, deadlines } (see purchase.lua).
+-- `k` is the sale's keys: { sale, orders, buyers, outbox, deadlines } (see purchase.lua), and
+-- `k.oid` the sale's current order-id prefix (its hash's oid field).
 
 -- The record format of purchase.lua: status, quantity, unit_price, created_at, pay_by,
 -- paid_at, event, payment_ref, user_id (last: whatever it holds cannot shift the others).
@@ -11,8 +12,14 @@ local FIELDS = { 'status', 'quantity', 'unit_price', 'created_at', 'pay_by', 'pa
                  'event', 'payment_ref', 'user_id' }
 local RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n(%d*)\n([%d%-]*)\n([^\n]*)\n(.*)$'
 
+-- An order's field in its sale's orders hash (see purchase.lua's KEYS[2]).
+local function order_field(k, id)
+  if string.sub(id, 1, #k.oid + 1) == k.oid .. '-' then return string.sub(id, #k.oid + 2) end
+  return string.sub(id, 18)
+end
+
 local function load_order(k, id)
-  local stored = redis.call('HGET', k.orders, id)
+  local stored = redis.call('HGET', k.orders, order_field(k, id))
   if not stored then return nil end
   local values = { string.match(stored, RECORD) }
   local order = {}
@@ -37,7 +44,7 @@ local function move_order(k, id, order, status)
                            'unit_price', order.unit_price, 'created_at', order.created_at,
                            'pay_by', order.pay_by, 'paid_at', order.paid_at,
                            'payment_ref', order.payment_ref)
-  redis.call('HSET', k.orders, id, order_record(order))
+  redis.call('HSET', k.orders, order_field(k, id), order_record(order))
   redis.call('ZREM', k.deadlines, id)
 end
 
@@ -45,8 +52,13 @@ end
 local function release_order(k, order)
   local quantity = tonumber(order.quantity)
   redis.call('HINCRBY', k.sale, 'sold', -quantity)
-  if redis.call('HINCRBY', k.buyers, order.user_id, -quantity) <= 0 then
-    redis.call('HDEL', k.buyers, order.user_id)
+  -- '<units held>:<order ids>' (see purchase.lua): the count goes down, the list stays, as
+  -- the buyer's list shows ended orders too. A bare count predates the list in this field.
+  local buyer = redis.call('HGET', k.buyers, order.user_id)
+  if buyer then
+    local held, listed = string.match(buyer, '^(%-?%d+):(.*)$')
+    held = math.max((tonumber(held or buyer) or 0) - quantity, 0)
+    redis.call('HSET', k.buyers, order.user_id, held .. ':' .. (listed or ''))
   end
 end
 

@@ -11,17 +11,25 @@
 -- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, ended?
 --                       (ended early by an operator, ms), oid, seq, primary (the replication
 --                       id of the primary that wrote it, see below)
--- KEYS[2] orders  HASH  order_id -> the order record, one field a line:
+-- KEYS[2] orders  HASH  order field -> the order record. An order's field is its id made
+--                       short (32 bytes an order): the sequence number alone when the id
+--                       starts with the sale's oid, else the id without the sku digest and
+--                       dash every id of the sale starts with ('<ms>-<seq>': an order from
+--                       before the sale's last rebuild, which gave it a new oid). The record
+--                       has one field a line:
 --                       status, quantity, unit_price, created_at ms, pay_by ms, paid_at ms,
 --                       event (outbox id of the order's latest event), payment_ref, user_id
 --                       (plain text, not cjson: a fifth of the script's cost; user_id comes
 --                       last, so whatever it holds cannot shift the other fields; empty
 --                       fields are unset)
--- KEYS[3] buyers  HASH  user_id  -> units this user holds (for the per-user limit)
+-- KEYS[3] buyers  HASH  user_id  -> '<units held>:<order ids>': the units this user holds (for
+--                       the per-user limit), then the fields (KEYS[2]) of the user's orders
+--                       in this sale, newest first, at most LISTED, comma-separated: one
+--                       field per buyer, not a key (a list key per buyer cost 250 bytes an
+--                       order)
 -- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay)
 -- KEYS[5] deadlines ZSET order_id -> pay_by ms, of the orders awaiting payment (the expiry
 --                       sweeper's index, see transition.lua)
--- KEYS[5 + i]     LIST  purchase i's buyer's order ids in this sale, newest first
 -- then, in purchase order, one STRING per purchase that carries an Idempotency-Key: the
 --                       order_id the key produced
 --
@@ -56,6 +64,9 @@
 
 local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local idem_ttl = ARGV[1]
+-- A buyer's list keeps the newest LISTED ids (src/domain/order.rs: LISTED_ORDERS, what the
+-- buyer's list answers).
+local LISTED = 100
 local count = (#ARGV - 1) / 3
 -- status, quantity, unit_price, created_at, pay_by, then (skipped) paid_at, event, (skipped)
 -- payment_ref, and user_id of an order record (see KEYS[2]).
@@ -70,7 +81,9 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- promoted after a failover (asynchronous replication may have missed acknowledged writes),
 -- a slot moved to another master, a restart from a dump. Such a copy may be behind what was
 -- sold, so it counts as missing: the caller catches the sale up from JetStream first.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+-- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
+-- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
 local f = redis.call('HMGET', sale, 'stock', 'sold', 'per_user_limit', 'price',
                      'starts_at', 'ends_at', 'oid', 'payment_timeout', 'primary', 'ended')
 local stock, sold = tonumber(f[1]), tonumber(f[2])
@@ -81,14 +94,20 @@ local payment_timeout = tonumber(f[8])
 -- 'sale_not_open' is decided once: the batch shares one instant.
 local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at) or f[10])
 
+-- An order's field in the orders hash (KEYS[2]).
+local function order_field(id)
+  if string.sub(id, 1, #oid + 1) == oid .. '-' then return string.sub(id, #oid + 2) end
+  return string.sub(id, 18)
+end
+
 -- One purchase, against the sale as the purchases before it in the batch left it.
-local function decide(user, quantity, idem, idem_key, buyer_orders)
+local function decide(user, quantity, idem, idem_key)
   -- 1. Idempotency replay comes before the window and stock checks: a retry of an accepted
   --    purchase must find its order even after the sale closed or sold out.
   if idem then
     local id = redis.call('GET', idem)
     if id then
-      local stored = redis.call('HGET', orders, id)
+      local stored = redis.call('HGET', orders, order_field(id))
       if stored then
         local status, q, p, c, pay_by, event, u = string.match(stored, ORDER_RECORD)
         if u ~= user or tonumber(q) ~= quantity then
@@ -111,9 +130,15 @@ local function decide(user, quantity, idem, idem_key, buyer_orders)
   if not open then return { 'sale_not_open' } end
 
   -- 3. Per-user limit, counting what the user already holds.
+  local buyer = redis.call('HGET', buyers, user)
+  local held, listed = 0, ''
+  if buyer then
+    local h, l = string.match(buyer, '^(%-?%d+):(.*)$')
+    -- A bare count is a tally written before the list moved into this field.
+    held, listed = tonumber(h or buyer) or 0, l or ''
+  end
   if limit then
     if quantity > limit then return { 'quantity_above_limit', limit } end
-    local held = tonumber(redis.call('HGET', buyers, user)) or 0
     if held + quantity > limit then return { 'user_limit_reached' } end
   end
 
@@ -124,8 +149,22 @@ local function decide(user, quantity, idem, idem_key, buyer_orders)
   -- Commit. Nothing above wrote; everything below always runs to the end, and leaves the
   -- sale whole after each purchase.
   sold = redis.call('HINCRBY', sale, 'sold', quantity)
-  local id = oid .. '-' .. redis.call('HINCRBY', sale, 'seq', 1)
-  redis.call('HINCRBY', buyers, user, quantity)
+  local seq = redis.call('HINCRBY', sale, 'seq', 1)
+  local id = oid .. '-' .. seq
+  local field = tostring(seq)
+  local newest = field
+  if listed ~= '' then
+    -- Past LISTED ids, the oldest goes: cut at the LISTED - 1'th comma of the old list.
+    local cut, at = 0, 0
+    for _ = 1, LISTED - 1 do
+      at = string.find(listed, ',', at + 1, true)
+      if not at then break end
+      cut = at
+    end
+    if at then listed = string.sub(listed, 1, cut - 1) end
+    newest = field .. ',' .. listed
+  end
+  redis.call('HSET', buyers, user, (held + quantity) .. ':' .. newest)
   if idem then redis.call('SET', idem, id, 'EX', idem_ttl) end
   -- With a payment window the order holds its units until pay_by (Redis's clock), then
   -- transition.lua expires it and returns them unless it was paid first.
@@ -142,15 +181,14 @@ local function decide(user, quantity, idem, idem_key, buyer_orders)
                            'user_id', user, 'quantity', quantity, 'unit_price', price,
                            'created_at', now, 'idem', idem_key, 'pay_by', pay_by)
   -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
-  redis.call('HSET', orders, id, status .. '\n' .. quantity .. '\n' .. price .. '\n' .. now
+  redis.call('HSET', orders, field, status .. '\n' .. quantity .. '\n' .. price .. '\n' .. now
              .. '\n' .. pay_by .. '\n\n' .. event .. '\n\n' .. user)
-  redis.call('LPUSH', buyer_orders, id)
   return { 'created', id, user, quantity, price, now, stock - sold, status, pay_by, earliest,
            event }
 end
 
 local replies = {}
-local next_idem = 5 + count + 1
+local next_idem = 6
 for i = 1, count do
   local user, quantity, idem_key = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), ARGV[3 * i + 1]
   local idem
@@ -163,7 +201,7 @@ for i = 1, count do
   if not stock then
     replies[i] = { 'sale_missing' }
   else
-    replies[i] = decide(user, quantity, idem, idem_key, KEYS[5 + i])
+    replies[i] = decide(user, quantity, idem, idem_key)
   end
 end
 return replies

@@ -29,7 +29,9 @@ local stock = tonumber(ARGV[2])
 -- promoted after a failover (asynchronous replication may have missed acknowledged writes),
 -- a slot moved to another master, a restart from a dump. Such a copy may be behind what was
 -- sold, so it counts as missing: the caller catches the sale up from JetStream first.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+-- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
+-- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)

@@ -2,25 +2,49 @@
 -- reached JetStream, in one round trip. Reads only.
 --
 -- KEYS[1] sale, KEYS[2] orders, KEYS[3] outbox (see purchase.lua)
--- KEYS[4] (optional) a buyer's order list (purchase.lua's KEYS[5]): read its newest orders
--- ARGV    with KEYS[4]: ARGV[1] how many of the newest; without: the order ids to read
+-- KEYS[4] (optional) the sale's buyers hash (purchase.lua's KEYS[3]): read a buyer's newest
+--         orders
+-- ARGV    with KEYS[4]: ARGV[1] the buyer, ARGV[2] how many of the newest; without: the
+--         order ids to read
 --
 -- Reply: { 'sale_missing' } when Redis does not hold the sale (the caller rebuilds it), or
 --        { 'orders', id, record, delivered (1|0), id, record, delivered, ... } for the orders
 --        that exist, in the order asked (a buyer's: newest first)
 
-local sale, orders, outbox, buyer_orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sale, orders, outbox, buyers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- A copy another primary wrote may miss orders that were acknowledged: it is caught up first,
 -- as for a decision (see purchase.lua).
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
-if redis.call('HGET', sale, 'primary') ~= primary then return { 'sale_missing' } end
+-- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
+-- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
+local held = redis.call('HMGET', sale, 'primary', 'oid')
+if held[1] ~= primary then return { 'sale_missing' } end
+local oid = held[2]
+
+-- An order's field in the orders hash, and back (see purchase.lua's KEYS[2]).
+local function order_field(id)
+  if string.sub(id, 1, #oid + 1) == oid .. '-' then return string.sub(id, #oid + 2) end
+  return string.sub(id, 18)
+end
+local function order_id(field)
+  if string.find(field, '-', 1, true) then return string.sub(oid, 1, 17) .. field end
+  return oid .. '-' .. field
+end
 
 local ids = ARGV
-if buyer_orders then ids = redis.call('LRANGE', buyer_orders, 0, tonumber(ARGV[1]) - 1) end
+if buyers then
+  -- '<units held>:<order fields>' (see purchase.lua's KEYS[3]).
+  ids = {}
+  local listed = string.match(redis.call('HGET', buyers, ARGV[1]) or '', '^%-?%d+:(.*)$')
+  for field in string.gmatch(listed or '', '[^,]+') do
+    if #ids == tonumber(ARGV[2]) then break end
+    ids[#ids + 1] = order_id(field)
+  end
+end
 
 local reply = { 'orders' }
 for _, id in ipairs(ids) do
-  local record = redis.call('HGET', orders, id)
+  local record = redis.call('HGET', orders, order_field(id))
   if record then
     -- The 7th field is the outbox id of the order's latest event; empty (a rebuilt order)
     -- or gone from the outbox (the relay removes what JetStream acknowledged) = delivered.

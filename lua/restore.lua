@@ -10,7 +10,7 @@
 --
 -- KEYS[1] sale           HASH  (see purchase.lua)
 -- KEYS[2] orders         HASH  order_id -> order record
--- KEYS[3] buyers         HASH  user_id -> units held
+-- KEYS[3] buyers         HASH  user_id -> '<units held>:<order ids>' (see purchase.lua)
 -- KEYS[4] staged orders  HASH  (may be absent: a sale without orders)
 -- KEYS[5] staged buyers  HASH  (may be absent)
 -- KEYS[6] staged idem    HASH  Idempotency-Key -> "<expires at ms>:<order_id>" (may be absent)
@@ -25,13 +25,12 @@
 -- ARGV[9] key prefix of the sale's idempotency keys (`<ns>:{<sku>}:idem:`)
 -- ARGV[10] the definition's revision in JetStream (see put_sale.lua)
 -- ARGV[11] payment_timeout in seconds ('' = none)
--- ARGV[12] key prefix of the sale's buyers' order lists (`<ns>:{<sku}:buyer_orders:`)
--- ARGV[13] ended: when an operator ended the sale early (ms), '' = it runs by its window
--- ARGV[14..16] orders the history left paid, expired, cancelled (the sale's n_* counts)
+-- ARGV[12] ended: when an operator ended the sale early (ms), '' = it runs by its window
+-- ARGV[13..15] orders the history left paid, expired, cancelled (the sale's n_* counts)
 --
 -- The idempotency keys are built from the prefix here, one per field of the staged hash (all
 -- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
--- twice. The buyers' order lists are an index for reads; the caller appends them after this.
+-- twice.
 --
 -- An expiry is decided by the clock, and this script reads the clock: an order the history
 -- leaves pending_payment whose pay_by has passed is installed expired, in this same step,
@@ -51,7 +50,9 @@ local sale, orders, buyers = KEYS[1], KEYS[2], KEYS[3]
 local staged_orders, staged_buyers, staged_idem = KEYS[4], KEYS[5], KEYS[6]
 local deadlines, staged_deadlines = KEYS[7], KEYS[8]
 
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+-- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
+-- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
 local written_by = redis.call('HGET', sale, 'primary')
 if written_by == primary then
   redis.call('DEL', staged_orders, staged_buyers, staged_idem, staged_deadlines)
@@ -61,9 +62,8 @@ local replaced = 0
 if redis.call('EXISTS', sale) == 1 then
   -- A copy from elsewhere: JetStream and the outbox hold everything it holds (each of its
   -- orders wrote an outbox entry in the same step, kept until JetStream acknowledged it), and
-  -- the rebuild folded both. Its buyers' lists go, to be rebuilt whole by the caller.
+  -- the rebuild folded both.
   replaced = 1
-  for _, user in ipairs(redis.call('HKEYS', buyers)) do redis.call('DEL', ARGV[12] .. user) end
   redis.call('DEL', sale)
 end
 
@@ -101,18 +101,18 @@ local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
            'seq', ARGV[8], 'rev', ARGV[10], 'primary', primary)
 local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7],
-                   payment_timeout = ARGV[11], ended = ARGV[13] }
+                   payment_timeout = ARGV[11], ended = ARGV[12] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end
 end
 -- Zero counts stay absent, as on a sale that never moved an order.
-local counts = { n_paid = ARGV[14], n_expired = ARGV[15], n_cancelled = ARGV[16] }
+local counts = { n_paid = ARGV[13], n_expired = ARGV[14], n_cancelled = ARGV[15] }
 for field, value in pairs(counts) do
   if tonumber(value) > 0 then redis.call('HSET', sale, field, value) end
 end
 
 local k = { sale = sale, orders = orders, buyers = buyers, outbox = KEYS[9],
-            deadlines = deadlines }
+            deadlines = deadlines, oid = oid }
 local expired = expire_due(k, now, -1)
 return { 'restored', now, replaced, #expired - 2, expired[2],
          tonumber(redis.call('HGET', sale, 'sold')), expired[1] }

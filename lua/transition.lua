@@ -34,14 +34,17 @@ local action = ARGV[1]
 
 -- A copy another primary wrote may be behind what was acknowledged: it counts as missing,
 -- and the caller catches it up from JetStream first (see purchase.lua).
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
-if redis.call('HGET', sale, 'primary') ~= primary then return { 'sale_missing' } end
+-- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
+-- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
+local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
+local held = redis.call('HMGET', sale, 'primary', 'oid')
+if held[1] ~= primary then return { 'sale_missing' } end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local k = { sale = sale, orders = orders, buyers = buyers, outbox = outbox,
-            deadlines = deadlines }
+            deadlines = deadlines, oid = held[2] }
 
 if action == 'expire' then
   local reply = expire_due(k, now, tonumber(ARGV[2]))

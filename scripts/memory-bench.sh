@@ -48,7 +48,7 @@ c.delete_streams("nats://127.0.0.1:4222", sys.argv[1:])' "MEMORY_$RUN" "KV_MEMOR
 trap cleanup EXIT
 for _ in $(seq 1 100); do curl -fs "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
-used() { rc info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
+used() { rc info memory | sed -n "s/^${1:-used_memory}:\([0-9]*\).*/\1/p"; }
 
 printf '%-8s %8s %14s %10s %12s\n' scenario orders bytes/order keys/sale keys_total
 for scenario in one two pending; do
@@ -59,7 +59,7 @@ for scenario in one two pending; do
     -H 'Content-Type: application/json' -d "{\"stock\": $ORDERS, \"per_user_limit\": 2$extra}"
   repeat=1
   [ "$scenario" = two ] && repeat=2
-  before=$(used)
+  before=$(used); before_lua=$(used used_memory_lua); before_overhead=$(used used_memory_overhead)
   SKU="$sku" REPEAT=$repeat wrk -t 2 -c "$CONNECTIONS" -d 600s -s scripts/wrk/purchase.lua "$BASE" \
     >"$WORK_DIR/wrk.log" 2>&1 &
   wrk_pid=$!
@@ -69,7 +69,9 @@ for scenario in one two pending; do
   until [ "$(rc xlen "m:{$sku}:outbox")" = 0 ]; do sleep 0.2; done
   sleep 1
   after=$(used)
+  echo "  lua delta $(( $(used used_memory_lua) - before_lua )) overhead delta $(( $(used used_memory_overhead) - before_overhead ))"
   keys=$(rc --scan --pattern "m:{$sku}:*" | wc -l)
+  for key in orders buyers deadlines outbox sale; do printf "  %s=%s" $key "$(rc memory usage "m:{$sku}:$key" samples 0)"; done; echo
   printf '%-8s %8d %14.1f %10d %12d\n' "$scenario" "$ORDERS" \
     "$(echo "($after - $before) / $ORDERS" | bc -l)" "$keys" "$(rc dbsize)"
 done

@@ -20,8 +20,7 @@ use crate::store::{
 };
 use crate::support::metrics::Outcome;
 
-/// The most orders a buyer's list shows: the newest.
-pub const LISTED_ORDERS: usize = 100;
+pub use crate::domain::order::LISTED_ORDERS;
 
 pub struct Operations {
     inventory: Arc<Inventory>,

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::IdempotencyKey;
 use crate::domain::event::{EventKind, OrderEvent};
 
+/// The most orders a buyer's list shows, and keeps in Redis: the newest (`lua/purchase.lua`'s
+/// LISTED).
+pub const LISTED_ORDERS: usize = 100;
+
 /// Body of `POST /v1/orders/{order_id}/pay`, as sent.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -9,8 +9,28 @@
 //! outbox entry of the order's latest event while it waits there. `lua/purchase.lua` and
 //! `lua/order_moves.lua` write it in Lua; this is the one place Rust reads or writes it.
 
-use super::order::{OrderStatus, OrderView, total_amount};
+use super::order::{LISTED_ORDERS, OrderStatus, OrderView, total_amount};
 use super::sale::format_time;
+
+/// An order's field in its sale's `orders` hash as a rebuild installs it: the id without the
+/// sku digest and dash that start every id of the sale. (The scripts key an order that
+/// carries the sale's current oid by its sequence number alone, see `lua/purchase.lua`; a
+/// rebuilt sale gets a new oid, so every order it installs predates it.)
+pub fn order_field(id: &str) -> &str {
+    id.split_once('-').map_or(id, |(_, rest)| rest)
+}
+
+/// A buyer's field in its sale's `buyers` hash, as `lua/purchase.lua` writes it:
+/// `<units held>:<order fields>`, newest first, at most [`LISTED_ORDERS`]. `ids` come newest
+/// first.
+pub fn buyer_entry(held: u64, ids: &[&str]) -> String {
+    let listed: Vec<&str> = ids
+        .iter()
+        .take(LISTED_ORDERS)
+        .map(|id| order_field(id))
+        .collect();
+    format!("{held}:{}", listed.join(","))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRecord<'a> {

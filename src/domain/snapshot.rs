@@ -8,7 +8,7 @@ use chrono::DateTime;
 
 use crate::domain::event::{EventKind, OrderEvent};
 use crate::domain::order::OrderStatus;
-use crate::domain::record::OrderRecord;
+use crate::domain::record::{OrderRecord, buyer_entry, order_field};
 
 /// One order as the event history leaves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,15 +177,24 @@ impl SaleSnapshot {
         })
     }
 
-    pub fn buyers(&self) -> HashMap<&str, u64> {
-        let mut buyers: HashMap<&str, u64> = HashMap::new();
+    /// Each buyer's field in the sale's buyers hash, as `lua/purchase.lua` keeps it: the
+    /// units its live orders hold, then its newest order ids (`record::buyer_entry`).
+    pub fn buyers(&self) -> HashMap<&str, String> {
+        let mut held: HashMap<&str, u64> = HashMap::new();
         for order in self.live() {
-            *buyers.entry(order.user_id.as_str()).or_default() += u64::from(order.quantity);
+            *held.entry(order.user_id.as_str()).or_default() += u64::from(order.quantity);
         }
-        buyers
+        self.buyer_orders()
+            .into_iter()
+            .map(|(user, ids)| {
+                let units = held.get(user).copied().unwrap_or(0);
+                (user, buyer_entry(units, &ids))
+            })
+            .collect()
     }
 
-    /// The order records (`record.rs`), as the scripts would have written them.
+    /// The order records (`record.rs`) by their field in the orders hash, as the scripts would
+    /// have written them.
     pub fn records(&self) -> impl Iterator<Item = (&str, String)> {
         self.orders.iter().map(|(id, o)| {
             let record = OrderRecord {
@@ -199,12 +208,12 @@ impl SaleSnapshot {
                 payment_ref: o.payment_ref.as_deref(),
                 user_id: &o.user_id,
             };
-            (id.as_str(), record.encode())
+            (order_field(id), record.encode())
         })
     }
 
     /// Each buyer's order ids, newest first.
-    pub fn buyer_orders(&self) -> HashMap<&str, Vec<&str>> {
+    fn buyer_orders(&self) -> HashMap<&str, Vec<&str>> {
         let mut by_buyer: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
         for (id, o) in &self.orders {
             by_buyer
@@ -261,19 +270,14 @@ mod tests {
         assert_eq!(snapshot.sold(), 4);
         assert_eq!(snapshot.seq, 3);
         let buyers = snapshot.buyers();
-        assert_eq!((buyers["u1"], buyers["u2"]), (1, 3));
+        assert_eq!(
+            (buyers["u1"].as_str(), buyers["u2"].as_str()),
+            ("1:9-3,1-1", "3:1-2"),
+            "units held by live orders, then every order newest first, without the digest"
+        );
         let records: HashMap<&str, String> = snapshot.records().collect();
-        assert_eq!(
-            records["abc-1-1"],
-            "cancelled\n2\n7\n1764083092123\n\n\n\n\nu1"
-        );
-        assert_eq!(
-            records["abc-1-2"],
-            "created\n3\n7\n1764083092123\n\n\n\n\nu2"
-        );
-        let lists = snapshot.buyer_orders();
-        assert_eq!(lists["u1"], ["abc-9-3", "abc-1-1"], "newest first");
-        assert_eq!(lists["u2"], ["abc-1-2"]);
+        assert_eq!(records["1-1"], "cancelled\n2\n7\n1764083092123\n\n\n\n\nu1");
+        assert_eq!(records["1-2"], "created\n3\n7\n1764083092123\n\n\n\n\nu2");
     }
 
     #[test]
@@ -306,18 +310,18 @@ mod tests {
         );
         let records: HashMap<&str, String> = snapshot.records().collect();
         assert_eq!(
-            records["abc-1-1"],
+            records["1-1"],
             "paid\n2\n7\n1764083092123\n1764083152123\n1764083100000\n\npsp-1\nu1"
         );
-        assert!(records["abc-1-2"].starts_with("expired\n"));
-        assert!(records["abc-1-3"].starts_with("pending_payment\n"));
+        assert!(records["1-2"].starts_with("expired\n"));
+        assert!(records["1-3"].starts_with("pending_payment\n"));
         let deadlines: Vec<(&str, i64)> = snapshot.deadlines().collect();
         assert_eq!(
             deadlines,
             [("abc-1-3", 1_764_083_152_123)],
             "only the pending order"
         );
-        assert_eq!(snapshot.buyers()["u1"], 4);
+        assert!(snapshot.buyers()["u1"].starts_with("4:"));
     }
 
     #[test]

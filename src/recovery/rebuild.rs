@@ -352,13 +352,6 @@ impl Rebuilder {
         if let Some(first) = restored.expired.next_due {
             self.inventory.payment_due().index(sku, first).await?;
         }
-        // Requests wait for the sale, not for the buyers' order lists (read index only).
-        let (inventory, sku) = (self.inventory.clone(), sku.clone());
-        tokio::spawn(async move {
-            if let Err(e) = inventory.restore_buyer_orders(&sku, &snapshot).await {
-                log::warn!("sale {sku}: buyers' order lists not rebuilt: {e}");
-            }
-        });
         Ok(true)
     }
 

@@ -25,7 +25,8 @@ impl SaleKeys {
         self.key("orders")
     }
 
-    /// HASH user_id → units held, for the per-user limit.
+    /// HASH user_id → `<units held>:<order ids>`: the per-user limit's tally and the buyer's
+    /// newest orders (see `lua/purchase.lua`).
     pub fn buyers(&self) -> String {
         self.key("buyers")
     }
@@ -33,11 +34,6 @@ impl SaleKeys {
     /// STREAM of order events waiting for the relay (the outbox).
     pub fn outbox(&self) -> String {
         self.key("outbox")
-    }
-
-    /// LIST of one buyer's order ids in this sale, newest first.
-    pub fn buyer_orders(&self, user: &str) -> String {
-        format!("{}buyer_orders:{user}", self.prefix)
     }
 
     /// ZSET order_id → pay_by ms of the orders awaiting payment: the expiry sweeper's index.

@@ -37,6 +37,12 @@ use crate::support::metrics::PurchaseMetrics;
 use crate::support::settings::RedisSettings;
 
 use connection::OwnConnections;
+
+/// The layout of a sale's keys, appended to the replication id a sale's `primary` field
+/// records (see `lua/purchase.lua`). A sale an earlier layout wrote then reads as a copy from
+/// elsewhere and is rebuilt from JetStream in this layout, as after a failover: layout 2 (issue
+/// 23) keys orders by a short field and keeps each buyer's list in the buyers hash.
+pub(crate) const LAYOUT: &str = "/2";
 pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
 pub use outbox::{Backlog, Outbox, OutboxEntry, written_ms};

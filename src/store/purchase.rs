@@ -178,9 +178,6 @@ impl Inventory {
             .key(keys.buyers())
             .key(keys.outbox())
             .key(keys.deadlines());
-        for request in requests {
-            call.key(keys.buyer_orders(request.user.as_str()));
-        }
         for key in requests.iter().filter_map(|r| r.idempotency_key.as_ref()) {
             call.key(keys.idempotency(key));
         }

@@ -29,7 +29,7 @@ impl Inventory {
         match query {
             OrderQuery::Ids(ids) => call.arg(ids.iter().map(OrderId::as_str).collect::<Vec<_>>()),
             OrderQuery::Buyer { user, newest } => {
-                call.key(keys.buyer_orders(user.as_str())).arg(*newest)
+                call.key(keys.buyers()).arg(user.as_str()).arg(*newest)
             }
         };
         let mut redis = self.redis();

@@ -9,7 +9,6 @@ use redis::Value;
 use super::reply::Reply;
 use super::transition::Expired;
 use super::{Inventory, StoreError};
-use crate::domain::Sku;
 use crate::domain::order::OrderStatus;
 use crate::domain::sale::SaleDefinition;
 use crate::domain::snapshot::SaleSnapshot;
@@ -55,14 +54,7 @@ impl Inventory {
 
         let mut pipe = redis::pipe();
         stage(&mut pipe, &staged_orders, snapshot.records());
-        stage(
-            &mut pipe,
-            &staged_buyers,
-            snapshot
-                .buyers()
-                .into_iter()
-                .map(|(u, n)| (u, n.to_string())),
-        );
+        stage(&mut pipe, &staged_buyers, snapshot.buyers().into_iter());
         let ttl_ms = self.idempotency_ttl.as_millis() as i64;
         stage(
             &mut pipe,
@@ -111,7 +103,6 @@ impl Inventory {
             .arg(keys.idempotency_prefix())
             .arg(definition.revision)
             .arg(optional(definition.payment_timeout_secs.map(|t| t as i64)))
-            .arg(keys.buyer_orders(""))
             .arg(optional(definition.ended_at))
             .arg(snapshot.count(OrderStatus::Paid))
             .arg(snapshot.count(OrderStatus::Expired))
@@ -142,34 +133,6 @@ impl Inventory {
             "exists" => Ok(None),
             _ => Err(reply.corrupt()),
         }
-    }
-}
-
-impl Inventory {
-    /// Appends each buyer's rebuilt orders to their list, after [`Inventory::restore`]
-    /// installed the sale. The lists are an index for reads only: purchases made since the
-    /// install pushed newer ids at the head, and these older ones go behind them, so each list
-    /// stays newest first. One pipeline outside the install script (40,000 buyers' lists
-    /// inside it held Redis for 0.6 s), which requests need not wait for.
-    pub async fn restore_buyer_orders(
-        &self,
-        sku: &Sku,
-        snapshot: &SaleSnapshot,
-    ) -> Result<(), StoreError> {
-        let keys = self.keys(sku);
-        let lists = snapshot.buyer_orders();
-        if lists.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (user, ids) in lists {
-            for chunk in ids.chunks(STAGE_CHUNK) {
-                pipe.rpush(keys.buyer_orders(user), chunk).ignore();
-            }
-        }
-        let mut redis = self.redis();
-        let written: Result<(), _> = pipe.query_async(&mut redis).await;
-        self.observe(written)
     }
 }
 

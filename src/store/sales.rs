@@ -236,6 +236,6 @@ fn written_here(written_by: Option<&str>, info: &str) -> bool {
     let primary = info
         .lines()
         .find_map(|line| line.strip_prefix("master_replid:"))
-        .map(str::trim);
-    written_by.is_some() && written_by == primary
+        .map(|id| format!("{}{}", id.trim(), super::LAYOUT));
+    written_by.is_some() && written_by == primary.as_deref()
 }

@@ -108,7 +108,10 @@ async fn a_new_order_is_201_only_once_a_replica_holds_it() {
         let order: Value = response.json().await.expect("order");
         let on_replica: Option<String> = redis::cmd("HGET")
             .arg(app.key(&sku, "orders"))
-            .arg(order["order_id"].as_str().expect("order_id"))
+            .arg(
+                app.order_field(&sku, order["order_id"].as_str().expect("order_id"))
+                    .await,
+            )
             .query_async(&mut replica_check)
             .await
             .expect("HGET on the replica");

@@ -16,7 +16,6 @@ use crate::helpers::nats::{
 };
 use crate::helpers::postgres::{TestDb, spawn_consumer};
 use crate::helpers::process::spawn_process;
-use crate::helpers::read_order;
 use crate::helpers::redis_fixtures::LosableRedis;
 use crate::helpers::redis_fixtures::{command_calls, delta};
 use crate::helpers::users;
@@ -24,6 +23,7 @@ use crate::helpers::{
     ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, spawn_app, spawn_app_from, spawn_app_with,
     test_settings, unique,
 };
+use crate::helpers::{order_id_of_field, read_order};
 
 async fn pay(app: &TestApp, order_id: &str, payment_ref: &str) -> reqwest::Response {
     app.client
@@ -83,9 +83,13 @@ async fn redis_statuses(app: &TestApp, sku: &str) -> HashMap<String, String> {
         .hgetall(app.key(sku, "orders"))
         .await
         .expect("HGETALL");
+    let oid = app.redis_hget(sku, "sale", "oid").await.unwrap_or_default();
     records
         .into_iter()
-        .map(|(id, record)| (id, record.lines().next().unwrap_or_default().to_owned()))
+        .map(|(field, record)| {
+            let status = record.lines().next().unwrap_or_default().to_owned();
+            (order_id_of_field(&oid, &field), status)
+        })
         .collect()
 }
 
@@ -834,11 +838,17 @@ async fn the_sweeper_rebuilds_a_lost_sale_it_still_has_deadlines_for() {
         now_ms() < millis(&order["pay_by"]),
         "the keys went only after the order was due: the scenario needs a faster machine"
     );
-    assert_eq!(app.redis_hget(&sku, "orders", &id).await, None);
+    assert_eq!(
+        app.redis_hget(&sku, "orders", &app.order_field(&sku, &id).await)
+            .await,
+        None
+    );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let record = app.redis_hget(&sku, "orders", &id).await;
+        let record = app
+            .redis_hget(&sku, "orders", &app.order_field(&sku, &id).await)
+            .await;
         if record
             .as_deref()
             .is_some_and(|r| r.starts_with("expired\n"))

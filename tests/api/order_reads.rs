@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use flashsale::support::settings::Confirm;
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::helpers::nats::PrivateNats;
 use crate::helpers::redis_fixtures::LosableRedis;
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, error_of, read_order, spawn_app, spawn_app_with, unique,
+    ADMIN_TOKEN, TestApp, assert_audit_clean, error_of, read_order, spawn_app, spawn_app_with,
+    unique,
 };
 
 async fn read(app: &TestApp, path: &str) -> reqwest::Response {
@@ -192,34 +194,122 @@ async fn reads_need_the_token_and_an_order_that_exists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_read_back_after_redis_lost_them() {
+async fn orders_read_back_after_redis_lost_them_and_a_list_keeps_the_newest_hundred() {
     let mut redis = LosableRedis::start().await;
     let url = redis.url();
     let app = spawn_app_with(|s| s.redis.url = url).await;
     let sku = unique("read-rebuilt");
-    app.create_sale(&sku, json!({"stock": 5})).await;
-    let first = app.buy_accepted(&sku, "loyal").await["order_id"].clone();
-    let second = app.buy_accepted(&sku, "loyal").await["order_id"].clone();
+    app.create_sale(&sku, json!({"stock": 110})).await;
+    // Three more orders than a list shows (LISTED_ORDERS): the oldest three drop out of it.
+    let mut ids = Vec::new();
+    for _ in 0..103 {
+        ids.push(app.buy_accepted(&sku, "loyal").await["order_id"].clone());
+    }
+    let cancelled = ids[102].as_str().expect("id").to_owned();
+    assert_eq!(app.cancel(&cancelled).await.status(), 200);
+    ids.reverse();
+    let newest: Vec<Value> = ids[..100].to_vec();
+    assert_eq!(
+        listed_ids(&app, &sku, "loyal").await,
+        newest,
+        "newest first, at most 100, a cancelled order included"
+    );
 
     redis.restart_empty_for(&[&app]).await;
-    let id = second.as_str().expect("id");
-    let order = read_order(&app, id).await;
+    let order = read_order(&app, &cancelled).await;
     assert_eq!(
         (&order["status"], &order["delivered"]),
-        (&json!("created"), &json!(true)),
+        (&json!("cancelled"), &json!(true)),
         "rebuilt from JetStream, which holds it"
     );
-    // The lists, an index for reads, are written just after the sale is back.
-    let expected = vec![second, first];
-    let mut listed = Vec::new();
-    for _ in 0..100 {
-        listed = listed_ids(&app, &sku, "loyal").await;
-        if listed == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The list comes back with the sale, in the same step.
+    assert_eq!(
+        listed_ids(&app, &sku, "loyal").await,
+        newest,
+        "the list came back"
+    );
+    // The tally came back with it: the buyer holds 102 units, the cancelled one is free.
+    assert_eq!(app.redis_sold(&sku).await, 102);
+    let more = app.buy_accepted(&sku, "loyal").await["order_id"].clone();
+    let listed = listed_ids(&app, &sku, "loyal").await;
+    assert_eq!(
+        (listed.len(), &listed[0]),
+        (100, &more),
+        "a new order heads the list"
+    );
+    assert_eq!(listed[1..], newest[..99], "and the oldest left it");
+    app.cleanup().await;
+}
+
+/// Upgrading from the first layout of a sale's keys (orders keyed by their whole id, a tally
+/// per buyer, a list key per buyer): the new scripts take such a sale for a copy from
+/// elsewhere and rebuild it from JetStream in their own layout before anything is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_the_first_layout_wrote_is_rebuilt_in_this_one() {
+    let app = spawn_app_with(|s| s.nats.confirm = Confirm::Redis).await;
+    let sku = unique("old-layout");
+    app.create_sale(&sku, json!({"stock": 10, "per_user_limit": 2}))
+        .await;
+    let first = app.buy_accepted(&sku, "twice").await["order_id"].clone();
+    let second = app.buy_accepted(&sku, "twice").await["order_id"].clone();
+    app.wait_until_relay_idle(&sku).await;
+
+    // Rewrite the sale as layout 1 held it.
+    let mut redis = app.redis.clone();
+    let oid = app.redis_hget(&sku, "sale", "oid").await.expect("oid");
+    let fields: Vec<String> = redis.hkeys(app.key(&sku, "orders")).await.expect("HKEYS");
+    for field in &fields {
+        let record = app.redis_hget(&sku, "orders", field).await.expect("record");
+        let id = crate::helpers::order_id_of_field(&oid, field);
+        let _: () = redis
+            .hdel(app.key(&sku, "orders"), &field)
+            .await
+            .expect("HDEL");
+        let _: () = redis
+            .hset(app.key(&sku, "orders"), &id, record)
+            .await
+            .expect("HSET");
     }
-    assert_eq!(listed, expected, "the list came back, newest first");
+    let _: () = redis
+        .hset(app.key(&sku, "buyers"), "twice", 2)
+        .await
+        .expect("HSET");
+    let ids = [second.as_str().expect("id"), first.as_str().expect("id")];
+    let _: () = redis
+        .rpush(app.key(&sku, "buyer_orders:twice"), &ids[..])
+        .await
+        .expect("RPUSH");
+    let primary = app
+        .redis_hget(&sku, "sale", "primary")
+        .await
+        .expect("primary");
+    let bare = primary.strip_suffix("/2").expect("layout 2 writes /2");
+    let _: () = redis
+        .hset(app.key(&sku, "sale"), "primary", bare)
+        .await
+        .expect("HSET");
+
+    let order = read_order(&app, ids[1]).await;
+    assert_eq!(order["status"], "created", "read from the rebuilt sale");
+    assert_eq!(
+        listed_ids(&app, &sku, "twice").await,
+        [second.clone(), first.clone()],
+        "the buyer's list, newest first, in the new layout"
+    );
+    assert_eq!(
+        app.redis_hget(&sku, "sale", "primary").await.as_deref(),
+        Some(primary.as_str()),
+        "written again by this layout"
+    );
+    let again = app.order(&sku, "twice", 1).await;
+    assert_eq!(error_of(again).await.1, "user_limit_reached");
+    assert_eq!(app.buy_accepted(&sku, "new").await["remaining"], 7);
+    app.wait_until_relay_idle(&sku).await;
+    assert_audit_clean(&app.settings, None).await;
+    let _: () = redis
+        .del(app.key(&sku, "buyer_orders:twice"))
+        .await
+        .expect("DEL");
     app.cleanup().await;
 }
 
@@ -236,7 +326,7 @@ async fn a_corrupt_record_is_a_500_json_error_and_the_service_goes_on() {
     let _: () = redis::AsyncCommands::hset(
         &mut app.redis.clone(),
         app.key(&sku, "orders"),
-        &id,
+        app.order_field(&sku, &id).await,
         "not a record",
     )
     .await

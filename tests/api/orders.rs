@@ -63,6 +63,17 @@ async fn stampede_sells_exactly_the_stock() {
         recorded, answered,
         "Redis recorded exactly the orders answered 201"
     );
+    // No key per buyer (issue 23): a hundred buyers leave the sale with its own keys only.
+    let tag = format!("{{{sku}}}");
+    let mut names: Vec<String> = app
+        .namespace_keys()
+        .await
+        .into_iter()
+        .filter_map(|key| key.split_once(&tag).map(|(_, name)| name.to_owned()))
+        .collect();
+    names.sort();
+    names.retain(|name| name != ":relay" && name != ":outbox");
+    assert_eq!(names, [":buyers", ":orders", ":sale"], "the sale's keys");
     app.cleanup().await;
 }
 

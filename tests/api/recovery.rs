@@ -525,7 +525,7 @@ async fn the_audit_exits_1_on_a_difference_nothing_pending_explains() {
     let _: () = check
         .hset(
             app.key(&sku, "orders"),
-            "f0f0f0f0f0f0f0f0-1-99",
+            "1-99",
             "created\n1\n0\n1\n\n\n\n\nghost",
         )
         .await

@@ -71,7 +71,7 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
     assert!(order_id.len() <= 64);
 
     let record: String = app
-        .redis_hget(&sku, "orders", order_id)
+        .redis_hget(&sku, "orders", &app.order_field(&sku, order_id).await)
         .await
         .expect("recorded");
     let fields: Vec<&str> = record.split('\n').collect();
@@ -89,22 +89,21 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
         [true, true, false],
         "no pay_by or paid_at in a sale without a payment window; the event's outbox id"
     );
-    let listed: Vec<String> = redis::AsyncCommands::lrange(
-        &mut app.redis.clone(),
-        app.key(&sku, &format!("buyer_orders:{BUYER}")),
-        0,
-        -1,
-    )
-    .await
-    .expect("LRANGE");
-    assert_eq!(listed, [order_id], "the buyer's order list");
-    let held: u64 = app
+    // One field per buyer, no key: the units held, then the buyer's orders by their field
+    // in the orders hash.
+    let buyer: String = app
         .redis_hget(&sku, "buyers", BUYER)
         .await
-        .expect("recorded")
-        .parse()
-        .expect("a number");
-    assert_eq!(held, 3);
+        .expect("recorded");
+    let field = app.order_field(&sku, order_id).await;
+    assert_eq!(
+        (buyer, field.as_str()),
+        (
+            format!("3:{field}"),
+            &order_id[order_id.rfind('-').expect("seq") + 1..]
+        ),
+        "units held, then the buyer's orders, keyed by sequence number"
+    );
 
     // The record reads back whole: a replay returns the same order, a cancel rewrites only
     // the status and the id of the order's latest event.
@@ -129,7 +128,7 @@ async fn an_accepted_order_is_recorded_with_its_buyer() {
         (&json!("cancelled"), &json!(BUYER))
     );
     let record: String = app
-        .redis_hget(&sku, "orders", order_id)
+        .redis_hget(&sku, "orders", &app.order_field(&sku, order_id).await)
         .await
         .expect("recorded");
     let after: Vec<&str> = record.split('\n').collect();
@@ -167,9 +166,6 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
     let mut call = script.prepare_invoke();
     for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
         call.key(app.key(&sku, name));
-    }
-    for (user, _, _) in batch {
-        call.key(app.key(&sku, &format!("buyer_orders:{user}")));
     }
     for (_, _, idem) in batch.iter().filter(|(_, _, idem)| !idem.is_empty()) {
         call.key(app.key(&sku, &format!("idem:{idem}")));

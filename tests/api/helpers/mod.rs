@@ -321,10 +321,29 @@ impl TestApp {
     /// Order ids Redis recorded for the sale.
     pub async fn redis_order_ids(&self, sku: &str) -> Vec<String> {
         let mut redis = self.redis.clone();
-        redis
+        let fields: Vec<String> = redis
             .hkeys(self.key(sku, "orders"))
             .await
-            .expect("HKEYS orders")
+            .expect("HKEYS orders");
+        let oid = self
+            .redis_hget(sku, "sale", "oid")
+            .await
+            .unwrap_or_default();
+        fields.iter().map(|f| order_id_of_field(&oid, f)).collect()
+    }
+
+    /// The field of order `id` in its sale's orders hash (see `lua/purchase.lua`'s KEYS[2]):
+    /// its sequence number when it carries the sale's current oid, else the id without the
+    /// sku digest.
+    pub async fn order_field(&self, sku: &str, id: &str) -> String {
+        let oid = self
+            .redis_hget(sku, "sale", "oid")
+            .await
+            .unwrap_or_default();
+        match id.strip_prefix(&format!("{oid}-")) {
+            Some(seq) if !oid.is_empty() => seq.to_owned(),
+            _ => id[17..].to_owned(),
+        }
     }
 
     /// Waits (up to 10 s) until the relay is done with the sale: its outbox empty, no relay
@@ -504,6 +523,15 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String) {
 /// A redis-server of the test's own, on a free port, killed when dropped.
 pub async fn private_redis(port: u16) -> tokio::process::Child {
     private_redis_with(port, &[]).await
+}
+
+/// The order id whose field in the orders hash is `field`, in a sale whose oid is `oid`.
+pub fn order_id_of_field(oid: &str, field: &str) -> String {
+    if field.contains('-') {
+        format!("{}{field}", &oid[..17])
+    } else {
+        format!("{oid}-{field}")
+    }
 }
 
 pub fn users(prefix: &str, n: usize) -> Vec<String> {
