@@ -199,13 +199,14 @@ async fn orders_read_back_after_redis_lost_them_and_a_list_keeps_the_newest_hund
     let url = redis.url();
     let app = spawn_app_with(|s| s.redis.url = url).await;
     let sku = unique("read-rebuilt");
-    app.create_sale(&sku, json!({"stock": 110})).await;
-    // Three more orders than a list shows (LISTED_ORDERS): the oldest three drop out of it.
+    app.create_sale(&sku, json!({"stock": 310})).await;
+    // Three times what a list shows (LISTED_ORDERS), enough for Redis to cut the list
+    // (purchase.lua's LISTED_BYTES) while they sell: the oldest drop out of it.
     let mut ids = Vec::new();
-    for _ in 0..103 {
+    for _ in 0..300 {
         ids.push(app.buy_accepted(&sku, "loyal").await["order_id"].clone());
     }
-    let cancelled = ids[102].as_str().expect("id").to_owned();
+    let cancelled = ids[299].as_str().expect("id").to_owned();
     assert_eq!(app.cancel(&cancelled).await.status(), 200);
     ids.reverse();
     let newest: Vec<Value> = ids[..100].to_vec();
@@ -213,6 +214,15 @@ async fn orders_read_back_after_redis_lost_them_and_a_list_keeps_the_newest_hund
         listed_ids(&app, &sku, "loyal").await,
         newest,
         "newest first, at most 100, a cancelled order included"
+    );
+    let kept = app
+        .redis_hget(&sku, "buyers", "loyal")
+        .await
+        .expect("buyer");
+    assert!(
+        kept.matches(',').count() < 299,
+        "Redis keeps a bounded list: {} ids",
+        kept.matches(',').count() + 1
     );
 
     redis.restart_empty_for(&[&app]).await;
@@ -228,8 +238,8 @@ async fn orders_read_back_after_redis_lost_them_and_a_list_keeps_the_newest_hund
         newest,
         "the list came back"
     );
-    // The tally came back with it: the buyer holds 102 units, the cancelled one is free.
-    assert_eq!(app.redis_sold(&sku).await, 102);
+    // The tally came back with it: the buyer holds 299 units, the cancelled one is free.
+    assert_eq!(app.redis_sold(&sku).await, 299);
     let more = app.buy_accepted(&sku, "loyal").await["order_id"].clone();
     let listed = listed_ids(&app, &sku, "loyal").await;
     assert_eq!(
@@ -262,7 +272,7 @@ async fn a_sale_the_first_layout_wrote_is_rebuilt_in_this_one() {
         let record = app.redis_hget(&sku, "orders", field).await.expect("record");
         let id = crate::helpers::order_id_of_field(&oid, field);
         let _: () = redis
-            .hdel(app.key(&sku, "orders"), &field)
+            .hdel(app.key(&sku, "orders"), field)
             .await
             .expect("HDEL");
         let _: () = redis
