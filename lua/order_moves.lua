@@ -52,13 +52,12 @@ end
 local function release_order(k, order)
   local quantity = tonumber(order.quantity)
   redis.call('HINCRBY', k.sale, 'sold', -quantity)
-  -- '<units held>:<order ids>' (see purchase.lua): the count goes down, the list stays, as
-  -- the buyer's list shows ended orders too. A bare count predates the list in this field.
-  local buyer = redis.call('HGET', k.buyers, order.user_id)
-  if buyer then
-    local held, listed = string.match(buyer, '^(%-?%d+):(.*)$')
-    held = math.max((tonumber(held or buyer) or 0) - quantity, 0)
-    redis.call('HSET', k.buyers, order.user_id, held .. ':' .. (listed or ''))
+  -- '<units held>:<order fields>' (see purchase.lua): the count goes down, the list stays,
+  -- as the buyer's list shows ended orders too.
+  -- (A script stops at an error without undoing what it wrote: no field, nothing to lower.)
+  local held, listed = string.match(redis.call('HGET', k.buyers, order.user_id) or '', '^(%d+):(.*)$')
+  if held then
+    redis.call('HSET', k.buyers, order.user_id, (tonumber(held) - quantity) .. ':' .. listed)
   end
 end
 

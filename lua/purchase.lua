@@ -135,9 +135,8 @@ local function decide(user, quantity, idem, idem_key)
   local buyer = redis.call('HGET', buyers, user)
   local held, listed = 0, ''
   if buyer then
-    local h, l = string.match(buyer, '^(%-?%d+):(.*)$')
-    -- A bare count is a tally written before the list moved into this field.
-    held, listed = tonumber(h or buyer) or 0, l or ''
+    held, listed = string.match(buyer, '^(%d+):(.*)$')
+    held = tonumber(held)
   end
   if limit then
     if quantity > limit then return { 'quantity_above_limit', limit } end

@@ -35,7 +35,7 @@ local ids = ARGV
 if buyers then
   -- '<units held>:<order fields>' (see purchase.lua's KEYS[3]).
   ids = {}
-  local listed = string.match(redis.call('HGET', buyers, ARGV[1]) or '', '^%-?%d+:(.*)$')
+  local listed = string.match(redis.call('HGET', buyers, ARGV[1]) or '', '^%d+:(.*)$')
   for field in string.gmatch(listed or '', '[^,]+') do
     if #ids == tonumber(ARGV[2]) then break end
     ids[#ids + 1] = order_id(field)
