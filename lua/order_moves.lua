@@ -3,8 +3,9 @@
 -- in front of each of them (Redis scripts cannot include one another), so both decide an
 -- expiry by the very same code.
 --
--- `k` is the sale's keys: { sale, orders, buyers, outbox, deadlines } (see purchase.lua), and
--- `k.oid` the sale's current order-id prefix (its hash's oid field).
+-- `k` is the sale's keys: { sale, orders, buyers, outbox, deadlines } (see purchase.lua),
+-- `k.oid` the sale's current order-id prefix (its hash's oid field), and `k.now` the script's
+-- time (ms, Redis's clock).
 
 -- The record format of purchase.lua: status, quantity, unit_price, created_at, pay_by,
 -- paid_at, event, payment_ref, user_id (last: whatever it holds cannot shift the others).
@@ -39,6 +40,8 @@ end
 local function move_order(k, id, order, status)
   order.status = status
   redis.call('HINCRBY', k.sale, 'n_' .. status, 1)
+  -- The archive waits a while after the last change (archive.lua).
+  redis.call('HSET', k.sale, 'changed', k.now)
   order.event = redis.call('XADD', k.outbox, '*', 'kind', status, 'order_id', id,
                            'user_id', order.user_id, 'quantity', order.quantity,
                            'unit_price', order.unit_price, 'created_at', order.created_at,

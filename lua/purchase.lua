@@ -10,7 +10,9 @@
 -- All keys share the sale's `{sku}` hash tag, so the script also runs on Redis Cluster.
 -- KEYS[1] sale    HASH  stock, sold, per_user_limit?, price, starts_at?, ends_at?, ended?
 --                       (ended early by an operator, ms), oid, seq, primary (the replication
---                       id of the primary that wrote it, see below)
+--                       id of the primary that wrote it, see below), changed (ms of the last
+--                       order written or moved, or PUT: the archive waits a while after it,
+--                       see archive.lua), sealed (archive.lua)
 -- KEYS[2] orders  HASH  order field -> the order record. An order's field is its id made
 --                       short (32 bytes an order): the sequence number alone when the id
 --                       starts with the sale's oid, else the id without the sku digest and
@@ -102,6 +104,9 @@ local function order_field(id)
   return string.sub(id, 18)
 end
 
+-- Whether the batch wrote an order: then the sale's 'changed' time moves, once per batch.
+local bought = false
+
 -- One purchase, against the sale as the purchases before it in the batch left it.
 local function decide(user, quantity, idem, idem_key)
   -- 1. Idempotency replay comes before the window and stock checks: a retry of an accepted
@@ -149,6 +154,7 @@ local function decide(user, quantity, idem, idem_key)
 
   -- Commit. Nothing above wrote; everything below always runs to the end, and leaves the
   -- sale whole after each purchase.
+  bought = true
   sold = redis.call('HINCRBY', sale, 'sold', quantity)
   local seq = redis.call('HINCRBY', sale, 'seq', 1)
   local id = oid .. '-' .. seq
@@ -205,4 +211,5 @@ for i = 1, count do
     replies[i] = decide(user, quantity, idem, idem_key)
   end
 end
+if bought then redis.call('HSET', sale, 'changed', now) end
 return replies

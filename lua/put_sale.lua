@@ -52,7 +52,10 @@ else
   redis.call('HSET', sale, 'sold', 0, 'seq', 0, 'oid', oid, 'primary', primary)
 end
 
-redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4], 'rev', ARGV[8])
+-- A PUT is a change (the archive waits a while after the last one), and a PUT reopens a
+-- sale being archived (archive.lua): the archive then leaves it alone.
+redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4], 'rev', ARGV[8], 'changed', now)
+redis.call('HDEL', sale, 'sealed')
 -- Optional settings: absent in the request means absent in the sale (a PUT replaces them).
 local optional = { per_user_limit = ARGV[3], starts_at = ARGV[5], ends_at = ARGV[6],
                    payment_timeout = ARGV[9], ended = ARGV[10] }

@@ -98,8 +98,10 @@ redis.call('DEL', staged_idem)
 -- A new order-id prefix (the restore time) with the sequence continuing: ids issued by the
 -- lost copy that never reached JetStream can then never be issued again.
 local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
+-- 'changed': a rebuilt sale counts as changed now, so its archive (archive.lua) waits a
+-- full delay, as its Idempotency-Keys just came back.
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
-           'seq', ARGV[8], 'rev', ARGV[10], 'primary', primary)
+           'seq', ARGV[8], 'rev', ARGV[10], 'primary', primary, 'changed', now)
 local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7],
                    payment_timeout = ARGV[11], ended = ARGV[12] }
 for field, value in pairs(optional) do
@@ -112,7 +114,7 @@ for field, value in pairs(counts) do
 end
 
 local k = { sale = sale, orders = orders, buyers = buyers, outbox = KEYS[9],
-            deadlines = deadlines, oid = oid }
+            deadlines = deadlines, oid = oid, now = now }
 local expired = expire_due(k, now, -1)
 return { 'restored', now, replaced, #expired - 2, expired[2],
          tonumber(redis.call('HGET', sale, 'sold')), expired[1] }

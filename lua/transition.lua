@@ -26,7 +26,7 @@
 --   'paid' | 'already_paid' | 'cancelled' | 'already_cancelled' | 'order_expired' |
 --   'expired' (overdue, and expired by this call: its units are back), or
 --   { 'not_payable' | 'order_cancelled' | 'payment_conflict' | 'order_paid' |
---     'order_not_found' | 'sale_missing' }
+--     'order_not_found' | 'sale_missing' | 'sale_archived' }
 -- for 'expire': { 'expired', next pay_by ms or '', units returned, lag ms of each expiry... }
 
 local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -37,14 +37,17 @@ local action = ARGV[1]
 -- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
 -- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
 local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
-local held = redis.call('HMGET', sale, 'primary', 'oid')
+local held = redis.call('HMGET', sale, 'primary', 'oid', 'sealed')
 if held[1] ~= primary then return { 'sale_missing' } end
+-- A sale being archived (archive.lua) moves no order: what it holds is what JetStream will
+-- keep of it. (It has no order awaiting payment, so the sweeper has nothing to expire.)
+if held[3] and action ~= 'expire' then return { 'sale_archived' } end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local k = { sale = sale, orders = orders, buyers = buyers, outbox = outbox,
-            deadlines = deadlines, oid = held[2] }
+            deadlines = deadlines, oid = held[2], now = now }
 
 if action == 'expire' then
   local reply = expire_due(k, now, tonumber(ARGV[2]))

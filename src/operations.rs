@@ -13,7 +13,8 @@ use crate::domain::sale::{Sale, SaleDefinition, SaleSettings};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::events::confirm::{Confirmation, Delivery};
 use crate::events::sale_changes::SaleChanges;
-use crate::recovery::{Recovery, RecoveryError};
+use crate::recovery::archive::{buyer_orders_of_record, order_of_record};
+use crate::recovery::{Absent, Recovery, RecoveryError};
 use crate::store::{
     Ended, Inventory, OrderQuery, Purchase, PurchaseError, PurchaseRequest, PutSaleError,
     StoreError, TransitionError,
@@ -66,9 +67,15 @@ impl Operations {
                     };
                     self.inventory.purchase(sku, request)
                 },
-                || {
-                    self.inventory.metrics().outcome(Outcome::SaleNotFound);
-                    Err(PurchaseError::SaleNotFound)
+                |absent| match absent {
+                    Absent::Undefined => {
+                        self.inventory.metrics().outcome(Outcome::SaleNotFound);
+                        Err(PurchaseError::SaleNotFound)
+                    }
+                    Absent::Archived(_) => {
+                        self.inventory.metrics().outcome(Outcome::SaleNotOpen);
+                        Err(PurchaseError::SaleArchived)
+                    }
                 },
             )
             .await?;
@@ -155,7 +162,10 @@ impl Operations {
     {
         match self
             .recovery
-            .on_sale(sku, call, || Err(TransitionError::OrderNotFound))
+            .on_sale(sku, call, |absent| match absent {
+                Absent::Undefined => Err(TransitionError::OrderNotFound),
+                Absent::Archived(_) => Err(TransitionError::SaleArchived),
+            })
             .await
         {
             Err(e @ TransitionError::OrderExpired { released: true }) => {
@@ -183,15 +193,30 @@ impl Operations {
             Err(_) => return Ok(None),
         };
         let query = OrderQuery::Ids(std::slice::from_ref(order_id));
-        let orders = self
+        let read = self
             .recovery
             .on_sale(
                 &sku,
-                || self.inventory.read_orders(&sku, &query),
-                || Ok(Vec::new()),
+                || async {
+                    Ok::<_, StoreError>(Ok(self.inventory.read_orders(&sku, &query).await?))
+                },
+                |absent| Ok(Err(absent)),
             )
             .await?;
-        Ok(orders.into_iter().next())
+        let definition = match read {
+            Ok(orders) if !orders.is_empty() => return Ok(orders.into_iter().next()),
+            Err(Absent::Undefined) => return Ok(None),
+            Err(Absent::Archived(definition)) => definition,
+            // Not in the sale Redis holds: of an earlier sale of the sku, if a PUT started it
+            // anew after an archive.
+            Ok(_) => match self.definition(&sku).await? {
+                Some(definition) if definition.history_from.is_some() => Arc::new(definition),
+                _ => return Ok(None),
+            },
+        };
+        order_of_record(&self.recovery, &definition, order_id)
+            .await
+            .map_err(StoreError::from)
     }
 
     /// A buyer's orders in a sale, newest first, at most [`LISTED_ORDERS`]; `None` when there
@@ -205,13 +230,25 @@ impl Operations {
             user,
             newest: LISTED_ORDERS,
         };
-        self.recovery
+        let read = self
+            .recovery
             .on_sale(
                 sku,
-                || async { self.inventory.read_orders(sku, &query).await.map(Some) },
-                || Ok(None),
+                || async {
+                    Ok::<_, StoreError>(Ok(self.inventory.read_orders(sku, &query).await?))
+                },
+                |absent| Ok(Err(absent)),
             )
-            .await
+            .await?;
+        match read {
+            Ok(orders) => Ok(Some(orders)),
+            Err(Absent::Undefined) => Ok(None),
+            Err(Absent::Archived(definition)) => {
+                let orders =
+                    buyer_orders_of_record(&self.recovery, &definition, user, LISTED_ORDERS);
+                Ok(Some(orders.await.map_err(StoreError::from)?))
+            }
+        }
     }
 
     /// Creates or replaces a sale (true: created), and tells the other replicas: stock or
@@ -235,6 +272,9 @@ impl Operations {
             .definition(sku)
             .await?
             .ok_or(PutSaleError::SaleNotFound)?;
+        if definition.archived.is_some() {
+            return Err(PutSaleError::SaleArchived);
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let settings = SaleSettings {
             ended_at: ended.then(|| definition.ended_at.unwrap_or(now_ms)),
@@ -302,7 +342,10 @@ impl Operations {
             .on_sale(
                 sku,
                 || async { self.inventory.sale(sku).await.map(Some) },
-                || Ok(None),
+                |absent| match absent {
+                    Absent::Undefined => Ok(None),
+                    Absent::Archived(definition) => Ok(definition.archived_view()),
+                },
             )
             .await
     }

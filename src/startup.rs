@@ -21,6 +21,7 @@ use crate::http::{self, AppState};
 use crate::live::Live;
 use crate::operations::Operations;
 use crate::recovery::Recovery;
+use crate::recovery::archive::Archiver;
 use crate::store::Inventory;
 use crate::support::settings::Settings;
 
@@ -121,6 +122,15 @@ impl Application {
         let sale_changes = SaleChanges::new(nats.clone(), &settings.nats.subject_prefix);
         tokio::spawn(sale_changes.clone().listen(inventory.clone()));
         tokio::spawn(Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run());
+        tokio::spawn(
+            Archiver::new(
+                inventory.clone(),
+                recovery.clone(),
+                settings.recovery.archive_after,
+                settings.recovery.default_sku.clone(),
+            )
+            .run(),
+        );
 
         let rate_limits = Arc::new(RateLimits::new(&settings.http));
         tokio::spawn(forget_idle_buyers(rate_limits.clone()));

@@ -145,6 +145,9 @@ pub enum SaleState {
     Open,
     SoldOut,
     Closed,
+    /// Ended and settled, and left Redis (`FLASHSALE_ARCHIVE_AFTER_SECS`): its figures are
+    /// final, its orders read from the record; a PUT starts the sku anew.
+    Archived,
 }
 
 /// A sale as `GET /v1/sales/{sku}` shows it.
@@ -163,6 +166,9 @@ pub struct Sale {
     /// When an operator ended the sale early (`POST /v1/sales/{sku}/end`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+    /// When the sale was archived (state `archived`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<String>,
     /// How its orders stand: shown to the admin token only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orders: Option<OrderTally>,
@@ -173,7 +179,7 @@ pub struct Sale {
 }
 
 /// A sale's orders by status (the operator's view).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderTally {
     /// Every order the sale took.
     pub total: u64,
@@ -234,6 +240,7 @@ impl Sale {
             remaining: settings.stock.saturating_sub(sold),
             state,
             ended_at: settings.ended_at.map(format_time),
+            archived_at: None,
             orders: None,
             clock: SaleClock {
                 read_at_ms: now_ms,
@@ -262,6 +269,13 @@ pub struct SaleDefinition {
     /// Ended early at (ms); absent while the sale runs by its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<i64>,
+    /// Set once the sale ended, settled and left Redis (`recovery/archive.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<ArchiveRecord>,
+    /// The order stream's sequence this sale's history starts at: set when a PUT starts an
+    /// archived sku anew, so the new sale's rebuild and reads leave the old one's orders out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from: Option<u64>,
     /// The bucket's revision of this definition (not part of the JSON): Redis keeps the
     /// revision it holds, so of two PUTs racing, the later definition wins in both stores.
     #[serde(skip)]
@@ -279,8 +293,31 @@ impl SaleDefinition {
             ends_at: settings.ends_at,
             payment_timeout_secs: settings.payment_timeout_secs,
             ended_at: settings.ended_at,
+            archived: None,
+            history_from: None,
             revision: 0,
         }
+    }
+
+    /// The view of an archived sale: its settings and its final figures; `None` while it is
+    /// not archived.
+    pub fn archived_view(&self) -> Option<Sale> {
+        let record = self.archived.as_ref()?;
+        let mut sale = Sale::new(
+            &self.sku,
+            &self.settings(),
+            record.sold,
+            record.archived_at_ms,
+        );
+        sale.state = SaleState::Archived;
+        sale.archived_at = Some(format_time(record.archived_at_ms));
+        sale.orders = Some(record.orders);
+        // Nothing changes it any more, the clock included.
+        sale.clock = SaleClock {
+            read_at_ms: record.archived_at_ms,
+            ..SaleClock::default()
+        };
+        Some(sale)
     }
 
     pub fn settings(&self) -> SaleSettings {
@@ -294,6 +331,16 @@ impl SaleDefinition {
             ended_at: self.ended_at,
         }
     }
+}
+
+/// What the definition keeps of a sale that left Redis: its final figures, and the revision
+/// Redis sealed it at (`lua/archive.lua`), so that only that copy is ever dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRecord {
+    pub archived_at_ms: i64,
+    pub sold: u64,
+    pub orders: OrderTally,
+    pub sealed_revision: u64,
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use chrono::DateTime;
 
 use crate::domain::event::{EventKind, OrderEvent};
-use crate::domain::order::OrderStatus;
-use crate::domain::record::{OrderRecord, buyer_entry, order_field};
+use crate::domain::order::{OrderStatus, OrderView};
+use crate::domain::record::{OrderRecord, buyer_entry, order_field, order_view};
 
 /// One order as the event history leaves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,22 @@ impl UnreadableEvent {
         Self {
             order_id: event.order_id.clone(),
             reason,
+        }
+    }
+}
+
+impl OrderState {
+    fn record(&self) -> OrderRecord<'_> {
+        OrderRecord {
+            status: self.status,
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            created_at_ms: self.created_at_ms,
+            pay_by_ms: self.pay_by_ms,
+            paid_at_ms: self.paid_at_ms,
+            event: &self.event,
+            payment_ref: self.payment_ref.as_deref(),
+            user_id: &self.user_id,
         }
     }
 }
@@ -196,20 +212,28 @@ impl SaleSnapshot {
     /// The order records (`record.rs`) by their field in the orders hash, as the scripts would
     /// have written them.
     pub fn records(&self) -> impl Iterator<Item = (&str, String)> {
-        self.orders.iter().map(|(id, o)| {
-            let record = OrderRecord {
-                status: o.status,
-                quantity: o.quantity,
-                unit_price: o.unit_price,
-                created_at_ms: o.created_at_ms,
-                pay_by_ms: o.pay_by_ms,
-                paid_at_ms: o.paid_at_ms,
-                event: &o.event,
-                payment_ref: o.payment_ref.as_deref(),
-                user_id: &o.user_id,
-            };
-            (order_field(id), record.encode())
-        })
+        self.orders
+            .iter()
+            .map(|(id, o)| (order_field(id), o.record().encode()))
+    }
+
+    /// The order as the API shows it, from its history alone (an archived sale's, whose
+    /// events are all in JetStream).
+    pub fn view(&self, order_id: &str, sku: &str) -> Option<OrderView> {
+        let record = self.orders.get(order_id)?.record().encode();
+        order_view(order_id, sku, &record, true)
+    }
+
+    /// A buyer's orders as the API shows them, newest first, at most `newest`.
+    pub fn buyer_views(&self, user: &str, sku: &str, newest: usize) -> Vec<OrderView> {
+        let mut ids: Vec<(u64, &str)> = (self.orders.iter())
+            .filter(|(_, o)| o.user_id == user)
+            .map(|(id, o)| (o.seq, id.as_str()))
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        (ids.into_iter().take(newest))
+            .filter_map(|(_, id)| self.view(id, sku))
+            .collect()
     }
 
     /// Each buyer's order ids, newest first.

@@ -253,6 +253,18 @@ pub struct EventsRead {
     pub last_sequence: u64,
 }
 
+/// The sequence the stream's next message will get: 1 while the stream does not exist.
+pub async fn next_sequence(js: &jetstream::Context, stream: &str) -> Result<u64, StreamError> {
+    match js.get_stream(stream).await {
+        Ok(mut stream) => {
+            let info = stream.info().await.map_err(read_failed)?;
+            Ok(info.state.last_sequence + 1)
+        }
+        Err(e) if is_stream_not_found(e.kind()) => Ok(1),
+        Err(e) => Err(read_failed(e)),
+    }
+}
+
 /// Every order event on `subjects` (a filter such as `orders.*.phone-17`) from stream
 /// sequence `from` on, oldest first, read with an ordered consumer to the end; nothing when
 /// the stream does not exist yet.
@@ -262,7 +274,7 @@ pub async fn read_events(
     subjects: &str,
     from: u64,
 ) -> Result<EventsRead, StreamError> {
-    let mut read = EventsRead {
+    let read = EventsRead {
         events: Vec::new(),
         last_sequence: from.saturating_sub(1),
     };
@@ -305,6 +317,20 @@ pub async fn read_events(
         }
         tokio::time::sleep(CATCH_UP_PAUSE).await;
     };
+    // Read, then delete the reading's consumer: left to expire, as ordered consumers are,
+    // it would linger for seconds, and a server counts at most 1,000 consumers a stream by
+    // default (2.15): reads of many archived orders at once would reach that.
+    let name = reader.cached_info().name.clone();
+    let outcome = read_to_end(reader, read).await;
+    let _ = stream.delete_consumer(&name).await;
+    outcome
+}
+
+/// What a reading's consumer delivers, to the stream's end as the consumer found it.
+async fn read_to_end(
+    reader: consumer::Consumer<consumer::pull::OrderedConfig>,
+    mut read: EventsRead,
+) -> Result<EventsRead, StreamError> {
     let mut left = reader.cached_info().num_pending;
     if left == 0 {
         return Ok(read);

@@ -38,6 +38,9 @@ pub enum ApiError {
     UserLimitReached,
     #[error("the sale is not open now")]
     SaleNotOpen,
+    /// The sale ended and left Redis: its orders read, nothing changes them.
+    #[error("{0}")]
+    SaleArchived(String),
     #[error("{0}")]
     StockBelowSold(String),
     #[error("this Idempotency-Key was already used for a different request")]
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::SoldOut(_) => "sold_out",
             ApiError::UserLimitReached => "user_limit_reached",
             ApiError::SaleNotOpen => "sale_not_open",
+            ApiError::SaleArchived(_) => "sale_archived",
             ApiError::StockBelowSold(_) => "stock_below_sold",
             ApiError::IdempotencyConflict => "idempotency_conflict",
             ApiError::OrderState { code, .. } => code,
@@ -97,7 +101,7 @@ impl ApiError {
 pub struct ErrorBody<'a> {
     /// Machine-readable code: invalid_request, unauthorized, invalid_ticket, forbidden,
     /// not_found, method_not_allowed, sale_not_found, order_not_found, sold_out, user_limit_reached,
-    /// sale_not_open, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
+    /// sale_not_open, sale_archived, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
     /// order_expired, payment_conflict, order_paid, payload_too_large,
     /// unsupported_media_type, rate_limited, unavailable, sale_inconsistent,
     /// too_many_viewers, internal.
@@ -118,6 +122,7 @@ impl ResponseError for ApiError {
             ApiError::SoldOut(_)
             | ApiError::UserLimitReached
             | ApiError::SaleNotOpen
+            | ApiError::SaleArchived(_)
             | ApiError::StockBelowSold(_)
             | ApiError::IdempotencyConflict
             | ApiError::OrderState { .. } => StatusCode::CONFLICT,
@@ -216,6 +221,7 @@ impl From<PurchaseError> for ApiError {
         match e {
             PurchaseError::SaleNotFound => ApiError::SaleNotFound,
             PurchaseError::SaleNotOpen => ApiError::SaleNotOpen,
+            PurchaseError::SaleArchived => ApiError::SaleArchived(e.to_string()),
             PurchaseError::UserLimitReached => ApiError::UserLimitReached,
             PurchaseError::SoldOut { .. } => ApiError::SoldOut(e.to_string()),
             PurchaseError::SaleInconsistent { .. } => ApiError::SaleInconsistent(e.to_string()),
@@ -230,6 +236,7 @@ impl From<PutSaleError> for ApiError {
     fn from(e: PutSaleError) -> Self {
         match e {
             PutSaleError::SaleNotFound => ApiError::SaleNotFound,
+            PutSaleError::SaleArchived => ApiError::SaleArchived(e.to_string()),
             PutSaleError::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
             PutSaleError::Store(e) => e.into(),
         }
@@ -240,6 +247,7 @@ impl From<TransitionError> for ApiError {
     fn from(e: TransitionError) -> Self {
         let code = match e {
             TransitionError::OrderNotFound => return ApiError::OrderNotFound,
+            TransitionError::SaleArchived => return ApiError::SaleArchived(e.to_string()),
             TransitionError::Store(e) => return e.into(),
             TransitionError::NotPayable => "not_payable",
             TransitionError::OrderCancelled => "order_cancelled",

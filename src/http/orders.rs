@@ -27,7 +27,7 @@ use crate::operations::LISTED_ORDERS;
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "unauthorized (storefront token), invalid_ticket", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
-        (status = 409, description = "sold_out, user_limit_reached, sale_not_open, idempotency_conflict", body = ErrorBody),
+        (status = 409, description = "sold_out, user_limit_reached, sale_not_open, sale_archived, idempotency_conflict", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 429, description = "rate_limited (Retry-After)", body = ErrorBody),
@@ -103,7 +103,7 @@ pub async fn create_order(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: no admin token configured", body = ErrorBody),
         (status = 404, description = "order_not_found", body = ErrorBody),
-        (status = 409, description = "order_paid, order_expired", body = ErrorBody),
+        (status = 409, description = "order_paid, order_expired, sale_archived", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn cancel_order(
@@ -128,7 +128,7 @@ pub async fn cancel_order(
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 404, description = "order_not_found", body = ErrorBody),
-        (status = 409, description = "order_expired, order_cancelled, payment_conflict, not_payable", body = ErrorBody),
+        (status = 409, description = "order_expired, order_cancelled, payment_conflict, not_payable, sale_archived", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),

@@ -142,6 +142,7 @@ pub async fn list_sales(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: no admin token configured", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 409, description = "sale_archived: a PUT starts the sku anew", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn end_sale(
@@ -164,6 +165,7 @@ pub async fn end_sale(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: no admin token configured", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 409, description = "sale_archived: a PUT starts the sku anew", body = ErrorBody),
         (status = 503, description = "unavailable", body = ErrorBody),
     ))]
 pub async fn reopen_sale(

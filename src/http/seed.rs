@@ -67,7 +67,9 @@ pub async fn kill(
         Ok(_) => text(HttpResponse::Ok(), ORDER_ACCEPTED),
         Err(PurchaseError::SoldOut { .. }) => text(HttpResponse::Ok(), SOLD_OUT),
         Err(PurchaseError::UserLimitReached) => text(HttpResponse::Conflict(), "超出限购数量"),
-        Err(PurchaseError::SaleNotOpen) => text(HttpResponse::Conflict(), "活动未开始或已结束"),
+        Err(PurchaseError::SaleNotOpen | PurchaseError::SaleArchived) => {
+            text(HttpResponse::Conflict(), "活动未开始或已结束")
+        }
         Err(PurchaseError::Store(_) | PurchaseError::SaleInconsistent { .. }) => {
             text(HttpResponse::ServiceUnavailable(), "服务暂不可用")
         }

@@ -17,7 +17,7 @@ use crate::domain::event::OrderEvent;
 use crate::domain::snapshot::{SaleSnapshot, UnreadableEvent};
 use crate::events::jetstream::StreamError;
 use crate::events::jetstream::read_events;
-use crate::recovery::definitions::SaleDefinitions;
+use crate::recovery::definitions::{SaleDefinition, SaleDefinitions};
 use crate::store::{Inventory, OrderCounts, StoreError};
 use crate::support::settings::Settings;
 
@@ -50,6 +50,12 @@ pub struct SaleAudit {
     pub expected_units: u64,
     /// Live orders and units in PostgreSQL, when it is checked.
     pub postgres: Option<(u64, u64)>,
+    /// Live orders and units JetStream holds for the sku in all: more than the sale's own
+    /// when a PUT started it anew after an archive (PostgreSQL keeps every sale of a sku).
+    pub record_orders: u64,
+    pub record_units: u64,
+    /// Live orders and units the definition recorded when the sale was archived.
+    pub archived: Option<(u64, u64)>,
 }
 
 /// What a row of the table concludes.
@@ -73,7 +79,17 @@ impl SaleAudit {
                 self.jetstream_units
             ));
         }
-        if let Some(redis) = &self.redis {
+        if let Some(archived) = self.archived {
+            if archived != (self.jetstream_orders, self.jetstream_units) {
+                return Verdict::Mismatch(format!(
+                    "archived with {} orders / {} units, JetStream holds {} / {}",
+                    archived.0, archived.1, self.jetstream_orders, self.jetstream_units
+                ));
+            }
+            if self.redis.is_some() {
+                pending.push("archived, its keys not yet dropped".to_owned());
+            }
+        } else if let Some(redis) = &self.redis {
             if redis.sold > redis.stock {
                 return Verdict::Mismatch(format!("oversold: redis sold {}", redis.sold));
             }
@@ -95,9 +111,9 @@ impl SaleAudit {
             }
         }
         if let Some((orders, units)) = self.postgres
-            && (orders, units) != (self.jetstream_orders, self.jetstream_units)
+            && (orders, units) != (self.record_orders, self.record_units)
         {
-            let behind = self.jetstream_orders.abs_diff(orders);
+            let behind = self.record_orders.abs_diff(orders);
             match consumer_pending {
                 Some(waiting) if waiting > 0 && behind <= waiting => {
                     pending.push(format!(
@@ -107,7 +123,7 @@ impl SaleAudit {
                 _ => {
                     return Verdict::Mismatch(format!(
                         "postgres holds {orders} orders / {units} units, JetStream {} / {}",
-                        self.jetstream_orders, self.jetstream_units
+                        self.record_orders, self.record_units
                     ));
                 }
             }
@@ -129,12 +145,12 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
     let js = jetstream::new(nats.clone());
     let definitions = SaleDefinitions::new(nats, &settings.nats);
 
-    let mut stocks: BTreeMap<String, u64> = definitions
+    let mut defined: BTreeMap<String, SaleDefinition> = definitions
         .all()
         .await
         .map_err(|e| AuditError::Nats(e.to_string()))?
         .into_iter()
-        .map(|d| (d.sku.into(), d.stock))
+        .map(|d| (d.sku.to_string(), d))
         .collect();
     let mut by_sku: BTreeMap<String, Vec<OrderEvent>> = BTreeMap::new();
     let all = format!("{}.>", settings.nats.subject_prefix);
@@ -144,7 +160,7 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
     {
         by_sku.entry(event.sku.clone()).or_default().push(event);
     }
-    let mut skus: BTreeSet<String> = stocks.keys().chain(by_sku.keys()).cloned().collect();
+    let mut skus: BTreeSet<String> = defined.keys().chain(by_sku.keys()).cloned().collect();
     skus.extend(inventory.sales().await?.iter().map(Sku::to_string));
 
     let postgres = if settings.consumer.database_url_explicit {
@@ -163,7 +179,22 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
         let Ok(parsed) = Sku::parse(&sku) else {
             continue;
         };
-        let events = by_sku.remove(&sku).unwrap_or_default();
+        let definition = defined.remove(&sku);
+        let all_events = by_sku.remove(&sku).unwrap_or_default();
+        let mut record = SaleSnapshot::default();
+        for event in &all_events {
+            record.apply(event)?;
+        }
+        // The sale's own events: from where its history starts (a PUT after an archive).
+        let events = match definition.as_ref().and_then(|d| d.history_from) {
+            Some(from) => {
+                let subjects = format!("{}.*.{sku}", settings.nats.subject_prefix);
+                read_events(&js, &settings.nats.stream, &subjects, from)
+                    .await?
+                    .events
+            }
+            None => all_events,
+        };
         let mut jetstream = SaleSnapshot::default();
         for event in &events {
             jetstream.apply(event)?;
@@ -178,8 +209,19 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
             Err(StoreError::SaleMissing) => None,
             Err(e) => return Err(e.into()),
         };
+        let archived = definition
+            .as_ref()
+            .and_then(|d| d.archived.as_ref())
+            .map(|a| {
+                let orders = &a.orders;
+                let ended = orders.expired + orders.cancelled;
+                (orders.total.saturating_sub(ended), a.sold)
+            });
         audits.push(SaleAudit {
-            stock: stocks.remove(&sku).or(redis.map(|r| r.stock)),
+            stock: definition.map(|d| d.stock).or(redis.map(|r| r.stock)),
+            record_orders: record.live_orders() as u64,
+            record_units: record.sold(),
+            archived,
             sku,
             redis,
             jetstream_orders: jetstream.live_orders() as u64,
@@ -225,7 +267,11 @@ pub fn render(audits: &[SaleAudit], consumer_pending: Option<u64>) -> (String, b
             "{:<24} {:>8} {:>11} {:>13} {:>7} {:>15} {:>14}  {}\n",
             audit.sku,
             or_dash(audit.stock),
-            redis.map_or("lost".to_owned(), |r| r.sold.to_string()),
+            match (redis, audit.archived) {
+                (Some(r), _) => r.sold.to_string(),
+                (None, Some((_, sold))) => format!("archived:{sold}"),
+                (None, None) => "lost".to_owned(),
+            },
             redis.map_or("-".to_owned(), |r| format!(
                 "{}+{}e",
                 r.live_orders, r.ended_orders
@@ -290,6 +336,9 @@ mod tests {
             expected_orders: 4,
             expected_units: 4,
             postgres: Some((4, 4)),
+            record_orders: 4,
+            record_units: 4,
+            archived: None,
         }
     }
 
@@ -318,6 +367,22 @@ mod tests {
             redis.outbox = 1;
         }
         assert!(matches!(ahead.verdict(Some(0)), Verdict::Pending(_)));
+    }
+
+    #[test]
+    fn an_archived_sale_must_hold_what_jetstream_holds_and_leave_redis() {
+        let mut archived = audit();
+        archived.archived = Some((4, 4));
+        assert!(
+            matches!(archived.verdict(Some(0)), Verdict::Pending(_)),
+            "keys left"
+        );
+        archived.redis = None;
+        assert_eq!(archived.verdict(Some(0)), Verdict::Ok);
+        let (table, _) = render(std::slice::from_ref(&archived), Some(0));
+        assert!(table.contains("archived:4"), "{table}");
+        archived.archived = Some((4, 5));
+        assert!(matches!(archived.verdict(Some(0)), Verdict::Mismatch(_)));
     }
 
     #[test]

@@ -152,6 +152,25 @@ impl SaleDefinitions {
             .map_err(failed)
     }
 
+    /// Records a new revision of the sale if its newest is still `definition.revision`;
+    /// `Ok(None)` when another was written since (a PUT, another replica's archive).
+    pub async fn update(
+        &self,
+        definition: &SaleDefinition,
+    ) -> Result<Option<u64>, DefinitionError> {
+        let value = serde_json::to_vec(definition).map_err(failed)?;
+        match self
+            .store()
+            .await?
+            .update(definition.sku.digest(), value.into(), definition.revision)
+            .await
+        {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
     /// Records the sale unless it is already defined; returns the definition that holds.
     pub async fn create(
         &self,

@@ -2,8 +2,10 @@
 //! the record: the sale [`definitions`] kept in JetStream, the [`rebuild`] of a sale's state
 //! from its events, and the [`audit`] that compares the stores.
 
+pub mod archive;
 pub mod audit;
 pub mod definitions;
+mod put;
 pub mod rebuild;
 
-pub use rebuild::{Recovery, RecoveryError};
+pub use rebuild::{Absent, Recovery, RecoveryError};

@@ -21,10 +21,10 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 
-use crate::domain::sale::{Sale, SaleSettings};
+use crate::domain::sale::SaleSettings;
 use crate::domain::snapshot::{SaleSnapshot, UnreadableEvent};
 use crate::domain::{OrderId, Sku};
-use crate::events::jetstream::{EventsRead, StreamError, read_events};
+use crate::events::jetstream::{EventsRead, StreamError, next_sequence, read_events};
 use crate::recovery::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::store::{Inventory, PurchaseError, PutSaleError, StoreError, TransitionError};
 use crate::support::settings::Settings;
@@ -89,18 +89,29 @@ macro_rules! sale_operation_errors {
 
 sale_operation_errors!(PurchaseError, TransitionError, PutSaleError);
 
-/// A rebuild under way, shared by every request of this replica that waits for it.
-type RebuildTask = Shared<BoxFuture<'static, Result<bool, String>>>;
+/// Why Redis does not hold a sale after a rebuild was asked for.
+#[derive(Debug, Clone)]
+pub enum Absent {
+    /// JetStream has no definition of it either.
+    Undefined,
+    /// It ended, settled and left Redis (`recovery/archive.rs`): its orders read from the
+    /// record, nothing is decided on it.
+    Archived(Arc<SaleDefinition>),
+}
+
+/// A rebuild under way, shared by every request of this replica that waits for it; `None`
+/// when Redis holds the sale after it.
+type RebuildTask = Shared<BoxFuture<'static, Result<Option<Absent>, String>>>;
 
 pub struct Recovery {
-    rebuilder: Arc<Rebuilder>,
+    pub(super) rebuilder: Arc<Rebuilder>,
     /// How long a request waits for a rebuild (the rebuild itself goes on).
     timeout: Duration,
 }
 
 /// What a rebuild needs; shared with the task that runs it.
-struct Rebuilder {
-    inventory: Arc<Inventory>,
+pub(super) struct Rebuilder {
+    pub(super) inventory: Arc<Inventory>,
     definitions: SaleDefinitions,
     jetstream: jetstream::Context,
     stream: String,
@@ -137,12 +148,12 @@ impl Recovery {
     }
 
     /// Runs `operation` on the sale; when Redis does not hold the sale, rebuilds it and runs
-    /// it once more. `not_found` is the answer for a sale that was never defined.
+    /// it once more. `absent` answers for a sale that was never defined, or was archived.
     pub async fn on_sale<T, E, F, Fut>(
         &self,
         sku: &Sku,
         operation: F,
-        not_found: impl FnOnce() -> Result<T, E>,
+        absent: impl FnOnce(Absent) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: SaleOperationError,
@@ -153,8 +164,8 @@ impl Recovery {
             Err(e) if e.sale_missing() => {}
             decided => return decided,
         }
-        if !self.restore(sku).await? {
-            return not_found();
+        if let Some(why) = self.restore(sku).await? {
+            return absent(why);
         }
         operation().await
     }
@@ -175,68 +186,20 @@ impl Recovery {
         Ok(Some(definition.sku))
     }
 
-    /// PUT: records the sale's settings in JetStream, then writes Redis. A sale JetStream
-    /// knew but Redis lost is rebuilt first, so its sold units still count against the new
-    /// stock. A refused PUT (stock below sold) puts the previous definition back.
-    /// `keep_ended`: the sale stays ended early if it was (a PUT's settings say nothing of
-    /// it); false when the caller decides it (ending and reopening).
-    pub async fn put_sale(
-        &self,
-        sku: &Sku,
-        settings: &SaleSettings,
-        keep_ended: bool,
-    ) -> Result<(Sale, bool), PutSaleError> {
-        let before = self
-            .definitions()
-            .get(sku)
-            .await
-            .map_err(RecoveryError::from)?;
-        let settings = &SaleSettings {
-            ended_at: match (&before, keep_ended) {
-                (Some(before), true) => before.ended_at,
-                _ => settings.ended_at,
-            },
-            ..settings.clone()
-        };
-        let revision = self
-            .definitions()
-            .put(&SaleDefinition::new(sku, settings))
-            .await
-            .map_err(RecoveryError::from)?;
-        let put = self
-            .on_sale(
-                sku,
-                || {
-                    self.rebuilder
-                        .inventory
-                        .put_sale(sku, settings, before.is_some(), revision)
-                },
-                // Defined a moment ago: only a second loss in between gets here.
-                || Err(StoreError::SaleMissing.into()),
-            )
-            .await;
-        if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
-            let reverted = match self.definitions().put(before).await {
-                Ok(revision) => self
-                    .rebuilder
-                    .inventory
-                    .put_sale(sku, &before.settings(), true, revision)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = reverted {
-                log::error!("sale {sku}: refused PUT not reverted: {e}");
-            }
+    /// The sale's orders as its events from stream sequence `from` on leave them (the
+    /// reads of an archived sale).
+    pub async fn history(&self, sku: &Sku, from: u64) -> Result<SaleSnapshot, RecoveryError> {
+        let mut snapshot = SaleSnapshot::default();
+        for event in &self.rebuilder.sale_events(sku, from).await?.events {
+            snapshot.apply(event)?;
         }
-        put
+        Ok(snapshot)
     }
 
-    /// Makes sure Redis holds the sale, rebuilding it from JetStream if it was defined there;
-    /// `Ok(false)` when it never was. The rebuild runs as a task of its own, shared by every
+    /// Makes sure Redis holds the sale, rebuilding it from JetStream if it was defined there
+    /// (`Ok(None)`); or says why not. The rebuild runs as a task of its own, shared by every
     /// request that waits for it, so a request giving up never cancels it half-way.
-    pub async fn restore(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+    pub async fn restore(&self, sku: &Sku) -> Result<Option<Absent>, RecoveryError> {
         let task = self.rebuilder.clone().task(sku);
         tokio::time::timeout(self.timeout, task)
             .await
@@ -249,6 +212,7 @@ impl crate::events::relay::SaleRebuilder for Recovery {
     type Error = RecoveryError;
     fn rebuild(&self, sku: &Sku) -> impl Future<Output = Result<bool, RecoveryError>> + Send {
         self.restore(sku)
+            .map(|restored| restored.map(|absent| absent.is_none()))
     }
 }
 
@@ -276,14 +240,18 @@ impl Rebuilder {
             .shared()
     }
 
-    async fn rebuild(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+    async fn rebuild(&self, sku: &Sku) -> Result<Option<Absent>, RecoveryError> {
         // Another request of this replica may have rebuilt it while this one waited (held
         // means: by this primary; a copy from elsewhere is rebuilt like a lost one).
         if self.inventory.sale_exists(sku).await? {
-            return Ok(true);
+            return Ok(None);
         }
         let started = Instant::now();
         let (definition, settled) = match self.definitions.get(sku).await? {
+            // An archived sale is read from the record, never installed again.
+            Some(definition) if definition.archived.is_some() => {
+                return Ok(Some(Absent::Archived(Arc::new(definition))));
+            }
             // Events of orders the lost copy accepted may still be on their way to JetStream
             // (a purchase's confirmation, a relay batch: milliseconds each). The stream is
             // read now and once more from where it ended when SETTLE has passed, so those
@@ -292,10 +260,12 @@ impl Rebuilder {
             None if *sku == self.default_sale.sku => {
                 (self.definitions.create(&self.default_sale).await?, None)
             }
-            None => return Ok(false),
+            None => return Ok(Some(Absent::Undefined)),
         };
         let mut snapshot = SaleSnapshot::default();
-        let read = self.sale_events(sku, 1).await?;
+        let read = self
+            .sale_events(sku, definition.history_from.unwrap_or(1))
+            .await?;
         let mut events = read.events;
         if let Some(settled) = settled {
             tokio::time::sleep_until(settled.into()).await;
@@ -316,7 +286,7 @@ impl Rebuilder {
             snapshot.apply_waiting(&entry.event, &entry.id)?;
         }
         let Some(restored) = self.inventory.restore(&definition, &snapshot).await? else {
-            return Ok(true);
+            return Ok(None);
         };
         // A new default sale is no news; anything else means Redis had lost it.
         if snapshot.orders() > 0 || *sku != self.default_sale.sku {
@@ -352,7 +322,12 @@ impl Rebuilder {
         if let Some(first) = restored.expired.next_due {
             self.inventory.payment_due().index(sku, first).await?;
         }
-        Ok(true)
+        Ok(None)
+    }
+
+    /// Where the order stream's next event will land (1 while it does not exist).
+    pub(super) async fn next_sequence(&self) -> Result<u64, RecoveryError> {
+        Ok(next_sequence(&self.jetstream, &self.stream).await?)
     }
 
     /// The sale's events in the order stream from sequence `from` on, oldest first.

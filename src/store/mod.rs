@@ -9,6 +9,7 @@
 //! connection fails one.) The one exception: a script call followed by `WAIT`, which blocks
 //! its connection, takes one of its own ([`Inventory::writer`]).
 
+mod archive;
 mod connection;
 mod keys;
 mod outbox;
@@ -43,8 +44,9 @@ use connection::OwnConnections;
 /// elsewhere and is rebuilt from JetStream in this layout, as after a failover: layout 2 (issue
 /// 23) keys orders by a short field and keeps each buyer's list in the buyers hash.
 pub(crate) const LAYOUT: &str = "/2";
+pub use archive::Seal;
 pub use connection::RedisConnection;
-pub use keys::{SaleKeys, payment_due, sale_registry};
+pub use keys::{SaleKeys, outbox_waiting, payment_due, sale_registry};
 pub use outbox::{Backlog, Outbox, OutboxEntry, written_ms};
 pub use payment_due::{DueSales, PaymentIndex};
 pub use purchase::{Purchase, PurchaseError, PurchaseRequest};
@@ -97,6 +99,7 @@ pub struct Inventory {
     relay_lease_script: Script,
     restore_script: Script,
     read_orders_script: Script,
+    archive_script: Script,
     /// Last known state of Redis, so an outage is logged once, not once per request; while
     /// false, purchases fail fast but for one probe at a time (`probing`, purchase.rs).
     available: AtomicBool,
@@ -141,6 +144,7 @@ impl Inventory {
                 include_str!("../../lua/restore.lua")
             )),
             read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
+            archive_script: Script::new(include_str!("../../lua/archive.lua")),
             available: AtomicBool::new(true),
             outage: parking_lot::Mutex::new(None),
             probing: AtomicBool::new(false),
@@ -164,6 +168,7 @@ impl Inventory {
             ("relay_lease", &self.relay_lease_script),
             ("restore", &self.restore_script),
             ("read_orders", &self.read_orders_script),
+            ("archive", &self.archive_script),
         ] {
             let sha = script.prepare_invoke().load_async(&mut redis).await?;
             log::info!("lua script {name} loaded: {sha}");

@@ -35,6 +35,9 @@ pub enum PurchaseError {
     SaleNotFound,
     #[error("the sale is not open now")]
     SaleNotOpen,
+    /// The sale ended and left Redis (`recovery/archive.rs`): nothing is decided on it.
+    #[error("the sale ended and was archived")]
+    SaleArchived,
     #[error("this user already holds the most units the sale allows per user")]
     UserLimitReached,
     #[error("sold out: {remaining} left, fewer than asked for")]
@@ -55,7 +58,7 @@ impl PurchaseError {
     fn outcome(&self) -> Outcome {
         match self {
             PurchaseError::SaleNotFound => Outcome::SaleNotFound,
-            PurchaseError::SaleNotOpen => Outcome::SaleNotOpen,
+            PurchaseError::SaleNotOpen | PurchaseError::SaleArchived => Outcome::SaleNotOpen,
             PurchaseError::UserLimitReached => Outcome::UserLimitReached,
             PurchaseError::SoldOut { .. } => Outcome::SoldOut,
             PurchaseError::SaleInconsistent { .. } => Outcome::SaleInconsistent,

@@ -11,6 +11,9 @@ pub enum PutSaleError {
     /// Ending or reopening a sale that was never defined.
     #[error("no sale with this sku")]
     SaleNotFound,
+    /// Ending or reopening a sale that was archived: a PUT starts it anew.
+    #[error("the sale ended and was archived; a PUT starts it anew")]
+    SaleArchived,
     #[error("stock {stock} is below the {sold} units already sold")]
     StockBelowSold { stock: u64, sold: u64 },
     #[error(transparent)]

@@ -39,6 +39,9 @@ pub enum TransitionError {
     PaymentConflict,
     #[error("the order is paid; refunds are not handled here")]
     OrderPaid,
+    /// Its sale ended and was archived (or is being archived): its orders no longer change.
+    #[error("the order's sale ended and was archived: its orders no longer change")]
+    SaleArchived,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -137,6 +140,7 @@ impl Inventory {
             "payment_conflict" => Err(TransitionError::PaymentConflict),
             "order_paid" => Err(TransitionError::OrderPaid),
             "order_not_found" => Err(TransitionError::OrderNotFound),
+            "sale_archived" => Err(TransitionError::SaleArchived),
             "sale_missing" => Err(StoreError::SaleMissing.into()),
             _ => Err(reply.corrupt().into()),
         }

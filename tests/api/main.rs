@@ -1,6 +1,7 @@
 //! Tests of the whole service over HTTP, against the real Redis and NATS that
 //! `scripts/services.sh` starts. One binary, one module per capability.
 
+mod archive;
 mod cluster;
 mod consumer;
 mod contract;

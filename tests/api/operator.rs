@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::sse::LiveStream;
-use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, spawn_app, unique};
+use crate::helpers::{ADMIN_TOKEN, TestApp, admin_post, error_of, spawn_app, unique};
 
 async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
     let response = app
@@ -17,15 +17,6 @@ async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
         .send()
         .await;
     response.expect("answered")
-}
-
-async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    let request = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body);
-    request.send().await.expect("answered")
 }
 
 /// Redis forgets everything of the app's namespace, as after a restart without persistence.

@@ -125,6 +125,10 @@ pub struct RecoverySettings {
     pub rebuild_timeout: Duration,
     pub default_sku: Sku,
     pub default_stock: u64,
+    /// How long a sale that ended (window closed, ended early, or sold out) and settled (no
+    /// payment pending, outbox empty) stays in Redis after its last change before it is
+    /// archived: its keys leave Redis, its orders are read from JetStream.
+    pub archive_after: Duration,
 }
 
 /// The order consumer (`flashsale consume-orders`) and the audit's PostgreSQL.
@@ -317,6 +321,9 @@ impl Settings {
                 ),
                 default_sku: var("FLASHSALE_DEFAULT_SKU", "limit").sku()?,
                 default_stock: var("FLASHSALE_DEFAULT_STOCK", "1000").number(0, MAX_STOCK)?,
+                archive_after: Duration::from_secs(
+                    var("FLASHSALE_ARCHIVE_AFTER_SECS", "86400").number(1, 366 * 86400)?,
+                ),
             },
             consumer: ConsumerSettings {
                 database_url: var(

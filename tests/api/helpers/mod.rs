@@ -506,6 +506,16 @@ pub async fn assert_audit_clean(settings: &Settings, database_url: Option<&str>)
     }
 }
 
+/// A POST with the admin token and a JSON body.
+pub async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    let request = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body);
+    request.send().await.expect("answered")
+}
+
 /// Status and `error` code of a JSON error answer.
 pub async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
@@ -581,6 +591,8 @@ pub async fn read_order(app: &TestApp, order_id: &str) -> Value {
         .send()
         .await
         .expect("answered");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("order")
+    let status = response.status();
+    let order: Value = response.json().await.expect("order");
+    assert_eq!(status, 200, "{order_id}: {order}");
+    order
 }

@@ -1,0 +1,186 @@
+//! Ended sales leave Redis (渐出): the archiver, in every replica, and the reads of what left.
+//!
+//! A sale whose window closed, that an operator ended or that sold out, with no payment
+//! pending and every event in JetStream, is archived `FLASHSALE_ARCHIVE_AFTER_SECS` after its
+//! last change (and not before its last Idempotency-Key expired, so a retried purchase still
+//! replays). Three steps, each idempotent, no lock (`lua/archive.lua` says why it is safe):
+//! Redis seals the sale at the definition's revision; the definition in JetStream records
+//! the archive (compare-and-set on that revision: a PUT in between wins); Redis drops the
+//! sale's keys if it is still sealed. A rebuild of an archived definition installs nothing
+//! (`rebuild.rs`); its orders are read from the record here, without writing Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::order::OrderView;
+use crate::domain::sale::SaleDefinition;
+use crate::domain::{OrderId, Sku, UserId};
+use crate::recovery::{Recovery, RecoveryError};
+use crate::store::{Inventory, Seal, StoreError};
+
+/// The longest the archiver sleeps between passes.
+const MAX_PASS_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Archiver {
+    inventory: Arc<Inventory>,
+    recovery: Arc<Recovery>,
+    /// FLASHSALE_ARCHIVE_AFTER_SECS.
+    after: Duration,
+    /// `/kill`'s sale stays: its buyers expect it there, and it has no window to end.
+    default_sku: Sku,
+}
+
+impl Archiver {
+    pub fn new(
+        inventory: Arc<Inventory>,
+        recovery: Arc<Recovery>,
+        after: Duration,
+        default_sku: Sku,
+    ) -> Self {
+        Self {
+            inventory,
+            recovery,
+            after,
+            default_sku,
+        }
+    }
+
+    /// Runs for the life of the process: a pass over the registry every quarter of the delay
+    /// (at most a minute), so a sale leaves within about 1.25 delays of its last change.
+    pub async fn run(self) {
+        let every = (self.after / 4).clamp(Duration::from_millis(200), MAX_PASS_EVERY);
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(every).await;
+            match self.pass().await {
+                Ok(archived) => {
+                    if failing {
+                        log::info!("archiver running again");
+                    }
+                    failing = false;
+                    if archived > 0 {
+                        log::info!("archiver: {archived} sales left redis");
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        log::warn!("archiver pass failed, trying again in {every:?}: {e}");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    /// One look at every sale Redis holds; how many it archived.
+    pub async fn pass(&self) -> Result<usize, RecoveryError> {
+        let mut archived = 0;
+        for sku in self.inventory.sales().await? {
+            if sku != self.default_sku && self.archive(&sku).await? {
+                archived += 1;
+            }
+        }
+        Ok(archived)
+    }
+
+    /// Archives the sale if it is due; true when its keys left Redis.
+    async fn archive(&self, sku: &Sku) -> Result<bool, RecoveryError> {
+        let definitions = self.recovery.definitions();
+        let (revision, mut record) = match self.inventory.seal(sku, self.after).await {
+            Ok(Seal::Sealed { revision, record }) => (revision, record),
+            Ok(Seal::Live | Seal::Waiting(_)) => return Ok(false),
+            // Not held here (lost, or a stale copy: a request rebuilds it first); if its
+            // definition says archived, what is left of it goes.
+            Err(StoreError::SaleMissing) => {
+                if let Some(definition) = definitions.get(sku).await?
+                    && let Some(archived) = definition.archived
+                {
+                    self.inventory
+                        .drop_sealed(sku, archived.sealed_revision)
+                        .await?;
+                    self.inventory.unregister(sku).await?;
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(mut definition) = definitions.get(sku).await? else {
+            self.inventory.unseal(sku, revision).await?;
+            return Ok(false);
+        };
+        let recorded = definition
+            .archived
+            .as_ref()
+            .map(|a| (a.sealed_revision, a.clone()));
+        match recorded {
+            // Archived by another replica, or by a pass that stopped before the drop: drop.
+            // (Its figures are rewritten if they differ: an unseal after a failed update.)
+            Some((sealed, earlier)) if sealed == revision => {
+                record.archived_at_ms = earlier.archived_at_ms;
+                if earlier != record {
+                    definition.archived = Some(record);
+                    definitions.update(&definition).await?;
+                }
+            }
+            // A PUT wrote a later definition: it reopened the sale, which stays.
+            _ if definition.revision != revision => {
+                self.inventory.unseal(sku, revision).await?;
+                return Ok(false);
+            }
+            _ => {
+                record.archived_at_ms = chrono::Utc::now().timestamp_millis();
+                definition.archived = Some(record);
+                if definitions.update(&definition).await?.is_none()
+                    && !self.archived_by_another(sku, revision).await?
+                {
+                    self.inventory.unseal(sku, revision).await?;
+                    return Ok(false);
+                }
+            }
+        }
+        let dropped = self.inventory.drop_sealed(sku, revision).await?;
+        if dropped {
+            log::info!("sale {sku} archived: its keys left redis, its orders read from jetstream");
+        }
+        Ok(dropped)
+    }
+
+    /// Whether the definition now says archived at `revision` (another replica's pass won
+    /// the compare-and-set this one lost).
+    async fn archived_by_another(&self, sku: &Sku, revision: u64) -> Result<bool, RecoveryError> {
+        let definition = self.recovery.definitions().get(sku).await?;
+        Ok(definition
+            .and_then(|d| d.archived)
+            .is_some_and(|a| a.sealed_revision == revision))
+    }
+}
+
+/// The order from the record, for a sale Redis does not hold: archived (its own history), or
+/// started anew by a PUT after an archive (then the order may be of an earlier sale of the
+/// sku: the whole history is read). `None` when the record has no such order.
+pub async fn order_of_record(
+    recovery: &Recovery,
+    definition: &SaleDefinition,
+    order_id: &OrderId,
+) -> Result<Option<OrderView>, RecoveryError> {
+    let from = match &definition.archived {
+        Some(_) => definition.history_from.unwrap_or(1),
+        None => 1,
+    };
+    let history = recovery.history(&definition.sku, from).await?;
+    Ok(history.view(order_id.as_str(), definition.sku.as_str()))
+}
+
+/// An archived sale's orders of one buyer from the record, newest first, at most `newest`.
+pub async fn buyer_orders_of_record(
+    recovery: &Recovery,
+    definition: &SaleDefinition,
+    user: &UserId,
+    newest: usize,
+) -> Result<Vec<OrderView>, RecoveryError> {
+    let sku = &definition.sku;
+    let history = recovery
+        .history(sku, definition.history_from.unwrap_or(1))
+        .await?;
+    Ok(history.buyer_views(user.as_str(), sku.as_str(), newest))
+}

@@ -1,0 +1,89 @@
+//! A PUT of a sale: the definition is recorded in JetStream first, then written to Redis,
+//! after the sale is rebuilt if Redis lost it; a PUT of an archived sku starts a new sale.
+
+use crate::domain::Sku;
+use crate::domain::sale::{Sale, SaleDefinition, SaleSettings};
+use crate::recovery::{Recovery, RecoveryError};
+use crate::store::{PutSaleError, StoreError};
+
+impl Recovery {
+    /// PUT: records the sale's settings in JetStream, then writes Redis. A sale JetStream
+    /// knew but Redis lost is rebuilt first, so its sold units still count against the new
+    /// stock. A refused PUT (stock below sold) puts the previous definition back.
+    /// `keep_ended`: the sale stays ended early if it was (a PUT's settings say nothing of
+    /// it); false when the caller decides it (ending and reopening).
+    pub async fn put_sale(
+        &self,
+        sku: &Sku,
+        settings: &SaleSettings,
+        keep_ended: bool,
+    ) -> Result<(Sale, bool), PutSaleError> {
+        let before = self
+            .definitions()
+            .get(sku)
+            .await
+            .map_err(RecoveryError::from)?;
+        // A PUT of an archived sku starts a new sale, whose history starts where the order
+        // stream stands now: its rebuilds and reads leave the archived sale's orders out.
+        let archived = before.as_ref().and_then(|b| b.archived.as_ref());
+        let history_from = match (archived, &before) {
+            (Some(record), _) => {
+                // What an interrupted archive left of the old sale goes first.
+                self.rebuilder
+                    .inventory
+                    .drop_sealed(sku, record.sealed_revision)
+                    .await?;
+                Some(self.rebuilder.next_sequence().await?)
+            }
+            (None, Some(before)) => before.history_from,
+            (None, None) => None,
+        };
+        let settings = &SaleSettings {
+            ended_at: match (&before, keep_ended) {
+                (Some(before), true) if archived.is_none() => before.ended_at,
+                (Some(_), true) => None,
+                _ => settings.ended_at,
+            },
+            ..settings.clone()
+        };
+        let definition = SaleDefinition {
+            history_from,
+            ..SaleDefinition::new(sku, settings)
+        };
+        let revision = self
+            .definitions()
+            .put(&definition)
+            .await
+            .map_err(RecoveryError::from)?;
+        let put = self
+            .on_sale(
+                sku,
+                || {
+                    self.rebuilder
+                        .inventory
+                        .put_sale(sku, settings, before.is_some(), revision)
+                },
+                // Defined a moment ago: only a second loss in between gets here.
+                |_| Err(StoreError::SaleMissing.into()),
+            )
+            .await
+            // A new sale in place of an archived one is created, to the caller.
+            .map(|(sale, created)| (sale, created || archived.is_some()));
+        if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
+            let reverted = match self.definitions().put(before).await {
+                Ok(revision) => self
+                    .rebuilder
+                    .inventory
+                    .put_sale(sku, &before.settings(), true, revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = reverted {
+                log::error!("sale {sku}: refused PUT not reverted: {e}");
+            }
+        }
+        put
+    }
+}

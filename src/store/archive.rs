@@ -1,0 +1,144 @@
+//! A sale leaving Redis (`lua/archive.lua`): sealed when it ended and settled, dropped once
+//! JetStream's definition says archived, unsealed when a PUT got there first. The archiver
+//! that drives these steps is `recovery/archive.rs`.
+
+use redis::Value;
+
+use super::reply::Reply;
+use super::{Inventory, StoreError, outbox_waiting, payment_due, sale_registry};
+use crate::domain::Sku;
+use crate::domain::sale::{ArchiveRecord, OrderTally};
+
+/// What the seal step found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seal {
+    /// Sealed (now or earlier) at `revision` of the definition, with its final figures.
+    Sealed {
+        revision: u64,
+        record: ArchiveRecord,
+    },
+    /// Not ended, or not settled: an order awaits payment, an event waits in the outbox.
+    Live,
+    /// Ended and settled; archivable in this many ms.
+    Waiting(u64),
+}
+
+impl Inventory {
+    /// Seals the sale if it ended and settled `after` ago, and its last Idempotency-Key has
+    /// expired (`lua/archive.lua`). `SaleMissing` when Redis holds no copy to decide on.
+    pub async fn seal(&self, sku: &Sku, after: std::time::Duration) -> Result<Seal, StoreError> {
+        let mut call = self.archive_call(sku);
+        call.arg("seal")
+            .arg(after.as_millis() as u64)
+            .arg(self.idempotency_ttl.as_millis() as u64);
+        let reply: Vec<Value> = self.observe(call.invoke_async(&mut self.redis()).await)?;
+        let reply = Reply(&reply);
+        match reply.text(0)? {
+            "sealed" => {
+                let total = reply.uint(4)?;
+                let (paid, expired, cancelled) = (reply.uint(5)?, reply.uint(6)?, reply.uint(7)?);
+                let record = ArchiveRecord {
+                    archived_at_ms: 0,
+                    sold: reply.uint(3)?,
+                    orders: OrderTally {
+                        total,
+                        // Nothing awaits payment in a sealed sale.
+                        created: total.saturating_sub(paid + expired + cancelled),
+                        pending_payment: 0,
+                        paid,
+                        expired,
+                        cancelled,
+                    },
+                    sealed_revision: reply.uint(1)?,
+                };
+                Ok(Seal::Sealed {
+                    revision: record.sealed_revision,
+                    record,
+                })
+            }
+            "live" => Ok(Seal::Live),
+            "waiting" => Ok(Seal::Waiting(reply.uint(1)?)),
+            "sale_missing" => Err(StoreError::SaleMissing),
+            _ => Err(reply.corrupt()),
+        }
+    }
+
+    /// Lifts the seal of `revision` (the definition's archive lost to a PUT); false when
+    /// the sale is not sealed at it (a PUT lifted it already).
+    pub async fn unseal(&self, sku: &Sku, revision: u64) -> Result<bool, StoreError> {
+        self.sealed_step(sku, "unseal", revision).await
+    }
+
+    /// Removes every key of the sale if it is still sealed at `revision` (or is a copy
+    /// another primary wrote), then its entries in the cross-sale indexes; false (nothing
+    /// removed) when a PUT reopened it.
+    pub async fn drop_sealed(&self, sku: &Sku, revision: u64) -> Result<bool, StoreError> {
+        if !self.sealed_step(sku, "drop", revision).await? {
+            return Ok(false);
+        }
+        self.unregister(sku).await?;
+        Ok(true)
+    }
+
+    /// Takes an archived sale out of the cross-sale indexes: the registry, the sweeper's and
+    /// the relay's.
+    pub async fn unregister(&self, sku: &Sku) -> Result<(), StoreError> {
+        // Each index lies in a slot of its own: a command each on a cluster. A sale created
+        // again in between is registered again by its PUT or rebuild, which write the
+        // registry before the sale: put back what this removed if the sale is there now.
+        let mut redis = self.redis();
+        let _: () = self.observe(
+            redis::cmd("HDEL")
+                .arg(sale_registry(&self.namespace))
+                .arg(sku.digest())
+                .query_async(&mut redis)
+                .await,
+        )?;
+        for (command, key) in [
+            ("ZREM", payment_due(&self.namespace)),
+            ("SREM", outbox_waiting(&self.namespace)),
+        ] {
+            let _: () = self.observe(
+                redis::cmd(command)
+                    .arg(key)
+                    .arg(sku.as_str())
+                    .query_async(&mut redis)
+                    .await,
+            )?;
+        }
+        let back: bool = self.observe(
+            redis::cmd("EXISTS")
+                .arg(self.keys(sku).sale())
+                .query_async(&mut redis)
+                .await,
+        )?;
+        if back {
+            self.register(sku).await?;
+        }
+        Ok(())
+    }
+
+    async fn sealed_step(&self, sku: &Sku, step: &str, revision: u64) -> Result<bool, StoreError> {
+        let mut call = self.archive_call(sku);
+        call.arg(step).arg(revision);
+        let reply: Vec<Value> = self.observe(call.invoke_async(&mut self.redis()).await)?;
+        let reply = Reply(&reply);
+        match reply.text(0)? {
+            "dropped" | "unsealed" => Ok(true),
+            "kept" => Ok(false),
+            _ => Err(reply.corrupt()),
+        }
+    }
+
+    fn archive_call(&self, sku: &Sku) -> redis::ScriptInvocation<'_> {
+        let keys = self.keys(sku);
+        let mut call = self.archive_script.prepare_invoke();
+        call.key(keys.sale())
+            .key(keys.orders())
+            .key(keys.buyers())
+            .key(keys.outbox())
+            .key(keys.deadlines())
+            .key(keys.relay_lease());
+        call
+    }
+}

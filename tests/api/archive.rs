@@ -1,0 +1,354 @@
+//! Ended sales leave Redis (`recovery/archive.rs`): after `FLASHSALE_ARCHIVE_AFTER_SECS` a
+//! sale that ended and settled has no key left in Redis, yet its orders, its buyers' lists
+//! and its final figures still read, from JetStream; a PUT at the archive moment reopens it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, admin_post, assert_audit_clean, error_of, free_port, private_redis,
+    read_order, spawn_app_with, unique,
+};
+
+/// How long after its last change an ended sale is archived in these tests.
+const ARCHIVE_AFTER: Duration = Duration::from_secs(1);
+
+/// An app that archives a second after the last change (and remembers Idempotency-Keys for
+/// as long), on the topology of the suite, or on the Redis at `redis_url`.
+async fn archiving_app(redis_url: Option<String>) -> TestApp {
+    spawn_app_with(|s| {
+        s.recovery.archive_after = ARCHIVE_AFTER;
+        s.redis.idempotency_ttl = ARCHIVE_AFTER;
+        if let Some(url) = redis_url {
+            s.redis.url = url;
+        }
+    })
+    .await
+}
+
+async fn admin_sale(app: &TestApp, sku: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/sales/{sku}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200, "sale {sku}");
+    response.json().await.expect("a sale")
+}
+
+/// The namespace's keys that belong to one of `skus` (their `{sku}` hash tag).
+async fn keys_of(app: &TestApp, skus: &[String]) -> Vec<String> {
+    let tags: Vec<String> = skus.iter().map(|sku| format!("{{{sku}}}")).collect();
+    let keys = app.namespace_keys().await;
+    keys.into_iter()
+        .filter(|key| tags.iter().any(|tag| key.contains(tag.as_str())))
+        .collect()
+}
+
+/// Waits (up to 60 s) until Redis holds no key of `skus`.
+async fn wait_until_gone(app: &TestApp, skus: &[String]) {
+    let mut left = Vec::new();
+    for _ in 0..240 {
+        left = keys_of(app, skus).await;
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "{} keys still in redis after 60 s, e.g. {:?}",
+        left.len(),
+        &left[..left.len().min(5)]
+    );
+}
+
+/// How one sale of the big test ends: by its window, by an operator, or sold out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ending {
+    Window,
+    Operator,
+    SoldOut,
+}
+
+/// One sale's orders by buyer: the paid one, the cancelled one, the expired one, and for a
+/// sold-out sale the one that took its last unit.
+struct Sold {
+    sku: String,
+    ending: Ending,
+    statuses: HashMap<String, &'static str>,
+    paid_buyer_order: String,
+}
+
+async fn pay(app: &TestApp, order_id: &str) -> reqwest::Response {
+    admin_post(
+        app,
+        &format!("/v1/orders/{order_id}/pay"),
+        json!({"payment_ref": format!("psp-{order_id}")}),
+    )
+    .await
+}
+
+/// Creates a sale, sells it: a paid order, a cancelled one, one left to expire.
+async fn open_and_sell(app: &TestApp, sku: String, ending: Ending) -> Sold {
+    let stock = if ending == Ending::SoldOut { 2 } else { 10 };
+    app.create_sale(
+        &sku,
+        json!({"stock": stock, "price": 100, "payment_timeout_secs": 1}),
+    )
+    .await;
+    let mut statuses = HashMap::new();
+    // With an Idempotency-Key: its key, too, is gone when the sale is.
+    let bought = app
+        .order_with_key(
+            &sku,
+            json!({"user_id": "payer"}),
+            Some(&format!("key-{sku}")),
+        )
+        .await;
+    assert!([201, 202].contains(&bought.status().as_u16()));
+    let bought: Value = bought.json().await.expect("an order");
+    let paid = bought["order_id"].as_str().expect("id").to_owned();
+    assert_eq!(pay(app, &paid).await.status(), 200);
+    statuses.insert(paid.clone(), "paid");
+    let cancelled = app.buy_accepted(&sku, "canceller").await["order_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(app.cancel(&cancelled).await.status(), 200);
+    statuses.insert(cancelled, "cancelled");
+    let expiring = app.buy_accepted(&sku, "late").await["order_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    statuses.insert(expiring, "expired");
+    Sold {
+        sku,
+        ending,
+        statuses,
+        paid_buyer_order: paid,
+    }
+}
+
+/// Ends the sale its way, once its unpaid order expired.
+async fn end(app: &TestApp, sold: &mut Sold) {
+    match sold.ending {
+        Ending::Operator => {
+            let response = admin_post(app, &format!("/v1/sales/{}/end", sold.sku), json!({})).await;
+            assert_eq!(response.status(), 200);
+        }
+        Ending::Window => {
+            let closes = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+            let body = json!({"stock": 10, "price": 100, "payment_timeout_secs": 1,
+                              "ends_at": closes.to_rfc3339()});
+            assert_eq!(app.put_sale(&sold.sku, body).await.status(), 200);
+        }
+        Ending::SoldOut => {
+            let last = app.buy_accepted(&sold.sku, "last").await["order_id"]
+                .as_str()
+                .expect("id")
+                .to_owned();
+            assert_eq!(pay(app, &last).await.status(), 200);
+            sold.statuses.insert(last, "paid");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_ended_sales_leave_redis_and_everything_of_them_still_reads() {
+    let app = archiving_app(None).await;
+    let endings = [Ending::Window, Ending::Operator, Ending::SoldOut];
+    let sales: Vec<(String, Ending)> = (0..300)
+        .map(|i| (unique(&format!("arch{i}")), endings[i % 3]))
+        .collect();
+    let skus: Vec<String> = sales.iter().map(|(sku, _)| sku.clone()).collect();
+    let app = &app;
+    let mut sold: Vec<Sold> = futures::stream::iter(sales)
+        .map(|(sku, ending)| open_and_sell(app, sku, ending))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    // The unpaid orders expire (payment window 1 s, the sweeper within 200 ms of it).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    futures::stream::iter(sold.iter_mut())
+        .for_each_concurrent(32, |sale| end(app, sale))
+        .await;
+
+    wait_until_gone(app, &skus).await;
+
+    let checks = futures::stream::iter(&sold).for_each_concurrent(16, |sale| async move {
+        let sku = &sale.sku;
+        let view = admin_sale(app, sku).await;
+        let paid = if sale.ending == Ending::SoldOut { 2 } else { 1 };
+        assert_eq!(view["state"], "archived", "{view}");
+        assert!(view["archived_at"].is_string(), "{view}");
+        assert_eq!(view["sold"], paid, "{view}");
+        assert_eq!(
+            view["orders"],
+            json!({"total": sale.statuses.len(), "created": 0, "pending_payment": 0,
+                   "paid": paid, "expired": 1, "cancelled": 1}),
+            "{sku}"
+        );
+        for (order_id, status) in &sale.statuses {
+            let order = read_order(app, order_id).await;
+            assert_eq!(order["status"], *status, "{order}");
+            assert_eq!(order["delivered"], true, "{order}");
+        }
+        let list = app
+            .client
+            .get(app.url(&format!("/v1/sales/{sku}/orders?user_id=payer")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(list.status(), 200);
+        let list: Value = list.json().await.expect("a list");
+        assert_eq!(
+            list["orders"][0]["order_id"],
+            sale.paid_buyer_order.as_str()
+        );
+        assert_eq!(list["orders"].as_array().map(Vec::len), Some(1));
+    });
+    checks.await;
+
+    // Nothing changes an archived sale, and nothing brings it back into Redis.
+    let sale = &sold[0];
+    let (status, code) = error_of(pay(app, &sale.paid_buyer_order).await).await;
+    assert_eq!((status, code.as_str()), (409, "sale_archived"));
+    let (status, code) = error_of(app.cancel(&sale.paid_buyer_order).await).await;
+    assert_eq!((status, code.as_str()), (409, "sale_archived"));
+    let (status, code) = error_of(app.order(&sale.sku, "newcomer", 1).await).await;
+    assert_eq!((status, code.as_str()), (409, "sale_archived"));
+    let end = admin_post(app, &format!("/v1/sales/{}/reopen", sale.sku), json!({})).await;
+    assert_eq!(error_of(end).await, (409, "sale_archived".to_owned()));
+    assert!(keys_of(app, &skus).await.is_empty(), "reads wrote nothing");
+
+    assert_audit_clean(&app.settings, None).await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_at_the_archive_moment_reopens_the_sale_and_loses_no_order() {
+    let app = archiving_app(None).await;
+    let app = &app;
+    let skus: Vec<String> = (0..40).map(|i| unique(&format!("race{i}"))).collect();
+    // Each sale: one order, then its window closes; it is due for the archive a second after
+    // that PUT, and a PUT reopening it comes at a moment spread over that second's edge.
+    let outcomes: Vec<(String, String, u16)> = futures::stream::iter(skus.iter().enumerate())
+        .map(|(i, sku)| async move {
+            app.create_sale(sku, json!({"stock": 5})).await;
+            let order = app.buy_accepted(sku, "buyer").await["order_id"]
+                .as_str()
+                .expect("id")
+                .to_owned();
+            let closes = chrono::Utc::now() + chrono::Duration::milliseconds(100);
+            let close = json!({"stock": 5, "ends_at": closes.to_rfc3339()});
+            assert_eq!(app.put_sale(sku, close).await.status(), 200);
+            let wait = 700 + (i as u64 * 1_000) / 40;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let reopened = app
+                .put_sale(sku, json!({"stock": 5}))
+                .await
+                .status()
+                .as_u16();
+            (sku.clone(), order, reopened)
+        })
+        .buffer_unordered(40)
+        .collect()
+        .await;
+
+    // Long enough for any archive the reopening did not stop.
+    tokio::time::sleep(ARCHIVE_AFTER * 3).await;
+    let mut kept = 0;
+    for (sku, order_id, reopened) in &outcomes {
+        let view = app.sale_json(sku).await;
+        assert_eq!(view["state"], "open", "{sku} reopened ({reopened}): {view}");
+        match reopened {
+            // Reopened before the archive: the sale goes on with its order.
+            200 => {
+                kept += 1;
+                assert_eq!(view["sold"], 1, "{view}");
+            }
+            // Archived first: the PUT started the sku anew.
+            201 => assert_eq!(view["sold"], 0, "{view}"),
+            other => panic!("PUT answered {other}"),
+        }
+        assert_eq!(read_order(app, order_id).await["status"], "created");
+        assert!(!keys_of(app, std::slice::from_ref(sku)).await.is_empty());
+        let (status, _) = app.buy(sku, "after").await;
+        assert_eq!(status, 201, "{sku} sells again");
+    }
+    println!(
+        "{kept} of {} sales reopened before their archive, the rest after",
+        outcomes.len()
+    );
+    assert_audit_clean(&app.settings, None).await;
+    app.cleanup().await;
+}
+
+/// `used_memory` of the Redis at `url`.
+async fn used_memory(url: &str) -> i64 {
+    let mut redis = crate::helpers::redis_connection(url).await;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut redis)
+        .await
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("used_memory")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_memory_returns_to_its_start_once_the_sales_are_archived() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let _redis = private_redis(port).await;
+    // Redis 7 keeps a latency histogram per command name, made on the command's first call
+    // (some 10 KiB each): a fixed cost of the commands the service uses, not of its sales,
+    // which would read here as memory the archive failed to return.
+    let mut check = crate::helpers::redis_connection(&url).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-tracking")
+        .arg("no")
+        .query_async(&mut check)
+        .await
+        .expect("CONFIG SET latency-tracking no");
+    let app = archiving_app(Some(url.clone())).await;
+    let app = &app;
+    app.wait_until_ready().await;
+    let start = used_memory(&url).await;
+
+    let skus: Vec<String> = (0..100).map(|i| unique(&format!("mem{i}"))).collect();
+    futures::stream::iter(&skus)
+        .for_each_concurrent(16, |sku| async move {
+            app.create_sale(sku, json!({"stock": 100})).await;
+            for buyer in 0..20 {
+                app.buy_accepted(sku, &format!("buyer-{buyer}")).await;
+            }
+        })
+        .await;
+    let peak = used_memory(&url).await;
+    // Open sales stay; ended, they leave.
+    futures::stream::iter(&skus)
+        .for_each_concurrent(16, |sku| async move {
+            let end = admin_post(app, &format!("/v1/sales/{sku}/end"), json!({})).await;
+            assert_eq!(end.status(), 200);
+        })
+        .await;
+    wait_until_gone(app, &skus).await;
+    let end = used_memory(&url).await;
+    println!("used_memory: {start} at the start, {peak} with 100 sales of 20 orders, {end} after");
+    assert!(
+        end - start < (peak - start) / 20,
+        "{end} bytes after the archive, {start} before: more than 5 % of the {} the sales took",
+        peak - start
+    );
+    app.cleanup().await;
+}
