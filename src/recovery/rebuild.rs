@@ -25,6 +25,7 @@ use crate::domain::sale::SaleSettings;
 use crate::domain::snapshot::{SaleSnapshot, UnreadableEvent};
 use crate::domain::{OrderId, Sku};
 use crate::events::jetstream::{EventsRead, StreamError, next_sequence, read_events};
+use crate::recovery::archive::ArchivedHistories;
 use crate::recovery::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
 use crate::store::{Inventory, PurchaseError, PutSaleError, StoreError, TransitionError};
 use crate::support::settings::Settings;
@@ -105,6 +106,8 @@ type RebuildTask = Shared<BoxFuture<'static, Result<Option<Absent>, String>>>;
 
 pub struct Recovery {
     pub(super) rebuilder: Arc<Rebuilder>,
+    /// Archived sales' histories this replica read (`archive.rs`).
+    archived: ArchivedHistories,
     /// How long a request waits for a rebuild (the rebuild itself goes on).
     timeout: Duration,
 }
@@ -139,12 +142,17 @@ impl Recovery {
         };
         Self {
             rebuilder: Arc::new(rebuilder),
+            archived: ArchivedHistories::default(),
             timeout: settings.recovery.rebuild_timeout,
         }
     }
 
     pub fn definitions(&self) -> &SaleDefinitions {
         &self.rebuilder.definitions
+    }
+
+    pub(super) fn archived_histories(&self) -> &ArchivedHistories {
+        &self.archived
     }
 
     /// Runs `operation` on the sale; when Redis does not hold the sale, rebuilds it and runs

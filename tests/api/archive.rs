@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     ADMIN_TOKEN, TestApp, admin_post, assert_audit_clean, error_of, free_port, private_redis,
-    read_order, spawn_app_with, unique,
+    read_order, spawn_app_from, spawn_app_with, unique,
 };
 
 /// How long after its last change an ended sale is archived in these tests.
@@ -161,6 +161,8 @@ async fn end(app: &TestApp, sold: &mut Sold) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_ended_sales_leave_redis_and_everything_of_them_still_reads() {
     let app = archiving_app(None).await;
+    // A second replica of the same service: two archivers race for every sale, unlocked.
+    let _replica = spawn_app_from(app.settings.clone()).await;
     let endings = [Ending::Window, Ending::Operator, Ending::SoldOut];
     let sales: Vec<(String, Ending)> = (0..300)
         .map(|i| (unique(&format!("arch{i}")), endings[i % 3]))
