@@ -24,6 +24,8 @@ use crate::store::{Inventory, Seal, StoreError};
 
 /// The longest the archiver sleeps between passes.
 const MAX_PASS_EVERY: Duration = Duration::from_secs(60);
+/// Sales failing one after the other that end a pass.
+const FAILURES_TO_STOP: usize = 3;
 
 pub struct Archiver {
     inventory: Arc<Inventory>,
@@ -78,10 +80,26 @@ impl Archiver {
 
     /// One look at every sale Redis holds; how many it archived.
     pub async fn pass(&self) -> Result<usize, RecoveryError> {
-        let mut archived = 0;
+        let (mut archived, mut failed_in_a_row) = (0, 0);
         for sku in self.inventory.sales().await? {
-            if sku != self.default_sku && self.archive(&sku).await? {
-                archived += 1;
+            if sku == self.default_sku {
+                continue;
+            }
+            match self.archive(&sku).await {
+                Ok(left) => {
+                    archived += usize::from(left);
+                    failed_in_a_row = 0;
+                }
+                // One sale's trouble (a definition that does not read, say) must not hold up
+                // every other archive; several in a row mean Redis or NATS is away: stop, as
+                // each would wait out its own timeout.
+                Err(e) => {
+                    failed_in_a_row += 1;
+                    if failed_in_a_row == FAILURES_TO_STOP {
+                        return Err(e);
+                    }
+                    log::warn!("archiver: sale {sku} not archived this pass: {e}");
+                }
             }
         }
         Ok(archived)

@@ -427,3 +427,38 @@ async fn a_sale_sealed_for_its_archive_and_reopened_by_a_put_keeps_its_keys() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_whose_definition_does_not_read_holds_up_no_other_archive() {
+    let app = archiving_app(None).await;
+    let skus: Vec<String> = (0..11).map(|i| unique(&format!("poison{i}"))).collect();
+    for sku in &skus {
+        app.create_sale(sku, json!({"stock": 5})).await;
+        app.buy_accepted(sku, "buyer").await;
+    }
+    // All end, the first last; at once (well within the second before its archive is due)
+    // its definition becomes unreadable, as a hand edit of the bucket would leave it. The
+    // archiver meets it at some place in its pass, the others around it.
+    for sku in skus.iter().rev() {
+        let end = admin_post(&app, &format!("/v1/sales/{sku}/end"), json!({})).await;
+        assert_eq!(end.status(), 200, "{sku}");
+    }
+    let nats = async_nats::connect(app.settings.nats.urls.as_slice())
+        .await
+        .expect("nats");
+    let bucket = flashsale::recovery::definitions::bucket_name(&app.settings.nats.stream);
+    let store = async_nats::jetstream::new(nats)
+        .get_key_value(bucket)
+        .await
+        .expect("the bucket");
+    let poisoned = flashsale::domain::Sku::parse(&skus[0]).expect("sku");
+    store
+        .put(poisoned.digest(), "not a definition".into())
+        .await
+        .expect("written");
+    // The ten others are archived; the first keeps its keys, sealed.
+    wait_until_gone(&app, &skus[1..]).await;
+    assert!(!keys_of(&app, &skus[..1]).await.is_empty());
+    assert!(app.redis_hget(&skus[0], "sale", "sealed").await.is_some());
+    app.cleanup().await;
+}
