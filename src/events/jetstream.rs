@@ -337,14 +337,22 @@ async fn read_to_end(
     }
     read.events.reserve(left as usize);
     let mut messages = reader.messages().await.map_err(read_failed)?;
+    let from = read.last_sequence + 1;
     while let Some(message) = messages.next().await {
         let message = message.map_err(read_failed)?;
-        let event = serde_json::from_slice(&message.payload)
-            .map_err(|e| read_failed(format!("{}: {e}", message.subject)))?;
-        read.events.push(event);
         let info = message.info().map_err(read_failed)?;
-        read.last_sequence = info.stream_sequence;
         left = info.pending;
+        // async-nats recreates an ordered consumer that missed its heartbeats (a loaded
+        // server) from where it got to, but from the stream's first message when it had
+        // delivered nothing yet (DeliverPolicy::All, not the reading's start): what comes
+        // before `from` is not this reading's. (A sale started anew after an archive reads
+        // from its `history_from`: the old sale's orders would count in it.)
+        if info.stream_sequence >= from {
+            read.last_sequence = info.stream_sequence;
+            let event = serde_json::from_slice(&message.payload)
+                .map_err(|e| read_failed(format!("{}: {e}", message.subject)))?;
+            read.events.push(event);
+        }
         if left == 0 {
             break;
         }
