@@ -120,7 +120,7 @@ impl Archiver {
                     self.inventory
                         .drop_sealed(sku, archived.sealed_revision)
                         .await?;
-                    self.inventory.unregister(sku).await?;
+                    self.leave_registry(sku).await?;
                 }
                 return Ok(false);
             }
@@ -162,9 +162,23 @@ impl Archiver {
         }
         let dropped = self.inventory.drop_sealed(sku, revision).await?;
         if dropped {
+            self.leave_registry(sku).await?;
             log::info!("sale {sku} archived: its keys left redis, its orders read from jetstream");
         }
         Ok(dropped)
+    }
+
+    /// Takes an archived sale out of the registry, unless a PUT started the sku anew: a PUT
+    /// records its definition before it registers the new sale, so a definition read after
+    /// the removal that no longer says archived means the new sale may have registered
+    /// before it, and is registered again.
+    async fn leave_registry(&self, sku: &Sku) -> Result<(), RecoveryError> {
+        self.inventory.unregister(sku).await?;
+        let definition = self.recovery.definitions().get(sku).await?;
+        if definition.is_some_and(|d| d.archived.is_none()) {
+            self.inventory.register(sku).await?;
+        }
+        Ok(())
     }
 
     /// Whether the definition now says archived at `revision` (another replica's pass won

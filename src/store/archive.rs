@@ -5,7 +5,7 @@
 use redis::Value;
 
 use super::reply::Reply;
-use super::{Inventory, StoreError, outbox_waiting, payment_due, sale_registry};
+use super::{Inventory, StoreError, sale_registry};
 use crate::domain::Sku;
 use crate::domain::sale::{ArchiveRecord, OrderTally};
 
@@ -70,52 +70,26 @@ impl Inventory {
     }
 
     /// Removes every key of the sale if it is still sealed at `revision` (or is a copy
-    /// another primary wrote), then its entries in the cross-sale indexes; false (nothing
-    /// removed) when a PUT reopened it.
+    /// another primary wrote); false (nothing removed) when a PUT reopened it. The caller
+    /// then takes it out of the registry ([`Inventory::unregister`]); the relay's and the
+    /// sweeper's indexes drop it by themselves when they find nothing in it, as they drop
+    /// any idle sale (removing it here could remove a sale started anew meanwhile).
     pub async fn drop_sealed(&self, sku: &Sku, revision: u64) -> Result<bool, StoreError> {
-        if !self.sealed_step(sku, "drop", revision).await? {
-            return Ok(false);
-        }
-        self.unregister(sku).await?;
-        Ok(true)
+        self.sealed_step(sku, "drop", revision).await
     }
 
-    /// Takes an archived sale out of the cross-sale indexes: the registry, the sweeper's and
-    /// the relay's.
+    /// Takes the sale out of the registry. The caller checks afterwards that no new sale of
+    /// the sku registered meanwhile (a PUT records its definition before it registers) and
+    /// registers it again if one did ([`Inventory::register`]).
     pub async fn unregister(&self, sku: &Sku) -> Result<(), StoreError> {
-        // Each index lies in a slot of its own: a command each on a cluster. A sale created
-        // again in between is registered again by its PUT or rebuild, which write the
-        // registry before the sale: put back what this removed if the sale is there now.
+        // The registry lies in a slot of its own: a command of its own on a cluster.
         let mut redis = self.redis();
-        let _: () = self.observe(
-            redis::cmd("HDEL")
-                .arg(sale_registry(&self.namespace))
-                .arg(sku.digest())
-                .query_async(&mut redis)
-                .await,
-        )?;
-        for (command, key) in [
-            ("ZREM", payment_due(&self.namespace)),
-            ("SREM", outbox_waiting(&self.namespace)),
-        ] {
-            let _: () = self.observe(
-                redis::cmd(command)
-                    .arg(key)
-                    .arg(sku.as_str())
-                    .query_async(&mut redis)
-                    .await,
-            )?;
-        }
-        let back: bool = self.observe(
-            redis::cmd("EXISTS")
-                .arg(self.keys(sku).sale())
-                .query_async(&mut redis)
-                .await,
-        )?;
-        if back {
-            self.register(sku).await?;
-        }
-        Ok(())
+        let removed: Result<(), _> = redis::cmd("HDEL")
+            .arg(sale_registry(&self.namespace))
+            .arg(sku.digest())
+            .query_async(&mut redis)
+            .await;
+        self.observe(removed)
     }
 
     async fn sealed_step(&self, sku: &Sku, step: &str, revision: u64) -> Result<bool, StoreError> {

@@ -46,7 +46,7 @@ use connection::OwnConnections;
 pub(crate) const LAYOUT: &str = "/2";
 pub use archive::Seal;
 pub use connection::RedisConnection;
-pub use keys::{SaleKeys, outbox_waiting, payment_due, sale_registry};
+pub use keys::{SaleKeys, payment_due, sale_registry};
 pub use outbox::{Backlog, Outbox, OutboxEntry, written_ms};
 pub use payment_due::{DueSales, PaymentIndex};
 pub use purchase::{Purchase, PurchaseError, PurchaseRequest};

@@ -35,7 +35,7 @@ impl Inventory {
     /// Adds the sale to the registry (before the sale itself is written). A command of its
     /// own: the registry lies in another hash slot than the sale, so on a cluster it can join
     /// neither the sale's script nor its pipelines.
-    pub(super) async fn register(&self, sku: &Sku) -> Result<(), StoreError> {
+    pub(crate) async fn register(&self, sku: &Sku) -> Result<(), StoreError> {
         let mut redis = self.redis();
         let registered: Result<(), _> = redis
             .hset(sale_registry(&self.namespace), sku.digest(), sku.as_str())

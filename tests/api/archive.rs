@@ -228,6 +228,18 @@ async fn three_hundred_ended_sales_leave_redis_and_everything_of_them_still_read
     let end = admin_post(app, &format!("/v1/sales/{}/reopen", sale.sku), json!({})).await;
     assert_eq!(error_of(end).await, (409, "sale_archived".to_owned()));
     assert!(keys_of(app, &skus).await.is_empty(), "reads wrote nothing");
+    // Out of the registry too: the archiver walks it, and would walk them forever.
+    let registry = format!("{}:sales", app.namespace);
+    for sku in &skus {
+        let digest = flashsale::domain::Sku::parse(sku).expect("sku").digest();
+        let registered: bool = redis::cmd("HEXISTS")
+            .arg(&registry)
+            .arg(digest)
+            .query_async(&mut app.redis.clone())
+            .await
+            .expect("HEXISTS");
+        assert!(!registered, "{sku} still registered");
+    }
 
     assert_audit_clean(&app.settings, None).await;
     // The audit checked each of them as archived: its kept figures against JetStream.
