@@ -6,7 +6,8 @@
 --               takes no purchase anyway (it is closed, ended or sold out, and only a move
 --               could give stock back).
 --   2. the definition in JetStream is updated to say archived, compare-and-set on that
---      revision: a PUT that wrote a later one makes it fail (then 'unseal' here).
+--      revision: a PUT that wrote a later one makes it fail (the PUT unseals the sale, and
+--      so does the next pass, finding the later definition: 'unseal' here).
 --   3. 'drop'   here: the sale's keys go, if it is still sealed at that revision. A PUT
 --               (put_sale.lua) unseals what it reopens, so a sale reopened at the archive
 --               moment keeps its keys.

@@ -20,7 +20,7 @@ use crate::domain::sale::SaleDefinition;
 use crate::domain::snapshot::SaleSnapshot;
 use crate::domain::{OrderId, Sku, UserId};
 use crate::recovery::{Recovery, RecoveryError};
-use crate::store::{Inventory, Seal, StoreError};
+use crate::store::{Inventory, StoreError};
 
 /// The longest the archiver sleeps between passes.
 const MAX_PASS_EVERY: Duration = Duration::from_secs(60);
@@ -108,9 +108,9 @@ impl Archiver {
     /// Archives the sale if it is due; true when its keys left Redis.
     async fn archive(&self, sku: &Sku) -> Result<bool, RecoveryError> {
         let definitions = self.recovery.definitions();
-        let (revision, mut record) = match self.inventory.seal(sku, self.after).await {
-            Ok(Seal::Sealed { revision, record }) => (revision, record),
-            Ok(Seal::Live | Seal::Waiting(_)) => return Ok(false),
+        let mut record = match self.inventory.seal(sku, self.after).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(false),
             // Not held here (lost, or a stale copy: a request rebuilds it first); if its
             // definition says archived, what is left of it goes.
             Err(StoreError::SaleMissing) => {
@@ -126,18 +126,15 @@ impl Archiver {
             }
             Err(e) => return Err(e.into()),
         };
+        let revision = record.sealed_revision;
         let Some(mut definition) = definitions.get(sku).await? else {
             self.inventory.unseal(sku, revision).await?;
             return Ok(false);
         };
-        let recorded = definition
-            .archived
-            .as_ref()
-            .map(|a| (a.sealed_revision, a.clone()));
-        match recorded {
+        match definition.archived.clone() {
             // Archived by another replica, or by a pass that stopped before the drop: drop.
             // (Its figures are rewritten if they differ: an unseal after a failed update.)
-            Some((sealed, earlier)) if sealed == revision => {
+            Some(earlier) if earlier.sealed_revision == revision => {
                 record.archived_at_ms = earlier.archived_at_ms;
                 if earlier != record {
                     definition.archived = Some(record);
@@ -152,10 +149,9 @@ impl Archiver {
             _ => {
                 record.archived_at_ms = chrono::Utc::now().timestamp_millis();
                 definition.archived = Some(record);
-                if definitions.update(&definition).await?.is_none()
-                    && !self.archived_by_another(sku, revision).await?
-                {
-                    self.inventory.unseal(sku, revision).await?;
+                // Lost to another write (a PUT, another replica's archive): the sale stays
+                // sealed, and the next pass decides from the definition that won.
+                if definitions.update(&definition).await?.is_none() {
                     return Ok(false);
                 }
             }
@@ -179,15 +175,6 @@ impl Archiver {
             self.inventory.register(sku).await?;
         }
         Ok(())
-    }
-
-    /// Whether the definition now says archived at `revision` (another replica's pass won
-    /// the compare-and-set this one lost).
-    async fn archived_by_another(&self, sku: &Sku, revision: u64) -> Result<bool, RecoveryError> {
-        let definition = self.recovery.definitions().get(sku).await?;
-        Ok(definition
-            .and_then(|d| d.archived)
-            .is_some_and(|a| a.sealed_revision == revision))
     }
 }
 

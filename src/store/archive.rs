@@ -9,24 +9,16 @@ use super::{Inventory, StoreError, sale_registry};
 use crate::domain::Sku;
 use crate::domain::sale::{ArchiveRecord, OrderTally};
 
-/// What the seal step found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seal {
-    /// Sealed (now or earlier) at `revision` of the definition, with its final figures.
-    Sealed {
-        revision: u64,
-        record: ArchiveRecord,
-    },
-    /// Not ended, or not settled: an order awaits payment, an event waits in the outbox.
-    Live,
-    /// Ended and settled; archivable in this many ms.
-    Waiting(u64),
-}
-
 impl Inventory {
     /// Seals the sale if it ended and settled `after` ago, and its last Idempotency-Key has
-    /// expired (`lua/archive.lua`). `SaleMissing` when Redis holds no copy to decide on.
-    pub async fn seal(&self, sku: &Sku, after: std::time::Duration) -> Result<Seal, StoreError> {
+    /// expired (`lua/archive.lua`): the sale's final figures and the revision it is sealed
+    /// at (now or earlier; `archived_at_ms` left for the caller), or `None` while it is not
+    /// due. `SaleMissing` when Redis holds no copy to decide on.
+    pub async fn seal(
+        &self,
+        sku: &Sku,
+        after: std::time::Duration,
+    ) -> Result<Option<ArchiveRecord>, StoreError> {
         let mut call = self.archive_call(sku);
         call.arg("seal")
             .arg(after.as_millis() as u64)
@@ -37,7 +29,7 @@ impl Inventory {
             "sealed" => {
                 let total = reply.uint(4)?;
                 let (paid, expired, cancelled) = (reply.uint(5)?, reply.uint(6)?, reply.uint(7)?);
-                let record = ArchiveRecord {
+                Ok(Some(ArchiveRecord {
                     archived_at_ms: 0,
                     sold: reply.uint(3)?,
                     orders: OrderTally {
@@ -50,14 +42,10 @@ impl Inventory {
                         cancelled,
                     },
                     sealed_revision: reply.uint(1)?,
-                };
-                Ok(Seal::Sealed {
-                    revision: record.sealed_revision,
-                    record,
-                })
+                }))
             }
-            "live" => Ok(Seal::Live),
-            "waiting" => Ok(Seal::Waiting(reply.uint(1)?)),
+            // Not ended or not settled; or ended and settled, not long enough ago.
+            "live" | "waiting" => Ok(None),
             "sale_missing" => Err(StoreError::SaleMissing),
             _ => Err(reply.corrupt()),
         }

@@ -44,7 +44,6 @@ use connection::OwnConnections;
 /// elsewhere and is rebuilt from JetStream in this layout, as after a failover: layout 2 (issue
 /// 23) keys orders by a short field and keeps each buyer's list in the buyers hash.
 pub(crate) const LAYOUT: &str = "/2";
-pub use archive::Seal;
 pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
 pub use outbox::{Backlog, Outbox, OutboxEntry, written_ms};

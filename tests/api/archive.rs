@@ -9,8 +9,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, admin_post, assert_audit_clean, audit, error_of, free_port,
-    private_redis, read_order, spawn_app_from, spawn_app_with, unique,
+    TestApp, admin_get, admin_post, assert_audit_clean, audit, error_of, free_port, private_redis,
+    read_order, spawn_app_from, spawn_app_with, unique,
 };
 
 /// How long after its last change an ended sale is archived in these tests.
@@ -30,13 +30,7 @@ async fn archiving_app(redis_url: Option<String>) -> TestApp {
 }
 
 async fn admin_sale(app: &TestApp, sku: &str) -> Value {
-    let response = app
-        .client
-        .get(app.url(&format!("/v1/sales/{sku}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answered");
+    let response = admin_get(app, &format!("/v1/sales/{sku}")).await;
     assert_eq!(response.status(), 200, "sale {sku}");
     response.json().await.expect("a sale")
 }
@@ -200,13 +194,7 @@ async fn three_hundred_ended_sales_leave_redis_and_everything_of_them_still_read
             assert_eq!(order["status"], *status, "{order}");
             assert_eq!(order["delivered"], true, "{order}");
         }
-        let list = app
-            .client
-            .get(app.url(&format!("/v1/sales/{sku}/orders?user_id=payer")))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("answered");
+        let list = admin_get(app, &format!("/v1/sales/{sku}/orders?user_id=payer")).await;
         assert_eq!(list.status(), 200);
         let list: Value = list.json().await.expect("a list");
         assert_eq!(

@@ -7,17 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::sse::LiveStream;
-use crate::helpers::{ADMIN_TOKEN, TestApp, admin_post, error_of, spawn_app, unique};
-
-async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await;
-    response.expect("answered")
-}
+use crate::helpers::{TestApp, admin_get, admin_post, error_of, spawn_app, unique};
 
 /// Redis forgets everything of the app's namespace, as after a restart without persistence.
 async fn forget_redis(app: &TestApp) {

@@ -506,6 +506,17 @@ pub async fn assert_audit_clean(settings: &Settings, database_url: Option<&str>)
     }
 }
 
+/// A GET with the admin token.
+pub async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await;
+    response.expect("answered")
+}
+
 /// A POST with the admin token and a JSON body.
 pub async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     let request = app
@@ -584,13 +595,7 @@ pub async fn buy_all(
 }
 
 pub async fn read_order(app: &TestApp, order_id: &str) -> Value {
-    let response = app
-        .client
-        .get(app.url(&format!("/v1/orders/{order_id}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answered");
+    let response = admin_get(app, &format!("/v1/orders/{order_id}")).await;
     let status = response.status();
     let order: Value = response.json().await.expect("order");
     assert_eq!(status, 200, "{order_id}: {order}");
