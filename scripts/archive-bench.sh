@@ -14,40 +14,11 @@ CONNECTIONS=${CONNECTIONS:-32}
 READ_SECONDS=${READ_SECONDS:-10}
 REDIS_PORT=${REDIS_PORT:-16398}
 PORT=${PORT:-18282}
-RUN=arch$$
-TOKEN="archive-$RUN"
-BASE="http://127.0.0.1:$PORT"
-export WRK_DIR=scripts/wrk
-
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-scripts/services.sh
-cargo build --release --quiet --bin flashsale
-
-WORK_DIR=$(mktemp -d)
-REPO=$(pwd)
-# latency-tracking off: Redis 7 makes a histogram per command name on its first call, a
-# fixed cost that would read as memory the archive did not return.
-redis-server --port "$REDIS_PORT" --save '' --appendonly no --dir "$WORK_DIR" \
-  --latency-tracking no --daemonize no >"$WORK_DIR/redis.log" 2>&1 &
-REDIS_PID=$!
-rc() { redis-cli -p "$REDIS_PORT" "$@"; }
-for _ in $(seq 1 50); do rc ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-FLASHSALE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" FLASHSALE_BIND="127.0.0.1:$PORT" \
-FLASHSALE_NAMESPACE="a" FLASHSALE_ADMIN_TOKEN="$TOKEN" FLASHSALE_CONFIRM=redis \
-FLASHSALE_STREAM="ARCHIVE_$RUN" FLASHSALE_SUBJECT_PREFIX="archive-$RUN" \
-FLASHSALE_DEFAULT_SKU="kill-$RUN" FLASHSALE_ARCHIVE_AFTER_SECS=1 \
-FLASHSALE_IDEMPOTENCY_TTL_SECS=1 \
-  bash -c "cd '$WORK_DIR' && exec '$REPO/target/release/flashsale'" >"$WORK_DIR/service.log" 2>&1 &
-SERVICE_PID=$!
-cleanup() {
-  kill "$SERVICE_PID" "$REDIS_PID" 2>/dev/null || true
-  python3 -c 'import sys; sys.path.insert(0, "scripts"); import check_observability as c
-c.delete_streams("nats://127.0.0.1:4222", sys.argv[1:])' "ARCHIVE_$RUN" "KV_ARCHIVE_${RUN}_SALES" || true
-  rm -rf "$WORK_DIR"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do curl -fs "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+NAME=ARCHIVE_$$
+TOKEN="archive-$$"
+SERVICE_ENV=(FLASHSALE_ARCHIVE_AFTER_SECS=1 FLASHSALE_IDEMPOTENCY_TTL_SECS=1)
+# shellcheck source=scripts/private-service.sh
+. scripts/private-service.sh
 
 used() { rc info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p'; }
 sell() {
@@ -56,22 +27,22 @@ sell() {
   SKU="$1" wrk -t 2 -c "$CONNECTIONS" -d 600s -s scripts/wrk/purchase.lua "$BASE" \
     >"$WORK_DIR/wrk.log" 2>&1 &
   local wrk_pid=$!
-  until [ "$(rc hget "a:{$1}:sale" sold)" -ge "$ORDERS" ]; do sleep 0.2; done
+  until [ "$(rc hget "n:{$1}:sale" sold)" -ge "$ORDERS" ]; do sleep 0.2; done
   kill "$wrk_pid" 2>/dev/null; wait "$wrk_pid" 2>/dev/null || true
-  until [ "$(rc xlen "a:{$1}:outbox")" = 0 ]; do sleep 0.2; done
+  until [ "$(rc xlen "n:{$1}:outbox")" = 0 ]; do sleep 0.2; done
 }
 
 start=$(used)
-live="live-$RUN"; ended="ended-$RUN"
+live="live-$$"; ended="ended-$$"
 sell "$live"
 sell "$ended"
 sleep 1
 with=$(used)
-live_oid=$(rc hget "a:{$live}:sale" oid)
-ended_oid=$(rc hget "a:{$ended}:sale" oid)
-ended_sold=$(rc hget "a:{$ended}:sale" sold)
+live_oid=$(rc hget "n:{$live}:sale" oid)
+ended_oid=$(rc hget "n:{$ended}:sale" oid)
+ended_sold=$(rc hget "n:{$ended}:sale" sold)
 curl -fsS -o /dev/null -X POST "$BASE/v1/sales/$ended/end" -H "Authorization: Bearer $TOKEN"
-until [ "$(rc --scan --pattern "a:{$ended}:*" | wc -l)" = 0 ]; do sleep 0.2; done
+until [ "$(rc --scan --pattern "n:{$ended}:*" | wc -l)" = 0 ]; do sleep 0.2; done
 sleep 1
 after=$(used)
 echo "used_memory: $start before, $with with two sales of at least $ORDERS orders, $after once one ($ended_sold orders) was archived"
