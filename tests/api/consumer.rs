@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use flashsale::domain::event::{EventKind, OrderEvent};
 use flashsale::events::jetstream::{OrderStream, ensure_stream};
 
+use crate::helpers::nats::publish_stored;
 use crate::helpers::postgres::{TestDb, spawn_consumer};
 use crate::helpers::{test_settings, unique};
 
@@ -28,18 +29,6 @@ fn event(kind: EventKind, order_id: &str, sku: &str) -> OrderEvent {
     }
 }
 
-/// Publishes `payload` under `message_id` and waits for JetStream to store it.
-async fn publish(js: &jetstream::Context, subject: String, message_id: &str, payload: Vec<u8>) {
-    let message = PublishMessage::build()
-        .payload(payload.into())
-        .message_id(message_id);
-    js.send_publish(subject, message)
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() {
     let settings = test_settings();
@@ -57,7 +46,7 @@ async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() 
         let subject = e.subject(&prefix);
         let id = id.to_owned();
         async move {
-            publish(&js, subject, &id, serde_json::to_vec(&e).expect("JSON")).await;
+            publish_stored(&js, subject, &id, serde_json::to_vec(&e).expect("JSON")).await;
         }
     };
 
@@ -72,7 +61,7 @@ async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() 
     send(event(EventKind::Expired, "b", &sku), "b.expired").await;
     send(event(EventKind::Created, "b", &sku), "b").await;
     // Junk on an order subject, then c, which must not wait behind it.
-    publish(
+    publish_stored(
         &js,
         format!("{prefix}.created.{sku}"),
         "junk",

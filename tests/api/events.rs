@@ -552,14 +552,13 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     .expect("stream");
     for (_, event) in &read[..10] {
         let event = event.as_ref().expect("readable entry");
-        let message = async_nats::jetstream::message::PublishMessage::build()
-            .payload(serde_json::to_vec(event).expect("JSON").into())
-            .message_id(event.message_id());
-        js.send_publish(event.subject(&settings.nats.subject_prefix), message)
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
+        crate::helpers::nats::publish_stored(
+            &js,
+            event.subject(&settings.nats.subject_prefix),
+            &event.message_id(),
+            serde_json::to_vec(event).expect("JSON"),
+        )
+        .await;
     }
 
     let app = spawn_app_from(settings.clone()).await;

@@ -207,6 +207,35 @@ pub fn assert_in_sale_order(messages: &[Delivered]) {
     }
 }
 
+/// Publishes `payload` under `message_id` and waits until JetStream has stored it. A stream
+/// just made at R3 has no leader for a while, and a starved cluster acknowledges late: both
+/// are tried again under the same id (JetStream keeps one), for up to 30 s.
+pub async fn publish_stored(
+    js: &jetstream::Context,
+    subject: String,
+    message_id: &str,
+    payload: Vec<u8>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.clone().into())
+            .message_id(message_id);
+        let failure = match js.send_publish(subject.clone(), message).await {
+            Ok(ack) => match ack.await {
+                Ok(_) => return,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{message_id} was not stored within 30 s: {failure}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Deletes the app's order stream and its bucket of sale definitions.
 pub async fn delete_stream(settings: &Settings) {
     if let Ok(client) = async_nats::connect(settings.nats.urls.as_slice()).await {

@@ -129,7 +129,9 @@ impl TestDb {
     }
 
     /// Waits (up to `timeout`) until the order consumer has acknowledged every event of the
-    /// stream: nothing the table could still receive.
+    /// stream: nothing the table could still receive. Nothing pending is not enough: a
+    /// consumer just made on a replicated stream reports nothing pending before it has
+    /// counted, so its acknowledgement floor must also have reached the stream's last message.
     pub async fn wait_until_consumed(&self, settings: &Settings, timeout: Duration) {
         let client = async_nats::connect(settings.nats.urls.as_slice())
             .await
@@ -137,22 +139,7 @@ impl TestDb {
         let js = async_nats::jetstream::new(client);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = match js.get_stream(&settings.nats.stream).await {
-                Ok(stream) => match stream
-                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
-                        &settings.consumer.name,
-                    )
-                    .await
-                {
-                    Ok(mut consumer) => consumer
-                        .info()
-                        .await
-                        .map(|i| i.num_pending + i.num_ack_pending as u64)
-                        .ok(),
-                    Err(_) => None,
-                },
-                Err(_) => None,
-            };
+            let left = consumer_lag(&js, settings).await;
             if left == Some(0) {
                 return;
             }
@@ -214,4 +201,18 @@ pub fn spawn_consumer(settings: &Settings, db: &TestDb) -> tokio::task::JoinHand
         settings,
         std::future::pending(),
     ))
+}
+
+/// How many of the stream's messages the order consumer has yet to acknowledge (None while
+/// the stream or the consumer cannot be read).
+async fn consumer_lag(js: &async_nats::jetstream::Context, settings: &Settings) -> Option<u64> {
+    let mut stream = js.get_stream(&settings.nats.stream).await.ok()?;
+    let last = stream.info().await.ok()?.state.last_sequence;
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&settings.consumer.name)
+        .await
+        .ok()?;
+    let info = consumer.info().await.ok()?;
+    let unacknowledged = last.saturating_sub(info.ack_floor.stream_sequence);
+    Some(unacknowledged.max(info.num_pending + info.num_ack_pending as u64))
 }
