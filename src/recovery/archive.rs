@@ -21,6 +21,7 @@ use crate::domain::snapshot::SaleSnapshot;
 use crate::domain::{OrderId, Sku, UserId};
 use crate::recovery::{Recovery, RecoveryError};
 use crate::store::{Inventory, StoreError};
+use crate::support::metrics;
 
 /// The longest the archiver sleeps between passes.
 const MAX_PASS_EVERY: Duration = Duration::from_secs(60);
@@ -94,6 +95,7 @@ impl Archiver {
                 // every other archive; several in a row mean Redis or NATS is away: stop, as
                 // each would wait out its own timeout.
                 Err(e) => {
+                    metrics::record_archive(false);
                     failed_in_a_row += 1;
                     if failed_in_a_row == FAILURES_TO_STOP {
                         return Err(e);
@@ -159,6 +161,7 @@ impl Archiver {
         let dropped = self.inventory.drop_sealed(sku, revision).await?;
         if dropped {
             self.leave_registry(sku).await?;
+            metrics::record_archive(true);
             log::info!("sale {sku} archived: its keys left redis, its orders read from jetstream");
         }
         Ok(dropped)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::helpers::metrics::{sample, scrape};
 use crate::helpers::{
     TestApp, admin_get, admin_post, assert_audit_clean, audit, error_of, free_port, private_redis,
     read_order, spawn_app_from, spawn_app_with, unique,
@@ -27,6 +28,12 @@ async fn archiving_app(redis_url: Option<String>) -> TestApp {
         }
     })
     .await
+}
+
+/// The process's `flashsale_sale_archives_total` of one result (`archived`, `failed`).
+async fn archives(app: &TestApp, result: &str) -> f64 {
+    let series = format!("flashsale_sale_archives_total{{result=\"{result}\"}}");
+    sample(&scrape(app).await, &series)
 }
 
 async fn admin_sale(app: &TestApp, sku: &str) -> Value {
@@ -157,6 +164,7 @@ async fn three_hundred_ended_sales_leave_redis_and_everything_of_them_still_read
     let app = archiving_app(None).await;
     // A second replica of the same service: two archivers race for every sale, unlocked.
     let _replica = spawn_app_from(app.settings.clone()).await;
+    let archived_before = archives(&app, "archived").await;
     let endings = [Ending::Window, Ending::Operator, Ending::SoldOut];
     let sales: Vec<(String, Ending)> = (0..300)
         .map(|i| (unique(&format!("arch{i}")), endings[i % 3]))
@@ -175,6 +183,10 @@ async fn three_hundred_ended_sales_leave_redis_and_everything_of_them_still_read
         .await;
 
     wait_until_gone(app, &skus).await;
+    // Each counted by the replica that dropped it (the counter is this process's: other
+    // tests' archives may add to it, none may be missing).
+    let archived = archives(app, "archived").await - archived_before;
+    assert!(archived >= 300.0, "{archived} archives counted");
 
     let checks = futures::stream::iter(&sold).for_each_concurrent(16, |sale| async move {
         let sku = &sale.sku;
@@ -431,6 +443,7 @@ async fn a_sale_sealed_for_its_archive_and_reopened_by_a_put_keeps_its_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_whose_definition_does_not_read_holds_up_no_other_archive() {
     let app = archiving_app(None).await;
+    let failed_before = archives(&app, "failed").await;
     let skus: Vec<String> = (0..11).map(|i| unique(&format!("poison{i}"))).collect();
     for sku in &skus {
         app.create_sale(sku, json!({"stock": 5})).await;
@@ -460,5 +473,7 @@ async fn a_sale_whose_definition_does_not_read_holds_up_no_other_archive() {
     wait_until_gone(&app, &skus[1..]).await;
     assert!(!keys_of(&app, &skus[..1]).await.is_empty());
     assert!(app.redis_hget(&skus[0], "sale", "sealed").await.is_some());
+    // Counted for the alert that says ended sales stay in Redis.
+    assert!(archives(&app, "failed").await > failed_before);
     app.cleanup().await;
 }

@@ -13,6 +13,10 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+mod purchase;
+
+pub use purchase::{Outcome, PurchaseMetrics};
+
 const PURCHASES: &str = "flashsale_purchases_total";
 const FAST_PATH: &str = "flashsale_sold_out_fast_path_total";
 const SCRIPT_SECONDS: &str = "flashsale_script_duration_seconds";
@@ -34,6 +38,7 @@ const RESPONSES: &str = "flashsale_http_responses_total";
 const DEPENDENCY_UP: &str = "flashsale_dependency_up";
 const DEPENDENCY_LOST: &str = "flashsale_dependency_lost_total";
 const LIVE_DROPPED: &str = "flashsale_live_viewers_dropped_total";
+const ARCHIVES: &str = "flashsale_sale_archives_total";
 
 /// Seconds: from a fraction of a Redis round trip to a request stuck on a timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -105,6 +110,8 @@ fn zero_counters() {
         counter!(LIVE_DROPPED, "reason" => "slow"),
         counter!(DEPENDENCY_LOST, "dependency" => "redis"),
         counter!(DEPENDENCY_LOST, "dependency" => "nats"),
+        counter!(ARCHIVES, "result" => "archived"),
+        counter!(ARCHIVES, "result" => "failed"),
     ] {
         counter.increment(0);
     }
@@ -194,6 +201,10 @@ fn describe() {
         TRANSITIONS,
         "Orders that left created / pending_payment, by where they went (paid, expired, cancelled)."
     );
+    describe_counter!(
+        ARCHIVES,
+        "Ended sales this replica archived (their keys left Redis), and sales an archiver pass could not archive (tried again next pass), by result."
+    );
     describe_histogram!(
         EXPIRY_LAG,
         metrics::Unit::Seconds,
@@ -201,7 +212,6 @@ fn describe() {
     );
 }
 
-/// An order moved to `status` (paid, expired, cancelled).
 /// Live-stream viewers connected to this replica now.
 pub fn record_live_viewers(viewers: usize) {
     gauge!(LIVE_VIEWERS).set(viewers as f64);
@@ -212,6 +222,7 @@ pub fn record_live_dropped(reason: &'static str) {
     counter!(LIVE_DROPPED, "reason" => reason).increment(1);
 }
 
+/// An order moved to `status` (paid, expired, cancelled).
 pub fn record_transition(status: &'static str) {
     counter!(TRANSITIONS, "to" => status).increment(1);
 }
@@ -250,91 +261,15 @@ pub fn record_rebuild(took: Duration) {
     histogram!(REBUILD_SECONDS).record(took);
 }
 
+/// A sale archived by this replica (`true`), or one a pass could not archive (`false`).
+pub fn record_archive(archived: bool) {
+    let result = if archived { "archived" } else { "failed" };
+    counter!(ARCHIVES, "result" => result).increment(1);
+}
+
 /// A rebuild folded a history that sells more than the stock.
 pub fn record_oversold_fold() {
     counter!(OVERSOLD_FOLDS).increment(1);
-}
-
-/// Purchase outcomes, as the `outcome` label says them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Created,
-    Replayed,
-    SoldOut,
-    UserLimitReached,
-    SaleNotOpen,
-    SaleNotFound,
-    InvalidQuantity,
-    IdempotencyConflict,
-    SaleInconsistent,
-    Unavailable,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 10] = [
-        Outcome::Created,
-        Outcome::Replayed,
-        Outcome::SoldOut,
-        Outcome::UserLimitReached,
-        Outcome::SaleNotOpen,
-        Outcome::SaleNotFound,
-        Outcome::InvalidQuantity,
-        Outcome::IdempotencyConflict,
-        Outcome::SaleInconsistent,
-        Outcome::Unavailable,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Created => "created",
-            Outcome::Replayed => "replayed",
-            Outcome::SoldOut => "sold_out",
-            Outcome::UserLimitReached => "user_limit_reached",
-            Outcome::SaleNotOpen => "sale_not_open",
-            Outcome::SaleNotFound => "sale_not_found",
-            Outcome::InvalidQuantity => "invalid_quantity",
-            Outcome::IdempotencyConflict => "idempotency_conflict",
-            Outcome::SaleInconsistent => "sale_inconsistent",
-            Outcome::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// Registered handles of the purchase path's metrics (no-ops when metrics are off).
-pub struct PurchaseMetrics {
-    outcomes: [Counter; Outcome::ALL.len()],
-    fast_path: Counter,
-    script: Histogram,
-    batch: Histogram,
-}
-
-impl PurchaseMetrics {
-    pub fn register() -> Self {
-        Self {
-            outcomes: Outcome::ALL.map(|o| counter!(PURCHASES, "outcome" => o.label())),
-            fast_path: counter!(FAST_PATH),
-            script: histogram!(SCRIPT_SECONDS),
-            batch: histogram!(PURCHASE_BATCH),
-        }
-    }
-
-    pub fn outcome(&self, outcome: Outcome) {
-        // ALL lists every variant in declaration order.
-        self.outcomes[outcome as usize].increment(1);
-    }
-
-    pub fn fast_path(&self) {
-        self.fast_path.increment(1);
-    }
-
-    pub fn script(&self, took: Duration) {
-        self.script.record(took);
-    }
-
-    /// Purchases one script call decided (group commit).
-    pub fn batch(&self, purchases: usize) {
-        self.batch.record(purchases as f64);
-    }
 }
 
 /// Who hands an event to JetStream: the handler that answers for it (`FLASHSALE_CONFIRM=
@@ -388,16 +323,4 @@ pub fn record_dependency(dependency: &'static str, up: bool) {
 pub fn record_backlog(pending: u64, oldest_age_ms: u64) {
     gauge!(OUTBOX_PENDING).set(pending as f64);
     gauge!(OUTBOX_OLDEST).set(oldest_age_ms as f64 / 1000.0);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcome_indexes_match_the_label_table() {
-        for (index, outcome) in Outcome::ALL.iter().enumerate() {
-            assert_eq!(*outcome as usize, index, "{}", outcome.label());
-        }
-    }
 }
