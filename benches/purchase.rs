@@ -62,6 +62,7 @@ fn purchase(c: &mut Criterion) {
                 user: user.clone(),
                 quantity: Quantity::ONE,
                 idempotency_key: None,
+                listing: flashsale::store::Listing::Listed,
             };
             inventory
                 .purchase(&sku, request)
@@ -99,6 +100,7 @@ fn purchase(c: &mut Criterion) {
                     user: buyer(),
                     quantity: Quantity::ONE,
                     idempotency_key: None,
+                    listing: flashsale::store::Listing::Listed,
                 };
                 let inventory = &inventory;
                 let sku = &sku;
@@ -120,7 +122,8 @@ fn purchase(c: &mut Criterion) {
                     .arg(86_400)
                     .arg(user.as_str())
                     .arg(1)
-                    .arg("");
+                    .arg("")
+                    .arg("1");
                 let mut redis = single.clone();
                 async move {
                     call.invoke_async::<redis::Value>(&mut redis)

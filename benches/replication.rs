@@ -133,6 +133,7 @@ fn replication(c: &mut Criterion) {
                 user: buyer(),
                 quantity: Quantity::ONE,
                 idempotency_key: None,
+                listing: flashsale::store::Listing::Listed,
             };
             let inventory = inventory.clone();
             let sku = skus[i % skus.len()].clone();

@@ -34,21 +34,48 @@ local function order_record(order)
   return table.concat(values, '\n')
 end
 
--- Moves the order to `status`, records the event of the move in the outbox and saves it.
--- The sale counts its orders by where they ended (n_paid, n_expired, n_cancelled) for the
--- operator's view; pending ones are the deadlines index, all of them the orders hash.
-local function move_order(k, id, order, status)
-  order.status = status
-  redis.call('HINCRBY', k.sale, 'n_' .. status, 1)
+-- An event's line in an outbox entry: the fields of the order after the move, tab-separated,
+-- user_id last (no field holds a control character, and whatever user_id holds cannot
+-- shift the others). purchase.lua writes the same line. An entry is
+-- `kind <created|paid|expired|cancelled> events <line>\n<line>...`: the events of one
+-- call, one JetStream message (src/store/outbox.rs reads it).
+--   order_id, quantity, unit_price, created_at ms, pay_by ms, paid_at ms, Idempotency-Key
+--   (in created events), payment_ref, user_id
+local function event_line(id, order)
+  return id .. '\t' .. order.quantity .. '\t' .. order.unit_price .. '\t' .. order.created_at
+         .. '\t' .. order.pay_by .. '\t' .. order.paid_at .. '\t\t' .. order.payment_ref .. '\t'
+         .. order.user_id
+end
+
+-- Moves each of `moved` ({ id, order } pairs) to `status`, records their events as one
+-- outbox entry and saves them. The sale counts its orders by where they ended (n_paid,
+-- n_expired, n_cancelled) for the operator's view; pending ones are the deadlines index,
+-- all of them the orders hash.
+local function move_orders(k, moved, status)
+  if #moved == 0 then return end
+  local lines, gone = {}, {}
+  for i, m in ipairs(moved) do
+    m.order.status = status
+    lines[i] = event_line(m.id, m.order)
+    gone[i] = m.id
+  end
+  redis.call('HINCRBY', k.sale, 'n_' .. status, #moved)
   -- The archive waits a while after the last change (archive.lua).
   redis.call('HSET', k.sale, 'changed', k.now)
-  order.event = redis.call('XADD', k.outbox, '*', 'kind', status, 'order_id', id,
-                           'user_id', order.user_id, 'quantity', order.quantity,
-                           'unit_price', order.unit_price, 'created_at', order.created_at,
-                           'pay_by', order.pay_by, 'paid_at', order.paid_at,
-                           'payment_ref', order.payment_ref)
-  redis.call('HSET', k.orders, order_field(k, id), order_record(order))
-  redis.call('ZREM', k.deadlines, id)
+  local event = redis.call('XADD', k.outbox, '*', 'kind', status,
+                           'events', table.concat(lines, '\n'))
+  local records = {}
+  for _, m in ipairs(moved) do
+    m.order.event = event
+    records[#records + 1] = order_field(k, m.id)
+    records[#records + 1] = order_record(m.order)
+  end
+  redis.call('HSET', k.orders, unpack(records))
+  redis.call('ZREM', k.deadlines, unpack(gone))
+end
+
+local function move_order(k, id, order, status)
+  move_orders(k, { { id = id, order = order } }, status)
 end
 
 -- Gives the order's units back to the sale and the buyer's allowance back to the buyer.
@@ -74,15 +101,17 @@ local function expire_order(k, id, order)
   move_order(k, id, order, 'expired')
 end
 
--- Expires up to `at_most` orders whose pay_by has passed at `now`, earliest first.
--- Returns { next pay_by ms or '', units returned, lag ms of each expiry... }.
+-- Expires up to `at_most` orders whose pay_by has passed at `now`, earliest first, as one
+-- outbox entry. Returns { next pay_by ms or '', units returned, lag ms of each expiry... }.
 local function expire_due(k, now, at_most)
   local due = redis.call('ZRANGEBYSCORE', k.deadlines, '-inf', '(' .. now, 'LIMIT', 0, at_most)
   local reply = { '', 0 }
+  local expired = {}
   for _, id in ipairs(due) do
     local order = load_order(k, id)
     if order and overdue(order, now) then
-      expire_order(k, id, order)
+      release_order(k, order)
+      expired[#expired + 1] = { id = id, order = order }
       reply[2] = reply[2] + tonumber(order.quantity)
       reply[#reply + 1] = now - tonumber(order.pay_by)
     else
@@ -90,6 +119,7 @@ local function expire_due(k, now, at_most)
       redis.call('ZREM', k.deadlines, id)
     end
   end
+  move_orders(k, expired, 'expired')
   local next_due = redis.call('ZRANGE', k.deadlines, 0, 0, 'WITHSCORES')
   if next_due[2] then reply[1] = next_due[2] end
   return reply

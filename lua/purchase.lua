@@ -29,17 +29,20 @@
 --                       in this sale, newest first, at most LISTED, comma-separated: one
 --                       field per buyer, not a key (a list key per buyer cost 250 bytes an
 --                       order)
--- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay)
+-- KEYS[4] outbox  STREAM order events not yet handed to JetStream (read by the relay): one
+--                       entry a call, holding the events of every order it made (see
+--                       order_moves.lua: event_line)
 -- KEYS[5] deadlines ZSET order_id -> pay_by ms, of the orders awaiting payment (the expiry
 --                       sweeper's index, see transition.lua)
 -- then, in purchase order, one STRING per purchase that carries an Idempotency-Key: the
 --                       order_id the key produced
 --
 -- ARGV[1] seconds an idempotency key is remembered
--- then three per purchase i (ARGV[3i - 1 .. 3i + 1]):
+-- then four per purchase i (ARGV[4i - 2 .. 4i + 1]):
 --   user_id; quantity, an integer 1..100 (validated by the caller); the Idempotency-Key
 --   itself ('' = none), carried in the order event so that a sale rebuilt from JetStream
---   still knows it
+--   still knows it; '1' when the order goes on the buyer's list, '0' when not (/kill's
+--   anonymous buyer: the old app kept no buyer, and one list of every order cost its cut)
 --
 -- Reply: one array per purchase, in order: { outcome, ... } where outcome is one of
 --   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
@@ -47,9 +50,10 @@
 --                              earliest (1 when this new order has the sale's earliest
 --                              deadline: only then must the caller add it to the sweeper's
 --                              cross-sale index, see src/store/payment_due.rs)
---                              and the stream id of its order.created outbox entry: for
---                              'created' the one just written, for 'replayed' the one still
---                              waiting ('' once JetStream holds the event). The handler that
+--                              and the stream id of the outbox entry holding its order.created:
+--                              for 'created' the one this call wrote (the same for all of
+--                              them), for 'replayed' the one still waiting ('' once JetStream
+--                              holds the event). The handler that
 --                              confirms the event with JetStream removes it (src/events/confirm.rs),
 --                              so a replay is as durable as the first answer.
 --   'sold_out'               , remaining
@@ -68,10 +72,9 @@ local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local idem_ttl = ARGV[1]
 -- A buyer's list answers with the newest LISTED ids (src/domain/order.rs: LISTED_ORDERS).
 -- It keeps more until it outgrows LISTED_BYTES, then drops all but the newest LISTED: a buyer
--- with thousands of orders (/kill's anonymous one) pays for that cut once in many purchases,
--- not in each (a cut each time cost a quarter of the script's throughput).
+-- with thousands of orders pays for that cut once in many purchases, not in each.
 local LISTED, LISTED_BYTES = 100, 1024
-local count = (#ARGV - 1) / 3
+local count = (#ARGV - 1) / 4
 -- status, quantity, unit_price, created_at, pay_by, then (skipped) paid_at, event, (skipped)
 -- payment_ref, and user_id of an order record (see KEYS[2]).
 local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n([%d%-]*)\n[^\n]*\n(.*)$'
@@ -89,14 +92,18 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
 local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
 local f = redis.call('HMGET', sale, 'stock', 'sold', 'per_user_limit', 'price',
-                     'starts_at', 'ends_at', 'oid', 'payment_timeout', 'primary', 'ended')
+                     'starts_at', 'ends_at', 'oid', 'payment_timeout', 'primary', 'ended', 'seq')
 local stock, sold = tonumber(f[1]), tonumber(f[2])
 if f[9] ~= primary then stock = nil end
 local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
 local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
 local payment_timeout = tonumber(f[8])
+local seq = tonumber(f[11]) or 0
 -- 'sale_not_open' is decided once: the batch shares one instant.
 local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at) or f[10])
+-- Every order of the call shares its instant, its price and so its payment deadline.
+local status, pay_by = 'created', ''
+if payment_timeout then status, pay_by = 'pending_payment', now + payment_timeout * 1000 end
 
 -- An order's field in the orders hash (KEYS[2]).
 local function order_field(id)
@@ -104,31 +111,63 @@ local function order_field(id)
   return string.sub(id, 18)
 end
 
--- Whether the batch wrote an order: then the sale's 'changed' time moves, once per batch.
-local bought = false
+-- What this call decided, written once at its end (one command each, not one an order):
+-- the orders made (their event lines, records, ids), and the buyers they changed.
+local made = {}        -- order id -> { quantity, user, field } of an order this call made
+local lines = {}       -- the outbox entry's event lines (order_moves.lua: event_line)
+local created = {}     -- the replies of the orders made, to get the entry's id at the end
+local waiting_here = {} -- replies of replays of an order this call made (its entry waits)
+local buyer_of = {}    -- user -> { held, listed (old list), new fields (oldest first) }
+local changed_buyers = {}
+
+-- The buyer's tally and list as this call left it: read from Redis once a call.
+local function buyer_state(user)
+  local state = buyer_of[user]
+  if state then return state end
+  local held, listed = 0, ''
+  local stored = redis.call('HGET', buyers, user)
+  if stored then
+    held, listed = string.match(stored, '^(%d+):(.*)$')
+    held = tonumber(held)
+  end
+  state = { held = held, listed = listed, new = {} }
+  buyer_of[user] = state
+  return state
+end
 
 -- One purchase, against the sale as the purchases before it in the batch left it.
-local function decide(user, quantity, idem, idem_key)
+local function decide(user, quantity, idem, idem_key, listed)
   -- 1. Idempotency replay comes before the window and stock checks: a retry of an accepted
   --    purchase must find its order even after the sale closed or sold out.
   if idem then
     local id = redis.call('GET', idem)
     if id then
+      local here = made[id]
+      if here then
+        -- Made earlier in this very call: its record and entry are written at the end.
+        if here.user ~= user or here.quantity ~= quantity then
+          return { 'idempotency_conflict' }
+        end
+        local reply = { 'replayed', id, user, quantity, price, now, math.max(stock - sold, 0),
+                        status, pay_by, 0, '' }
+        waiting_here[#waiting_here + 1] = reply
+        return reply
+      end
       local stored = redis.call('HGET', orders, order_field(id))
       if stored then
-        local status, q, p, c, pay_by, event, u = string.match(stored, ORDER_RECORD)
+        local s, q, p, c, p_by, event, u = string.match(stored, ORDER_RECORD)
         if u ~= user or tonumber(q) ~= quantity then
           return { 'idempotency_conflict' }
         end
         -- The order's latest event, if it still waits, is its order.created only while the
         -- order has not ended; an ended order's creation is in JetStream already.
         local waiting = ''
-        if event ~= '' and (status == 'created' or status == 'pending_payment')
+        if event ~= '' and (s == 'created' or s == 'pending_payment')
             and #redis.call('XRANGE', outbox, event, event) > 0 then
           waiting = event
         end
         return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c),
-                 math.max(stock - sold, 0), status, pay_by, 0, waiting }
+                 math.max(stock - sold, 0), s, p_by, 0, waiting }
       end
     end
   end
@@ -137,67 +176,41 @@ local function decide(user, quantity, idem, idem_key)
   if not open then return { 'sale_not_open' } end
 
   -- 3. Per-user limit, counting what the user already holds.
-  local buyer = redis.call('HGET', buyers, user)
-  local held, listed = 0, ''
-  if buyer then
-    held, listed = string.match(buyer, '^(%d+):(.*)$')
-    held = tonumber(held)
-  end
+  local buyer = buyer_state(user)
   if limit then
     if quantity > limit then return { 'quantity_above_limit', limit } end
-    if held + quantity > limit then return { 'user_limit_reached' } end
+    if buyer.held + quantity > limit then return { 'user_limit_reached' } end
   end
 
   -- 4. Stock, all or nothing: sold never exceeds stock.
   if sold > stock then return { 'sale_inconsistent', stock, sold } end
   if sold + quantity > stock then return { 'sold_out', stock - sold } end
 
-  -- Commit. Nothing above wrote; everything below always runs to the end, and leaves the
-  -- sale whole after each purchase.
-  bought = true
-  sold = redis.call('HINCRBY', sale, 'sold', quantity)
-  local seq = redis.call('HINCRBY', sale, 'seq', 1)
+  -- Commit, in this call's tables: nothing above changed anything, and the end of the
+  -- script writes what these hold.
+  sold, seq = sold + quantity, seq + 1
   local id = oid .. '-' .. seq
   local field = tostring(seq)
-  local newest = field
-  if #listed > LISTED_BYTES then
-    -- The oldest go, past LISTED ids: cut at the LISTED - 1'th comma of the old list.
-    local cut, at = 0, 0
-    for _ = 1, LISTED - 1 do
-      at = string.find(listed, ',', at + 1, true)
-      if not at then break end
-      cut = at
-    end
-    if at then listed = string.sub(listed, 1, cut - 1) end
+  made[id] = { quantity = quantity, user = user, field = field }
+  buyer.held = buyer.held + quantity
+  if listed then buyer.new[#buyer.new + 1] = field end
+  if not changed_buyers[user] then
+    changed_buyers[user] = true
+    changed_buyers[#changed_buyers + 1] = user
   end
-  if listed ~= '' then newest = field .. ',' .. listed end
-  redis.call('HSET', buyers, user, (held + quantity) .. ':' .. newest)
   if idem then redis.call('SET', idem, id, 'EX', idem_ttl) end
-  -- With a payment window the order holds its units until pay_by (Redis's clock), then
-  -- transition.lua expires it and returns them unless it was paid first.
-  local status, pay_by, earliest = 'created', '', 0
-  if payment_timeout then
-    status, pay_by = 'pending_payment', now + payment_timeout * 1000
-    redis.call('ZADD', deadlines, pay_by, id)
-    -- An earlier deadline of this sale is in the index already, and with it this one.
-    if redis.call('ZRANGE', deadlines, 0, 0)[1] == id then earliest = 1 end
-  end
-  -- The outbox entry is written in the same atomic step as the stock: an order accepted
-  -- here can never be missing from what the relay hands to JetStream.
-  local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'order_id', id,
-                           'user_id', user, 'quantity', quantity, 'unit_price', price,
-                           'created_at', now, 'idem', idem_key, 'pay_by', pay_by)
-  -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
-  redis.call('HSET', orders, field, status .. '\n' .. quantity .. '\n' .. price .. '\n' .. now
-             .. '\n' .. pay_by .. '\n\n' .. event .. '\n\n' .. user)
-  return { 'created', id, user, quantity, price, now, stock - sold, status, pay_by, earliest,
-           event }
+  lines[#lines + 1] = id .. '\t' .. quantity .. '\t' .. price .. '\t' .. now .. '\t' .. pay_by
+                      .. '\t\t' .. idem_key .. '\t\t' .. user
+  local reply = { 'created', id, user, quantity, price, now, stock - sold, status, pay_by, 0, '' }
+  created[#created + 1] = reply
+  return reply
 end
 
 local replies = {}
 local next_idem = 6
 for i = 1, count do
-  local user, quantity, idem_key = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), ARGV[3 * i + 1]
+  local at = 4 * i - 2
+  local user, quantity, idem_key = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
   local idem
   if idem_key ~= '' then
     idem, next_idem = KEYS[next_idem], next_idem + 1
@@ -208,8 +221,63 @@ for i = 1, count do
   if not stock then
     replies[i] = { 'sale_missing' }
   else
-    replies[i] = decide(user, quantity, idem, idem_key)
+    replies[i] = decide(user, quantity, idem, idem_key, ARGV[at + 3] == '1')
   end
 end
-if bought then redis.call('HSET', sale, 'changed', now) end
+if #created == 0 then return replies end
+
+-- The writes of the orders made, one command each for all of them. The outbox entry is
+-- written in the same atomic step as the stock: an order accepted here can never be missing
+-- from what the relay hands to JetStream.
+local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'events', table.concat(lines, '\n'))
+local records, due = {}, {}
+for _, reply in ipairs(created) do
+  reply[11] = event
+  local order = made[reply[2]]
+  -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
+  records[#records + 1] = order.field
+  records[#records + 1] = status .. '\n' .. order.quantity .. '\n' .. price .. '\n' .. now
+                          .. '\n' .. pay_by .. '\n\n' .. event .. '\n\n' .. order.user
+  due[#due + 1] = pay_by
+  due[#due + 1] = reply[2]
+end
+for _, reply in ipairs(waiting_here) do reply[11] = event end
+redis.call('HSET', orders, unpack(records))
+local buyer_fields = {}
+for _, user in ipairs(changed_buyers) do
+  local buyer = buyer_of[user]
+  local list = buyer.listed
+  local new = buyer.new
+  if #new > 0 then
+    -- Newest first: this call's, latest first, then the list as it stood.
+    local newest = {}
+    for j = #new, 1, -1 do newest[#newest + 1] = new[j] end
+    if list ~= '' then newest[#newest + 1] = list end
+    list = table.concat(newest, ',')
+    if #list > LISTED_BYTES then
+      -- The oldest go, past LISTED ids: cut at the LISTED'th comma.
+      local at = 0
+      for _ = 1, LISTED do
+        at = string.find(list, ',', at + 1, true)
+        if not at then break end
+      end
+      if at then list = string.sub(list, 1, at - 1) end
+    end
+  end
+  buyer_fields[#buyer_fields + 1] = user
+  buyer_fields[#buyer_fields + 1] = buyer.held .. ':' .. list
+end
+redis.call('HSET', buyers, unpack(buyer_fields))
+-- With a payment window the orders hold their units until pay_by (Redis's clock), then
+-- transition.lua expires them and returns them unless they were paid first.
+if payment_timeout then
+  -- All of this call's orders share one deadline: only the first can be the sale's earliest
+  -- (then the caller must add it to the sweeper's cross-sale index, see
+  -- src/store/payment_due.rs); an equal one already there stands for it.
+  local first = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
+  if not first[2] or tonumber(first[2]) > pay_by then created[1][10] = 1 end
+  redis.call('ZADD', deadlines, unpack(due))
+end
+-- The sale's counters once a call; 'changed' lets the archive wait a while after it.
+redis.call('HSET', sale, 'sold', sold, 'seq', seq, 'changed', now)
 return replies

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::domain::event::EventKind;
+use crate::domain::event::{EventKind, OrderMessage};
 use crate::domain::order::{Order, OrderView};
 use crate::domain::sale::{Sale, SaleDefinition, SaleSettings};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
@@ -16,12 +16,13 @@ use crate::events::sale_changes::SaleChanges;
 use crate::recovery::archive::{buyer_orders_of_record, order_of_record};
 use crate::recovery::{Absent, Recovery, RecoveryError};
 use crate::store::{
-    Ended, Inventory, OrderQuery, Purchase, PurchaseError, PurchaseRequest, PutSaleError,
-    StoreError, TransitionError,
+    CreatedEvent, Ended, Inventory, OrderQuery, Purchase, PurchaseError, PurchaseRequest,
+    PutSaleError, StoreError, TransitionError, WrittenEntry,
 };
 use crate::support::metrics::Outcome;
 
 pub use crate::domain::order::LISTED_ORDERS;
+pub use crate::store::Listing;
 
 pub struct Operations {
     inventory: Arc<Inventory>,
@@ -54,6 +55,7 @@ impl Operations {
         user: &UserId,
         quantity: Quantity,
         idempotency_key: Option<&IdempotencyKey>,
+        listing: Listing,
     ) -> Result<(Purchase, Delivery), PurchaseError> {
         let purchase = self
             .recovery
@@ -64,6 +66,7 @@ impl Operations {
                         user: user.clone(),
                         quantity,
                         idempotency_key: idempotency_key.cloned(),
+                        listing,
                     };
                     self.inventory.purchase(sku, request)
                 },
@@ -88,16 +91,10 @@ impl Operations {
         // A replay whose event waits in the outbox is confirmed as the first answer was meant
         // to be, so a 200 is as durable as a 201; one whose event left the outbox is in
         // JetStream.
-        let delivery = if purchase.replayed && purchase.outbox_entry.is_empty() {
-            self.confirmation.already_delivered()
-        } else {
-            self.confirmation
-                .confirm(
-                    sku,
-                    purchase.order.created_event(idempotency_key),
-                    &purchase.outbox_entry,
-                )
-                .await
+        let delivery = match &purchase.event {
+            CreatedEvent::Delivered => self.confirmation.already_delivered(),
+            CreatedEvent::Written(written) => self.confirmation.confirm(written).await,
+            CreatedEvent::Waiting(entry) => self.confirmation.confirm_waiting(sku, entry).await,
         };
         Ok((purchase, delivery))
     }
@@ -116,10 +113,10 @@ impl Operations {
             // outlives a Redis loss; "pending" may be undone by one (README, After Redis loses
             // its data). Counted in flashsale_confirmations_total; the relay delivers it
             // either way.
-            let event = ended.order.event(EventKind::Cancelled);
+            let written = written_entry(&sku, &ended, EventKind::Cancelled);
             let ((), confirmed) = tokio::join!(
                 self.sale_changes.announce(&sku),
-                self.confirmation.confirm(&sku, event, &ended.outbox_entry)
+                self.confirmation.confirm(&written)
             );
             delivery = confirmed.label();
         }
@@ -140,14 +137,8 @@ impl Operations {
             .end_order(&sku, || self.inventory.pay(&sku, order_id, payment_ref))
             .await?;
         if ended.changed {
-            let delivery = self
-                .confirmation
-                .confirm(
-                    &sku,
-                    ended.order.event(EventKind::Paid),
-                    &ended.outbox_entry,
-                )
-                .await;
+            let written = written_entry(&sku, &ended, EventKind::Paid);
+            let delivery = self.confirmation.confirm(&written).await;
             ended.order.delivered = delivery == Delivery::Confirmed;
         }
         Ok(ended.order)
@@ -349,4 +340,13 @@ impl Operations {
             )
             .await
     }
+}
+
+/// The outbox entry a pay or cancel call wrote: its one event.
+fn written_entry(sku: &Sku, ended: &Ended, kind: EventKind) -> Arc<WrittenEntry> {
+    WrittenEntry::new(
+        sku.clone(),
+        ended.outbox_entry.clone(),
+        OrderMessage::one(ended.order.event(kind)),
+    )
 }

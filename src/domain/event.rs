@@ -1,4 +1,5 @@
-//! The order event: what JetStream subscribers receive, one JSON object per message.
+//! The order event, and the message that carries the events of one outbox entry: what
+//! JetStream subscribers receive.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,101 @@ impl OrderEvent {
     }
 }
 
+/// One JetStream message: the events of one outbox entry, all of one kind and one sale. A
+/// purchase script call writes the orders it decided as one entry, a sweep the orders it
+/// expired; a payment or a cancel is an entry of one event. One message a batch is one
+/// PubAck and, with `sync_interval: always`, one fsync for all of its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderMessage {
+    events: Vec<OrderEvent>,
+}
+
+/// The payload of a message: `{"events": [...]}`. Versions before batches published one
+/// event a message, its object alone; a stream holds both, and readers take both.
+#[derive(Serialize)]
+struct BatchPayload<'a> {
+    events: &'a [OrderEvent],
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Payload {
+    Batch { events: Vec<OrderEvent> },
+    Single(Box<OrderEvent>),
+}
+
+/// What cannot be one message: no event, or events of several kinds or sales.
+#[derive(Debug, thiserror::Error)]
+#[error("an order message holds events of one kind and one sale, at least one")]
+pub struct MixedMessage;
+
+impl OrderMessage {
+    pub fn new(events: Vec<OrderEvent>) -> Result<Self, MixedMessage> {
+        let first = events.first().ok_or(MixedMessage)?;
+        if events
+            .iter()
+            .any(|e| e.event != first.event || e.sku != first.sku)
+        {
+            return Err(MixedMessage);
+        }
+        Ok(Self { events })
+    }
+
+    /// The message of an entry of one event (a payment, a cancel).
+    pub fn one(event: OrderEvent) -> Self {
+        Self {
+            events: vec![event],
+        }
+    }
+
+    pub fn events(&self) -> &[OrderEvent] {
+        &self.events
+    }
+
+    pub fn into_events(self) -> Vec<OrderEvent> {
+        self.events
+    }
+
+    fn first(&self) -> &OrderEvent {
+        // `new` refuses an empty message.
+        &self.events[0]
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.first().event
+    }
+
+    /// `<prefix>.<kind>.<sku>`: the subject of every event it holds.
+    pub fn subject(&self, prefix: &str) -> String {
+        self.first().subject(prefix)
+    }
+
+    /// `Nats-Msg-Id`: the entry's own stable id, so JetStream drops the relay's re-sending of
+    /// what a handler confirmed. One event: that event's id, as versions before batches
+    /// gave it. Several: the first's id and how many, `<id>+<n>`; no other entry starts with
+    /// the same event (an order is created once and ends once).
+    pub fn message_id(&self) -> String {
+        match self.events.len() {
+            1 => self.first().message_id(),
+            n => format!("{}+{n}", self.first().message_id()),
+        }
+    }
+
+    pub fn payload(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&BatchPayload {
+            events: &self.events,
+        })
+    }
+
+    /// The events of a stored message, of either format.
+    pub fn decode(payload: &[u8]) -> Result<Vec<OrderEvent>, serde_json::Error> {
+        Ok(match serde_json::from_slice(payload)? {
+            Payload::Batch { events } => events,
+            Payload::Single(event) => vec![*event],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +218,62 @@ mod tests {
             ..paid
         };
         assert_eq!(expired.message_id(), "abc-1-2.expired");
+    }
+
+    fn created(order_id: &str, sku: &str) -> OrderEvent {
+        OrderEvent {
+            event: EventKind::Created,
+            order_id: order_id.into(),
+            sku: sku.into(),
+            user_id: "u1".into(),
+            quantity: 1,
+            unit_price: 5,
+            total_amount: 5,
+            created_at: "2026-11-25T15:04:52.123Z".into(),
+            idempotency_key: None,
+            pay_by: None,
+            paid_at: None,
+            payment_ref: None,
+        }
+    }
+
+    #[test]
+    fn a_message_is_one_entry_of_one_kind_and_sale() {
+        let one = OrderMessage::new(vec![created("a-1-7", "phone")]).expect("one event");
+        assert_eq!(
+            one.message_id(),
+            "a-1-7",
+            "one event: its own id, as before batches"
+        );
+        assert_eq!(one.subject("orders"), "orders.created.phone");
+        let three = OrderMessage::new(vec![
+            created("a-1-7", "phone"),
+            created("a-1-8", "phone"),
+            created("a-1-9", "phone"),
+        ])
+        .expect("three events");
+        assert_eq!(three.message_id(), "a-1-7+3");
+        let payload = three.payload().expect("serializes");
+        let json: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(json["events"].as_array().map(Vec::len), Some(3));
+        assert_eq!(
+            OrderMessage::decode(&payload).expect("decodes"),
+            three.events()
+        );
+        assert!(OrderMessage::new(Vec::new()).is_err());
+        assert!(
+            OrderMessage::new(vec![created("a-1-7", "phone"), created("b-1-1", "tv")]).is_err()
+        );
+        let mut paid = created("a-1-8", "phone");
+        paid.event = EventKind::Paid;
+        assert!(OrderMessage::new(vec![created("a-1-7", "phone"), paid]).is_err());
+    }
+
+    #[test]
+    fn a_message_of_the_format_before_batches_reads_as_its_one_event() {
+        let event = created("a-1-7", "phone");
+        let legacy = serde_json::to_vec(&event).expect("serializes");
+        assert_eq!(OrderMessage::decode(&legacy).expect("decodes"), vec![event]);
+        assert!(OrderMessage::decode(b"{\"hello\": 1}").is_err());
     }
 }

@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use tokio_postgres::NoTls;
 
-use crate::domain::event::{EventKind, OrderEvent};
+use crate::domain::event::{EventKind, OrderEvent, OrderMessage};
 use crate::domain::order::OrderStatus;
 use crate::events::jetstream::{OrderStream, StreamSetupError, ensure_stream};
 use crate::support::settings::Settings;
@@ -176,8 +176,8 @@ async fn session(
     }
 }
 
-/// One batch in one transaction; returns the positions of the messages that are no order
-/// event (dropped: nothing could ever apply them).
+/// One batch of messages in one transaction; returns the positions of the messages that hold
+/// no order events (dropped: nothing could ever apply them).
 async fn apply_batch(
     db: &mut tokio_postgres::Client,
     batch: &[jetstream::Message],
@@ -185,8 +185,8 @@ async fn apply_batch(
     let mut unreadable = Vec::new();
     let transaction = db.transaction().await?;
     for (index, message) in batch.iter().enumerate() {
-        match serde_json::from_slice::<OrderEvent>(&message.payload) {
-            Ok(event) => apply(&transaction, &event).await?,
+        match OrderMessage::decode(&message.payload) {
+            Ok(events) => apply(&transaction, &events).await?,
             Err(e) => {
                 log::error!(
                     "event on {} is not an order event, dropped: {e}",
@@ -200,16 +200,35 @@ async fn apply_batch(
     Ok(unreadable)
 }
 
+/// One message's events, in one statement: a message holds each order at most once (the
+/// orders one script call made or ended), so no row is touched twice by it.
 async fn apply(
     db: &tokio_postgres::Transaction<'_>,
-    event: &OrderEvent,
+    events: &[OrderEvent],
 ) -> Result<(), tokio_postgres::Error> {
-    let status = match event.event {
-        EventKind::Created if event.pay_by.is_some() => OrderStatus::PendingPayment,
-        EventKind::Created => OrderStatus::Created,
-        EventKind::Paid => OrderStatus::Paid,
-        EventKind::Expired => OrderStatus::Expired,
-        EventKind::Cancelled => OrderStatus::Cancelled,
+    let column = |field: fn(&OrderEvent) -> String| events.iter().map(field).collect::<Vec<_>>();
+    let optional =
+        |field: fn(&OrderEvent) -> Option<String>| events.iter().map(field).collect::<Vec<_>>();
+    let status = |event: &OrderEvent| {
+        match event.event {
+            EventKind::Created if event.pay_by.is_some() => OrderStatus::PendingPayment,
+            EventKind::Created => OrderStatus::Created,
+            EventKind::Paid => OrderStatus::Paid,
+            EventKind::Expired => OrderStatus::Expired,
+            EventKind::Cancelled => OrderStatus::Cancelled,
+        }
+        .as_str()
+        .to_owned()
+    };
+    let quantities: Vec<i32> = events
+        .iter()
+        .map(|e| i32::try_from(e.quantity).unwrap_or(i32::MAX))
+        .collect();
+    let amount = |field: fn(&OrderEvent) -> u64| {
+        events
+            .iter()
+            .map(|e| i64::try_from(field(e)).unwrap_or(i64::MAX))
+            .collect::<Vec<_>>()
     };
     // Every event carries the whole order, so an ending event also stands in for a created
     // event that has not arrived (it cannot overtake it on one stream, but this costs
@@ -218,25 +237,30 @@ async fn apply(
     db.execute(
         "INSERT INTO orders (order_id, sku, user_id, quantity, unit_price, total_amount,
                              created_at, status, pay_by, paid_at, payment_ref)
-         VALUES ($1, $2, $3, $4, $5, $6, ($7::text)::timestamptz, $8,
-                 ($9::text)::timestamptz, ($10::text)::timestamptz, $11)
+         SELECT order_id, sku, user_id, quantity, unit_price, total_amount,
+                created_at::timestamptz, status, pay_by::timestamptz, paid_at::timestamptz,
+                payment_ref
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[], $6::int8[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+              AS event(order_id, sku, user_id, quantity, unit_price, total_amount,
+                       created_at, status, pay_by, paid_at, payment_ref)
          ON CONFLICT (order_id) DO UPDATE
              SET status = EXCLUDED.status, paid_at = EXCLUDED.paid_at,
                  payment_ref = EXCLUDED.payment_ref, updated_at = now()
          WHERE orders.status IN ('created', 'pending_payment')
            AND EXCLUDED.status NOT IN ('created', 'pending_payment')",
         &[
-            &event.order_id,
-            &event.sku,
-            &event.user_id,
-            &i32::try_from(event.quantity).unwrap_or(i32::MAX),
-            &i64::try_from(event.unit_price).unwrap_or(i64::MAX),
-            &i64::try_from(event.total_amount).unwrap_or(i64::MAX),
-            &event.created_at,
-            &status.as_str(),
-            &event.pay_by,
-            &event.paid_at,
-            &event.payment_ref,
+            &column(|e| e.order_id.clone()),
+            &column(|e| e.sku.clone()),
+            &column(|e| e.user_id.clone()),
+            &quantities,
+            &amount(|e| e.unit_price),
+            &amount(|e| e.total_amount),
+            &column(|e| e.created_at.clone()),
+            &events.iter().map(status).collect::<Vec<_>>(),
+            &optional(|e| e.pay_by.clone()),
+            &optional(|e| e.paid_at.clone()),
+            &optional(|e| e.payment_ref.clone()),
         ],
     )
     .await

@@ -9,7 +9,7 @@ use async_nats::jetstream::context::{GetStreamErrorKind, PublishError, PublishEr
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
-use crate::domain::event::OrderEvent;
+use crate::domain::event::{OrderEvent, OrderMessage};
 use crate::support::settings::{NatsSettings, Retention};
 
 /// JetStream forgets a `Nats-Msg-Id` after this long; the relay re-publishes well inside it.
@@ -245,7 +245,8 @@ fn is_stream_not_found(kind: GetStreamErrorKind) -> bool {
     matches!(kind, GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
-/// Order events read from the stream, and where the reading stopped.
+/// Order events read from the stream (each message's, in order), and where the reading
+/// stopped.
 #[derive(Debug, Default)]
 pub struct EventsRead {
     pub events: Vec<OrderEvent>,
@@ -349,9 +350,9 @@ async fn read_to_end(
         // from its `history_from`: the old sale's orders would count in it.)
         if info.stream_sequence >= from {
             read.last_sequence = info.stream_sequence;
-            let event = serde_json::from_slice(&message.payload)
+            let events = OrderMessage::decode(&message.payload)
                 .map_err(|e| read_failed(format!("{}: {e}", message.subject)))?;
-            read.events.push(event);
+            read.events.extend(events);
         }
         if left == 0 {
             break;

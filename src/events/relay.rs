@@ -355,12 +355,15 @@ impl<R: SaleRebuilder> Relay<R> {
                 .outbox()
                 .read(sku, BATCH, written_until_ms)
                 .await?;
-            let events: Vec<_> = entries.iter().map(|(_, event)| event.as_ref()).collect();
+            let messages: Vec<_> = entries
+                .iter()
+                .map(|(_, message)| message.as_ref())
+                .collect();
             let (delivered, failure) = publish_in_order(
                 &self.jetstream,
                 &self.stream,
                 features.atomic_batches,
-                &events,
+                &messages,
                 |acknowledged| {
                     if let Some(written_ms) = written_ms(&entries[acknowledged].0) {
                         let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH);

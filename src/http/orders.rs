@@ -11,6 +11,7 @@ use crate::http::auth::{Admin, Caller, caller};
 use crate::http::error::{ApiError, ErrorBody};
 #[cfg(doc)]
 use crate::operations::LISTED_ORDERS;
+use crate::operations::Listing;
 
 /// `POST /v1/sales/{sku}/orders`: 201 with a new order, 200 with the order an earlier request
 /// with the same `Idempotency-Key` created.
@@ -66,7 +67,13 @@ pub async fn create_order(
     state.rate_limits.check(&request, user.as_str())?;
     let (mut purchase, delivery) = state
         .operations
-        .purchase(&sku, &user, quantity, idempotency_key.as_ref())
+        .purchase(
+            &sku,
+            &user,
+            quantity,
+            idempotency_key.as_ref(),
+            Listing::Listed,
+        )
         .await?;
     let mut response = match delivery {
         _ if purchase.replayed => {

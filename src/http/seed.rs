@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::domain::{Quantity, UserId};
 use crate::http::AppState;
 use crate::http::error::retry_after_secs;
+use crate::operations::Listing;
 use crate::store::PurchaseError;
 
 pub const ORDER_ACCEPTED: &str = "提交订单成功";
@@ -40,12 +41,13 @@ pub async fn kill(
     request: HttpRequest,
     query: web::Query<KillQuery>,
 ) -> HttpResponse {
-    let user = match UserId::parse(
-        query
-            .into_inner()
-            .user_id
-            .unwrap_or_else(|| "anonymous".into()),
-    ) {
+    // The anonymous buyer's orders go on no list: the old app kept none (its tally stays,
+    // for a per-user limit an admin may set).
+    let (user, listing) = match query.into_inner().user_id {
+        Some(user) => (UserId::parse(user), Listing::Listed),
+        None => (UserId::parse("anonymous".into()), Listing::Unlisted),
+    };
+    let user = match user {
         Ok(user) => user,
         Err(e) => return text(HttpResponse::BadRequest(), e.0),
     };
@@ -61,7 +63,7 @@ pub async fn kill(
     // Accepted is accepted: 201 and 202 (delivery pending) read the same here.
     let outcome = state
         .operations
-        .purchase(&state.default_sku, &user, Quantity::ONE, None)
+        .purchase(&state.default_sku, &user, Quantity::ONE, None, listing)
         .await;
     match outcome {
         Ok(_) => text(HttpResponse::Ok(), ORDER_ACCEPTED),

@@ -201,7 +201,8 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
         }
         let mut expected = SaleSnapshot::default();
         let outbox = inventory.outbox().entries(&parsed).await?;
-        for event in events.iter().chain(outbox.iter().map(|entry| &entry.event)) {
+        let waiting = outbox.iter().flat_map(|entry| entry.message.events());
+        for event in events.iter().chain(waiting) {
             expected.apply(event)?;
         }
         let redis = match inventory.order_counts(&parsed).await {

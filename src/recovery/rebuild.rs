@@ -291,7 +291,9 @@ impl Rebuilder {
         // The outbox is folded in after the stream: whatever of it JetStream already holds
         // is the same order, applied once.
         for entry in &waiting {
-            snapshot.apply_waiting(&entry.event, &entry.id)?;
+            for event in entry.message.events() {
+                snapshot.apply_waiting(event, &entry.id)?;
+            }
         }
         let Some(restored) = self.inventory.restore(&definition, &snapshot).await? else {
             return Ok(None);

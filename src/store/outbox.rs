@@ -13,7 +13,7 @@ use redis::{AsyncCommands, RedisError};
 
 use super::{Inventory, StoreError};
 use crate::domain::Sku;
-use crate::domain::event::{EventKind, OrderEvent};
+use crate::domain::event::{EventKind, OrderEvent, OrderMessage};
 use crate::domain::sale::format_time;
 
 /// What waits in one outbox (or, summed, in all of them).
@@ -39,11 +39,32 @@ pub fn written_ms(id: &str) -> Option<u64> {
     id.split('-').next()?.parse().ok()
 }
 
-/// One outbox entry: its stream id and the event it records.
+/// One outbox entry: its stream id and the events it records, one JetStream message.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
     pub id: String,
-    pub event: OrderEvent,
+    pub message: OrderMessage,
+}
+
+/// An outbox entry a script call just wrote, shared by the answers of that call: the
+/// handlers that wait for JetStream publish it once between them (`events/confirm.rs`).
+#[derive(Debug)]
+pub struct WrittenEntry {
+    pub sku: Sku,
+    pub entry: OutboxEntry,
+    /// Whether JetStream holds the message and the outbox no longer does: set by the first
+    /// handler to get an answer, read by the others.
+    pub delivered: tokio::sync::OnceCell<bool>,
+}
+
+impl WrittenEntry {
+    pub fn new(sku: Sku, id: String, message: OrderMessage) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            sku,
+            entry: OutboxEntry { id, message },
+            delivered: tokio::sync::OnceCell::new(),
+        })
+    }
 }
 
 /// The outboxes as the relay and the confirming handlers see them: a sale's entries, its
@@ -118,7 +139,7 @@ impl Outbox<'_> {
         sku: &Sku,
         count: usize,
         written_until_ms: Option<u64>,
-    ) -> Result<Vec<(String, Option<OrderEvent>)>, StoreError> {
+    ) -> Result<Vec<(String, Option<OrderMessage>)>, StoreError> {
         let outbox = self.0.keys(sku).outbox();
         let mut redis = self.0.redis();
         // A stream id starts with the millisecond it was written: `XRANGE … - <ms>` ends
@@ -132,11 +153,11 @@ impl Outbox<'_> {
             .ids
             .into_iter()
             .map(|entry| {
-                let event = entry_event(sku, &entry);
-                if event.is_none() {
+                let message = entry_message(sku, &entry);
+                if message.is_none() {
                     log::error!("outbox {outbox}: unreadable entry {} dropped", entry.id);
                 }
-                (entry.id, event)
+                (entry.id, message)
             })
             .collect())
     }
@@ -154,11 +175,24 @@ impl Outbox<'_> {
             .iter()
             .filter_map(|entry| {
                 Some(OutboxEntry {
-                    event: entry_event(sku, entry)?,
+                    message: entry_message(sku, entry)?,
                     id: entry.id.clone(),
                 })
             })
             .collect())
+    }
+
+    /// The entry `id` of the sale's outbox, while it waits there (`None` once delivered).
+    pub async fn entry(&self, sku: &Sku, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+        let mut redis = self.0.redis();
+        let read: Result<redis::streams::StreamRangeReply, RedisError> =
+            redis.xrange(self.0.keys(sku).outbox(), id, id).await;
+        Ok(self.0.observe(read)?.ids.first().and_then(|entry| {
+            Some(OutboxEntry {
+                message: entry_message(sku, entry)?,
+                id: entry.id.clone(),
+            })
+        }))
     }
 
     /// Removes entries, unread, whose events JetStream acknowledged to a handler
@@ -203,29 +237,112 @@ fn next_entry_id(id: &str) -> Option<String> {
     })
 }
 
-/// The event an outbox entry records, as the scripts write it (`purchase.lua`,
-/// `transition.lua`); `None` for anything else.
-fn entry_event(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderEvent> {
+/// The message an outbox entry records, as the scripts write it; `None` for anything else.
+/// An entry holds `kind` and `events`, a line an event (`lua/order_moves.lua`: event_line);
+/// versions before batches wrote one event an entry, its fields as fields of the entry.
+fn entry_message(sku: &Sku, entry: &redis::streams::StreamId) -> Option<OrderMessage> {
     let kind = EventKind::from_token(&entry.get::<String>("kind")?)?;
-    let quantity: u32 = entry.get("quantity")?;
-    let unit_price: u64 = entry.get("unit_price")?;
-    // Written empty when unset; absent in entries older than the payment window.
-    let text = |field: &str| entry.get::<String>(field).filter(|v| !v.is_empty());
-    let time = |field: &str| text(field)?.parse::<i64>().ok().map(format_time);
+    let events = match entry.get::<String>("events") {
+        Some(lines) => lines
+            .split('\n')
+            .map(|line| line_event(sku, kind, line))
+            .collect::<Option<Vec<_>>>()?,
+        None => vec![fields_event(sku, kind, entry)?],
+    };
+    OrderMessage::new(events).ok()
+}
+
+/// One event line: order_id, quantity, unit_price, created_at, pay_by, paid_at,
+/// Idempotency-Key, payment_ref, user_id (tab-separated; user_id last takes the rest).
+fn line_event(sku: &Sku, kind: EventKind, line: &str) -> Option<OrderEvent> {
+    let mut fields = line.splitn(9, '\t');
+    let mut next = || fields.next();
+    let (order_id, quantity, unit_price, created_at) = (next()?, next()?, next()?, next()?);
+    let (pay_by, paid_at, idem, payment_ref, user_id) =
+        (next()?, next()?, next()?, next()?, next()?);
+    event(
+        sku,
+        kind,
+        Fields {
+            order_id,
+            user_id,
+            quantity,
+            unit_price,
+            created_at,
+            idem,
+            pay_by,
+            paid_at,
+            payment_ref,
+        },
+    )
+}
+
+/// An entry written before batches: the event's fields are the entry's. (Written empty when
+/// unset; absent in entries older than the payment window.)
+fn fields_event(
+    sku: &Sku,
+    kind: EventKind,
+    entry: &redis::streams::StreamId,
+) -> Option<OrderEvent> {
+    let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
+    let (order_id, user_id, quantity) = (text("order_id"), text("user_id"), text("quantity"));
+    let (unit_price, created_at, idem) = (text("unit_price"), text("created_at"), text("idem"));
+    let (pay_by, paid_at, payment_ref) = (text("pay_by"), text("paid_at"), text("payment_ref"));
+    if order_id.is_empty() || user_id.is_empty() {
+        return None;
+    }
+    event(
+        sku,
+        kind,
+        Fields {
+            order_id: &order_id,
+            user_id: &user_id,
+            quantity: &quantity,
+            unit_price: &unit_price,
+            created_at: &created_at,
+            idem: &idem,
+            pay_by: &pay_by,
+            paid_at: &paid_at,
+            payment_ref: &payment_ref,
+        },
+    )
+}
+
+/// An event's fields as the outbox holds them: text, empty when unset.
+struct Fields<'a> {
+    order_id: &'a str,
+    user_id: &'a str,
+    quantity: &'a str,
+    unit_price: &'a str,
+    created_at: &'a str,
+    idem: &'a str,
+    pay_by: &'a str,
+    paid_at: &'a str,
+    payment_ref: &'a str,
+}
+
+fn event(sku: &Sku, kind: EventKind, f: Fields<'_>) -> Option<OrderEvent> {
+    let quantity: u32 = f.quantity.parse().ok()?;
+    let unit_price: u64 = f.unit_price.parse().ok()?;
+    let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    // Unset: Some(None); unreadable: None.
+    let time = |v: &str| match v {
+        "" => Some(None),
+        ms => ms.parse::<i64>().ok().map(|ms| Some(format_time(ms))),
+    };
     Some(OrderEvent {
         event: kind,
-        order_id: entry.get("order_id")?,
+        order_id: f.order_id.to_owned(),
         sku: sku.to_string(),
-        user_id: entry.get("user_id")?,
+        user_id: f.user_id.to_owned(),
         quantity,
         unit_price,
         total_amount: crate::domain::order::total_amount(unit_price, quantity)?,
-        created_at: format_time(entry.get("created_at")?),
-        // Written by every purchase, empty when it carried no Idempotency-Key.
-        idempotency_key: text("idem"),
-        pay_by: time("pay_by"),
-        paid_at: time("paid_at"),
-        payment_ref: text("payment_ref"),
+        created_at: format_time(f.created_at.parse().ok()?),
+        idempotency_key: text(f.idem),
+        pay_by: time(f.pay_by)?,
+        paid_at: time(f.paid_at)?,
+        payment_ref: text(f.payment_ref),
     })
 }
 

@@ -4,8 +4,10 @@ use std::time::Instant;
 use redis::Value;
 use tokio::sync::oneshot;
 
+use super::outbox::WrittenEntry;
 use super::reply::Reply;
 use super::{Inventory, StoreError};
+use crate::domain::event::OrderMessage;
 use crate::domain::order::Order;
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
 use crate::support::group_commit::DriverGuard;
@@ -23,9 +25,19 @@ pub struct Purchase {
     /// pay_by (ms) of a new order that holds its sale's earliest payment deadline: the
     /// sweeper's cross-sale index must hear of it (`payment_due.rs`).
     earliest_deadline: Option<i64>,
-    /// The outbox entry of the order's created event: a new order's, or a replayed order's
-    /// while it still waits there (empty once JetStream holds it).
-    pub outbox_entry: String,
+    /// Where the order's created event stands.
+    pub event: CreatedEvent,
+}
+
+/// Where an accepted purchase's `order.created` stands when the script answers.
+#[derive(Debug, Clone)]
+pub enum CreatedEvent {
+    /// It left the outbox: JetStream holds it.
+    Delivered,
+    /// In the outbox entry this script call wrote, with the other orders it made.
+    Written(Arc<WrittenEntry>),
+    /// In the outbox entry an earlier call wrote (a replay), still waiting: its id.
+    Waiting(String),
 }
 
 /// Why a purchase took nothing.
@@ -86,6 +98,16 @@ pub struct PurchaseRequest {
     pub user: UserId,
     pub quantity: Quantity,
     pub idempotency_key: Option<IdempotencyKey>,
+    pub listing: Listing,
+}
+
+/// Whether an order goes on its buyer's list (`GET …/users/{user_id}/orders`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Listed,
+    /// `/kill`'s anonymous buyer: the old app kept no buyer, and one list of every order only
+    /// cost its cut. The buyer's tally (for a per-user limit) is kept all the same.
+    Unlisted,
 }
 
 impl Inventory {
@@ -193,7 +215,11 @@ impl Inventory {
                         .idempotency_key
                         .as_ref()
                         .map_or("", IdempotencyKey::as_str),
-                );
+                )
+                .arg(match request.listing {
+                    Listing::Listed => "1",
+                    Listing::Unlisted => "0",
+                });
         }
 
         let mut redis = match self.writer().await {
@@ -215,6 +241,7 @@ impl Inventory {
             .iter()
             .map(|reply| self.outcome(sku, Reply(reply)))
             .collect();
+        share_written_entry(sku, requests, &mut results);
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|p| !p.replayed))
@@ -235,8 +262,14 @@ impl Inventory {
             outcome @ ("created" | "replayed") => {
                 let created = outcome == "created";
                 let earliest = created && reply.optional_int(9)? == Some(1);
+                let entry = reply.text(10)?;
                 Ok(Purchase {
-                    outbox_entry: reply.text(10)?.to_owned(),
+                    // Made the shared entry of the call by `share_written_entry`.
+                    event: if entry.is_empty() {
+                        CreatedEvent::Delivered
+                    } else {
+                        CreatedEvent::Waiting(entry.to_owned())
+                    },
                     order: reply.order(sku)?,
                     replayed: outcome == "replayed",
                     replicated: true,
@@ -296,6 +329,41 @@ impl Inventory {
             if created().any(|p| p.order.remaining == 0) {
                 log::info!("sale {sku} sold out");
             }
+        }
+    }
+}
+
+/// The outbox entry the call wrote, built from its new orders in the order the script made
+/// them (the entry's own), and handed to each of them and to the replays of them in the same
+/// call: their handlers publish it once between them.
+fn share_written_entry(
+    sku: &Sku,
+    requests: &[PurchaseRequest],
+    results: &mut [Result<Purchase, PurchaseError>],
+) {
+    let mut entry_id = None;
+    let mut events = Vec::new();
+    for (request, result) in requests.iter().zip(results.iter()) {
+        if let Ok(purchase) = result
+            && !purchase.replayed
+            && let CreatedEvent::Waiting(id) = &purchase.event
+        {
+            entry_id.get_or_insert_with(|| id.clone());
+            events.push(
+                purchase
+                    .order
+                    .created_event(request.idempotency_key.as_ref()),
+            );
+        }
+    }
+    let Some(entry_id) = entry_id else { return };
+    let Ok(message) = OrderMessage::new(events) else {
+        return;
+    };
+    let written = WrittenEntry::new(sku.clone(), entry_id.clone(), message);
+    for purchase in results.iter_mut().flatten() {
+        if matches!(&purchase.event, CreatedEvent::Waiting(id) if *id == entry_id) {
+            purchase.event = CreatedEvent::Written(written.clone());
         }
     }
 }

@@ -45,22 +45,7 @@ async fn order_status(app: &TestApp, order_id: &str) -> String {
 
 /// The kinds and order ids of the events waiting in the sale's outbox.
 async fn outbox(app: &TestApp, sku: &str) -> Vec<(String, String)> {
-    let mut redis = app.redis.clone();
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(app.key(sku, "outbox"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .expect("XRANGE outbox");
-    entries
-        .ids
-        .iter()
-        .map(|entry| {
-            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-            (field("kind"), field("order_id"))
-        })
-        .collect()
+    app.outbox_event_ids(sku).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,7 +172,7 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
     }
     call.arg(600);
     for (user, quantity, idem) in batch {
-        call.arg(user).arg(quantity).arg(idem);
+        call.arg(user).arg(quantity).arg(idem).arg("1");
     }
     let replies: Vec<Vec<redis::Value>> = call
         .invoke_async(&mut app.redis.clone())
@@ -222,12 +222,31 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
         3,
         "three orders recorded"
     );
-    let events: u64 = redis::AsyncCommands::xlen(&mut app.redis.clone(), app.key(&sku, "outbox"))
-        .await
-        .expect("XLEN");
-    assert!(
-        events <= 3,
-        "at most the three new orders' events wait: {events}"
+    // One outbox entry for the call, its id in every new order's reply and in the replay's
+    // (its event waits in that very entry), holding the three orders' events in order.
+    let entry = text(&replies[0][10]);
+    for i in [1, 2, 7] {
+        assert_eq!(
+            text(&replies[i][10]),
+            entry,
+            "reply {i} names the call's entry"
+        );
+    }
+    let outbox: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut app.redis.clone(), app.key(&sku, "outbox"))
+            .await
+            .expect("XRANGE");
+    assert_eq!(outbox.ids.len(), 1, "one entry for the call");
+    assert_eq!(outbox.ids[0].id, entry);
+    let lines: String = outbox.ids[0].get("events").expect("the entry's events");
+    let ordered: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or(""))
+        .collect();
+    assert_eq!(ordered, ids, "the new orders' events, in the order made");
+    assert_eq!(
+        outbox.ids[0].get::<String>("kind").as_deref(),
+        Some("created")
     );
     app.cleanup().await;
 }

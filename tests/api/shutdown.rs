@@ -10,12 +10,8 @@ use crate::helpers::process::spawn_process;
 use crate::helpers::{buy_all, users};
 use crate::helpers::{signal, test_settings, unique};
 
-async fn outbox_len(app: &crate::helpers::TestApp, sku: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(app.key(sku, "outbox"))
-        .query_async(&mut app.redis.clone())
-        .await
-        .expect("XLEN")
+async fn outbox_len(app: &crate::helpers::TestApp, sku: &str) -> usize {
+    app.outbox_events(sku).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,19 +5,22 @@
 #![allow(dead_code)]
 
 use async_nats::jetstream;
-use flashsale::domain::event::OrderEvent;
+use flashsale::domain::event::{OrderEvent, OrderMessage};
 
-/// One message of the stream.
+/// One event of the stream, with the message that carried it (a message holds the events of
+/// one outbox entry).
 #[derive(Debug, Clone)]
 pub struct Delivered {
     pub subject: String,
     pub message_id: String,
+    /// The stream sequence of its message: events of one message share it.
+    pub sequence: u64,
     pub event: OrderEvent,
-    /// The atomic batch it was stored in (`Nats-Batch-Id`), if any.
+    /// The atomic batch its message was stored in (`Nats-Batch-Id`), if any.
     pub batch: Option<String>,
 }
 
-/// Every message in `stream`, in stream order (empty when the stream does not exist).
+/// Every event in `stream`, in stream order (empty when the stream does not exist).
 pub async fn stored_events(client: async_nats::Client, stream: &str) -> Vec<Delivered> {
     let js = jetstream::new(client);
     let Ok(mut stream) = js.get_stream(stream).await else {
@@ -42,12 +45,16 @@ pub async fn stored_events(client: async_nats::Client, stream: &str) -> Vec<Deli
             .headers
             .get("Nats-Batch-Id")
             .map(|v| v.as_str().to_owned());
-        messages.push(Delivered {
-            subject: message.subject.to_string(),
-            message_id,
-            batch,
-            event: serde_json::from_slice(&message.payload).expect("payload is an order event"),
-        });
+        let events = OrderMessage::decode(&message.payload).expect("payload holds order events");
+        for event in events {
+            messages.push(Delivered {
+                subject: message.subject.to_string(),
+                message_id: message_id.clone(),
+                sequence,
+                batch: batch.clone(),
+                event,
+            });
+        }
     }
     messages
 }

@@ -706,13 +706,25 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
     // The ledger.
     let orders = fold(&messages);
     let mut failures: Vec<String> = Vec::new();
+    // A message's id is its entry's: its first event's id, `+<n>` for n > 1 events.
+    let mut by_message: BTreeMap<u64, Vec<&crate::fixtures::Delivered>> = BTreeMap::new();
     for m in &messages {
-        let expected = match m.event.event {
-            EventKind::Created => m.event.order_id.clone(),
-            kind => format!("{}.{}", m.event.order_id, kind_name(kind)),
+        by_message.entry(m.sequence).or_default().push(m);
+    }
+    for events in by_message.values() {
+        let first = &events[0].event;
+        let mut expected = match first.event {
+            EventKind::Created => first.order_id.clone(),
+            kind => format!("{}.{}", first.order_id, kind_name(kind)),
         };
-        if m.message_id != expected {
-            failures.push(format!("message id {} for {expected}", m.message_id));
+        if events.len() > 1 {
+            expected = format!("{expected}+{}", events.len());
+        }
+        if events[0].message_id != expected {
+            failures.push(format!(
+                "message id {} for {expected}",
+                events[0].message_id
+            ));
         }
     }
     for (id, told) in &orders {

@@ -291,6 +291,40 @@ impl TestApp {
         format!("{}:{{{sku}}}:{name}", self.namespace)
     }
 
+    /// The events waiting in the sale's outbox, oldest first, as (kind, order_id), read
+    /// without the service: an entry holds the events of one script call, a line each, its
+    /// order id first (entries of versions before batches: one event, in fields).
+    pub async fn outbox_event_ids(&self, sku: &str) -> Vec<(String, String)> {
+        let entries: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut self.redis.clone(), self.key(sku, "outbox"))
+                .await
+                .expect("XRANGE");
+        let mut events = Vec::new();
+        for entry in &entries.ids {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            match entry.get::<String>("events") {
+                Some(lines) => events.extend(lines.lines().map(|line| {
+                    let id = line.split('\t').next().unwrap_or_default();
+                    (field("kind"), id.to_owned())
+                })),
+                None => events.push((field("kind"), field("order_id"))),
+            }
+        }
+        events
+    }
+
+    /// How many events wait in the sale's outbox.
+    pub async fn outbox_events(&self, sku: &str) -> usize {
+        self.outbox_event_ids(sku).await.len()
+    }
+
+    /// How many entries (messages to be) wait in the sale's outbox: what `/readyz` counts.
+    pub async fn outbox_entries(&self, sku: &str) -> u64 {
+        redis::AsyncCommands::xlen(&mut self.redis.clone(), self.key(sku, "outbox"))
+            .await
+            .expect("XLEN")
+    }
+
     /// `sold` as Redis holds it, read without the service.
     pub async fn redis_sold(&self, sku: &str) -> u64 {
         self.redis_hget(sku, "sale", "sold")

@@ -71,7 +71,8 @@ pub fn assert_no_duplicates(messages: &[Delivered]) {
 pub struct Published {
     pub subject: String,
     pub message_id: String,
-    pub order_id: String,
+    /// The orders whose events it carried, in order.
+    pub order_ids: Vec<String>,
     /// The atomic batch it was sent in (`Nats-Batch-Id`), if any.
     pub batch: Option<String>,
 }
@@ -133,8 +134,8 @@ impl PublishTap {
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_millis(500), self.subscriber.next()).await
         {
-            let event: flashsale::domain::event::OrderEvent =
-                serde_json::from_slice(&message.payload).expect("an order event");
+            let events = flashsale::domain::event::OrderMessage::decode(&message.payload)
+                .expect("order events");
             published.push(Published {
                 subject: message.subject.to_string(),
                 message_id: message
@@ -148,20 +149,43 @@ impl PublishTap {
                     .as_ref()
                     .and_then(|h| h.get("Nats-Batch-Id"))
                     .map(|v| v.as_str().to_owned()),
-                order_id: event.order_id,
+                order_ids: events.into_iter().map(|e| e.order_id).collect(),
             });
         }
         published
     }
 }
 
-/// Publishes per message id.
-pub fn publishes_per_id(published: &[Published]) -> HashMap<String, usize> {
+/// Publishes per order: how many messages carried an event of it.
+pub fn publishes_per_order(published: &[Published]) -> HashMap<String, usize> {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for p in published {
-        *counts.entry(p.message_id.clone()).or_default() += 1;
+        for order_id in &p.order_ids {
+            *counts.entry(order_id.clone()).or_default() += 1;
+        }
     }
     counts
+}
+
+/// Asserts that every stored message's `Nats-Msg-Id` is its entry's: its first event's id,
+/// and `+<n>` when it holds n > 1 events (README, Order events).
+pub fn assert_message_ids(messages: &[Delivered]) {
+    let mut by_message: std::collections::BTreeMap<u64, Vec<&Delivered>> = Default::default();
+    for m in messages {
+        by_message.entry(m.sequence).or_default().push(m);
+    }
+    for events in by_message.values() {
+        let first = &events[0].event;
+        let expected = match events.len() {
+            1 => first.message_id(),
+            n => format!("{}+{n}", first.message_id()),
+        };
+        assert_eq!(
+            events[0].message_id, expected,
+            "message {}",
+            events[0].sequence
+        );
+    }
 }
 
 /// Asserts that each order's events came in its own order: created before cancelled.
