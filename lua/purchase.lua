@@ -44,16 +44,19 @@
 --   still knows it; '1' when the order goes on the buyer's list, '0' when not (/kill's
 --   anonymous buyer: the old app kept no buyer, and one list of every order cost its cut)
 --
--- Reply: one array per purchase, in order: { outcome, ... } where outcome is one of
---   'created'  | 'replayed'  , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
---                              status, pay_by_ms ('' when the sale has no payment window),
---                              earliest (1 when this new order has the sale's earliest
---                              deadline: only then must the caller add it to the sweeper's
---                              cross-sale index, see src/store/payment_due.rs)
---                              and the stream id of the outbox entry holding its order.created:
---                              for 'created' the one this call wrote (the same for all of
---                              them), for 'replayed' the one still waiting ('' once JetStream
---                              holds the event). The handler that
+-- Reply: { shared, replies }. shared is what every order this call made has in common:
+--   { oid, unit_price, created_at_ms, status, pay_by_ms ('' when the sale has no payment
+--   window), the outbox entry's id, earliest (1 when the call's first new order has the sale's
+--   earliest deadline: only then must the caller add it to the sweeper's cross-sale index,
+--   see src/store/payment_due.rs) }, or {} when it made none. replies holds one array per
+--   purchase, in order: { outcome, ... } where outcome is one of
+--   'created'                , seq (the order id is '<oid>-<seq>'), remaining: the rest of
+--                              the order is the request's and shared's (a short reply: the
+--                              long one cost a third of the script)
+--   'replayed'               , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
+--                              status, pay_by_ms, 0, and the stream id of the outbox entry
+--                              still holding its order.created ('' once JetStream holds it;
+--                              this call's entry for an order this call made). The handler that
 --                              confirms the event with JetStream removes it (src/events/confirm.rs),
 --                              so a replay is as durable as the first answer.
 --   'sold_out'               , remaining
@@ -111,11 +114,16 @@ local function order_field(id)
   return string.sub(id, 18)
 end
 
+-- The fields every order of the call shares, as text once (a number printed in each
+-- purchase's line and record cost more than the rest of them).
+local line_middle = '\t' .. price .. '\t' .. now .. '\t' .. pay_by .. '\t\t'
+local record_middle = '\n' .. price .. '\n' .. now .. '\n' .. pay_by .. '\n\n'
+
 -- What this call decided, written once at its end (one command each, not one an order):
 -- the orders made (their event lines, records, ids), and the buyers they changed.
 local made = {}        -- order id -> { quantity, user, field } of an order this call made
 local lines = {}       -- the outbox entry's event lines (order_moves.lua: event_line)
-local created = {}     -- the replies of the orders made, to get the entry's id at the end
+local created = {}     -- the ids of the orders made, in order
 local waiting_here = {} -- replies of replays of an order this call made (its entry waits)
 local buyer_of = {}    -- user -> { held, listed (old list), new fields (oldest first) }
 local changed_buyers = {}
@@ -199,11 +207,9 @@ local function decide(user, quantity, idem, idem_key, listed)
     changed_buyers[#changed_buyers + 1] = user
   end
   if idem then redis.call('SET', idem, id, 'EX', idem_ttl) end
-  lines[#lines + 1] = id .. '\t' .. quantity .. '\t' .. price .. '\t' .. now .. '\t' .. pay_by
-                      .. '\t\t' .. idem_key .. '\t\t' .. user
-  local reply = { 'created', id, user, quantity, price, now, stock - sold, status, pay_by, 0, '' }
-  created[#created + 1] = reply
-  return reply
+  lines[#lines + 1] = id .. '\t' .. quantity .. line_middle .. idem_key .. '\t\t' .. user
+  created[#created + 1] = id
+  return { 'created', seq, stock - sold }
 end
 
 local replies = {}
@@ -224,22 +230,21 @@ for i = 1, count do
     replies[i] = decide(user, quantity, idem, idem_key, ARGV[at + 3] == '1')
   end
 end
-if #created == 0 then return replies end
+if #created == 0 then return { {}, replies } end
 
 -- The writes of the orders made, one command each for all of them. The outbox entry is
 -- written in the same atomic step as the stock: an order accepted here can never be missing
 -- from what the relay hands to JetStream.
 local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'events', table.concat(lines, '\n'))
 local records, due = {}, {}
-for _, reply in ipairs(created) do
-  reply[11] = event
-  local order = made[reply[2]]
-  -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
+-- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
+local record_head, record_tail = status .. '\n', record_middle .. event .. '\n\n'
+for _, id in ipairs(created) do
+  local order = made[id]
   records[#records + 1] = order.field
-  records[#records + 1] = status .. '\n' .. order.quantity .. '\n' .. price .. '\n' .. now
-                          .. '\n' .. pay_by .. '\n\n' .. event .. '\n\n' .. order.user
+  records[#records + 1] = record_head .. order.quantity .. record_tail .. order.user
   due[#due + 1] = pay_by
-  due[#due + 1] = reply[2]
+  due[#due + 1] = id
 end
 for _, reply in ipairs(waiting_here) do reply[11] = event end
 redis.call('HSET', orders, unpack(records))
@@ -268,6 +273,7 @@ for _, user in ipairs(changed_buyers) do
   buyer_fields[#buyer_fields + 1] = buyer.held .. ':' .. list
 end
 redis.call('HSET', buyers, unpack(buyer_fields))
+local earliest = 0
 -- With a payment window the orders hold their units until pay_by (Redis's clock), then
 -- transition.lua expires them and returns them unless they were paid first.
 if payment_timeout then
@@ -275,9 +281,9 @@ if payment_timeout then
   -- (then the caller must add it to the sweeper's cross-sale index, see
   -- src/store/payment_due.rs); an equal one already there stands for it.
   local first = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
-  if not first[2] or tonumber(first[2]) > pay_by then created[1][10] = 1 end
+  if not first[2] or tonumber(first[2]) > pay_by then earliest = 1 end
   redis.call('ZADD', deadlines, unpack(due))
 end
 -- The sale's counters once a call; 'changed' lets the archive wait a while after it.
 redis.call('HSET', sale, 'sold', sold, 'seq', seq, 'changed', now)
-return replies
+return { { oid, price, now, status, pay_by, event, earliest }, replies }

@@ -8,7 +8,8 @@ use super::outbox::WrittenEntry;
 use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::event::OrderMessage;
-use crate::domain::order::Order;
+use crate::domain::order::{Order, OrderStatus};
+use crate::domain::sale::format_time;
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
 use crate::support::group_commit::DriverGuard;
 use crate::support::metrics::Outcome;
@@ -226,8 +227,9 @@ impl Inventory {
             Ok(redis) => redis,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
-        let replies: Vec<Vec<Value>> = match self.observe(call.invoke_async(&mut *redis).await) {
-            Ok(replies) => replies,
+        let answer: Result<(Vec<Value>, Vec<Vec<Value>>), _> = call.invoke_async(&mut *redis).await;
+        let (shared, replies) = match self.observe(answer) {
+            Ok(answer) => answer,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
         if replies.len() != requests.len() {
@@ -239,7 +241,8 @@ impl Inventory {
         }
         let mut results: Vec<_> = replies
             .iter()
-            .map(|reply| self.outcome(sku, Reply(reply)))
+            .zip(requests)
+            .map(|(reply, request)| outcome(sku, Reply(reply), Reply(&shared), request))
             .collect();
         share_written_entry(sku, requests, &mut results);
         if results
@@ -254,48 +257,6 @@ impl Inventory {
         drop(redis);
         self.after_batch(sku, &results).await;
         results
-    }
-
-    /// One purchase's reply, read.
-    fn outcome(&self, sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
-        match reply.text(0)? {
-            outcome @ ("created" | "replayed") => {
-                let created = outcome == "created";
-                let earliest = created && reply.optional_int(9)? == Some(1);
-                let entry = reply.text(10)?;
-                Ok(Purchase {
-                    // Made the shared entry of the call by `share_written_entry`.
-                    event: if entry.is_empty() {
-                        CreatedEvent::Delivered
-                    } else {
-                        CreatedEvent::Waiting(entry.to_owned())
-                    },
-                    order: reply.order(sku)?,
-                    replayed: outcome == "replayed",
-                    replicated: true,
-                    earliest_deadline: if earliest {
-                        reply.optional_int(8)?
-                    } else {
-                        None
-                    },
-                })
-            }
-            "sold_out" => Err(PurchaseError::SoldOut {
-                remaining: reply.uint(1)?,
-            }),
-            "sale_inconsistent" => Err(PurchaseError::SaleInconsistent {
-                stock: reply.uint(1)?,
-                sold: reply.uint(2)?,
-            }),
-            "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
-                limit: reply.uint(1)?,
-            }),
-            "sale_missing" => Err(StoreError::SaleMissing.into()),
-            "sale_not_open" => Err(PurchaseError::SaleNotOpen),
-            "user_limit_reached" => Err(PurchaseError::UserLimitReached),
-            "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),
-            _ => Err(reply.corrupt().into()),
-        }
     }
 
     /// What a batch's new orders oblige this replica to do, once per batch: tell its relay,
@@ -365,5 +326,77 @@ fn share_written_entry(
         if matches!(&purchase.event, CreatedEvent::Waiting(id) if *id == entry_id) {
             purchase.event = CreatedEvent::Written(written.clone());
         }
+    }
+}
+
+/// One purchase's reply, read, with what the call's new orders share (`lua/purchase.lua`).
+fn outcome(
+    sku: &Sku,
+    reply: Reply<'_>,
+    shared: Reply<'_>,
+    request: &PurchaseRequest,
+) -> Result<Purchase, PurchaseError> {
+    match reply.text(0)? {
+        "created" => {
+            let pay_by = shared.optional_int(4)?;
+            let unit_price = shared.uint(1)?;
+            let quantity = u32::from(request.quantity.get());
+            Ok(Purchase {
+                // Made the shared entry of the call by `share_written_entry`.
+                event: CreatedEvent::Waiting(shared.text(5)?.to_owned()),
+                order: Order {
+                    order_id: format!("{}-{}", shared.text(0)?, reply.uint(1)?),
+                    sku: sku.to_string(),
+                    user_id: request.user.as_str().to_owned(),
+                    quantity,
+                    unit_price,
+                    total_amount: crate::domain::order::total_amount(unit_price, quantity)
+                        .ok_or_else(|| shared.corrupt())?,
+                    created_at: format_time(shared.int(2)?),
+                    remaining: reply.uint(2)?,
+                    status: OrderStatus::parse(shared.text(3)?).ok_or_else(|| shared.corrupt())?,
+                    pay_by: pay_by.map(format_time),
+                    delivery: None,
+                },
+                replayed: false,
+                replicated: true,
+                earliest_deadline: if shared.optional_int(6)? == Some(1) {
+                    pay_by
+                } else {
+                    None
+                },
+            })
+        }
+        "replayed" => {
+            let entry = reply.text(10)?;
+            Ok(Purchase {
+                // Made the shared entry of the call by `share_written_entry` when it is
+                // this call's.
+                event: if entry.is_empty() {
+                    CreatedEvent::Delivered
+                } else {
+                    CreatedEvent::Waiting(entry.to_owned())
+                },
+                order: reply.order(sku)?,
+                replayed: true,
+                replicated: true,
+                earliest_deadline: None,
+            })
+        }
+        "sold_out" => Err(PurchaseError::SoldOut {
+            remaining: reply.uint(1)?,
+        }),
+        "sale_inconsistent" => Err(PurchaseError::SaleInconsistent {
+            stock: reply.uint(1)?,
+            sold: reply.uint(2)?,
+        }),
+        "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
+            limit: reply.uint(1)?,
+        }),
+        "sale_missing" => Err(StoreError::SaleMissing.into()),
+        "sale_not_open" => Err(PurchaseError::SaleNotOpen),
+        "user_limit_reached" => Err(PurchaseError::UserLimitReached),
+        "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),
+        _ => Err(reply.corrupt().into()),
     }
 }

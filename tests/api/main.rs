@@ -30,4 +30,5 @@ mod shutdown;
 #[path = "../common/stream.rs"]
 mod stream;
 mod tickets;
+mod upgrade;
 mod validation;
