@@ -340,7 +340,7 @@ fn outcome(
         "created" => {
             let pay_by = shared.optional_int(4)?;
             let unit_price = shared.uint(1)?;
-            let quantity = u32::from(request.quantity.get());
+            let quantity = request.quantity.get();
             Ok(Purchase {
                 // Made the shared entry of the call by `share_written_entry`.
                 event: CreatedEvent::Waiting(shared.text(5)?.to_owned()),
