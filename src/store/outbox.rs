@@ -57,6 +57,17 @@ pub struct WrittenEntry {
     pub delivered: tokio::sync::OnceCell<bool>,
 }
 
+/// Where an accepted purchase's `order.created` stands when the script answers.
+#[derive(Debug, Clone)]
+pub enum CreatedEvent {
+    /// It left the outbox: JetStream holds it.
+    Delivered,
+    /// In the outbox entry this script call wrote, with the other orders it made.
+    Written(std::sync::Arc<WrittenEntry>),
+    /// In the outbox entry an earlier call wrote (a replay), still waiting: its id.
+    Waiting(String),
+}
+
 impl WrittenEntry {
     pub fn new(sku: Sku, id: String, message: OrderMessage) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {

@@ -4,7 +4,7 @@ use std::time::Instant;
 use redis::Value;
 use tokio::sync::oneshot;
 
-use super::outbox::WrittenEntry;
+use super::outbox::{CreatedEvent, WrittenEntry};
 use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::event::OrderMessage;
@@ -28,17 +28,6 @@ pub struct Purchase {
     earliest_deadline: Option<i64>,
     /// Where the order's created event stands.
     pub event: CreatedEvent,
-}
-
-/// Where an accepted purchase's `order.created` stands when the script answers.
-#[derive(Debug, Clone)]
-pub enum CreatedEvent {
-    /// It left the outbox: JetStream holds it.
-    Delivered,
-    /// In the outbox entry this script call wrote, with the other orders it made.
-    Written(Arc<WrittenEntry>),
-    /// In the outbox entry an earlier call wrote (a replay), still waiting: its id.
-    Waiting(String),
 }
 
 /// Why a purchase took nothing.
