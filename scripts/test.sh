@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test against real servers: brings up Redis, NATS, PostgreSQL and the local
-# Redis/NATS clusters when absent, then `cargo test` three times:
+# Redis/NATS clusters when absent, validates the event contract (docs/asyncapi.json, with
+# the AsyncAPI parser), then `cargo test` three times:
 #   1. every test on the single Redis and the durable NATS (nats-server 2.15 with
 #      nats-server.conf, as shipped: FLASHSALE_TEST_NATS_URL), and the cluster tests on the
 #      clusters;
@@ -22,6 +23,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
+# The event contract: docs/asyncapi.json, parsed by the AsyncAPI parser.
+scripts/asyncapi-check.sh
 # The Redis Cluster and NATS cluster (seconds to start).
 scripts/cluster.sh up
 # A thousand client connections beside the service's own.

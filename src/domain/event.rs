@@ -37,8 +37,9 @@ impl EventKind {
     }
 }
 
-/// The payload of `<prefix>.<created|paid|expired|cancelled>.<sku>`. Every event carries the
-/// whole order as it stood after the transition, so a subscriber needs no earlier event.
+/// One order event: an item of the `{"events": [...]}` payload of
+/// `<prefix>.<created|paid|expired|cancelled>.<sku>` (docs/asyncapi.json). Every event carries
+/// the whole order as it stood after the transition, so a subscriber needs no earlier event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderEvent {
     pub event: EventKind,

@@ -69,16 +69,22 @@ impl Delivery {
 
 pub struct Confirmation {
     mode: Confirm,
+    timeout: Duration,
+    publisher: Arc<EntryPublisher>,
+    /// From the script's answer to the PubAck (the script wrote the entry just before).
+    delivery_lag: metrics::Histogram,
+}
+
+/// What publishes an entry, shared by the delivery tasks.
+struct EntryPublisher {
     nats: async_nats::Client,
     timeout: Duration,
     jetstream: jetstream::Context,
     stream: OrderStream,
-    /// Where the handlers remove the outbox entries JetStream acknowledged.
+    /// Where the entries JetStream acknowledged are removed.
     inventory: Arc<Inventory>,
     /// Set once the order stream is known to exist (publishing needs it).
     stream_ready: tokio::sync::OnceCell<()>,
-    /// From the script's answer to the PubAck (the script wrote the entry just before).
-    delivery_lag: metrics::Histogram,
 }
 
 impl Confirmation {
@@ -93,12 +99,15 @@ impl Confirmation {
         jetstream.set_timeout(timeout);
         Self {
             mode,
-            nats,
             timeout,
-            jetstream,
-            stream,
-            inventory,
-            stream_ready: tokio::sync::OnceCell::new(),
+            publisher: Arc::new(EntryPublisher {
+                nats,
+                timeout,
+                jetstream,
+                stream,
+                inventory,
+                stream_ready: tokio::sync::OnceCell::new(),
+            }),
             delivery_lag: crate::support::metrics::delivery_lag_histogram(Publisher::Confirm),
         }
     }
@@ -118,19 +127,33 @@ impl Confirmation {
     /// longer does: an entry Redis did not let go of (unreachable right then) answers
     /// `Pending`, as every later read would say until the relay delivers it again (a
     /// duplicate JetStream drops).
-    pub async fn confirm(&self, written: &WrittenEntry) -> Delivery {
+    pub async fn confirm(&self, written: &Arc<WrittenEntry>) -> Delivery {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }
         let started = Instant::now();
-        // The first handler here publishes; if it stops waiting (its client hung up), the
-        // next one waiting takes over under the same message id.
-        let delivered = tokio::time::timeout(
+        // The first handler here starts the entry's delivery in a task of its own: a handler
+        // that stops waiting (its timeout, its client hanging up) stops nothing, so a slow
+        // PubAck is never answered by a second publish of the same entry.
+        let mut delivered = written
+            .delivery
+            .get_or_init(|| async {
+                let (tell, told) = tokio::sync::watch::channel(None);
+                let (publisher, written) = (self.publisher.clone(), written.clone());
+                tokio::spawn(async move {
+                    let delivered = publisher.deliver(&written).await;
+                    let _ = tell.send(Some(delivered));
+                });
+                told
+            })
+            .await
+            .clone();
+        let answer = tokio::time::timeout(
             self.timeout,
-            written.delivered.get_or_init(|| self.deliver(written)),
+            delivered.wait_for(|delivered| delivered.is_some()),
         )
         .await;
-        let confirmed = matches!(delivered, Ok(true));
+        let confirmed = matches!(answer, Ok(Ok(ref delivered)) if **delivered == Some(true));
         crate::support::metrics::record_confirmation(confirmed);
         if confirmed {
             self.delivery_lag.record(started.elapsed());
@@ -146,7 +169,7 @@ impl Confirmation {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }
-        match self.inventory.outbox().entry(sku, entry_id).await {
+        match self.publisher.inventory.outbox().entry(sku, entry_id).await {
             Ok(Some(entry)) => {
                 let written = WrittenEntry::new(sku.clone(), entry.id, entry.message);
                 self.confirm(&written).await
@@ -159,7 +182,9 @@ impl Confirmation {
             }
         }
     }
+}
 
+impl EntryPublisher {
     /// Publishes the entry's message, then removes the entry from the outbox; true once both
     /// are done.
     async fn deliver(&self, written: &WrittenEntry) -> bool {

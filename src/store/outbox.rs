@@ -52,9 +52,10 @@ pub struct OutboxEntry {
 pub struct WrittenEntry {
     pub sku: Sku,
     pub entry: OutboxEntry,
-    /// Whether JetStream holds the message and the outbox no longer does: set by the first
-    /// handler to get an answer, read by the others.
-    pub delivered: tokio::sync::OnceCell<bool>,
+    /// Whether JetStream holds the message and the outbox no longer does (`None` while
+    /// that is being found out): the delivery the first handler started, which the others
+    /// wait for (`events/confirm.rs`).
+    pub delivery: tokio::sync::OnceCell<tokio::sync::watch::Receiver<Option<bool>>>,
 }
 
 /// Where an accepted purchase's `order.created` stands when the script answers.
@@ -73,7 +74,7 @@ impl WrittenEntry {
         std::sync::Arc::new(Self {
             sku,
             entry: OutboxEntry { id, message },
-            delivered: tokio::sync::OnceCell::new(),
+            delivery: tokio::sync::OnceCell::new(),
         })
     }
 }

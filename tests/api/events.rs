@@ -342,10 +342,11 @@ async fn expiries_decided_together_reach_the_stream_together() {
 /// Messages of one event each of `n` orders of `sku`, as a relay would read entries of a
 /// payment or a cancel, or of a version before batches, from an outbox.
 fn messages_of(sku: &str, n: usize) -> Vec<flashsale::domain::event::OrderMessage> {
+    let digest = Sku::parse(sku).expect("sku").digest();
     (1..=n)
         .map(|i| flashsale::domain::event::OrderEvent {
             event: EventKind::Created,
-            order_id: format!("{sku}-1-{i}"),
+            order_id: format!("{digest}-1-{i}"),
             sku: sku.to_owned(),
             user_id: format!("u{i}"),
             quantity: 1,
@@ -491,11 +492,19 @@ async fn orders_taken_while_nats_is_down_arrive_once_it_returns() {
     );
 
     nats.restart().await;
+    let db = TestDb::create().await;
+    let consumer = spawn_consumer(&app.settings, &db);
     let messages = wait_for_delivered(&app.settings, 100, Duration::from_secs(40)).await;
     assert_eq!(messages.len(), 100);
     assert_no_duplicates(&messages);
     assert_in_sale_order(&messages);
     assert_eq!(created_ids(&messages), accepted);
+    // Each order written to the table once (counted by the write log, not the primary key).
+    db.wait_until_consumed(&app.settings, Duration::from_secs(30))
+        .await;
+    db.assert_writes(&accepted, &[("INSERT", "created")]).await;
+    consumer.abort();
+    db.drop_schema().await;
     app.cleanup().await;
 }
 
@@ -522,12 +531,24 @@ async fn a_process_killed_after_a_burst_loses_nothing() {
     );
 
     nats.restart().await;
+    // Counted where repeats cannot hide: every publish on the subjects (JetStream would drop
+    // a repeat before storing it), and every write to the table (the primary key would).
+    let mut tap = PublishTap::open(&settings).await;
+    let db = TestDb::create().await;
+    let consumer = spawn_consumer(&settings, &db);
     let replacement = spawn_app_from(settings.clone()).await;
     let messages = wait_for_delivered(&settings, 1000, Duration::from_secs(40)).await;
     assert_eq!(messages.len(), 1000);
     assert_no_duplicates(&messages);
     assert_in_sale_order(&messages);
     assert_eq!(created_ids(&messages), accepted);
+    replacement.wait_until_relay_idle(&sku).await;
+    assert_published_once(&tap.published().await, &accepted);
+    db.wait_until_consumed(&settings, Duration::from_secs(30))
+        .await;
+    db.assert_writes(&accepted, &[("INSERT", "created")]).await;
+    consumer.abort();
+    db.drop_schema().await;
     replacement.cleanup().await;
 }
 
@@ -584,18 +605,39 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
         .await;
     }
 
+    // The next holder re-sends the ten the dead one had published (it cannot know), and
+    // JetStream keeps one of each: counted at the core level and in the table.
+    let mut tap = PublishTap::open(&settings).await;
+    let db = TestDb::create().await;
+    let consumer = spawn_consumer(&settings, &db);
     let app = spawn_app_from(settings.clone()).await;
     let messages = wait_for_delivered(&settings, 20, Duration::from_secs(20)).await;
     assert_eq!(messages.len(), 20);
     assert_no_duplicates(&messages);
     assert_in_sale_order(&messages);
-    assert_eq!(
-        created_ids(&messages),
-        read.iter()
-            .filter_map(|(_, m)| m.as_ref())
-            .flat_map(|m| m.events().iter().map(|e| e.order_id.clone()))
-            .collect()
+    let orders: HashSet<String> = read
+        .iter()
+        .filter_map(|(_, m)| m.as_ref())
+        .flat_map(|m| m.events().iter().map(|e| e.order_id.clone()))
+        .collect();
+    assert_eq!(created_ids(&messages), orders);
+    app.wait_until_relay_idle(sku.as_str()).await;
+    // Each entry once alone by the next holder (the tap opened after the dead one's sends);
+    // on a stream that takes atomic batches it first went in one batch with the ten the dead
+    // one had sent, which JetStream refused whole, storing nothing of it (above: once each).
+    let (batched, alone): (Vec<Published>, Vec<Published>) =
+        tap.published().await.into_iter().partition(|p| p.batch.is_some());
+    assert_published_once(&alone, &orders);
+    let in_batches = publishes_per_order(&batched);
+    assert!(
+        in_batches.values().all(|n| *n == 1) && in_batches.len() <= orders.len(),
+        "in one refused batch at most: {in_batches:?}"
     );
+    db.wait_until_consumed(&settings, Duration::from_secs(30))
+        .await;
+    db.assert_writes(&orders, &[("INSERT", "created")]).await;
+    consumer.abort();
+    db.drop_schema().await;
     let left: u64 =
         redis::AsyncCommands::xlen(&mut app.redis.clone(), app.key(sku.as_str(), "outbox"))
             .await

@@ -6,6 +6,8 @@ mod cluster;
 mod consumer;
 mod contract;
 mod durable;
+#[path = "../common/event_contract.rs"]
+mod event_contract;
 mod events;
 mod failover;
 mod health;

@@ -45,6 +45,11 @@ pub async fn stored_events(client: async_nats::Client, stream: &str) -> Vec<Deli
             .headers
             .get("Nats-Batch-Id")
             .map(|v| v.as_str().to_owned());
+        crate::event_contract::assert_follows_contract(
+            &message.subject,
+            &message_id,
+            &message.payload,
+        );
         let events = OrderMessage::decode(&message.payload).expect("payload holds order events");
         for event in events {
             messages.push(Delivered {

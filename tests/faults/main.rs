@@ -8,6 +8,8 @@
 //!   store holds against what every client was answered.
 
 mod chaos;
+#[path = "../common/event_contract.rs"]
+mod event_contract;
 mod fixtures;
 mod overload;
 #[path = "../common/servers.rs"]

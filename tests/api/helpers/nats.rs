@@ -134,16 +134,22 @@ impl PublishTap {
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_millis(500), self.subscriber.next()).await
         {
+            let message_id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned())
+                .expect("every publish carries Nats-Msg-Id");
+            crate::event_contract::assert_follows_contract(
+                &message.subject,
+                &message_id,
+                &message.payload,
+            );
             let events = flashsale::domain::event::OrderMessage::decode(&message.payload)
                 .expect("order events");
             published.push(Published {
                 subject: message.subject.to_string(),
-                message_id: message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Msg-Id"))
-                    .map(|v| v.as_str().to_owned())
-                    .expect("every publish carries Nats-Msg-Id"),
+                message_id,
                 batch: message
                     .headers
                     .as_ref()
