@@ -121,39 +121,40 @@ local record_middle = '\n' .. price .. '\n' .. now .. '\n' .. pay_by .. '\n\n'
 
 -- What this call decided, written once at its end (one command each, not one an order):
 -- the orders made (their event lines, records, ids), and the buyers they changed.
-local made = {}        -- order id -> { quantity, user, field } of an order this call made
-local lines = {}       -- the outbox entry's event lines (order_moves.lua: event_line)
-local created = {}     -- the ids of the orders made, in order
+-- Flat tables, no table an order: a table per order or buyer cost a tenth of the script.
+local lines = {}        -- the outbox entry's event lines (order_moves.lua: event_line)
+local made_ids, made_fields, made_quantities, made_users = {}, {}, {}, {}
+local made_with_key = {} -- order id -> its index in made_*, for orders bought with a key
 local waiting_here = {} -- replies of replays of an order this call made (its entry waits)
-local buyer_of = {}    -- user -> { held, listed (old list), new fields (oldest first) }
+local held_of, listed_of, new_of = {}, {}, {} -- a buyer's units, old list, this call's fields
 local changed_buyers = {}
 
--- The buyer's tally and list as this call left it: read from Redis once a call.
-local function buyer_state(user)
-  local state = buyer_of[user]
-  if state then return state end
-  local held, listed = 0, ''
+-- The buyer's units as this call left them: read from Redis once a call.
+local function held_by(user)
+  local held = held_of[user]
+  if held then return held end
+  held = 0
   local stored = redis.call('HGET', buyers, user)
   if stored then
-    held, listed = string.match(stored, '^(%d+):(.*)$')
-    held = tonumber(held)
+    local units, listed = string.match(stored, '^(%d+):(.*)$')
+    held, listed_of[user] = tonumber(units), listed
   end
-  state = { held = held, listed = listed, new = {} }
-  buyer_of[user] = state
-  return state
+  held_of[user] = held
+  return held
 end
 
 -- One purchase, against the sale as the purchases before it in the batch left it.
-local function decide(user, quantity, idem, idem_key, listed)
+-- `units` is the quantity as the caller wrote it: printed as given, not converted back.
+local function decide(user, quantity, units, idem, idem_key, listed)
   -- 1. Idempotency replay comes before the window and stock checks: a retry of an accepted
   --    purchase must find its order even after the sale closed or sold out.
   if idem then
     local id = redis.call('GET', idem)
     if id then
-      local here = made[id]
+      local here = made_with_key[id]
       if here then
         -- Made earlier in this very call: its record and entry are written at the end.
-        if here.user ~= user or here.quantity ~= quantity then
+        if made_users[here] ~= user or made_quantities[here] ~= units then
           return { 'idempotency_conflict' }
         end
         local reply = { 'replayed', id, user, quantity, price, now, math.max(stock - sold, 0),
@@ -184,10 +185,10 @@ local function decide(user, quantity, idem, idem_key, listed)
   if not open then return { 'sale_not_open' } end
 
   -- 3. Per-user limit, counting what the user already holds.
-  local buyer = buyer_state(user)
+  local held = held_by(user)
   if limit then
     if quantity > limit then return { 'quantity_above_limit', limit } end
-    if buyer.held + quantity > limit then return { 'user_limit_reached' } end
+    if held + quantity > limit then return { 'user_limit_reached' } end
   end
 
   -- 4. Stock, all or nothing: sold never exceeds stock.
@@ -197,18 +198,25 @@ local function decide(user, quantity, idem, idem_key, listed)
   -- Commit, in this call's tables: nothing above changed anything, and the end of the
   -- script writes what these hold.
   sold, seq = sold + quantity, seq + 1
-  local id = oid .. '-' .. seq
   local field = tostring(seq)
-  made[id] = { quantity = quantity, user = user, field = field }
-  buyer.held = buyer.held + quantity
-  if listed then buyer.new[#buyer.new + 1] = field end
+  local id = oid .. '-' .. field
+  local n = #made_ids + 1
+  made_ids[n], made_fields[n], made_quantities[n], made_users[n] = id, field, units, user
+  held_of[user] = held + quantity
+  if listed then
+    -- Newest first.
+    local new = new_of[user]
+    new_of[user] = new and (field .. ',' .. new) or field
+  end
   if not changed_buyers[user] then
     changed_buyers[user] = true
     changed_buyers[#changed_buyers + 1] = user
   end
-  if idem then redis.call('SET', idem, id, 'EX', idem_ttl) end
-  lines[#lines + 1] = id .. '\t' .. quantity .. line_middle .. idem_key .. '\t\t' .. user
-  created[#created + 1] = id
+  if idem then
+    redis.call('SET', idem, id, 'EX', idem_ttl)
+    made_with_key[id] = n
+  end
+  lines[n] = id .. '\t' .. units .. line_middle .. idem_key .. '\t\t' .. user
   return { 'created', seq, stock - sold }
 end
 
@@ -227,10 +235,10 @@ for i = 1, count do
   if not stock then
     replies[i] = { 'sale_missing' }
   else
-    replies[i] = decide(user, quantity, idem, idem_key, ARGV[at + 3] == '1')
+    replies[i] = decide(user, quantity, ARGV[at + 1], idem, idem_key, ARGV[at + 3] == '1')
   end
 end
-if #created == 0 then return { {}, replies } end
+if #made_ids == 0 then return { {}, replies } end
 
 -- The writes of the orders made, one command each for all of them. The outbox entry is
 -- written in the same atomic step as the stock: an order accepted here can never be missing
@@ -239,26 +247,21 @@ local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'events', table
 local records, due = {}, {}
 -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
 local record_head, record_tail = status .. '\n', record_middle .. event .. '\n\n'
-for _, id in ipairs(created) do
-  local order = made[id]
-  records[#records + 1] = order.field
-  records[#records + 1] = record_head .. order.quantity .. record_tail .. order.user
-  due[#due + 1] = pay_by
-  due[#due + 1] = id
+for i, id in ipairs(made_ids) do
+  records[2 * i - 1] = made_fields[i]
+  records[2 * i] = record_head .. made_quantities[i] .. record_tail .. made_users[i]
+  due[2 * i - 1] = pay_by
+  due[2 * i] = id
 end
 for _, reply in ipairs(waiting_here) do reply[11] = event end
 redis.call('HSET', orders, unpack(records))
 local buyer_fields = {}
-for _, user in ipairs(changed_buyers) do
-  local buyer = buyer_of[user]
-  local list = buyer.listed
-  local new = buyer.new
-  if #new > 0 then
-    -- Newest first: this call's, latest first, then the list as it stood.
-    local newest = {}
-    for j = #new, 1, -1 do newest[#newest + 1] = new[j] end
-    if list ~= '' then newest[#newest + 1] = list end
-    list = table.concat(newest, ',')
+for i, user in ipairs(changed_buyers) do
+  local list = listed_of[user] or ''
+  local new = new_of[user]
+  if new then
+    -- Newest first: this call's, then the list as it stood.
+    if list ~= '' then list = new .. ',' .. list else list = new end
     if #list > LISTED_BYTES then
       -- The oldest go, past LISTED ids: cut at the LISTED'th comma.
       local at = 0
@@ -269,8 +272,8 @@ for _, user in ipairs(changed_buyers) do
       if at then list = string.sub(list, 1, at - 1) end
     end
   end
-  buyer_fields[#buyer_fields + 1] = user
-  buyer_fields[#buyer_fields + 1] = buyer.held .. ':' .. list
+  buyer_fields[2 * i - 1] = user
+  buyer_fields[2 * i] = held_of[user] .. ':' .. list
 end
 redis.call('HSET', buyers, unpack(buyer_fields))
 local earliest = 0

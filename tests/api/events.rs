@@ -625,8 +625,11 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     // Each entry once alone by the next holder (the tap opened after the dead one's sends);
     // on a stream that takes atomic batches it first went in one batch with the ten the dead
     // one had sent, which JetStream refused whole, storing nothing of it (above: once each).
-    let (batched, alone): (Vec<Published>, Vec<Published>) =
-        tap.published().await.into_iter().partition(|p| p.batch.is_some());
+    let (batched, alone): (Vec<Published>, Vec<Published>) = tap
+        .published()
+        .await
+        .into_iter()
+        .partition(|p| p.batch.is_some());
     assert_published_once(&alone, &orders);
     let in_batches = publishes_per_order(&batched);
     assert!(

@@ -51,6 +51,35 @@ async fn kill_sells_exactly_the_default_stock_under_64_way_concurrency() {
         (sale["sold"].as_u64(), sale["remaining"].as_u64()),
         (Some(1000), Some(0))
     );
+    // The anonymous buyer keeps its tally (for a per-user limit) but no list of orders.
+    assert_eq!(
+        app.redis_hget(&app.default_sku, "buyers", "anonymous")
+            .await
+            .as_deref(),
+        Some("1000:")
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_named_kill_buyer_has_a_list_the_anonymous_one_none() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        assert_eq!(app.kill(Some("named")).await.0, 200);
+        assert_eq!(app.kill(None).await.0, 200);
+    }
+    let named = app
+        .redis_hget(&app.default_sku, "buyers", "named")
+        .await
+        .expect("named");
+    let (held, listed) = named.split_once(':').expect("units:list");
+    assert_eq!((held, listed.split(',').count()), ("3", 3), "{named}");
+    assert_eq!(
+        app.redis_hget(&app.default_sku, "buyers", "anonymous")
+            .await
+            .as_deref(),
+        Some("3:")
+    );
     app.cleanup().await;
 }
 
