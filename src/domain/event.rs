@@ -131,17 +131,9 @@ impl OrderMessage {
         &self.events
     }
 
-    pub fn into_events(self) -> Vec<OrderEvent> {
-        self.events
-    }
-
     fn first(&self) -> &OrderEvent {
         // `new` refuses an empty message.
         &self.events[0]
-    }
-
-    pub fn kind(&self) -> EventKind {
-        self.first().event
     }
 
     /// `<prefix>.<kind>.<sku>`: the subject of every event it holds.
