@@ -44,15 +44,17 @@
 --   still knows it; '1' when the order goes on the buyer's list, '0' when not (/kill's
 --   anonymous buyer: the old app kept no buyer, and one list of every order cost its cut)
 --
--- Reply: { shared, replies }. shared is what every order this call made has in common:
---   { oid, unit_price, created_at_ms, status, pay_by_ms ('' when the sale has no payment
+-- Reply: { shared, answered_at, answers }. shared is what every order this call made has in
+--   common: { oid, unit_price, created_at_ms, status, pay_by_ms ('' when the sale has no payment
 --   window), the outbox entry's id, earliest (1 when the call's first new order has the sale's
 --   earliest deadline: only then must the caller add it to the sweeper's cross-sale index,
---   see src/store/payment_due.rs) }, or {} when it made none. replies holds one array per
---   purchase, in order: { outcome, ... } where outcome is one of
---   'created'                , seq (the order id is '<oid>-<seq>'), remaining: the rest of
---                              the order is the request's and shared's (a short reply: the
---                              long one cost a third of the script)
+--   see src/store/payment_due.rs), first_seq (the first new order's), stock, sold before the
+--   call },
+--   or {} when it made none. A purchase that made an order has no reply of its own (a reply
+--   each cost a tenth of the script): the k-th new order of the call (from 0) has seq
+--   first_seq + k, and leaves stock - sold - the units of the new orders up to it. Every other
+--   purchase has its index (1-based) in answered_at and its reply at the same place in
+--   answers: { outcome, ... } where outcome is one of
 --   'replayed'               , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
 --                              status, pay_by_ms, 0, and the stream id of the outbox entry
 --                              still holding its order.created ('' once JetStream holds it;
@@ -102,6 +104,7 @@ local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
 local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
 local payment_timeout = tonumber(f[8])
 local seq = tonumber(f[11]) or 0
+local first_seq, sold_before = seq + 1, sold
 -- 'sale_not_open' is decided once: the batch shares one instant.
 local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at) or f[10])
 -- Every order of the call shares its instant, its price and so its payment deadline.
@@ -123,7 +126,9 @@ local record_middle = '\n' .. price .. '\n' .. now .. '\n' .. pay_by .. '\n\n'
 -- the orders made (their event lines, records, ids), and the buyers they changed.
 -- Flat tables, no table an order: a table per order or buyer cost a tenth of the script.
 local lines = {}        -- the outbox entry's event lines (order_moves.lua: event_line)
-local made_ids, made_fields, made_quantities, made_users = {}, {}, {}, {}
+-- An order's id is id_head .. its field (its seq).
+local id_head = oid and (oid .. '-')
+local made, made_fields, made_quantities, made_users = 0, {}, {}, {}
 local made_with_key = {} -- order id -> its index in made_*, for orders bought with a key
 local waiting_here = {} -- replies of replays of an order this call made (its entry waits)
 local held_of, listed_of, new_of = {}, {}, {} -- a buyer's units, old list, this call's fields
@@ -145,6 +150,7 @@ end
 
 -- One purchase, against the sale as the purchases before it in the batch left it.
 -- `units` is the quantity as the caller wrote it: printed as given, not converted back.
+-- nil when it made an order, else the purchase's answer (see Reply above).
 local function decide(user, quantity, units, idem, idem_key, listed)
   -- 1. Idempotency replay comes before the window and stock checks: a retry of an accepted
   --    purchase must find its order even after the sale closed or sold out.
@@ -199,9 +205,9 @@ local function decide(user, quantity, units, idem, idem_key, listed)
   -- script writes what these hold.
   sold, seq = sold + quantity, seq + 1
   local field = tostring(seq)
-  local id = oid .. '-' .. field
-  local n = #made_ids + 1
-  made_ids[n], made_fields[n], made_quantities[n], made_users[n] = id, field, units, user
+  made = made + 1
+  local n = made
+  made_fields[n], made_quantities[n], made_users[n] = field, units, user
   held_of[user] = held + quantity
   if listed then
     -- Newest first.
@@ -213,14 +219,15 @@ local function decide(user, quantity, units, idem, idem_key, listed)
     changed_buyers[#changed_buyers + 1] = user
   end
   if idem then
+    local id = id_head .. field
     redis.call('SET', idem, id, 'EX', idem_ttl)
     made_with_key[id] = n
   end
-  lines[n] = id .. '\t' .. units .. line_middle .. idem_key .. '\t\t' .. user
-  return { 'created', seq, stock - sold }
+  lines[n] = id_head .. field .. '\t' .. units .. line_middle .. idem_key .. '\t\t' .. user
+  return nil
 end
 
-local replies = {}
+local answered_at, answers = {}, {}
 local next_idem = 6
 for i = 1, count do
   local at = 4 * i - 2
@@ -232,26 +239,29 @@ for i = 1, count do
   -- 0. Existence. Every sale, the default one included, is written by put_sale.lua or
   --    restore.lua; a missing hash, or one another primary wrote, means the caller must
   --    consult JetStream first.
+  local answer
   if not stock then
-    replies[i] = { 'sale_missing' }
+    answer = { 'sale_missing' }
   else
-    replies[i] = decide(user, quantity, ARGV[at + 1], idem, idem_key, ARGV[at + 3] == '1')
+    answer = decide(user, quantity, ARGV[at + 1], idem, idem_key, ARGV[at + 3] == '1')
+  end
+  if answer then
+    answered_at[#answered_at + 1] = i
+    answers[#answers + 1] = answer
   end
 end
-if #made_ids == 0 then return { {}, replies } end
+if made == 0 then return { {}, answered_at, answers } end
 
 -- The writes of the orders made, one command each for all of them. The outbox entry is
 -- written in the same atomic step as the stock: an order accepted here can never be missing
 -- from what the relay hands to JetStream.
 local event = redis.call('XADD', outbox, '*', 'kind', 'created', 'events', table.concat(lines, '\n'))
-local records, due = {}, {}
+local records = {}
 -- Integers below 2^53 print in full ('%.14g' covers ms timestamps and prices up to 10^14).
 local record_head, record_tail = status .. '\n', record_middle .. event .. '\n\n'
-for i, id in ipairs(made_ids) do
+for i = 1, made do
   records[2 * i - 1] = made_fields[i]
   records[2 * i] = record_head .. made_quantities[i] .. record_tail .. made_users[i]
-  due[2 * i - 1] = pay_by
-  due[2 * i] = id
 end
 for _, reply in ipairs(waiting_here) do reply[11] = event end
 redis.call('HSET', orders, unpack(records))
@@ -285,8 +295,14 @@ if payment_timeout then
   -- src/store/payment_due.rs); an equal one already there stands for it.
   local first = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
   if not first[2] or tonumber(first[2]) > pay_by then earliest = 1 end
+  local due = {}
+  for i = 1, made do
+    due[2 * i - 1] = pay_by
+    due[2 * i] = id_head .. made_fields[i]
+  end
   redis.call('ZADD', deadlines, unpack(due))
 end
 -- The sale's counters once a call; 'changed' lets the archive wait a while after it.
 redis.call('HSET', sale, 'sold', sold, 'seq', seq, 'changed', now)
-return { { oid, price, now, status, pay_by, event, earliest }, replies }
+return { { oid, price, now, status, pay_by, event, earliest, first_seq, stock, sold_before },
+         answered_at, answers }

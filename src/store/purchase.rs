@@ -216,22 +216,40 @@ impl Inventory {
             Ok(redis) => redis,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
-        let answer: Result<(Vec<Value>, Vec<Vec<Value>>), _> = call.invoke_async(&mut *redis).await;
-        let (shared, replies) = match self.observe(answer) {
+        let answer: Result<(Vec<Value>, Vec<usize>, Vec<Vec<Value>>), _> =
+            call.invoke_async(&mut *redis).await;
+        let (shared, answered_at, answers) = match self.observe(answer) {
             Ok(answer) => answer,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
-        if replies.len() != requests.len() {
+        // Each purchase's own answer, or None: it made an order (purchase.lua's Reply).
+        let mut own: Vec<Option<&[Value]>> = vec![None; requests.len()];
+        for (&at, answer) in answered_at.iter().zip(&answers) {
+            if let Some(slot) = at.checked_sub(1).and_then(|i| own.get_mut(i)) {
+                *slot = Some(answer);
+            }
+        }
+        let answered = own.iter().filter(|a| a.is_some()).count();
+        if answered_at.len() != answers.len() || answered != answers.len() {
             let corrupt = Reply(&[]).corrupt();
             return requests
                 .iter()
                 .map(|_| Err(corrupt.clone().into()))
                 .collect();
         }
-        let mut results: Vec<_> = replies
-            .iter()
+        let mut made = NewOrders {
+            shared: Reply(&shared),
+            count: 0,
+            units: 0,
+            times: None,
+        };
+        let mut results: Vec<_> = own
+            .into_iter()
             .zip(requests)
-            .map(|(reply, request)| outcome(sku, Reply(reply), Reply(&shared), request))
+            .map(|(answer, request)| match answer {
+                Some(answer) => outcome(sku, Reply(answer)),
+                None => made.next(sku, request),
+            })
             .collect();
         share_written_entry(sku, requests, &mut results);
         if results
@@ -318,44 +336,71 @@ fn share_written_entry(
     }
 }
 
-/// One purchase's reply, read, with what the call's new orders share (`lua/purchase.lua`).
-fn outcome(
-    sku: &Sku,
-    reply: Reply<'_>,
-    shared: Reply<'_>,
-    request: &PurchaseRequest,
-) -> Result<Purchase, PurchaseError> {
+/// The orders a call made, read in the order it made them from what they share
+/// (`lua/purchase.lua`: the k-th has seq first_seq + k and leaves stock, less what was sold
+/// before the call and the units of the new orders up to it).
+struct NewOrders<'a> {
+    shared: Reply<'a>,
+    /// New orders read so far, and their units.
+    count: u64,
+    units: u64,
+    /// created_at and pay_by as the answer prints them, formatted once for the call.
+    times: Option<(String, Option<String>)>,
+}
+
+impl NewOrders<'_> {
+    fn next(&mut self, sku: &Sku, request: &PurchaseRequest) -> Result<Purchase, PurchaseError> {
+        let shared = &self.shared;
+        let quantity = request.quantity.get();
+        let seq = shared.uint(7)? + self.count;
+        let is_first = self.count == 0;
+        self.count += 1;
+        self.units += u64::from(quantity);
+        let remaining = shared
+            .uint(8)?
+            .checked_sub(shared.uint(9)? + self.units)
+            .ok_or_else(|| shared.corrupt())?;
+        let pay_by = shared.optional_int(4)?;
+        let unit_price = shared.uint(1)?;
+        let (created_at, pay_by_text) = match &self.times {
+            Some(times) => times.clone(),
+            None => self
+                .times
+                .insert((format_time(shared.int(2)?), pay_by.map(format_time)))
+                .clone(),
+        };
+        Ok(Purchase {
+            // Made the shared entry of the call by `share_written_entry`.
+            event: CreatedEvent::Waiting(shared.text(5)?.to_owned()),
+            order: Order {
+                order_id: format!("{}-{seq}", shared.text(0)?),
+                sku: sku.to_string(),
+                user_id: request.user.as_str().to_owned(),
+                quantity,
+                unit_price,
+                total_amount: crate::domain::order::total_amount(unit_price, quantity)
+                    .ok_or_else(|| shared.corrupt())?,
+                created_at,
+                remaining,
+                status: OrderStatus::parse(shared.text(3)?).ok_or_else(|| shared.corrupt())?,
+                pay_by: pay_by_text,
+                delivery: None,
+            },
+            replayed: false,
+            replicated: true,
+            // Only the call's first new order can hold the sale's earliest deadline.
+            earliest_deadline: if is_first && shared.optional_int(6)? == Some(1) {
+                pay_by
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// The answer of a purchase that made no order (`lua/purchase.lua`).
+fn outcome(sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
     match reply.text(0)? {
-        "created" => {
-            let pay_by = shared.optional_int(4)?;
-            let unit_price = shared.uint(1)?;
-            let quantity = request.quantity.get();
-            Ok(Purchase {
-                // Made the shared entry of the call by `share_written_entry`.
-                event: CreatedEvent::Waiting(shared.text(5)?.to_owned()),
-                order: Order {
-                    order_id: format!("{}-{}", shared.text(0)?, reply.uint(1)?),
-                    sku: sku.to_string(),
-                    user_id: request.user.as_str().to_owned(),
-                    quantity,
-                    unit_price,
-                    total_amount: crate::domain::order::total_amount(unit_price, quantity)
-                        .ok_or_else(|| shared.corrupt())?,
-                    created_at: format_time(shared.int(2)?),
-                    remaining: reply.uint(2)?,
-                    status: OrderStatus::parse(shared.text(3)?).ok_or_else(|| shared.corrupt())?,
-                    pay_by: pay_by.map(format_time),
-                    delivery: None,
-                },
-                replayed: false,
-                replicated: true,
-                earliest_deadline: if shared.optional_int(6)? == Some(1) {
-                    pay_by
-                } else {
-                    None
-                },
-            })
-        }
         "replayed" => {
             let entry = reply.text(10)?;
             Ok(Purchase {

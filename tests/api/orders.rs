@@ -45,6 +45,14 @@ async fn stampede_sells_exactly_the_stock() {
         .filter_map(|o| o["order_id"].as_str())
         .collect();
     assert_eq!(ids.len(), 100, "order ids are distinct");
+    // Each winner is told the units its own order left: a batch's orders read theirs from
+    // what the call shares (lua/purchase.lua's Reply), one unit less each, in order.
+    let mut remaining: Vec<u64> = created
+        .iter()
+        .filter_map(|o| o["remaining"].as_u64())
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..100).collect::<Vec<u64>>());
     assert!(
         created
             .iter()

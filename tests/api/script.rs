@@ -174,12 +174,22 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
     for (user, quantity, idem) in batch {
         call.arg(user).arg(quantity).arg(idem).arg("1");
     }
-    let (shared, replies): (Vec<redis::Value>, Vec<Vec<redis::Value>>) = call
-        .invoke_async(&mut app.redis.clone())
-        .await
-        .expect("EVALSHA");
+    let (shared, answered_at, answers): (Vec<redis::Value>, Vec<usize>, Vec<Vec<redis::Value>>) =
+        call.invoke_async(&mut app.redis.clone())
+            .await
+            .expect("EVALSHA");
     let text = |v: &redis::Value| redis::from_redis_value_ref::<String>(v).expect("text");
-    let outcomes: Vec<String> = replies.iter().map(|r| text(&r[0])).collect();
+    // A purchase that made an order has no answer of its own; the others have theirs at
+    // their (1-based) index.
+    let answer = |i: usize| {
+        answered_at
+            .iter()
+            .position(|&at| at == i + 1)
+            .map(|k| &answers[k])
+    };
+    let outcomes: Vec<String> = (0..batch.len())
+        .map(|i| answer(i).map_or("created".to_owned(), |a| text(&a[0])))
+        .collect();
     assert_eq!(
         outcomes,
         [
@@ -194,28 +204,24 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
             "sold_out",             // nothing left
         ]
     );
-    // A new order's reply is short: its sequence and the units left; the rest is the
-    // request's and what the call's orders share (oid, price, time, status, pay_by, entry).
-    let id_of = |i: usize| format!("{}-{}", text(&shared[0]), text(&replies[i][1]));
-    assert_eq!(text(&replies[2][1]), id_of(1), "replayed b's order");
-    // remaining is field 2 of a new order, field 1 of sold_out.
-    let remaining = [(0, 2), (1, 2), (6, 1), (7, 2), (8, 1)].map(|(i, at)| text(&replies[i][at]));
-    assert_eq!(remaining, ["3", "1", "1", "0", "0"]);
-    assert_eq!(text(&shared[1]), "100", "the sale's price");
-    let ids: Vec<String> = [0, 1, 7].iter().map(|&i| id_of(i)).collect();
-    let seqs: Vec<u64> = ids
-        .iter()
-        .map(|id| {
-            id.rsplit('-')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .expect("seq")
-        })
-        .collect();
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "ids in arrival order: {ids:?}"
+    // The new orders share the rest: the k-th has seq first_seq + k, and the units left
+    // follow from stock, sold before the call and the units of the new orders up to it.
+    let first_seq: u64 = text(&shared[7]).parse().expect("first_seq");
+    let id_of = |k: u64| format!("{}-{}", text(&shared[0]), first_seq + k);
+    let answer_text = |i: usize, at: usize| text(&answer(i).expect("an answer")[at]);
+    assert_eq!(answer_text(2, 1), id_of(1), "replayed b's order");
+    assert_eq!(
+        [text(&shared[8]), text(&shared[9])],
+        ["5", "0"],
+        "stock, sold before the call"
     );
+    // remaining: field 6 of a replay, field 1 of sold_out.
+    assert_eq!(
+        [answer_text(2, 6), answer_text(6, 1), answer_text(8, 1)],
+        ["1", "1", "0"]
+    );
+    assert_eq!(text(&shared[1]), "100", "the sale's price");
+    let ids: Vec<String> = (0..3).map(id_of).collect();
     assert_eq!(app.redis_sold(&sku).await, 5);
     assert_eq!(
         app.redis_order_ids(&sku).await.len(),
@@ -226,7 +232,7 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
     // reply (its event waits in that very entry), holding the three orders' events in order.
     let entry = text(&shared[5]);
     assert_eq!(
-        text(&replies[2][10]),
+        answer_text(2, 10),
         entry,
         "the replay names the call's entry"
     );
