@@ -73,6 +73,7 @@ pub struct Confirmation {
     publisher: Arc<EntryPublisher>,
     /// From the script's answer to the PubAck (the script wrote the entry just before).
     delivery_lag: metrics::Histogram,
+    confirmations: crate::support::metrics::Confirmations,
 }
 
 /// What publishes an entry, shared by the delivery tasks.
@@ -109,6 +110,7 @@ impl Confirmation {
                 stream_ready: tokio::sync::OnceCell::new(),
             }),
             delivery_lag: crate::support::metrics::delivery_lag_histogram(Publisher::Confirm),
+            confirmations: crate::support::metrics::Confirmations::register(),
         }
     }
 
@@ -154,7 +156,7 @@ impl Confirmation {
         )
         .await;
         let confirmed = matches!(answer, Ok(Ok(ref delivered)) if **delivered == Some(true));
-        crate::support::metrics::record_confirmation(confirmed);
+        self.confirmations.record(confirmed);
         if confirmed {
             self.delivery_lag.record(started.elapsed());
             Delivery::Confirmed

@@ -92,8 +92,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
             ApiError::InvalidRequest(e.to_string()).into()
         }),
     )
-    .service(get("/home").route(web::get().to(seed::home)))
+    // The purchase routes first: actix tries the routes in this order, and each pattern
+    // with a {segment} is a regex match.
+    .service(
+        resource("/v1/sales/{sku}/orders", "GET, POST")
+            .wrap(cors(cors_origins))
+            .route(web::post().to(orders::create_order))
+            .route(web::get().to(orders::list_buyer_orders)),
+    )
     .service(get("/kill").route(web::get().to(seed::kill)))
+    .service(get("/home").route(web::get().to(seed::home)))
     .service(get("/healthz").route(web::get().to(health::healthz)))
     .service(get("/readyz").route(web::get().to(health::readyz)))
     .service(get("/metrics").route(web::get().to(health::metrics)))
@@ -113,12 +121,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
         get("/v1/sales/{sku}/live")
             .wrap(cors(cors_origins))
             .route(web::get().to(live::live)),
-    )
-    .service(
-        resource("/v1/sales/{sku}/orders", "GET, POST")
-            .wrap(cors(cors_origins))
-            .route(web::post().to(orders::create_order))
-            .route(web::get().to(orders::list_buyer_orders)),
     )
     .service(
         get("/v1/orders/{order_id}")

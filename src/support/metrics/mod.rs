@@ -232,11 +232,30 @@ pub fn record_expiry_lag(lag_ms: i64) {
     histogram!(EXPIRY_LAG).record(lag_ms.max(0) as f64 / 1000.0);
 }
 
-/// An event's confirmation before the answer: `confirmed`, or `pending` (for a new order,
-/// the 202).
-pub fn record_confirmation(confirmed: bool) {
-    let result = if confirmed { "confirmed" } else { "pending" };
-    counter!(CONFIRMATIONS, "result" => result).increment(1);
+/// Events' confirmations before the answer: `confirmed`, or `pending` (for a new order, the
+/// 202). Registered once per holder: a labelled counter looked up per request costs a hash
+/// and a lock on the hot path.
+pub struct Confirmations {
+    confirmed: Counter,
+    pending: Counter,
+}
+
+impl Confirmations {
+    pub fn register() -> Self {
+        Self {
+            confirmed: counter!(CONFIRMATIONS, "result" => "confirmed"),
+            pending: counter!(CONFIRMATIONS, "result" => "pending"),
+        }
+    }
+
+    pub fn record(&self, confirmed: bool) {
+        if confirmed {
+            &self.confirmed
+        } else {
+            &self.pending
+        }
+        .increment(1);
+    }
 }
 
 /// A script call's `WAIT` for replicas (FLASHSALE_REDIS_WAIT_REPLICAS): enough of them
