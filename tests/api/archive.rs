@@ -477,3 +477,63 @@ async fn a_sale_whose_definition_does_not_read_holds_up_no_other_archive() {
     assert!(archives(&app, "failed").await > failed_before);
     app.cleanup().await;
 }
+
+/// The archive's "settled" guard (`lua/archive.lua`), each half decided alone: an ended sale
+/// with an event still in its outbox (NATS down when it was written), or an order still
+/// awaiting payment, is not sealed; once that is settled, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_sale_is_not_sealed_while_an_event_waits_or_a_payment_is_due() {
+    let app = spawn_app_with(|_| {}).await;
+
+    // An event waiting in the outbox: as a purchase leaves it while JetStream is away.
+    let sku = unique("unsent");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    app.buy_accepted(&sku, "buyer").await;
+    let end = admin_post(&app, &format!("/v1/sales/{sku}/end"), json!({})).await;
+    assert_eq!(end.status(), 200);
+    app.wait_until_relay_idle(&sku).await;
+    let mut redis = app.redis.clone();
+    let waiting: String = redis::cmd("XADD")
+        .arg(app.key(&sku, "outbox"))
+        .arg("*")
+        .arg("kind")
+        .arg("created")
+        .arg("events")
+        .arg("not yet in JetStream")
+        .query_async(&mut redis)
+        .await
+        .expect("XADD");
+    assert_eq!(archive_step(&app, &sku, &["seal", "0", "0"]).await, "live");
+    assert!(app.redis_hget(&sku, "sale", "sealed").await.is_none());
+    let _: i64 = redis::cmd("XDEL")
+        .arg(app.key(&sku, "outbox"))
+        .arg(&waiting)
+        .query_async(&mut redis)
+        .await
+        .expect("XDEL");
+    assert_eq!(
+        archive_step(&app, &sku, &["seal", "0", "0"]).await,
+        "sealed",
+        "settled once the outbox is empty"
+    );
+
+    // An order awaiting payment (its deadline a minute away).
+    let due = unique("due");
+    app.create_sale(&due, json!({"stock": 5, "payment_timeout_secs": 60}))
+        .await;
+    let order = app.buy_accepted(&due, "buyer").await;
+    assert_eq!(order["status"], "pending_payment");
+    let end = admin_post(&app, &format!("/v1/sales/{due}/end"), json!({})).await;
+    assert_eq!(end.status(), 200);
+    app.wait_until_relay_idle(&due).await;
+    assert_eq!(archive_step(&app, &due, &["seal", "0", "0"]).await, "live");
+    let order_id = order["order_id"].as_str().expect("id");
+    assert_eq!(app.cancel(order_id).await.status(), 200);
+    app.wait_until_relay_idle(&due).await;
+    assert_eq!(
+        archive_step(&app, &due, &["seal", "0", "0"]).await,
+        "sealed",
+        "settled once no payment is due"
+    );
+    app.cleanup().await;
+}
