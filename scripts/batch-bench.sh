@@ -8,7 +8,8 @@
 #   flask    ../shared/bench/seed under gunicorn, 2 sync workers
 # alternating ROUNDS rounds of DURATION at CONNECTIONS (wrk -t2), medians of the ratios; then
 #   script   Redis CPU per purchase: INFO commandstats usec of EVALSHA over the purchases made,
-#            the unsynced service at 256 connections (after 2 s of warm-up), and 1 s over it
+#            the unsynced service at 256 connections (after 2 s of warm-up), and 1 s over it;
+#            and the main thread's CPU time (INFO cpu) over the same purchases
 #   drain    the durable service's relay emptying a backlog left by a NATS outage of
 #            OUTAGE seconds (FLASHSALE_CONFIRM=redis, so purchases go on at full speed), in
 #            events a second
@@ -126,9 +127,17 @@ echo "kill/flask       ${kill_flask[*]} median $(median "${kill_flask[@]}")"
 sold() { rc hget "unsynced:{$1}:sale" sold; }
 put_sale "$UNSYNCED" cost
 SKU=cost wrk -t2 -c256 -d2s -s scripts/wrk/purchase.lua "http://127.0.0.1:$UNSYNCED" >/dev/null
+# Redis's main thread, user and system CPU seconds: everything it did (scripts, reading and
+# answering commands, the XDELs, the relay's reads), unlike commandstats, which counts the
+# wall time of each command, preempted or not.
+main_cpu() {
+  rc info cpu | tr -d '\r' | awk -F: '/_main_thread/ { s += $2 } END { printf "%.6f", s }'
+}
 rc config resetstat >/dev/null
 before=$(sold cost)
+cpu_before=$(main_cpu)
 SKU=cost wrk -t2 -c256 -d8s -s scripts/wrk/purchase.lua "http://127.0.0.1:$UNSYNCED" >/dev/null
+cpu_after=$(main_cpu)
 after=$(sold cost)
 stats=$(rc info commandstats | tr -d '\r')
 usec=$(sed -n 's/^cmdstat_evalsha:.*usec=\([0-9]*\),.*/\1/p' <<<"$stats")
@@ -136,7 +145,10 @@ calls=$(sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p' <<<"$stats")
 python3 -c "
 made = $after - $before
 print(f'script: {$usec / made:.2f} us a purchase ({made} purchases, {made / $calls:.1f} a call) '
-      f'= {1e6 * made / $usec:,.0f} purchases/s on one Redis core')"
+      f'= {1e6 * made / $usec:,.0f} purchases/s on one Redis core')
+cpu = ($cpu_after - $cpu_before) * 1e6 / made
+print(f'redis: {cpu:.2f} us of main-thread CPU a purchase, all commands and I/O '
+      f'= {1e6 / cpu:,.0f} purchases/s on one Redis core')"
 
 # The relay's drain of a backlog into the durable stream.
 start_service "$DRAIN" "$DURABLE_NATS" drain redis
