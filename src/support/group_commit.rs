@@ -4,7 +4,7 @@
 //! the next call carries all of them (at most the queue's batch size), in arrival order.
 //! There is no timer: a request that finds no call in flight starts one at once, so a lone
 //! request waits for nothing and only a crowd is batched. Two use it: purchases share one
-//! script call per sale (`store/purchase.rs`: one round trip, one script dispatch, one
+//! script call per sale (`store/purchase/`: one round trip, one script dispatch, one
 //! `TIME` read for up to 128 purchases), and the events those purchases wrote share one
 //! JetStream batch (`events/confirm.rs`: one acknowledgement and one fsync).
 //!
