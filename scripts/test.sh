@@ -11,8 +11,8 @@
 #      failover tests, which build clusters of their own.
 #   3. the API suite's modules that publish or read the stream, again on Debian's nats-server
 #      2.9 (no atomic batches: the relay sends one message at a time);
-#   4. scripts/contract.sh: schemathesis against the live service and its OpenAPI document
-#      (skipped when a test name filter is given);
+# and beside those three, once the build is done (skipped when a test name filter is given):
+#   4. scripts/contract.sh: schemathesis against the live service and its OpenAPI document;
 #   5. scripts/check-observability.sh: promtool on the alert rules and their unit tests, and
 #      every PromQL expression of the dashboard and the alerts against a real Prometheus;
 #   6. scripts/container-test.sh: the Dockerfile built and run with podman.
@@ -29,7 +29,37 @@ scripts/asyncapi-check.sh
 scripts/cluster.sh up
 # A thousand client connections beside the service's own.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${DURABLE_NATS_PORT:-4225} cargo test --locked "$@"
+# Four tests at a time, not one a core: most of a test's time is spent waiting on a server
+# (a relay's pass, a payment deadline, an archive's delay), so two cores keep up with four.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
+cargo test --locked --no-run "$@"
+
+# The checks of the built service run beside the suites (another lane): they use the binary,
+# the shared servers under names of their own, and little CPU while they wait.
+checks_log=$(mktemp)
+checks_pid=
+if [ "$#" -eq 0 ]; then
+  (scripts/contract.sh && scripts/check-observability.sh && scripts/container-test.sh) \
+    >"$checks_log" 2>&1 &
+  checks_pid=$!
+fi
+finish_checks() {
+  [ -n "$checks_pid" ] || return 0
+  local status=0
+  wait "$checks_pid" || status=$?
+  checks_pid=
+  echo "test.sh: contract, observability and container checks:" >&2
+  cat "$checks_log" >&2
+  rm -f "$checks_log"
+  [ "$status" -eq 0 ] || { echo "test.sh: those checks failed ($status)" >&2; exit "$status"; }
+}
+trap 'if [ -n "$checks_pid" ]; then kill "$checks_pid" 2>/dev/null || true; fi; rm -f "$checks_log"' EXIT
+
+durable_nats=nats://127.0.0.1:${DURABLE_NATS_PORT:-4225}
+FLASHSALE_TEST_NATS_URL=$durable_nats cargo test --locked --lib --bins --test api --test cli \
+  --test layout "$@"
+# Two at a time: each fault test drives a thousand connections through services of its own.
+FLASHSALE_TEST_NATS_URL=$durable_nats RUST_TEST_THREADS=2 cargo test --locked --test faults "$@"
 echo "test.sh: the API suite on the cluster topology" >&2
 FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::
 echo "test.sh: the API suite on Debian's nats-server (no atomic batches)" >&2
@@ -40,4 +70,4 @@ FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${NATS_PORT:-4222} cargo test --locked 
   --skip cluster:: --skip failover:: --skip contract:: --skip durable:: --skip health:: \
   --skip live:: --skip page:: --skip rate_limits:: --skip round_trips:: --skip sales:: \
   --skip script:: --skip seed:: --skip settings:: --skip tickets:: --skip validation::
-if [ "$#" -eq 0 ]; then scripts/contract.sh; scripts/check-observability.sh; scripts/container-test.sh; fi
+finish_checks
