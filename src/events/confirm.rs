@@ -12,9 +12,10 @@
 //! delivery in both modes; this is only an earlier, confirmed copy. Once JetStream
 //! acknowledged it, the entry leaves the outbox (one `XDEL`) before the handlers answer, so
 //! the relay never reads it, and every later read of the orders says `delivered` as the
-//! answer did: a reader never sees a delivery undone. The relay leaves entries younger than
-//! [`relay_grace`] to their handlers; a repeat that slips through (a confirmation slower
-//! than that) is dropped by JetStream's duplicate window.
+//! answer did: a reader never sees a delivery undone. The handlers' delivery ends within the
+//! confirm timeout of the entry's write, and the relay leaves entries younger than
+//! [`relay_grace`] (that, and a margin) to them: a confirmed entry is published once. The
+//! relay's repeat of one not confirmed in time is dropped by JetStream's duplicate window.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,14 +36,18 @@ const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
 /// acknowledgement, well below an election's silence).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// How long the relay leaves a new outbox entry to the handlers confirming it: while their
-/// first try may still be waiting for its PubAck (the confirm timeout, at most one try's
-/// 500 ms). Past that the handlers send again themselves, or gave up (202), or nobody
-/// confirms the entry (an expiry): it is the relay's. Shorter would have the relay repeat
-/// what a slow JetStream (a loaded cluster) has not acknowledged yet, adding load where it
-/// hurts; the price is that unconfirmed events reach JetStream up to this much later.
+/// What the relay's grace adds to the confirm timeout: room for the handler's `XDEL` after
+/// its last PubAck.
+const GRACE_MARGIN: Duration = Duration::from_millis(250);
+
+/// How long the relay leaves a new outbox entry to the handlers confirming it. Their
+/// delivery (publish, PubAck, `XDEL`) ends within the confirm timeout of the entry's write
+/// ([`WrittenEntry::written_by`]), so an entry they confirmed has left the outbox before the
+/// relay may read it: it is published once. One they did not confirm in time (202) is the
+/// relay's, and reaches JetStream up to this much later; if the handler's publish did arrive,
+/// JetStream drops the relay's repeat.
 pub fn relay_grace(confirm_timeout: Duration) -> Duration {
-    confirm_timeout.min(ATTEMPT_TIMEOUT)
+    confirm_timeout + GRACE_MARGIN
 }
 
 /// How far a new order had got when it was answered.
@@ -173,7 +178,7 @@ impl Confirmation {
         }
         match self.publisher.inventory.outbox().entry(sku, entry_id).await {
             Ok(Some(entry)) => {
-                let written = WrittenEntry::new(sku.clone(), entry.id, entry.message);
+                let written = WrittenEntry::new(sku.clone(), entry.id, entry.message, None);
                 self.confirm(&written).await
             }
             // Delivered meanwhile (the relay, another handler): JetStream holds it.
@@ -224,7 +229,9 @@ impl EntryPublisher {
                 ensure_stream(&self.jetstream, &self.stream).await.map(drop)
             })
             .await?;
-        let deadline = Instant::now() + self.timeout;
+        // Within the confirm timeout of the entry's write (see relay_grace), or of now for an
+        // entry read back from the outbox.
+        let deadline = written.written_by.unwrap_or_else(Instant::now) + self.timeout;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT.min(remaining), async {

@@ -27,9 +27,6 @@ const SCHEMA: &str = include_str!("../../sql/schema.sql");
 const BATCH: usize = 200;
 /// A fetch returns after this long even when fewer events came (so shutdown is prompt).
 const FETCH_WAIT: Duration = Duration::from_millis(500);
-/// JetStream redelivers an event not acknowledged within this (a consumer that died holding
-/// it; one that only lost PostgreSQL hands its batch back at once).
-const ACK_WAIT: Duration = Duration::from_secs(30);
 /// The first retry after a failure; doubled per failure in a row, up to 32 times this.
 const RETRY: Duration = Duration::from_millis(100);
 /// How PostgreSQL lists the consumer's connections (`pg_stat_activity.application_name`),
@@ -122,7 +119,7 @@ async fn session(
                 durable_name: Some(settings.consumer.name.clone()),
                 filter_subject: format!("{}.>", settings.nats.subject_prefix),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
+                ack_wait: settings.consumer.ack_wait,
                 ..Default::default()
             },
         )

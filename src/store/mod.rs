@@ -48,7 +48,7 @@ pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
 pub use outbox::{Backlog, CreatedEvent, Outbox, OutboxEntry, WrittenEntry, written_ms};
 pub use payment_due::{DueSales, PaymentIndex};
-pub use purchase::{Listing, Purchase, PurchaseError, PurchaseRequest};
+pub use purchase::{Listing, MAX_BATCH, Purchase, PurchaseError, PurchaseRequest};
 pub use read::OrderQuery;
 pub use restore::Restored;
 pub use sales::{OrderCounts, PutSaleError};

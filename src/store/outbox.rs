@@ -56,6 +56,11 @@ pub struct WrittenEntry {
     /// that is being found out): the delivery the first handler started, which the others
     /// wait for (`events/confirm.rs`).
     pub delivery: tokio::sync::OnceCell<tokio::sync::watch::Receiver<Option<bool>>>,
+    /// An instant no later than the entry's write (the script call's sending): the handlers'
+    /// delivery ends within the confirm timeout of it, before the relay's grace lets the
+    /// relay read the entry (`events/confirm.rs`). `None` for an entry read back from the
+    /// outbox, whose age is not known here.
+    pub written_by: Option<std::time::Instant>,
 }
 
 /// Where an accepted purchase's `order.created` stands when the script answers.
@@ -70,11 +75,17 @@ pub enum CreatedEvent {
 }
 
 impl WrittenEntry {
-    pub fn new(sku: Sku, id: String, message: OrderMessage) -> std::sync::Arc<Self> {
+    pub fn new(
+        sku: Sku,
+        id: String,
+        message: OrderMessage,
+        written_by: Option<std::time::Instant>,
+    ) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             sku,
             entry: OutboxEntry { id, message },
             delivery: tokio::sync::OnceCell::new(),
+            written_by,
         })
     }
 }

@@ -48,14 +48,13 @@ async fn confirmed_and_late(answers: Vec<reqwest::Response>) -> (HashSet<String>
     (confirmed, late)
 }
 
-/// Asserts each accepted order was published, nothing else was, none more than twice alone
-/// (its handler's publish, or its handler's again after a batch the relay's copy got ahead of
-/// was refused whole, nothing of it stored; and a relay's when the entry outlived the relay's
-/// grace, 500 ms, before the handler's try came back, which a starved machine cannot rule
-/// out), and none in more than two atomic batches (its handler's, and the relay's once the
-/// entry outlived the grace). (Each publish of a relayed event is counted exactly by the
-/// relay-only tests.)
-fn assert_published_at_most_twice(
+/// Asserts each accepted order was published and nothing else was; each confirmed one (201)
+/// exactly once: its handlers' delivery ended within the confirm timeout of the write, before
+/// the relay's grace let the relay read its entry (`events/confirm.rs`). An order answered 202
+/// (JetStream late) is the relay's too: at most twice alone (its handler's late try, the
+/// relay's) and in at most two atomic batches (the relay's, refused whole when it held a
+/// message that late try had stored, then one by one).
+fn assert_published_exactly(
     publishes: &[Published],
     confirmed: &HashSet<String>,
     late: &HashSet<String>,
@@ -66,6 +65,15 @@ fn assert_published_at_most_twice(
         published.keys().cloned().collect::<HashSet<_>>(),
         accepted,
         "the accepted orders were published, nothing else"
+    );
+    let repeated: Vec<_> = confirmed
+        .iter()
+        .filter(|id| published[*id] != 1)
+        .map(|id| (id, published[id]))
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "confirmed orders published more than once: {repeated:?}"
     );
     let (batched, alone): (Vec<Published>, Vec<Published>) =
         publishes.iter().cloned().partition(|p| p.batch.is_some());
@@ -80,13 +88,11 @@ fn assert_published_at_most_twice(
         excess.is_empty(),
         "in three atomic batches or more: {excess:?}"
     );
-    let twice = confirmed.iter().filter(|id| published[*id] >= 2).count();
     println!(
-        "{} orders: {} confirmed ({twice} also relayed or refused in a batch), {} late, {} sent in atomic batches",
+        "{} orders: {} confirmed, each published once; {} late",
         accepted.len(),
         confirmed.len(),
-        late.len(),
-        batched.len()
+        late.len()
     );
 }
 
@@ -124,8 +130,15 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
     app.create_sale(&sku, json!({"stock": 500, "price": 1200}))
         .await;
 
+    // 500 at a time: 3,000 connections opened at once starved the test's own runtime on a
+    // loaded CI machine, whose requests then came after the server's 5 s request timeout.
     let buyers = users("buyer", 3000);
-    let answered = join_all(buyers.iter().map(|user| app.order(&sku, user, 1))).await;
+    let answered: Vec<reqwest::Response> =
+        futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+            futures::stream::iter(buyers.iter().map(|user| app.order(&sku, user, 1))),
+            500,
+        ))
+        .await;
     let (confirmed, late) = confirmed_and_late(answered).await;
     let accepted: HashSet<String> = confirmed.union(&late).cloned().collect();
     assert_eq!(accepted.len(), 500);
@@ -143,7 +156,7 @@ async fn every_accepted_order_reaches_the_stream_and_postgres_once() {
             n => assert_eq!(p.message_id, format!("{first}+{n}")),
         }
     }
-    assert_published_at_most_twice(&publishes, &confirmed, &late);
+    assert_published_exactly(&publishes, &confirmed, &late);
     let messages = wait_for_delivered(&app.settings, 500, Duration::from_secs(30)).await;
     assert_eq!(
         messages.len(),
@@ -753,7 +766,7 @@ async fn confirmed_events_are_published_once_by_their_handlers_alone() {
         .collect();
     assert_published_once(&alone, &one_by_one);
     confirmed.extend(one_by_one);
-    assert_published_at_most_twice(&publishes, &confirmed, &late);
+    assert_published_exactly(&publishes, &confirmed, &late);
     let messages = wait_for_delivered(&first.settings, 430, Duration::from_secs(30)).await;
     assert_eq!(messages.len(), 430);
     assert_no_duplicates(&messages);

@@ -1,5 +1,7 @@
 //! `lua/purchase.lua`'s answer, read: one result per purchase of the call, in order.
 
+use std::time::Instant;
+
 use redis::Value;
 
 use super::{Purchase, PurchaseError, PurchaseRequest};
@@ -19,6 +21,7 @@ pub(super) fn read_answer(
     shared: &[Value],
     answered_at: &[usize],
     answers: &[Vec<Value>],
+    sent_at: Instant,
 ) -> Vec<Result<Purchase, PurchaseError>> {
     // Each purchase's own answer, or None: it made an order (purchase.lua's Reply).
     let mut own: Vec<Option<&[Value]>> = vec![None; requests.len()];
@@ -49,7 +52,7 @@ pub(super) fn read_answer(
             None => made.next(sku, request),
         })
         .collect();
-    share_written_entry(sku, requests, &mut results);
+    share_written_entry(sku, requests, &mut results, sent_at);
     results
 }
 
@@ -60,6 +63,7 @@ fn share_written_entry(
     sku: &Sku,
     requests: &[PurchaseRequest],
     results: &mut [Result<Purchase, PurchaseError>],
+    sent_at: Instant,
 ) {
     let mut entry_id = None;
     let mut events = Vec::new();
@@ -80,7 +84,7 @@ fn share_written_entry(
     let Ok(message) = OrderMessage::new(events) else {
         return;
     };
-    let written = WrittenEntry::new(sku.clone(), entry_id.clone(), message);
+    let written = WrittenEntry::new(sku.clone(), entry_id.clone(), message, Some(sent_at));
     for purchase in results.iter_mut().flatten() {
         if matches!(&purchase.event, CreatedEvent::Waiting(id) if *id == entry_id) {
             purchase.event = CreatedEvent::Written(written.clone());

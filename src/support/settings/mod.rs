@@ -140,6 +140,9 @@ pub struct ConsumerSettings {
     pub name: String,
     /// Whether FLASHSALE_DATABASE_URL was given (`flashsale audit` then checks PostgreSQL).
     pub database_url_explicit: bool,
+    /// How long JetStream waits for the consumer's acknowledgement of a message before it
+    /// hands the message out again (a consumer that died holding it).
+    pub ack_wait: Duration,
 }
 
 /// Logs and metrics.
@@ -333,6 +336,9 @@ impl Settings {
                 .postgres_url()?,
                 name: var("FLASHSALE_CONSUMER", "orders-db").nats_token()?,
                 database_url_explicit: lookup("FLASHSALE_DATABASE_URL").is_some(),
+                ack_wait: Duration::from_secs(
+                    var("FLASHSALE_CONSUMER_ACK_WAIT_SECS", "30").number(1, 3600)?,
+                ),
             },
             telemetry: TelemetrySettings {
                 log_config_explicit: log_config.is_some(),
