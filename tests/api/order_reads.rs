@@ -24,14 +24,16 @@ async fn read(app: &TestApp, path: &str) -> reqwest::Response {
 
 /// Reads the order until `delivered` is true (the relay trims what JetStream holds).
 async fn read_delivered(app: &TestApp, order_id: &str) -> Value {
-    for _ in 0..100 {
+    // Up to 30 s: the relay takes an entry after the confirm timeout and its margin, and after
+    // an outage its back-off may still run.
+    for _ in 0..600 {
         let order = read_order(app, order_id).await;
         if order["delivered"] == true {
             return order;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("order {order_id} not delivered within 5 s");
+    panic!("order {order_id} not delivered within 30 s");
 }
 
 /// The ids `GET /v1/sales/{sku}/orders?user_id=` lists (`user` URL-encoded), in its order.

@@ -576,7 +576,8 @@ async fn the_relay_brings_back_a_sale_whose_events_wait_in_its_outbox() {
     // No request for the sale: the relay delivers the events and rebuilds the sale from the
     // stream and what its outbox held.
     let mut sold = None;
-    for _ in 0..100 {
+    // Up to 30 s: the relay's back-off after the outage may still run.
+    for _ in 0..300 {
         sold = app.redis_hget(&sku, "sale", "sold").await;
         if sold.is_some() {
             break;
