@@ -412,6 +412,17 @@ idle_commands=$(( (commands1 - commands0) / IDLE_SECONDS ))
 value() { awk -F'\t' -v p="$1" -v c="$2" -v col="$3" '$1==p && $2==c {print $col}' "$OUT/loadtest.tsv"; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "-" }'; }
 {
+  # The durable path first: what the service ships with (path a, FLASHSALE_CONFIRM=jetstream on
+  # nats-server 2.15 with nats-server.conf, every write fsynced before its PubAck).
+  echo "**Durable, as shipped** (path a: POST orders, confirm=jetstream, nats-server 2.15 with nats-server.conf):"
+  echo
+  for c in $CONNECTIONS; do
+    echo "- $c connections: $(value a "$c" 3) req/s, p50 $(value a "$c" 4) ms, p99 $(value a "$c" 5) ms;" \
+      "$(ratio "$(value a "$c" 3)" "$(value f "$c" 3)") of the one-EVALSHA reference (f)," \
+      "$(ratio "$(value a "$c" 3)" "$(value e "$c" 3)") of redis-benchmark on the script (e)"
+  done
+  echo "- against the same service on an unsynced nats-server 2.15 ($first_c connections, 3 alternating runs): $(ratio "$js_sum" "$unsynced_sum")"
+  echo
   echo "| path | conns | req/s | p50 ms | p99 ms | outcomes |"
   echo "| --- | ---: | ---: | ---: | ---: | --- |"
   awk -F'\t' 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $7 }' "$OUT/loadtest.tsv"
