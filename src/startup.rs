@@ -147,6 +147,7 @@ impl Application {
             operations.clone(),
             settings.http.live_viewers,
             settings.http.live_max,
+            settings.http.live_refresh,
         );
         tokio::spawn(live.clone().listen(sale_changes));
         let state = web::Data::new(AppState {

@@ -5,7 +5,8 @@
 //! a notice of a state change (sold out, ended, restocked) is read at once, and a read whose
 //! state differs from the last one sent is always sent. The clock changes a sale's state too
 //! (it opens, it closes): the task reads again at that instant without any notice. And it
-//! reads every [`REFRESH_INTERVAL`] regardless, since a notice can be lost.
+//! reads every `refresh` (FLASHSALE_LIVE_REFRESH_MS, 5 s) regardless, since a notice can be
+//! lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,9 +25,6 @@ use crate::operations::Operations;
 pub const READ_INTERVAL: Duration = Duration::from_millis(100);
 /// A comment on every stream this often, changes or not.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
-/// A read this often without any notice: notices travel over NATS core, at most once, so
-/// one lost (a reconnect, NATS down while the sale sells on) costs at most this staleness.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// After a failed read (Redis down), the next try.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Frames a viewer may fall behind before it is dropped (it reconnects to the current state).
@@ -55,10 +53,13 @@ pub struct Feed {
     urgent: AtomicBool,
     /// Cancelled when the last viewer leaves or the service stops.
     pub stop: CancellationToken,
+    /// A read this often without any notice: notices travel over NATS core, at most once, so
+    /// one lost (a reconnect, NATS down while the sale sells on) costs at most this staleness.
+    refresh: Duration,
 }
 
 impl Feed {
-    pub fn new(sku: Sku, stop: CancellationToken) -> Self {
+    pub fn new(sku: Sku, stop: CancellationToken, refresh: Duration) -> Self {
         Self {
             sku,
             frames: broadcast::channel(VIEWER_BACKLOG).0,
@@ -67,6 +68,7 @@ impl Feed {
             wake: Notify::new(),
             urgent: AtomicBool::new(false),
             stop,
+            refresh,
         }
     }
 
@@ -87,8 +89,7 @@ impl Feed {
         let mut read_at: Option<Instant> = None;
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL);
-        let mut refresh =
-            tokio::time::interval_at(Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
+        let mut refresh = tokio::time::interval_at(Instant::now() + self.refresh, self.refresh);
         for timer in [&mut heartbeat, &mut refresh] {
             // A feed busy past a tick does not make up for it with a burst.
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

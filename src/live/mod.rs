@@ -47,6 +47,8 @@ pub struct Live {
     /// How long a stream lasts (FLASHSALE_LIVE_MAX_SECS), less up to a tenth so a crowd that
     /// joined together does not reconnect together.
     max_stream: Duration,
+    /// How often a feed reads its sale without a notice (`feed.rs`).
+    refresh: Duration,
     /// Viewers ever joined: spreads the streams' ends.
     joined: AtomicUsize,
     /// Cancelled when the service stops: every stream ends, so shutdown never waits on them.
@@ -54,13 +56,19 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(operations: Arc<Operations>, max_viewers: usize, max_stream: Duration) -> Arc<Self> {
+    pub fn new(
+        operations: Arc<Operations>,
+        max_viewers: usize,
+        max_stream: Duration,
+        refresh: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             operations,
             feeds: Mutex::new(HashMap::new()),
             viewers: AtomicUsize::new(0),
             max_viewers,
             max_stream,
+            refresh,
             joined: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
         })
@@ -142,7 +150,11 @@ impl Live {
             feed.viewers.fetch_add(1, Ordering::AcqRel);
             return feed.clone();
         }
-        let feed = Arc::new(Feed::new(sku.clone(), self.shutdown.child_token()));
+        let feed = Arc::new(Feed::new(
+            sku.clone(),
+            self.shutdown.child_token(),
+            self.refresh,
+        ));
         feed.viewers.store(1, Ordering::Release);
         feeds.insert(sku.clone(), feed.clone());
         let live: Weak<Self> = Arc::downgrade(self);

@@ -321,7 +321,7 @@ async fn a_stream_ends_after_its_time_so_viewers_spread_over_new_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_no_notice_told_of_still_reaches_viewers_within_seconds() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.http.live_refresh = Duration::from_secs(1)).await;
     let sku = unique("unnoticed");
     app.create_sale(&sku, json!({"stock": 10})).await;
     let mut live = LiveStream::open(&app, &sku, None).await;
@@ -335,9 +335,9 @@ async fn a_change_no_notice_told_of_still_reaches_viewers_within_seconds() {
         .await
         .expect("HINCRBY");
     let seen = live
-        .next_within(Duration::from_secs(7))
+        .next_within(Duration::from_secs(4))
         .await
-        .expect("the feed's own refresh (every 5 s) shows it");
+        .expect("the feed's own refresh (every second here) shows it");
     assert_eq!(seen.remaining(), 7);
     app.cleanup().await;
 }

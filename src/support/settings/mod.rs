@@ -48,6 +48,9 @@ pub struct HttpSettings {
     /// How long one live stream lasts before the browser is sent to reconnect
     /// (FLASHSALE_LIVE_MAX_SECS): viewers then spread over replicas added since.
     pub live_max: Duration,
+    /// How often a sale's live feed reads the sale without a notice (FLASHSALE_LIVE_REFRESH_MS):
+    /// the most a lost notice leaves viewers behind.
+    pub live_refresh: Duration,
 }
 
 /// Redis: where it is, and how long and how carefully to wait for it.
@@ -269,6 +272,9 @@ impl Settings {
                 live_viewers: var("FLASHSALE_LIVE_VIEWERS", "10000").number(0, 1_000_000)? as usize,
                 live_max: Duration::from_secs(
                     var("FLASHSALE_LIVE_MAX_SECS", "600").number(1, 86_400)?,
+                ),
+                live_refresh: Duration::from_millis(
+                    var("FLASHSALE_LIVE_REFRESH_MS", "5000").number(100, 600_000)?,
                 ),
             },
             redis: RedisSettings {

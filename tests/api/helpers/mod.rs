@@ -53,6 +53,9 @@ pub fn test_settings() -> Settings {
     // Tests assert outcomes, not latency: on a starved machine (CI beside a build) a reply
     // slower than the default second would turn a decided purchase into an ambiguous 503.
     settings.redis.timeout = std::time::Duration::from_secs(5);
+    // The live feeds' own refresh out of the way: within a test a change reaches viewers by
+    // its notice or the clock, or not at all (the refresh itself is tested on its own).
+    settings.http.live_refresh = std::time::Duration::from_secs(600);
     if let Ok(url) = std::env::var("FLASHSALE_TEST_NATS_URL") {
         settings.nats.urls = vec![url.parse().expect("FLASHSALE_TEST_NATS_URL is a nats url")];
     }
