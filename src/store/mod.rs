@@ -9,6 +9,25 @@
 //! connection fails one.) The one exception: a script call followed by `WAIT`, which blocks
 //! its connection, takes one of its own ([`Inventory::writer`]).
 
+/// A script of `lua/`, its files joined in order (the shared part first). Built into the
+/// binary; with the `mutation` feature read from the repository when the store is made, so
+/// `scripts/mutate-lua.py` tests each changed script without a rebuild.
+macro_rules! lua_script {
+    ($($file:literal),+) => {{
+        #[cfg(not(feature = "mutation"))]
+        let source = concat!($(include_str!(concat!("../../lua/", $file))),+).to_owned();
+        #[cfg(feature = "mutation")]
+        let source: String = [$($file),+]
+            .iter()
+            .map(|file| {
+                let path = format!("{}/lua/{file}", env!("CARGO_MANIFEST_DIR"));
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+            })
+            .collect();
+        Script::new(&source)
+    }};
+}
+
 mod archive;
 mod connection;
 mod keys;
@@ -131,19 +150,13 @@ impl Inventory {
             wait_timeout: settings.wait_timeout,
             own_connections: (settings.wait_replicas > 0 && settings.wait_connections > 0)
                 .then(|| OwnConnections::pool(settings, settings.wait_connections)),
-            purchase_script: Script::new(include_str!("../../lua/purchase.lua")),
-            put_sale_script: Script::new(include_str!("../../lua/put_sale.lua")),
-            transition_script: Script::new(concat!(
-                include_str!("../../lua/order_moves.lua"),
-                include_str!("../../lua/transition.lua")
-            )),
-            relay_lease_script: Script::new(include_str!("../../lua/relay_lease.lua")),
-            restore_script: Script::new(concat!(
-                include_str!("../../lua/order_moves.lua"),
-                include_str!("../../lua/restore.lua")
-            )),
-            read_orders_script: Script::new(include_str!("../../lua/read_orders.lua")),
-            archive_script: Script::new(include_str!("../../lua/archive.lua")),
+            purchase_script: lua_script!("purchase.lua"),
+            put_sale_script: lua_script!("put_sale.lua"),
+            transition_script: lua_script!("order_moves.lua", "transition.lua"),
+            relay_lease_script: lua_script!("relay_lease.lua"),
+            restore_script: lua_script!("order_moves.lua", "restore.lua"),
+            read_orders_script: lua_script!("read_orders.lua"),
+            archive_script: lua_script!("archive.lua"),
             available: AtomicBool::new(true),
             outage: parking_lot::Mutex::new(None),
             probing: AtomicBool::new(false),

@@ -387,7 +387,7 @@ async fn redis_memory_returns_to_its_start_once_the_sales_are_archived() {
 
 /// One step of `lua/archive.lua` on the sale, called directly: its reply's first word.
 async fn archive_step(app: &TestApp, sku: &str, args: &[&str]) -> String {
-    let script = redis::Script::new(include_str!("../../lua/archive.lua"));
+    let script = redis::Script::new(&crate::helpers::lua_source("archive.lua"));
     let mut call = script.prepare_invoke();
     for name in ["sale", "orders", "buyers", "outbox", "deadlines", "relay"] {
         call.key(app.key(sku, name));

@@ -197,7 +197,7 @@ async fn purchases_survive_script_flush() {
         "NOSCRIPT recovered"
     );
     assert_eq!(app.redis_sold(&sku).await, 2);
-    let sha = redis::Script::new(include_str!("../../lua/purchase.lua"))
+    let sha = redis::Script::new(&crate::helpers::lua_source("purchase.lua"))
         .get_hash()
         .to_owned();
     // Asked of the primary holding the sale (on a cluster, the others never ran it again).

@@ -162,7 +162,7 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
         ("e", 1, ""),
         ("f", 1, ""),
     ];
-    let script = redis::Script::new(include_str!("../../lua/purchase.lua"));
+    let script = redis::Script::new(&crate::helpers::lua_source("purchase.lua"));
     let mut call = script.prepare_invoke();
     for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
         call.key(app.key(&sku, name));

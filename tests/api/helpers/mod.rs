@@ -35,6 +35,13 @@ pub struct TestApp {
     pub redis: RedisConnection,
 }
 
+/// A script of `lua/` as the repository holds it now (read at run time, so a mutation run of
+/// `scripts/mutate-lua.py` reaches the tests that call a script directly too).
+pub fn lua_source(file: &str) -> String {
+    let path = format!("{}/lua/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// Settings of a test app: defaults of the contract, port 0, its own namespace and sku, and
 /// the single NATS server FLASHSALE_TEST_NATS_URL names (scripts/test.sh: the durable one;
 /// unset, the default 127.0.0.1:4222).
