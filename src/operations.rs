@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::domain::event::{EventKind, OrderMessage};
 use crate::domain::order::{Order, OrderView};
@@ -104,7 +103,6 @@ impl Operations {
     /// cancelled order, with its event's delivery when that was asked for.
     pub async fn cancel(&self, order_id: &OrderId) -> Result<Order, TransitionError> {
         let sku = self.sale_of(order_id).await?;
-        let asked = Instant::now();
         let ended = self
             .end_order(&sku, || self.inventory.cancel(&sku, order_id))
             .await?;
@@ -115,7 +113,7 @@ impl Operations {
             // outlives a Redis loss; "pending" may be undone by one (README, After Redis loses
             // its data). Counted in flashsale_confirmations_total; the relay delivers it
             // either way.
-            let written = written_entry(&sku, &ended, EventKind::Cancelled, asked);
+            let written = written_entry(&sku, &ended, EventKind::Cancelled);
             let ((), confirmed) = tokio::join!(
                 self.sale_changes.announce(&sku),
                 self.confirmation.confirm(&written)
@@ -135,12 +133,11 @@ impl Operations {
         payment_ref: &PaymentRef,
     ) -> Result<OrderView, TransitionError> {
         let sku = self.sale_of(order_id).await?;
-        let asked = Instant::now();
         let mut ended = self
             .end_order(&sku, || self.inventory.pay(&sku, order_id, payment_ref))
             .await?;
         if ended.changed {
-            let written = written_entry(&sku, &ended, EventKind::Paid, asked);
+            let written = written_entry(&sku, &ended, EventKind::Paid);
             let delivery = self.confirmation.confirm(&written).await;
             ended.order.delivered = delivery == Delivery::Confirmed;
         }
@@ -345,13 +342,11 @@ impl Operations {
     }
 }
 
-/// The outbox entry a pay or cancel call wrote: its one event. `asked`: when the call was
-/// asked for, before the entry's write.
-fn written_entry(sku: &Sku, ended: &Ended, kind: EventKind, asked: Instant) -> Arc<WrittenEntry> {
+/// The outbox entry a pay or cancel call wrote: its one event.
+fn written_entry(sku: &Sku, ended: &Ended, kind: EventKind) -> Arc<WrittenEntry> {
     WrittenEntry::new(
         sku.clone(),
         ended.outbox_entry.clone(),
         OrderMessage::one(ended.order.event(kind)),
-        Some(asked),
     )
 }

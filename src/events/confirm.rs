@@ -13,7 +13,7 @@
 //! acknowledged it, the entry leaves the outbox (one `XDEL`) before the handlers answer, so
 //! the relay never reads it, and every later read of the orders says `delivered` as the
 //! answer did: a reader never sees a delivery undone. The handlers' delivery ends within the
-//! confirm timeout of the entry's write, and the relay leaves entries younger than
+//! confirm timeout of the script's answer, and the relay leaves entries younger than
 //! [`relay_grace`] (that, and a margin) to them: a confirmed entry is published once. The
 //! relay's repeat of one not confirmed in time is dropped by JetStream's duplicate window.
 
@@ -36,13 +36,13 @@ const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
 /// acknowledgement, well below an election's silence).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// What the relay's grace adds to the confirm timeout: room for the handler's `XDEL` after
-/// its last PubAck.
+/// What the relay's grace adds to the confirm timeout: room for the script's answer on its way
+/// back, and for the handler's `XDEL` after its last PubAck.
 const GRACE_MARGIN: Duration = Duration::from_millis(250);
 
 /// How long the relay leaves a new outbox entry to the handlers confirming it. Their
-/// delivery (publish, PubAck, `XDEL`) ends within the confirm timeout of the entry's write
-/// ([`WrittenEntry::written_by`]), so an entry they confirmed has left the outbox before the
+/// delivery (publish, PubAck, `XDEL`) ends within the confirm timeout of the script's answer
+/// ([`WrittenEntry::answered`]), so an entry they confirmed has left the outbox before the
 /// relay may read it: it is published once. One they did not confirm in time (202) is the
 /// relay's, and reaches JetStream up to this much later; if the handler's publish did arrive,
 /// JetStream drops the relay's repeat.
@@ -178,7 +178,7 @@ impl Confirmation {
         }
         match self.publisher.inventory.outbox().entry(sku, entry_id).await {
             Ok(Some(entry)) => {
-                let written = WrittenEntry::new(sku.clone(), entry.id, entry.message, None);
+                let written = WrittenEntry::new(sku.clone(), entry.id, entry.message);
                 self.confirm(&written).await
             }
             // Delivered meanwhile (the relay, another handler): JetStream holds it.
@@ -196,6 +196,9 @@ impl EntryPublisher {
     /// are done.
     async fn deliver(&self, written: &WrittenEntry) -> bool {
         let sku = &written.sku;
+        // This replica's relay stops short of the entry until it is delivered or given up.
+        let outbox = self.inventory.outbox();
+        let _delivering = outbox.delivering(sku, &written.entry.id);
         if let Err(e) = self.publish(written).await {
             log::debug!("events of sale {sku} not confirmed by jetstream: {e}");
             return false;
@@ -229,9 +232,8 @@ impl EntryPublisher {
                 ensure_stream(&self.jetstream, &self.stream).await.map(drop)
             })
             .await?;
-        // Within the confirm timeout of the entry's write (see relay_grace), or of now for an
-        // entry read back from the outbox.
-        let deadline = written.written_by.unwrap_or_else(Instant::now) + self.timeout;
+        // Within the confirm timeout of the script's answer (see relay_grace).
+        let deadline = written.answered + self.timeout;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT.min(remaining), async {

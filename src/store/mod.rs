@@ -129,6 +129,9 @@ pub struct Inventory {
     redis_timeout: std::time::Duration,
     /// Signalled after each script call that wrote an outbox entry, to wake the relay.
     outbox_written: Notify,
+    /// Outbox entries this replica's handlers are delivering right now (sale, entry id): the
+    /// relay stops short of them (`outbox.rs`: `Outbox::delivering`).
+    delivering: Mutex<HashSet<(Sku, String)>>,
     /// Sales this replica wrote outbox entries for since its relay last looked (waiting.rs).
     written: Mutex<HashSet<String>>,
     /// Purchases waiting for their sale's next script call (support/group_commit.rs).
@@ -162,6 +165,7 @@ impl Inventory {
             probing: AtomicBool::new(false),
             redis_timeout: settings.timeout,
             outbox_written: Notify::new(),
+            delivering: Mutex::new(HashSet::new()),
             written: Mutex::new(HashSet::new()),
             batches: Batches::new(purchase::MAX_BATCH),
             sold_out: SoldOutCache::new(settings.sold_out_recheck),

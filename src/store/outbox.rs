@@ -56,11 +56,10 @@ pub struct WrittenEntry {
     /// that is being found out): the delivery the first handler started, which the others
     /// wait for (`events/confirm.rs`).
     pub delivery: tokio::sync::OnceCell<tokio::sync::watch::Receiver<Option<bool>>>,
-    /// An instant no later than the entry's write (the script call's sending): the handlers'
-    /// delivery ends within the confirm timeout of it, before the relay's grace lets the
-    /// relay read the entry (`events/confirm.rs`). `None` for an entry read back from the
-    /// outbox, whose age is not known here.
-    pub written_by: Option<std::time::Instant>,
+    /// When the script that wrote it answered (or the entry was read back): the handlers'
+    /// delivery ends within the confirm timeout of it, before the relay's grace lets the relay
+    /// read the entry (`events/confirm.rs`).
+    pub answered: std::time::Instant,
 }
 
 /// Where an accepted purchase's `order.created` stands when the script answers.
@@ -75,17 +74,12 @@ pub enum CreatedEvent {
 }
 
 impl WrittenEntry {
-    pub fn new(
-        sku: Sku,
-        id: String,
-        message: OrderMessage,
-        written_by: Option<std::time::Instant>,
-    ) -> std::sync::Arc<Self> {
+    pub fn new(sku: Sku, id: String, message: OrderMessage) -> std::sync::Arc<Self> {
         std::sync::Arc::new(Self {
             sku,
             entry: OutboxEntry { id, message },
             delivery: tokio::sync::OnceCell::new(),
-            written_by,
+            answered: std::time::Instant::now(),
         })
     }
 }
@@ -100,7 +94,40 @@ impl Inventory {
     }
 }
 
-impl Outbox<'_> {
+/// Held while a handler delivers an entry (`Outbox::delivering`); dropped, the entry is the
+/// relay's again if it is still in the outbox.
+pub struct Delivering<'a> {
+    inventory: &'a Inventory,
+    key: Option<(Sku, String)>,
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.inventory.delivering.lock().remove(&key);
+        }
+    }
+}
+
+impl<'a> Outbox<'a> {
+    /// Marks an entry as being delivered by this replica's handlers until the guard drops:
+    /// the relay of this replica stops short of it meanwhile, so an entry its handlers
+    /// confirm is published once, whatever the timing.
+    pub fn delivering(&self, sku: &Sku, id: &str) -> Delivering<'a> {
+        let key = (sku.clone(), id.to_owned());
+        self.0.delivering.lock().insert(key.clone());
+        Delivering {
+            inventory: self.0,
+            key: Some(key),
+        }
+    }
+
+    /// Whether this replica's handlers are delivering the entry.
+    pub fn is_delivering(&self, sku: &Sku, id: &str) -> bool {
+        let delivering = self.0.delivering.lock();
+        !delivering.is_empty() && delivering.contains(&(sku.clone(), id.to_owned()))
+    }
+
     /// Entries waiting in the sale's outbox, or `None` when it is empty or absent.
     pub async fn backlog(&self, sku: &Sku) -> Result<Option<Backlog>, StoreError> {
         let outbox = self.0.keys(sku).outbox();

@@ -1,7 +1,5 @@
 //! `lua/purchase.lua`'s answer, read: one result per purchase of the call, in order.
 
-use std::time::Instant;
-
 use redis::Value;
 
 use super::{Purchase, PurchaseError, PurchaseRequest};
@@ -21,7 +19,6 @@ pub(super) fn read_answer(
     shared: &[Value],
     answered_at: &[usize],
     answers: &[Vec<Value>],
-    sent_at: Instant,
 ) -> Vec<Result<Purchase, PurchaseError>> {
     // Each purchase's own answer, or None: it made an order (purchase.lua's Reply).
     let mut own: Vec<Option<&[Value]>> = vec![None; requests.len()];
@@ -52,7 +49,7 @@ pub(super) fn read_answer(
             None => made.next(sku, request),
         })
         .collect();
-    share_written_entry(sku, requests, &mut results, sent_at);
+    share_written_entry(sku, requests, &mut results);
     results
 }
 
@@ -63,7 +60,6 @@ fn share_written_entry(
     sku: &Sku,
     requests: &[PurchaseRequest],
     results: &mut [Result<Purchase, PurchaseError>],
-    sent_at: Instant,
 ) {
     let mut entry_id = None;
     let mut events = Vec::new();
@@ -84,7 +80,7 @@ fn share_written_entry(
     let Ok(message) = OrderMessage::new(events) else {
         return;
     };
-    let written = WrittenEntry::new(sku.clone(), entry_id.clone(), message, Some(sent_at));
+    let written = WrittenEntry::new(sku.clone(), entry_id.clone(), message);
     for purchase in results.iter_mut().flatten() {
         if matches!(&purchase.event, CreatedEvent::Waiting(id) if *id == entry_id) {
             purchase.event = CreatedEvent::Written(written.clone());

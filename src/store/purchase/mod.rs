@@ -215,16 +215,13 @@ impl Inventory {
             Ok(redis) => redis,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
-        // No later than the entry's write: see WrittenEntry::written_by.
-        let sent_at = Instant::now();
         let answer: Result<(Vec<Value>, Vec<usize>, Vec<Vec<Value>>), _> =
             call.invoke_async(&mut *redis).await;
         let (shared, answered_at, answers) = match self.observe(answer) {
             Ok(answer) => answer,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
-        let mut results =
-            answer::read_answer(sku, requests, &shared, &answered_at, &answers, sent_at);
+        let mut results = answer::read_answer(sku, requests, &shared, &answered_at, &answers);
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|p| !p.replayed))
