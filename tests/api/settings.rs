@@ -54,6 +54,7 @@ fn every_setting_changed() -> Settings {
     };
     settings.nats.definitions_retention.max_age = Some(std::time::Duration::from_secs(3600));
     settings.http.live_max = std::time::Duration::from_secs(33);
+    settings.http.live_refresh = Duration::from_millis(1500);
     settings.http.cors_origins = vec![
         "https://shop.example:8443".into(),
         "http://[::1]:8000".into(),
@@ -66,6 +67,7 @@ fn every_setting_changed() -> Settings {
     settings.consumer.database_url = "postgres://someone@db.example:5432/orders".into();
     settings.consumer.database_url_explicit = true;
     settings.consumer.name = "orders-test".into();
+    settings.consumer.ack_wait = Duration::from_secs(45);
     settings.recovery.rebuild_timeout = Duration::from_millis(7000);
     settings.nats.confirm = Confirm::Redis;
     settings.nats.confirm_timeout = Duration::from_millis(800);

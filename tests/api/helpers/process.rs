@@ -77,6 +77,10 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
             settings.http.live_max.as_secs().to_string(),
         ),
         (
+            "FLASHSALE_LIVE_REFRESH_MS",
+            millis(settings.http.live_refresh),
+        ),
+        (
             "FLASHSALE_RELAY_CLAIM_IDLE_MS",
             millis(settings.relay.claim_idle),
         ),
@@ -91,6 +95,10 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
         ("FLASHSALE_RELAY_HOLD", on_off(settings.relay.hold)),
         ("FLASHSALE_METRICS", on_off(settings.telemetry.metrics)),
         ("FLASHSALE_CONSUMER", settings.consumer.name.clone()),
+        (
+            "FLASHSALE_CONSUMER_ACK_WAIT_SECS",
+            settings.consumer.ack_wait.as_secs().to_string(),
+        ),
         (
             "FLASHSALE_REBUILD_TIMEOUT_MS",
             millis(settings.recovery.rebuild_timeout),
