@@ -350,24 +350,12 @@ impl<R: SaleRebuilder> Relay<R> {
         // race its handler's batch (which a stored copy makes refused whole).
         let written_until_ms = (grace_ms > 0).then(|| waiting.read_at_ms.saturating_sub(grace_ms));
         loop {
-            let mut entries = self
+            // Up to the first entry this replica's handlers deliver (then the pass ends).
+            let entries = self
                 .inventory
                 .outbox()
                 .read(sku, BATCH, written_until_ms)
                 .await?;
-            // Up to the first entry this replica's handlers are delivering (theirs to publish,
-            // whatever its age): the rest waits for a later pass, in order.
-            let read = entries.len();
-            if let Some(at) = entries
-                .iter()
-                .position(|(id, _)| self.inventory.outbox().is_delivering(sku, id))
-            {
-                entries.truncate(at);
-            }
-            let stopped_short = entries.len() < read;
-            if entries.is_empty() {
-                return Ok(());
-            }
             let messages: Vec<_> = entries
                 .iter()
                 .map(|(_, message)| message.as_ref())
@@ -399,8 +387,7 @@ impl<R: SaleRebuilder> Relay<R> {
             }
             // A long backlog outlasts the lease: renewed per batch, or another replica would
             // take the sale over and send the same entries beside this one.
-            if stopped_short
-                || entries.len() < BATCH
+            if entries.len() < BATCH
                 || !(self.inventory.outbox())
                     .take_lease(sku, &self.consumer, self.claim_idle)
                     .await?

@@ -30,6 +30,7 @@ macro_rules! lua_script {
 
 mod archive;
 mod connection;
+mod delivering;
 mod keys;
 mod outbox;
 mod payment_due;

@@ -94,40 +94,7 @@ impl Inventory {
     }
 }
 
-/// Held while a handler delivers an entry (`Outbox::delivering`); dropped, the entry is the
-/// relay's again if it is still in the outbox.
-pub struct Delivering<'a> {
-    inventory: &'a Inventory,
-    key: Option<(Sku, String)>,
-}
-
-impl Drop for Delivering<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.inventory.delivering.lock().remove(&key);
-        }
-    }
-}
-
 impl<'a> Outbox<'a> {
-    /// Marks an entry as being delivered by this replica's handlers until the guard drops:
-    /// the relay of this replica stops short of it meanwhile, so an entry its handlers
-    /// confirm is published once, whatever the timing.
-    pub fn delivering(&self, sku: &Sku, id: &str) -> Delivering<'a> {
-        let key = (sku.clone(), id.to_owned());
-        self.0.delivering.lock().insert(key.clone());
-        Delivering {
-            inventory: self.0,
-            key: Some(key),
-        }
-    }
-
-    /// Whether this replica's handlers are delivering the entry.
-    pub fn is_delivering(&self, sku: &Sku, id: &str) -> bool {
-        let delivering = self.0.delivering.lock();
-        !delivering.is_empty() && delivering.contains(&(sku.clone(), id.to_owned()))
-    }
-
     /// Entries waiting in the sale's outbox, or `None` when it is empty or absent.
     pub async fn backlog(&self, sku: &Sku) -> Result<Option<Backlog>, StoreError> {
         let outbox = self.0.keys(sku).outbox();
@@ -182,8 +149,9 @@ impl<'a> Outbox<'a> {
 
     /// Up to `count` entries from the start of the sale's outbox, oldest first, written no
     /// later than `written_until_ms` (Redis's clock) when given: every one is waiting for
-    /// JetStream (delivered entries are trimmed). An entry no subscriber could use (never
-    /// written by our scripts) is logged and returned as `None`, to be trimmed.
+    /// JetStream (delivered entries are trimmed), and before any this replica's handlers are
+    /// delivering (`delivering.rs`). An entry no subscriber could use (never written by our
+    /// scripts) is logged and returned as `None`, to be trimmed.
     pub async fn read(
         &self,
         sku: &Sku,
@@ -209,6 +177,9 @@ impl<'a> Outbox<'a> {
                 }
                 (entry.id, message)
             })
+            // Up to the first entry this replica's handlers are delivering (theirs to publish,
+            // whatever its age): the relay leaves it and the rest to a later pass, in order.
+            .take_while(|(id, _)| !self.is_delivering(sku, id))
             .collect())
     }
 
