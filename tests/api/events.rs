@@ -1032,3 +1032,27 @@ async fn the_record_keeps_what_the_retention_settings_say_and_follows_a_change()
     assert_eq!(limits(&js, &bucket).await, (Duration::ZERO, -1));
     app.cleanup().await;
 }
+
+/// The outbox lease (`lua/relay_lease.lua`): its holder renews it as often as it likes, no
+/// other replica takes it while it is held, and another takes it once it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_lease_is_renewed_by_its_holder_and_taken_by_another_only_once_it_lapses() {
+    let settings = test_settings();
+    let sku = Sku::parse(&unique("lease")).expect("sku");
+    let inventory = Inventory::new(&settings.redis).expect("inventory");
+    let outbox = inventory.outbox();
+    // Long enough that a stalled test thread cannot let it lapse between two lines.
+    let ttl = Duration::from_secs(2);
+    let take = |consumer: &'static str| outbox.take_lease(&sku, consumer, ttl);
+    assert!(take("first").await.expect("lease"), "a free lease is taken");
+    // Renewed past its first TTL, by its holder only.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(take("first").await.expect("lease"), "its holder renews it");
+        assert!(!take("second").await.expect("lease"), "held, it is not taken");
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    assert!(take("second").await.expect("lease"), "lapsed, another takes it");
+    assert!(!take("first").await.expect("lease"), "and holds it");
+    // The lease is the sale's only key here, and it lapses by itself: nothing to clean.
+}
