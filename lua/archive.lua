@@ -26,7 +26,8 @@
 --   { 'sale_missing' } (not held, or a copy another primary wrote: a request rebuilds it
 --   first), { 'live' } (it has not ended, or has not settled: an order awaits payment, an
 --   event waits in the outbox), { 'waiting', ms } (ended and settled, not long enough ago)
--- Reply to 'drop': { 'dropped' } or { 'kept' } (a PUT reopened it); to 'unseal': { 'unsealed' } or { 'kept' }
+-- Reply to 'drop': { 'dropped' }, { 'gone' } (nothing was left: dropped before) or { 'kept' }
+--   (a PUT reopened it); to 'unseal': { 'unsealed' } or { 'kept' }
 
 local sale = KEYS[1]
 local action = ARGV[1]
@@ -45,7 +46,10 @@ if action ~= 'seal' then
   -- dropped for a sale whose definition says archived (the caller's rule): nothing would
   -- decide on them again.
   if held[1] ~= ARGV[2] and held[2] == primary then return { 'kept' } end
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+  -- 'gone' when another replica's drop came first: each archive is counted once.
+  if redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]) == 0 then
+    return { 'gone' }
+  end
   return { 'dropped' }
 end
 local f = redis.call('HMGET', sale, 'stock', 'sold', 'ends_at', 'ended', 'changed', 'rev',

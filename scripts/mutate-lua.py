@@ -156,6 +156,8 @@ def run_tests(binary, filters):
         except ProcessLookupError:
             pass
     took = time.time() - started
+    if status != 0:
+        sweep_redis(process.pid)
     if failed or (status != 0 and took < TIMEOUT):
         return "caught", took
     return ("timeout" if status != 0 else "missed"), took
@@ -194,9 +196,10 @@ class Nats:
             self.start()
 
 
-def sweep_redis():
-    """Drops the keys of tests a stopped run left (their namespaces start fstest-)."""
-    keys = subprocess.run(["redis-cli", "--scan", "--pattern", "fstest-*"],
+def sweep_redis(pid):
+    """Drops the keys the tests of a stopped run left: their namespaces start fstest-PID-
+    (helpers::unique), so no other test's keys go."""
+    keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"fstest-{pid}-*"],
                           capture_output=True, text=True).stdout.split()
     for i in range(0, len(keys), 500):
         subprocess.run(["redis-cli", "unlink", *keys[i:i + 500]], capture_output=True)
@@ -243,8 +246,6 @@ def tables(binary, files, nats):
                 with open(path, "w") as out:
                     out.write("\n".join(mutated))
                 verdict, took = run_tests(binary, filters)
-                if verdict != "missed":
-                    sweep_redis()
                 nats.ran()
                 totals.setdefault(file, {"caught": 0, "missed": 0, "timeout": 0})[verdict] += 1
                 print(f"{file} {i}/{len(found)} line {n + 1} {kind}: {verdict} ({took:.0f} s)",

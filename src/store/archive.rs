@@ -58,7 +58,8 @@ impl Inventory {
     }
 
     /// Removes every key of the sale if it is still sealed at `revision` (or is a copy
-    /// another primary wrote); false (nothing removed) when a PUT reopened it. The caller
+    /// another primary wrote); false (nothing removed) when a PUT reopened it or another
+    /// replica dropped it first, so each archive is counted once. The caller
     /// then takes it out of the registry ([`Inventory::unregister`]); the relay's and the
     /// sweeper's indexes drop it by themselves when they find nothing in it, as they drop
     /// any idle sale (removing it here could remove a sale started anew meanwhile).
@@ -87,7 +88,7 @@ impl Inventory {
         let reply = Reply(&reply);
         match reply.text(0)? {
             "dropped" | "unsealed" => Ok(true),
-            "kept" => Ok(false),
+            "kept" | "gone" => Ok(false),
             _ => Err(reply.corrupt()),
         }
     }

@@ -230,7 +230,17 @@ async fn a_relay_that_cannot_deliver_backs_off_instead_of_spinning() {
     wait_for_delivered(&app.settings, 1, Duration::from_secs(30)).await;
     nats.stop().await;
     assert_eq!(app.order(&sku, "u1", 1).await.status(), 201);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the replica sees NATS down and its relay has the order waiting: it is failing.
+    let mut failing = Value::Null;
+    for _ in 0..150 {
+        failing = app.get("/readyz").await.json().await.expect("readiness");
+        if failing["nats"] == "down" && failing["outbox"]["pending"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failing["nats"], "down", "{failing}");
+    assert!(failing["outbox"]["pending"].as_u64() >= Some(1), "{failing}");
 
     // Each failed try reads the index of waiting sales once (for /readyz's lag). Idle, the
     // relay looks every 50 ms (40 looks in 2 s); failing, it waits 0.1 s doubling to 5 s

@@ -32,6 +32,7 @@ fn every_setting_changed() -> Settings {
     settings.http.ticket_key = Some("ticket-key".into());
     settings.http.require_ticket = true;
     settings.recovery.default_stock = 77;
+    settings.recovery.archive_after = Duration::from_secs(7 * 86400);
     settings.redis.timeout = Duration::from_millis(1234);
     settings.redis.wait_replicas = 2;
     settings.redis.wait_timeout = Duration::from_millis(345);
@@ -84,6 +85,13 @@ fn the_environment_carries_every_setting() {
     assert_eq!(format!("{parsed:?}"), format!("{settings:?}"));
     let unread: Vec<&&str> = env.keys().filter(|name| !asked.contains(**name)).collect();
     assert!(unread.is_empty(), "set but never read: {unread:?}");
+    // And every one the binary reads is carried: a setting left at its default here would
+    // pass the comparison above and still not reach a test's process.
+    let uncarried: Vec<&String> = asked
+        .iter()
+        .filter(|name| !env.contains_key(name.as_str()))
+        .collect();
+    assert!(uncarried.is_empty(), "read but not carried: {uncarried:?}");
 }
 
 #[test]

@@ -83,12 +83,13 @@ async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
     let sku = unique("in-flight");
     app.create_sale(&sku, json!({"stock": 100})).await;
 
-    // Redis holds every write for a second and a half: the purchases sent meanwhile are in
-    // flight (queued in the service, or in its script call) when SIGTERM comes.
+    // Redis holds every write for three seconds (within the test's 5 s Redis timeout): the
+    // purchases sent meanwhile are in flight (queued in the service, or in its script call)
+    // when SIGTERM comes.
     let mut check = crate::helpers::redis_connection(&app.settings.redis.url).await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(1500)
+        .arg(3000)
         .arg("WRITE")
         .query_async(&mut check)
         .await
@@ -108,8 +109,8 @@ async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
             })
         })
         .collect();
-    // The requests reach the service well inside the pause (a scenario step, not a check).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first script call waits in the pause: the service holds decisions in flight.
+    crate::helpers::redis_fixtures::wait_until_a_client_is_held(&mut check).await;
     signal(process.id().expect("running"), "-TERM");
 
     let mut accepted = std::collections::HashSet::new();

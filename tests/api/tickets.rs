@@ -69,7 +69,6 @@ async fn only_a_storefront_with_a_valid_ticket_buys() {
     // The relay's work on the two orders settles first: only the refused requests below
     // could change Redis after this.
     app.wait_until_relay_idle(&sku).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let before = app.snapshot().await;
     // No storefront token, or a wrong one: 401 unauthorized.
     for token in [None, Some("guess")] {

@@ -67,6 +67,10 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
             "FLASHSALE_IDEMPOTENCY_TTL_SECS",
             settings.redis.idempotency_ttl.as_secs().to_string(),
         ),
+        (
+            "FLASHSALE_ARCHIVE_AFTER_SECS",
+            settings.recovery.archive_after.as_secs().to_string(),
+        ),
         ("FLASHSALE_WORKERS", settings.http.workers.to_string()),
         (
             "FLASHSALE_LIVE_VIEWERS",

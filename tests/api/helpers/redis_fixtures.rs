@@ -62,3 +62,25 @@ pub async fn command_calls(redis: &mut MultiplexedConnection) -> HashMap<String,
 pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, command: &str) -> u64 {
     after.get(command).copied().unwrap_or(0) - before.get(command).copied().unwrap_or(0)
 }
+
+/// Waits (up to 10 s) until a client of this Redis is held by a `CLIENT PAUSE` (counted as
+/// blocked while it waits): a call that is in flight, not merely sent.
+pub async fn wait_until_a_client_is_held(redis: &mut MultiplexedConnection) {
+    for _ in 0..500 {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(redis)
+            .await
+            .expect("INFO clients");
+        let blocked = info
+            .lines()
+            .find_map(|line| line.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("blocked_clients in INFO clients");
+        if blocked > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no call reached the paused redis in 10 s");
+}
