@@ -7,8 +7,9 @@
 #      clusters;
 #   2. the whole API suite again on the clusters (FLASHSALE_TEST_TOPOLOGY=cluster: Redis
 #      Cluster 3+3, NATS 3 nodes with streams at R3), but for the cluster tests, which ran in
-#      1 and measure the masters' load (the rest of the suite would skew it), and the
-#      failover tests, which build clusters of their own.
+#      1 and measure the masters' load (the rest of the suite would skew it), the failover
+#      tests, which build clusters of their own, and the tests that start a Redis and a NATS
+#      of their own (scripts/private-tests.py), which would run as in 1.
 #   3. the API suite's modules that publish or read the stream, again on Debian's nats-server
 #      2.9 (no atomic batches: the relay sends one message at a time);
 # and beside those three, once the build is done (skipped when a test name filter is given):
@@ -66,13 +67,19 @@ FLASHSALE_TEST_NATS_URL=$durable_nats cargo test --locked --lib --bins --test ap
 # on the nats-server the README ships (2.15 with nats-server.conf).
 FLASHSALE_TEST_NATS_URL=$durable_nats RUST_TEST_THREADS=2 cargo test --locked --test faults "$@"
 echo "test.sh: the API suite on the cluster topology" >&2
-FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover::
+# (Tests that bring a Redis and a NATS of their own would only repeat the first pass.)
+mapfile -t private_both < <(scripts/private-tests.py both)
+FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover:: \
+  "${private_both[@]}"
 echo "test.sh: the API suite on Debian's nats-server (no atomic batches)" >&2
 # Only what differs there: the stream made without atomic batches, and the relay's delivery
 # one message at a time. The handlers publish one plain message an entry on every server, and
-# the other modules never reach NATS beyond that (or bring servers of their own).
+# the other modules never reach NATS beyond that. Tests that start a NATS of their own ran
+# on it in the first pass, as they would here.
+mapfile -t private_nats < <(scripts/private-tests.py nats)
 FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${NATS_PORT:-4222} cargo test --locked --test api "$@" -- \
   --skip cluster:: --skip failover:: --skip contract:: --skip durable:: --skip health:: \
   --skip live:: --skip page:: --skip rate_limits:: --skip round_trips:: --skip sales:: \
-  --skip script:: --skip seed:: --skip settings:: --skip tickets:: --skip validation::
+  --skip script:: --skip seed:: --skip settings:: --skip tickets:: --skip validation:: \
+  "${private_nats[@]}"
 finish_checks
