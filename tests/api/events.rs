@@ -1066,3 +1066,54 @@ async fn a_sale_lease_is_renewed_by_its_holder_and_taken_by_another_only_once_it
     assert!(!take("first").await.expect("lease"), "and holds it");
     // The lease is the sale's only key here, and it lapses by itself: nothing to clean.
 }
+
+/// The delivering mark (`store/delivering.rs`): while a handler of this replica delivers an
+/// entry, this replica's relay reads the outbox only up to it, whatever its age; the mark
+/// dropped, the entry and those after it are the relay's again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_reads_up_to_an_entry_a_handler_is_delivering_and_past_it_once_done() {
+    let settings = test_settings();
+    let sku = Sku::parse(&unique("delivering")).expect("sku");
+    let inventory = std::sync::Arc::new(Inventory::new(&settings.redis).expect("inventory"));
+    inventory
+        .put_sale(
+            &sku,
+            &flashsale::domain::sale::SaleSettings::plain(10, 1),
+            false,
+            0,
+        )
+        .await
+        .expect("sale");
+    // Three calls, three entries.
+    for i in 0..3 {
+        let request = PurchaseRequest {
+            user: UserId::parse(format!("u{i}")).expect("user"),
+            quantity: Quantity::ONE,
+            idempotency_key: None,
+            listing: flashsale::store::Listing::Listed,
+        };
+        inventory.purchase(&sku, request).await.expect("accepted");
+    }
+    let outbox = inventory.outbox();
+    let ids: Vec<String> = outbox
+        .read(&sku, 10, None)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 3, "an entry a call");
+    let read_ids = || async {
+        let read = outbox.read(&sku, 10, None).await.expect("read");
+        read.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+    };
+    {
+        let _second = outbox.delivering(&sku, &ids[1]);
+        assert_eq!(read_ids().await, ids[..1], "up to the entry being delivered");
+        let _first = outbox.delivering(&sku, &ids[0]);
+        assert!(read_ids().await.is_empty(), "nothing before the first one delivered");
+    }
+    assert_eq!(read_ids().await, ids, "every entry once the deliveries are done");
+    // An app on the namespace only to clean it (and the stream its relay makes).
+    spawn_app_from(settings).await.cleanup().await;
+}
