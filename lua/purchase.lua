@@ -56,7 +56,7 @@
 --   purchase has its index (1-based) in answered_at and its reply at the same place in
 --   answers: { outcome, ... } where outcome is one of
 --   'replayed'               , order_id, user_id, quantity, unit_price, created_at_ms, remaining,
---                              status, pay_by_ms, 0, and the stream id of the outbox entry
+--                              status, pay_by_ms, and the stream id of the outbox entry
 --                              still holding its order.created ('' once JetStream holds it;
 --                              this call's entry for an order this call made). The handler that
 --                              confirms the event with JetStream removes it (src/events/confirm.rs),
@@ -164,7 +164,7 @@ local function decide(user, quantity, units, idem, idem_key, listed)
           return { 'idempotency_conflict' }
         end
         local reply = { 'replayed', id, user, quantity, price, now, math.max(stock - sold, 0),
-                        status, pay_by, 0, '' }
+                        status, pay_by, '' }
         waiting_here[#waiting_here + 1] = reply
         return reply
       end
@@ -182,7 +182,7 @@ local function decide(user, quantity, units, idem, idem_key, listed)
           waiting = event
         end
         return { 'replayed', id, u, tonumber(q), tonumber(p), tonumber(c),
-                 math.max(stock - sold, 0), s, p_by, 0, waiting }
+                 math.max(stock - sold, 0), s, p_by, waiting }
       end
     end
   end
@@ -263,7 +263,7 @@ for i = 1, made do
   records[2 * i - 1] = made_fields[i]
   records[2 * i] = record_head .. made_quantities[i] .. record_tail .. made_users[i]
 end
-for _, reply in ipairs(waiting_here) do reply[11] = event end
+for _, reply in ipairs(waiting_here) do reply[10] = event end
 redis.call('HSET', orders, unpack(records))
 local buyer_fields = {}
 for i, user in ipairs(changed_buyers) do

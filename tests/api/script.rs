@@ -159,7 +159,8 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
         ("a", 2, ""),
         ("d", 4, ""),
         ("d", 2, ""),
-        ("e", 1, ""),
+        ("e", 1, "k2"),
+        ("e", 1, "k2"),
         ("f", 1, ""),
     ];
     let script = redis::Script::new(&crate::helpers::lua_source("purchase.lua"));
@@ -200,7 +201,8 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
             "user_limit_reached",   // a would hold 4 of 3
             "quantity_above_limit", // 4 at once is above 3
             "sold_out",             // 1 left, 2 asked: nothing taken
-            "created",              // e takes the last unit
+            "created",              // e takes the last unit, with k2
+            "replayed",             // the same request again, nothing left: e's order
             "sold_out",             // nothing left
         ]
     );
@@ -215,10 +217,16 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
         ["5", "0"],
         "stock, sold before the call"
     );
+    assert_eq!(answer_text(8, 1), id_of(2), "replayed e's order");
     // remaining: field 6 of a replay, field 1 of sold_out.
     assert_eq!(
-        [answer_text(2, 6), answer_text(6, 1), answer_text(8, 1)],
-        ["1", "1", "0"]
+        [
+            answer_text(2, 6),
+            answer_text(6, 1),
+            answer_text(8, 6),
+            answer_text(9, 1)
+        ],
+        ["1", "1", "0", "0"]
     );
     assert_eq!(text(&shared[1]), "100", "the sale's price");
     let ids: Vec<String> = (0..3).map(id_of).collect();
@@ -232,7 +240,7 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
     // reply (its event waits in that very entry), holding the three orders' events in order.
     let entry = text(&shared[5]);
     assert_eq!(
-        answer_text(2, 10),
+        answer_text(2, 9),
         entry,
         "the replay names the call's entry"
     );

@@ -154,7 +154,7 @@ impl NewOrders<'_> {
 fn outcome(sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
     match reply.text(0)? {
         "replayed" => {
-            let entry = reply.text(10)?;
+            let entry = reply.text(9)?;
             Ok(Purchase {
                 // Made the shared entry of the call by `share_written_entry` when it is
                 // this call's.
