@@ -349,3 +349,33 @@ async fn a_corrupt_record_is_a_500_json_error_and_the_service_goes_on() {
     assert_eq!(app.buy_accepted(&sku, "next").await["status"], "created");
     app.cleanup().await;
 }
+
+/// A buyer's list as Redis stores it (`purchase.lua`: "held:ids", newest first): it grows
+/// until it passes LISTED_BYTES (1024), then keeps only the newest LISTED (100) ids, so a
+/// buyer with thousands of orders pays for the cut once in many purchases. Checked after
+/// each of 500 purchases of one buyer (two cuts) against that rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyers_stored_list_grows_past_1024_bytes_then_keeps_the_newest_hundred() {
+    let app = spawn_app().await;
+    let sku = unique("list-cut");
+    app.create_sale(&sku, json!({"stock": 1000})).await;
+    let (mut expected, mut cuts) = (Vec::<String>::new(), 0);
+    for k in 1..=500 {
+        let order = app.buy_accepted(&sku, "collector").await;
+        let id = order["order_id"].as_str().expect("id");
+        let field = id.rsplit('-').next().expect("a seq").to_owned();
+        expected.insert(0, field);
+        if expected.join(",").len() > 1024 {
+            expected.truncate(100);
+            cuts += 1;
+        }
+        let stored = app.redis_hget(&sku, "buyers", "collector").await;
+        assert_eq!(
+            stored,
+            Some(format!("{k}:{}", expected.join(","))),
+            "after purchase {k}"
+        );
+    }
+    assert_eq!(cuts, 2, "the list was cut twice");
+    app.cleanup().await;
+}
