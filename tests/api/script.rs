@@ -260,5 +260,22 @@ async fn one_call_decides_a_batch_in_order_by_every_rule() {
         outbox.ids[0].get::<String>("kind").as_deref(),
         Some("created")
     );
+    // A later call replays b's order from its record: nothing left now either.
+    let mut again = script.prepare_invoke();
+    for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
+        again.key(app.key(&sku, name));
+    }
+    again.key(app.key(&sku, "idem:k1"));
+    again.arg(600).arg("b").arg(2).arg("k1").arg("1");
+    let (_, _, answers): (Vec<redis::Value>, Vec<usize>, Vec<Vec<redis::Value>>) = again
+        .invoke_async(&mut app.redis.clone())
+        .await
+        .expect("EVALSHA");
+    let replay: Vec<String> = answers[0].iter().map(text).collect();
+    assert_eq!(
+        [&replay[0], &replay[1], &replay[6]],
+        ["replayed", &id_of(1), "0"],
+        "{replay:?}"
+    );
     app.cleanup().await;
 }
