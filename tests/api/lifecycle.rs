@@ -886,3 +886,57 @@ async fn buy_all_accepted(app: &TestApp, sku: &str, users: &[String]) -> Vec<Val
         })
         .collect()
 }
+
+/// What a pay or a cancel answers besides the status (`lua/transition.lua`): a cancel, the
+/// units the sale has left afterwards; a pay, whether the order's latest event has reached
+/// JetStream (`delivered`), read from the outbox, not assumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_or_a_cancel_answers_the_units_left_and_whether_its_event_left_the_outbox() {
+    // Events wait in the outbox: the relay holds them and no handler confirms.
+    let held = spawn_app_with(|s| {
+        s.relay.hold = true;
+        s.nats.confirm = flashsale::support::settings::Confirm::Redis;
+    })
+    .await;
+    let sku = unique("answers");
+    held.create_sale(&sku, json!({"stock": 2, "payment_timeout_secs": 600}))
+        .await;
+    let orders = buy_all_accepted(&held, &sku, &users("t", 2)).await;
+    let id = |i: usize| orders[i]["order_id"].as_str().expect("id").to_owned();
+
+    assert_eq!(pay(&held, &id(0), "ref").await.status(), 200);
+    // Paid already: the answer reads whether the paid event left the outbox.
+    let paid: Value = pay(&held, &id(0), "ref").await.json().await.expect("order");
+    assert_eq!(
+        (&paid["status"], &paid["delivered"]),
+        (&json!("paid"), &json!(false)),
+        "its event waiting: {paid}"
+    );
+    let cancelled: Value = cancel(&held, &id(1)).await.json().await.expect("order");
+    assert_eq!(
+        (&cancelled["status"], &cancelled["remaining"]),
+        (&json!("cancelled"), &json!(1)),
+        "its unit back: {cancelled}"
+    );
+    // The unit sells again: none left.
+    assert_eq!(held.order(&sku, "t-late", 1).await.status(), 201);
+
+    // A replica whose relay runs delivers the events; repeated, each answer says so.
+    let mut relaying = held.settings.clone();
+    relaying.relay.hold = false;
+    let relaying = spawn_app_from(relaying).await;
+    relaying.wait_until_relay_idle(&sku).await;
+    let again: Value = cancel(&held, &id(1)).await.json().await.expect("order");
+    assert_eq!(
+        (&again["status"], &again["remaining"]),
+        (&json!("cancelled"), &json!(0)),
+        "sold again: {again}"
+    );
+    let paid_again: Value = pay(&held, &id(0), "ref").await.json().await.expect("order");
+    assert_eq!(
+        (&paid_again["status"], &paid_again["delivered"]),
+        (&json!("paid"), &json!(true)),
+        "{paid_again}"
+    );
+    relaying.cleanup().await;
+}
