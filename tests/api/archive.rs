@@ -427,6 +427,50 @@ async fn archive_step(app: &TestApp, sku: &str, args: &[&str]) -> String {
     redis::from_redis_value_ref::<String>(&reply[0]).expect("a word")
 }
 
+/// The archiver lifts its own seal (`lua/archive.lua` 'unseal') when the archive is not to
+/// be, a later definition having won: only at the revision it sealed, and orders move again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_is_lifted_only_at_the_revision_it_was_made_at() {
+    let app = spawn_app_with(|_| {}).await;
+    let sku = unique("unseal");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let order = app.buy_accepted(&sku, "buyer").await;
+    let order_id = order["order_id"].as_str().expect("id");
+    let end = admin_post(&app, &format!("/v1/sales/{sku}/end"), json!({})).await;
+    assert_eq!(end.status(), 200);
+    app.wait_until_relay_idle(&sku).await;
+    assert_eq!(
+        archive_step(&app, &sku, &["seal", "0", "0"]).await,
+        "sealed"
+    );
+    let revision = app
+        .redis_hget(&sku, "sale", "sealed")
+        .await
+        .expect("sealed");
+    let other = (revision.parse::<u64>().expect("a revision") + 1).to_string();
+    assert_eq!(archive_step(&app, &sku, &["unseal", &other]).await, "kept");
+    assert_eq!(
+        app.redis_hget(&sku, "sale", "sealed").await,
+        Some(revision.clone())
+    );
+    assert_eq!(
+        error_of(app.cancel(order_id).await).await,
+        (409, "sale_archived".to_owned()),
+        "still sealed"
+    );
+    assert_eq!(
+        archive_step(&app, &sku, &["unseal", &revision]).await,
+        "unsealed"
+    );
+    assert_eq!(app.redis_hget(&sku, "sale", "sealed").await, None);
+    assert_eq!(
+        app.cancel(order_id).await.status(),
+        200,
+        "orders move again"
+    );
+    app.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_sealed_for_its_archive_and_reopened_by_a_put_keeps_its_keys() {
     // The service's own archiver waits a day: this test takes the steps itself, in the order

@@ -240,7 +240,10 @@ async fn a_relay_that_cannot_deliver_backs_off_instead_of_spinning() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(failing["nats"], "down", "{failing}");
-    assert!(failing["outbox"]["pending"].as_u64() >= Some(1), "{failing}");
+    assert!(
+        failing["outbox"]["pending"].as_u64() >= Some(1),
+        "{failing}"
+    );
 
     // Each failed try reads the index of waiting sales once (for /readyz's lag). Idle, the
     // relay looks every 50 ms (40 looks in 2 s); failing, it waits 0.1 s doubling to 5 s
@@ -1059,10 +1062,16 @@ async fn a_sale_lease_is_renewed_by_its_holder_and_taken_by_another_only_once_it
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(take("first").await.expect("lease"), "its holder renews it");
-        assert!(!take("second").await.expect("lease"), "held, it is not taken");
+        assert!(
+            !take("second").await.expect("lease"),
+            "held, it is not taken"
+        );
     }
     tokio::time::sleep(ttl + Duration::from_millis(500)).await;
-    assert!(take("second").await.expect("lease"), "lapsed, another takes it");
+    assert!(
+        take("second").await.expect("lease"),
+        "lapsed, another takes it"
+    );
     assert!(!take("first").await.expect("lease"), "and holds it");
     // The lease is the sale's only key here, and it lapses by itself: nothing to clean.
 }
@@ -1109,11 +1118,22 @@ async fn the_relay_reads_up_to_an_entry_a_handler_is_delivering_and_past_it_once
     };
     {
         let _second = outbox.delivering(&sku, &ids[1]);
-        assert_eq!(read_ids().await, ids[..1], "up to the entry being delivered");
+        assert_eq!(
+            read_ids().await,
+            ids[..1],
+            "up to the entry being delivered"
+        );
         let _first = outbox.delivering(&sku, &ids[0]);
-        assert!(read_ids().await.is_empty(), "nothing before the first one delivered");
+        assert!(
+            read_ids().await.is_empty(),
+            "nothing before the first one delivered"
+        );
     }
-    assert_eq!(read_ids().await, ids, "every entry once the deliveries are done");
+    assert_eq!(
+        read_ids().await,
+        ids,
+        "every entry once the deliveries are done"
+    );
     // An app on the namespace only to clean it (and the stream its relay makes).
     spawn_app_from(settings).await.cleanup().await;
 }
