@@ -103,7 +103,11 @@ def main():
             with open(SOURCE, "w") as out:
                 out.write(original.replace(old, new))
             binary = build()
-            verdict, took = ("caught", 0.0) if not binary else lua.run_tests(binary, TESTS)
+            # (Every mutant is SQL inside a string: one that did not build would be a
+            # mistake in this list, not a catch.)
+            if not binary:
+                sys.exit(f"mutate-sql: {what}: the mutant does not build")
+            verdict, took = lua.run_tests(binary, TESTS)
             print(f"{i}/{len(MUTANTS)} {what}: {verdict} ({took:.0f} s)", file=sys.stderr,
                   flush=True)
             rows.append((what, verdict))

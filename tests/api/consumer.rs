@@ -69,6 +69,14 @@ async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() 
     )
     .await;
     send(event(EventKind::Created, "c", &sku), "c").await;
+    // c and d (awaiting payment) created again (redeliveries under other ids): no write.
+    send(event(EventKind::Created, "c", &sku), "c.again").await;
+    let awaiting = || OrderEvent {
+        pay_by: Some("2026-11-30T10:10:00.000Z".into()),
+        ..event(EventKind::Created, "d", &sku)
+    };
+    send(awaiting(), "d").await;
+    send(awaiting(), "d.again").await;
 
     let db = TestDb::create().await;
     let consumer = spawn_consumer(&settings, &db);
@@ -79,7 +87,8 @@ async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() 
     assert_eq!(rows.get("a").map(String::as_str), Some("cancelled"));
     assert_eq!(rows.get("b").map(String::as_str), Some("expired"));
     assert_eq!(rows.get("c").map(String::as_str), Some("created"));
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.get("d").map(String::as_str), Some("pending_payment"));
+    assert_eq!(rows.len(), 4, "{rows:?}");
     let writes = db.writes_by_order().await;
     let written = |id: &str| {
         writes[id]
@@ -90,6 +99,25 @@ async fn late_and_repeated_events_never_move_an_ended_row_and_junk_is_dropped() 
     assert_eq!(written("a"), ["INSERT created", "UPDATE cancelled"]);
     assert_eq!(written("b"), ["INSERT expired"]);
     assert_eq!(written("c"), ["INSERT created"]);
+    assert_eq!(written("d"), ["INSERT pending_payment"]);
+    // A row's end is when it last changed: e's updated_at, set far back once its row is
+    // in, moves with its cancel.
+    send(event(EventKind::Created, "e", &sku), "e").await;
+    db.wait_until_consumed(&settings, Duration::from_secs(30))
+        .await;
+    db.execute("UPDATE orders SET updated_at = '2000-01-01T00:00:00Z' WHERE order_id = 'e'")
+        .await;
+    send(event(EventKind::Cancelled, "e", &sku), "e.cancelled").await;
+    db.wait_until_consumed(&settings, Duration::from_secs(30))
+        .await;
+    let moved = db
+        .query_one(
+            "SELECT status, updated_at > '2000-01-02T00:00:00Z' FROM orders \
+             WHERE order_id = 'e'",
+        )
+        .await;
+    assert_eq!(moved.get::<_, String>(0), "cancelled");
+    assert!(moved.get::<_, bool>(1), "updated_at moved with the cancel");
     consumer.abort();
     db.drop_schema().await;
     crate::helpers::nats::delete_stream(&settings).await;
