@@ -771,3 +771,31 @@ async fn a_lost_default_sale_is_counted_as_a_rebuild() {
     );
     app.cleanup().await;
 }
+
+/// A PUT that finds a copy of its sale another primary wrote (`put_sale.lua`: 'sale_missing')
+/// does not decide on it: the copy is caught up from JetStream first, then replaced, so the
+/// new stock is checked against what was really sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_on_a_copy_another_primary_wrote_catches_it_up_first() {
+    let app = spawn_app_from(test_settings()).await;
+    let sku = unique("put-copy");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    let sold = burst(&[&app], &sku, &users("b", 6), 6).await;
+    assert_eq!(ids_with(&sold, &[201]).len(), 6);
+    app.wait_until_relay_idle(&sku).await;
+    // The copy now reads as one another primary wrote, and behind: 2 sold.
+    let mut redis = app.redis.clone();
+    let sale = app.key(&sku, "sale");
+    let _: () = redis
+        .hset_multiple(&sale, &[("primary", "another-primary/2"), ("sold", "2")])
+        .await
+        .expect("HSET");
+    // 5 is below the 6 really sold: refused, on the caught-up sale.
+    let below = app.put_sale(&sku, json!({"stock": 5})).await;
+    assert_eq!(error_of(below).await, (409, "stock_below_sold".to_owned()));
+    let raised = app.put_sale(&sku, json!({"stock": 12})).await;
+    assert_eq!(raised.status(), 200);
+    let view: Value = raised.json().await.expect("a sale");
+    assert_eq!((&view["stock"], &view["sold"]), (&json!(12), &json!(6)));
+    app.cleanup().await;
+}
