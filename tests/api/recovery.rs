@@ -799,3 +799,26 @@ async fn a_put_on_a_copy_another_primary_wrote_catches_it_up_first() {
     assert_eq!((&view["stock"], &view["sold"]), (&json!(12), &json!(6)));
     app.cleanup().await;
 }
+
+/// A copy another primary wrote is replaced whole (`restore.lua`), not written over: a
+/// setting it holds that the sale's definition does not (here a per-user limit) is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_another_primary_wrote_keeps_no_setting_the_definition_lacks() {
+    let app = spawn_app_from(test_settings()).await;
+    let sku = unique("copy-whole");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    assert_eq!(app.order(&sku, "first", 1).await.status(), 201);
+    app.wait_until_relay_idle(&sku).await;
+    let mut redis = app.redis.clone();
+    let _: () = redis
+        .hset_multiple(
+            app.key(&sku, "sale"),
+            &[("primary", "another-primary/2"), ("per_user_limit", "1")],
+        )
+        .await
+        .expect("HSET");
+    // Caught up from JetStream first: no limit, as the definition says.
+    assert_eq!(app.order(&sku, "first", 1).await.status(), 201);
+    assert_eq!(app.redis_hget(&sku, "sale", "per_user_limit").await, None);
+    app.cleanup().await;
+}
