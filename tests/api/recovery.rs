@@ -838,3 +838,48 @@ async fn a_copy_another_primary_wrote_keeps_no_setting_the_definition_lacks() {
     assert_eq!(app.redis_hget(&sku, "sale", "per_user_limit").await, None);
     app.cleanup().await;
 }
+
+/// A rebuilt sale reads as it did before the loss (`restore.lua`): its window, payment
+/// window, limit and price, and its orders counted by where they ended; and it goes on
+/// selling under the same rules (a new order awaits payment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_sale_reads_as_before_the_loss_and_keeps_its_rules() {
+    let mut redis = LosableRedis::start().await;
+    let app = spawn_app_from(settings_on(&redis, Confirm::JetStream)).await;
+    let sku = unique("as-before");
+    let now = chrono::Utc::now();
+    let window = json!({
+        "stock": 10, "price": 250, "per_user_limit": 3, "payment_timeout_secs": 600,
+        "starts_at": (now - chrono::Duration::hours(1)).to_rfc3339(),
+        "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+    });
+    app.create_sale(&sku, window).await;
+    let orders: Vec<Value> = futures::stream::iter(["payer", "canceller", "waiter"])
+        .then(|buyer| app.buy_accepted(&sku, buyer))
+        .collect()
+        .await;
+    let id = |i: usize| orders[i]["order_id"].as_str().expect("id").to_owned();
+    let paid = crate::helpers::admin_post(
+        &app,
+        &format!("/v1/orders/{}/pay", id(0)),
+        json!({"payment_ref": "psp-1"}),
+    )
+    .await;
+    assert_eq!(paid.status(), 200);
+    assert_eq!(app.cancel(&id(1)).await.status(), 200);
+    app.wait_until_relay_idle(&sku).await;
+    let sale_view = || async {
+        let response = crate::helpers::admin_get(&app, &format!("/v1/sales/{sku}")).await;
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.expect("a sale")
+    };
+    let before = sale_view().await;
+    assert_eq!(before["orders"]["paid"], 1, "{before}");
+
+    redis.restart_empty_for(&[&app]).await;
+    let after = sale_view().await;
+    assert_eq!(after, before, "the same sale");
+    let next = app.buy_accepted(&sku, "newcomer").await;
+    assert_eq!(next["status"], "pending_payment", "{next}");
+    app.cleanup().await;
+}
