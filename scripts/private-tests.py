@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Lists the API tests that bring servers of their own, as `--skip NAME` arguments, for the
-passes of scripts/test.sh that rerun the suite on other shared servers:
+"""Lists the API tests that bring servers of their own, one name a line, for the passes of
+scripts/test.sh that rerun the suite on other shared servers (to `--skip`):
 
     scripts/private-tests.py nats    tests that start a NATS of their own (PrivateNats): on
                                      Debian's 2.9 pass they would run as in the first pass
@@ -41,7 +41,7 @@ def main():
         nats = bool(PRIVATE_NATS.search(body))
         redis = bool(PRIVATE_REDIS.search(body))
         if nats and (kind == "nats" or redis):
-            print(f"--skip {name}")
+            print(name)
 
 
 if __name__ == "__main__":

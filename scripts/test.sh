@@ -68,7 +68,9 @@ FLASHSALE_TEST_NATS_URL=$durable_nats cargo test --locked --lib --bins --test ap
 FLASHSALE_TEST_NATS_URL=$durable_nats RUST_TEST_THREADS=2 cargo test --locked --test faults "$@"
 echo "test.sh: the API suite on the cluster topology" >&2
 # (Tests that bring a Redis and a NATS of their own would only repeat the first pass.)
-mapfile -t private_both < <(scripts/private-tests.py both)
+skips() { local name; for name in $1; do printf '%s\n' --skip "$name"; done; }
+names=$(scripts/private-tests.py both)
+mapfile -t private_both < <(skips "$names")
 FLASHSALE_TEST_TOPOLOGY=cluster cargo test --locked --test api "$@" -- --skip cluster:: --skip failover:: \
   "${private_both[@]}"
 echo "test.sh: the API suite on Debian's nats-server (no atomic batches)" >&2
@@ -76,7 +78,8 @@ echo "test.sh: the API suite on Debian's nats-server (no atomic batches)" >&2
 # one message at a time. The handlers publish one plain message an entry on every server, and
 # the other modules never reach NATS beyond that. Tests that start a NATS of their own ran
 # on it in the first pass, as they would here.
-mapfile -t private_nats < <(scripts/private-tests.py nats)
+names=$(scripts/private-tests.py nats)
+mapfile -t private_nats < <(skips "$names")
 FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${NATS_PORT:-4222} cargo test --locked --test api "$@" -- \
   --skip cluster:: --skip failover:: --skip contract:: --skip durable:: --skip health:: \
   --skip live:: --skip page:: --skip rate_limits:: --skip round_trips:: --skip sales:: \
