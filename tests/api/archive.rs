@@ -427,26 +427,31 @@ async fn archive_step(app: &TestApp, sku: &str, args: &[&str]) -> String {
     redis::from_redis_value_ref::<String>(&reply[0]).expect("a word")
 }
 
+/// A sale with one order, ended, its events delivered, then sealed by `archive.lua` itself
+/// (the service's own archiver waits a day): its sku, the order's id and the revision sealed.
+async fn sealed_sale(app: &TestApp, prefix: &str) -> (String, String, String) {
+    let sku = unique(prefix);
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    let order = app.buy_accepted(&sku, "buyer").await;
+    let order_id = order["order_id"].as_str().expect("id").to_owned();
+    let end = admin_post(app, &format!("/v1/sales/{sku}/end"), json!({})).await;
+    assert_eq!(end.status(), 200);
+    app.wait_until_relay_idle(&sku).await;
+    assert_eq!(archive_step(app, &sku, &["seal", "0", "0"]).await, "sealed");
+    let revision = app
+        .redis_hget(&sku, "sale", "sealed")
+        .await
+        .expect("sealed");
+    (sku, order_id, revision)
+}
+
 /// The archiver lifts its own seal (`lua/archive.lua` 'unseal') when the archive is not to
 /// be, a later definition having won: only at the revision it sealed, and orders move again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seal_is_lifted_only_at_the_revision_it_was_made_at() {
     let app = spawn_app_with(|_| {}).await;
-    let sku = unique("unseal");
-    app.create_sale(&sku, json!({"stock": 5})).await;
-    let order = app.buy_accepted(&sku, "buyer").await;
-    let order_id = order["order_id"].as_str().expect("id");
-    let end = admin_post(&app, &format!("/v1/sales/{sku}/end"), json!({})).await;
-    assert_eq!(end.status(), 200);
-    app.wait_until_relay_idle(&sku).await;
-    assert_eq!(
-        archive_step(&app, &sku, &["seal", "0", "0"]).await,
-        "sealed"
-    );
-    let revision = app
-        .redis_hget(&sku, "sale", "sealed")
-        .await
-        .expect("sealed");
+    let (sku, order_id, revision) = sealed_sale(&app, "unseal").await;
+    let order_id = order_id.as_str();
     let other = (revision.parse::<u64>().expect("a revision") + 1).to_string();
     assert_eq!(archive_step(&app, &sku, &["unseal", &other]).await, "kept");
     assert_eq!(
@@ -476,23 +481,10 @@ async fn a_sale_sealed_for_its_archive_and_reopened_by_a_put_keeps_its_keys() {
     // The service's own archiver waits a day: this test takes the steps itself, in the order
     // that makes the race (sealed, then a PUT, then the drop the archiver had decided on).
     let app = spawn_app_with(|_| {}).await;
-    let sku = unique("sealed");
-    app.create_sale(&sku, json!({"stock": 5})).await;
-    let order = app.buy_accepted(&sku, "buyer").await;
-    let end = admin_post(&app, &format!("/v1/sales/{sku}/end"), json!({})).await;
-    assert_eq!(end.status(), 200);
-    app.wait_until_relay_idle(&sku).await;
-    assert_eq!(
-        archive_step(&app, &sku, &["seal", "0", "0"]).await,
-        "sealed"
-    );
-    let revision = app
-        .redis_hget(&sku, "sale", "sealed")
-        .await
-        .expect("sealed");
+    let (sku, order_id, revision) = sealed_sale(&app, "sealed").await;
 
     // Sealed: no order moves.
-    let order_id = order["order_id"].as_str().expect("id");
+    let order_id = order_id.as_str();
     let (status, code) = error_of(app.cancel(order_id).await).await;
     assert_eq!((status, code.as_str()), (409, "sale_archived"));
 
