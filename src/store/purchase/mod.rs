@@ -13,6 +13,10 @@ use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
 use crate::support::group_commit::DriverGuard;
 use crate::support::metrics::Outcome;
 
+/// `purchase.lua`'s reply: what the call's new orders share, the (1-based) indices of the
+/// purchases answered on their own, and those answers.
+type ScriptReply = (Vec<Value>, Vec<usize>, Vec<Vec<Value>>);
+
 /// An accepted purchase: a new order, or the order an earlier request with the same
 /// Idempotency-Key created (`replayed`).
 #[derive(Debug)]
@@ -215,8 +219,7 @@ impl Inventory {
             Ok(redis) => redis,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
-        let answer: Result<(Vec<Value>, Vec<usize>, Vec<Vec<Value>>), _> =
-            call.invoke_async(&mut *redis).await;
+        let answer: Result<ScriptReply, _> = call.invoke_async(&mut *redis).await;
         let (shared, answered_at, answers) = match self.observe(answer) {
             Ok(answer) => answer,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
