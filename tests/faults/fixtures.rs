@@ -106,7 +106,7 @@ pub async fn redis_server() -> Server {
 /// A nats-server with JetStream and a store of its own, kept across restarts: the one the
 /// README ships (nats-server 2.15 with the repository's nats-server.conf: every write fsynced,
 /// atomic batches), or Debian's 2.9 without a configuration when
-/// FLASHSALE_TEST_FAULTS_NATS=debian (scripts/test.sh runs the fault tests on both).
+/// FLASHSALE_TEST_FAULTS_NATS=debian (scripts/test.sh runs the overload tests on both).
 pub async fn nats_server() -> Server {
     let port = free_port();
     let store = scratch("faults-nats");
