@@ -132,11 +132,12 @@ async fn a_put_that_shrinks_the_stock_mid_burst_holds_exactly() {
             .buffer_unordered(64)
             .collect::<Vec<_>>(),
         async {
-            // Once a tenth has sold, cut the stock to 50 above what is sold by then; a PUT
+            // Once a tenth has sold, cut the stock to 300 above what is sold by then (room
+            // for what the burst sells meanwhile, on a slow machine's cluster too); a PUT
             // that the burst overtook (stock_below_sold) tries again higher.
             app.wait_until_sold(&sku, 100).await;
             loop {
-                let stock = app.redis_sold(&sku).await + 50;
+                let stock = app.redis_sold(&sku).await + 300;
                 let response = app.put_sale(&sku, json!({"stock": stock})).await;
                 match response.status().as_u16() {
                     200 => return stock,
