@@ -109,8 +109,16 @@ async fn sigterm_answers_every_purchase_in_flight_before_exiting() {
             })
         })
         .collect();
-    // The first script call waits in the pause: the service holds decisions in flight.
+    // The first script call waits in the pause, and every purchase is past the listener (a
+    // stop resets what is still queued there): the service holds decisions in flight.
     crate::helpers::redis_fixtures::wait_until_a_client_is_held(&mut check).await;
+    let port = app
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    crate::helpers::process::wait_until_accepted(port, purchases.len()).await;
     signal(process.id().expect("running"), "-TERM");
 
     let mut accepted = std::collections::HashSet::new();

@@ -233,3 +233,43 @@ pub async fn spawn_process(settings: &Settings) -> (tokio::process::Child, TestA
     };
     (child, app)
 }
+
+/// Waits until the service on `port` has accepted (taken off its listener's queue) at least
+/// `connections` connections. A stop closes the listener: a connection still queued there is
+/// reset, not served, so a test of what a stop finishes must first know what it started.
+/// Reads the kernel's table (/proc/net/tcp): local port, state 0A (listening, whose rx_queue is
+/// its accept queue) and 01 (established).
+pub async fn wait_until_accepted(port: u16, connections: usize) {
+    let port_hex = format!(":{port:04X}");
+    for _ in 0..500 {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let (mut established, mut queued) = (0, u64::MAX);
+        for fields in table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        {
+            let (Some(local), Some(state), Some(queues)) =
+                (fields.get(1), fields.get(3), fields.get(4))
+            else {
+                continue;
+            };
+            if !local.ends_with(&port_hex) {
+                continue;
+            }
+            match *state {
+                "01" => established += 1,
+                "0A" => {
+                    let rx = queues.split(':').nth(1).unwrap_or("0");
+                    queued = u64::from_str_radix(rx, 16).expect("hex rx_queue");
+                }
+                _ => {}
+            }
+        }
+        if established >= connections && queued == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the service on port {port} did not accept {connections} connections in 10 s");
+}
