@@ -120,13 +120,13 @@ log "SIGTERM: drained, exit 0"
 # on the cluster profile's per-service network addresses, so it cannot even dry-run this
 # file; its images cannot be pulled here either. What is checked: it parses, each service
 # that runs flashsale is built from this Dockerfile, and every FLASHSALE_* it sets is a
-# setting the README documents (a renamed setting would otherwise pass unnoticed).
+# setting docs/settings.md documents (a renamed setting would otherwise pass unnoticed).
 python3 - <<'PY' || fail "docker-compose.yml"
 import re, yaml
 compose = yaml.safe_load(open("docker-compose.yml"))
-documented = set(re.findall(r"^\| `(FLASHSALE_[A-Z_]+)`", open("README.md").read(), re.M))
+documented = set(re.findall(r"^\| `(FLASHSALE_[A-Z_]+)`", open("docs/settings.md").read(), re.M))
 documented |= set(re.findall(r"`(FLASHSALE_[A-Z_]+)`", "".join(
-    l for l in open("README.md") if l.startswith("| `FLASHSALE_"))))
+    l for l in open("docs/settings.md") if l.startswith("| `FLASHSALE_"))))
 ours = {name: s for name, s in compose["services"].items()
         if s.get("build") or "flashsale" in str(s.get("image", ""))}
 assert ours, "no service runs flashsale"
@@ -137,7 +137,7 @@ for name, service in ours.items():
     env = service.get("environment") or {}
     keys = env.keys() if isinstance(env, dict) else [e.split("=", 1)[0] for e in env]
     unknown = sorted(k for k in keys if k.startswith("FLASHSALE_") and k not in documented)
-    assert not unknown, f"{name} sets settings the README does not document: {unknown}"
+    assert not unknown, f"{name} sets settings docs/settings.md does not document: {unknown}"
 print(f"container-test: docker-compose.yml: {len(ours)} flashsale services, their settings all documented")
 PY
 log "ok"

@@ -86,7 +86,7 @@ def b64(raw):
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 def ticket(user):
-    # As a storefront signs one (README, "Buyer tickets").
+    # As a storefront signs one (docs/storefront.md, "Tokens and buyer tickets").
     signed = f"v1.{b64(user.encode())}.contract.{int(time.time()) + 600}"
     mac = hmac.new(ticket_key.encode(), signed.encode(), hashlib.sha256).digest()
     return f"{signed}.{b64(mac)}"
@@ -127,7 +127,7 @@ with open(config, "w") as out:
         out.write("\n[dictionaries.tickets]\nvalues = [%s]\n" % json.dumps(ticket("ticketed")))
         out.write('\n[dictionaries.buyers]\nvalues = ["ticketed"]\n')
         # The one place the document cannot say all: user_id is required unless a ticket names
-        # the buyer (README, "Buyer tickets"), so a body without it is rightly accepted here.
+        # the buyer (docs/storefront.md, "Tokens and buyer tickets"), so a body without it is rightly accepted here.
         out.write('\n[[operations]]\ninclude-path = "/v1/sales/{sku}/orders"\n'
                   'include-method = "POST"\n'
                   'checks.negative_data_rejection.enabled = false\n')

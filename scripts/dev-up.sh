@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: brings up Redis and NATS (installing them when absent), then runs the service
 # in the foreground with the repository's log4rs.yaml. Extra arguments go to `cargo run`.
-# Configuration comes from FLASHSALE_* variables (see README); Ctrl-C stops it. Orders go
+# Configuration comes from FLASHSALE_* variables (see docs/settings.md); Ctrl-C stops it. Orders go
 # to the durable JetStream services.sh runs (nats-server 2.15 with nats-server.conf:
 # every write synced before it is acknowledged) unless FLASHSALE_NATS_URL says otherwise.
 set -euo pipefail

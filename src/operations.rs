@@ -110,7 +110,7 @@ impl Operations {
         if ended.changed {
             // Stock is back: other replicas drop their sold-out mark. In jetstream mode the
             // answer also waits for the event, so a cancel answered "delivery": "confirmed"
-            // outlives a Redis loss; "pending" may be undone by one (README, After Redis loses
+            // outlives a Redis loss; "pending" may be undone by one (docs/durability.md, After Redis loses
             // its data). Counted in flashsale_confirmations_total; the relay delivers it
             // either way.
             let written = written_entry(&sku, &ended, EventKind::Cancelled);

@@ -116,7 +116,7 @@ pub fn verify(key: &[u8], ticket: &[u8], sku: &Sku, now_secs: i64) -> Result<Use
     UserId::parse(user).map_err(|_| TicketError::Malformed)
 }
 
-/// A ticket, as a storefront signs one (tests, tools, the README's example).
+/// A ticket, as a storefront signs one (tests, tools, docs/storefront.md's example).
 pub fn sign(key: &[u8], user: &str, sku: &str, expires: i64) -> String {
     let signed = format!("v1.{}.{sku}.{expires}", URL_SAFE_NO_PAD.encode(user));
     // HMAC takes a key of any length.
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn signing_matches_the_readme_examples() {
-        // The same ticket the README's shell (openssl) and Python lines print.
+        // The same ticket docs/storefront.md's shell (openssl) and Python lines print.
         assert_eq!(
             sign(b"shared-secret", "u42", "phone-17", 1_795_712_400),
             "v1.dTQy.phone-17.1795712400.2LX1kfWlhAKdv8n9HN9yk937zpSSyzoDFSpTPyZk6z8"

@@ -345,7 +345,7 @@ async fn without_jetstream_a_lost_sale_is_unavailable_not_empty() {
         "rebuilt once NATS is back: what JetStream recorded counts ({answer})"
     );
     // The order answered 202 was still in the outbox when Redis lost it: gone, and its unit
-    // sells again (the README says so). The 3 recorded orders count; 2 units are left.
+    // sells again (docs/durability.md says so). The 3 recorded orders count; 2 units are left.
     assert_eq!(app.order(&sku, "later", 1).await.status(), 201);
     let (status, code) = error_of(app.order(&sku, "latest", 1).await).await;
     assert_eq!((status, code.as_str()), (409, "sold_out"), "and no more");
@@ -488,7 +488,7 @@ async fn loss_during_a_burst_in_redis_mode_loses_at_most_the_outbox() {
     let in_stream: HashSet<String> = created(&messages).into_iter().collect();
     let missing: Vec<&String> = answered.difference(&in_stream).collect();
     // Orders still in the lost outbox were answered 201 and are gone, and their units sold
-    // again: the README states this. Only the lost copy's orders may be missing; every order
+    // again: docs/durability.md states this. Only the lost copy's orders may be missing; every order
     // of the rebuilt sale reached the stream, and the stream never holds more than the stock.
     assert!(
         in_stream.len() <= 400,

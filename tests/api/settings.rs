@@ -1,5 +1,5 @@
-//! Settings come from the environment under the names the README documents: a renamed
-//! variable, or one the README does not list, fails here rather than silently falling back to
+//! Settings come from the environment under the names docs/settings.md documents: a renamed
+//! variable, or one that page does not list, fails here rather than silently falling back to
 //! its default (the other tests set `Settings` fields directly).
 
 use std::cell::RefCell;
@@ -96,9 +96,9 @@ fn the_environment_carries_every_setting() {
 
 #[test]
 fn every_variable_read_is_documented_and_every_documented_one_read() {
-    let readme = include_str!("../../README.md");
+    let page = include_str!("../../docs/settings.md");
     // The first cell of each row of the settings table.
-    let documented: BTreeSet<String> = readme
+    let documented: BTreeSet<String> = page
         .lines()
         .filter_map(|line| line.strip_prefix("| `FLASHSALE_"))
         .flat_map(|row| {
@@ -114,6 +114,6 @@ fn every_variable_read_is_documented_and_every_documented_one_read() {
     let (asked, _) = read_back(&env);
     assert_eq!(
         asked, documented,
-        "read by the binary vs. the README's settings table"
+        "read by the binary vs. the settings table of docs/settings.md"
     );
 }

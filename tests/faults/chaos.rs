@@ -6,7 +6,7 @@
 //! every client was answered with what JetStream, PostgreSQL and the audit hold.
 //!
 //! FLASHSALE_CHAOS_SECS sets the length (CI: 60), FLASHSALE_CHAOS_SEED replays a schedule
-//! (the seed is printed first). README, "Reliability", has the figures of a 10-minute run.
+//! (the seed is printed first). docs/durability.md, "Reliability", has the figures of a 10-minute run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -776,7 +776,7 @@ async fn a_seeded_fault_schedule_leaves_an_exact_ledger() {
         }
     }
     // Endings answered as durable are in the stream; an unconfirmed cancel that is missing
-    // (lost with Redis) may leave its units sold twice, as the README says.
+    // (lost with Redis) may leave its units sold twice, as docs/durability.md says.
     let mut lost_cancels: HashMap<String, u64> = HashMap::new();
     let mut lost_cancel_users: HashMap<(String, String), u64> = HashMap::new();
     for e in record.endings.iter().filter(|e| e.status == 200) {

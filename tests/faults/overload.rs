@@ -281,7 +281,7 @@ async fn redis_paused_under_load_costs_bounded_waits_and_503s_with_retry_after()
     let sold = sale["sold"].as_u64().expect("sold");
     assert!(sold >= accepted, "every accepted purchase is sold");
     // The call in flight when Redis stopped is the only one decided behind 503s: every later
-    // one failed fast, or was never sent (README, "What each fault costs").
+    // one failed fast, or was never sent (docs/durability.md, "What each fault costs").
     assert!(
         sold - accepted <= flashsale::store::MAX_BATCH as u64,
         "{} purchases decided though answered 503: more than the one batch in flight",

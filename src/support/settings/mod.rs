@@ -99,7 +99,7 @@ pub struct NatsSettings {
 }
 
 /// How much of a JetStream record is kept; `None` = no limit (the default). What JetStream
-/// drops past a limit can no longer rebuild a sale or be read (README, "Retention").
+/// drops past a limit can no longer rebuild a sale or be read (docs/operating.md, "Retention of the record").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
     pub max_age: Option<Duration>,

@@ -174,7 +174,7 @@ pub fn publishes_per_order(published: &[Published]) -> HashMap<String, usize> {
 }
 
 /// Asserts that every stored message's `Nats-Msg-Id` is its entry's: its first event's id,
-/// and `+<n>` when it holds n > 1 events (README, Order events).
+/// and `+<n>` when it holds n > 1 events (docs/events.md).
 pub fn assert_message_ids(messages: &[Delivered]) {
     let mut by_message: std::collections::BTreeMap<u64, Vec<&Delivered>> = Default::default();
     for m in messages {

@@ -7,7 +7,7 @@ use flashsale::support::settings::{Confirm, Settings};
 use super::{TestApp, free_port, wait_for_port};
 
 /// Environment that makes the binary run with `settings` on `port`: every setting, by the
-/// names the README documents (`settings::the_environment_carries_every_setting` checks that
+/// names docs/settings.md documents (`settings::the_environment_carries_every_setting` checks that
 /// the binary reads them back as these settings).
 pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
     let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
