@@ -167,6 +167,7 @@ pub enum Confirm {
     JetStream,
 }
 
+pub mod table;
 mod var;
 
 use var::{Var, rate_limit};
@@ -203,16 +204,22 @@ impl Settings {
     /// Reads settings through `lookup`, so tests can validate without touching the process
     /// environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &'static str, default: &str| Var {
+        // Unset: the table's default ("" where unset means off or none).
+        let var = |name: &'static str| Var {
             name,
-            value: lookup(name).unwrap_or_else(|| default.to_owned()),
+            value: lookup(name).unwrap_or_else(|| {
+                table::setting_of(name)
+                    .and_then(|setting| setting.default)
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
         };
 
         let log_config = lookup("FLASHSALE_LOG_CONFIG");
         Ok(Settings {
             http: HttpSettings {
-                bind: var("FLASHSALE_BIND", "127.0.0.1:8080").socket_addr()?,
-                workers: var("FLASHSALE_WORKERS", "0").number(0, 1024)? as usize,
+                bind: var("FLASHSALE_BIND").socket_addr()?,
+                workers: var("FLASHSALE_WORKERS").number(0, 1024)? as usize,
                 admin_token: match lookup("FLASHSALE_ADMIN_TOKEN") {
                     None => None,
                     Some(value) => Some(
@@ -242,7 +249,7 @@ impl Settings {
                     ),
                 },
                 require_ticket: {
-                    let required = var("FLASHSALE_REQUIRE_TICKET", "false").switch()?;
+                    let required = var("FLASHSALE_REQUIRE_TICKET").switch()?;
                     if required && lookup("FLASHSALE_TICKET_KEY").is_none() {
                         return Err(ConfigError {
                             variable: "FLASHSALE_REQUIRE_TICKET",
@@ -268,88 +275,81 @@ impl Settings {
                     }
                     .ip_addrs()?,
                 },
-                cors_origins: var("FLASHSALE_CORS_ORIGINS", "").origins()?,
-                live_viewers: var("FLASHSALE_LIVE_VIEWERS", "10000").number(0, 1_000_000)? as usize,
-                live_max: Duration::from_secs(
-                    var("FLASHSALE_LIVE_MAX_SECS", "600").number(1, 86_400)?,
-                ),
+                cors_origins: var("FLASHSALE_CORS_ORIGINS").origins()?,
+                live_viewers: var("FLASHSALE_LIVE_VIEWERS").number(0, 1_000_000)? as usize,
+                live_max: Duration::from_secs(var("FLASHSALE_LIVE_MAX_SECS").number(1, 86_400)?),
                 live_refresh: Duration::from_millis(
-                    var("FLASHSALE_LIVE_REFRESH_MS", "5000").number(100, 600_000)?,
+                    var("FLASHSALE_LIVE_REFRESH_MS").number(100, 600_000)?,
                 ),
             },
             redis: RedisSettings {
-                url: var("FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379").redis_url()?,
-                cluster: var("FLASHSALE_REDIS_CLUSTER", "off").switch()?,
-                namespace: var("FLASHSALE_NAMESPACE", "flashsale").key_prefix()?,
+                url: var("FLASHSALE_REDIS_URL").redis_url()?,
+                cluster: var("FLASHSALE_REDIS_CLUSTER").switch()?,
+                namespace: var("FLASHSALE_NAMESPACE").key_prefix()?,
                 timeout: Duration::from_millis(
-                    var("FLASHSALE_REDIS_TIMEOUT_MS", "1000").number(1, 60_000)?,
+                    var("FLASHSALE_REDIS_TIMEOUT_MS").number(1, 60_000)?,
                 ),
-                wait_replicas: var("FLASHSALE_REDIS_WAIT_REPLICAS", "0").number(0, 5)? as u32,
+                wait_replicas: var("FLASHSALE_REDIS_WAIT_REPLICAS").number(0, 5)? as u32,
                 wait_timeout: Duration::from_millis(
-                    var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS", "100").number(1, 10_000)?,
+                    var("FLASHSALE_REDIS_WAIT_TIMEOUT_MS").number(1, 10_000)?,
                 ),
-                wait_connections: var("FLASHSALE_REDIS_WAIT_CONNECTIONS", "16").number(0, 256)?
-                    as u32,
+                wait_connections: var("FLASHSALE_REDIS_WAIT_CONNECTIONS").number(0, 256)? as u32,
                 idempotency_ttl: Duration::from_secs(
-                    var("FLASHSALE_IDEMPOTENCY_TTL_SECS", "86400").number(1, 30 * 86400)?,
+                    var("FLASHSALE_IDEMPOTENCY_TTL_SECS").number(1, 30 * 86400)?,
                 ),
                 sold_out_recheck: Duration::from_millis(
-                    var("FLASHSALE_SOLD_OUT_RECHECK_MS", "1000").number(0, 3_600_000)?,
+                    var("FLASHSALE_SOLD_OUT_RECHECK_MS").number(0, 3_600_000)?,
                 ),
             },
             nats: NatsSettings {
-                urls: var("FLASHSALE_NATS_URL", "nats://127.0.0.1:4222").nats_urls()?,
-                stream: var("FLASHSALE_STREAM", "ORDERS").nats_token()?,
-                subject_prefix: var("FLASHSALE_SUBJECT_PREFIX", "orders").nats_token()?,
-                stream_replicas: var("FLASHSALE_STREAM_REPLICAS", "1").number(1, 5)? as usize,
-                confirm: var("FLASHSALE_CONFIRM", "jetstream").confirm()?,
+                urls: var("FLASHSALE_NATS_URL").nats_urls()?,
+                stream: var("FLASHSALE_STREAM").nats_token()?,
+                subject_prefix: var("FLASHSALE_SUBJECT_PREFIX").nats_token()?,
+                stream_replicas: var("FLASHSALE_STREAM_REPLICAS").number(1, 5)? as usize,
+                confirm: var("FLASHSALE_CONFIRM").confirm()?,
                 confirm_timeout: Duration::from_millis(
-                    var("FLASHSALE_CONFIRM_TIMEOUT_MS", "1000").number(1, 60_000)?,
+                    var("FLASHSALE_CONFIRM_TIMEOUT_MS").number(1, 60_000)?,
                 ),
                 stream_retention: Retention {
-                    max_age: var("FLASHSALE_STREAM_MAX_AGE_SECS", "0").seconds_or_none()?,
-                    max_bytes: var("FLASHSALE_STREAM_MAX_BYTES", "0").bytes_or_none()?,
+                    max_age: var("FLASHSALE_STREAM_MAX_AGE_SECS").seconds_or_none()?,
+                    max_bytes: var("FLASHSALE_STREAM_MAX_BYTES").bytes_or_none()?,
                 },
                 definitions_retention: Retention {
-                    max_age: var("FLASHSALE_DEFINITIONS_MAX_AGE_SECS", "0").seconds_or_none()?,
-                    max_bytes: var("FLASHSALE_DEFINITIONS_MAX_BYTES", "0").bytes_or_none()?,
+                    max_age: var("FLASHSALE_DEFINITIONS_MAX_AGE_SECS").seconds_or_none()?,
+                    max_bytes: var("FLASHSALE_DEFINITIONS_MAX_BYTES").bytes_or_none()?,
                 },
             },
             relay: RelaySettings {
                 claim_idle: Duration::from_millis(
-                    var("FLASHSALE_RELAY_CLAIM_IDLE_MS", "5000").number(100, 60_000)?,
+                    var("FLASHSALE_RELAY_CLAIM_IDLE_MS").number(100, 60_000)?,
                 ),
-                hold: var("FLASHSALE_RELAY_HOLD", "off").switch()?,
+                hold: var("FLASHSALE_RELAY_HOLD").switch()?,
                 drain_timeout: Duration::from_secs(
-                    var("FLASHSALE_DRAIN_TIMEOUT_SECS", "10").number(0, 3600)?,
+                    var("FLASHSALE_DRAIN_TIMEOUT_SECS").number(0, 3600)?,
                 ),
             },
             recovery: RecoverySettings {
                 rebuild_timeout: Duration::from_millis(
-                    var("FLASHSALE_REBUILD_TIMEOUT_MS", "5000").number(100, 600_000)?,
+                    var("FLASHSALE_REBUILD_TIMEOUT_MS").number(100, 600_000)?,
                 ),
-                default_sku: var("FLASHSALE_DEFAULT_SKU", "limit").sku()?,
-                default_stock: var("FLASHSALE_DEFAULT_STOCK", "1000").number(0, MAX_STOCK)?,
+                default_sku: var("FLASHSALE_DEFAULT_SKU").sku()?,
+                default_stock: var("FLASHSALE_DEFAULT_STOCK").number(0, MAX_STOCK)?,
                 archive_after: Duration::from_secs(
-                    var("FLASHSALE_ARCHIVE_AFTER_SECS", "86400").number(1, 366 * 86400)?,
+                    var("FLASHSALE_ARCHIVE_AFTER_SECS").number(1, 366 * 86400)?,
                 ),
             },
             consumer: ConsumerSettings {
-                database_url: var(
-                    "FLASHSALE_DATABASE_URL",
-                    "postgres://postgres@127.0.0.1:5432/flashsale",
-                )
-                .postgres_url()?,
-                name: var("FLASHSALE_CONSUMER", "orders-db").nats_token()?,
+                database_url: var("FLASHSALE_DATABASE_URL").postgres_url()?,
+                name: var("FLASHSALE_CONSUMER").nats_token()?,
                 database_url_explicit: lookup("FLASHSALE_DATABASE_URL").is_some(),
                 ack_wait: Duration::from_secs(
-                    var("FLASHSALE_CONSUMER_ACK_WAIT_SECS", "30").number(1, 3600)?,
+                    var("FLASHSALE_CONSUMER_ACK_WAIT_SECS").number(1, 3600)?,
                 ),
             },
             telemetry: TelemetrySettings {
                 log_config_explicit: log_config.is_some(),
-                log_config: PathBuf::from(log_config.unwrap_or_else(|| "log4rs.yaml".into())),
-                metrics: var("FLASHSALE_METRICS", "on").switch()?,
+                log_config: PathBuf::from(var("FLASHSALE_LOG_CONFIG").value),
+                metrics: var("FLASHSALE_METRICS").switch()?,
             },
         })
     }
@@ -431,6 +431,22 @@ mod tests {
             assert_eq!(err.variable, variable);
             assert!(err.to_string().contains(variable));
         }
+    }
+
+    #[test]
+    fn the_parser_reads_exactly_the_settings_of_the_table() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Settings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            // A burst is read only beside its rate.
+            name.ends_with("_RATE").then(|| "5".to_owned())
+        })
+        .expect("defaults are valid");
+        let listed: std::collections::BTreeSet<String> = table::SETTINGS
+            .iter()
+            .map(|setting| setting.var.to_owned())
+            .collect();
+        assert_eq!(asked.into_inner(), listed);
     }
 
     #[test]
