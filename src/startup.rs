@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
+use secrecy::ExposeSecret;
 
 use crate::events::confirm::Confirmation;
 use crate::events::jetstream::OrderStream;
@@ -162,7 +163,11 @@ impl Application {
             rate_limits,
             api_tokens: settings.http.api_tokens.clone(),
             tickets: Tickets::new(
-                settings.http.ticket_key.as_deref(),
+                settings
+                    .http
+                    .ticket_key
+                    .as_ref()
+                    .map(ExposeSecret::expose_secret),
                 settings.http.require_ticket,
             ),
         });

@@ -10,6 +10,7 @@
 //! fetches it again. Left alone, those events waited out the ack wait (30 s) and the table
 //! stalled behind them although PostgreSQL was back within a second.
 
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::time::Duration;
 
@@ -90,7 +91,8 @@ async fn session(
     settings: &Settings,
     committed: &mut bool,
 ) -> Result<std::convert::Infallible, ConsumerError> {
-    let mut config: tokio_postgres::Config = settings.consumer.database_url.parse()?;
+    let mut config: tokio_postgres::Config =
+        settings.consumer.database_url.expose_secret().parse()?;
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }

@@ -6,6 +6,7 @@ use std::future::{Ready, ready};
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use crate::http::AppState;
@@ -27,8 +28,9 @@ fn authorize(req: &HttpRequest) -> Result<Admin, ApiError> {
     let state = state(req)?;
     let expected = state
         .admin_token
-        .as_deref()
-        .ok_or(ApiError::AdminDisabled)?;
+        .as_ref()
+        .ok_or(ApiError::AdminDisabled)?
+        .expose_secret();
     let presented = bearer(req).ok_or(ApiError::Unauthorized)?;
     if matches(presented, expected) {
         Ok(Admin)
@@ -62,7 +64,9 @@ pub fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
         .iter()
         .chain(state.admin_token.as_ref())
         // Every token is compared (no early exit): the time does not say which matched.
-        .fold(false, |found, token| matches(presented, token) | found);
+        .fold(false, |found, token| {
+            matches(presented, token.expose_secret()) | found
+        });
     if known {
         Ok(Caller)
     } else {

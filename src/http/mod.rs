@@ -18,6 +18,8 @@ use actix_web::{HttpRequest, web};
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
+
 use crate::domain::Sku;
 use crate::events::relay_status::RelayStatus;
 use crate::live::Live;
@@ -39,12 +41,12 @@ pub struct AppState {
     /// Renders `/metrics`; `None` when metrics are off.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub nats: async_nats::Client,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     pub default_sku: Sku,
     /// Per-buyer and per-client purchase limits (FLASHSALE_BUYER_RATE, _CLIENT_RATE).
     pub rate_limits: Arc<RateLimits>,
     /// Storefront bearer tokens (FLASHSALE_API_TOKENS); empty = purchases need none.
-    pub api_tokens: Vec<String>,
+    pub api_tokens: Vec<SecretString>,
     /// Buyer tickets: the key, and whether a purchase needs one.
     pub tickets: Tickets,
 }

@@ -8,6 +8,7 @@
 //! consumer has still to apply. Run it while traffic is quiet: a purchase between the reads
 //! shows as a difference.
 
+use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_nats::jetstream;
@@ -164,7 +165,7 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
     skus.extend(inventory.sales().await?.iter().map(Sku::to_string));
 
     let postgres = if settings.consumer.database_url_explicit {
-        Some(postgres_counts(&settings.consumer.database_url).await?)
+        Some(postgres_counts(settings.consumer.database_url.expose_secret()).await?)
     } else {
         None
     };

@@ -295,7 +295,7 @@ async fn the_consumer_resumes_at_once_after_postgres_drops_its_connection() {
     let mut db_url = db.url.clone();
     db_url.push_str(&format!("&application_name={}", db.schema));
     let mut consumer_settings = app.settings.clone();
-    consumer_settings.consumer.database_url = db_url;
+    consumer_settings.consumer.database_url = db_url.into();
     // JetStream hands back a message held unacknowledged only after the ack wait: so long
     // here that a consumer relying on it (a batch not handed back with a NAK when PostgreSQL
     // went) could not pass.

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use flashsale::support::settings::{Confirm, RateLimit, Settings};
+use secrecy::ExposeSecret;
 
 use crate::helpers::process::env_of;
 use crate::helpers::test_settings;
@@ -20,6 +21,21 @@ fn read_back(env: &HashMap<&str, String>) -> (BTreeSet<String>, Settings) {
     })
     .expect("valid settings");
     (asked.into_inner(), settings)
+}
+
+/// The secret settings' values: the admin token, the storefront tokens, the ticket key and
+/// the database URL.
+fn secrets(settings: &Settings) -> Vec<Option<String>> {
+    let exposed = |secret: Option<&secrecy::SecretString>| {
+        secret.map(|secret| secret.expose_secret().to_owned())
+    };
+    let mut values = vec![
+        exposed(settings.http.admin_token.as_ref()),
+        exposed(settings.http.ticket_key.as_ref()),
+        exposed(Some(&settings.consumer.database_url)),
+    ];
+    values.extend(settings.http.api_tokens.iter().map(|t| exposed(Some(t))));
+    values
 }
 
 /// Every setting away from its default, so a variable read under another name shows.
@@ -83,6 +99,12 @@ fn the_environment_carries_every_setting() {
     let env: HashMap<&str, String> = env_of(&settings, 4321).into_iter().collect();
     let (asked, parsed) = read_back(&env);
     assert_eq!(format!("{parsed:?}"), format!("{settings:?}"));
+    // Debug shows no secret: those are compared by value.
+    assert_eq!(secrets(&parsed), secrets(&settings));
+    assert!(
+        !format!("{parsed:?}").contains("ticket-key"),
+        "a secret in Debug"
+    );
     let unread: Vec<&&str> = env.keys().filter(|name| !asked.contains(**name)).collect();
     assert!(unread.is_empty(), "set but never read: {unread:?}");
     // And every one the binary reads is carried: a setting left at its default here would

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 use crate::domain::Sku;
 
 /// Every setting, by the part of the service it configures; each part is handed only its own.
@@ -27,12 +29,12 @@ pub struct HttpSettings {
     pub bind: SocketAddr,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     /// Storefront bearer tokens (FLASHSALE_API_TOKENS); when any, purchases, payments and
     /// order reads need one (or the admin token).
-    pub api_tokens: Vec<String>,
+    pub api_tokens: Vec<SecretString>,
     /// HMAC key of buyer tickets (FLASHSALE_TICKET_KEY).
-    pub ticket_key: Option<String>,
+    pub ticket_key: Option<SecretString>,
     /// Purchases without a valid ticket are refused (FLASHSALE_REQUIRE_TICKET).
     pub require_ticket: bool,
     /// Purchases per second and burst allowed to one buyer (per replica); `None` = no limit.
@@ -138,7 +140,8 @@ pub struct RecoverySettings {
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
     /// PostgreSQL of the order consumer.
-    pub database_url: String,
+    /// It may hold a password: a secret, as the tokens are (`Debug` shows none of them).
+    pub database_url: SecretString,
     /// Durable JetStream consumer name of the order consumer.
     pub name: String,
     /// Whether FLASHSALE_DATABASE_URL was given (`flashsale audit` then checks PostgreSQL).
@@ -215,39 +218,21 @@ impl Settings {
             }),
         };
 
+        // Set, or none (no default stands in for a token or a key).
+        let given = |name: &'static str| lookup(name).map(|value| Var { name, value });
         let log_config = lookup("FLASHSALE_LOG_CONFIG");
         Ok(Settings {
             http: HttpSettings {
                 bind: var("FLASHSALE_BIND").socket_addr()?,
                 workers: var("FLASHSALE_WORKERS").number(0, 1024)? as usize,
-                admin_token: match lookup("FLASHSALE_ADMIN_TOKEN") {
-                    None => None,
-                    Some(value) => Some(
-                        Var {
-                            name: "FLASHSALE_ADMIN_TOKEN",
-                            value,
-                        }
-                        .non_empty()?,
-                    ),
-                },
-                api_tokens: match lookup("FLASHSALE_API_TOKENS") {
-                    None => Vec::new(),
-                    Some(value) => Var {
-                        name: "FLASHSALE_API_TOKENS",
-                        value,
-                    }
-                    .tokens()?,
-                },
-                ticket_key: match lookup("FLASHSALE_TICKET_KEY") {
-                    None => None,
-                    Some(value) => Some(
-                        Var {
-                            name: "FLASHSALE_TICKET_KEY",
-                            value,
-                        }
-                        .non_empty()?,
-                    ),
-                },
+                admin_token: given("FLASHSALE_ADMIN_TOKEN")
+                    .map(Var::secret)
+                    .transpose()?,
+                api_tokens: given("FLASHSALE_API_TOKENS")
+                    .map(Var::tokens)
+                    .transpose()?
+                    .unwrap_or_default(),
+                ticket_key: given("FLASHSALE_TICKET_KEY").map(Var::secret).transpose()?,
                 require_ticket: {
                     let required = var("FLASHSALE_REQUIRE_TICKET").switch()?;
                     if required && lookup("FLASHSALE_TICKET_KEY").is_none() {
@@ -267,14 +252,10 @@ impl Settings {
                     "FLASHSALE_CLIENT_RATE",
                     "FLASHSALE_CLIENT_BURST",
                 )?,
-                trusted_proxies: match lookup("FLASHSALE_TRUSTED_PROXIES") {
-                    None => Vec::new(),
-                    Some(value) => Var {
-                        name: "FLASHSALE_TRUSTED_PROXIES",
-                        value,
-                    }
-                    .ip_addrs()?,
-                },
+                trusted_proxies: given("FLASHSALE_TRUSTED_PROXIES")
+                    .map(Var::ip_addrs)
+                    .transpose()?
+                    .unwrap_or_default(),
                 cors_origins: var("FLASHSALE_CORS_ORIGINS").origins()?,
                 live_viewers: var("FLASHSALE_LIVE_VIEWERS").number(0, 1_000_000)? as usize,
                 live_max: Duration::from_secs(var("FLASHSALE_LIVE_MAX_SECS").number(1, 86_400)?),
@@ -339,7 +320,7 @@ impl Settings {
                 ),
             },
             consumer: ConsumerSettings {
-                database_url: var("FLASHSALE_DATABASE_URL").postgres_url()?,
+                database_url: var("FLASHSALE_DATABASE_URL").postgres_url()?.into(),
                 name: var("FLASHSALE_CONSUMER").nats_token()?,
                 database_url_explicit: lookup("FLASHSALE_DATABASE_URL").is_some(),
                 ack_wait: Duration::from_secs(

@@ -3,6 +3,8 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+use secrecy::SecretString;
+
 use super::{ConfigError, Confirm, RateLimit};
 use crate::domain::Sku;
 
@@ -80,7 +82,12 @@ impl Var {
     }
 
     /// Comma-separated bearer tokens, none empty.
-    pub fn tokens(self) -> Result<Vec<String>, ConfigError> {
+    /// A token or a key: not empty, and kept out of `Debug` from here on.
+    pub fn secret(self) -> Result<SecretString, ConfigError> {
+        self.non_empty().map(SecretString::from)
+    }
+
+    pub fn tokens(self) -> Result<Vec<SecretString>, ConfigError> {
         let tokens: Vec<String> = self.value.split(',').map(|t| t.trim().to_owned()).collect();
         if tokens.iter().any(String::is_empty) {
             // The value is a secret: the error does not repeat it.
@@ -90,7 +97,7 @@ impl Var {
                 expected: "comma-separated tokens, none empty".into(),
             });
         }
-        Ok(tokens)
+        Ok(tokens.into_iter().map(SecretString::from).collect())
     }
 
     /// Comma-separated web origins, each exactly `scheme://host[:port]` (what a browser sends

@@ -196,7 +196,7 @@ impl TestDb {
 /// Runs the order consumer in this process until the handle is aborted.
 pub fn spawn_consumer(settings: &Settings, db: &TestDb) -> tokio::task::JoinHandle<()> {
     let mut settings = settings.clone();
-    settings.consumer.database_url = db.url.clone();
+    settings.consumer.database_url = db.url.clone().into();
     tokio::spawn(flashsale::events::consumer::run(
         settings,
         std::future::pending(),

@@ -1,5 +1,6 @@
 //! The service as a process of its own (its own metrics, signals, a restart).
 
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
 use flashsale::support::settings::{Confirm, Settings};
@@ -138,11 +139,19 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
     ]);
     // Settings that are absent unless given.
     let optional = [
-        ("FLASHSALE_ADMIN_TOKEN", settings.http.admin_token.clone()),
-        ("FLASHSALE_TICKET_KEY", settings.http.ticket_key.clone()),
+        ("FLASHSALE_ADMIN_TOKEN", exposed(&settings.http.admin_token)),
+        ("FLASHSALE_TICKET_KEY", exposed(&settings.http.ticket_key)),
         (
             "FLASHSALE_API_TOKENS",
-            Some(settings.http.api_tokens.join(",")).filter(|t| !t.is_empty()),
+            Some(joined(
+                settings
+                    .http
+                    .api_tokens
+                    .iter()
+                    .map(|token| token.expose_secret().to_owned())
+                    .collect(),
+            ))
+            .filter(|t| !t.is_empty()),
         ),
         (
             "FLASHSALE_TRUSTED_PROXIES",
@@ -162,7 +171,7 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
         ),
         (
             "FLASHSALE_DATABASE_URL",
-            Some(settings.consumer.database_url.clone())
+            Some(settings.consumer.database_url.expose_secret().to_owned())
                 .filter(|_| settings.consumer.database_url_explicit),
         ),
         (
@@ -272,4 +281,11 @@ pub async fn wait_until_accepted(port: u16, connections: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the service on port {port} did not accept {connections} connections in 10 s");
+}
+
+/// A secret setting's value, for the environment of a test's process.
+fn exposed(secret: &Option<secrecy::SecretString>) -> Option<String> {
+    secret
+        .as_ref()
+        .map(|secret| secret.expose_secret().to_owned())
 }
