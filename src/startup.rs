@@ -9,6 +9,8 @@ use actix_web::dev::Server;
 use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 use secrecy::ExposeSecret;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::events::confirm::Confirmation;
 use crate::events::jetstream::OrderStream;
@@ -56,11 +58,34 @@ pub enum StartupError {
 
 pub struct Application {
     port: u16,
-    live: Arc<Live>,
     server: Server,
+    /// Cancelled at the stop: the live streams and every background task but the relay end.
+    shutdown: CancellationToken,
+    /// Every background task, the relay included, joined before the service returns.
+    background: JoinSet<()>,
+    /// Tells the relay how long it may go on delivering once the server has stopped.
     drain: DrainSignal,
-    relay: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
+}
+
+/// How long after the relay's drain deadline the service waits for its tasks to end (each
+/// ends at its next await once cancelled; this only bounds a task stuck in a call).
+const JOIN_MARGIN: Duration = Duration::from_secs(5);
+
+/// Spawns `task` into `tasks`, to end when `shutdown` is cancelled (it is dropped at its next
+/// await: each background task's work is a script call or a read that is safe to cut short).
+fn spawn_until(
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = task => {}
+        }
+    });
 }
 
 impl Application {
@@ -118,12 +143,25 @@ impl Application {
             settings.nats.confirm_timeout,
             inventory.clone(),
         );
+        let shutdown = CancellationToken::new();
+        let mut background = JoinSet::new();
         let (drain, drain_requested) = tokio::sync::watch::channel(None);
-        let relay = tokio::spawn(relay.run(drain_requested));
+        // The relay ends by itself, at its drain deadline.
+        background.spawn(relay.run(drain_requested));
         let sale_changes = SaleChanges::new(nats.clone(), &settings.nats.subject_prefix);
-        tokio::spawn(sale_changes.clone().listen(inventory.clone()));
-        tokio::spawn(Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run());
-        tokio::spawn(
+        spawn_until(
+            &mut background,
+            &shutdown,
+            sale_changes.clone().listen(inventory.clone()),
+        );
+        spawn_until(
+            &mut background,
+            &shutdown,
+            Sweeper::new(inventory.clone(), recovery.clone(), sale_changes.clone()).run(),
+        );
+        spawn_until(
+            &mut background,
+            &shutdown,
             Archiver::new(
                 inventory.clone(),
                 recovery.clone(),
@@ -134,7 +172,11 @@ impl Application {
         );
 
         let rate_limits = Arc::new(RateLimits::new(&settings.http));
-        tokio::spawn(forget_idle_buyers(rate_limits.clone()));
+        spawn_until(
+            &mut background,
+            &shutdown,
+            forget_idle_buyers(rate_limits.clone()),
+        );
 
         let listener = TcpListener::bind(settings.http.bind)?;
         let address = listener.local_addr()?;
@@ -149,8 +191,13 @@ impl Application {
             settings.http.live_viewers,
             settings.http.live_max,
             settings.http.live_refresh,
+            shutdown.clone(),
         );
-        tokio::spawn(live.clone().listen(sale_changes));
+        spawn_until(
+            &mut background,
+            &shutdown,
+            live.clone().listen(sale_changes),
+        );
         let state = web::Data::new(AppState {
             operations,
             live: live.clone(),
@@ -211,10 +258,10 @@ impl Application {
         );
         Ok(Self {
             port: address.port(),
-            live,
             server,
+            shutdown,
+            background,
             drain,
-            relay,
             drain_timeout: settings.relay.drain_timeout,
         })
     }
@@ -227,7 +274,7 @@ impl Application {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             server: self.server.handle(),
-            live: self.live.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 
@@ -243,8 +290,23 @@ impl Application {
         );
         // The relay may already be gone (a panic); then there is nothing to wait for.
         let _ = self.drain.send(Some(Instant::now() + self.drain_timeout));
-        if let Err(e) = self.relay.await {
-            log::error!("relay task failed: {e}");
+        // Also when the server ended without the stopper (it failed).
+        self.shutdown.cancel();
+        let mut background = self.background;
+        let joined = tokio::time::timeout(self.drain_timeout + JOIN_MARGIN, async {
+            while let Some(ended) = background.join_next().await {
+                if let Err(e) = ended {
+                    log::error!("background task failed: {e}");
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            log::error!(
+                "{} background tasks still running {JOIN_MARGIN:?} past the drain; aborted",
+                background.len()
+            );
+            background.shutdown().await;
         }
         served
     }
@@ -253,14 +315,15 @@ impl Application {
 /// Stops a running [`Application`].
 pub struct Stopper {
     server: actix_web::dev::ServerHandle,
-    live: Arc<Live>,
+    shutdown: CancellationToken,
 }
 
 impl Stopper {
     /// Ends the live streams (they would hold the shutdown for its whole timeout; browsers
-    /// reconnect to another replica), stops accepting, and lets requests in flight finish.
+    /// reconnect to another replica) and the background tasks but the relay, stops
+    /// accepting, and lets requests in flight finish.
     pub async fn stop(&self) {
-        self.live.stop();
+        self.shutdown.cancel();
         self.server.stop(true).await;
     }
 }

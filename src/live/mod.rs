@@ -51,7 +51,8 @@ pub struct Live {
     refresh: Duration,
     /// Viewers ever joined: spreads the streams' ends.
     joined: AtomicUsize,
-    /// Cancelled when the service stops: every stream ends, so shutdown never waits on them.
+    /// The service's: cancelled when it stops, so every stream ends and shutdown never waits
+    /// on them (browsers reconnect to another replica).
     shutdown: CancellationToken,
 }
 
@@ -61,6 +62,7 @@ impl Live {
         max_viewers: usize,
         max_stream: Duration,
         refresh: Duration,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             operations,
@@ -70,7 +72,7 @@ impl Live {
             max_stream,
             refresh,
             joined: AtomicUsize::new(0),
-            shutdown: CancellationToken::new(),
+            shutdown,
         })
     }
 
@@ -115,11 +117,6 @@ impl Live {
     /// Viewers on this replica now.
     pub fn viewers(&self) -> usize {
         self.viewers.load(Ordering::Relaxed)
-    }
-
-    /// Ends every stream (the service is stopping): browsers reconnect to another replica.
-    pub fn stop(&self) {
-        self.shutdown.cancel();
     }
 
     /// Re-reads the watched sales as notices of their changes arrive, until the service

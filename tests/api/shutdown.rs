@@ -175,3 +175,50 @@ async fn sigterm_ends_the_live_streams_at_once() {
     assert_eq!(status.code(), Some(0));
     app.cleanup().await;
 }
+
+/// Once a stopped service has returned, nothing of it runs on: the sweeper, the archiver, the
+/// change listener, the live feeds and the relay have all ended, so the last holder of its
+/// Redis connection is gone and the server counts none of its clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_background_task_outlives_a_stopped_service() {
+    let redis_port = crate::helpers::free_port();
+    let _redis = crate::helpers::private_redis(redis_port).await;
+    let mut settings = test_settings();
+    settings.redis.url = format!("redis://127.0.0.1:{redis_port}");
+    settings.relay.drain_timeout = Duration::from_secs(1);
+    let (app, stopper, serving) = crate::helpers::spawn_stoppable(settings).await;
+    app.wait_until_ready().await;
+    // Work for every background task: an order awaiting payment (the sweeper), a watched
+    // sale (a live feed, the change listener), an event (the relay).
+    let sku = unique("joined");
+    app.create_sale(&sku, json!({"stock": 5, "payment_timeout_secs": 60}))
+        .await;
+    let mut live = crate::helpers::sse::LiveStream::open(&app, &sku, None).await;
+    assert_eq!(live.next().await.remaining(), 5);
+    let bought = buy_all(&app, &sku, &users("joined", 2), 2).await;
+    assert_eq!(bought.len(), 2);
+
+    stopper.stop().await;
+    tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .expect("the service returns")
+        .expect("task")
+        .expect("served");
+    drop(app);
+    let mut check =
+        crate::helpers::redis_connection(&format!("redis://127.0.0.1:{redis_port}")).await;
+    let mut clients = String::new();
+    for _ in 0..100 {
+        clients = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut check)
+            .await
+            .expect("CLIENT LIST");
+        // This check's own connection is the only one left.
+        if clients.lines().count() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the stopped service still holds connections 5 s after returning:\n{clients}");
+}

@@ -153,6 +153,18 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts the app with exactly these settings (a second replica of another app, say).
 pub async fn spawn_app_from(settings: Settings) -> TestApp {
+    spawn_stoppable(settings).await.0
+}
+
+/// The app, what stops it, and the task that serves until then (it returns once every part of
+/// the app has ended).
+pub async fn spawn_stoppable(
+    settings: Settings,
+) -> (
+    TestApp,
+    flashsale::startup::Stopper,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let namespace = settings.redis.namespace.clone();
     let default_sku = settings.recovery.default_sku.to_string();
     let application = Application::build(settings.clone())
@@ -160,15 +172,17 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let redis = check_connection(&settings);
-    tokio::spawn(application.run_until_stopped());
-    TestApp {
+    let stopper = application.stopper();
+    let serving = tokio::spawn(application.run_until_stopped());
+    let app = TestApp {
         address,
         settings,
         namespace,
         default_sku,
         client: http_client(),
         redis,
-    }
+    };
+    (app, stopper, serving)
 }
 
 /// A client that lets idle connections go well before the server does (75 s): reusing one the
