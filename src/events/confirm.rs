@@ -27,7 +27,7 @@ use crate::events::jetstream::{OrderStream, StreamError, ensure_stream};
 use crate::events::publish::send_message;
 use crate::store::{Inventory, WrittenEntry};
 use crate::support::metrics::Publisher;
-use crate::support::settings::Confirm;
+use crate::support::settings::{Confirm, NatsSettings};
 
 /// Pause before publishing again when no stream leader answered.
 const NO_LEADER_RETRY: Duration = Duration::from_millis(20);
@@ -94,13 +94,14 @@ struct EntryPublisher {
 }
 
 impl Confirmation {
+    /// As `settings` ask (the mode, the timeout, the stream).
     pub fn new(
-        mode: Confirm,
+        settings: &NatsSettings,
         nats: async_nats::Client,
-        stream: OrderStream,
-        timeout: Duration,
         inventory: Arc<Inventory>,
     ) -> Self {
+        let (mode, timeout) = (settings.confirm, settings.confirm_timeout);
+        let stream = OrderStream::new(settings);
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(timeout);
         Self {

@@ -6,11 +6,13 @@ use std::future::{Ready, ready};
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::tickets::Tickets;
+use crate::support::settings::HttpSettings;
 
 /// Proof that the request carried the admin token.
 pub struct Admin;
@@ -24,9 +26,33 @@ impl FromRequest for Admin {
     }
 }
 
+/// Who may call what: the admin token, the storefront tokens and the buyer tickets.
+pub struct Access {
+    pub admin_token: Option<SecretString>,
+    /// Storefront bearer tokens (FLASHSALE_API_TOKENS); empty = purchases need none.
+    pub api_tokens: Vec<SecretString>,
+    /// Buyer tickets: the key, and whether a purchase needs one.
+    pub tickets: Tickets,
+}
+
+impl Access {
+    pub fn new(settings: &HttpSettings) -> Self {
+        let ticket_key = settings
+            .ticket_key
+            .as_ref()
+            .map(ExposeSecret::expose_secret);
+        Self {
+            admin_token: settings.admin_token.clone(),
+            api_tokens: settings.api_tokens.clone(),
+            tickets: Tickets::new(ticket_key, settings.require_ticket),
+        }
+    }
+}
+
 fn authorize(req: &HttpRequest) -> Result<Admin, ApiError> {
     let state = state(req)?;
     let expected = state
+        .access
         .admin_token
         .as_ref()
         .ok_or(ApiError::AdminDisabled)?
@@ -59,10 +85,11 @@ impl FromRequest for Caller {
 /// [`Caller`]'s check; purchases make it only when storefront tokens are configured.
 pub fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
     let presented = bearer(req).ok_or(ApiError::Unauthorized)?;
-    let known = state
+    let access = &state.access;
+    let known = access
         .api_tokens
         .iter()
-        .chain(state.admin_token.as_ref())
+        .chain(access.admin_token.as_ref())
         // Every token is compared (no early exit): the time does not say which matched.
         .fold(false, |found, token| {
             matches(presented, token.expose_secret()) | found

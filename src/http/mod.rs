@@ -18,8 +18,6 @@ use actix_web::{HttpRequest, web};
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
-
 use crate::domain::Sku;
 use crate::events::relay_status::RelayStatus;
 use crate::live::Live;
@@ -27,7 +25,6 @@ use crate::operations::Operations;
 use crate::store::Inventory;
 use error::ApiError;
 use rate_limit::RateLimits;
-use tickets::Tickets;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -41,14 +38,11 @@ pub struct AppState {
     /// Renders `/metrics`; `None` when metrics are off.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub nats: async_nats::Client,
-    pub admin_token: Option<SecretString>,
     pub default_sku: Sku,
     /// Per-buyer and per-client purchase limits (FLASHSALE_BUYER_RATE, _CLIENT_RATE).
     pub rate_limits: Arc<RateLimits>,
-    /// Storefront bearer tokens (FLASHSALE_API_TOKENS); empty = purchases need none.
-    pub api_tokens: Vec<SecretString>,
-    /// Buyer tickets: the key, and whether a purchase needs one.
-    pub tickets: Tickets,
+    /// The callers' credentials: tokens and buyer tickets.
+    pub access: auth::Access,
 }
 
 /// Largest request body the API reads; larger ones are answered 413 unread.

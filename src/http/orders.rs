@@ -41,13 +41,14 @@ pub async fn create_order(
     body: web::Json<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    if !state.api_tokens.is_empty() {
+    if !state.access.api_tokens.is_empty() {
         caller(&request, &state)?;
     }
     let OrderRequest { user_id, quantity } = body.into_inner();
     let ticket = request.headers().get("Buyer-Ticket").map(|v| v.as_bytes());
     let now_secs = chrono::Utc::now().timestamp();
     let user = match state
+        .access
         .tickets
         .buyer(ticket, user_id.as_deref(), &sku, now_secs)?
     {

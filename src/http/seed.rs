@@ -52,7 +52,7 @@ pub async fn kill(
         Err(e) => return text(HttpResponse::BadRequest(), e.0),
     };
     // No ticket travels here: the old endpoint stays open only while tickets are optional.
-    if state.tickets.required() {
+    if state.access.tickets.required() {
         return text(HttpResponse::Unauthorized(), "需要购买凭证 (Buyer-Ticket)");
     }
     if let Err(refused) = state.rate_limits.check(&request, user.as_str()) {

@@ -27,6 +27,7 @@ use crate::domain::Sku;
 use crate::events::sale_changes::{Change, SaleChanges};
 use crate::operations::Operations;
 use crate::support::metrics;
+use crate::support::settings::HttpSettings;
 use feed::{Feed, Latest};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,20 +58,19 @@ pub struct Live {
 }
 
 impl Live {
+    /// The viewers of this replica, as `settings` bound them; `shutdown` ends every stream.
     pub fn new(
         operations: Arc<Operations>,
-        max_viewers: usize,
-        max_stream: Duration,
-        refresh: Duration,
+        settings: &HttpSettings,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             operations,
             feeds: Mutex::new(HashMap::new()),
             viewers: AtomicUsize::new(0),
-            max_viewers,
-            max_stream,
-            refresh,
+            max_viewers: settings.live_viewers,
+            max_stream: settings.live_max,
+            refresh: settings.live_refresh,
             joined: AtomicUsize::new(0),
             shutdown,
         })

@@ -22,6 +22,7 @@ use crate::domain::{OrderId, Sku, UserId};
 use crate::recovery::{Recovery, RecoveryError};
 use crate::store::{Inventory, StoreError};
 use crate::support::metrics;
+use crate::support::settings::RecoverySettings;
 
 /// The longest the archiver sleeps between passes.
 const MAX_PASS_EVERY: Duration = Duration::from_secs(60);
@@ -41,14 +42,13 @@ impl Archiver {
     pub fn new(
         inventory: Arc<Inventory>,
         recovery: Arc<Recovery>,
-        after: Duration,
-        default_sku: Sku,
+        settings: &RecoverySettings,
     ) -> Self {
         Self {
             inventory,
             recovery,
-            after,
-            default_sku,
+            after: settings.archive_after,
+            default_sku: settings.default_sku.clone(),
         }
     }
 
