@@ -15,6 +15,7 @@ use crate::domain::Sku;
 use crate::events::sale_changes::SaleChanges;
 use crate::recovery::Recovery;
 use crate::store::{Expired, Inventory, StoreError};
+use crate::support::backoff;
 
 /// The longest the sweeper sleeps: an order expires within about this of its pay_by.
 const TICK: Duration = Duration::from_millis(200);
@@ -72,7 +73,7 @@ impl Sweeper {
                         log::warn!("expiry sweeper cannot reach redis, backing off: {e}");
                     }
                     failures = failures.saturating_add(1);
-                    (Duration::from_millis(100) * 2u32.pow(failures.min(6))).min(MAX_BACKOFF)
+                    backoff::doubling(Duration::from_millis(200), failures, MAX_BACKOFF)
                 }
             };
             tokio::time::sleep(delay).await;

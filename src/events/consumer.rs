@@ -21,6 +21,7 @@ use tokio_postgres::NoTls;
 use crate::domain::event::{EventKind, OrderEvent, OrderMessage};
 use crate::domain::order::OrderStatus;
 use crate::events::jetstream::{OrderStream, StreamSetupError, ensure_stream};
+use crate::support::backoff;
 use crate::support::settings::Settings;
 
 const SCHEMA: &str = include_str!("../../sql/schema.sql");
@@ -81,7 +82,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) {
 /// The pause before the next session after `failures` failures in a row (at least one):
 /// [`RETRY`], doubled per failure, at most 32 times [`RETRY`].
 fn retry_delay(failures: u32) -> Duration {
-    RETRY * 2u32.pow(failures.saturating_sub(1).min(5))
+    backoff::doubling(RETRY, failures, RETRY * 32)
 }
 
 /// One connected stretch: set up, then apply batches until something fails (`committed` says

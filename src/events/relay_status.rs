@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::store::Backlog;
+use crate::support::backoff;
 
 /// What the relay last saw; read by `/readyz`.
 #[derive(Debug, Default)]
@@ -64,8 +65,7 @@ impl Failures {
 
     /// How long to wait before the next pass after a failure: doubling from 200 ms.
     pub fn backoff(&self) -> Duration {
-        let exponent = self.count.min(6);
-        (Duration::from_millis(100) * 2u32.pow(exponent)).min(MAX_BACKOFF)
+        backoff::doubling(Duration::from_millis(200), self.count, MAX_BACKOFF)
     }
 }
 

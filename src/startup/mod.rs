@@ -26,6 +26,7 @@ use crate::operations::Operations;
 use crate::recovery::Recovery;
 use crate::recovery::archive::Archiver;
 use crate::store::Inventory;
+use crate::support::backoff;
 use crate::support::metrics::install as install_metrics;
 use crate::support::settings::Settings;
 use background::Background;
@@ -147,8 +148,8 @@ async fn connect_nats(
         .retry_on_initial_connect()
         // async-nats waits up to 4 s between attempts; attempts cost the server little.
         .reconnect_delay_callback(|attempts| {
-            let exponent = attempts.saturating_sub(1).min(16) as u32;
-            Duration::from_millis(2u64.pow(exponent)).min(NATS_RECONNECT_MAX)
+            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            backoff::doubling(Duration::from_millis(1), attempts, NATS_RECONNECT_MAX)
         })
         .event_callback(move |event| {
             if matches!(event, async_nats::Event::Connected) {
