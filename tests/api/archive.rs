@@ -608,3 +608,182 @@ async fn an_ended_sale_is_not_sealed_while_an_event_waits_or_a_payment_is_due() 
     );
     app.cleanup().await;
 }
+
+/// `lua/archive.lua`'s whole reply to a step.
+async fn archive_reply(app: &TestApp, sku: &str, args: &[&str]) -> Vec<String> {
+    let script = redis::Script::new(&crate::helpers::lua_source("archive.lua"));
+    let mut call = script.prepare_invoke();
+    for name in ["sale", "orders", "buyers", "outbox", "deadlines", "relay"] {
+        call.key(app.key(sku, name));
+    }
+    for arg in args {
+        call.arg(*arg);
+    }
+    let reply: Vec<redis::Value> = call
+        .invoke_async(&mut app.redis.clone())
+        .await
+        .expect("EVALSHA archive.lua");
+    reply
+        .iter()
+        .map(|value| redis::from_redis_value_ref::<String>(value).expect("a word or a number"))
+        .collect()
+}
+
+/// Sets fields of the sale's hash directly: the state a script call is to meet.
+async fn set_sale_fields(app: &TestApp, sku: &str, fields: &[(&str, String)]) {
+    let mut command = redis::cmd("HSET");
+    command.arg(app.key(sku, "sale"));
+    for (field, value) in fields {
+        command.arg(*field).arg(value);
+    }
+    let _: i64 = command
+        .query_async(&mut app.redis.clone())
+        .await
+        .expect("HSET");
+}
+
+/// Redis's clock in ms, as the scripts read it.
+async fn redis_now_ms(app: &TestApp) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME")
+        .query_async(&mut app.redis.clone())
+        .await
+        .expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+/// When `archive.lua` seals, step by step on sales set up field by field: an ended, settled
+/// sale waits the delay after its end and after its last change, and the Idempotency-Keys'
+/// lifetime after that change; a copy another primary wrote is not sealed but rebuilt first;
+/// an open sale is live whatever it counts. Each case fails with its mutant of the script
+/// (`mutation/lua.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_waits_its_delays_and_refuses_a_copy_from_elsewhere_or_an_open_sale() {
+    let app = spawn_app_with(|_| {}).await;
+    let sku = unique("delays");
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    app.wait_until_relay_idle(&sku).await;
+    let (minute, hour) = (60_000, 3_600_000);
+    let now = redis_now_ms(&app).await;
+
+    // Ended by its window 30 s ago, changed an hour ago: the delay runs from the end.
+    set_sale_fields(
+        &app,
+        &sku,
+        &[
+            ("ends_at", (now - 30_000).to_string()),
+            ("changed", (now - hour).to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        archive_step(&app, &sku, &["seal", &minute.to_string(), "0"]).await,
+        "waiting"
+    );
+    // Ended an hour ago, changed 30 s ago: the delay runs from the change.
+    set_sale_fields(
+        &app,
+        &sku,
+        &[
+            ("ends_at", (now - hour).to_string()),
+            ("changed", (now - 30_000).to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        archive_step(&app, &sku, &["seal", &minute.to_string(), "0"]).await,
+        "waiting"
+    );
+    // Changed two minutes ago, keys living ten: the last key expires first.
+    set_sale_fields(&app, &sku, &[("changed", (now - 2 * minute).to_string())]).await;
+    assert_eq!(
+        archive_step(
+            &app,
+            &sku,
+            &["seal", &minute.to_string(), &(10 * minute).to_string()]
+        )
+        .await,
+        "waiting"
+    );
+
+    // A copy another primary wrote, ended and settled: not sealed, rebuilt first.
+    let primary = app
+        .redis_hget(&sku, "sale", "primary")
+        .await
+        .expect("primary");
+    set_sale_fields(&app, &sku, &[("primary", "0000/2".to_owned())]).await;
+    assert_eq!(
+        archive_step(&app, &sku, &["seal", "0", "0"]).await,
+        "sale_missing"
+    );
+    set_sale_fields(&app, &sku, &[("primary", primary)]).await;
+
+    // Open (no end, stock left) with orders paid: live.
+    let open = unique("open");
+    app.create_sale(&open, json!({"stock": 5})).await;
+    set_sale_fields(&app, &open, &[("n_paid", "1".to_owned())]).await;
+    assert_eq!(archive_step(&app, &open, &["seal", "0", "0"]).await, "live");
+
+    // With no delay left, the ended sale is sealed.
+    assert_eq!(
+        archive_step(&app, &sku, &["seal", "0", "0"]).await,
+        "sealed"
+    );
+    app.cleanup().await;
+}
+
+/// A seal reports the sale's final figures: its orders (not its buyers), and each ending
+/// count, 0 when none ended so; and a drop takes every key of the sale, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_reports_the_final_figures_and_a_drop_takes_every_key_once() {
+    let app = spawn_app_with(|_| {}).await;
+    // One buyer, two orders, one cancelled: 2 orders, 0 paid, 0 expired, 1 cancelled.
+    let two = unique("figures");
+    app.create_sale(&two, json!({"stock": 5})).await;
+    app.buy_accepted(&two, "buyer").await;
+    let second = app.buy_accepted(&two, "buyer").await;
+    let cancelled = app.cancel(second["order_id"].as_str().expect("id")).await;
+    assert_eq!(cancelled.status(), 200);
+    // One order, nothing ended: 1, 0, 0, 0.
+    let one = unique("figures");
+    app.create_sale(&one, json!({"stock": 5})).await;
+    app.buy_accepted(&one, "buyer").await;
+    for sku in [&two, &one] {
+        let end = admin_post(&app, &format!("/v1/sales/{sku}/end"), json!({})).await;
+        assert_eq!(end.status(), 200);
+        app.wait_until_relay_idle(sku).await;
+    }
+    // { 'sealed', rev, stock, sold, orders, paid, expired, cancelled }
+    let figures = |reply: Vec<String>| reply[2..].to_vec();
+    assert_eq!(
+        figures(archive_reply(&app, &two, &["seal", "0", "0"]).await),
+        ["5", "1", "2", "0", "0", "1"]
+    );
+    assert_eq!(
+        figures(archive_reply(&app, &one, &["seal", "0", "0"]).await),
+        ["5", "1", "1", "0", "0", "0"]
+    );
+
+    // A copy another primary wrote, with an order awaiting payment, dropped (the archiver
+    // asks that only for a sale whose definition says archived): every key goes.
+    let copy = unique("copy");
+    app.create_sale(&copy, json!({"stock": 5, "payment_timeout_secs": 600}))
+        .await;
+    app.buy_accepted(&copy, "buyer").await;
+    app.wait_until_relay_idle(&copy).await;
+    set_sale_fields(&app, &copy, &[("primary", "0000/2".to_owned())]).await;
+    assert_eq!(archive_step(&app, &copy, &["drop", "0"]).await, "dropped");
+    for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(app.key(&copy, name))
+            .query_async(&mut app.redis.clone())
+            .await
+            .expect("EXISTS");
+        assert_eq!(exists, 0, "{name} left after the drop");
+    }
+    assert_eq!(
+        archive_step(&app, &copy, &["drop", "0"]).await,
+        "gone",
+        "dropped once"
+    );
+    app.cleanup().await;
+}
