@@ -118,7 +118,7 @@ impl Operations {
                 self.sale_changes.announce(&sku),
                 self.confirmation.confirm(&written)
             );
-            delivery = confirmed.label();
+            delivery = confirmed.shown();
         }
         let mut order = Order::new(ended.order, ended.remaining);
         order.delivery = delivery;

@@ -53,7 +53,18 @@ pub struct Order {
     /// event, 201) or `pending` (it will, from the outbox; 202); the same on a replay (200) and
     /// on a cancel that changed the order (its `order.cancelled` event). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<&'static str>,
+    #[schema(value_type = Option<String>)]
+    pub delivery: Option<Delivered>,
+}
+
+/// An answer's `"delivery"`: how far the event of the change it answers had got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivered {
+    /// JetStream holds it.
+    Confirmed,
+    /// Not yet acknowledged: the outbox delivers it.
+    Pending,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

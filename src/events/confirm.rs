@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 
 use crate::domain::Sku;
+use crate::domain::order::Delivered;
 use crate::events::jetstream::{OrderStream, StreamError, ensure_stream};
 use crate::events::publish::send_message;
 use crate::store::{Inventory, WrittenEntry};
@@ -63,11 +64,11 @@ pub enum Delivery {
 
 impl Delivery {
     /// The answer's `"delivery"` field: absent when not asked.
-    pub fn label(self) -> Option<&'static str> {
+    pub fn shown(self) -> Option<Delivered> {
         match self {
             Delivery::Unconfirmed => None,
-            Delivery::Confirmed => Some("confirmed"),
-            Delivery::Pending => Some("pending"),
+            Delivery::Confirmed => Some(Delivered::Confirmed),
+            Delivery::Pending => Some(Delivered::Pending),
         }
     }
 }

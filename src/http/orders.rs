@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::order::{OrderRequest, OrderView, PaymentRequest};
+use crate::domain::order::{Delivered, OrderRequest, OrderView, PaymentRequest};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::events::confirm::Delivery;
 use crate::http::AppState;
@@ -78,21 +78,21 @@ pub async fn create_order(
         .await?;
     let mut response = match delivery {
         _ if purchase.replayed => {
-            purchase.order.delivery = delivery.label();
+            purchase.order.delivery = delivery.shown();
             HttpResponse::Ok()
         }
         // `redis` mode with FLASHSALE_REDIS_WAIT_REPLICAS: the replicas asked for hold it.
         Delivery::Unconfirmed if purchase.replicated => HttpResponse::Created(),
         Delivery::Unconfirmed => {
-            purchase.order.delivery = Some("pending");
+            purchase.order.delivery = Some(Delivered::Pending);
             HttpResponse::Accepted()
         }
         Delivery::Confirmed => {
-            purchase.order.delivery = delivery.label();
+            purchase.order.delivery = delivery.shown();
             HttpResponse::Created()
         }
         Delivery::Pending => {
-            purchase.order.delivery = delivery.label();
+            purchase.order.delivery = delivery.shown();
             HttpResponse::Accepted()
         }
     };
