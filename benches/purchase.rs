@@ -49,7 +49,7 @@ fn purchase(c: &mut Criterion) {
     let inventory = runtime.block_on(async {
         let inventory = Arc::new(Inventory::new(&settings.redis).expect("redis client"));
         inventory
-            .put_sale(&sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
+            .put_sale(&sku, &SaleSettings::plain(MAX_STOCK, 100), None, 0)
             .await
             .expect("bench needs Redis: run scripts/services.sh");
         inventory

@@ -77,7 +77,7 @@ fn inventory(
             Arc::new(Inventory::new(&settings(redis_url, waits).redis).expect("redis client"));
         for sku in skus {
             inventory
-                .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
+                .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), None, 0)
                 .await
                 .unwrap_or_else(|e| {
                     panic!(
@@ -113,7 +113,7 @@ fn replication(c: &mut Criterion) {
         for sku in &one {
             for inventory in [&cluster, &waiting] {
                 inventory
-                    .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), false, 0)
+                    .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), None, 0)
                     .await
                     .expect("sale on the cluster");
             }

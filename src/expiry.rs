@@ -124,7 +124,7 @@ impl Sweeper {
         self.inventory.payment_due().reindex(sku, next_due).await?;
         if released > 0 {
             // Units are back: other replicas drop their sold-out mark, as after a cancel.
-            self.sale_changes.announce(sku).await;
+            self.sale_changes.restocked(sku).await;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::domain::event::{EventKind, OrderMessage};
 use crate::domain::order::{Order, OrderView};
-use crate::domain::sale::{Sale, SaleDefinition, SaleSettings};
+use crate::domain::sale::{EarlyEnd, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::events::confirm::{Confirmation, Delivery};
 use crate::events::sale_changes::SaleChanges;
@@ -84,9 +84,11 @@ impl Operations {
             .await?;
         if !purchase.replayed {
             // The live streams of every replica (`live/`): throttled, and at once on a sell-out.
-            self.sale_changes
-                .sold(sku, purchase.order.remaining == 0)
-                .await;
+            if purchase.order.remaining == 0 {
+                self.sale_changes.state_changed(sku).await;
+            } else {
+                self.sale_changes.sold(sku).await;
+            }
         }
         // A replay whose event waits in the outbox is confirmed as the first answer was meant
         // to be, so a 200 is as durable as a 201; one whose event left the outbox is in
@@ -115,7 +117,7 @@ impl Operations {
             // either way.
             let written = written_entry(&sku, &ended, EventKind::Cancelled);
             let ((), confirmed) = tokio::join!(
-                self.sale_changes.announce(&sku),
+                self.sale_changes.restocked(&sku),
                 self.confirmation.confirm(&written)
             );
             delivery = confirmed.shown();
@@ -160,7 +162,7 @@ impl Operations {
             .await
         {
             Err(e @ TransitionError::OrderExpired { released: true }) => {
-                self.sale_changes.announce(sku).await;
+                self.sale_changes.restocked(sku).await;
                 Err(e)
             }
             ended => ended,
@@ -242,23 +244,35 @@ impl Operations {
         }
     }
 
-    /// Creates or replaces a sale (true: created), and tells the other replicas: stock or
-    /// window may have changed, so they drop their sold-out marks. A sale ended early stays
-    /// ended: only [`Operations::end_sale`] reopens it.
+    /// Creates or replaces a sale, and tells the other replicas: stock or window may have
+    /// changed, so they drop their sold-out marks. A sale ended early stays ended: only
+    /// [`Operations::reopen_sale`] reopens it.
     pub async fn put_sale(
         &self,
         sku: &Sku,
         settings: &SaleSettings,
-    ) -> Result<(Sale, bool), PutSaleError> {
-        let put = self.recovery.put_sale(sku, settings, true).await?;
-        self.sale_changes.announce(sku).await;
+    ) -> Result<(Sale, PutOutcome), PutSaleError> {
+        let put = self
+            .recovery
+            .put_sale(sku, settings, EarlyEnd::Kept)
+            .await?;
+        self.sale_changes.restocked(sku).await;
         Ok(put)
     }
 
-    /// Ends a sale now (`ended`: true; ending an ended sale keeps its first end) or reopens
-    /// it to its window and stock. Recorded as a new revision of its definition in JetStream,
-    /// like a PUT, so a rebuild after a Redis loss keeps it ended.
-    pub async fn end_sale(&self, sku: &Sku, ended: bool) -> Result<Sale, PutSaleError> {
+    /// Ends a sale now (ending an ended sale keeps its first end).
+    pub async fn end_sale(&self, sku: &Sku) -> Result<Sale, PutSaleError> {
+        self.end_or_reopen(sku, true).await
+    }
+
+    /// Reopens a sale ended early, to its window and stock.
+    pub async fn reopen_sale(&self, sku: &Sku) -> Result<Sale, PutSaleError> {
+        self.end_or_reopen(sku, false).await
+    }
+
+    /// Ends (`ended`) or reopens a sale. Recorded as a new revision of its definition in
+    /// JetStream, like a PUT, so a rebuild after a Redis loss keeps it ended.
+    async fn end_or_reopen(&self, sku: &Sku, ended: bool) -> Result<Sale, PutSaleError> {
         let definition = self
             .definition(sku)
             .await?
@@ -271,7 +285,10 @@ impl Operations {
             ended_at: ended.then(|| definition.ended_at.unwrap_or(now_ms)),
             ..definition.settings()
         };
-        let (sale, _) = self.recovery.put_sale(sku, &settings, false).await?;
+        let (sale, _) = self
+            .recovery
+            .put_sale(sku, &settings, EarlyEnd::AsSettingsSay)
+            .await?;
         if definition.ended_at != settings.ended_at {
             log::info!(
                 "sale {sku} {}",
@@ -282,7 +299,7 @@ impl Operations {
         if ended {
             self.sale_changes.state_changed(sku).await;
         } else {
-            self.sale_changes.announce(sku).await;
+            self.sale_changes.restocked(sku).await;
         }
         Ok(sale)
     }

@@ -150,6 +150,24 @@ pub enum SaleState {
     Archived,
 }
 
+/// What a PUT did to a sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The sku had no sale (or an archived one): 201.
+    Created,
+    /// It had one: its settings were replaced, 200.
+    Replaced,
+}
+
+/// Whether a PUT keeps a sale's early end (an operator's `/end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyEnd {
+    /// A PUT's settings say nothing of it: a sale ended early stays ended.
+    Kept,
+    /// Ending and reopening decide it: as the settings say.
+    AsSettingsSay,
+}
+
 /// A sale as `GET /v1/sales/{sku}` shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Sale {

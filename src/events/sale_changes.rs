@@ -54,12 +54,9 @@ impl SaleChanges {
         }
     }
 
-    /// Tells every replica that `sku` sold units (`sold_out`: its last ones). Called on every
-    /// new order; sends at most one notice per [`SOLD_NOTICE_INTERVAL`], but a sell-out at once.
-    pub async fn sold(&self, sku: &Sku, sold_out: bool) {
-        if sold_out {
-            return self.state_changed(sku).await;
-        }
+    /// Tells every replica that `sku` sold units, and not its last ones. Called on every new
+    /// order; sends at most one notice per [`SOLD_NOTICE_INTERVAL`].
+    pub async fn sold(&self, sku: &Sku) {
         match self.sold.admit(sku) {
             Admit::Now => self.send(sku, ".sold").await,
             Admit::Pending => {}
@@ -105,7 +102,7 @@ impl SaleChanges {
 
     /// Tells every replica that `sku` may have stock again. Best effort: the re-check
     /// interval bounds what a lost notice costs.
-    pub async fn announce(&self, sku: &Sku) {
+    pub async fn restocked(&self, sku: &Sku) {
         self.send(sku, "").await
     }
 

@@ -2,7 +2,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Sku;
-use crate::domain::sale::{Sale, SaleSettings, SaleSettingsRequest};
+use crate::domain::sale::{PutOutcome, Sale, SaleSettings, SaleSettingsRequest};
 use crate::http::AppState;
 use crate::http::auth::{Admin, is_admin};
 use crate::http::error::{ApiError, ErrorBody};
@@ -31,11 +31,10 @@ pub async fn put_sale(
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
     let settings = SaleSettings::parse(body.into_inner())?;
-    let (sale, created) = state.operations.put_sale(&sku, &settings).await?;
-    let mut response = if created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
+    let (sale, put) = state.operations.put_sale(&sku, &settings).await?;
+    let mut response = match put {
+        PutOutcome::Created => HttpResponse::Created(),
+        PutOutcome::Replaced => HttpResponse::Ok(),
     };
     Ok(response.json(sale))
 }
@@ -151,7 +150,7 @@ pub async fn end_sale(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    Ok(HttpResponse::Ok().json(state.operations.end_sale(&sku, true).await?))
+    Ok(HttpResponse::Ok().json(state.operations.end_sale(&sku).await?))
 }
 
 /// `POST /v1/sales/{sku}/reopen` (admin): undoes an early end; the sale runs by its window
@@ -174,5 +173,5 @@ pub async fn reopen_sale(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    Ok(HttpResponse::Ok().json(state.operations.end_sale(&sku, false).await?))
+    Ok(HttpResponse::Ok().json(state.operations.reopen_sale(&sku).await?))
 }

@@ -2,7 +2,7 @@
 //! after the sale is rebuilt if Redis lost it; a PUT of an archived sku starts a new sale.
 
 use crate::domain::Sku;
-use crate::domain::sale::{Sale, SaleDefinition, SaleSettings};
+use crate::domain::sale::{EarlyEnd, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::recovery::{Recovery, RecoveryError};
 use crate::store::{PutSaleError, StoreError};
 
@@ -10,14 +10,12 @@ impl Recovery {
     /// PUT: records the sale's settings in JetStream, then writes Redis. A sale JetStream
     /// knew but Redis lost is rebuilt first, so its sold units still count against the new
     /// stock. A refused PUT (stock below sold) puts the previous definition back.
-    /// `keep_ended`: the sale stays ended early if it was (a PUT's settings say nothing of
-    /// it); false when the caller decides it (ending and reopening).
     pub async fn put_sale(
         &self,
         sku: &Sku,
         settings: &SaleSettings,
-        keep_ended: bool,
-    ) -> Result<(Sale, bool), PutSaleError> {
+        early_end: EarlyEnd,
+    ) -> Result<(Sale, PutOutcome), PutSaleError> {
         let before = self
             .definitions()
             .get(sku)
@@ -39,9 +37,9 @@ impl Recovery {
             (None, None) => None,
         };
         let settings = &SaleSettings {
-            ended_at: match (&before, keep_ended) {
-                (Some(before), true) if archived.is_none() => before.ended_at,
-                (Some(_), true) => None,
+            ended_at: match (&before, early_end) {
+                (Some(before), EarlyEnd::Kept) if archived.is_none() => before.ended_at,
+                (Some(_), EarlyEnd::Kept) => None,
                 _ => settings.ended_at,
             },
             ..settings.clone()
@@ -61,20 +59,23 @@ impl Recovery {
                 || {
                     self.rebuilder
                         .inventory
-                        .put_sale(sku, settings, before.is_some(), revision)
+                        .put_sale(sku, settings, before.as_ref(), revision)
                 },
                 // Defined a moment ago: only a second loss in between gets here.
                 |_| Err(StoreError::SaleMissing.into()),
             )
             .await
             // A new sale in place of an archived one is created, to the caller.
-            .map(|(sale, created)| (sale, created || archived.is_some()));
+            .map(|(sale, put)| match archived {
+                Some(_) => (sale, PutOutcome::Created),
+                None => (sale, put),
+            });
         if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
             let reverted = match self.definitions().put(before).await {
                 Ok(revision) => self
                     .rebuilder
                     .inventory
-                    .put_sale(sku, &before.settings(), true, revision)
+                    .put_sale(sku, &before.settings(), Some(before), revision)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),

@@ -4,7 +4,7 @@ use super::reply::Reply;
 use super::{Inventory, StoreError};
 use crate::domain::Sku;
 use crate::domain::record::OrderRecord;
-use crate::domain::sale::{OrderTally, Sale, SaleSettings};
+use crate::domain::sale::{OrderTally, PutOutcome, Sale, SaleDefinition, SaleSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PutSaleError {
@@ -36,7 +36,7 @@ const SALE_FIELDS: [&str; 11] = [
 ];
 
 impl Inventory {
-    /// Creates the sale or replaces its settings; `Ok((sale, true))` when it was created.
+    /// Creates the sale or replaces its settings, and says which.
     /// `defined_before`: JetStream held a definition of the sale before this PUT, so a sale
     /// missing from Redis was lost and is `Store(SaleMissing)`, never created afresh.
     /// `revision`: the definition's revision in JetStream; a PUT that a later one overtook
@@ -45,9 +45,9 @@ impl Inventory {
         &self,
         sku: &Sku,
         settings: &SaleSettings,
-        defined_before: bool,
+        defined_before: Option<&SaleDefinition>,
         revision: u64,
-    ) -> Result<(Sale, bool), PutSaleError> {
+    ) -> Result<(Sale, PutOutcome), PutSaleError> {
         let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
         let mut call = self.put_sale_script.prepare_invoke();
         call.key(self.keys(sku).sale())
@@ -57,7 +57,7 @@ impl Inventory {
             .arg(settings.price)
             .arg(optional(settings.starts_at))
             .arg(optional(settings.ends_at))
-            .arg(if defined_before { "1" } else { "" })
+            .arg(if defined_before.is_some() { "1" } else { "" })
             .arg(revision)
             .arg(optional(settings.payment_timeout_secs.map(|t| t as i64)))
             .arg(optional(settings.ended_at));
@@ -71,7 +71,7 @@ impl Inventory {
             "sale_missing" => return Err(StoreError::SaleMissing.into()),
             "superseded" => {
                 log::info!("sale {sku}: PUT revision {revision} overtaken by a later one");
-                return Ok((self.sale(sku).await?, false));
+                return Ok((self.sale(sku).await?, PutOutcome::Replaced));
             }
             _ => {}
         }
@@ -82,13 +82,16 @@ impl Inventory {
                 sold,
             }),
             outcome @ ("created" | "replaced") => {
-                let created = outcome == "created";
+                let put = match outcome {
+                    "created" => PutOutcome::Created,
+                    _ => PutOutcome::Replaced,
+                };
                 self.sold_out.clear(sku.as_str());
                 log::info!(
                     "sale {sku} {outcome}: stock {}, sold {sold}",
                     settings.stock
                 );
-                Ok((Sale::new(sku, settings, sold, reply.int(2)?), created))
+                Ok((Sale::new(sku, settings, sold, reply.int(2)?), put))
             }
             _ => Err(reply.corrupt().into()),
         }

@@ -588,7 +588,7 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     dead.put_sale(
         &sku,
         &flashsale::domain::sale::SaleSettings::plain(50, 1),
-        false,
+        None,
         0,
     )
     .await
@@ -1088,7 +1088,7 @@ async fn the_relay_reads_up_to_an_entry_a_handler_is_delivering_and_past_it_once
         .put_sale(
             &sku,
             &flashsale::domain::sale::SaleSettings::plain(10, 1),
-            false,
+            None,
             0,
         )
         .await

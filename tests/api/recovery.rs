@@ -646,11 +646,12 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
         ended_at: None,
     };
     let sku_parsed = flashsale::domain::Sku::parse(&sku).expect("sku");
-    let (sale, created) = inventory
-        .put_sale(&sku_parsed, &stale, true, 1)
+    let defined = flashsale::domain::sale::SaleDefinition::new(&sku_parsed, &stale);
+    let (sale, put) = inventory
+        .put_sale(&sku_parsed, &stale, Some(&defined), 1)
         .await
         .expect("answered");
-    assert!(!created);
+    assert_eq!(put, flashsale::domain::sale::PutOutcome::Replaced);
     assert_ne!(sale.stock, 1, "the older revision was not applied");
     first.cleanup().await;
 }
