@@ -32,40 +32,39 @@
 local sale = KEYS[1]
 local action = ARGV[1]
 
--- See purchase.lua: a copy another primary (or an earlier layout) wrote is rebuilt first.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
+-- A copy another primary (or an earlier layout) wrote is rebuilt first (prelude.lua).
+local primary = this_primary()
 
 if action ~= 'seal' then
-  local held = redis.call('HMGET', sale, 'sealed', 'primary')
+  local held = fields_of(sale, 'sealed', 'primary')
   if action == 'unseal' then
-    if held[1] ~= ARGV[2] then return { 'kept' } end
+    if held.sealed ~= ARGV[2] then return { 'kept' } end
     redis.call('HDEL', sale, 'sealed')
     return { 'unsealed' }
   end
   -- A copy another primary wrote, or keys left without the sale's hash, are only ever
   -- dropped for a sale whose definition says archived (the caller's rule): nothing would
   -- decide on them again.
-  if held[1] ~= ARGV[2] and held[2] == primary then return { 'kept' } end
+  if held.sealed ~= ARGV[2] and held.primary == primary then return { 'kept' } end
   -- 'gone' when another replica's drop came first: each archive is counted once.
   if redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]) == 0 then
     return { 'gone' }
   end
   return { 'dropped' }
 end
-local f = redis.call('HMGET', sale, 'stock', 'sold', 'ends_at', 'ended', 'changed', 'rev',
-                     'primary', 'sealed', 'n_paid', 'n_expired', 'n_cancelled')
-local stock, sold = tonumber(f[1]), tonumber(f[2])
-if not stock or f[7] ~= primary then return { 'sale_missing' } end
+local f = fields_of(sale, 'stock', 'sold', 'ends_at', 'ended', 'changed', 'rev', 'primary',
+                    'sealed', 'n_paid', 'n_expired', 'n_cancelled')
+local stock, sold = tonumber(f.stock), tonumber(f.sold)
+if not stock or f.primary ~= primary then return { 'sale_missing' } end
 
 local function sealed(rev)
-  return { 'sealed', rev, stock, sold, redis.call('HLEN', KEYS[2]), tonumber(f[9] or 0),
-           tonumber(f[10] or 0), tonumber(f[11] or 0) }
+  return { 'sealed', rev, stock, sold, redis.call('HLEN', KEYS[2]), tonumber(f.n_paid or 0),
+           tonumber(f.n_expired or 0), tonumber(f.n_cancelled or 0) }
 end
-if f[8] then return sealed(f[8]) end
+if f.sealed then return sealed(f.sealed) end
 
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local ends_at, ended, changed = tonumber(f[3]), tonumber(f[4]), tonumber(f[5]) or 0
+local now = now_ms()
+local ends_at, ended, changed = tonumber(f.ends_at), tonumber(f.ended), tonumber(f.changed) or 0
 
 -- Ended: by its window, by an operator, or sold out. Settled: nothing awaits payment, and
 -- JetStream holds every event.
@@ -84,6 +83,6 @@ local due = math.max(ended_at + tonumber(ARGV[2]), changed + tonumber(ARGV[2]),
                      changed + tonumber(ARGV[3]))
 if now < due then return { 'waiting', due - now } end
 
-local rev = f[6] or '0'
+local rev = f.rev or '0'
 redis.call('HSET', sale, 'sealed', rev)
 return sealed(rev)

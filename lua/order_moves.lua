@@ -13,14 +13,8 @@ local FIELDS = { 'status', 'quantity', 'unit_price', 'created_at', 'pay_by', 'pa
                  'event', 'payment_ref', 'user_id' }
 local RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n(%d*)\n([%d%-]*)\n([^\n]*)\n(.*)$'
 
--- An order's field in its sale's orders hash (see purchase.lua's KEYS[2]).
-local function order_field(k, id)
-  if string.sub(id, 1, #k.oid + 1) == k.oid .. '-' then return string.sub(id, #k.oid + 2) end
-  return string.sub(id, 18)
-end
-
 local function load_order(k, id)
-  local stored = redis.call('HGET', k.orders, order_field(k, id))
+  local stored = redis.call('HGET', k.orders, order_field(k.oid, id))
   if not stored then return nil end
   local values = { string.match(stored, RECORD) }
   local order = {}
@@ -67,7 +61,7 @@ local function move_orders(k, moved, status)
   local records = {}
   for _, m in ipairs(moved) do
     m.order.event = event
-    records[#records + 1] = order_field(k, m.id)
+    records[#records + 1] = order_field(k.oid, m.id)
     records[#records + 1] = order_record(m.order)
   end
   redis.call('HSET', k.orders, unpack(records))

@@ -84,38 +84,22 @@ local count = (#ARGV - 1) / 4
 -- payment_ref, and user_id of an order record (see KEYS[2]).
 local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n([%d%-]*)\n[^\n]*\n(.*)$'
 
--- Redis's clock, not the replica's: every replica then agrees on the sale window.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-
--- The replication id of the primary running this script. A sale records the one that wrote
--- it (put_sale.lua, restore.lua); any other means this copy came from elsewhere: a replica
--- promoted after a failover (asynchronous replication may have missed acknowledged writes),
--- a slot moved to another master, a restart from a dump. Such a copy may be behind what was
--- sold, so it counts as missing: the caller catches the sale up from JetStream first.
--- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
--- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
-local f = redis.call('HMGET', sale, 'stock', 'sold', 'per_user_limit', 'price',
-                     'starts_at', 'ends_at', 'oid', 'payment_timeout', 'primary', 'ended', 'seq')
-local stock, sold = tonumber(f[1]), tonumber(f[2])
-if f[9] ~= primary then stock = nil end
-local limit, price = tonumber(f[3]), tonumber(f[4]) or 0
-local starts_at, ends_at, oid = tonumber(f[5]), tonumber(f[6]), f[7]
-local payment_timeout = tonumber(f[8])
-local seq = tonumber(f[11]) or 0
+local now = now_ms()
+local f = fields_of(sale, 'stock', 'sold', 'per_user_limit', 'price', 'starts_at', 'ends_at',
+                    'oid', 'payment_timeout', 'primary', 'ended', 'seq')
+local stock, sold = tonumber(f.stock), tonumber(f.sold)
+-- A copy another primary wrote counts as missing (prelude.lua: this_primary).
+if f.primary ~= this_primary() then stock = nil end
+local limit, price = tonumber(f.per_user_limit), tonumber(f.price) or 0
+local starts_at, ends_at, oid = tonumber(f.starts_at), tonumber(f.ends_at), f.oid
+local payment_timeout = tonumber(f.payment_timeout)
+local seq = tonumber(f.seq) or 0
 local first_seq, sold_before = seq + 1, sold
 -- 'sale_not_open' is decided once: the batch shares one instant.
-local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at) or f[10])
+local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at) or f.ended)
 -- Every order of the call shares its instant, its price and so its payment deadline.
 local status, pay_by = 'created', ''
 if payment_timeout then status, pay_by = 'pending_payment', now + payment_timeout * 1000 end
-
--- An order's field in the orders hash (KEYS[2]).
-local function order_field(id)
-  if string.sub(id, 1, #oid + 1) == oid .. '-' then return string.sub(id, #oid + 2) end
-  return string.sub(id, 18)
-end
 
 -- The fields every order of the call shares, as text once (a number printed in each
 -- purchase's line and record cost more than the rest of them).
@@ -168,7 +152,7 @@ local function decide(user, quantity, units, idem, idem_key, listed)
         waiting_here[#waiting_here + 1] = reply
         return reply
       end
-      local stored = redis.call('HGET', orders, order_field(id))
+      local stored = redis.call('HGET', orders, order_field(oid, id))
       if stored then
         local s, q, p, c, p_by, event, u = string.match(stored, ORDER_RECORD)
         if u ~= user or tonumber(q) ~= quantity then

@@ -24,23 +24,16 @@
 
 local sale = KEYS[1]
 local stock = tonumber(ARGV[2])
--- The replication id of the primary running this script. A sale records the one that wrote
--- it (here, restore.lua); any other means this copy came from elsewhere: a replica
--- promoted after a failover (asynchronous replication may have missed acknowledged writes),
--- a slot moved to another master, a restart from a dump. Such a copy may be behind what was
--- sold, so it counts as missing: the caller catches the sale up from JetStream first.
--- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
--- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
-
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- The sale records the primary that wrote it (here, restore.lua); a copy another wrote counts
+-- as missing (prelude.lua: this_primary).
+local primary = this_primary()
+local now = now_ms()
 
 local outcome = 'replaced'
-local f = redis.call('HMGET', sale, 'sold', 'rev', 'primary')
-local sold = tonumber(f[1])
-if sold and f[3] ~= primary then return { 'sale_missing' } end
-if sold and tonumber(f[2] or 0) > tonumber(ARGV[8]) then return { 'superseded' } end
+local f = fields_of(sale, 'sold', 'rev', 'primary')
+local sold = tonumber(f.sold)
+if sold and f.primary ~= primary then return { 'sale_missing' } end
+if sold and tonumber(f.rev or 0) > tonumber(ARGV[8]) then return { 'superseded' } end
 if sold then
   if stock < sold then return { 'stock_below_sold', sold } end
 elseif ARGV[7] == '1' then

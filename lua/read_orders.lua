@@ -14,18 +14,12 @@
 local sale, orders, outbox, buyers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- A copy another primary wrote may miss orders that were acknowledged: it is caught up first,
 -- as for a decision (see purchase.lua).
--- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
--- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
-local held = redis.call('HMGET', sale, 'primary', 'oid')
-if held[1] ~= primary then return { 'sale_missing' } end
-local oid = held[2]
+local primary = this_primary()
+local held = fields_of(sale, 'primary', 'oid')
+if held.primary ~= primary then return { 'sale_missing' } end
+local oid = held.oid
 
--- An order's field in the orders hash, and back (see purchase.lua's KEYS[2]).
-local function order_field(id)
-  if string.sub(id, 1, #oid + 1) == oid .. '-' then return string.sub(id, #oid + 2) end
-  return string.sub(id, 18)
-end
+-- An order's id from its field in the orders hash (prelude.lua: order_field, the other way).
 local function order_id(field)
   if string.find(field, '-', 1, true) then return string.sub(oid, 1, 17) .. field end
   return oid .. '-' .. field
@@ -44,7 +38,7 @@ end
 
 local reply = { 'orders' }
 for _, id in ipairs(ids) do
-  local record = redis.call('HGET', orders, order_field(id))
+  local record = redis.call('HGET', orders, order_field(oid, id))
   if record then
     -- The 7th field is the outbox id of the order's latest event; empty (a rebuilt order)
     -- or gone from the outbox (the relay removes what JetStream acknowledged) = delivered.

@@ -50,9 +50,7 @@ local sale, orders, buyers = KEYS[1], KEYS[2], KEYS[3]
 local staged_orders, staged_buyers, staged_idem = KEYS[4], KEYS[5], KEYS[6]
 local deadlines, staged_deadlines = KEYS[7], KEYS[8]
 
--- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
--- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
+local primary = this_primary()
 local written_by = redis.call('HGET', sale, 'primary')
 if written_by == primary then
   redis.call('DEL', staged_orders, staged_buyers, staged_idem, staged_deadlines)
@@ -67,8 +65,7 @@ if redis.call('EXISTS', sale) == 1 then
   redis.call('DEL', sale)
 end
 
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = now_ms()
 
 -- Whatever a partial loss left of the sale is replaced by what JetStream knows. An outbox that
 -- survived stays: the caller folded its entries into the rebuild, and the relay still owes

@@ -34,20 +34,17 @@ local action = ARGV[1]
 
 -- A copy another primary wrote may be behind what was acknowledged: it counts as missing,
 -- and the caller catches it up from JetStream first (see purchase.lua).
--- '/2' is the layout of the sale's keys (src/store/mod.rs: LAYOUT): a sale an earlier layout
--- wrote counts as a copy from elsewhere, and is rebuilt from the record in this one.
-local primary = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') .. '/2'
-local held = redis.call('HMGET', sale, 'primary', 'oid', 'sealed')
-if held[1] ~= primary then return { 'sale_missing' } end
+local primary = this_primary()
+local held = fields_of(sale, 'primary', 'oid', 'sealed')
+if held.primary ~= primary then return { 'sale_missing' } end
 -- A sale being archived (archive.lua) moves no order: what it holds is what JetStream will
 -- keep of it. (It has no order awaiting payment, so the sweeper has nothing to expire.)
-if held[3] and action ~= 'expire' then return { 'sale_archived' } end
+if held.sealed and action ~= 'expire' then return { 'sale_archived' } end
 
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = now_ms()
 
 local k = { sale = sale, orders = orders, buyers = buyers, outbox = outbox,
-            deadlines = deadlines, oid = held[2], now = now }
+            deadlines = deadlines, oid = held.oid, now = now }
 
 if action == 'expire' then
   local reply = expire_due(k, now, tonumber(ARGV[2]))
@@ -62,10 +59,10 @@ if not order then return { 'order_not_found' } end
 -- The order as it stands, the units left, and whether its latest event has left the outbox
 -- (reached JetStream): never yet for an event this call wrote.
 local function answer(outcome)
-  local f = redis.call('HMGET', sale, 'stock', 'sold')
+  local f = fields_of(sale, 'stock', 'sold')
   local waiting = order.event ~= '' and #redis.call('XRANGE', outbox, order.event, order.event) > 0
   -- Never below 0, also on a copy that holds more sold than stock (see purchase.lua).
-  return { outcome, id, order_record(order), math.max(tonumber(f[1]) - tonumber(f[2]), 0),
+  return { outcome, id, order_record(order), math.max(tonumber(f.stock) - tonumber(f.sold), 0),
            waiting and 0 or 1,
            order.event }
 end

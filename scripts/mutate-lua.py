@@ -65,6 +65,8 @@ TESTS = {
     "archive.lua": ["archive::"],
     "read_orders.lua": ["order_reads::", "seed::"],
     "relay_lease.lua": ["events::", "durable::"],
+    "prelude.lua": ["script::", "orders::", "lifecycle::", "recovery::", "archive::",
+                    "order_reads::", "sales::", "events::"],
 }
 
 OPPOSITE = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "~=", "~=": "=="}

@@ -9,22 +9,26 @@
 //! connection fails one.) The one exception: a script call followed by `WAIT`, which blocks
 //! its connection, takes one of its own ([`Inventory::writer`]).
 
-/// A script of `lua/`, its files joined in order (the shared part first). Built into the
-/// binary; with the `mutation` feature read from the repository when the store is made, so
+/// A script of `lua/`: the layout of a sale's keys as a line of Lua ([`LAYOUT`]), the shared
+/// `prelude.lua`, then its files in order (the shared part first). Built into the binary;
+/// with the `mutation` feature read from the repository when the store is made, so
 /// `scripts/mutate-lua.py` tests each changed script without a rebuild.
 macro_rules! lua_script {
     ($($file:literal),+) => {{
         #[cfg(not(feature = "mutation"))]
-        let source = concat!($(include_str!(concat!("../../lua/", $file))),+).to_owned();
+        let files = concat!(
+            include_str!("../../lua/prelude.lua"),
+            $(include_str!(concat!("../../lua/", $file))),+
+        );
         #[cfg(feature = "mutation")]
-        let source: String = [$($file),+]
+        let files: String = ["prelude.lua", $($file),+]
             .iter()
             .map(|file| {
                 let path = format!("{}/lua/{file}", env!("CARGO_MANIFEST_DIR"));
                 std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
             })
             .collect();
-        Script::new(&source)
+        Script::new(&format!("local LAYOUT = '{LAYOUT}'\n{files}"))
     }};
 }
 
@@ -60,10 +64,10 @@ use crate::support::settings::RedisSettings;
 use connection::OwnConnections;
 
 /// The layout of a sale's keys, appended to the replication id a sale's `primary` field
-/// records (see `lua/purchase.lua`). A sale an earlier layout wrote then reads as a copy from
+/// records (see `lua/prelude.lua`: `this_primary`). A sale an earlier layout wrote then reads as a copy from
 /// elsewhere and is rebuilt from JetStream in this layout, as after a failover: layout 2 (issue
 /// 23) keys orders by a short field and keeps each buyer's list in the buyers hash.
-pub(crate) const LAYOUT: &str = "/2";
+pub const LAYOUT: &str = "/2";
 pub use connection::RedisConnection;
 pub use keys::{SaleKeys, payment_due, sale_registry};
 pub use outbox::{Backlog, CreatedEvent, Outbox, OutboxEntry, WrittenEntry, written_ms};

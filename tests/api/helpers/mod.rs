@@ -37,9 +37,14 @@ pub struct TestApp {
 
 /// A script of `lua/` as the repository holds it now (read at run time, so a mutation run of
 /// `scripts/mutate-lua.py` reaches the tests that call a script directly too).
+/// Joined as the service joins it: the layout line, `prelude.lua`, then the script.
 pub fn lua_source(file: &str) -> String {
-    let path = format!("{}/lua/{file}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let read = |file: &str| {
+        let path = format!("{}/lua/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let layout = flashsale::store::LAYOUT;
+    format!("local LAYOUT = '{layout}'\n{}{}", read("prelude.lua"), read(file))
 }
 
 /// Settings of a test app: defaults of the contract, port 0, its own namespace and sku, and
