@@ -27,11 +27,22 @@ PORT = int(os.environ.get("REDIS_PORT", 16411))
 PAYMENT = int(os.environ.get("PAYMENT", 0))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-scripts = {
-    "new": open(os.path.join(ROOT, "lua/purchase.lua")).read(),
-    REV: subprocess.run(["git", "-C", ROOT, "show", f"{REV}:lua/purchase.lua"],
-                        check=True, capture_output=True, text=True).stdout,
-}
+def script_at(rev):
+    """purchase.lua as the service of `rev` loads it: since lua/prelude.lua, after the layout
+    line and the prelude (src/store/mod.rs)."""
+    def show(path):
+        if rev is None:
+            full = os.path.join(ROOT, path)
+            return open(full).read() if os.path.exists(full) else None
+        shown = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{path}"],
+                               capture_output=True, text=True)
+        return shown.stdout if shown.returncode == 0 else None
+    prelude = show("lua/prelude.lua")
+    script = show("lua/purchase.lua")
+    return script if prelude is None else f"local LAYOUT = '/2'\n{prelude}{script}"
+
+
+scripts = {"new": script_at(None), REV: script_at(REV)}
 
 work = tempfile.mkdtemp()
 server = subprocess.Popen(["redis-server", "--port", str(PORT), "--save", "", "--appendonly", "no",
