@@ -1,14 +1,14 @@
 //! The seed-compatible endpoints of the Flask app this service replaces: same paths, same
 //! texts, so existing storefronts and load scripts keep working.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 
 use crate::domain::{Quantity, UserId};
 use crate::http::AppState;
-use crate::http::error::retry_after_secs;
+use crate::http::error::ApiError;
+use crate::http::tickets::TicketError;
 use crate::operations::Listing;
-use crate::store::PurchaseError;
 
 pub const ORDER_ACCEPTED: &str = "提交订单成功";
 pub const SOLD_OUT: &str = "商品已售完";
@@ -41,42 +41,62 @@ pub async fn kill(
     request: HttpRequest,
     query: web::Query<KillQuery>,
 ) -> HttpResponse {
+    match buy_one(&state, &request, query.into_inner()).await {
+        Ok(()) => text(HttpResponse::Ok(), ORDER_ACCEPTED),
+        Err(e) => legacy_answer(&e),
+    }
+}
+
+/// One unit of the default sale for the query's buyer, refused as any purchase is.
+async fn buy_one(
+    state: &AppState,
+    request: &HttpRequest,
+    query: KillQuery,
+) -> Result<(), ApiError> {
     // The anonymous buyer's orders go on no list: the old app kept none (its tally stays,
     // for a per-user limit an admin may set).
-    let (user, listing) = match query.into_inner().user_id {
-        Some(user) => (UserId::parse(user), Listing::Listed),
-        None => (UserId::parse("anonymous".into()), Listing::Unlisted),
-    };
-    let user = match user {
-        Ok(user) => user,
-        Err(e) => return text(HttpResponse::BadRequest(), e.0),
+    let (user, listing) = match query.user_id {
+        Some(user) => (UserId::parse(user)?, Listing::Listed),
+        None => (UserId::parse("anonymous".into())?, Listing::Unlisted),
     };
     // No ticket travels here: the old endpoint stays open only while tickets are optional.
     if state.access.tickets.required() {
-        return text(HttpResponse::Unauthorized(), "需要购买凭证 (Buyer-Ticket)");
+        return Err(TicketError::Missing.into());
     }
-    if let Err(refused) = state.rate_limits.check(&request, user.as_str()) {
-        let mut response = HttpResponse::TooManyRequests();
-        response.insert_header(("Retry-After", retry_after_secs(refused.retry_after)));
-        return text(response, "请求过于频繁");
-    }
+    state.rate_limits.check(request, user.as_str())?;
     // Accepted is accepted: 201 and 202 (delivery pending) read the same here.
-    let outcome = state
+    state
         .operations
         .purchase(&state.default_sku, &user, Quantity::ONE, None, listing)
-        .await;
-    match outcome {
-        Ok(_) => text(HttpResponse::Ok(), ORDER_ACCEPTED),
-        Err(PurchaseError::SoldOut { .. }) => text(HttpResponse::Ok(), SOLD_OUT),
-        Err(PurchaseError::UserLimitReached) => text(HttpResponse::Conflict(), "超出限购数量"),
-        Err(PurchaseError::SaleNotOpen | PurchaseError::SaleArchived) => {
-            text(HttpResponse::Conflict(), "活动未开始或已结束")
+        .await?;
+    Ok(())
+}
+
+/// An error as the old app said it: the one mapping's status and headers (`error.rs`), the
+/// old texts, and "sold out" as a 200, as it always was.
+fn legacy_answer(e: &ApiError) -> HttpResponse {
+    let said = match e {
+        ApiError::SoldOut(_) => return text(HttpResponse::Ok(), SOLD_OUT),
+        ApiError::UserLimitReached => "超出限购数量",
+        ApiError::SaleNotOpen | ApiError::SaleArchived(_) => "活动未开始或已结束",
+        ApiError::Unavailable | ApiError::SaleInconsistent(_) | ApiError::Internal => {
+            "服务暂不可用"
         }
-        Err(PurchaseError::Store(_) | PurchaseError::SaleInconsistent { .. }) => {
-            text(HttpResponse::ServiceUnavailable(), "服务暂不可用")
-        }
-        Err(e) => text(HttpResponse::Conflict(), e.to_string()),
-    }
+        ApiError::RateLimited(_) => "请求过于频繁",
+        ApiError::InvalidTicket(_) => "需要购买凭证 (Buyer-Ticket)",
+        other => return plain(other.error_response(), other.to_string()),
+    };
+    plain(e.error_response(), said.to_owned())
+}
+
+/// `answer`'s status and headers with `said` as its text.
+fn plain(answer: HttpResponse, said: String) -> HttpResponse {
+    let mut answer = answer.set_body(said).map_into_boxed_body();
+    answer.headers_mut().insert(
+        actix_web::http::header::CONTENT_TYPE,
+        actix_web::http::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    answer
 }
 
 /// A text answer; the fixed texts are `&'static str`, so the hot path copies nothing.

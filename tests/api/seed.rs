@@ -111,3 +111,59 @@ async fn kill_refuses_a_bad_user_id_as_text() {
     );
     assert!(app.snapshot().await.is_empty());
 }
+
+/// `/kill`'s refusals go through the service's one error mapping and say it as the old app
+/// did: text, its words, its statuses (a sold-out is a 200), and the mapping's headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_refuses_in_the_old_apps_words() {
+    let app = spawn_app_with(|s| {
+        s.http.buyer_rate = Some(flashsale::support::settings::RateLimit {
+            per_second: 1,
+            burst: 2,
+        })
+    })
+    .await;
+    // The default sale with a per-user limit of 1 (an admin's PUT).
+    let put = app
+        .put_sale(
+            &app.default_sku,
+            serde_json::json!({"stock": 5, "per_user_limit": 1}),
+        )
+        .await;
+    assert!(put.status().is_success());
+    assert_eq!(app.kill(Some("u1")).await, (200, "提交订单成功".to_owned()));
+    assert_eq!(app.kill(Some("u1")).await, (409, "超出限购数量".to_owned()));
+    let response = app
+        .client
+        .get(app.url("/kill?user_id=u1"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.text().await.expect("text"), "请求过于频繁");
+    // Ended early: not open.
+    let ended = app
+        .client
+        .post(app.url(&format!("/v1/sales/{}/end", app.default_sku)))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(ended.status(), 200);
+    assert_eq!(
+        app.kill(Some("u2")).await,
+        (409, "活动未开始或已结束".to_owned())
+    );
+    app.cleanup().await;
+
+    let ticketed = spawn_app_with(|s| {
+        s.http.ticket_key = Some("key".into());
+        s.http.require_ticket = true;
+    })
+    .await;
+    assert_eq!(
+        ticketed.kill(Some("u3")).await,
+        (401, "需要购买凭证 (Buyer-Ticket)".to_owned())
+    );
+}

@@ -44,7 +44,11 @@ pub fn lua_source(file: &str) -> String {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     };
     let layout = flashsale::store::LAYOUT;
-    format!("local LAYOUT = '{layout}'\n{}{}", read("prelude.lua"), read(file))
+    format!(
+        "local LAYOUT = '{layout}'\n{}{}",
+        read("prelude.lua"),
+        read(file)
+    )
 }
 
 /// Settings of a test app: defaults of the contract, port 0, its own namespace and sku, and
