@@ -735,7 +735,10 @@ async fn expired_units_sell_again_on_every_replica_long_before_its_mark_lapses()
     first
         .create_sale(&sku, json!({"stock": 2, "payment_timeout_secs": 1}))
         .await;
-    buy_all_accepted(&first, &sku, &users("early", 2)).await;
+    // One order of both units: one sweeper expires it, so the other replica's mark can only
+    // be lifted by the notice (two orders' deadlines, a millisecond apart, let each replica's
+    // sweeper expire one and lift its own mark: that passed without the notice).
+    assert_eq!(first.order(&sku, "early", 2).await.status(), 201);
     for replica in [&first, &second] {
         assert_eq!(
             replica.order(&sku, "late", 1).await.status(),
@@ -767,6 +770,38 @@ async fn expired_units_sell_again_on_every_replica_long_before_its_mark_lapses()
         }
     }
     first.cleanup().await;
+}
+
+/// The sweeper that expires orders tells every replica the units are back (a restock
+/// notice): one replica alone, so no other sweep of the sale can send it instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_that_frees_units_sends_a_restock_notice() {
+    let app = spawn_app().await;
+    let sku = unique("noticed");
+    let nats = async_nats::connect(app.settings.nats.urls.as_slice())
+        .await
+        .expect("nats");
+    let subject = format!("{}_changes.{sku}", app.settings.nats.subject_prefix);
+    let mut restocks = nats.subscribe(subject).await.expect("subscribe");
+    nats.flush().await.expect("flush");
+    app.create_sale(&sku, json!({"stock": 1, "payment_timeout_secs": 1}))
+        .await;
+    // A PUT is a restock too: that notice first.
+    tokio::time::timeout(Duration::from_secs(5), restocks.next())
+        .await
+        .expect("the PUT's notice")
+        .expect("a notice");
+    assert_eq!(app.order(&sku, "buyer", 1).await.status(), 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.redis_sold(&sku).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the order expires");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), restocks.next())
+        .await
+        .expect("a restock notice after the expiry")
+        .expect("a notice");
+    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
