@@ -412,19 +412,7 @@ async fn redis_memory_returns_to_its_start_once_the_sales_are_archived() {
 
 /// One step of `lua/archive.lua` on the sale, called directly: its reply's first word.
 async fn archive_step(app: &TestApp, sku: &str, args: &[&str]) -> String {
-    let script = redis::Script::new(&crate::helpers::lua_source("archive.lua"));
-    let mut call = script.prepare_invoke();
-    for name in ["sale", "orders", "buyers", "outbox", "deadlines", "relay"] {
-        call.key(app.key(sku, name));
-    }
-    for arg in args {
-        call.arg(*arg);
-    }
-    let reply: Vec<redis::Value> = call
-        .invoke_async(&mut app.redis.clone())
-        .await
-        .expect("EVALSHA archive.lua");
-    redis::from_redis_value_ref::<String>(&reply[0]).expect("a word")
+    archive_reply(app, sku, args).await.swap_remove(0)
 }
 
 /// A sale with one order, ended, its events delivered, then sealed by `archive.lua` itself
