@@ -134,11 +134,23 @@ fn cluster_node_args(dir: &std::path::Path, port: u16) -> Vec<String> {
     .to_vec()
 }
 
-/// A free port whose cluster bus port (+10000) is free too.
-fn free_cluster_port() -> u16 {
+/// A free port whose cluster bus port (+10000) is free too, both below the ephemeral range
+/// (from 32768: a port the kernel hands out to a client meanwhile would take a node's place),
+/// and neither one already `taken` by a node of the same cluster (as port or as bus port: a
+/// node whose port was another's bus port was once refused as "not a cluster node").
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
     loop {
-        let port = free_port();
-        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        // Ports 12000-21999 (bus 22000-31999), spread by process and by call.
+        let n = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
+        let port = 12_000 + (n % 10_000) as u16;
+        let clashes = taken
+            .iter()
+            .any(|&t| [port, port + 10_000].contains(&t) || [t, t + 10_000].contains(&port));
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if !clashes && free(port) && free(port + 10_000) {
             return port;
         }
     }
@@ -148,7 +160,11 @@ impl PrivateRedisCluster {
     pub async fn start() -> Self {
         let dir = std::env::temp_dir().join(unique("fstest-cluster"));
         std::fs::create_dir_all(&dir).expect("cluster dir");
-        let ports: Vec<u16> = (0..6).map(|_| free_cluster_port()).collect();
+        let mut ports: Vec<u16> = Vec::new();
+        for _ in 0..6 {
+            let port = free_cluster_port(&ports);
+            ports.push(port);
+        }
         let mut nodes = Vec::new();
         for port in &ports {
             let args = cluster_node_args(&dir, *port);
