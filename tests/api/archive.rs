@@ -400,10 +400,20 @@ async fn redis_memory_returns_to_its_start_once_the_sales_are_archived() {
         })
         .await;
     wait_until_gone(app, &skus).await;
-    let end = used_memory(&url).await;
+    // What Redis holds for its clients (query and reply buffers) shrinks in its cron, not at
+    // once: the bound is given a few seconds to be met, and is as strict.
+    let bound = (peak - start) / 20;
+    let mut end = used_memory(&url).await;
+    for _ in 0..50 {
+        if end - start < bound {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        end = used_memory(&url).await;
+    }
     println!("used_memory: {start} at the start, {peak} with 100 sales of 20 orders, {end} after");
     assert!(
-        end - start < (peak - start) / 20,
+        end - start < bound,
         "{end} bytes after the archive, {start} before: more than 5 % of the {} the sales took",
         peak - start
     );
