@@ -34,8 +34,9 @@ pub enum ApiError {
     OrderNotFound,
     #[error("{0}")]
     SoldOut(String),
-    #[error("this user already holds the most units the sale allows per user")]
-    UserLimitReached,
+    /// The buyer holds, or would hold with this purchase, more than `per_user_limit`.
+    #[error("{0}")]
+    UserLimitReached(String),
     #[error("the sale is not open now")]
     SaleNotOpen,
     /// The sale ended and left Redis: its orders read, nothing changes them.
@@ -79,7 +80,7 @@ impl ApiError {
             ApiError::SaleNotFound => "sale_not_found",
             ApiError::OrderNotFound => "order_not_found",
             ApiError::SoldOut(_) => "sold_out",
-            ApiError::UserLimitReached => "user_limit_reached",
+            ApiError::UserLimitReached(_) => "user_limit_reached",
             ApiError::SaleNotOpen => "sale_not_open",
             ApiError::SaleArchived(_) => "sale_archived",
             ApiError::StockBelowSold(_) => "stock_below_sold",
@@ -120,7 +121,7 @@ impl ResponseError for ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::SoldOut(_)
-            | ApiError::UserLimitReached
+            | ApiError::UserLimitReached(_)
             | ApiError::SaleNotOpen
             | ApiError::SaleArchived(_)
             | ApiError::StockBelowSold(_)
@@ -222,10 +223,12 @@ impl From<PurchaseError> for ApiError {
             PurchaseError::SaleNotFound => ApiError::SaleNotFound,
             PurchaseError::SaleNotOpen => ApiError::SaleNotOpen,
             PurchaseError::SaleArchived => ApiError::SaleArchived(e.to_string()),
-            PurchaseError::UserLimitReached => ApiError::UserLimitReached,
+            PurchaseError::UserLimitReached => ApiError::UserLimitReached(e.to_string()),
             PurchaseError::SoldOut { .. } => ApiError::SoldOut(e.to_string()),
             PurchaseError::SaleInconsistent { .. } => ApiError::SaleInconsistent(e.to_string()),
-            PurchaseError::QuantityAboveLimit { .. } => ApiError::InvalidRequest(e.to_string()),
+            // Valid input the sale's own rule refuses, as a buyer at the limit is refused: a state
+            // of the sale (409), not a malformed request (400), and one code for storefronts.
+            PurchaseError::QuantityAboveLimit { .. } => ApiError::UserLimitReached(e.to_string()),
             PurchaseError::IdempotencyConflict => ApiError::IdempotencyConflict,
             PurchaseError::Store(e) => e.into(),
         }

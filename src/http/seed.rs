@@ -90,7 +90,7 @@ async fn buy_one(
 /// old texts, and "sold out" as a 200, as it always was.
 fn legacy_answer(e: &ApiError) -> HttpResponse {
     let said = match e {
-        ApiError::UserLimitReached => "超出限购数量",
+        ApiError::UserLimitReached(_) => "超出限购数量",
         ApiError::SaleNotOpen | ApiError::SaleArchived(_) => "活动未开始或已结束",
         ApiError::Unavailable | ApiError::SaleInconsistent(_) | ApiError::Internal => {
             "服务暂不可用"

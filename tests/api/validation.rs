@@ -89,11 +89,12 @@ async fn bad_orders_are_refused_with_json_errors_and_take_nothing() {
             400,
             "invalid_request",
         ),
+        // Well-formed: the sale's rule refuses it, as it refuses a buyer at the limit.
         case(
             "quantity above per_user_limit",
             r#"{"user_id": "u1", "quantity": 51}"#,
-            400,
-            "invalid_request",
+            409,
+            "user_limit_reached",
         ),
         case(
             "unknown field",
