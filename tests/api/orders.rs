@@ -130,10 +130,12 @@ async fn per_user_limit_holds_under_concurrency() {
     assert_eq!(created, 1, "one user, one unit");
     assert_eq!(app.redis_sold(&sku).await, 1);
 
-    // Another user is not affected; asking for more than the limit at once is invalid.
+    // Another user is not affected; asking for more than the limit at once is refused as
+    // the limit refuses a holder, and takes nothing.
     assert_eq!(app.order(&sku, "modest", 1).await.status(), 201);
     let (status, code) = error_of(app.order(&sku, "bulk", 2).await).await;
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_eq!((status, code.as_str()), (409, "user_limit_reached"));
+    assert_eq!(app.redis_sold(&sku).await, 2);
     app.cleanup().await;
 }
 
