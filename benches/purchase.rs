@@ -16,7 +16,6 @@
 //! The in-process app points NATS at a closed port, so its relay stays idle: the HTTP figure
 //! is the request path alone.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -24,7 +23,7 @@ use flashsale::domain::order::{Order, OrderRequest, OrderStatus};
 use flashsale::domain::sale::SaleSettings;
 use flashsale::domain::{Quantity, Sku, UserId};
 use flashsale::startup::Application;
-use flashsale::store::{Inventory, PurchaseRequest};
+use flashsale::store::{PurchaseRequest, SaleKeys, Store};
 use flashsale::support::settings::{Confirm, MAX_STOCK, Settings};
 use futures::future::join_all;
 
@@ -47,12 +46,13 @@ fn purchase(c: &mut Criterion) {
     let user = UserId::parse("bench-user".into()).expect("valid user");
 
     let inventory = runtime.block_on(async {
-        let inventory = Arc::new(Inventory::new(&settings.redis).expect("redis client"));
-        inventory
+        let store = Store::new(&settings.redis).expect("redis client");
+        store
+            .rebuild()
             .put_sale(&sku, &SaleSettings::plain(MAX_STOCK, 100), None, 0)
             .await
             .expect("bench needs Redis: run scripts/services.sh");
-        inventory
+        store.sales()
     });
 
     let mut group = c.benchmark_group("purchase");
@@ -84,7 +84,7 @@ fn purchase(c: &mut Criterion) {
         let n = next_buyer.fetch_add(1, Ordering::Relaxed);
         UserId::parse(format!("crowd-{n}")).expect("valid user")
     };
-    let keys = inventory.keys(&sku);
+    let keys = SaleKeys::new(&settings.redis.namespace, &sku);
     let script = redis::Script::new(include_str!("../lua/purchase.lua"));
     let single = runtime.block_on(async {
         let client = redis::Client::open(settings.redis.url.as_str()).expect("redis url");

@@ -7,7 +7,6 @@
 //! Needs the Redis and NATS of `scripts/services.sh`. Works in its own namespace and stream
 //! and deletes them after.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -18,7 +17,7 @@ use flashsale::domain::sale::SaleSettings;
 use flashsale::events::jetstream::ensure_stream;
 use flashsale::recovery::Recovery;
 use flashsale::recovery::definitions::SaleDefinition;
-use flashsale::store::Inventory;
+use flashsale::store::Store;
 use flashsale::support::settings::Settings;
 use redis::AsyncCommands;
 
@@ -123,11 +122,11 @@ fn rebuild(c: &mut Criterion) {
     let big = Sku::parse("rebuild-100k").expect("sku");
     let empty = Sku::parse("rebuild-empty").expect("sku");
     let (recovery, mut redis) = runtime.block_on(async {
-        let inventory = Arc::new(Inventory::new(&settings.redis).expect("redis client"));
+        let store = Store::new(&settings.redis).expect("redis client");
         let nats = async_nats::connect(settings.nats.urls.as_slice())
             .await
             .expect("nats");
-        let recovery = Recovery::new(inventory, nats, &settings);
+        let recovery = Recovery::new(store.rebuild(), nats, &settings);
         let started = Instant::now();
         record_sale(&settings, &recovery, &big, ORDERS).await;
         record_sale(&settings, &recovery, &empty, 0).await;

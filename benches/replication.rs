@@ -1,6 +1,6 @@
 //! What Redis Cluster and `WAIT` cost a purchase, as ratios measured in one run:
 //!
-//! - `replication/single_server`: 64 purchases of one sale in flight, through the inventory
+//! - `replication/single_server`: 64 purchases of one sale in flight, through the store
 //!   (group commit), on the single Redis of `scripts/services.sh`: the reference;
 //! - `replication/cluster`: the same on the Redis Cluster of `scripts/cluster.sh` (3 masters,
 //!   3 replicas): the cluster client's routing;
@@ -18,14 +18,13 @@
 //! Needs `scripts/services.sh` and `scripts/cluster.sh up` (and `redis-server` for the
 //! paused replica). Works in its own namespace and deletes it after.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flashsale::domain::sale::SaleSettings;
 use flashsale::domain::{Quantity, Sku, UserId};
-use flashsale::store::{Inventory, PurchaseRequest};
+use flashsale::store::{PurchaseRequest, Sales, Store};
 use flashsale::support::settings::{Confirm, MAX_STOCK, Settings};
 use futures::future::join_all;
 
@@ -35,7 +34,7 @@ const NAMESPACE: &str = "fsbench-replication";
 const CLUSTER_SEEDS: &str =
     "redis://127.0.0.1:21001,redis://127.0.0.1:21002,redis://127.0.0.1:21003";
 
-/// How a bench inventory waits for replicas.
+/// How a bench store waits for replicas.
 #[derive(Clone, Copy)]
 struct Waits {
     replicas: u32,
@@ -65,18 +64,18 @@ fn settings(redis_url: &str, waits: Waits) -> Settings {
     settings
 }
 
-/// An inventory on `redis_url` with the sales of `skus` created.
-fn inventory(
+/// The purchase handle of a store on `redis_url` with the sales of `skus` created.
+fn sales_on(
     runtime: &tokio::runtime::Runtime,
     redis_url: &str,
     waits: Waits,
     skus: &[Sku],
-) -> Arc<Inventory> {
+) -> Sales {
     runtime.block_on(async {
-        let inventory =
-            Arc::new(Inventory::new(&settings(redis_url, waits).redis).expect("redis client"));
+        let store = Store::new(&settings(redis_url, waits).redis).expect("redis client");
         for sku in skus {
-            inventory
+            store
+                .rebuild()
                 .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), None, 0)
                 .await
                 .unwrap_or_else(|e| {
@@ -85,7 +84,7 @@ fn inventory(
                     )
                 });
         }
-        inventory
+        store.sales()
     })
 }
 
@@ -96,29 +95,21 @@ fn replication(c: &mut Criterion) {
     let many: Vec<Sku> = (0..64)
         .map(|i| Sku::parse(&format!("bench-replication-{i}")).expect("valid sku"))
         .collect();
-    let single = inventory(&runtime, "redis://127.0.0.1:6379", NO_WAIT, &one);
-    let cluster = inventory(&runtime, CLUSTER_SEEDS, NO_WAIT, &many);
+    let single = sales_on(&runtime, "redis://127.0.0.1:6379", NO_WAIT, &one);
+    // The cluster's handles sell `one` too (`single_server` on the cluster, below).
+    let on_cluster = [many.as_slice(), one.as_slice()].concat();
+    let cluster = sales_on(&runtime, CLUSTER_SEEDS, NO_WAIT, &on_cluster);
     let one_replica = Waits {
         replicas: 1,
         connections: 16,
         ..NO_WAIT
     };
-    let waiting = inventory(&runtime, CLUSTER_SEEDS, one_replica, &many);
+    let waiting = sales_on(&runtime, CLUSTER_SEEDS, one_replica, &on_cluster);
     let shared = Waits {
         connections: 0,
         ..one_replica
     };
-    let waiting_shared = inventory(&runtime, CLUSTER_SEEDS, shared, &many);
-    runtime.block_on(async {
-        for sku in &one {
-            for inventory in [&cluster, &waiting] {
-                inventory
-                    .put_sale(sku, &SaleSettings::plain(MAX_STOCK, 100), None, 0)
-                    .await
-                    .expect("sale on the cluster");
-            }
-        }
-    });
+    let waiting_shared = sales_on(&runtime, CLUSTER_SEEDS, shared, &many);
 
     let next_buyer = AtomicU64::new(0);
     let buyer = || {
@@ -127,7 +118,7 @@ fn replication(c: &mut Criterion) {
     };
     // 64 purchases in flight, the i-th of `skus[i % len]`; `replicated`: whether each must
     // have reached a replica.
-    let purchases = |inventory: &Arc<Inventory>, skus: &[Sku], replicated: bool| {
+    let purchases = |inventory: &Sales, skus: &[Sku], replicated: bool| {
         join_all((0..64).map(|i| {
             let request = PurchaseRequest {
                 user: buyer(),
@@ -143,7 +134,7 @@ fn replication(c: &mut Criterion) {
             }
         }))
     };
-    let burst = |inventory: &Arc<Inventory>, skus: &[Sku]| purchases(inventory, skus, true);
+    let burst = |inventory: &Sales, skus: &[Sku]| purchases(inventory, skus, true);
 
     let mut group = c.benchmark_group("replication");
     group.bench_function("single_server", |b| {
@@ -182,12 +173,12 @@ fn replication(c: &mut Criterion) {
         patience: Duration::from_secs(30),
     };
     let sixteen = &many[..16];
-    let own = inventory(&runtime, master_url, paused, sixteen);
+    let own = sales_on(&runtime, master_url, paused, sixteen);
     let on_shared = Waits {
         connections: 0,
         ..paused
     };
-    let shared = inventory(&runtime, master_url, on_shared, sixteen);
+    let shared = sales_on(&runtime, master_url, on_shared, sixteen);
     replica.signal("-STOP");
     let mut group = c.benchmark_group("paused_replica");
     group.sample_size(10);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::domain::Sku;
 use crate::events::sale_changes::SaleChanges;
 use crate::recovery::Recovery;
-use crate::store::{Expired, Inventory, StoreError};
+use crate::store::{Expired, Expiry, StoreError};
 use crate::support::backoff;
 
 /// The longest the sweeper sleeps: an order expires within about this of its pay_by.
@@ -28,19 +28,15 @@ const FULL_INDEX_EVERY: Duration = Duration::from_secs(600);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct Sweeper {
-    inventory: Arc<Inventory>,
+    store: Expiry,
     recovery: Arc<Recovery>,
     sale_changes: SaleChanges,
 }
 
 impl Sweeper {
-    pub fn new(
-        inventory: Arc<Inventory>,
-        recovery: Arc<Recovery>,
-        sale_changes: SaleChanges,
-    ) -> Self {
+    pub fn new(store: Expiry, recovery: Arc<Recovery>, sale_changes: SaleChanges) -> Self {
         Self {
-            inventory,
+            store,
             recovery,
             sale_changes,
         }
@@ -52,7 +48,7 @@ impl Sweeper {
         let mut indexed_at: Option<tokio::time::Instant> = None;
         loop {
             if indexed_at.is_none_or(|at| at.elapsed() >= FULL_INDEX_EVERY) {
-                match self.inventory.payment_due().index_all().await {
+                match self.store.payment_due().index_all().await {
                     Ok(sales) => {
                         log::info!("expiry sweeper: {sales} sales with orders awaiting payment");
                         indexed_at = Some(tokio::time::Instant::now());
@@ -82,7 +78,7 @@ impl Sweeper {
 
     /// Expires what is overdue now; returns how long to sleep before the next look.
     async fn tick(&self) -> Result<Duration, StoreError> {
-        let due = self.inventory.payment_due().due(SALES_PER_TICK).await?;
+        let due = self.store.payment_due().due(SALES_PER_TICK).await?;
         let more = due.due.len() > SALES_PER_TICK;
         for sku in &due.due {
             self.sweep(sku).await?;
@@ -104,7 +100,7 @@ impl Sweeper {
                 .recovery
                 .on_sale(
                     sku,
-                    || self.inventory.expire_overdue(sku, ORDERS_PER_CALL),
+                    || self.store.expire_overdue(sku, ORDERS_PER_CALL),
                     // Defined nowhere (deleted): nothing to expire, and out of the index.
                     |_| Ok(Expired::default()),
                 )
@@ -121,7 +117,7 @@ impl Sweeper {
                 break expired.next_due;
             }
         };
-        self.inventory.payment_due().reindex(sku, next_due).await?;
+        self.store.payment_due().reindex(sku, next_due).await?;
         if released > 0 {
             // Units are back: other replicas drop their sold-out mark, as after a cancel.
             self.sale_changes.restocked(sku).await;

@@ -16,8 +16,8 @@ use crate::events::sale_changes::SaleChanges;
 use crate::recovery::archive::{buyer_orders_of_record, order_of_record};
 use crate::recovery::{Absent, Recovery, RecoveryError};
 use crate::store::{
-    CreatedEvent, Ended, Inventory, OrderQuery, Purchase, PurchaseError, PurchaseRequest,
-    PutSaleError, StoreError, TransitionError, WrittenEntry,
+    CreatedEvent, Ended, OrderQuery, Purchase, PurchaseError, PurchaseRequest, PutSaleError, Sales,
+    StoreError, TransitionError, WrittenEntry,
 };
 use crate::support::metrics::Outcome;
 
@@ -25,7 +25,7 @@ pub use crate::domain::order::LISTED_ORDERS;
 pub use crate::store::Listing;
 
 pub struct Operations {
-    inventory: Arc<Inventory>,
+    store: Sales,
     recovery: Arc<Recovery>,
     /// Confirms events with JetStream before they are answered (FLASHSALE_CONFIRM).
     confirmation: Confirmation,
@@ -34,13 +34,13 @@ pub struct Operations {
 
 impl Operations {
     pub fn new(
-        inventory: Arc<Inventory>,
+        store: Sales,
         recovery: Arc<Recovery>,
         confirmation: Confirmation,
         sale_changes: SaleChanges,
     ) -> Self {
         Self {
-            inventory,
+            store,
             recovery,
             confirmation,
             sale_changes,
@@ -68,15 +68,15 @@ impl Operations {
                         idempotency_key: idempotency_key.cloned(),
                         listing,
                     };
-                    self.inventory.purchase(sku, request)
+                    self.store.purchase(sku, request)
                 },
                 |absent| match absent {
                     Absent::Undefined => {
-                        self.inventory.metrics().outcome(Outcome::SaleNotFound);
+                        self.store.metrics().outcome(Outcome::SaleNotFound);
                         Err(PurchaseError::SaleNotFound)
                     }
                     Absent::Archived(_) => {
-                        self.inventory.metrics().outcome(Outcome::SaleNotOpen);
+                        self.store.metrics().outcome(Outcome::SaleNotOpen);
                         Err(PurchaseError::SaleArchived)
                     }
                 },
@@ -106,7 +106,7 @@ impl Operations {
     pub async fn cancel(&self, order_id: &OrderId) -> Result<Order, TransitionError> {
         let sku = self.sale_of(order_id).await?;
         let ended = self
-            .end_order(&sku, || self.inventory.cancel(&sku, order_id))
+            .end_order(&sku, || self.store.cancel(&sku, order_id))
             .await?;
         let mut delivery = None;
         if ended.changed {
@@ -136,7 +136,7 @@ impl Operations {
     ) -> Result<OrderView, TransitionError> {
         let sku = self.sale_of(order_id).await?;
         let mut ended = self
-            .end_order(&sku, || self.inventory.pay(&sku, order_id, payment_ref))
+            .end_order(&sku, || self.store.pay(&sku, order_id, payment_ref))
             .await?;
         if ended.changed {
             let written = written_entry(&sku, &ended, EventKind::Paid);
@@ -190,9 +190,7 @@ impl Operations {
             .recovery
             .on_sale(
                 &sku,
-                || async {
-                    Ok::<_, StoreError>(Ok(self.inventory.read_orders(&sku, &query).await?))
-                },
+                || async { Ok::<_, StoreError>(Ok(self.store.read_orders(&sku, &query).await?)) },
                 |absent| Ok(Err(absent)),
             )
             .await?;
@@ -227,9 +225,7 @@ impl Operations {
             .recovery
             .on_sale(
                 sku,
-                || async {
-                    Ok::<_, StoreError>(Ok(self.inventory.read_orders(sku, &query).await?))
-                },
+                || async { Ok::<_, StoreError>(Ok(self.store.read_orders(sku, &query).await?)) },
                 |absent| Ok(Err(absent)),
             )
             .await?;
@@ -349,13 +345,18 @@ impl Operations {
         self.recovery
             .on_sale(
                 sku,
-                || async { self.inventory.sale(sku).await.map(Some) },
+                || async { self.store.sale(sku).await.map(Some) },
                 |absent| match absent {
                     Absent::Undefined => Ok(None),
                     Absent::Archived(definition) => Ok(definition.archived_view()),
                 },
             )
             .await
+    }
+
+    /// Whether Redis answers a `PING` now (`/readyz`).
+    pub async fn redis_answers(&self) -> bool {
+        self.store.ping().await.is_ok()
     }
 }
 

@@ -26,7 +26,7 @@ use crate::domain::Sku;
 use crate::domain::order::Delivered;
 use crate::events::jetstream::{OrderStream, StreamError, ensure_stream};
 use crate::events::publish::send_message;
-use crate::store::{Inventory, WrittenEntry};
+use crate::store::{Outbox, WrittenEntry};
 use crate::support::metrics::Publisher;
 use crate::support::settings::{Confirm, NatsSettings};
 
@@ -89,18 +89,14 @@ struct EntryPublisher {
     jetstream: jetstream::Context,
     stream: OrderStream,
     /// Where the entries JetStream acknowledged are removed.
-    inventory: Arc<Inventory>,
+    outbox: Outbox,
     /// Set once the order stream is known to exist (publishing needs it).
     stream_ready: tokio::sync::OnceCell<()>,
 }
 
 impl Confirmation {
     /// As `settings` ask (the mode, the timeout, the stream).
-    pub fn new(
-        settings: &NatsSettings,
-        nats: async_nats::Client,
-        inventory: Arc<Inventory>,
-    ) -> Self {
+    pub fn new(settings: &NatsSettings, nats: async_nats::Client, outbox: Outbox) -> Self {
         let (mode, timeout) = (settings.confirm, settings.confirm_timeout);
         let stream = OrderStream::new(settings);
         let mut jetstream = jetstream::new(nats.clone());
@@ -113,7 +109,7 @@ impl Confirmation {
                 timeout,
                 jetstream,
                 stream,
-                inventory,
+                outbox,
                 stream_ready: tokio::sync::OnceCell::new(),
             }),
             delivery_lag: crate::support::metrics::delivery_lag_histogram(Publisher::Confirm),
@@ -178,7 +174,7 @@ impl Confirmation {
         if self.mode == Confirm::Redis {
             return Delivery::Unconfirmed;
         }
-        match self.publisher.inventory.outbox().entry(sku, entry_id).await {
+        match self.publisher.outbox.entry(sku, entry_id).await {
             Ok(Some(entry)) => {
                 let written = WrittenEntry::new(sku.clone(), entry.id, entry.message);
                 self.confirm(&written).await
@@ -199,15 +195,14 @@ impl EntryPublisher {
     async fn deliver(&self, written: &WrittenEntry) -> bool {
         let sku = &written.sku;
         // This replica's relay stops short of the entry until it is delivered or given up.
-        let outbox = self.inventory.outbox();
+        let outbox = &self.outbox;
         let _delivering = outbox.delivering(sku, &written.entry.id);
         if let Err(e) = self.publish(written).await {
             log::debug!("events of sale {sku} not confirmed by jetstream: {e}");
             return false;
         }
         match self
-            .inventory
-            .outbox()
+            .outbox
             .drop_confirmed(sku, &[written.entry.id.as_str()])
             .await
         {

@@ -27,7 +27,7 @@ use crate::events::jetstream::{
 };
 use crate::events::publish::{MAX_ATOMIC_BATCH, publish_in_order};
 use crate::events::relay_status::{Failures, RelayStatus};
-use crate::store::{Backlog, Inventory, StoreError, written_ms};
+use crate::store::{Backlog, Outbox, StoreError, written_ms};
 use crate::support::metrics::Publisher;
 use crate::support::settings::{Confirm, Settings};
 
@@ -58,7 +58,7 @@ enum RelayError {
 }
 
 pub struct Relay<R> {
-    inventory: Arc<Inventory>,
+    outbox: Outbox,
     nats: async_nats::Client,
     jetstream: jetstream::Context,
     stream: OrderStream,
@@ -95,7 +95,7 @@ pub type DrainSignal = watch::Sender<Option<Instant>>;
 impl<R: SaleRebuilder> Relay<R> {
     pub fn new(
         settings: &Settings,
-        inventory: Arc<Inventory>,
+        outbox: Outbox,
         nats: async_nats::Client,
         status: Arc<RelayStatus>,
         recovery: Arc<R>,
@@ -110,7 +110,7 @@ impl<R: SaleRebuilder> Relay<R> {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         Self {
-            inventory,
+            outbox,
             nats,
             jetstream,
             stream: OrderStream::new(&settings.nats),
@@ -222,7 +222,7 @@ impl<R: SaleRebuilder> Relay<R> {
                 _ = tokio::time::sleep(delay) => {}
                 // Woken by this replica's writes only when it publishes them: in `jetstream`
                 // mode their handlers do, and the poll finds what they leave.
-                _ = self.inventory.outbox_written().notified(),
+                _ = self.outbox.written().notified(),
                     if failures.count() == 0 && self.grace.is_zero() => {}
                 _ = self.connected.notified(), if failures.count() > 0 => {}
                 changed = drain.changed() => {
@@ -244,7 +244,7 @@ impl<R: SaleRebuilder> Relay<R> {
     ) -> Result<Backlog, RelayError> {
         // First, NATS or not: the sales this replica wrote to go into the shared index, so
         // another replica finds them should this process die.
-        self.inventory.outbox().index_written().await?;
+        self.outbox.index_written().await?;
         if self.hold {
             return Ok(self.backlog().await?);
         }
@@ -259,21 +259,15 @@ impl<R: SaleRebuilder> Relay<R> {
             return Err(RelayError::NatsDown);
         }
         // The shared set holds this replica's sales now too.
-        let mut sales: HashSet<Sku> = self
-            .inventory
-            .outbox()
-            .waiting()
-            .await?
-            .into_iter()
-            .collect();
+        let mut sales: HashSet<Sku> = self.outbox.waiting().await?.into_iter().collect();
         if swept_at.is_none_or(|at| at.elapsed() >= FULL_SWEEP_EVERY) {
-            sales.extend(self.inventory.outbox().not_empty().await?);
+            sales.extend(self.outbox.not_empty().await?);
             *swept_at = Some(Instant::now());
         }
         let mut total = Backlog::default();
         for sku in &sales {
-            let Some(waiting) = self.inventory.outbox().backlog(sku).await? else {
-                self.inventory.outbox().unindex_empty(sku).await?;
+            let Some(waiting) = self.outbox.backlog(sku).await? else {
+                self.outbox.unindex_empty(sku).await?;
                 continue;
             };
             // Entries this young are still their handlers' to confirm (and then drop).
@@ -295,8 +289,7 @@ impl<R: SaleRebuilder> Relay<R> {
                 }
             };
             if self
-                .inventory
-                .outbox()
+                .outbox
                 .take_lease(sku, &self.consumer, self.claim_idle)
                 .await?
             {
@@ -312,15 +305,15 @@ impl<R: SaleRebuilder> Relay<R> {
                 // Events waited for a sale whose state Redis lost (one sale's keys gone):
                 // bring it back now rather than at its next request. Only a sale with
                 // waiting events pays for this check.
-                if !self.inventory.sale_exists(sku).await?
+                if !self.outbox.sale_exists(sku).await?
                     && let Err(e) = self.recovery.rebuild(sku).await
                 {
                     log::warn!("sale {sku} lost in redis, not rebuilt yet: {e}");
                 }
             }
-            match self.inventory.outbox().backlog(sku).await? {
+            match self.outbox.backlog(sku).await? {
                 Some(backlog) => total.add(backlog),
-                None => self.inventory.outbox().unindex_empty(sku).await?,
+                None => self.outbox.unindex_empty(sku).await?,
             }
         }
         Ok(total)
@@ -329,8 +322,8 @@ impl<R: SaleRebuilder> Relay<R> {
     /// What waits in the outboxes of the index, for the status while delivery fails.
     async fn backlog(&self) -> Result<Backlog, StoreError> {
         let mut total = Backlog::default();
-        for sku in self.inventory.outbox().waiting().await? {
-            if let Some(backlog) = self.inventory.outbox().backlog(&sku).await? {
+        for sku in self.outbox.waiting().await? {
+            if let Some(backlog) = self.outbox.backlog(&sku).await? {
                 total.add(backlog);
             }
         }
@@ -351,11 +344,7 @@ impl<R: SaleRebuilder> Relay<R> {
         let written_until_ms = (grace_ms > 0).then(|| waiting.read_at_ms.saturating_sub(grace_ms));
         loop {
             // Up to the first entry this replica's handlers deliver (then the pass ends).
-            let entries = self
-                .inventory
-                .outbox()
-                .read(sku, BATCH, written_until_ms)
-                .await?;
+            let entries = self.outbox.read(sku, BATCH, written_until_ms).await?;
             let messages: Vec<_> = entries
                 .iter()
                 .map(|(_, message)| message.as_ref())
@@ -377,10 +366,7 @@ impl<R: SaleRebuilder> Relay<R> {
             )
             .await;
             if delivered > 0 {
-                self.inventory
-                    .outbox()
-                    .trim(sku, &entries[delivered - 1].0)
-                    .await?;
+                self.outbox.trim(sku, &entries[delivered - 1].0).await?;
             }
             if let Some(failure) = failure {
                 return Err(failure.into());
@@ -388,7 +374,8 @@ impl<R: SaleRebuilder> Relay<R> {
             // A long backlog outlasts the lease: renewed per batch, or another replica would
             // take the sale over and send the same entries beside this one.
             if entries.len() < BATCH
-                || !(self.inventory.outbox())
+                || !self
+                    .outbox
                     .take_lease(sku, &self.consumer, self.claim_idle)
                     .await?
             {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::domain::Sku;
-use crate::store::Inventory;
+use crate::store::sold_out::SoldOutCache;
 use crate::support::throttle::{Admit, Throttle};
 
 /// The most "sold" notices one replica sends for one sale in this time: one.
@@ -107,7 +107,7 @@ impl SaleChanges {
     }
 
     /// Drops sold-out marks as notices arrive, until the subscription ends.
-    pub async fn listen(self, inventory: Arc<Inventory>) {
+    pub async fn listen(self, sold_out: Arc<SoldOutCache>) {
         let subject = format!("{}.*", self.subject_prefix);
         let mut notices = match self.nats.subscribe(subject.clone()).await {
             Ok(notices) => notices,
@@ -125,7 +125,7 @@ impl SaleChanges {
                 .next()
                 .and_then(|s| Sku::parse(s).ok())
             {
-                inventory.sold_out().clear(sku.as_str());
+                sold_out.clear(sku.as_str());
             }
         }
     }

@@ -196,7 +196,7 @@ impl From<InvalidInput> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            // Already logged by the inventory when Redis went away.
+            // Already logged by the store (store/gate.rs) when Redis went away.
             StoreError::Unavailable(_) => ApiError::Unavailable,
             StoreError::Corrupt(detail) => {
                 log::error!("unexpected reply from redis: {detail}");

@@ -80,7 +80,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Whether Redis answers a PING and the NATS client is connected.
 async fn dependencies(state: &AppState) -> (bool, bool) {
-    let redis_up = state.inventory.ping().await.is_ok();
+    let redis_up = state.operations.redis_answers().await;
     let nats_up = state.nats.connection_state() == async_nats::connection::State::Connected;
     (redis_up, nats_up)
 }

@@ -22,7 +22,6 @@ use crate::domain::Sku;
 use crate::events::relay_status::RelayStatus;
 use crate::live::Live;
 use crate::operations::Operations;
-use crate::store::Inventory;
 use error::ApiError;
 use rate_limit::RateLimits;
 
@@ -33,7 +32,6 @@ pub struct AppState {
     /// The live streams' viewers and feeds (`live/`).
     pub live: Arc<Live>,
     /// Asked by `/readyz` whether Redis answers.
-    pub inventory: Arc<Inventory>,
     pub relay_status: Arc<RelayStatus>,
     /// Renders `/metrics`; `None` when metrics are off.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,

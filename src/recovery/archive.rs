@@ -20,7 +20,7 @@ use crate::domain::sale::SaleDefinition;
 use crate::domain::snapshot::SaleSnapshot;
 use crate::domain::{OrderId, Sku, UserId};
 use crate::recovery::{Recovery, RecoveryError};
-use crate::store::{Inventory, StoreError};
+use crate::store::{Archive, StoreError};
 use crate::support::metrics;
 use crate::support::settings::RecoverySettings;
 
@@ -30,7 +30,7 @@ const MAX_PASS_EVERY: Duration = Duration::from_secs(60);
 const FAILURES_TO_STOP: usize = 3;
 
 pub struct Archiver {
-    inventory: Arc<Inventory>,
+    store: Archive,
     recovery: Arc<Recovery>,
     /// FLASHSALE_ARCHIVE_AFTER_SECS.
     after: Duration,
@@ -39,13 +39,9 @@ pub struct Archiver {
 }
 
 impl Archiver {
-    pub fn new(
-        inventory: Arc<Inventory>,
-        recovery: Arc<Recovery>,
-        settings: &RecoverySettings,
-    ) -> Self {
+    pub fn new(store: Archive, recovery: Arc<Recovery>, settings: &RecoverySettings) -> Self {
         Self {
-            inventory,
+            store,
             recovery,
             after: settings.archive_after,
             default_sku: settings.default_sku.clone(),
@@ -82,7 +78,7 @@ impl Archiver {
     /// One look at every sale Redis holds; how many it archived.
     pub async fn pass(&self) -> Result<usize, RecoveryError> {
         let (mut archived, mut failed_in_a_row) = (0, 0);
-        for sku in self.inventory.sales().await? {
+        for sku in self.store.sales().await? {
             if sku == self.default_sku {
                 continue;
             }
@@ -110,7 +106,7 @@ impl Archiver {
     /// Archives the sale if it is due; true when its keys left Redis.
     async fn archive(&self, sku: &Sku) -> Result<bool, RecoveryError> {
         let definitions = self.recovery.definitions();
-        let mut record = match self.inventory.seal(sku, self.after).await {
+        let mut record = match self.store.seal(sku, self.after).await {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(false),
             // Not held here (lost, or a stale copy: a request rebuilds it first); if its
@@ -119,7 +115,7 @@ impl Archiver {
                 if let Some(definition) = definitions.get(sku).await?
                     && let Some(archived) = definition.archived
                 {
-                    self.inventory
+                    self.store
                         .drop_sealed(sku, archived.sealed_revision)
                         .await?;
                     self.leave_registry(sku).await?;
@@ -130,7 +126,7 @@ impl Archiver {
         };
         let revision = record.sealed_revision;
         let Some(mut definition) = definitions.get(sku).await? else {
-            self.inventory.unseal(sku, revision).await?;
+            self.store.unseal(sku, revision).await?;
             return Ok(false);
         };
         match definition.archived.clone() {
@@ -145,7 +141,7 @@ impl Archiver {
             }
             // A PUT wrote a later definition: it reopened the sale, which stays.
             _ if definition.revision != revision => {
-                self.inventory.unseal(sku, revision).await?;
+                self.store.unseal(sku, revision).await?;
                 return Ok(false);
             }
             _ => {
@@ -158,7 +154,7 @@ impl Archiver {
                 }
             }
         }
-        let dropped = self.inventory.drop_sealed(sku, revision).await?;
+        let dropped = self.store.drop_sealed(sku, revision).await?;
         if dropped {
             self.leave_registry(sku).await?;
             metrics::record_archive(true);
@@ -172,10 +168,10 @@ impl Archiver {
     /// the removal that no longer says archived means the new sale may have registered
     /// before it, and is registered again.
     async fn leave_registry(&self, sku: &Sku) -> Result<(), RecoveryError> {
-        self.inventory.unregister(sku).await?;
+        self.store.unregister(sku).await?;
         let definition = self.recovery.definitions().get(sku).await?;
         if definition.is_some_and(|d| d.archived.is_none()) {
-            self.inventory.register(sku).await?;
+            self.store.register(sku).await?;
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use crate::domain::snapshot::{SaleSnapshot, UnreadableEvent};
 use crate::events::jetstream::StreamError;
 use crate::events::jetstream::read_events;
 use crate::recovery::definitions::{SaleDefinition, SaleDefinitions};
-use crate::store::{Inventory, OrderCounts, StoreError};
+use crate::store::{OrderCounts, Store, StoreError};
 use crate::support::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +139,7 @@ impl SaleAudit {
 
 /// Runs the audit, prints the table; `Ok(true)` when nothing is wrong.
 pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
-    let inventory = Inventory::new(&settings.redis).map_err(StoreError::from)?;
+    let store = Store::new(&settings.redis).map_err(StoreError::from)?;
     let nats = async_nats::connect(settings.nats.urls.as_slice())
         .await
         .map_err(|e| AuditError::Nats(e.to_string()))?;
@@ -162,7 +162,7 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
         by_sku.entry(event.sku.clone()).or_default().push(event);
     }
     let mut skus: BTreeSet<String> = defined.keys().chain(by_sku.keys()).cloned().collect();
-    skus.extend(inventory.sales().await?.iter().map(Sku::to_string));
+    skus.extend(store.archive().sales().await?.iter().map(Sku::to_string));
 
     let postgres = if settings.consumer.database_url_explicit {
         Some(postgres_counts(settings.consumer.database_url.expose_secret()).await?)
@@ -201,12 +201,12 @@ pub async fn run(settings: &Settings) -> Result<bool, AuditError> {
             jetstream.apply(event)?;
         }
         let mut expected = SaleSnapshot::default();
-        let outbox = inventory.outbox().entries(&parsed).await?;
+        let outbox = store.outbox().entries(&parsed).await?;
         let waiting = outbox.iter().flat_map(|entry| entry.message.events());
         for event in events.iter().chain(waiting) {
             expected.apply(event)?;
         }
-        let redis = match inventory.order_counts(&parsed).await {
+        let redis = match store.sales().order_counts(&parsed).await {
             Ok(counts) => Some(counts),
             Err(StoreError::SaleMissing) => None,
             Err(e) => return Err(e.into()),

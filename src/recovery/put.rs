@@ -28,7 +28,7 @@ impl Recovery {
             (Some(record), _) => {
                 // What an interrupted archive left of the old sale goes first.
                 self.rebuilder
-                    .inventory
+                    .store
                     .drop_sealed(sku, record.sealed_revision)
                     .await?;
                 Some(self.rebuilder.next_sequence().await?)
@@ -58,7 +58,7 @@ impl Recovery {
                 sku,
                 || {
                     self.rebuilder
-                        .inventory
+                        .store
                         .put_sale(sku, settings, before.as_ref(), revision)
                 },
                 // Defined a moment ago: only a second loss in between gets here.
@@ -74,7 +74,7 @@ impl Recovery {
             let reverted = match self.definitions().put(before).await {
                 Ok(revision) => self
                     .rebuilder
-                    .inventory
+                    .store
                     .put_sale(sku, &before.settings(), Some(before), revision)
                     .await
                     .map(drop)

@@ -27,7 +27,7 @@ use crate::domain::{OrderId, Sku};
 use crate::events::jetstream::{EventsRead, StreamError, next_sequence, read_events};
 use crate::recovery::archive::ArchivedHistories;
 use crate::recovery::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
-use crate::store::{Inventory, PurchaseError, PutSaleError, StoreError, TransitionError};
+use crate::store::{PurchaseError, PutSaleError, Rebuild, StoreError, TransitionError};
 use crate::support::settings::Settings;
 
 /// How long after it starts a rebuild reads the stream a last time, so that publishes in
@@ -114,7 +114,7 @@ pub struct Recovery {
 
 /// What a rebuild needs; shared with the task that runs it.
 pub(super) struct Rebuilder {
-    pub(super) inventory: Arc<Inventory>,
+    pub(super) store: Rebuild,
     definitions: SaleDefinitions,
     jetstream: jetstream::Context,
     stream: String,
@@ -126,13 +126,13 @@ pub(super) struct Rebuilder {
 }
 
 impl Recovery {
-    pub fn new(inventory: Arc<Inventory>, nats: async_nats::Client, settings: &Settings) -> Self {
+    pub fn new(store: Rebuild, nats: async_nats::Client, settings: &Settings) -> Self {
         // `/kill`'s orders are final when accepted, as they always were.
         let default_settings = SaleSettings::plain(settings.recovery.default_stock, 0);
         let mut jetstream = jetstream::new(nats.clone());
         jetstream.set_timeout(Duration::from_secs(2));
         let rebuilder = Rebuilder {
-            inventory,
+            store,
             definitions: SaleDefinitions::new(nats, &settings.nats),
             jetstream,
             stream: settings.nats.stream.clone(),
@@ -181,7 +181,7 @@ impl Recovery {
     /// The sale an order id belongs to: from Redis's registry, or, when Redis lost it, from
     /// the sale definitions (keyed by the same sku digest).
     pub async fn sku_of(&self, order_id: &OrderId) -> Result<Option<Sku>, RecoveryError> {
-        if let Some(sku) = self.rebuilder.inventory.sku_of(order_id).await? {
+        if let Some(sku) = self.rebuilder.store.sku_of(order_id).await? {
             return Ok(Some(sku));
         }
         let Some(definition) = self
@@ -251,7 +251,7 @@ impl Rebuilder {
     async fn rebuild(&self, sku: &Sku) -> Result<Option<Absent>, RecoveryError> {
         // Another request of this replica may have rebuilt it while this one waited (held
         // means: by this primary; a copy from elsewhere is rebuilt like a lost one).
-        if self.inventory.sale_exists(sku).await? {
+        if self.store.sale_exists(sku).await? {
             return Ok(None);
         }
         let started = Instant::now();
@@ -281,7 +281,7 @@ impl Rebuilder {
         // The outbox is read before the stream's last reading: an entry the relay trims in
         // between was acknowledged by JetStream first, so that reading holds it. (No script
         // adds entries meanwhile: they all refuse a sale Redis does not hold.)
-        let waiting = self.inventory.outbox().entries(sku).await?;
+        let waiting = self.store.waiting_events(sku).await?;
         if settled.is_some() {
             events.extend(self.sale_events(sku, read.last_sequence + 1).await?.events);
         }
@@ -295,7 +295,7 @@ impl Rebuilder {
                 snapshot.apply_waiting(event, &entry.id)?;
             }
         }
-        let Some(restored) = self.inventory.restore(&definition, &snapshot).await? else {
+        let Some(restored) = self.store.restore(&definition, &snapshot).await? else {
             return Ok(None);
         };
         // A new default sale is no news; anything else means Redis had lost it.
@@ -330,7 +330,7 @@ impl Rebuilder {
             );
         }
         if let Some(first) = restored.expired.next_due {
-            self.inventory.payment_due().index(sku, first).await?;
+            self.store.index_deadline(sku, first).await?;
         }
         Ok(None)
     }

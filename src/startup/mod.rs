@@ -25,7 +25,7 @@ use crate::live::Live;
 use crate::operations::Operations;
 use crate::recovery::Recovery;
 use crate::recovery::archive::Archiver;
-use crate::store::Inventory;
+use crate::store::Store;
 use crate::support::backoff;
 use crate::support::metrics::install as install_metrics;
 use crate::support::settings::Settings;
@@ -57,34 +57,34 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         // Before anything registers a metric, so the handles record into it.
         let metrics = settings.telemetry.metrics.then(install_metrics).flatten();
-        let inventory = Arc::new(Inventory::new(&settings.redis)?);
-        if let Err(e) = inventory.load_scripts().await {
+        let store = Store::new(&settings.redis)?;
+        if let Err(e) = store.load_scripts().await {
             log::warn!("scripts not loaded at start ({e}); they load on first use");
         }
         // The relay hears of each (re)connection, so a backlog left by an outage starts going
         // out at once rather than after the relay's back-off (up to 5 s).
         let nats_connected = Arc::new(Notify::new());
         let nats = connect_nats(&settings, nats_connected.clone()).await?;
-        let recovery = Arc::new(Recovery::new(inventory.clone(), nats.clone(), &settings));
+        let recovery = Arc::new(Recovery::new(store.rebuild(), nats.clone(), &settings));
         let relay_status = Arc::new(RelayStatus::default());
         let changes = SaleChanges::new(nats.clone(), &settings.nats.subject_prefix);
         let rate_limits = Arc::new(RateLimits::new(&settings.http));
-        let (stock, rebuild) = (&inventory, &recovery);
         let mut background = Background::new();
         let relay = Relay::new(
             &settings,
-            stock.clone(),
+            store.outbox(),
             nats.clone(),
             relay_status.clone(),
-            rebuild.clone(),
+            recovery.clone(),
         );
         background.start_relay(relay.woken_on_connect(nats_connected));
-        background.spawn(changes.clone().listen(stock.clone()));
-        background.spawn(Sweeper::new(stock.clone(), rebuild.clone(), changes.clone()).run());
-        background.spawn(Archiver::new(stock.clone(), rebuild.clone(), &settings.recovery).run());
+        background.spawn(changes.clone().listen(store.sold_out()));
+        background.spawn(Sweeper::new(store.expiry(), recovery.clone(), changes.clone()).run());
+        background
+            .spawn(Archiver::new(store.archive(), recovery.clone(), &settings.recovery).run());
         background.spawn(forget_idle_buyers(rate_limits.clone()));
-        let confirmation = Confirmation::new(&settings.nats, nats.clone(), stock.clone());
-        let operations = Operations::new(stock.clone(), recovery, confirmation, changes.clone());
+        let confirmation = Confirmation::new(&settings.nats, nats.clone(), store.outbox());
+        let operations = Operations::new(store.sales(), recovery, confirmation, changes.clone());
         let operations = Arc::new(operations);
         let shutdown = background.shutdown.clone();
         let live = Live::new(operations.clone(), &settings.http, shutdown);
@@ -92,7 +92,6 @@ impl Application {
         let state = AppState {
             operations,
             live,
-            inventory,
             relay_status,
             metrics,
             nats,

@@ -5,16 +5,16 @@
 use redis::Value;
 
 use super::reply::Reply;
-use super::{Inventory, StoreError, sale_registry};
+use super::{Store, StoreError, sale_registry};
 use crate::domain::Sku;
 use crate::domain::sale::{ArchiveRecord, OrderTally};
 
-impl Inventory {
+impl Store {
     /// Seals the sale if it ended and settled `after` ago, and its last Idempotency-Key has
     /// expired (`lua/archive.lua`): the sale's final figures and the revision it is sealed
     /// at (now or earlier; `archived_at_ms` left for the caller), or `None` while it is not
     /// due. `SaleMissing` when Redis holds no copy to decide on.
-    pub async fn seal(
+    pub(super) async fn seal(
         &self,
         sku: &Sku,
         after: std::time::Duration,
@@ -23,7 +23,9 @@ impl Inventory {
         call.arg("seal")
             .arg(after.as_millis() as u64)
             .arg(self.idempotency_ttl.as_millis() as u64);
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut self.redis()).await)?;
+        let reply: Vec<Value> = self
+            .redis
+            .observe(call.invoke_async(&mut self.redis.connection()).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
             "sealed" => {
@@ -53,38 +55,40 @@ impl Inventory {
 
     /// Lifts the seal of `revision` (the definition's archive lost to a PUT); false when
     /// the sale is not sealed at it (a PUT lifted it already).
-    pub async fn unseal(&self, sku: &Sku, revision: u64) -> Result<bool, StoreError> {
+    pub(super) async fn unseal(&self, sku: &Sku, revision: u64) -> Result<bool, StoreError> {
         self.sealed_step(sku, "unseal", revision).await
     }
 
     /// Removes every key of the sale if it is still sealed at `revision` (or is a copy
     /// another primary wrote); false (nothing removed) when a PUT reopened it or another
     /// replica dropped it first, so each archive is counted once. The caller
-    /// then takes it out of the registry ([`Inventory::unregister`]); the relay's and the
+    /// then takes it out of the registry ([`Store::unregister`]); the relay's and the
     /// sweeper's indexes drop it by themselves when they find nothing in it, as they drop
     /// any idle sale (removing it here could remove a sale started anew meanwhile).
-    pub async fn drop_sealed(&self, sku: &Sku, revision: u64) -> Result<bool, StoreError> {
+    pub(super) async fn drop_sealed(&self, sku: &Sku, revision: u64) -> Result<bool, StoreError> {
         self.sealed_step(sku, "drop", revision).await
     }
 
     /// Takes the sale out of the registry. The caller checks afterwards that no new sale of
     /// the sku registered meanwhile (a PUT records its definition before it registers) and
-    /// registers it again if one did ([`Inventory::register`]).
-    pub async fn unregister(&self, sku: &Sku) -> Result<(), StoreError> {
+    /// registers it again if one did ([`Store::register`]).
+    pub(super) async fn unregister(&self, sku: &Sku) -> Result<(), StoreError> {
         // The registry lies in a slot of its own: a command of its own on a cluster.
-        let mut redis = self.redis();
+        let mut redis = self.redis.connection();
         let removed: Result<(), _> = redis::cmd("HDEL")
-            .arg(sale_registry(&self.namespace))
+            .arg(sale_registry(self.redis.namespace()))
             .arg(sku.digest())
             .query_async(&mut redis)
             .await;
-        self.observe(removed)
+        self.redis.observe(removed)
     }
 
     async fn sealed_step(&self, sku: &Sku, step: &str, revision: u64) -> Result<bool, StoreError> {
         let mut call = self.archive_call(sku);
         call.arg(step).arg(revision);
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut self.redis()).await)?;
+        let reply: Vec<Value> = self
+            .redis
+            .observe(call.invoke_async(&mut self.redis.connection()).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
             "dropped" | "unsealed" => Ok(true),
@@ -94,8 +98,8 @@ impl Inventory {
     }
 
     fn archive_call(&self, sku: &Sku) -> redis::ScriptInvocation<'_> {
-        let keys = self.keys(sku);
-        let mut call = self.archive_script.prepare_invoke();
+        let keys = self.redis.keys(sku);
+        let mut call = self.scripts.archive.prepare_invoke();
         call.key(keys.sale())
             .key(keys.orders())
             .key(keys.buyers())

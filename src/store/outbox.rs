@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis::{AsyncCommands, RedisError};
 
-use super::{Inventory, StoreError};
+use super::{Store, StoreError};
 use crate::domain::Sku;
 use crate::domain::event::{EventKind, OrderEvent, OrderMessage};
 use crate::domain::sale::format_time;
@@ -86,21 +86,16 @@ impl WrittenEntry {
 
 /// The outboxes as the relay and the confirming handlers see them: a sale's entries, its
 /// relay lease, and the index of sales with waiting entries (`waiting.rs`).
-pub struct Outbox<'a>(pub(super) &'a Inventory);
+#[derive(Clone)]
+pub struct Outbox(pub(super) std::sync::Arc<Store>);
 
-impl Inventory {
-    pub fn outbox(&self) -> Outbox<'_> {
-        Outbox(self)
-    }
-}
-
-impl<'a> Outbox<'a> {
+impl Outbox {
     /// Entries waiting in the sale's outbox, or `None` when it is empty or absent.
     pub async fn backlog(&self, sku: &Sku) -> Result<Option<Backlog>, StoreError> {
-        let outbox = self.0.keys(sku).outbox();
-        let mut redis = self.0.redis();
+        let outbox = self.0.redis.keys(sku).outbox();
+        let mut redis = self.0.redis.connection();
         let (pending, oldest, (secs, micros)): (u64, Vec<(String, ())>, (u64, u64)) =
-            self.0.observe(
+            self.0.redis.observe(
                 redis::pipe()
                     .xlen(&outbox)
                     .cmd("XRANGE")
@@ -135,16 +130,17 @@ impl<'a> Outbox<'a> {
         consumer: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         let held: Result<i64, RedisError> = self
             .0
-            .relay_lease_script
-            .key(self.0.keys(sku).relay_lease())
+            .scripts
+            .relay_lease
+            .key(self.0.redis.keys(sku).relay_lease())
             .arg(consumer)
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut redis)
             .await;
-        Ok(self.0.observe(held)? == 1)
+        Ok(self.0.redis.observe(held)? == 1)
     }
 
     /// Up to `count` entries from the start of the sale's outbox, oldest first, written no
@@ -158,8 +154,8 @@ impl<'a> Outbox<'a> {
         count: usize,
         written_until_ms: Option<u64>,
     ) -> Result<Vec<(String, Option<OrderMessage>)>, StoreError> {
-        let outbox = self.0.keys(sku).outbox();
-        let mut redis = self.0.redis();
+        let outbox = self.0.redis.keys(sku).outbox();
+        let mut redis = self.0.redis.connection();
         // A stream id starts with the millisecond it was written: `XRANGE … - <ms>` ends
         // with the last entry of that millisecond.
         let end = written_until_ms.map_or_else(|| "+".to_owned(), |ms| ms.to_string());
@@ -167,6 +163,7 @@ impl<'a> Outbox<'a> {
             redis.xrange_count(&outbox, "-", end, count).await;
         Ok(self
             .0
+            .redis
             .observe(read)?
             .ids
             .into_iter()
@@ -186,11 +183,12 @@ impl<'a> Outbox<'a> {
     /// Every entry still in the sale's outbox, oldest first (delivered or not): a rebuild
     /// folds them in, as JetStream may not have them yet.
     pub async fn entries(&self, sku: &Sku) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
-            redis.xrange_all(self.0.keys(sku).outbox()).await;
+            redis.xrange_all(self.0.redis.keys(sku).outbox()).await;
         Ok(self
             .0
+            .redis
             .observe(read)?
             .ids
             .iter()
@@ -205,10 +203,10 @@ impl<'a> Outbox<'a> {
 
     /// The entry `id` of the sale's outbox, while it waits there (`None` once delivered).
     pub async fn entry(&self, sku: &Sku, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         let read: Result<redis::streams::StreamRangeReply, RedisError> =
-            redis.xrange(self.0.keys(sku).outbox(), id, id).await;
-        Ok(self.0.observe(read)?.ids.first().and_then(|entry| {
+            redis.xrange(self.0.redis.keys(sku).outbox(), id, id).await;
+        Ok(self.0.redis.observe(read)?.ids.first().and_then(|entry| {
             Some(OutboxEntry {
                 message: entry_message(sku, entry)?,
                 id: entry.id.clone(),
@@ -219,15 +217,15 @@ impl<'a> Outbox<'a> {
     /// Removes entries, unread, whose events JetStream acknowledged to a handler
     /// (`events/confirm.rs`): the relay need not publish them again.
     pub async fn drop_confirmed(&self, sku: &Sku, entries: &[&str]) -> Result<(), StoreError> {
-        let outbox = self.0.keys(sku).outbox();
+        let outbox = self.0.redis.keys(sku).outbox();
         let mut removal = redis::pipe();
         // Bounded commands: Redis runs nothing else while one runs.
         for chunk in entries.chunks(1000) {
             removal.cmd("XDEL").arg(&outbox).arg(chunk).ignore();
         }
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         let removed: Result<(), RedisError> = removal.query_async(&mut redis).await;
-        self.0.observe(removed)
+        self.0.redis.observe(removed)
     }
 
     /// Drops the entries up to and including `last` (delivered): the outbox then holds
@@ -237,14 +235,14 @@ impl<'a> Outbox<'a> {
         let Some(next) = next_entry_id(last) else {
             return Err(StoreError::Corrupt(format!("outbox entry id {last}")));
         };
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         let trimmed: Result<u64, RedisError> = redis::cmd("XTRIM")
-            .arg(self.0.keys(sku).outbox())
+            .arg(self.0.redis.keys(sku).outbox())
             .arg("MINID")
             .arg(next)
             .query_async(&mut redis)
             .await;
-        self.0.observe(trimmed).map(drop)
+        self.0.redis.observe(trimmed).map(drop)
     }
 }
 

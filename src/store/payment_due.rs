@@ -14,15 +14,15 @@
 //! before that re-read is seen by it; one that ran after it writes its own `ZADD LT` after
 //! the sweeper's write. So no deadline is ever left out; at worst a score is early and
 //! costs one look. A process dying between a purchase's script and its `ZADD` is covered by
-//! [`Inventory::index_all_deadlines`], run at start and now and then.
+//! [`Store::index_all_deadlines`], run at start and now and then.
 
 use redis::RedisError;
 
 use super::keys::payment_due;
-use super::{Inventory, StoreError};
+use super::{Store, StoreError};
 use crate::domain::Sku;
 
-/// Sales re-read per pipeline by [`Inventory::index_all_deadlines`].
+/// Sales re-read per pipeline by [`Store::index_all_deadlines`].
 const INDEX_CHUNK: usize = 500;
 
 /// Sales whose earliest deadline may have passed, by Redis's clock.
@@ -36,10 +36,10 @@ pub struct DueSales {
 }
 
 /// The sweeper's cross-sale index of payment deadlines (see the module's comment).
-pub struct PaymentIndex<'a>(&'a Inventory);
+pub struct PaymentIndex<'a>(&'a Store);
 
-impl Inventory {
-    pub fn payment_due(&self) -> PaymentIndex<'_> {
+impl Store {
+    pub(super) fn payment_due(&self) -> PaymentIndex<'_> {
         PaymentIndex(self)
     }
 }
@@ -48,24 +48,24 @@ impl PaymentIndex<'_> {
     /// Records that `sku` has an order due by `pay_by_ms` (lowering, never raising, its
     /// score).
     pub async fn index(&self, sku: &Sku, pay_by_ms: i64) -> Result<(), StoreError> {
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         let added: Result<(), RedisError> = redis::cmd("ZADD")
-            .arg(payment_due(&self.0.namespace))
+            .arg(payment_due(self.0.redis.namespace()))
             .arg("LT")
             .arg(pay_by_ms)
             .arg(sku.as_str())
             .query_async(&mut redis)
             .await;
-        self.0.observe(added)
+        self.0.redis.observe(added)
     }
 
     /// Up to `at_most` sales that may have an overdue order, in one round trip.
     pub async fn due(&self, at_most: usize) -> Result<DueSales, StoreError> {
-        let mut redis = self.0.redis();
-        let ((secs, micros), earliest): ((i64, i64), Vec<(String, f64)>) = self.0.observe(
+        let mut redis = self.0.redis.connection();
+        let ((secs, micros), earliest): ((i64, i64), Vec<(String, f64)>) = self.0.redis.observe(
             redis::pipe()
                 .cmd("TIME")
-                .zrange_withscores(payment_due(&self.0.namespace), 0, at_most as isize)
+                .zrange_withscores(payment_due(self.0.redis.namespace()), 0, at_most as isize)
                 .query_async(&mut redis)
                 .await,
         )?;
@@ -91,7 +91,7 @@ impl PaymentIndex<'_> {
     /// After a sweep of `sku`: the index holds its next deadline, or not the sale when none
     /// is left, and then (see the module) is checked against the sale's deadlines again.
     pub async fn reindex(&self, sku: &Sku, next_due: Option<i64>) -> Result<(), StoreError> {
-        let index = payment_due(&self.0.namespace);
+        let index = payment_due(self.0.redis.namespace());
         let mut update = redis::Cmd::new();
         match next_due {
             Some(at) => update.arg("ZADD").arg(&index).arg(at).arg(sku.as_str()),
@@ -100,14 +100,15 @@ impl PaymentIndex<'_> {
         let mut recheck = redis::Cmd::new();
         recheck
             .arg("ZRANGE")
-            .arg(self.0.keys(sku).deadlines())
+            .arg(self.0.redis.keys(sku).deadlines())
             .arg(0)
             .arg(0)
             .arg("WITHSCORES");
         // The index and the sale lie in different slots: in this order, not at once.
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         let earliest: Vec<(String, f64)> = self
             .0
+            .redis
             .observe(redis.query_in_order(vec![update, recheck]).await)?;
         match earliest.first() {
             Some((_, at)) if next_due.is_none_or(|next| (*at as i64) < next) => {
@@ -118,19 +119,19 @@ impl PaymentIndex<'_> {
     }
 
     /// Puts every registered sale's earliest deadline into the index: the safety net for a
-    /// purchase whose process died between its script and its [`Inventory::index_deadline`].
+    /// purchase whose process died between its script and its [`Store::index_deadline`].
     /// Visits every sale, so it runs at start and then seldom.
     pub async fn index_all(&self) -> Result<usize, StoreError> {
-        let sales = self.0.sales().await?;
+        let sales = self.0.registered().await?;
         let mut indexed = 0;
-        let mut redis = self.0.redis();
+        let mut redis = self.0.redis.connection();
         for chunk in sales.chunks(INDEX_CHUNK) {
             let reads = chunk
                 .iter()
                 .map(|sku| {
                     let mut read = redis::Cmd::new();
                     read.arg("ZRANGE")
-                        .arg(self.0.keys(sku).deadlines())
+                        .arg(self.0.redis.keys(sku).deadlines())
                         .arg(0)
                         .arg(0)
                         .arg("WITHSCORES");
@@ -138,13 +139,13 @@ impl PaymentIndex<'_> {
                 })
                 .collect();
             let earliest: Vec<Vec<(String, f64)>> =
-                self.0.observe(redis.query_each(reads).await)?;
+                self.0.redis.observe(redis.query_each(reads).await)?;
             let mut add = redis::pipe();
             let before = indexed;
             for (sku, first) in chunk.iter().zip(&earliest) {
                 if let Some((_, at)) = first.first() {
                     add.cmd("ZADD")
-                        .arg(payment_due(&self.0.namespace))
+                        .arg(payment_due(self.0.redis.namespace()))
                         .arg("LT")
                         .arg(*at as i64)
                         .arg(sku.as_str())
@@ -154,7 +155,7 @@ impl PaymentIndex<'_> {
             }
             if indexed > before {
                 let added: Result<(), RedisError> = add.query_async(&mut redis).await;
-                self.0.observe(added)?;
+                self.0.redis.observe(added)?;
             }
         }
         Ok(indexed)

@@ -3,7 +3,7 @@
 use redis::Value;
 
 use super::reply::Reply;
-use super::{Inventory, StoreError};
+use super::{Store, StoreError};
 use crate::domain::order::OrderView;
 use crate::domain::record::order_view;
 use crate::domain::{OrderId, Sku, UserId};
@@ -16,15 +16,15 @@ pub enum OrderQuery<'a> {
     Buyer { user: &'a UserId, newest: usize },
 }
 
-impl Inventory {
+impl Store {
     /// The orders asked for that exist; `SaleMissing` when Redis does not hold the sale.
-    pub async fn read_orders(
+    pub(super) async fn read_orders(
         &self,
         sku: &Sku,
         query: &OrderQuery<'_>,
     ) -> Result<Vec<OrderView>, StoreError> {
-        let keys = self.keys(sku);
-        let mut call = self.read_orders_script.prepare_invoke();
+        let keys = self.redis.keys(sku);
+        let mut call = self.scripts.read_orders.prepare_invoke();
         call.key(keys.sale()).key(keys.orders()).key(keys.outbox());
         match query {
             OrderQuery::Ids(ids) => call.arg(ids.iter().map(OrderId::as_str).collect::<Vec<_>>()),
@@ -32,8 +32,8 @@ impl Inventory {
                 call.key(keys.buyers()).arg(user.as_str()).arg(*newest)
             }
         };
-        let mut redis = self.redis();
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let mut redis = self.redis.connection();
+        let reply: Vec<Value> = self.redis.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
             "sale_missing" => Err(StoreError::SaleMissing),

@@ -4,17 +4,17 @@
 
 use redis::AsyncCommands;
 
-use super::{Inventory, StoreError, sale_registry};
+use super::{Store, StoreError, sale_registry};
 use crate::domain::{OrderId, Sku};
 
-impl Inventory {
+impl Store {
     /// The sale whose sku digest starts `order_id`, if Redis knows it (after a loss, only
     /// JetStream may: see `recovery/rebuild.rs`).
-    pub(crate) async fn sku_of(&self, order_id: &OrderId) -> Result<Option<Sku>, StoreError> {
-        let mut redis = self.redis();
-        let sku: Option<String> = self.observe(
+    pub(super) async fn sku_of(&self, order_id: &OrderId) -> Result<Option<Sku>, StoreError> {
+        let mut redis = self.redis.connection();
+        let sku: Option<String> = self.redis.observe(
             redis
-                .hget(sale_registry(&self.namespace), order_id.sku_digest())
+                .hget(sale_registry(self.redis.namespace()), order_id.sku_digest())
                 .await,
         )?;
         sku.map(|sku| Sku::parse(&sku).map_err(|e| StoreError::Corrupt(e.0)))
@@ -22,10 +22,11 @@ impl Inventory {
     }
 
     /// Every sale that may have an outbox.
-    pub async fn sales(&self) -> Result<Vec<Sku>, StoreError> {
-        let mut redis = self.redis();
-        let registered: Vec<String> =
-            self.observe(redis.hvals(sale_registry(&self.namespace)).await)?;
+    pub(super) async fn registered(&self) -> Result<Vec<Sku>, StoreError> {
+        let mut redis = self.redis.connection();
+        let registered: Vec<String> = self
+            .redis
+            .observe(redis.hvals(sale_registry(self.redis.namespace())).await)?;
         Ok(registered
             .iter()
             .filter_map(|sku| Sku::parse(sku).ok())
@@ -35,11 +36,15 @@ impl Inventory {
     /// Adds the sale to the registry (before the sale itself is written). A command of its
     /// own: the registry lies in another hash slot than the sale, so on a cluster it can join
     /// neither the sale's script nor its pipelines.
-    pub(crate) async fn register(&self, sku: &Sku) -> Result<(), StoreError> {
-        let mut redis = self.redis();
+    pub(super) async fn register(&self, sku: &Sku) -> Result<(), StoreError> {
+        let mut redis = self.redis.connection();
         let registered: Result<(), _> = redis
-            .hset(sale_registry(&self.namespace), sku.digest(), sku.as_str())
+            .hset(
+                sale_registry(self.redis.namespace()),
+                sku.digest(),
+                sku.as_str(),
+            )
             .await;
-        self.observe(registered)
+        self.redis.observe(registered)
     }
 }

@@ -8,7 +8,7 @@ use redis::Value;
 
 use super::reply::Reply;
 use super::transition::Expired;
-use super::{Inventory, StoreError};
+use super::{Store, StoreError};
 use crate::domain::order::OrderStatus;
 use crate::domain::sale::SaleDefinition;
 use crate::domain::snapshot::SaleSnapshot;
@@ -19,7 +19,7 @@ const STAGE_CHUNK: usize = 2_000;
 /// Staging keys of an attempt that died half-way expire after this.
 const STAGE_TTL_MS: u64 = 120_000;
 
-/// What [`Inventory::restore`] installed (`None` from it: this primary held the sale
+/// What [`Store::restore`] installed (`None` from it: this primary held the sale
 /// already, another replica restored it first, say).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Restored {
@@ -34,15 +34,15 @@ pub struct Restored {
     pub sold: u64,
 }
 
-impl Inventory {
+impl Store {
     /// Installs the rebuilt sale unless this Redis primary wrote the sale itself.
-    pub async fn restore(
+    pub(super) async fn restore(
         &self,
         definition: &SaleDefinition,
         snapshot: &SaleSnapshot,
     ) -> Result<Option<Restored>, StoreError> {
         let sku = &definition.sku;
-        let keys = self.keys(sku);
+        let keys = self.redis.keys(sku);
         let attempt = staging_token();
         let staged = |name: &str| keys.staging(&attempt, name);
         let (staged_orders, staged_buyers, staged_idem, staged_deadlines) = (
@@ -75,14 +75,14 @@ impl Inventory {
         ] {
             pipe.pexpire(key, STAGE_TTL_MS as i64).ignore();
         }
-        let mut redis = self.redis();
+        let mut redis = self.redis.connection();
         let staged_all: Result<(), _> = pipe.query_async(&mut redis).await;
-        self.observe(staged_all)?;
+        self.redis.observe(staged_all)?;
         // Registered before the sale exists, as a PUT does.
         self.register(sku).await?;
 
         let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
-        let mut call = self.restore_script.prepare_invoke();
+        let mut call = self.scripts.restore.prepare_invoke();
         call.key(keys.sale())
             .key(keys.orders())
             .key(keys.buyers())
@@ -107,7 +107,7 @@ impl Inventory {
             .arg(snapshot.count(OrderStatus::Paid))
             .arg(snapshot.count(OrderStatus::Expired))
             .arg(snapshot.count(OrderStatus::Cancelled));
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let reply: Vec<Value> = self.redis.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
             "restored" => {

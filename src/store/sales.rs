@@ -1,7 +1,7 @@
 use redis::Value;
 
 use super::reply::Reply;
-use super::{Inventory, StoreError};
+use super::{Store, StoreError};
 use crate::domain::Sku;
 use crate::domain::record::OrderRecord;
 use crate::domain::sale::{OrderTally, PutOutcome, Sale, SaleDefinition, SaleSettings};
@@ -35,13 +35,13 @@ const SALE_FIELDS: [&str; 11] = [
     "n_cancelled",
 ];
 
-impl Inventory {
+impl Store {
     /// Creates the sale or replaces its settings, and says which.
     /// `defined_before`: JetStream held a definition of the sale before this PUT, so a sale
     /// missing from Redis was lost and is `Store(SaleMissing)`, never created afresh.
     /// `revision`: the definition's revision in JetStream; a PUT that a later one overtook
     /// changes nothing and answers the sale as the later one left it.
-    pub async fn put_sale(
+    pub(super) async fn put_sale(
         &self,
         sku: &Sku,
         settings: &SaleSettings,
@@ -49,8 +49,8 @@ impl Inventory {
         revision: u64,
     ) -> Result<(Sale, PutOutcome), PutSaleError> {
         let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
-        let mut call = self.put_sale_script.prepare_invoke();
-        call.key(self.keys(sku).sale())
+        let mut call = self.scripts.put_sale.prepare_invoke();
+        call.key(self.redis.keys(sku).sale())
             .arg(sku.as_str())
             .arg(settings.stock)
             .arg(optional(settings.per_user_limit.map(|l| l as i64)))
@@ -64,8 +64,8 @@ impl Inventory {
 
         // Registered first: a sale that exists is always known to the relay and to cancel.
         self.register(sku).await?;
-        let mut redis = self.redis();
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let mut redis = self.redis.connection();
+        let reply: Vec<Value> = self.redis.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
             "sale_missing" => return Err(StoreError::SaleMissing.into()),
@@ -99,10 +99,10 @@ impl Inventory {
 
     /// The sale as it stands, read with Redis's clock in one round trip; `SaleMissing` when
     /// Redis does not hold it (or holds a copy another primary wrote, as the scripts count).
-    pub async fn sale(&self, sku: &Sku) -> Result<Sale, StoreError> {
-        let mut redis = self.redis();
+    pub(super) async fn sale(&self, sku: &Sku) -> Result<Sale, StoreError> {
+        let mut redis = self.redis.connection();
         // One pipeline, routed by the sale's key: TIME and INFO run on the sale's primary.
-        let keys = self.keys(sku);
+        let keys = self.redis.keys(sku);
         type Read = (
             Vec<Option<String>>,
             (i64, i64),
@@ -111,20 +111,21 @@ impl Inventory {
             u64,
             u64,
         );
-        let (fields, (secs, micros), written_by, info, orders, pending): Read = self.observe(
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(keys.sale())
-                .arg(&SALE_FIELDS[..])
-                .cmd("TIME")
-                .hget(self.keys(sku).sale(), "primary")
-                .cmd("INFO")
-                .arg("replication")
-                .hlen(keys.orders())
-                .zcard(keys.deadlines())
-                .query_async(&mut redis)
-                .await,
-        )?;
+        let (fields, (secs, micros), written_by, info, orders, pending): Read =
+            self.redis.observe(
+                redis::pipe()
+                    .cmd("HMGET")
+                    .arg(keys.sale())
+                    .arg(&SALE_FIELDS[..])
+                    .cmd("TIME")
+                    .hget(self.redis.keys(sku).sale(), "primary")
+                    .cmd("INFO")
+                    .arg("replication")
+                    .hlen(keys.orders())
+                    .zcard(keys.deadlines())
+                    .query_async(&mut redis)
+                    .await,
+            )?;
         if !written_here(written_by.as_deref(), &info) {
             return Err(StoreError::SaleMissing);
         }
@@ -188,11 +189,11 @@ pub struct OrderCounts {
     pub outbox: u64,
 }
 
-impl Inventory {
+impl Store {
     /// Counts the sale's orders by status; `SaleMissing` when Redis does not hold the sale.
-    pub async fn order_counts(&self, sku: &Sku) -> Result<OrderCounts, StoreError> {
-        let keys = self.keys(sku);
-        let mut redis = self.redis();
+    pub(super) async fn order_counts(&self, sku: &Sku) -> Result<OrderCounts, StoreError> {
+        let keys = self.redis.keys(sku);
+        let mut redis = self.redis.connection();
         type Counted = (
             Option<u64>,
             Option<u64>,
@@ -201,7 +202,7 @@ impl Inventory {
             Option<String>,
             String,
         );
-        let (stock, sold, records, outbox, written_by, info): Counted = self.observe(
+        let (stock, sold, records, outbox, written_by, info): Counted = self.redis.observe(
             redis::pipe()
                 .hget(keys.sale(), "stock")
                 .hget(keys.sale(), "sold")

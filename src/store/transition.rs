@@ -4,7 +4,7 @@
 use redis::Value;
 
 use super::reply::Reply;
-use super::{Inventory, StoreError};
+use super::{Store, StoreError};
 use crate::domain::order::{OrderStatus, OrderView};
 use crate::domain::record::order_view;
 use crate::domain::{OrderId, PaymentRef, Sku};
@@ -60,10 +60,10 @@ enum Action<'a> {
     Cancel,
 }
 
-impl Inventory {
+impl Store {
     /// Marks a `pending_payment` order paid; the same `payment_ref` again answers the paid
     /// order unchanged.
-    pub async fn pay(
+    pub(super) async fn pay(
         &self,
         sku: &Sku,
         order_id: &OrderId,
@@ -75,7 +75,11 @@ impl Inventory {
 
     /// Cancels a `created` or `pending_payment` order: its units go back to the sale, once
     /// however often it is called.
-    pub async fn cancel(&self, sku: &Sku, order_id: &OrderId) -> Result<Ended, TransitionError> {
+    pub(super) async fn cancel(
+        &self,
+        sku: &Sku,
+        order_id: &OrderId,
+    ) -> Result<Ended, TransitionError> {
         self.end_order(sku, order_id, Action::Cancel).await
     }
 
@@ -93,8 +97,8 @@ impl Inventory {
                 .arg(payment_ref.as_str()),
             Action::Cancel => call.arg("cancel").arg(order_id.as_str()),
         };
-        let mut redis = self.writer().await?;
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut *redis).await)?;
+        let mut redis = self.redis.writer().await?;
+        let reply: Vec<Value> = self.redis.observe(call.invoke_async(&mut *redis).await)?;
         let reply = Reply(&reply);
         let outcome = reply.text(0)?;
         let ended = |changed: bool| -> Result<Ended, StoreError> {
@@ -113,7 +117,7 @@ impl Inventory {
                 let ended = ended(true)?;
                 // The answer stands either way (the move is decided); it only waits for
                 // the replicas asked for, counted in flashsale_redis_replication_waits_total.
-                self.replicated(&mut redis, sku).await;
+                self.redis.replicated(&mut redis, sku).await;
                 drop(redis);
                 self.wrote_outbox(sku);
                 record_transition(ended.order.status.as_str());
@@ -147,11 +151,15 @@ impl Inventory {
     }
 
     /// Expires up to `at_most` of the sale's orders whose pay_by has passed (Redis's clock).
-    pub async fn expire_overdue(&self, sku: &Sku, at_most: usize) -> Result<Expired, StoreError> {
+    pub(super) async fn expire_overdue(
+        &self,
+        sku: &Sku,
+        at_most: usize,
+    ) -> Result<Expired, StoreError> {
         let mut call = self.transition_call(sku);
         call.arg("expire").arg(at_most);
-        let mut redis = self.redis();
-        let reply: Vec<Value> = self.observe(call.invoke_async(&mut redis).await)?;
+        let mut redis = self.redis.connection();
+        let reply: Vec<Value> = self.redis.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {
             "expired" => {}
@@ -175,8 +183,8 @@ impl Inventory {
     }
 
     fn transition_call(&self, sku: &Sku) -> redis::ScriptInvocation<'_> {
-        let keys = self.keys(sku);
-        let mut call = self.transition_script.prepare_invoke();
+        let keys = self.redis.keys(sku);
+        let mut call = self.scripts.transition.prepare_invoke();
         call.key(keys.sale())
             .key(keys.orders())
             .key(keys.buyers())

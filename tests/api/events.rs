@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flashsale::domain::event::EventKind;
 use flashsale::domain::{Quantity, Sku, UserId};
-use flashsale::store::{Inventory, PurchaseRequest};
+use flashsale::store::{PurchaseRequest, Store};
 use flashsale::support::settings::Confirm;
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -584,15 +584,16 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
     let sku = Sku::parse(&unique("claim")).expect("sku");
     // A "replica" that takes the lease, reads the entries, publishes half of them and dies
     // before trimming any.
-    let dead = std::sync::Arc::new(Inventory::new(&settings.redis).expect("inventory"));
-    dead.put_sale(
-        &sku,
-        &flashsale::domain::sale::SaleSettings::plain(50, 1),
-        None,
-        0,
-    )
-    .await
-    .expect("sale");
+    let dead = Store::new(&settings.redis).expect("store");
+    dead.rebuild()
+        .put_sale(
+            &sku,
+            &flashsale::domain::sale::SaleSettings::plain(50, 1),
+            None,
+            0,
+        )
+        .await
+        .expect("sale");
     for i in 0..20 {
         let request = PurchaseRequest {
             user: UserId::parse(format!("u{i}")).expect("user"),
@@ -600,7 +601,10 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
             idempotency_key: None,
             listing: flashsale::store::Listing::Listed,
         };
-        dead.purchase(&sku, request).await.expect("accepted");
+        dead.sales()
+            .purchase(&sku, request)
+            .await
+            .expect("accepted");
     }
     assert!(
         dead.outbox()
@@ -1052,8 +1056,8 @@ async fn the_record_keeps_what_the_retention_settings_say_and_follows_a_change()
 async fn a_sale_lease_is_renewed_by_its_holder_and_taken_by_another_only_once_it_lapses() {
     let settings = test_settings();
     let sku = Sku::parse(&unique("lease")).expect("sku");
-    let inventory = Inventory::new(&settings.redis).expect("inventory");
-    let outbox = inventory.outbox();
+    let store = Store::new(&settings.redis).expect("store");
+    let outbox = store.outbox();
     // Long enough that a stalled test thread cannot let it lapse between two lines.
     let ttl = Duration::from_secs(2);
     let take = |consumer: &'static str| outbox.take_lease(&sku, consumer, ttl);
@@ -1083,8 +1087,9 @@ async fn a_sale_lease_is_renewed_by_its_holder_and_taken_by_another_only_once_it
 async fn the_relay_reads_up_to_an_entry_a_handler_is_delivering_and_past_it_once_done() {
     let settings = test_settings();
     let sku = Sku::parse(&unique("delivering")).expect("sku");
-    let inventory = std::sync::Arc::new(Inventory::new(&settings.redis).expect("inventory"));
-    inventory
+    let store = Store::new(&settings.redis).expect("store");
+    store
+        .rebuild()
         .put_sale(
             &sku,
             &flashsale::domain::sale::SaleSettings::plain(10, 1),
@@ -1101,9 +1106,13 @@ async fn the_relay_reads_up_to_an_entry_a_handler_is_delivering_and_past_it_once
             idempotency_key: None,
             listing: flashsale::store::Listing::Listed,
         };
-        inventory.purchase(&sku, request).await.expect("accepted");
+        store
+            .sales()
+            .purchase(&sku, request)
+            .await
+            .expect("accepted");
     }
-    let outbox = inventory.outbox();
+    let outbox = store.outbox();
     let ids: Vec<String> = outbox
         .read(&sku, 10, None)
         .await

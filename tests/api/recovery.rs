@@ -635,7 +635,7 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
     }
 
     // A PUT overtaken by a later revision changes nothing.
-    let inventory = flashsale::store::Inventory::new(&settings.redis).expect("inventory");
+    let store = flashsale::store::Store::new(&settings.redis).expect("store");
     let stale = flashsale::domain::sale::SaleSettings {
         stock: 1,
         per_user_limit: None,
@@ -647,7 +647,8 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
     };
     let sku_parsed = flashsale::domain::Sku::parse(&sku).expect("sku");
     let defined = flashsale::domain::sale::SaleDefinition::new(&sku_parsed, &stale);
-    let (sale, put) = inventory
+    let (sale, put) = store
+        .rebuild()
         .put_sale(&sku_parsed, &stale, Some(&defined), 1)
         .await
         .expect("answered");

@@ -7,11 +7,12 @@ use redis::Value;
 use tokio::sync::oneshot;
 
 use super::outbox::CreatedEvent;
-use super::{Inventory, StoreError};
+use super::{Store, StoreError};
 use crate::domain::order::Order;
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
-use crate::support::group_commit::DriverGuard;
-use crate::support::metrics::Outcome;
+use crate::support::group_commit::{Batches, DriverGuard};
+use crate::support::metrics::{Outcome, PurchaseMetrics};
+use crate::support::settings::RedisSettings;
 
 /// `purchase.lua`'s reply: what the call's new orders share, the (1-based) indices of the
 /// purchases answered on their own, and those answers.
@@ -79,8 +80,27 @@ impl PurchaseError {
 /// (BENCHMARKS.md), a full batch holds it for about 1.3 ms.
 pub const MAX_BATCH: usize = 128;
 
+/// The purchase path's own state: the purchases waiting for their sale's next script call
+/// (`support/group_commit.rs`), and what it measures.
+pub(super) struct Purchases {
+    pub batches: Batches<Queued>,
+    pub metrics: PurchaseMetrics,
+    /// How long an Idempotency-Key's answer is kept, as the script takes it.
+    pub idempotency_ttl_secs: String,
+}
+
+impl Purchases {
+    pub fn new(settings: &RedisSettings) -> Self {
+        Self {
+            batches: Batches::new(MAX_BATCH),
+            metrics: PurchaseMetrics::register(),
+            idempotency_ttl_secs: settings.idempotency_ttl.as_secs().to_string(),
+        }
+    }
+}
+
 /// A purchase waiting for its sale's next call, and where its answer goes.
-pub(super) struct Queued {
+pub(crate) struct Queued {
     pub request: PurchaseRequest,
     pub answer: oneshot::Sender<Result<Purchase, PurchaseError>>,
 }
@@ -103,13 +123,13 @@ pub enum Listing {
     Unlisted,
 }
 
-impl Inventory {
+impl Store {
     /// One purchase, decided by `lua/purchase.lua` atomically with every other purchase of
     /// the sale; none at all when this replica knows the sale is sold out. Concurrent
     /// purchases of one sale share a script call (`support/group_commit.rs`), so a purchase costs
     /// Redis at most one call. A sale Redis does not hold is `Store(SaleMissing)`: nothing
     /// was decided (see `recovery/rebuild.rs`).
-    pub async fn purchase(
+    pub(super) async fn purchase(
         self: &Arc<Self>,
         sku: &Sku,
         request: PurchaseRequest,
@@ -117,13 +137,14 @@ impl Inventory {
         // Fast path: an empty sale is answered from memory. A request with an
         // Idempotency-Key still goes to Redis, which may hold its earlier order to replay.
         if request.idempotency_key.is_none() && self.sold_out.is_sold_out(sku) {
-            self.metrics.fast_path();
-            self.metrics.outcome(Outcome::SoldOut);
+            self.purchases.metrics.fast_path();
+            self.purchases.metrics.outcome(Outcome::SoldOut);
             return Err(PurchaseError::SoldOut { remaining: 0 });
         }
         let started = Instant::now();
         let (answer, answered) = oneshot::channel();
         if self
+            .purchases
             .batches
             .enqueue(sku.as_str(), Queued { request, answer })
         {
@@ -133,21 +154,21 @@ impl Inventory {
         // down (the runtime shutting down) before deciding this one. The wait is bounded:
         // a purchase still queued when it gives up is never sent (the driver skips a closed
         // channel); one already in a call has an unknown outcome, as any 503 says.
-        let result = match tokio::time::timeout(self.redis_timeout, answered).await {
+        let result = match tokio::time::timeout(self.redis.timeout, answered).await {
             Ok(answer) => answer.unwrap_or(Err(PurchaseError::Store(StoreError::Abandoned))),
             Err(_) => {
-                self.metrics.outcome(Outcome::Unavailable);
+                self.purchases.metrics.outcome(Outcome::Unavailable);
                 Err(PurchaseError::Store(StoreError::NotAnswering))
             }
         };
-        self.metrics.script(started.elapsed());
+        self.purchases.metrics.script(started.elapsed());
         result
     }
 
     /// Decides the sale's queued purchases, a batch per script call, until none waits.
     async fn drive(self: Arc<Self>, sku: Sku) {
-        let mut guard = DriverGuard::new(&self.batches, sku.as_str());
-        while let Some(batch) = self.batches.next(sku.as_str()) {
+        let mut guard = DriverGuard::new(&self.purchases.batches, sku.as_str());
+        while let Some(batch) = self.purchases.batches.next(sku.as_str()) {
             // Purchases whose caller stopped waiting (timed out, hung up) are not decided.
             let (requests, answers): (Vec<_>, Vec<_>) = batch
                 .into_iter()
@@ -157,8 +178,8 @@ impl Inventory {
             if requests.is_empty() {
                 continue;
             }
-            let results = if self.redis_answering().await {
-                self.metrics.batch(requests.len());
+            let results = if self.redis.answering().await {
+                self.purchases.metrics.batch(requests.len());
                 self.decide(&sku, &requests).await
             } else {
                 requests
@@ -169,7 +190,7 @@ impl Inventory {
             for (answer, result) in answers.into_iter().zip(results) {
                 // A missing sale is decided by the call after its rebuild, and counted then.
                 if !matches!(result, Err(PurchaseError::Store(StoreError::SaleMissing))) {
-                    self.metrics.outcome(match &result {
+                    self.purchases.metrics.outcome(match &result {
                         Ok(purchase) if purchase.replayed => Outcome::Replayed,
                         Ok(_) => Outcome::Created,
                         Err(e) => e.outcome(),
@@ -189,8 +210,8 @@ impl Inventory {
         sku: &Sku,
         requests: &[PurchaseRequest],
     ) -> Vec<Result<Purchase, PurchaseError>> {
-        let keys = self.keys(sku);
-        let mut call = self.purchase_script.prepare_invoke();
+        let keys = self.redis.keys(sku);
+        let mut call = self.scripts.purchase.prepare_invoke();
         call.key(keys.sale())
             .key(keys.orders())
             .key(keys.buyers())
@@ -199,7 +220,7 @@ impl Inventory {
         for key in requests.iter().filter_map(|r| r.idempotency_key.as_ref()) {
             call.key(keys.idempotency(key));
         }
-        call.arg(&self.idempotency_ttl_secs);
+        call.arg(&self.purchases.idempotency_ttl_secs);
         for request in requests {
             call.arg(request.user.as_str())
                 .arg(request.quantity.get())
@@ -215,12 +236,12 @@ impl Inventory {
                 });
         }
 
-        let mut redis = match self.writer().await {
+        let mut redis = match self.redis.writer().await {
             Ok(redis) => redis,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
         let answer: Result<ScriptReply, _> = call.invoke_async(&mut *redis).await;
-        let (shared, answered_at, answers) = match self.observe(answer) {
+        let (shared, answered_at, answers) = match self.redis.observe(answer) {
             Ok(answer) => answer,
             Err(e) => return requests.iter().map(|_| Err(e.clone().into())).collect(),
         };
@@ -228,7 +249,7 @@ impl Inventory {
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|p| !p.replayed))
-            && !self.replicated(&mut redis, sku).await
+            && !self.redis.replicated(&mut redis, sku).await
         {
             for purchase in results.iter_mut().flatten() {
                 purchase.replicated = false;
