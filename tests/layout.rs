@@ -244,6 +244,53 @@ fn dependencies_between_folders_point_down_the_layers() {
     );
 }
 
+/// Each layer speaks its own words (ARCHITECTURE.md, "Code map"): the HTTP edge maps the
+/// operations' errors and the domain's refusals, never the store's; and outside `store/` a
+/// module holds the narrow handle of its role, never the whole `Store`, but for the two that
+/// build it.
+#[test]
+fn the_edge_and_the_roles_never_reach_into_the_store() {
+    let files = sources();
+    let mut crossing = Vec::new();
+    for (from, targets) in graph(&files) {
+        if from.first().map(String::as_str) == Some("http") {
+            for to in targets
+                .iter()
+                .filter(|to| to.first().map(String::as_str) == Some("store"))
+            {
+                crossing.push(format!("{} -> {}", name(&from), name(to)));
+            }
+        }
+    }
+    assert!(
+        crossing.is_empty(),
+        "http/ imports from store/: {crossing:#?}"
+    );
+
+    const BUILDERS: [&str; 2] = ["startup", "recovery::audit"];
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let holders: Vec<String> = files
+        .iter()
+        .filter(|(module, _)| module.first().map(String::as_str) != Some("store"))
+        .filter(|(module, _)| !BUILDERS.contains(&name(module).as_str()))
+        .filter(|(_, file)| {
+            // The type, not a `Store(_)` variant nor another crate's `kv::Store`.
+            file.code.match_indices("Store").any(|(at, word)| {
+                let (head, tail) = (&file.code[..at], &file.code[at + word.len()..]);
+                let whole = !head.chars().next_back().is_some_and(is_ident)
+                    && !tail.chars().next().is_some_and(is_ident);
+                let ours = !head.ends_with("::") || head.ends_with("store::");
+                whole && ours && !tail.starts_with('(')
+            })
+        })
+        .map(|(module, _)| name(module))
+        .collect();
+    assert!(
+        holders.is_empty(),
+        "modules naming the whole Store: {holders:?}"
+    );
+}
+
 #[test]
 fn every_top_level_module_has_a_layer() {
     let files = sources();

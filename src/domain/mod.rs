@@ -1,5 +1,5 @@
 //! Parse, don't validate: each type here can only hold a valid value, so handlers and the
-//! inventory never see raw strings from a request.
+//! store never see raw strings from a request.
 
 pub mod event;
 mod idempotency_key;
@@ -8,6 +8,7 @@ mod order_id;
 mod payment_ref;
 mod quantity;
 pub mod record;
+pub mod refusal;
 pub mod sale;
 mod sku;
 pub mod snapshot;

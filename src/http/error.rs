@@ -8,10 +8,11 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::domain::InvalidInput;
+use crate::domain::refusal::{OrderRefusal, PurchaseRefusal, SaleRefusal};
 use crate::http::rate_limit::Refused;
 use crate::http::tickets::TicketError;
 use crate::live::WatchError;
-use crate::store::{PurchaseError, PutSaleError, StoreError, TransitionError};
+use crate::operations::{OperationError, Unanswered};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -193,70 +194,61 @@ impl From<InvalidInput> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<Unanswered> for ApiError {
+    fn from(e: Unanswered) -> Self {
         match e {
-            // Already logged by the store (store/gate.rs) when Redis went away.
-            StoreError::Unavailable(_) => ApiError::Unavailable,
-            StoreError::Corrupt(detail) => {
-                log::error!("unexpected reply from redis: {detail}");
-                ApiError::Internal
-            }
-            // Retryable: the sale comes back once JetStream answers.
-            StoreError::NotRebuilt(reason) => {
-                log::warn!("{reason}");
-                ApiError::Unavailable
-            }
-            // Lost again right after its rebuild: rare, and a retry rebuilds it.
-            StoreError::SaleMissing => ApiError::Unavailable,
-            // The process is stopping; a retry (with its Idempotency-Key) finds the outcome.
-            StoreError::Abandoned => ApiError::Unavailable,
-            // Bounded wait, then a retryable answer (with Retry-After).
-            StoreError::NotAnswering => ApiError::Unavailable,
+            Unanswered::Unavailable => ApiError::Unavailable,
+            Unanswered::Internal => ApiError::Internal,
         }
     }
 }
 
-impl From<PurchaseError> for ApiError {
-    fn from(e: PurchaseError) -> Self {
+impl<R: Into<ApiError>> From<OperationError<R>> for ApiError {
+    fn from(e: OperationError<R>) -> Self {
         match e {
-            PurchaseError::SaleNotFound => ApiError::SaleNotFound,
-            PurchaseError::SaleNotOpen => ApiError::SaleNotOpen,
-            PurchaseError::SaleArchived => ApiError::SaleArchived(e.to_string()),
-            PurchaseError::UserLimitReached => ApiError::UserLimitReached(e.to_string()),
-            PurchaseError::SoldOut { .. } => ApiError::SoldOut(e.to_string()),
-            PurchaseError::SaleInconsistent { .. } => ApiError::SaleInconsistent(e.to_string()),
+            OperationError::Refused(refusal) => refusal.into(),
+            OperationError::Unanswered(e) => e.into(),
+        }
+    }
+}
+
+impl From<PurchaseRefusal> for ApiError {
+    fn from(e: PurchaseRefusal) -> Self {
+        match e {
+            PurchaseRefusal::SaleNotFound => ApiError::SaleNotFound,
+            PurchaseRefusal::SaleNotOpen => ApiError::SaleNotOpen,
+            PurchaseRefusal::SaleArchived => ApiError::SaleArchived(e.to_string()),
+            PurchaseRefusal::UserLimitReached => ApiError::UserLimitReached(e.to_string()),
+            PurchaseRefusal::SoldOut { .. } => ApiError::SoldOut(e.to_string()),
+            PurchaseRefusal::SaleInconsistent { .. } => ApiError::SaleInconsistent(e.to_string()),
             // Valid input the sale's own rule refuses, as a buyer at the limit is refused: a state
             // of the sale (409), not a malformed request (400), and one code for storefronts.
-            PurchaseError::QuantityAboveLimit { .. } => ApiError::UserLimitReached(e.to_string()),
-            PurchaseError::IdempotencyConflict => ApiError::IdempotencyConflict,
-            PurchaseError::Store(e) => e.into(),
+            PurchaseRefusal::QuantityAboveLimit { .. } => ApiError::UserLimitReached(e.to_string()),
+            PurchaseRefusal::IdempotencyConflict => ApiError::IdempotencyConflict,
         }
     }
 }
 
-impl From<PutSaleError> for ApiError {
-    fn from(e: PutSaleError) -> Self {
+impl From<SaleRefusal> for ApiError {
+    fn from(e: SaleRefusal) -> Self {
         match e {
-            PutSaleError::SaleNotFound => ApiError::SaleNotFound,
-            PutSaleError::SaleArchived => ApiError::SaleArchived(e.to_string()),
-            PutSaleError::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
-            PutSaleError::Store(e) => e.into(),
+            SaleRefusal::SaleNotFound => ApiError::SaleNotFound,
+            SaleRefusal::SaleArchived => ApiError::SaleArchived(e.to_string()),
+            SaleRefusal::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
         }
     }
 }
 
-impl From<TransitionError> for ApiError {
-    fn from(e: TransitionError) -> Self {
+impl From<OrderRefusal> for ApiError {
+    fn from(e: OrderRefusal) -> Self {
         let code = match e {
-            TransitionError::OrderNotFound => return ApiError::OrderNotFound,
-            TransitionError::SaleArchived => return ApiError::SaleArchived(e.to_string()),
-            TransitionError::Store(e) => return e.into(),
-            TransitionError::NotPayable => "not_payable",
-            TransitionError::OrderCancelled => "order_cancelled",
-            TransitionError::OrderExpired { .. } => "order_expired",
-            TransitionError::PaymentConflict => "payment_conflict",
-            TransitionError::OrderPaid => "order_paid",
+            OrderRefusal::OrderNotFound => return ApiError::OrderNotFound,
+            OrderRefusal::SaleArchived => return ApiError::SaleArchived(e.to_string()),
+            OrderRefusal::NotPayable => "not_payable",
+            OrderRefusal::OrderCancelled => "order_cancelled",
+            OrderRefusal::OrderExpired { .. } => "order_expired",
+            OrderRefusal::PaymentConflict => "payment_conflict",
+            OrderRefusal::OrderPaid => "order_paid",
         };
         ApiError::OrderState {
             code,

@@ -4,12 +4,13 @@
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 
+use crate::domain::refusal::PurchaseRefusal;
 use crate::domain::{Quantity, UserId};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::tickets::TicketError;
 use crate::operations::Listing;
-use crate::store::PurchaseError;
+use crate::operations::OperationError;
 
 pub const ORDER_ACCEPTED: &str = "提交订单成功";
 pub const SOLD_OUT: &str = "商品已售完";
@@ -81,7 +82,7 @@ async fn buy_one(
         .await;
     match bought {
         Ok(_) => Ok(Kill::Accepted),
-        Err(PurchaseError::SoldOut { .. }) => Ok(Kill::SoldOut),
+        Err(OperationError::Refused(PurchaseRefusal::SoldOut { .. })) => Ok(Kill::SoldOut),
         Err(e) => Err(e.into()),
     }
 }

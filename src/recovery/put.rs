@@ -2,9 +2,10 @@
 //! after the sale is rebuilt if Redis lost it; a PUT of an archived sku starts a new sale.
 
 use crate::domain::Sku;
+use crate::domain::refusal::SaleRefusal;
 use crate::domain::sale::{EarlyEnd, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::recovery::{Recovery, RecoveryError};
-use crate::store::{PutSaleError, StoreError};
+use crate::store::{Failed, PutSaleError, StoreError};
 
 impl Recovery {
     /// PUT: records the sale's settings in JetStream, then writes Redis. A sale JetStream
@@ -70,7 +71,9 @@ impl Recovery {
                 Some(_) => (sale, PutOutcome::Created),
                 None => (sale, put),
             });
-        if let (Err(PutSaleError::StockBelowSold { .. }), Some(before)) = (&put, &before) {
+        if let (Err(Failed::Refused(SaleRefusal::StockBelowSold { .. })), Some(before)) =
+            (&put, &before)
+        {
             let reverted = match self.definitions().put(before).await {
                 Ok(revision) => self
                     .rebuilder

@@ -27,7 +27,7 @@ use crate::domain::{OrderId, Sku};
 use crate::events::jetstream::{EventsRead, StreamError, next_sequence, read_events};
 use crate::recovery::archive::ArchivedHistories;
 use crate::recovery::definitions::{DefinitionError, SaleDefinition, SaleDefinitions};
-use crate::store::{PurchaseError, PutSaleError, Rebuild, StoreError, TransitionError};
+use crate::store::{Failed, Rebuild, StoreError};
 use crate::support::settings::Settings;
 
 /// How long after it starts a rebuild reads the stream a last time, so that publishes in
@@ -71,24 +71,18 @@ impl SaleOperationError for StoreError {
     }
 }
 
-/// The operations whose errors carry a `StoreError` as `Store(_)`.
-macro_rules! sale_operation_errors {
-    ($($error:ty),*) => {$(
-        impl From<RecoveryError> for $error {
-            fn from(e: RecoveryError) -> Self {
-                Self::Store(e.into())
-            }
-        }
-
-        impl SaleOperationError for $error {
-            fn sale_missing(&self) -> bool {
-                matches!(self, Self::Store(StoreError::SaleMissing))
-            }
-        }
-    )*};
+/// The store calls that may be refused carry a `StoreError` as `Store(_)`.
+impl<R> From<RecoveryError> for Failed<R> {
+    fn from(e: RecoveryError) -> Self {
+        Self::Store(e.into())
+    }
 }
 
-sale_operation_errors!(PurchaseError, TransitionError, PutSaleError);
+impl<R> SaleOperationError for Failed<R> {
+    fn sale_missing(&self) -> bool {
+        matches!(self, Self::Store(StoreError::SaleMissing))
+    }
+}
 
 /// Why Redis does not hold a sale after a rebuild was asked for.
 #[derive(Debug, Clone)]

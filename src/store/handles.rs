@@ -11,10 +11,13 @@ use tokio::sync::Notify;
 use super::outbox::OutboxEntry;
 use super::payment_due::PaymentIndex;
 use super::restore::Restored;
-use super::sales::{OrderCounts, PutSaleError};
+use super::sales::OrderCounts;
 use super::sold_out::SoldOutCache;
-use super::transition::{Ended, Expired, TransitionError};
-use super::{OrderQuery, Outbox, Purchase, PurchaseError, PurchaseRequest, Store, StoreError};
+use super::transition::{Ended, Expired};
+use super::{
+    OrderQuery, Outbox, Purchase, PurchaseError, PurchaseRequest, PutSaleError, Store, StoreError,
+    TransitionError,
+};
 use crate::domain::order::OrderView;
 use crate::domain::sale::{ArchiveRecord, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::domain::snapshot::SaleSnapshot;

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use redis::RedisError;
 
+use crate::domain::refusal::{OrderRefusal, PurchaseRefusal, SaleRefusal};
 use crate::store::sold_out::SoldOutCache;
 use crate::support::settings::RedisSettings;
 
@@ -60,11 +61,11 @@ pub use handles::{Archive, Expiry, Rebuild, Sales};
 pub use keys::{SaleKeys, payment_due, sale_registry};
 pub use outbox::{Backlog, CreatedEvent, Outbox, OutboxEntry, WrittenEntry, written_ms};
 pub use payment_due::{DueSales, PaymentIndex};
-pub use purchase::{Listing, MAX_BATCH, Purchase, PurchaseError, PurchaseRequest};
+pub use purchase::{Listing, MAX_BATCH, Purchase, PurchaseRequest};
 pub use read::OrderQuery;
 pub use restore::Restored;
-pub use sales::{OrderCounts, PutSaleError};
-pub use transition::{Ended, Expired, TransitionError};
+pub use sales::OrderCounts;
+pub use transition::{Ended, Expired};
 
 /// Why Redis could not give an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -92,6 +93,20 @@ pub enum StoreError {
     #[error("redis did not answer in time")]
     NotAnswering,
 }
+
+/// A store call that changed nothing: a rule refused it (`R`, in the domain's words:
+/// `domain/refusal.rs`), or Redis gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Failed<R> {
+    #[error(transparent)]
+    Refused(R),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type PurchaseError = Failed<PurchaseRefusal>;
+pub type TransitionError = Failed<OrderRefusal>;
+pub type PutSaleError = Failed<SaleRefusal>;
 
 /// The whole Redis store, built once at start; the rest of the service holds its handles.
 pub struct Store {

@@ -1,24 +1,11 @@
 use redis::Value;
 
 use super::reply::Reply;
-use super::{Store, StoreError};
+use super::{Failed, PutSaleError, Store, StoreError};
 use crate::domain::Sku;
 use crate::domain::record::OrderRecord;
+use crate::domain::refusal::SaleRefusal;
 use crate::domain::sale::{OrderTally, PutOutcome, Sale, SaleDefinition, SaleSettings};
-
-#[derive(Debug, thiserror::Error)]
-pub enum PutSaleError {
-    /// Ending or reopening a sale that was never defined.
-    #[error("no sale with this sku")]
-    SaleNotFound,
-    /// Ending or reopening a sale that was archived: a PUT starts it anew.
-    #[error("the sale ended and was archived; a PUT starts it anew")]
-    SaleArchived,
-    #[error("stock {stock} is below the {sold} units already sold")]
-    StockBelowSold { stock: u64, sold: u64 },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// The sale-hash fields a [`Sale`] is built from, in reply order.
 const SALE_FIELDS: [&str; 11] = [
@@ -77,10 +64,10 @@ impl Store {
         }
         let sold = reply.uint(1)?;
         match reply.text(0)? {
-            "stock_below_sold" => Err(PutSaleError::StockBelowSold {
+            "stock_below_sold" => Err(Failed::Refused(SaleRefusal::StockBelowSold {
                 stock: settings.stock,
                 sold,
-            }),
+            })),
             outcome @ ("created" | "replaced") => {
                 let put = match outcome {
                     "created" => PutOutcome::Created,

@@ -4,9 +4,10 @@
 use redis::Value;
 
 use super::reply::Reply;
-use super::{Store, StoreError};
+use super::{Failed, Store, StoreError, TransitionError};
 use crate::domain::order::{OrderStatus, OrderView};
 use crate::domain::record::order_view;
+use crate::domain::refusal::OrderRefusal;
 use crate::domain::{OrderId, PaymentRef, Sku};
 use crate::support::metrics::{record_expiry_lag, record_transition};
 
@@ -20,30 +21,6 @@ pub struct Ended {
     pub changed: bool,
     /// The outbox entry of the order's latest event ('' when none): this call's, if changed.
     pub outbox_entry: String,
-}
-
-/// Why a pay or cancel changed nothing (or, for `OrderExpired { released: true }`, only
-/// expired an overdue order).
-#[derive(Debug, thiserror::Error)]
-pub enum TransitionError {
-    #[error("no order with this id")]
-    OrderNotFound,
-    #[error("the order's sale has no payment window: it was final when accepted")]
-    NotPayable,
-    #[error("the order was cancelled")]
-    OrderCancelled,
-    /// `released`: this call found it overdue and expired it, so its units are back.
-    #[error("the order expired: it was not paid by its pay_by")]
-    OrderExpired { released: bool },
-    #[error("the order was paid with another payment_ref")]
-    PaymentConflict,
-    #[error("the order is paid; refunds are not handled here")]
-    OrderPaid,
-    /// Its sale ended and was archived (or is being archived): its orders no longer change.
-    #[error("the order's sale ended and was archived: its orders no longer change")]
-    SaleArchived,
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// What one sweep of a sale's overdue orders did.
@@ -136,15 +113,19 @@ impl Store {
                 self.wrote_outbox(sku);
                 self.sold_out.clear(sku.as_str());
                 record_transition(OrderStatus::Expired.as_str());
-                Err(TransitionError::OrderExpired { released: true })
+                Err(Failed::Refused(OrderRefusal::OrderExpired {
+                    released: true,
+                }))
             }
-            "order_expired" => Err(TransitionError::OrderExpired { released: false }),
-            "not_payable" => Err(TransitionError::NotPayable),
-            "order_cancelled" => Err(TransitionError::OrderCancelled),
-            "payment_conflict" => Err(TransitionError::PaymentConflict),
-            "order_paid" => Err(TransitionError::OrderPaid),
-            "order_not_found" => Err(TransitionError::OrderNotFound),
-            "sale_archived" => Err(TransitionError::SaleArchived),
+            "order_expired" => Err(Failed::Refused(OrderRefusal::OrderExpired {
+                released: false,
+            })),
+            "not_payable" => Err(Failed::Refused(OrderRefusal::NotPayable)),
+            "order_cancelled" => Err(Failed::Refused(OrderRefusal::OrderCancelled)),
+            "payment_conflict" => Err(Failed::Refused(OrderRefusal::PaymentConflict)),
+            "order_paid" => Err(Failed::Refused(OrderRefusal::OrderPaid)),
+            "order_not_found" => Err(Failed::Refused(OrderRefusal::OrderNotFound)),
+            "sale_archived" => Err(Failed::Refused(OrderRefusal::SaleArchived)),
             "sale_missing" => Err(StoreError::SaleMissing.into()),
             _ => Err(reply.corrupt().into()),
         }

@@ -2,14 +2,16 @@
 
 use redis::Value;
 
-use super::{Purchase, PurchaseError, PurchaseRequest};
+use super::{Purchase, PurchaseRequest};
 use crate::domain::Sku;
 use crate::domain::event::OrderMessage;
 use crate::domain::order::{Order, OrderStatus};
+use crate::domain::refusal::PurchaseRefusal;
 use crate::domain::sale::format_time;
 use crate::store::StoreError;
 use crate::store::outbox::{CreatedEvent, WrittenEntry};
 use crate::store::reply::Reply;
+use crate::store::{Failed, PurchaseError};
 
 /// The call's results from its answer `{ shared, answered_at, answers }`: a purchase with no
 /// answer of its own made an order, read from what the call's new orders share.
@@ -169,20 +171,20 @@ fn outcome(sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
                 earliest_deadline: None,
             })
         }
-        "sold_out" => Err(PurchaseError::SoldOut {
+        "sold_out" => Err(Failed::Refused(PurchaseRefusal::SoldOut {
             remaining: reply.uint(1)?,
-        }),
-        "sale_inconsistent" => Err(PurchaseError::SaleInconsistent {
+        })),
+        "sale_inconsistent" => Err(Failed::Refused(PurchaseRefusal::SaleInconsistent {
             stock: reply.uint(1)?,
             sold: reply.uint(2)?,
-        }),
-        "quantity_above_limit" => Err(PurchaseError::QuantityAboveLimit {
+        })),
+        "quantity_above_limit" => Err(Failed::Refused(PurchaseRefusal::QuantityAboveLimit {
             limit: reply.uint(1)?,
-        }),
+        })),
         "sale_missing" => Err(StoreError::SaleMissing.into()),
-        "sale_not_open" => Err(PurchaseError::SaleNotOpen),
-        "user_limit_reached" => Err(PurchaseError::UserLimitReached),
-        "idempotency_conflict" => Err(PurchaseError::IdempotencyConflict),
+        "sale_not_open" => Err(Failed::Refused(PurchaseRefusal::SaleNotOpen)),
+        "user_limit_reached" => Err(Failed::Refused(PurchaseRefusal::UserLimitReached)),
+        "idempotency_conflict" => Err(Failed::Refused(PurchaseRefusal::IdempotencyConflict)),
         _ => Err(reply.corrupt().into()),
     }
 }

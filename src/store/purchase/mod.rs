@@ -7,8 +7,9 @@ use redis::Value;
 use tokio::sync::oneshot;
 
 use super::outbox::CreatedEvent;
-use super::{Store, StoreError};
+use super::{Failed, PurchaseError, Store, StoreError};
 use crate::domain::order::Order;
+use crate::domain::refusal::PurchaseRefusal;
 use crate::domain::{IdempotencyKey, Quantity, Sku, UserId};
 use crate::support::group_commit::{Batches, DriverGuard};
 use crate::support::metrics::{Outcome, PurchaseMetrics};
@@ -34,43 +35,20 @@ pub struct Purchase {
     pub event: CreatedEvent,
 }
 
-/// Why a purchase took nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum PurchaseError {
-    #[error("no sale with this sku")]
-    SaleNotFound,
-    #[error("the sale is not open now")]
-    SaleNotOpen,
-    /// The sale ended and left Redis (`recovery/archive.rs`): nothing is decided on it.
-    #[error("the sale ended and was archived")]
-    SaleArchived,
-    #[error("this user already holds the most units the sale allows per user")]
-    UserLimitReached,
-    #[error("sold out: {remaining} left, fewer than asked for")]
-    SoldOut { remaining: u64 },
-    /// Redis's copy of the sale holds more sold than stock (a rebuilt history that sells past
-    /// it): nothing is decided on it until a cancel, an expiry or a PUT mends it.
-    #[error("the sale's copy counts {sold} sold of {stock}; purchases wait until it is mended")]
-    SaleInconsistent { stock: u64, sold: u64 },
-    #[error("quantity is above the sale's per_user_limit of {limit}")]
-    QuantityAboveLimit { limit: u64 },
-    #[error("this Idempotency-Key was used for a different request")]
-    IdempotencyConflict,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 impl PurchaseError {
     fn outcome(&self) -> Outcome {
-        match self {
-            PurchaseError::SaleNotFound => Outcome::SaleNotFound,
-            PurchaseError::SaleNotOpen | PurchaseError::SaleArchived => Outcome::SaleNotOpen,
-            PurchaseError::UserLimitReached => Outcome::UserLimitReached,
-            PurchaseError::SoldOut { .. } => Outcome::SoldOut,
-            PurchaseError::SaleInconsistent { .. } => Outcome::SaleInconsistent,
-            PurchaseError::QuantityAboveLimit { .. } => Outcome::InvalidQuantity,
-            PurchaseError::IdempotencyConflict => Outcome::IdempotencyConflict,
-            PurchaseError::Store(_) => Outcome::Unavailable,
+        let refusal = match self {
+            Failed::Refused(refusal) => refusal,
+            Failed::Store(_) => return Outcome::Unavailable,
+        };
+        match refusal {
+            PurchaseRefusal::SaleNotFound => Outcome::SaleNotFound,
+            PurchaseRefusal::SaleNotOpen | PurchaseRefusal::SaleArchived => Outcome::SaleNotOpen,
+            PurchaseRefusal::UserLimitReached => Outcome::UserLimitReached,
+            PurchaseRefusal::SoldOut { .. } => Outcome::SoldOut,
+            PurchaseRefusal::SaleInconsistent { .. } => Outcome::SaleInconsistent,
+            PurchaseRefusal::QuantityAboveLimit { .. } => Outcome::InvalidQuantity,
+            PurchaseRefusal::IdempotencyConflict => Outcome::IdempotencyConflict,
         }
     }
 }
@@ -139,7 +117,7 @@ impl Store {
         if request.idempotency_key.is_none() && self.sold_out.is_sold_out(sku) {
             self.purchases.metrics.fast_path();
             self.purchases.metrics.outcome(Outcome::SoldOut);
-            return Err(PurchaseError::SoldOut { remaining: 0 });
+            return Err(Failed::Refused(PurchaseRefusal::SoldOut { remaining: 0 }));
         }
         let started = Instant::now();
         let (answer, answered) = oneshot::channel();
@@ -283,7 +261,7 @@ impl Store {
         }
         let emptied = results.iter().any(|r| match r {
             Ok(p) => !p.replayed && p.order.remaining == 0,
-            Err(PurchaseError::SoldOut { remaining }) => *remaining == 0,
+            Err(Failed::Refused(PurchaseRefusal::SoldOut { remaining })) => *remaining == 0,
             Err(_) => false,
         });
         if emptied && !self.sold_out.is_sold_out(sku) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::domain::event::{EventKind, OrderMessage};
 use crate::domain::order::{Order, OrderView};
+use crate::domain::refusal::{OrderRefusal, PurchaseRefusal, SaleRefusal};
 use crate::domain::sale::{EarlyEnd, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::events::confirm::{Confirmation, Delivery};
@@ -16,13 +17,16 @@ use crate::events::sale_changes::SaleChanges;
 use crate::recovery::archive::{buyer_orders_of_record, order_of_record};
 use crate::recovery::{Absent, Recovery, RecoveryError};
 use crate::store::{
-    CreatedEvent, Ended, OrderQuery, Purchase, PurchaseError, PurchaseRequest, PutSaleError, Sales,
-    StoreError, TransitionError, WrittenEntry,
+    CreatedEvent, Ended, Failed, OrderQuery, Purchase, PurchaseRequest, Sales, StoreError,
+    TransitionError, WrittenEntry,
 };
 use crate::support::metrics::Outcome;
 
+pub mod errors;
+
 pub use crate::domain::order::LISTED_ORDERS;
 pub use crate::store::Listing;
+pub use errors::{OperationError, Unanswered};
 
 pub struct Operations {
     store: Sales,
@@ -56,7 +60,7 @@ impl Operations {
         quantity: Quantity,
         idempotency_key: Option<&IdempotencyKey>,
         listing: Listing,
-    ) -> Result<(Purchase, Delivery), PurchaseError> {
+    ) -> Result<(Purchase, Delivery), OperationError<PurchaseRefusal>> {
         let purchase = self
             .recovery
             .on_sale(
@@ -73,11 +77,11 @@ impl Operations {
                 |absent| match absent {
                     Absent::Undefined => {
                         self.store.metrics().outcome(Outcome::SaleNotFound);
-                        Err(PurchaseError::SaleNotFound)
+                        Err(Failed::Refused(PurchaseRefusal::SaleNotFound))
                     }
                     Absent::Archived(_) => {
                         self.store.metrics().outcome(Outcome::SaleNotOpen);
-                        Err(PurchaseError::SaleArchived)
+                        Err(Failed::Refused(PurchaseRefusal::SaleArchived))
                     }
                 },
             )
@@ -103,7 +107,7 @@ impl Operations {
 
     /// Cancels an order: the stock comes back exactly once however often it is called. The
     /// cancelled order, with its event's delivery when that was asked for.
-    pub async fn cancel(&self, order_id: &OrderId) -> Result<Order, TransitionError> {
+    pub async fn cancel(&self, order_id: &OrderId) -> Result<Order, OperationError<OrderRefusal>> {
         let sku = self.sale_of(order_id).await?;
         let ended = self
             .end_order(&sku, || self.store.cancel(&sku, order_id))
@@ -133,7 +137,7 @@ impl Operations {
         &self,
         order_id: &OrderId,
         payment_ref: &PaymentRef,
-    ) -> Result<OrderView, TransitionError> {
+    ) -> Result<OrderView, OperationError<OrderRefusal>> {
         let sku = self.sale_of(order_id).await?;
         let mut ended = self
             .end_order(&sku, || self.store.pay(&sku, order_id, payment_ref))
@@ -156,12 +160,12 @@ impl Operations {
         match self
             .recovery
             .on_sale(sku, call, |absent| match absent {
-                Absent::Undefined => Err(TransitionError::OrderNotFound),
-                Absent::Archived(_) => Err(TransitionError::SaleArchived),
+                Absent::Undefined => Err(Failed::Refused(OrderRefusal::OrderNotFound)),
+                Absent::Archived(_) => Err(Failed::Refused(OrderRefusal::SaleArchived)),
             })
             .await
         {
-            Err(e @ TransitionError::OrderExpired { released: true }) => {
+            Err(e @ Failed::Refused(OrderRefusal::OrderExpired { released: true })) => {
                 self.sale_changes.restocked(sku).await;
                 Err(e)
             }
@@ -175,14 +179,14 @@ impl Operations {
             .sku_of(order_id)
             .await
             .map_err(StoreError::from)?
-            .ok_or(TransitionError::OrderNotFound)
+            .ok_or(Failed::Refused(OrderRefusal::OrderNotFound))
     }
 
     /// The order as it stands; `None` when there is no such order.
-    pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StoreError> {
+    pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, Unanswered> {
         let sku = match self.sale_of(order_id).await {
             Ok(sku) => sku,
-            Err(TransitionError::Store(e)) => return Err(e),
+            Err(Failed::Store(e)) => return Err(e.into()),
             Err(_) => return Ok(None),
         };
         let query = OrderQuery::Ids(std::slice::from_ref(order_id));
@@ -205,9 +209,9 @@ impl Operations {
                 _ => return Ok(None),
             },
         };
-        order_of_record(&self.recovery, &definition, order_id)
+        Ok(order_of_record(&self.recovery, &definition, order_id)
             .await
-            .map_err(StoreError::from)
+            .map_err(StoreError::from)?)
     }
 
     /// A buyer's orders in a sale, newest first, at most [`LISTED_ORDERS`]; `None` when there
@@ -216,7 +220,7 @@ impl Operations {
         &self,
         sku: &Sku,
         user: &UserId,
-    ) -> Result<Option<Vec<OrderView>>, StoreError> {
+    ) -> Result<Option<Vec<OrderView>>, Unanswered> {
         let query = OrderQuery::Buyer {
             user,
             newest: LISTED_ORDERS,
@@ -247,7 +251,7 @@ impl Operations {
         &self,
         sku: &Sku,
         settings: &SaleSettings,
-    ) -> Result<(Sale, PutOutcome), PutSaleError> {
+    ) -> Result<(Sale, PutOutcome), OperationError<SaleRefusal>> {
         let put = self
             .recovery
             .put_sale(sku, settings, EarlyEnd::Kept)
@@ -257,24 +261,28 @@ impl Operations {
     }
 
     /// Ends a sale now (ending an ended sale keeps its first end).
-    pub async fn end_sale(&self, sku: &Sku) -> Result<Sale, PutSaleError> {
+    pub async fn end_sale(&self, sku: &Sku) -> Result<Sale, OperationError<SaleRefusal>> {
         self.end_or_reopen(sku, true).await
     }
 
     /// Reopens a sale ended early, to its window and stock.
-    pub async fn reopen_sale(&self, sku: &Sku) -> Result<Sale, PutSaleError> {
+    pub async fn reopen_sale(&self, sku: &Sku) -> Result<Sale, OperationError<SaleRefusal>> {
         self.end_or_reopen(sku, false).await
     }
 
     /// Ends (`ended`) or reopens a sale. Recorded as a new revision of its definition in
     /// JetStream, like a PUT, so a rebuild after a Redis loss keeps it ended.
-    async fn end_or_reopen(&self, sku: &Sku, ended: bool) -> Result<Sale, PutSaleError> {
+    async fn end_or_reopen(
+        &self,
+        sku: &Sku,
+        ended: bool,
+    ) -> Result<Sale, OperationError<SaleRefusal>> {
         let definition = self
             .definition(sku)
             .await?
-            .ok_or(PutSaleError::SaleNotFound)?;
+            .ok_or(OperationError::Refused(SaleRefusal::SaleNotFound))?;
         if definition.archived.is_some() {
-            return Err(PutSaleError::SaleArchived);
+            return Err(OperationError::Refused(SaleRefusal::SaleArchived));
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let settings = SaleSettings {
@@ -312,7 +320,7 @@ impl Operations {
         &self,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<Sale>, Option<String>), StoreError> {
+    ) -> Result<(Vec<Sale>, Option<String>), Unanswered> {
         use futures::{StreamExt, TryStreamExt};
         let definitions = self.recovery.definitions();
         let mut digests = definitions.digests().await.map_err(RecoveryError::from)?;
@@ -332,16 +340,21 @@ impl Operations {
                 else {
                     return Ok(None);
                 };
-                self.sale(&definition.sku).await
+                self.sale_in_store(&definition.sku).await
             })
             .buffered(16)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(Unanswered::from)?;
         Ok((sales.into_iter().flatten().collect(), next))
     }
 
     /// The sale with its live counters; `None` when there is no such sale.
-    pub async fn sale(&self, sku: &Sku) -> Result<Option<Sale>, StoreError> {
+    pub async fn sale(&self, sku: &Sku) -> Result<Option<Sale>, Unanswered> {
+        Ok(self.sale_in_store(sku).await?)
+    }
+
+    async fn sale_in_store(&self, sku: &Sku) -> Result<Option<Sale>, StoreError> {
         self.recovery
             .on_sale(
                 sku,
