@@ -19,9 +19,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flashsale::domain::order::{Order, OrderRequest, OrderStatus};
+use flashsale::domain::order::{Order, OrderStatus};
 use flashsale::domain::sale::SaleSettings;
 use flashsale::domain::{Quantity, Sku, UserId};
+use flashsale::http::bodies::OrderRequest;
 use flashsale::startup::Application;
 use flashsale::store::{PurchaseRequest, SaleKeys, Store};
 use flashsale::support::settings::{Confirm, MAX_STOCK, Settings};

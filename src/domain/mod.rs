@@ -37,33 +37,3 @@ fn free_text(field: &str, raw: String, max: usize) -> Result<String, InvalidInpu
     }
     Ok(raw)
 }
-
-/// Serde helpers for counts in request bodies: JSON has one number type, and `88.0` is the
-/// same whole number as `88` (JSON Schema's `integer` takes both), so both are read as 88;
-/// a fraction or a negative number is refused.
-pub mod whole_number {
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    fn whole(number: serde_json::Number) -> Option<u64> {
-        number.as_u64().or_else(|| {
-            let float = number.as_f64()?;
-            // Below 2^64 and without a fraction: exact as u64.
-            (float >= 0.0 && float.fract() == 0.0 && float < 18_446_744_073_709_551_616.0)
-                .then_some(float as u64)
-        })
-    }
-
-    pub fn required<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-        let number = serde_json::Number::deserialize(deserializer)?;
-        whole(number).ok_or_else(|| D::Error::custom("expected a whole number of at least 0"))
-    }
-
-    pub fn optional<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-        Option::<serde_json::Number>::deserialize(deserializer)?
-            .map(|number| {
-                whole(number)
-                    .ok_or_else(|| D::Error::custom("expected a whole number of at least 0"))
-            })
-            .transpose()
-    }
-}

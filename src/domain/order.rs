@@ -1,6 +1,6 @@
 //! An accepted order, as the API answers it.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::domain::IdempotencyKey;
 use crate::domain::event::{EventKind, OrderEvent};
@@ -8,30 +8,6 @@ use crate::domain::event::{EventKind, OrderEvent};
 /// The most orders a buyer's list shows, and keeps in Redis: the newest (`lua/purchase.lua`'s
 /// LISTED).
 pub const LISTED_ORDERS: usize = 100;
-
-/// Body of `POST /v1/orders/{order_id}/pay`, as sent.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PaymentRequest {
-    /// The caller's reference of the payment: 1-128 characters, no control characters.
-    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
-    pub payment_ref: String,
-}
-
-/// Body of `POST /v1/sales/{sku}/orders`, as sent; the handler parses it into domain types.
-/// `user_id` may be left out when a `Buyer-Ticket` names the buyer.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OrderRequest {
-    /// The buyer: 1-128 characters, no control characters. Required unless a Buyer-Ticket
-    /// names the buyer (then it may be left out, or must be the same).
-    #[schema(value_type = String, required = true, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
-    pub user_id: Option<String>,
-    /// Units, all or nothing; absent = 1.
-    #[schema(minimum = 1, maximum = 100)]
-    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
-    pub quantity: Option<u64>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Order {

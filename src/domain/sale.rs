@@ -8,33 +8,6 @@ use crate::domain::{InvalidInput, Quantity, Sku};
 /// Largest stock a sale may hold: beyond 2^53 the Lua script's numbers lose precision.
 pub const MAX_STOCK: u64 = 1 << 53;
 
-/// Body of `PUT /v1/sales/{sku}`, as sent; [`SaleSettings::parse`] makes it trustworthy.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SaleSettingsRequest {
-    #[schema(maximum = 9_007_199_254_740_992_u64)]
-    #[serde(deserialize_with = "crate::domain::whole_number::required")]
-    pub stock: u64,
-    /// Units one buyer may hold; absent = no limit.
-    #[schema(minimum = 1, maximum = 9_007_199_254_740_992_u64)]
-    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
-    pub per_user_limit: Option<u64>,
-    /// Minor units (cents).
-    #[schema(maximum = 90_071_992_547_409_u64)]
-    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
-    pub price: Option<u64>,
-    /// RFC 3339; absent = open from now. Must be before `ends_at`.
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub starts_at: Option<String>,
-    /// RFC 3339; absent = never closes.
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub ends_at: Option<String>,
-    /// Seconds a buyer has to pay an order; absent = an order is final when accepted.
-    #[schema(minimum = 1, maximum = 86_400)]
-    #[serde(default, deserialize_with = "crate::domain::whole_number::optional")]
-    pub payment_timeout_secs: Option<u64>,
-}
-
 /// The highest unit price: times the largest quantity (100) it is still exact in a Lua number
 /// (2^53), where the scripts carry it, and far inside u64, where [`crate::domain::order::total_amount`]
 /// multiplies it.
@@ -74,11 +47,14 @@ impl SaleSettings {
         }
     }
 
-    pub fn parse(request: SaleSettingsRequest) -> Result<Self, InvalidInput> {
-        if request.stock > MAX_STOCK {
+    /// These settings if they keep a sale's rules (numbers a Lua number holds exactly, a
+    /// per-user limit of at least 1, a payment window of a second to a day); otherwise which
+    /// rule they break, in words for the caller.
+    pub fn checked(self) -> Result<Self, InvalidInput> {
+        if self.stock > MAX_STOCK {
             return Err(InvalidInput(format!("stock must be at most {MAX_STOCK}")));
         }
-        if request.per_user_limit == Some(0) {
+        if self.per_user_limit == Some(0) {
             return Err(InvalidInput(
                 "per_user_limit must be at least 1 (leave it out for no limit)".into(),
             ));
@@ -86,43 +62,30 @@ impl SaleSettings {
         // Redis hands numbers back as Lua doubles and Rust reads them as i64: a limit past
         // the largest stock means nothing anyway (schemathesis found a larger one answered
         // 500 on the next read).
-        if request
-            .per_user_limit
-            .is_some_and(|limit| limit > MAX_STOCK)
-        {
+        if self.per_user_limit.is_some_and(|limit| limit > MAX_STOCK) {
             return Err(InvalidInput(format!(
                 "per_user_limit must be at most {MAX_STOCK}"
             )));
         }
-        let price = request.price.unwrap_or(0);
-        if price > MAX_PRICE {
+        if self.price > MAX_PRICE {
             return Err(InvalidInput(format!("price must be at most {MAX_PRICE}")));
         }
-        let starts_at = parse_time("starts_at", request.starts_at.as_deref())?;
-        let ends_at = parse_time("ends_at", request.ends_at.as_deref())?;
         // An ends_at at or before starts_at is an empty window: a sale that never opens
         // (state closed), not an error. JSON Schema cannot compare two fields, and the
         // document must describe every request the service accepts.
-        if let Some(timeout) = request.payment_timeout_secs
+        if let Some(timeout) = self.payment_timeout_secs
             && !(1..=MAX_PAYMENT_TIMEOUT_SECS).contains(&timeout)
         {
             return Err(InvalidInput(format!(
                 "payment_timeout_secs must be 1 to {MAX_PAYMENT_TIMEOUT_SECS} (leave it out for orders final when accepted)"
             )));
         }
-        Ok(Self {
-            stock: request.stock,
-            per_user_limit: request.per_user_limit,
-            price,
-            starts_at,
-            ends_at,
-            payment_timeout_secs: request.payment_timeout_secs,
-            ended_at: None,
-        })
+        Ok(self)
     }
 }
 
-fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<i64>, InvalidInput> {
+/// An RFC 3339 time (the API's one format) as milliseconds since the Unix epoch.
+pub fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<i64>, InvalidInput> {
     raw.map(|text| {
         DateTime::parse_from_rfc3339(text)
             .map(|t| t.timestamp_millis())
@@ -364,42 +327,6 @@ pub struct ArchiveRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(json: &str) -> SaleSettingsRequest {
-        serde_json::from_str(json).expect("valid JSON")
-    }
-
-    #[test]
-    fn only_stock_is_required() {
-        let s = SaleSettings::parse(request(r#"{"stock": 5}"#)).expect("valid");
-        assert_eq!(s.stock, 5);
-        assert_eq!(s.price, 0);
-        assert_eq!(s.per_user_limit, None);
-    }
-
-    #[test]
-    fn an_inverted_window_is_a_closed_sale_and_bad_numbers_are_refused() {
-        let inverted =
-            r#"{"stock":1,"starts_at":"2026-01-02T00:00:00Z","ends_at":"2026-01-01T00:00:00Z"}"#;
-        let never = SaleSettings::parse(request(inverted)).expect("an empty window");
-        let sku = Sku::parse("s").expect("valid sku");
-        for now in [0, 1_767_225_600_000, i64::MAX] {
-            assert_eq!(Sale::new(&sku, &never, 0, now).state, SaleState::Closed);
-        }
-        let whole = SaleSettings::parse(request(r#"{"stock":5.0,"per_user_limit":2.0}"#));
-        assert_eq!(whole.expect("whole numbers").per_user_limit, Some(2));
-        assert!(serde_json::from_str::<SaleSettingsRequest>(r#"{"stock":1.5}"#).is_err());
-        let huge = r#"{"stock":1,"per_user_limit":9223372036854775808}"#;
-        assert!(SaleSettings::parse(request(huge)).is_err());
-        assert!(SaleSettings::parse(request(r#"{"stock":1,"per_user_limit":0}"#)).is_err());
-        assert!(SaleSettings::parse(request(r#"{"stock":1,"starts_at":"tomorrow"}"#)).is_err());
-        assert!(SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":0}"#)).is_err());
-        assert!(
-            SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":86401}"#)).is_err()
-        );
-        let day = SaleSettings::parse(request(r#"{"stock":1,"payment_timeout_secs":86400}"#));
-        assert_eq!(day.expect("valid").payment_timeout_secs, Some(86_400));
-    }
 
     #[test]
     fn state_follows_window_then_stock() {

@@ -2,6 +2,7 @@
 //! requests into the contract's JSON errors.
 
 pub mod auth;
+pub mod bodies;
 pub mod error;
 pub mod health;
 pub mod live;

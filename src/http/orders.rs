@@ -3,11 +3,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::order::{Delivered, OrderRequest, OrderView, PaymentRequest};
+use crate::domain::order::{Delivered, OrderView};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
 use crate::events::confirm::Delivery;
 use crate::http::AppState;
 use crate::http::auth::{Admin, Caller, caller};
+use crate::http::bodies::{OrderRequest, PaymentRequest};
 use crate::http::error::{ApiError, ErrorBody};
 #[cfg(doc)]
 use crate::operations::LISTED_ORDERS;
@@ -19,7 +20,7 @@ use crate::operations::Listing;
     params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$"),
            ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same order (200)", pattern = "^[!-~]{1,128}$"),
            ("Buyer-Ticket" = Option<String>, Header, description = "v1.<user>.<sku>.<expires>.<mac>, signed by the storefront")),
-    request_body = crate::domain::order::OrderRequest,
+    request_body = crate::http::bodies::OrderRequest,
     security((), ("storefront" = [])),
     responses(
         (status = 201, description = "a new order", body = crate::domain::order::Order),
@@ -129,7 +130,7 @@ pub async fn cancel_order(
 /// the paid event (`delivered`), so a payment survives Redis losing the sale.
 #[utoipa::path(post, path = "/v1/orders/{order_id}/pay", tag = "orders",
     params(("order_id" = String, Path, description = "the order", pattern = "^[0-9a-f]{16}-[0-9]+-[0-9]+$", max_length = 64)),
-    request_body = crate::domain::order::PaymentRequest,
+    request_body = crate::http::bodies::PaymentRequest,
     security(("storefront" = []), ("admin" = [])),
     responses(
         (status = 200, description = "the paid order", body = crate::domain::order::OrderView),

@@ -2,15 +2,16 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Sku;
-use crate::domain::sale::{PutOutcome, Sale, SaleSettings, SaleSettingsRequest};
+use crate::domain::sale::{PutOutcome, Sale};
 use crate::http::AppState;
 use crate::http::auth::{Admin, is_admin};
+use crate::http::bodies::SaleSettingsRequest;
 use crate::http::error::{ApiError, ErrorBody};
 
 /// `PUT /v1/sales/{sku}` (admin): 201 when created, 200 when replaced; body = the sale.
 #[utoipa::path(put, path = "/v1/sales/{sku}", tag = "sales",
     params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$")),
-    request_body = crate::domain::sale::SaleSettingsRequest,
+    request_body = crate::http::bodies::SaleSettingsRequest,
     security(("admin" = [])),
     responses(
         (status = 201, description = "created", body = crate::domain::sale::Sale),
@@ -30,7 +31,7 @@ pub async fn put_sale(
     body: web::Json<SaleSettingsRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    let settings = SaleSettings::parse(body.into_inner())?;
+    let settings = body.into_inner().parse()?;
     let (sale, put) = state.operations.put_sale(&sku, &settings).await?;
     let mut response = match put {
         PutOutcome::Created => HttpResponse::Created(),
