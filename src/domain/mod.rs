@@ -7,7 +7,6 @@ pub mod order;
 mod order_id;
 mod payment_ref;
 mod quantity;
-pub mod record;
 pub mod refusal;
 pub mod sale;
 mod sku;

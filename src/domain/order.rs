@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::domain::IdempotencyKey;
 use crate::domain::event::{EventKind, OrderEvent};
+use crate::domain::sale::format_time;
 
 /// The most orders a buyer's list shows, and keeps in Redis: the newest (`lua/purchase.lua`'s
 /// LISTED).
@@ -166,5 +167,40 @@ impl OrderStatus {
     /// Whether the order holds its units (counts as sold).
     pub fn holds_units(self) -> bool {
         !matches!(self, OrderStatus::Expired | OrderStatus::Cancelled)
+    }
+}
+/// An order's fields as its sale keeps them (the scripts' order record, whose encoding is
+/// the store's: `store/record.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord<'a> {
+    pub status: OrderStatus,
+    pub quantity: u32,
+    pub unit_price: u64,
+    pub created_at_ms: i64,
+    pub pay_by_ms: Option<i64>,
+    pub paid_at_ms: Option<i64>,
+    /// The outbox entry of the order's latest event; empty once JetStream holds it.
+    pub event: &'a str,
+    pub payment_ref: Option<&'a str>,
+    pub user_id: &'a str,
+}
+
+impl OrderRecord<'_> {
+    /// The order as the API shows it; `None` when its total overflows (no script writes one).
+    pub fn view(&self, order_id: &str, sku: &str, delivered: bool) -> Option<OrderView> {
+        Some(OrderView {
+            order_id: order_id.to_owned(),
+            sku: sku.to_owned(),
+            user_id: self.user_id.to_owned(),
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            total_amount: total_amount(self.unit_price, self.quantity)?,
+            created_at: format_time(self.created_at_ms),
+            status: self.status,
+            pay_by: self.pay_by_ms.map(format_time),
+            paid_at: self.paid_at_ms.map(format_time),
+            payment_ref: self.payment_ref.map(str::to_owned),
+            delivered,
+        })
     }
 }

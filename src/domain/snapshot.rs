@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use chrono::DateTime;
 
 use crate::domain::event::{EventKind, OrderEvent};
-use crate::domain::order::{OrderStatus, OrderView};
-use crate::domain::record::{OrderRecord, buyer_entry, order_field, order_view};
+use crate::domain::order::{OrderRecord, OrderStatus, OrderView};
 
 /// One order as the event history leaves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,9 +192,9 @@ impl SaleSnapshot {
         })
     }
 
-    /// Each buyer's field in the sale's buyers hash, as `lua/purchase.lua` keeps it: the
-    /// units its live orders hold, then its newest order ids (`record::buyer_entry`).
-    pub fn buyers(&self) -> HashMap<&str, String> {
+    /// Each buyer as the sale's buyers hash keeps it (`lua/purchase.lua`): the units its live
+    /// orders hold, then its order ids, newest first.
+    pub fn buyers(&self) -> HashMap<&str, (u64, Vec<&str>)> {
         let mut held: HashMap<&str, u64> = HashMap::new();
         for order in self.live() {
             *held.entry(order.user_id.as_str()).or_default() += u64::from(order.quantity);
@@ -204,24 +203,23 @@ impl SaleSnapshot {
             .into_iter()
             .map(|(user, ids)| {
                 let units = held.get(user).copied().unwrap_or(0);
-                (user, buyer_entry(units, &ids))
+                (user, (units, ids))
             })
             .collect()
     }
 
-    /// The order records (`record.rs`) by their field in the orders hash, as the scripts would
-    /// have written them.
-    pub fn records(&self) -> impl Iterator<Item = (&str, String)> {
-        self.orders
-            .iter()
-            .map(|(id, o)| (order_field(id), o.record().encode()))
+    /// Each order's record by its id, as the scripts would have written it.
+    pub fn records(&self) -> impl Iterator<Item = (&str, OrderRecord<'_>)> {
+        self.orders.iter().map(|(id, o)| (id.as_str(), o.record()))
     }
 
     /// The order as the API shows it, from its history alone (an archived sale's, whose
     /// events are all in JetStream).
     pub fn view(&self, order_id: &str, sku: &str) -> Option<OrderView> {
-        let record = self.orders.get(order_id)?.record().encode();
-        order_view(order_id, sku, &record, true)
+        self.orders
+            .get(order_id)?
+            .record()
+            .view(order_id, sku, true)
     }
 
     /// A buyer's orders as the API shows them, newest first, at most `newest`.
@@ -258,6 +256,20 @@ impl SaleSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::record::{buyer_entry, encode, order_field};
+
+    /// The records as the rebuild stages them (`store/restore.rs`).
+    fn encoded_records(snapshot: &SaleSnapshot) -> HashMap<&str, String> {
+        (snapshot.records())
+            .map(|(id, record)| (order_field(id), encode(&record)))
+            .collect()
+    }
+
+    fn encoded_buyers(snapshot: &SaleSnapshot) -> HashMap<&str, String> {
+        (snapshot.buyers().into_iter())
+            .map(|(user, (held, ids))| (user, buyer_entry(held, &ids)))
+            .collect()
+    }
 
     fn event(kind: EventKind, id: &str, user: &str, quantity: u32) -> OrderEvent {
         OrderEvent {
@@ -293,13 +305,13 @@ mod tests {
         assert_eq!(snapshot.orders(), 3);
         assert_eq!(snapshot.sold(), 4);
         assert_eq!(snapshot.seq, 3);
-        let buyers = snapshot.buyers();
+        let buyers = encoded_buyers(&snapshot);
         assert_eq!(
             (buyers["u1"].as_str(), buyers["u2"].as_str()),
             ("1:9-3,1-1", "3:1-2"),
             "units held by live orders, then every order newest first, without the digest"
         );
-        let records: HashMap<&str, String> = snapshot.records().collect();
+        let records = encoded_records(&snapshot);
         assert_eq!(records["1-1"], "cancelled\n2\n7\n1764083092123\n\n\n\n\nu1");
         assert_eq!(records["1-2"], "created\n3\n7\n1764083092123\n\n\n\n\nu2");
     }
@@ -332,7 +344,7 @@ mod tests {
             4,
             "paid and pending hold units, expired not"
         );
-        let records: HashMap<&str, String> = snapshot.records().collect();
+        let records = encoded_records(&snapshot);
         assert_eq!(
             records["1-1"],
             "paid\n2\n7\n1764083092123\n1764083152123\n1764083100000\n\npsp-1\nu1"
@@ -345,7 +357,7 @@ mod tests {
             [("abc-1-3", 1_764_083_152_123)],
             "only the pending order"
         );
-        assert!(snapshot.buyers()["u1"].starts_with("4:"));
+        assert!(encoded_buyers(&snapshot)["u1"].starts_with("4:"));
     }
 
     #[test]

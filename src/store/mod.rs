@@ -27,6 +27,7 @@ mod outbox;
 mod payment_due;
 mod purchase;
 mod read;
+pub(crate) mod record;
 mod registry;
 mod reply;
 mod restore;

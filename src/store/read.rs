@@ -2,10 +2,10 @@
 
 use redis::Value;
 
+use super::record::order_view;
 use super::reply::Reply;
 use super::{Store, StoreError};
 use crate::domain::order::OrderView;
-use crate::domain::record::order_view;
 use crate::domain::{OrderId, Sku, UserId};
 
 /// Which orders of a sale to read.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::Value;
 
+use super::record::{buyer_entry, encode, order_field};
 use super::reply::Reply;
 use super::transition::Expired;
 use super::{Store, StoreError};
@@ -53,8 +54,11 @@ impl Store {
         );
 
         let mut pipe = redis::pipe();
-        stage(&mut pipe, &staged_orders, snapshot.records());
-        stage(&mut pipe, &staged_buyers, snapshot.buyers().into_iter());
+        let records = (snapshot.records()).map(|(id, record)| (order_field(id), encode(&record)));
+        stage(&mut pipe, &staged_orders, records);
+        let buyers = (snapshot.buyers().into_iter())
+            .map(|(user, (held, ids))| (user, buyer_entry(held, &ids)));
+        stage(&mut pipe, &staged_buyers, buyers);
         let ttl_ms = self.idempotency_ttl.as_millis() as i64;
         stage(
             &mut pipe,

@@ -1,9 +1,9 @@
 use redis::Value;
 
+use super::record;
 use super::reply::Reply;
 use super::{Failed, PutSaleError, Store, StoreError};
 use crate::domain::Sku;
-use crate::domain::record::OrderRecord;
 use crate::domain::refusal::SaleRefusal;
 use crate::domain::sale::{OrderTally, PutOutcome, Sale, SaleDefinition, SaleSettings};
 
@@ -211,7 +211,7 @@ impl Store {
             ..OrderCounts::default()
         };
         for record in &records {
-            let order = OrderRecord::parse(record)
+            let order = record::decode(record)
                 .ok_or_else(|| StoreError::Corrupt(format!("{sku}: order record {record:?}")))?;
             if !order.status.holds_units() {
                 counts.ended_orders += 1;

@@ -3,10 +3,10 @@
 
 use redis::Value;
 
+use super::record::order_view;
 use super::reply::Reply;
 use super::{Failed, Store, StoreError, TransitionError};
 use crate::domain::order::{OrderStatus, OrderView};
-use crate::domain::record::order_view;
 use crate::domain::refusal::OrderRefusal;
 use crate::domain::{OrderId, PaymentRef, Sku};
 use crate::support::metrics::{record_expiry_lag, record_transition};
