@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{HEARTBEAT, LiveSale};
 use crate::domain::Sku;
+use crate::events::sale_changes::Change;
 use crate::operations::Operations;
 
 /// The most reads (and so events) per sale and replica: ten a second.
@@ -72,9 +73,10 @@ impl Feed {
         }
     }
 
-    /// The sale changed somewhere: read it again, at once when `urgent`.
-    pub fn poke(&self, urgent: bool) {
-        if urgent {
+    /// The sale changed somewhere: read it again; at once unless units were only sold (a
+    /// restock or a new state is news a viewer waits for, a sale is the throttled tick's).
+    pub fn poke(&self, change: Change) {
+        if change != Change::Sold {
             self.urgent.store(true, Ordering::Release);
         }
         self.wake.notify_one();

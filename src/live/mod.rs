@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Sku;
-use crate::events::sale_changes::{Change, SaleChanges};
+use crate::events::sale_changes::SaleChanges;
 use crate::operations::Operations;
 use crate::support::metrics;
 use crate::support::settings::HttpSettings;
@@ -128,7 +128,7 @@ impl Live {
                     let mut notices = std::pin::pin!(notices.take_until(self.shutdown.cancelled()));
                     while let Some((sku, change)) = notices.next().await {
                         if let Some(feed) = self.feeds.lock().get(&sku) {
-                            feed.poke(change != Change::Sold);
+                            feed.poke(change);
                         }
                     }
                     return;

@@ -262,21 +262,22 @@ impl Operations {
 
     /// Ends a sale now (ending an ended sale keeps its first end).
     pub async fn end_sale(&self, sku: &Sku) -> Result<Sale, OperationError<SaleRefusal>> {
-        self.end_or_reopen(sku, true).await
+        self.end_or_reopen(sku, Switch::End).await
     }
 
     /// Reopens a sale ended early, to its window and stock.
     pub async fn reopen_sale(&self, sku: &Sku) -> Result<Sale, OperationError<SaleRefusal>> {
-        self.end_or_reopen(sku, false).await
+        self.end_or_reopen(sku, Switch::Reopen).await
     }
 
-    /// Ends (`ended`) or reopens a sale. Recorded as a new revision of its definition in
+    /// Ends or reopens a sale. Recorded as a new revision of its definition in
     /// JetStream, like a PUT, so a rebuild after a Redis loss keeps it ended.
     async fn end_or_reopen(
         &self,
         sku: &Sku,
-        ended: bool,
+        switch: Switch,
     ) -> Result<Sale, OperationError<SaleRefusal>> {
+        let ended = switch == Switch::End;
         let definition = self
             .definition(sku)
             .await?
@@ -371,6 +372,13 @@ impl Operations {
     pub async fn redis_answers(&self) -> bool {
         self.store.ping().await.is_ok()
     }
+}
+
+/// What [`Operations::end_or_reopen`] does to a sale.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    End,
+    Reopen,
 }
 
 /// The outbox entry a pay or cancel call wrote: its one event.
