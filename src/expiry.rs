@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::domain::Sku;
 use crate::events::sale_changes::SaleChanges;
 use crate::recovery::Recovery;
-use crate::store::{Expired, Expiry, StoreError};
+use crate::store::{Expiry, StoreError};
 use crate::support::backoff;
 
 /// The longest the sweeper sleeps: an order expires within about this of its pay_by.
@@ -98,13 +98,10 @@ impl Sweeper {
         let next_due = loop {
             let expired = self
                 .recovery
-                .on_sale(
-                    sku,
-                    || self.store.expire_overdue(sku, ORDERS_PER_CALL),
-                    // Defined nowhere (deleted): nothing to expire, and out of the index.
-                    |_| Ok(Expired::default()),
-                )
-                .await?;
+                .on_sale(sku, || self.store.expire_overdue(sku, ORDERS_PER_CALL))
+                .await?
+                // Defined nowhere (deleted): nothing to expire, and out of the index.
+                .unwrap_or_default();
             released += expired.units;
             if expired.orders > 0 {
                 log::info!(

@@ -63,29 +63,27 @@ impl Operations {
     ) -> Result<(Purchase, Delivery), OperationError<PurchaseRefusal>> {
         let purchase = self
             .recovery
-            .on_sale(
-                sku,
-                || {
-                    let request = PurchaseRequest {
-                        user: user.clone(),
-                        quantity,
-                        idempotency_key: idempotency_key.cloned(),
-                        listing,
-                    };
-                    self.store.purchase(sku, request)
-                },
-                |absent| match absent {
-                    Absent::Undefined => {
-                        self.store.metrics().outcome(Outcome::SaleNotFound);
-                        Err(Failed::Refused(PurchaseRefusal::SaleNotFound))
-                    }
-                    Absent::Archived(_) => {
-                        self.store.metrics().outcome(Outcome::SaleNotOpen);
-                        Err(Failed::Refused(PurchaseRefusal::SaleArchived))
-                    }
-                },
-            )
+            .on_sale(sku, || {
+                let request = PurchaseRequest {
+                    user: user.clone(),
+                    quantity,
+                    idempotency_key: idempotency_key.cloned(),
+                    listing,
+                };
+                self.store.purchase(sku, request)
+            })
             .await?;
+        let purchase = match purchase {
+            Ok(purchase) => purchase,
+            Err(Absent::Undefined) => {
+                self.store.metrics().outcome(Outcome::SaleNotFound);
+                return Err(OperationError::Refused(PurchaseRefusal::SaleNotFound));
+            }
+            Err(Absent::Archived(_)) => {
+                self.store.metrics().outcome(Outcome::SaleNotOpen);
+                return Err(OperationError::Refused(PurchaseRefusal::SaleArchived));
+            }
+        };
         if !purchase.replayed {
             // The live streams of every replica (`live/`): throttled, and at once on a sell-out.
             if purchase.order.remaining == 0 {
@@ -157,19 +155,15 @@ impl Operations {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Ended, TransitionError>>,
     {
-        match self
-            .recovery
-            .on_sale(sku, call, |absent| match absent {
-                Absent::Undefined => Err(Failed::Refused(OrderRefusal::OrderNotFound)),
-                Absent::Archived(_) => Err(Failed::Refused(OrderRefusal::SaleArchived)),
-            })
-            .await
-        {
+        match self.recovery.on_sale(sku, call).await {
+            Ok(Ok(ended)) => Ok(ended),
+            Ok(Err(Absent::Undefined)) => Err(Failed::Refused(OrderRefusal::OrderNotFound)),
+            Ok(Err(Absent::Archived(_))) => Err(Failed::Refused(OrderRefusal::SaleArchived)),
             Err(e @ Failed::Refused(OrderRefusal::OrderExpired { released: true })) => {
                 self.sale_changes.restocked(sku).await;
                 Err(e)
             }
-            ended => ended,
+            Err(e) => Err(e),
         }
     }
 
@@ -192,11 +186,7 @@ impl Operations {
         let query = OrderQuery::Ids(std::slice::from_ref(order_id));
         let read = self
             .recovery
-            .on_sale(
-                &sku,
-                || async { Ok::<_, StoreError>(Ok(self.store.read_orders(&sku, &query).await?)) },
-                |absent| Ok(Err(absent)),
-            )
+            .on_sale(&sku, || self.store.read_orders(&sku, &query))
             .await?;
         let definition = match read {
             Ok(orders) if !orders.is_empty() => return Ok(orders.into_iter().next()),
@@ -227,11 +217,7 @@ impl Operations {
         };
         let read = self
             .recovery
-            .on_sale(
-                sku,
-                || async { Ok::<_, StoreError>(Ok(self.store.read_orders(sku, &query).await?)) },
-                |absent| Ok(Err(absent)),
-            )
+            .on_sale(sku, || self.store.read_orders(sku, &query))
             .await?;
         match read {
             Ok(orders) => Ok(Some(orders)),
@@ -357,15 +343,13 @@ impl Operations {
 
     async fn sale_in_store(&self, sku: &Sku) -> Result<Option<Sale>, StoreError> {
         self.recovery
-            .on_sale(
-                sku,
-                || async { self.store.sale(sku).await.map(Some) },
-                |absent| match absent {
-                    Absent::Undefined => Ok(None),
-                    Absent::Archived(definition) => Ok(definition.archived_view()),
-                },
-            )
+            .on_sale(sku, || self.store.sale(sku))
             .await
+            .map(|found| match found {
+                Ok(sale) => Some(sale),
+                Err(Absent::Undefined) => None,
+                Err(Absent::Archived(definition)) => definition.archived_view(),
+            })
     }
 
     /// Whether Redis answers a `PING` now (`/readyz`).

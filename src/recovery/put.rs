@@ -55,17 +55,14 @@ impl Recovery {
             .await
             .map_err(RecoveryError::from)?;
         let put = self
-            .on_sale(
-                sku,
-                || {
-                    self.rebuilder
-                        .store
-                        .put_sale(sku, settings, before.as_ref(), revision)
-                },
-                // Defined a moment ago: only a second loss in between gets here.
-                |_| Err(StoreError::SaleMissing.into()),
-            )
+            .on_sale(sku, || {
+                self.rebuilder
+                    .store
+                    .put_sale(sku, settings, before.as_ref(), revision)
+            })
             .await
+            // Defined a moment ago: only a second loss in between finds no sale.
+            .and_then(|found| found.map_err(|_| StoreError::SaleMissing.into()))
             // A new sale in place of an archived one is created, to the caller.
             .map(|(sale, put)| match archived {
                 Some(_) => (sale, PutOutcome::Created),

@@ -149,14 +149,14 @@ impl Recovery {
         &self.archived
     }
 
-    /// Runs `operation` on the sale; when Redis does not hold the sale, rebuilds it and runs
-    /// it once more. `absent` answers for a sale that was never defined, or was archived.
+    /// Runs `operation` on the sale; when Redis does not hold the sale, rebuilds it from
+    /// JetStream and runs it once more. `Ok(Err(absent))`: there is no sale to run it on
+    /// (never defined, or archived), and the caller says what that means for its operation.
     pub async fn on_sale<T, E, F, Fut>(
         &self,
         sku: &Sku,
         operation: F,
-        absent: impl FnOnce(Absent) -> Result<T, E>,
-    ) -> Result<T, E>
+    ) -> Result<Result<T, Absent>, E>
     where
         E: SaleOperationError,
         F: Fn() -> Fut,
@@ -164,12 +164,12 @@ impl Recovery {
     {
         match operation().await {
             Err(e) if e.sale_missing() => {}
-            decided => return decided,
+            decided => return decided.map(Ok),
         }
         if let Some(why) = self.restore(sku).await? {
-            return absent(why);
+            return Ok(Err(why));
         }
-        operation().await
+        operation().await.map(Ok)
     }
 
     /// The sale an order id belongs to: from Redis's registry, or, when Redis lost it, from
