@@ -304,7 +304,7 @@ mod tests {
         }
         assert_eq!(snapshot.orders(), 3);
         assert_eq!(snapshot.sold(), 4);
-        assert_eq!(snapshot.seq, 3);
+        assert_eq!(snapshot.seq(), 3);
         let buyers = encoded_buyers(&snapshot);
         assert_eq!(
             (buyers["u1"].as_str(), buyers["u2"].as_str()),
@@ -368,5 +368,86 @@ mod tests {
         bad.order_id = "abc-1-1".into();
         bad.created_at = "yesterday".into();
         assert!(snapshot.apply(&bad).is_err());
+    }
+
+    /// What the audit and the reads of an archived sale take from the fold: counts by state,
+    /// the keys, an order's view and a buyer's list. An order that ended stays as it ended
+    /// whatever ending event arrives after (JetStream and a surviving outbox may disagree on
+    /// order only by duplicates, never by a second decision).
+    #[test]
+    fn an_ended_order_stays_ended_and_the_reads_show_the_fold() {
+        let mut snapshot = SaleSnapshot::default();
+        let paid = OrderEvent {
+            paid_at: Some("2025-11-25T15:05:00.000Z".into()),
+            payment_ref: Some("psp-9".into()),
+            ..event(EventKind::Paid, "abc-1-1", "u1", 2)
+        };
+        for e in [
+            event(EventKind::Created, "abc-1-1", "u1", 2),
+            event(EventKind::Cancelled, "abc-1-1", "u1", 2),
+            paid,                                          // after the cancel: ignored
+            event(EventKind::Expired, "abc-1-1", "u1", 2), // ignored too
+            event(EventKind::Created, "abc-1-2", "u2", 1),
+            event(EventKind::Created, "abc-1-4", "u1", 3),
+        ] {
+            snapshot.apply(&e).expect("valid event");
+        }
+        let waiting = event(EventKind::Created, "abc-1-5", "u2", 1);
+        snapshot
+            .apply_waiting(&waiting, "1764083092999-0")
+            .expect("valid event");
+
+        assert_eq!(snapshot.seq(), 5);
+        assert_eq!(snapshot.orders(), 4);
+        assert_eq!(snapshot.count(OrderStatus::Cancelled), 1);
+        assert_eq!(snapshot.count(OrderStatus::Created), 3);
+        assert_eq!(snapshot.count(OrderStatus::Paid), 0);
+        assert_eq!((snapshot.live_orders(), snapshot.sold()), (3, 5));
+        let cancelled = snapshot.view("abc-1-1", "s").expect("its view");
+        assert_eq!(
+            (cancelled.status, cancelled.payment_ref, cancelled.paid_at),
+            (OrderStatus::Cancelled, None, None)
+        );
+        assert_eq!((cancelled.quantity, cancelled.total_amount), (2, 14));
+        assert!(snapshot.view("abc-1-3", "s").is_none(), "no such order");
+
+        let mut keys: Vec<_> = snapshot.idempotency_keys().collect();
+        keys.sort_unstable();
+        let at = 1_764_083_092_123;
+        assert_eq!(
+            keys,
+            [
+                ("key-abc-1-1", "abc-1-1", at),
+                ("key-abc-1-2", "abc-1-2", at),
+                ("key-abc-1-4", "abc-1-4", at),
+                ("key-abc-1-5", "abc-1-5", at),
+            ]
+        );
+
+        let ids = |views: Vec<OrderView>| -> Vec<String> {
+            views.into_iter().map(|v| v.order_id).collect()
+        };
+        assert_eq!(
+            ids(snapshot.buyer_views("u1", "s", 10)),
+            ["abc-1-4", "abc-1-1"]
+        );
+        assert_eq!(ids(snapshot.buyer_views("u1", "s", 1)), ["abc-1-4"]);
+        assert_eq!(
+            ids(snapshot.buyer_views("u2", "s", 10)),
+            ["abc-1-5", "abc-1-2"]
+        );
+
+        // The waiting event's entry is kept, so the rebuilt outbox entry and its order agree.
+        let records = encoded_records(&snapshot);
+        assert!(
+            records["1-5"].contains("\n1764083092999-0\n"),
+            "{}",
+            records["1-5"]
+        );
+        assert!(
+            records["1-2"].contains("\n\n\n\n\n"),
+            "no entry: {}",
+            records["1-2"]
+        );
     }
 }
