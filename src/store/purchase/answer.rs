@@ -188,3 +188,127 @@ fn outcome(sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
         _ => Err(reply.corrupt().into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::{Quantity, UserId};
+    use crate::store::purchase::Listing;
+
+    fn request(user: &str, quantity: u64) -> PurchaseRequest {
+        PurchaseRequest {
+            user: UserId::parse(user.into()).expect("user"),
+            quantity: Quantity::parse(quantity).expect("quantity"),
+            idempotency_key: None,
+            listing: Listing::Listed,
+        }
+    }
+
+    fn text(value: &str) -> Value {
+        Value::BulkString(value.as_bytes().to_vec())
+    }
+
+    /// A call's shared part (`lua/purchase.lua`): oid, price, created_at, status, no pay_by,
+    /// the entry it wrote, not the earliest deadline, first seq 11, stock 10, 2 sold before.
+    fn shared() -> Vec<Value> {
+        vec![
+            text("abc-7"),
+            Value::Int(5),
+            Value::Int(1_764_083_092_123),
+            text("created"),
+            text(""),
+            text("1764083092123-0"),
+            Value::Int(0),
+            Value::Int(11),
+            Value::Int(10),
+            Value::Int(2),
+        ]
+    }
+
+    /// A replay of an order an earlier call made, whose event still waits in that call's
+    /// entry.
+    fn replay_of_an_earlier_call() -> Vec<Value> {
+        vec![
+            text("replayed"),
+            text("abc-7-3"),
+            text("u2"),
+            Value::Int(1),
+            Value::Int(5),
+            Value::Int(1_764_083_000_000),
+            Value::Int(9),
+            text("created"),
+            text(""),
+            text("1764083000000-0"),
+        ]
+    }
+
+    /// The orders a call made read from what they share, and handed one entry between them
+    /// (their handlers publish it once); a replay of another call's order keeps that call's
+    /// entry, which its handler reads back.
+    #[test]
+    fn a_calls_new_orders_share_its_one_entry_and_a_replay_keeps_its_own() {
+        let sku = Sku::parse("s").expect("sku");
+        let requests = [request("u1", 2), request("u2", 1), request("u3", 3)];
+        let answers = [replay_of_an_earlier_call()];
+        let results = read_answer(&sku, &requests, &shared(), &[2], &answers);
+
+        let made: Vec<&Purchase> = [&results[0], &results[2]]
+            .into_iter()
+            .map(|r| r.as_ref().expect("a new order"))
+            .collect();
+        let ids: Vec<&str> = made.iter().map(|p| p.order.order_id.as_str()).collect();
+        assert_eq!(ids, ["abc-7-11", "abc-7-12"]);
+        let remaining: Vec<u64> = made.iter().map(|p| p.order.remaining).collect();
+        assert_eq!(remaining, [6, 3], "stock 10, 2 sold before, then 2 and 3");
+        let entries: Vec<&Arc<WrittenEntry>> = made
+            .iter()
+            .map(|p| match &p.event {
+                CreatedEvent::Written(entry) => entry,
+                other => panic!("a new order's event is the call's entry, not {other:?}"),
+            })
+            .collect();
+        assert!(
+            Arc::ptr_eq(entries[0], entries[1]),
+            "one entry for the call"
+        );
+        assert_eq!(entries[0].entry.id, "1764083092123-0");
+        let events: Vec<&str> = (entries[0].entry.message.events().iter())
+            .map(|e| e.order_id.as_str())
+            .collect();
+        assert_eq!(
+            events,
+            ["abc-7-11", "abc-7-12"],
+            "the call's orders, in order"
+        );
+
+        let replay = results[1].as_ref().expect("a replay");
+        assert!(replay.replayed);
+        assert!(
+            matches!(&replay.event, CreatedEvent::Waiting(id) if id == "1764083000000-0"),
+            "{:?}",
+            replay.event
+        );
+    }
+
+    /// An answer whose own replies do not add up (two for one purchase, one for none, one
+    /// missing) is read as a bug for every purchase of the call, never half believed.
+    #[test]
+    fn an_answer_that_does_not_add_up_is_corrupt_for_every_purchase() {
+        let sku = Sku::parse("s").expect("sku");
+        let requests = [request("u1", 1), request("u2", 1)];
+        let sold_out = vec![text("sold_out"), Value::Int(0)];
+        for (answered_at, answers) in [
+            (vec![1, 1], vec![sold_out.clone(), sold_out.clone()]),
+            (vec![3], vec![sold_out.clone()]),
+            (vec![1, 2], vec![sold_out.clone()]),
+        ] {
+            let results = read_answer(&sku, &requests, &shared(), &answered_at, &answers);
+            assert!(
+                (results.iter()).all(|r| matches!(r, Err(Failed::Store(StoreError::Corrupt(_))))),
+                "{answered_at:?}: {results:?}"
+            );
+        }
+    }
+}
