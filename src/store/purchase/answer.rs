@@ -311,4 +311,51 @@ mod tests {
             );
         }
     }
+
+    /// Each refusal the script answers reads as the domain's refusal (the HTTP edge gives each
+    /// its code), a missing sale as the store's, anything else as a bug.
+    #[test]
+    fn each_refusal_of_the_script_reads_as_its_own() {
+        let sku = Sku::parse("s").expect("sku");
+        let read = |reply: Vec<Value>| outcome(&sku, Reply(&reply)).map(|_| ());
+        let refused = |refusal| -> Result<(), PurchaseError> { Err(Failed::Refused(refusal)) };
+        let cases = [
+            (
+                vec![text("sold_out"), Value::Int(2)],
+                refused(PurchaseRefusal::SoldOut { remaining: 2 }),
+            ),
+            (
+                vec![text("sale_inconsistent"), Value::Int(5), Value::Int(6)],
+                refused(PurchaseRefusal::SaleInconsistent { stock: 5, sold: 6 }),
+            ),
+            (
+                vec![text("quantity_above_limit"), Value::Int(3)],
+                refused(PurchaseRefusal::QuantityAboveLimit { limit: 3 }),
+            ),
+            (
+                vec![text("sale_not_open")],
+                refused(PurchaseRefusal::SaleNotOpen),
+            ),
+            (
+                vec![text("user_limit_reached")],
+                refused(PurchaseRefusal::UserLimitReached),
+            ),
+            (
+                vec![text("idempotency_conflict")],
+                refused(PurchaseRefusal::IdempotencyConflict),
+            ),
+        ];
+        for (reply, expected) in cases {
+            let got = read(reply.clone());
+            assert_eq!(format!("{got:?}"), format!("{expected:?}"), "{reply:?}");
+        }
+        assert!(matches!(
+            read(vec![text("sale_missing")]),
+            Err(Failed::Store(StoreError::SaleMissing))
+        ));
+        assert!(matches!(
+            read(vec![text("sold")]),
+            Err(Failed::Store(StoreError::Corrupt(_)))
+        ));
+    }
 }
