@@ -34,11 +34,21 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A free port for a private server, below the ephemeral range (4000-11999): a port the
+/// kernel handed out and took back could meanwhile be given to a client's connection (the
+/// tests open thousands), and the server started on it then fails to listen. CI once saw a
+/// node of a private NATS cluster never come up that way.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7907);
+    loop {
+        // Spread by process and by call, so concurrent tests rarely try the same port.
+        let n = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_723));
+        let port = 4_000 + (n % 8_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits (up to 10 s) until something listens on the port.
