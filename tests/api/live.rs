@@ -341,3 +341,50 @@ async fn a_change_no_notice_told_of_still_reaches_viewers_within_seconds() {
     assert_eq!(seen.remaining(), 7);
     app.cleanup().await;
 }
+
+/// A viewer keeps its stream through a Redis outage: a feed whose read fails after the first
+/// tries again (each second) instead of ending, so when Redis is back (empty: the sale is
+/// rebuilt from JetStream) the next change reaches the viewers still watching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_keeps_its_stream_through_a_redis_outage() {
+    let port = crate::helpers::free_port();
+    let mut redis = private_redis(port).await;
+    let mut settings = test_settings();
+    settings.redis.url = format!("redis://127.0.0.1:{port}");
+    settings.redis.cluster = false;
+    // The feed reads on its own every 300 ms, so it reads while Redis is gone.
+    settings.http.live_refresh = Duration::from_millis(300);
+    let app = spawn_app_from(settings).await;
+    let sku = unique("live-outage");
+    app.create_sale(&sku, json!({"stock": 10})).await;
+    let mut viewer = LiveStream::open(&app, &sku, None).await;
+    assert_eq!(viewer.next().await.remaining(), 10);
+
+    redis.kill().await.expect("redis stopped");
+    // A few of the feed's reads fail meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _redis = private_redis(port).await;
+    // The first calls after Redis returns may still be answered 503 (the service finds out it
+    // is back); a buyer retries with the same Idempotency-Key, as the answer says.
+    let mut status = 0;
+    for _ in 0..50 {
+        let body = json!({"user_id": "u1"});
+        status = (app
+            .order_with_key(&sku, body, Some("outage-1"))
+            .await
+            .status())
+        .as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!([201, 202].contains(&status), "{status}");
+    let frame = viewer
+        .next_within(Duration::from_secs(10))
+        .await
+        .expect("the stream outlived the outage");
+    assert_eq!(frame.remaining(), 9);
+    drop(viewer);
+    app.cleanup().await;
+}
