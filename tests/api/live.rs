@@ -367,7 +367,7 @@ async fn a_viewer_keeps_its_stream_through_a_redis_outage() {
     // The first calls after Redis returns may still be answered 503 (the service finds out it
     // is back); a buyer retries with the same Idempotency-Key, as the answer says.
     let mut status = 0;
-    for _ in 0..50 {
+    for _ in 0..150 {
         let body = json!({"user_id": "u1"});
         status = (app
             .order_with_key(&sku, body, Some("outage-1"))
