@@ -64,6 +64,7 @@ fn purchase(c: &mut Criterion) {
                 quantity: Quantity::ONE,
                 idempotency_key: None,
                 listing: flashsale::store::Listing::Listed,
+                place: None,
             };
             inventory
                 .purchase(&sku, request)
@@ -102,6 +103,7 @@ fn purchase(c: &mut Criterion) {
                     quantity: Quantity::ONE,
                     idempotency_key: None,
                     listing: flashsale::store::Listing::Listed,
+                    place: None,
                 };
                 let inventory = &inventory;
                 let sku = &sku;

@@ -45,6 +45,7 @@ async fn record_sale(settings: &Settings, recovery: &Recovery, sku: &Sku, orders
             ends_at: None,
             payment_timeout_secs: None,
             ended_at: None,
+            queue: None,
         },
     );
     recovery

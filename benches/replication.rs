@@ -125,6 +125,7 @@ fn replication(c: &mut Criterion) {
                 quantity: Quantity::ONE,
                 idempotency_key: None,
                 listing: flashsale::store::Listing::Listed,
+                place: None,
             };
             let inventory = inventory.clone();
             let sku = skus[i % skus.len()].clone();

@@ -14,7 +14,8 @@
 -- Each step is idempotent: a replica that stops half-way leaves what the next pass finishes.
 --
 -- KEYS[1] sale, KEYS[2] orders, KEYS[3] buyers, KEYS[4] outbox, KEYS[5] deadlines,
--- KEYS[6] relay lease (see purchase.lua and src/store/keys.rs)
+-- KEYS[6] relay lease, KEYS[7] the queue's early joiners, KEYS[8] its places (see
+-- purchase.lua, queue.lua and src/store/keys.rs)
 -- ARGV[1] 'seal' | 'drop' | 'unseal'
 -- 'seal':   ARGV[2] ms the sale stays after it ended and after its last change
 --           ARGV[3] ms an Idempotency-Key lives: the last purchase's key has expired first,
@@ -47,7 +48,8 @@ if action ~= 'seal' then
   -- decide on them again.
   if held.sealed ~= ARGV[2] and held.primary == primary then return { 'kept' } end
   -- 'gone' when another replica's drop came first: each archive is counted once.
-  if redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]) == 0 then
+  if redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
+                 KEYS[8]) == 0 then
     return { 'gone' }
   end
   return { 'dropped' }

@@ -38,3 +38,36 @@ local function order_field(oid, id)
   if string.sub(id, 1, #oid + 1) == oid .. '-' then return string.sub(id, #oid + 2) end
   return string.sub(id, 18)
 end
+
+-- A sale's waiting room, from the sale hash's `queue` field (src/domain/queue.rs:
+-- Queue::encode): when its line opens before the sale (ms), how long an admission lasts (ms),
+-- and its admission schedule, segments { since ms, places a second }. nil without a queue.
+local function queue_of(text)
+  if not text then return nil end
+  local opens_before, admission, list = string.match(text, '^%d+;(%d+);(%d+);(.*)$')
+  local segments = {}
+  for since, rate in string.gmatch(list, '(%-?%d+):(%d+)') do
+    segments[#segments + 1] = { tonumber(since), tonumber(rate) }
+  end
+  return { opens_before = tonumber(opens_before) * 1000, admission = tonumber(admission) * 1000,
+           segments = segments }
+end
+
+-- The first instant (ms) at which `place` is admitted, nil while the schedule, paused before
+-- it, never reaches it: Schedule::admit_time of src/domain/queue.rs, which has its reasons.
+local function admit_time(segments, place)
+  local need = place * 1000
+  for i = 1, #segments do
+    local since, rate = segments[i][1], segments[i][2]
+    local next = segments[i + 1]
+    local capacity = next and rate * math.max(next[1] - since, 0)
+    if capacity and need > capacity then
+      need = need - capacity
+    elseif rate == 0 then
+      return nil
+    else
+      return since + math.ceil(need / rate)
+    end
+  end
+  return nil
+end

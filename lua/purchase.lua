@@ -42,7 +42,9 @@
 --   user_id; quantity, an integer 1..100 (validated by the caller); the Idempotency-Key
 --   itself ('' = none), carried in the order event so that a sale rebuilt from JetStream
 --   still knows it; '1' when the order goes on the buyer's list, '0' when not (/kill's
---   anonymous buyer: the old app kept no buyer, and one list of every order cost its cut)
+--   anonymous buyer: the old app kept no buyer, and one list of every order cost its cut),
+--   followed by '@<place>' when the buyer holds a queue token for that place in the sale's
+--   line (src/http/queue_tokens.rs checked its signature: it is the buyer's)
 --
 -- Reply: { shared, answered_at, answers }. shared is what every order this call made has in
 --   common: { oid, unit_price, created_at_ms, status, pay_by_ms ('' when the sale has no payment
@@ -71,7 +73,9 @@
 --                   written by another primary (below). The caller rebuilds it from JetStream
 --                   (or answers 404) and calls again; nothing is ever decided on a sale Redis
 --                   does not hold, nor on a copy that may be behind.
---   'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict'
+--   'not_admitted'           , the instant (ms) the place is admitted ('' while paused before it)
+--   'sale_not_open' | 'user_limit_reached' | 'idempotency_conflict' | 'admission_expired'
+--   | 'queue_token_required' (a sale with a queue: see the waiting room below)
 
 local sale, orders, buyers, outbox, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local idem_ttl = ARGV[1]
@@ -86,7 +90,7 @@ local ORDER_RECORD = '^([%a_]+)\n(%d+)\n(%d+)\n(%d+)\n(%d*)\n%d*\n([%d%-]*)\n[^\
 
 local now = now_ms()
 local f = fields_of(sale, 'stock', 'sold', 'per_user_limit', 'price', 'starts_at', 'ends_at',
-                    'oid', 'payment_timeout', 'primary', 'ended', 'seq')
+                    'oid', 'payment_timeout', 'primary', 'ended', 'seq', 'queue')
 local stock, sold = tonumber(f.stock), tonumber(f.sold)
 -- A copy another primary wrote counts as missing (prelude.lua: this_primary).
 if f.primary ~= this_primary() then stock = nil end
@@ -97,6 +101,8 @@ local seq = tonumber(f.seq) or 0
 local first_seq, sold_before = seq + 1, sold
 -- 'sale_not_open' is decided once: the batch shares one instant.
 local open = not ((starts_at and now < starts_at) or (ends_at and now >= ends_at) or f.ended)
+-- The waiting room (src/domain/queue.rs): a buyer buys only while its place is admitted.
+local queue = queue_of(f.queue)
 -- Every order of the call shares its instant, its price and so its payment deadline.
 local status, pay_by = 'created', ''
 if payment_timeout then status, pay_by = 'pending_payment', now + payment_timeout * 1000 end
@@ -135,7 +141,7 @@ end
 -- One purchase, against the sale as the purchases before it in the batch left it.
 -- `units` is the quantity as the caller wrote it: printed as given, not converted back.
 -- nil when it made an order, else the purchase's answer (see Reply above).
-local function decide(user, quantity, units, idem, idem_key, listed)
+local function decide(user, quantity, units, idem, idem_key, listed, place)
   -- 1. Idempotency replay comes before the window and stock checks: a retry of an accepted
   --    purchase must find its order even after the sale closed or sold out.
   if idem then
@@ -174,14 +180,22 @@ local function decide(user, quantity, units, idem, idem_key, listed)
   -- 2. Sale window: [starts_at, ends_at).
   if not open then return { 'sale_not_open' } end
 
-  -- 3. Per-user limit, counting what the user already holds.
+  -- 3. The waiting room: the buyer's place is admitted and its admission has not lapsed.
+  if queue then
+    if not place then return { 'queue_token_required' } end
+    local at = admit_time(queue.segments, place)
+    if not at or now < at then return { 'not_admitted', at or '' } end
+    if now >= at + queue.admission then return { 'admission_expired' } end
+  end
+
+  -- 4. Per-user limit, counting what the user already holds.
   local held = held_by(user)
   if limit then
     if quantity > limit then return { 'quantity_above_limit', limit } end
     if held + quantity > limit then return { 'user_limit_reached' } end
   end
 
-  -- 4. Stock, all or nothing: sold never exceeds stock.
+  -- 5. Stock, all or nothing: sold never exceeds stock.
   if sold > stock then return { 'sale_inconsistent', stock, sold } end
   if sold + quantity > stock then return { 'sold_out', stock - sold } end
 
@@ -227,7 +241,9 @@ for i = 1, count do
   if not stock then
     answer = { 'sale_missing' }
   else
-    answer = decide(user, quantity, ARGV[at + 1], idem, idem_key, ARGV[at + 3] == '1')
+    local listing = ARGV[at + 3]
+    local place = queue and tonumber(string.match(listing, '@(%d+)$'))
+    answer = decide(user, quantity, ARGV[at + 1], idem, idem_key, string.sub(listing, 1, 1) == '1', place)
   end
   if answer then
     answered_at[#answered_at + 1] = i

@@ -18,6 +18,8 @@
 --         JetStream end with the same definition
 -- ARGV[9] payment_timeout in seconds, '' = an order is final when accepted
 -- ARGV[10] ended: when an operator ended the sale early (ms), '' = it runs by its window
+-- ARGV[11] queue: '<admit_per_sec>;<opens_before_secs>;<admission_secs>;<since>:<rate>,…'
+--          (src/domain/queue.rs: the waiting room and its admission schedule), '' = none
 --
 -- Reply: { 'created' | 'replaced', sold, now_ms } or { 'stock_below_sold', sold } or
 --        { 'sale_missing' } or { 'superseded' }
@@ -51,7 +53,7 @@ redis.call('HSET', sale, 'stock', stock, 'price', ARGV[4], 'rev', ARGV[8], 'chan
 redis.call('HDEL', sale, 'sealed')
 -- Optional settings: absent in the request means absent in the sale (a PUT replaces them).
 local optional = { per_user_limit = ARGV[3], starts_at = ARGV[5], ends_at = ARGV[6],
-                   payment_timeout = ARGV[9], ended = ARGV[10] }
+                   payment_timeout = ARGV[9], ended = ARGV[10], queue = ARGV[11] }
 for field, value in pairs(optional) do
   if value == '' then redis.call('HDEL', sale, field) else redis.call('HSET', sale, field, value) end
 end

@@ -27,6 +27,9 @@
 -- ARGV[11] payment_timeout in seconds ('' = none)
 -- ARGV[12] ended: when an operator ended the sale early (ms), '' = it runs by its window
 -- ARGV[13..15] orders the history left paid, expired, cancelled (the sale's n_* counts)
+-- ARGV[16] the queue and its admission schedule ('' = none; see put_sale.lua). The line's
+--          counter is not restored: the next join reserves places above every place
+--          JetStream records as handed out (queue.lua)
 --
 -- The idempotency keys are built from the prefix here, one per field of the staged hash (all
 -- in the sale's hash slot): passing thousands of them in KEYS would only copy the same data
@@ -100,7 +103,7 @@ local oid = string.sub(redis.sha1hex(ARGV[1]), 1, 16) .. '-' .. now
 redis.call('HSET', sale, 'stock', ARGV[2], 'sold', ARGV[3], 'price', ARGV[5], 'oid', oid,
            'seq', ARGV[8], 'rev', ARGV[10], 'primary', primary, 'changed', now)
 local optional = { per_user_limit = ARGV[4], starts_at = ARGV[6], ends_at = ARGV[7],
-                   payment_timeout = ARGV[11], ended = ARGV[12] }
+                   payment_timeout = ARGV[11], ended = ARGV[12], queue = ARGV[16] }
 for field, value in pairs(optional) do
   if value ~= '' then redis.call('HSET', sale, field, value) end
 end

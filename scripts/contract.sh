@@ -69,7 +69,7 @@ pass_with() {
   # Live streams last a second: schemathesis reads a stream until it ends.
   (cd "$dir" && exec env FLASHSALE_BIND="127.0.0.1:$port" FLASHSALE_NAMESPACE="fscontract-$name-$run" \
     FLASHSALE_STREAM="FSCONTRACT-$name-$run" FLASHSALE_SUBJECT_PREFIX="fscontract-$name-$run" \
-    FLASHSALE_ADMIN_TOKEN="$admin" FLASHSALE_LIVE_MAX_SECS=1 "$@" "$OLDPWD/target/debug/flashsale") >"$dir/service.log" 2>&1 &
+    FLASHSALE_ADMIN_TOKEN="$admin" FLASHSALE_QUEUE_KEY=contract-queue-key FLASHSALE_LIVE_MAX_SECS=1 "$@" "$OLDPWD/target/debug/flashsale") >"$dir/service.log" 2>&1 &
   services+=("$!")
   local base="http://127.0.0.1:$port"
   for _ in $(seq 1 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

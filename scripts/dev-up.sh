@@ -8,4 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
 export FLASHSALE_NATS_URL=${FLASHSALE_NATS_URL:-nats://127.0.0.1:${DURABLE_NATS_PORT:-4225}}
+# A key for the waiting rooms' tokens on this machine only: a deployment sets its own secret,
+# the same on every replica.
+export FLASHSALE_QUEUE_KEY=${FLASHSALE_QUEUE_KEY:-dev-only-queue-key}
 exec cargo run --release --bin flashsale "$@"

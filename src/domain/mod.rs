@@ -7,6 +7,7 @@ pub mod order;
 mod order_id;
 mod payment_ref;
 mod quantity;
+pub mod queue;
 pub mod refusal;
 pub mod sale;
 mod sku;

@@ -25,6 +25,20 @@ pub enum PurchaseRefusal {
     QuantityAboveLimit { limit: u64 },
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyConflict,
+    /// The buyer's place in the sale's line is not admitted yet: at `admit_at` (ms) as the
+    /// schedule stands, `None` while admission is paused before it.
+    #[error("your place in line is not admitted yet")]
+    NotAdmitted { admit_at: Option<i64> },
+    #[error("your admission lapsed: join the line again")]
+    AdmissionExpired,
+    /// The sale has a waiting room and the purchase brought no `Queue-Token`.
+    #[error(
+        "this sale has a waiting room: join it (POST /v1/sales/{{sku}}/queue) and send its Queue-Token"
+    )]
+    QueueTokenRequired,
+    /// The queue token names an earlier line of the sale (a sale started anew on its sku).
+    #[error("the Queue-Token is from an earlier line of this sale")]
+    EarlierLine,
 }
 
 /// Why a pay or cancel changed nothing (or, for `OrderExpired { released: true }`, only
@@ -60,4 +74,28 @@ pub enum SaleRefusal {
     SaleArchived,
     #[error("stock {stock} is below the {sold} units already sold")]
     StockBelowSold { stock: u64, sold: u64 },
+    /// Pausing or resuming the queue of a sale that has none.
+    #[error("the sale has no queue")]
+    NoQueue,
+    /// The queue's schedule holds its most rate changes.
+    #[error("the queue's admission schedule holds its most changes (64)")]
+    ScheduleFull,
+}
+
+/// Why a buyer was given no place in a sale's waiting room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueRefusal {
+    #[error("no sale with this sku")]
+    SaleNotFound,
+    #[error("this sale has no waiting room: buy directly")]
+    NoQueue,
+    /// The line opens `opens_at` (ms).
+    #[error("the sale's line is not open yet")]
+    QueueNotOpen { opens_at: i64 },
+    #[error("the sale is not open now")]
+    SaleNotOpen,
+    #[error("sold out")]
+    SoldOut,
+    #[error("the sale ended and was archived")]
+    SaleArchived,
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::queue::{Queue, QueueSettings};
 use crate::domain::{InvalidInput, Quantity, Sku};
 
 /// Largest stock a sale may hold: beyond 2^53 the Lua script's numbers lose precision.
@@ -30,6 +31,8 @@ pub struct SaleSettings {
     /// When an operator ended the sale early (ms); it stays closed until reopened. Not part
     /// of a PUT's body: a PUT keeps it as it was.
     pub ended_at: Option<i64>,
+    /// The sale's waiting room (`domain/queue.rs`); `None`: buyers buy without one.
+    pub queue: Option<Queue>,
 }
 
 impl SaleSettings {
@@ -44,6 +47,7 @@ impl SaleSettings {
             ends_at: None,
             payment_timeout_secs: None,
             ended_at: None,
+            queue: None,
         }
     }
 
@@ -150,6 +154,9 @@ pub struct Sale {
     /// When the sale was archived (state `archived`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<String>,
+    /// Its waiting room, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueView>,
     /// How its orders stand: shown to the admin token only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orders: Option<OrderTally>,
@@ -157,6 +164,34 @@ pub struct Sale {
     /// stream needs for its countdown and to know when the state changes by the clock alone.
     #[serde(skip)]
     pub clock: SaleClock,
+}
+
+/// A sale's waiting room as GET shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueueView {
+    #[serde(flatten)]
+    pub settings: QueueSettings,
+    /// When buyers may start to join.
+    pub opens_at: String,
+    /// Whether admission is paused (`POST /v1/sales/{sku}/queue/pause`).
+    pub paused: bool,
+    /// Places 1 to this are admitted (some may have lapsed) at the time of the read.
+    pub admitted: u64,
+    /// The queue itself, for the replicas' gate (`operations/queue.rs`).
+    #[serde(skip)]
+    pub queue: Queue,
+}
+
+impl QueueView {
+    pub fn new(queue: &Queue, now_ms: i64) -> Self {
+        Self {
+            settings: queue.settings,
+            opens_at: format_time(queue.opens_at()),
+            paused: queue.paused(),
+            admitted: queue.schedule.admitted(now_ms),
+            queue: queue.clone(),
+        }
+    }
 }
 
 /// A sale's orders by status (the operator's view).
@@ -221,6 +256,7 @@ impl Sale {
             remaining: settings.stock.saturating_sub(sold),
             state,
             ended_at: settings.ended_at.map(format_time),
+            queue: settings.queue.as_ref().map(|q| QueueView::new(q, now_ms)),
             archived_at: None,
             orders: None,
             clock: SaleClock {
@@ -250,6 +286,9 @@ pub struct SaleDefinition {
     /// Ended early at (ms); absent while the sale runs by its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<i64>,
+    /// The waiting room and its admission schedule, rate changes included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<Queue>,
     /// Set once the sale ended, settled and left Redis (`recovery/archive.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived: Option<ArchiveRecord>,
@@ -274,6 +313,7 @@ impl SaleDefinition {
             ends_at: settings.ends_at,
             payment_timeout_secs: settings.payment_timeout_secs,
             ended_at: settings.ended_at,
+            queue: settings.queue.clone(),
             archived: None,
             history_from: None,
             revision: 0,
@@ -310,6 +350,7 @@ impl SaleDefinition {
             ends_at: self.ends_at,
             payment_timeout_secs: self.payment_timeout_secs,
             ended_at: self.ended_at,
+            queue: self.queue.clone(),
         }
     }
 }
@@ -339,6 +380,7 @@ mod tests {
             ends_at: Some(200),
             payment_timeout_secs: None,
             ended_at: None,
+            queue: None,
         };
         assert_eq!(
             Sale::new(&sku, &settings, 0, 99).state,

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::queue_tokens::QueueTokens;
 use crate::http::tickets::Tickets;
 use crate::support::settings::HttpSettings;
 
@@ -33,6 +34,8 @@ pub struct Access {
     pub api_tokens: Vec<SecretString>,
     /// Buyer tickets: the key, and whether a purchase needs one.
     pub tickets: Tickets,
+    /// The waiting rooms' tokens (FLASHSALE_QUEUE_KEY).
+    pub queue_tokens: QueueTokens,
 }
 
 impl Access {
@@ -45,6 +48,9 @@ impl Access {
             admin_token: settings.admin_token.clone(),
             api_tokens: settings.api_tokens.clone(),
             tickets: Tickets::new(ticket_key, settings.require_ticket),
+            queue_tokens: QueueTokens::new(
+                settings.queue_key.as_ref().map(ExposeSecret::expose_secret),
+            ),
         }
     }
 }

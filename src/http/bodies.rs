@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::domain::InvalidInput;
+use crate::domain::queue::{Queue, QueueSettings};
 use crate::domain::sale::{SaleSettings, parse_time};
 
 /// Body of `POST /v1/orders/{order_id}/pay`, as sent.
@@ -67,19 +68,59 @@ pub struct SaleSettingsRequest {
         deserialize_with = "crate::http::bodies::whole_number::optional"
     )]
     pub payment_timeout_secs: Option<u64>,
+    /// A waiting room: buyers join a line and buy once admitted; absent = no queue.
+    pub queue: Option<QueueRequest>,
+}
+
+/// The `queue` of a PUT's body, as sent.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueRequest {
+    /// Places admitted a second.
+    #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(deserialize_with = "crate::http::bodies::whole_number::required")]
+    pub admit_per_sec: u64,
+    /// How long before `starts_at` the line opens; absent = 0. Everyone who joins before
+    /// `starts_at` is placed in a random order drawn at the open.
+    #[schema(maximum = 604_800)]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::bodies::whole_number::optional"
+    )]
+    pub opens_before_secs: Option<u64>,
+    /// How long an admission lasts; then it lapses.
+    #[schema(minimum = 1, maximum = 86_400)]
+    #[serde(deserialize_with = "crate::http::bodies::whole_number::required")]
+    pub admission_secs: u64,
 }
 
 impl SaleSettingsRequest {
-    /// The settings this body asks for, if they keep a sale's rules.
-    pub fn parse(self) -> Result<SaleSettings, InvalidInput> {
+    /// The settings this body asks for, if they keep a sale's rules. A queue's schedule is
+    /// drawn as for a new sale at `now_ms`; the PUT fits it to the sale's running schedule
+    /// (`Queue::put`).
+    pub fn parse(self, now_ms: i64) -> Result<SaleSettings, InvalidInput> {
+        let starts_at = parse_time("starts_at", self.starts_at.as_deref())?;
+        let queue = self
+            .queue
+            .map(|q| {
+                QueueSettings {
+                    admit_per_sec: q.admit_per_sec,
+                    opens_before_secs: q.opens_before_secs.unwrap_or(0),
+                    admission_secs: q.admission_secs,
+                }
+                .checked()
+            })
+            .transpose()?
+            .map(|settings| Queue::put(settings, None, starts_at, now_ms));
         SaleSettings {
             stock: self.stock,
             per_user_limit: self.per_user_limit,
             price: self.price.unwrap_or(0),
-            starts_at: parse_time("starts_at", self.starts_at.as_deref())?,
+            starts_at,
             ends_at: parse_time("ends_at", self.ends_at.as_deref())?,
             payment_timeout_secs: self.payment_timeout_secs,
             ended_at: None,
+            queue,
         }
         .checked()
     }
@@ -122,7 +163,7 @@ mod tests {
     use crate::domain::sale::{Sale, SaleState};
 
     fn parse(request: SaleSettingsRequest) -> Result<SaleSettings, InvalidInput> {
-        request.parse()
+        request.parse(0)
     }
 
     fn request(json: &str) -> SaleSettingsRequest {

@@ -8,7 +8,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::domain::InvalidInput;
-use crate::domain::refusal::{OrderRefusal, PurchaseRefusal, SaleRefusal};
+use crate::domain::refusal::{OrderRefusal, PurchaseRefusal, QueueRefusal, SaleRefusal};
+use crate::domain::sale::format_time;
+use crate::http::queue_tokens::QueueTokenError;
 use crate::http::rate_limit::Refused;
 use crate::http::tickets::TicketError;
 use crate::live::WatchError;
@@ -65,6 +67,21 @@ pub enum ApiError {
     /// The replica serves its most live viewers (FLASHSALE_LIVE_VIEWERS).
     #[error("{0}")]
     TooManyViewers(String),
+    /// A purchase of a sale with a waiting room without a valid `Queue-Token` of the buyer.
+    #[error("{0}")]
+    InvalidQueueToken(String),
+    /// The buyer's place is not admitted yet; `retry_after` seconds as the schedule stands.
+    #[error("{message}")]
+    NotAdmitted { message: String, retry_after: u64 },
+    #[error("your admission lapsed: join the line again")]
+    AdmissionExpired,
+    /// The sale's line opens later; `retry_after` seconds.
+    #[error("{message}")]
+    QueueNotOpen { message: String, retry_after: u64 },
+    #[error("this sale has no waiting room: buy directly")]
+    NoQueue,
+    #[error("{0}")]
+    ScheduleFull(String),
     #[error("internal error")]
     Internal,
 }
@@ -93,6 +110,12 @@ impl ApiError {
             ApiError::SaleInconsistent(_) => "sale_inconsistent",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::TooManyViewers(_) => "too_many_viewers",
+            ApiError::InvalidQueueToken(_) => "invalid_queue_token",
+            ApiError::NotAdmitted { .. } => "not_admitted",
+            ApiError::AdmissionExpired => "admission_expired",
+            ApiError::QueueNotOpen { .. } => "queue_not_open",
+            ApiError::NoQueue => "no_queue",
+            ApiError::ScheduleFull(_) => "schedule_full",
             ApiError::Internal => "internal",
         }
     }
@@ -106,7 +129,8 @@ pub struct ErrorBody<'a> {
     /// sale_not_open, sale_archived, stock_below_sold, idempotency_conflict, not_payable, order_cancelled,
     /// order_expired, payment_conflict, order_paid, payload_too_large,
     /// unsupported_media_type, rate_limited, unavailable, sale_inconsistent,
-    /// too_many_viewers, internal.
+    /// too_many_viewers, invalid_queue_token, not_admitted, admission_expired, queue_not_open,
+    /// no_queue, schedule_full, internal.
     pub error: &'a str,
     /// For a person.
     pub message: String,
@@ -116,7 +140,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::InvalidTicket(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized
+            | ApiError::InvalidTicket(_)
+            | ApiError::InvalidQueueToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::RouteNotFound | ApiError::SaleNotFound | ApiError::OrderNotFound => {
                 StatusCode::NOT_FOUND
@@ -127,7 +153,12 @@ impl ResponseError for ApiError {
             | ApiError::SaleArchived(_)
             | ApiError::StockBelowSold(_)
             | ApiError::IdempotencyConflict
-            | ApiError::OrderState { .. } => StatusCode::CONFLICT,
+            | ApiError::OrderState { .. }
+            | ApiError::NotAdmitted { .. }
+            | ApiError::AdmissionExpired
+            | ApiError::QueueNotOpen { .. }
+            | ApiError::NoQueue
+            | ApiError::ScheduleFull(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -156,6 +187,10 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyViewers(_) => {
                 response.insert_header(("Retry-After", "5"));
+            }
+            ApiError::NotAdmitted { retry_after, .. }
+            | ApiError::QueueNotOpen { retry_after, .. } => {
+                response.insert_header(("Retry-After", retry_after.to_string()));
             }
             _ => {}
         }
@@ -225,6 +260,17 @@ impl From<PurchaseRefusal> for ApiError {
             // of the sale (409), not a malformed request (400), and one code for storefronts.
             PurchaseRefusal::QuantityAboveLimit { .. } => ApiError::UserLimitReached(e.to_string()),
             PurchaseRefusal::IdempotencyConflict => ApiError::IdempotencyConflict,
+            PurchaseRefusal::NotAdmitted { admit_at } => ApiError::NotAdmitted {
+                message: match admit_at {
+                    Some(at) => format!("your place in line is admitted at {}", format_time(at)),
+                    None => "admission is paused before your place in line".into(),
+                },
+                retry_after: until(admit_at, PAUSED_RETRY_SECS),
+            },
+            PurchaseRefusal::AdmissionExpired => ApiError::AdmissionExpired,
+            PurchaseRefusal::QueueTokenRequired | PurchaseRefusal::EarlierLine => {
+                ApiError::InvalidQueueToken(e.to_string())
+            }
         }
     }
 }
@@ -235,8 +281,43 @@ impl From<SaleRefusal> for ApiError {
             SaleRefusal::SaleNotFound => ApiError::SaleNotFound,
             SaleRefusal::SaleArchived => ApiError::SaleArchived(e.to_string()),
             SaleRefusal::StockBelowSold { .. } => ApiError::StockBelowSold(e.to_string()),
+            SaleRefusal::NoQueue => ApiError::NoQueue,
+            SaleRefusal::ScheduleFull => ApiError::ScheduleFull(e.to_string()),
         }
     }
+}
+
+impl From<QueueRefusal> for ApiError {
+    fn from(e: QueueRefusal) -> Self {
+        match e {
+            QueueRefusal::SaleNotFound => ApiError::SaleNotFound,
+            QueueRefusal::NoQueue => ApiError::NoQueue,
+            QueueRefusal::QueueNotOpen { opens_at } => ApiError::QueueNotOpen {
+                message: format!("the sale's line opens at {}", format_time(opens_at)),
+                retry_after: until(Some(opens_at), PAUSED_RETRY_SECS),
+            },
+            QueueRefusal::SaleNotOpen => ApiError::SaleNotOpen,
+            QueueRefusal::SoldOut => ApiError::SoldOut(e.to_string()),
+            QueueRefusal::SaleArchived => ApiError::SaleArchived(e.to_string()),
+        }
+    }
+}
+
+impl From<QueueTokenError> for ApiError {
+    fn from(e: QueueTokenError) -> Self {
+        ApiError::InvalidQueueToken(e.to_string())
+    }
+}
+
+/// Seconds a buyer waits while admission is paused before its place: then it asks again.
+const PAUSED_RETRY_SECS: u64 = 5;
+
+/// Whole seconds from now until `at` (ms), at least 1; `otherwise` when there is no `at`.
+fn until(at: Option<i64>, otherwise: u64) -> u64 {
+    at.map_or(otherwise, |at| {
+        let ms = at - chrono::Utc::now().timestamp_millis();
+        retry_after_secs(std::time::Duration::from_millis(ms.max(0) as u64))
+    })
 }
 
 impl From<OrderRefusal> for ApiError {

@@ -9,6 +9,8 @@ pub mod live;
 pub mod openapi;
 pub mod orders;
 pub mod page;
+pub mod queue;
+pub mod queue_tokens;
 pub mod rate_limit;
 pub mod sales;
 pub mod seed;
@@ -64,6 +66,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             header::CONTENT_TYPE,
             header::HeaderName::from_static("idempotency-key"),
             header::HeaderName::from_static("buyer-ticket"),
+            header::HeaderName::from_static("queue-token"),
             header::HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([header::RETRY_AFTER])
@@ -95,6 +98,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
             .route(web::post().to(orders::create_order))
             .route(web::get().to(orders::list_buyer_orders)),
     )
+    .service(
+        resource("/v1/sales/{sku}/queue", "POST")
+            .wrap(cors(cors_origins))
+            .route(web::post().to(queue::join)),
+    )
     .service(get("/kill").route(web::get().to(seed::kill)))
     .service(get("/home").route(web::get().to(seed::home)))
     .service(get("/healthz").route(web::get().to(health::healthz)))
@@ -112,6 +120,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, cors_origins: &[String]) {
     .service(get("/v1/sales").route(web::get().to(sales::list_sales)))
     .service(resource("/v1/sales/{sku}/end", "POST").route(web::post().to(sales::end_sale)))
     .service(resource("/v1/sales/{sku}/reopen", "POST").route(web::post().to(sales::reopen_sale)))
+    .service(resource("/v1/sales/{sku}/queue/pause", "POST").route(web::post().to(queue::pause)))
+    .service(resource("/v1/sales/{sku}/queue/resume", "POST").route(web::post().to(queue::resume)))
     .service(
         get("/v1/sales/{sku}/live")
             .wrap(cors(cors_origins))

@@ -19,7 +19,8 @@ use crate::operations::Listing;
 #[utoipa::path(post, path = "/v1/sales/{sku}/orders", tag = "orders",
     params(("sku" = String, Path, description = "the sale", pattern = "^[A-Za-z0-9_-]{1,64}$"),
            ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the same order (200)", pattern = "^[!-~]{1,128}$"),
-           ("Buyer-Ticket" = Option<String>, Header, description = "v1.<user>.<sku>.<expires>.<mac>, signed by the storefront")),
+           ("Buyer-Ticket" = Option<String>, Header, description = "v1.<user>.<sku>.<expires>.<mac>, signed by the storefront"),
+           ("Queue-Token" = Option<String>, Header, description = "a sale with a waiting room: the token its join answered (q1.<user>.<sku>.<line>.<place>.<mac>)")),
     request_body = crate::http::bodies::OrderRequest,
     security((), ("storefront" = [])),
     responses(
@@ -27,9 +28,9 @@ use crate::operations::Listing;
         (status = 200, description = "the order an earlier request with this Idempotency-Key created", body = crate::domain::order::Order),
         (status = 202, description = "accepted; JetStream (or the replicas asked for) had not acknowledged it in time: delivery pending", body = crate::domain::order::Order),
         (status = 400, description = "invalid_request", body = ErrorBody),
-        (status = 401, description = "unauthorized (storefront token), invalid_ticket", body = ErrorBody),
+        (status = 401, description = "unauthorized (storefront token), invalid_ticket, invalid_queue_token (a sale with a waiting room: no token, a forged one, another buyer's)", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
-        (status = 409, description = "sold_out, user_limit_reached, sale_not_open, sale_archived, idempotency_conflict", body = ErrorBody),
+        (status = 409, description = "sold_out, user_limit_reached, sale_not_open, sale_archived, idempotency_conflict, not_admitted (Retry-After), admission_expired", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 429, description = "rate_limited (Retry-After)", body = ErrorBody),
@@ -42,31 +43,26 @@ pub async fn create_order(
     body: web::Json<OrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    if !state.access.api_tokens.is_empty() {
-        caller(&request, &state)?;
-    }
     let OrderRequest { user_id, quantity } = body.into_inner();
-    let ticket = request.headers().get("Buyer-Ticket").map(|v| v.as_bytes());
-    let now_secs = chrono::Utc::now().timestamp();
-    let user = match state
-        .access
-        .tickets
-        .buyer(ticket, user_id.as_deref(), &sku, now_secs)?
-    {
-        Some(user) => user,
-        None => UserId::parse(user_id.ok_or_else(|| {
-            ApiError::InvalidRequest("user_id is required (or a Buyer-Ticket)".into())
-        })?)?,
-    };
+    let user = buyer(&request, &state, &sku, user_id)?;
     let quantity = quantity.map_or(Ok(Quantity::ONE), Quantity::parse)?;
     let idempotency_key = request
         .headers()
         .get("Idempotency-Key")
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()?;
+    // Its signature is checked here: a forged or another buyer's token costs Redis nothing.
+    let place = request
+        .headers()
+        .get("Queue-Token")
+        .map(|token| {
+            state
+                .access
+                .queue_tokens
+                .verify(token.as_bytes(), &user, &sku)
+        })
+        .transpose()?;
 
-    // Before any Redis work: a bot over its limit costs Redis nothing.
-    state.rate_limits.check(&request, user.as_str())?;
     let (mut purchase, delivery) = state
         .operations
         .purchase(
@@ -75,6 +71,7 @@ pub async fn create_order(
             quantity,
             idempotency_key.as_ref(),
             Listing::Listed,
+            place,
         )
         .await?;
     let mut response = match delivery {
@@ -98,6 +95,35 @@ pub async fn create_order(
         }
     };
     Ok(response.json(purchase.order))
+}
+
+/// The buyer of a purchase or a join, by the purchase's rules: a storefront token when
+/// FLASHSALE_API_TOKENS asks for one, the buyer from its ticket or the body's `user_id`, and
+/// within the rate limits (checked before any Redis work: a bot over its limit costs Redis
+/// nothing).
+pub(super) fn buyer(
+    request: &HttpRequest,
+    state: &AppState,
+    sku: &Sku,
+    user_id: Option<String>,
+) -> Result<UserId, ApiError> {
+    if !state.access.api_tokens.is_empty() {
+        caller(request, state)?;
+    }
+    let ticket = request.headers().get("Buyer-Ticket").map(|v| v.as_bytes());
+    let now_secs = chrono::Utc::now().timestamp();
+    let user = match state
+        .access
+        .tickets
+        .buyer(ticket, user_id.as_deref(), sku, now_secs)?
+    {
+        Some(user) => user,
+        None => UserId::parse(user_id.ok_or_else(|| {
+            ApiError::InvalidRequest("user_id is required (or a Buyer-Ticket)".into())
+        })?)?,
+    };
+    state.rate_limits.check(request, user.as_str())?;
+    Ok(user)
 }
 
 /// `POST /v1/orders/{order_id}/cancel` (admin): 200 with the cancelled order; the stock comes

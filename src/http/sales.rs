@@ -31,7 +31,14 @@ pub async fn put_sale(
     body: web::Json<SaleSettingsRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    let settings = body.into_inner().parse()?;
+    let settings = body
+        .into_inner()
+        .parse(chrono::Utc::now().timestamp_millis())?;
+    if settings.queue.is_some() && !state.access.queue_tokens.enabled() {
+        return Err(ApiError::InvalidRequest(
+            "a queue needs FLASHSALE_QUEUE_KEY, the key its tokens are signed with (the same on every replica)".into(),
+        ));
+    }
     let (sale, put) = state.operations.put_sale(&sku, &settings).await?;
     let mut response = match put {
         PutOutcome::Created => HttpResponse::Created(),

@@ -78,7 +78,14 @@ async fn buy_one(
     // Accepted is accepted: 201 and 202 (delivery pending) read the same here.
     let bought = state
         .operations
-        .purchase(&state.default_sku, &user, Quantity::ONE, None, listing)
+        .purchase(
+            &state.default_sku,
+            &user,
+            Quantity::ONE,
+            None,
+            listing,
+            None,
+        )
         .await;
     match bought {
         Ok(_) => Ok(Kill::Accepted),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::domain::event::{EventKind, OrderMessage};
 use crate::domain::order::{Order, OrderView};
+use crate::domain::queue::Place;
 use crate::domain::refusal::{OrderRefusal, PurchaseRefusal, SaleRefusal};
 use crate::domain::sale::{EarlyEnd, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::domain::{IdempotencyKey, OrderId, PaymentRef, Quantity, Sku, UserId};
@@ -23,10 +24,12 @@ use crate::store::{
 use crate::support::metrics::Outcome;
 
 pub mod errors;
+mod queue;
 
 pub use crate::domain::order::LISTED_ORDERS;
 pub use crate::store::Listing;
 pub use errors::{OperationError, Unanswered};
+pub use queue::JoinAnswer;
 
 pub struct Operations {
     store: Sales,
@@ -34,6 +37,8 @@ pub struct Operations {
     /// Confirms events with JetStream before they are answered (FLASHSALE_CONFIRM).
     confirmation: Confirmation,
     sale_changes: SaleChanges,
+    /// The waiting rooms' copies for the gate, and their place reservations.
+    lines: queue::Lines,
 }
 
 impl Operations {
@@ -48,6 +53,7 @@ impl Operations {
             recovery,
             confirmation,
             sale_changes,
+            lines: queue::Lines::default(),
         }
     }
 
@@ -60,7 +66,17 @@ impl Operations {
         quantity: Quantity,
         idempotency_key: Option<&IdempotencyKey>,
         listing: Listing,
+        place: Option<Place>,
     ) -> Result<(Purchase, Delivery), OperationError<PurchaseRefusal>> {
+        if let Some(place) = place {
+            self.gate(sku, place).await.map_err(|refusal| {
+                self.store.metrics().outcome(match refusal {
+                    PurchaseRefusal::NotAdmitted { .. } => Outcome::NotAdmitted,
+                    _ => Outcome::QueueTokenRequired,
+                });
+                OperationError::Refused(refusal)
+            })?;
+        }
         let purchase = self
             .recovery
             .on_sale(sku, || {
@@ -69,6 +85,7 @@ impl Operations {
                     quantity,
                     idempotency_key: idempotency_key.cloned(),
                     listing,
+                    place: place.map(|p| p.place),
                 };
                 self.store.purchase(sku, request)
             })
@@ -242,6 +259,7 @@ impl Operations {
             .recovery
             .put_sale(sku, settings, EarlyEnd::Kept)
             .await?;
+        self.lines.forget(sku);
         self.sale_changes.restocked(sku).await;
         Ok(put)
     }
@@ -280,6 +298,7 @@ impl Operations {
             .recovery
             .put_sale(sku, &settings, EarlyEnd::AsSettingsSay)
             .await?;
+        self.lines.forget(sku);
         if definition.ended_at != settings.ended_at {
             log::info!(
                 "sale {sku} {}",

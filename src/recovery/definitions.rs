@@ -196,11 +196,56 @@ impl SaleDefinitions {
         }
     }
 
-    /// The keys of every sale ever defined: their sku digests, in no order.
+    /// The keys of every sale ever defined: their sku digests, in no order (the places
+    /// keys, `<digest>.places.<n>`, left out).
     pub async fn digests(&self) -> Result<Vec<String>, DefinitionError> {
         use futures::TryStreamExt;
         let keys = self.store().await?.keys().await.map_err(failed)?;
-        keys.try_collect().await.map_err(failed)
+        let keys: Vec<String> = keys.try_collect().await.map_err(failed)?;
+        Ok(keys.into_iter().filter(|key| !key.contains('.')).collect())
+    }
+
+    /// How far the places of the sale's line are reserved (`lua/queue.lua`): the ceiling
+    /// JetStream records and its revision (`None`: none reserved yet). `generation`: the
+    /// sale's `history_from`, so a sale started anew on an archived sku has a line of its own.
+    pub async fn places_reserved(
+        &self,
+        sku: &Sku,
+        generation: u64,
+    ) -> Result<(u64, Option<u64>), DefinitionError> {
+        let key = places_key(sku, generation);
+        let Some(entry) = self.store().await?.entry(key).await.map_err(failed)? else {
+            return Ok((0, None));
+        };
+        let ceiling = std::str::from_utf8(&entry.value)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| DefinitionError(format!("{sku}: places ceiling {:?}", entry.value)))?;
+        Ok((ceiling, Some(entry.revision)))
+    }
+
+    /// Records `ceiling` if the reservation still stands at `revision` (`None`: none yet);
+    /// `Ok(false)` when another replica reserved in between (read again and retry).
+    pub async fn reserve_places(
+        &self,
+        sku: &Sku,
+        generation: u64,
+        ceiling: u64,
+        revision: Option<u64>,
+    ) -> Result<bool, DefinitionError> {
+        let store = self.store().await?;
+        let (key, value) = (places_key(sku, generation), ceiling.to_string().into());
+        let written = match revision {
+            Some(revision) => match store.update(key, value, revision).await {
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
+                written => written.map(drop).map_err(failed),
+            },
+            None => match store.create(key, value).await {
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(false),
+                written => written.map(drop).map_err(failed),
+            },
+        };
+        written.map(|()| true)
     }
 
     /// Every sale ever defined (its newest revision).
@@ -223,6 +268,11 @@ impl SaleDefinitions {
             .map(drop)
             .map_err(failed)
     }
+}
+
+/// The key of a sale's places ceiling, beside its definition.
+fn places_key(sku: &Sku, generation: u64) -> String {
+    format!("{}.places.{generation}", sku.digest())
 }
 
 /// `<stream>_SALES`: beside the order stream, named after it so each stream has its own.

@@ -2,6 +2,7 @@
 //! after the sale is rebuilt if Redis lost it; a PUT of an archived sku starts a new sale.
 
 use crate::domain::Sku;
+use crate::domain::queue::Queue;
 use crate::domain::refusal::SaleRefusal;
 use crate::domain::sale::{EarlyEnd, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::recovery::{Recovery, RecoveryError};
@@ -37,11 +38,22 @@ impl Recovery {
             (None, Some(before)) => before.history_from,
             (None, None) => None,
         };
+        // A PUT keeps what the sale ran to: its early end, and its queue's schedule (a new
+        // rate from now on, a pause kept); ending, reopening, pausing and resuming say it.
+        let running = before.as_ref().filter(|_| archived.is_none());
         let settings = &SaleSettings {
-            ended_at: match (&before, early_end) {
-                (Some(before), EarlyEnd::Kept) if archived.is_none() => before.ended_at,
-                (Some(_), EarlyEnd::Kept) => None,
+            ended_at: match (running, early_end) {
+                (Some(before), EarlyEnd::Kept) => before.ended_at,
+                (None, EarlyEnd::Kept) => None,
                 _ => settings.ended_at,
+            },
+            queue: match early_end {
+                EarlyEnd::Kept => settings.queue.as_ref().map(|queue| {
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    let before = running.and_then(|b| b.queue.as_ref());
+                    Queue::put(queue.settings, before, settings.starts_at, now_ms)
+                }),
+                EarlyEnd::AsSettingsSay => settings.queue.clone(),
             },
             ..settings.clone()
         };

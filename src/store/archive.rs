@@ -105,7 +105,9 @@ impl Store {
             .key(keys.buyers())
             .key(keys.outbox())
             .key(keys.deadlines())
-            .key(keys.relay_lease());
+            .key(keys.relay_lease())
+            .key(keys.queue_early())
+            .key(keys.queue_places());
         call
     }
 }

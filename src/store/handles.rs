@@ -15,13 +15,13 @@ use super::sales::OrderCounts;
 use super::sold_out::SoldOutCache;
 use super::transition::{Ended, Expired};
 use super::{
-    OrderQuery, Outbox, Purchase, PurchaseError, PurchaseRequest, PutSaleError, Store, StoreError,
-    TransitionError,
+    JoinError, JoinReply, OrderQuery, Outbox, Purchase, PurchaseError, PurchaseRequest,
+    PutSaleError, Reservation, Store, StoreError, TransitionError,
 };
 use crate::domain::order::OrderView;
 use crate::domain::sale::{ArchiveRecord, PutOutcome, Sale, SaleDefinition, SaleSettings};
 use crate::domain::snapshot::SaleSnapshot;
-use crate::domain::{OrderId, PaymentRef, Sku};
+use crate::domain::{OrderId, PaymentRef, Sku, UserId};
 use crate::support::metrics::PurchaseMetrics;
 
 impl Store {
@@ -62,6 +62,17 @@ impl Store {
 pub struct Sales(Arc<Store>);
 
 impl Sales {
+    /// `user` joins the sale's waiting room (`lua/queue.lua`).
+    pub async fn join(
+        &self,
+        sku: &Sku,
+        user: &UserId,
+        score: u64,
+        reservation: Option<Reservation>,
+    ) -> Result<JoinReply, JoinError> {
+        self.0.join(sku, user, score, reservation).await
+    }
+
     pub async fn purchase(
         &self,
         sku: &Sku,

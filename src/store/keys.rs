@@ -41,6 +41,17 @@ impl SaleKeys {
         self.key("deadlines")
     }
 
+    /// ZSET user_id → a random score: who joined the sale's waiting room before its start
+    /// (`lua/queue.lua`).
+    pub fn queue_early(&self) -> String {
+        self.key("queue:early")
+    }
+
+    /// HASH user_id → place: who joined the waiting room after the start.
+    pub fn queue_places(&self) -> String {
+        self.key("queue:places")
+    }
+
     /// STRING naming the replica that relays this sale's outbox (with a TTL).
     pub fn relay_lease(&self) -> String {
         self.key("relay")

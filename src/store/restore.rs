@@ -11,6 +11,7 @@ use super::reply::Reply;
 use super::transition::Expired;
 use super::{Store, StoreError};
 use crate::domain::order::OrderStatus;
+use crate::domain::queue::Queue;
 use crate::domain::sale::SaleDefinition;
 use crate::domain::snapshot::SaleSnapshot;
 
@@ -110,7 +111,14 @@ impl Store {
             .arg(optional(definition.ended_at))
             .arg(snapshot.count(OrderStatus::Paid))
             .arg(snapshot.count(OrderStatus::Expired))
-            .arg(snapshot.count(OrderStatus::Cancelled));
+            .arg(snapshot.count(OrderStatus::Cancelled))
+            .arg(
+                definition
+                    .queue
+                    .as_ref()
+                    .map(Queue::encode)
+                    .unwrap_or_default(),
+            );
         let reply: Vec<Value> = self.redis.observe(call.invoke_async(&mut redis).await)?;
         let reply = Reply(&reply);
         match reply.text(0)? {

@@ -4,11 +4,12 @@ use super::record;
 use super::reply::Reply;
 use super::{Failed, PutSaleError, Store, StoreError};
 use crate::domain::Sku;
+use crate::domain::queue::Queue;
 use crate::domain::refusal::SaleRefusal;
 use crate::domain::sale::{OrderTally, PutOutcome, Sale, SaleDefinition, SaleSettings};
 
 /// The sale-hash fields a [`Sale`] is built from, in reply order.
-const SALE_FIELDS: [&str; 11] = [
+const SALE_FIELDS: [&str; 12] = [
     "stock",
     "sold",
     "per_user_limit",
@@ -20,6 +21,7 @@ const SALE_FIELDS: [&str; 11] = [
     "n_paid",
     "n_expired",
     "n_cancelled",
+    "queue",
 ];
 
 impl Store {
@@ -47,7 +49,14 @@ impl Store {
             .arg(if defined_before.is_some() { "1" } else { "" })
             .arg(revision)
             .arg(optional(settings.payment_timeout_secs.map(|t| t as i64)))
-            .arg(optional(settings.ended_at));
+            .arg(optional(settings.ended_at))
+            .arg(
+                settings
+                    .queue
+                    .as_ref()
+                    .map(Queue::encode)
+                    .unwrap_or_default(),
+            );
 
         // Registered first: a sale that exists is always known to the relay and to cancel.
         self.register(sku).await?;
@@ -146,6 +155,13 @@ impl Store {
             ends_at: number(5)?,
             payment_timeout_secs: unsigned(6)?,
             ended_at: number(7)?,
+            queue: match fields.get(11) {
+                Some(Some(text)) => Some(
+                    Queue::decode(text)
+                        .ok_or_else(|| StoreError::Corrupt(format!("{sku}: queue {text:?}")))?,
+                ),
+                _ => None,
+            },
         };
         let mut sale = Sale::new(sku, &settings, unsigned(1)?.unwrap_or(0), now_ms);
         let ended = |at| unsigned(at).map(Option::unwrap_or_default);

@@ -39,6 +39,7 @@ pub(super) struct Scripts {
     pub restore: Script,
     pub read_orders: Script,
     pub archive: Script,
+    pub queue: Script,
 }
 
 impl Scripts {
@@ -51,6 +52,7 @@ impl Scripts {
             restore: lua_script!("order_moves.lua", "restore.lua"),
             read_orders: lua_script!("read_orders.lua"),
             archive: lua_script!("archive.lua"),
+            queue: lua_script!("queue.lua"),
         }
     }
 
@@ -65,6 +67,7 @@ impl Scripts {
             ("restore", &self.restore),
             ("read_orders", &self.read_orders),
             ("archive", &self.archive),
+            ("queue", &self.queue),
         ] {
             let sha = script.prepare_invoke().load_async(&mut connection).await?;
             log::info!("lua script {name} loaded: {sha}");

@@ -611,7 +611,16 @@ async fn an_ended_sale_is_not_sealed_while_an_event_waits_or_a_payment_is_due() 
 async fn archive_reply(app: &TestApp, sku: &str, args: &[&str]) -> Vec<String> {
     let script = redis::Script::new(&crate::helpers::lua_source("archive.lua"));
     let mut call = script.prepare_invoke();
-    for name in ["sale", "orders", "buyers", "outbox", "deadlines", "relay"] {
+    for name in [
+        "sale",
+        "orders",
+        "buyers",
+        "outbox",
+        "deadlines",
+        "relay",
+        "queue:early",
+        "queue:places",
+    ] {
         call.key(app.key(sku, name));
     }
     for arg in args {

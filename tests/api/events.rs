@@ -600,6 +600,7 @@ async fn entries_a_dead_replica_read_are_delivered_once_by_the_next() {
             quantity: Quantity::ONE,
             idempotency_key: None,
             listing: flashsale::store::Listing::Listed,
+            place: None,
         };
         dead.sales()
             .purchase(&sku, request)
@@ -1105,6 +1106,7 @@ async fn the_relay_reads_up_to_an_entry_a_handler_is_delivering_and_past_it_once
             quantity: Quantity::ONE,
             idempotency_key: None,
             listing: flashsale::store::Listing::Listed,
+            place: None,
         };
         store
             .sales()

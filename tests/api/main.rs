@@ -18,6 +18,7 @@ mod operator;
 mod order_reads;
 mod orders;
 mod page;
+mod queue;
 mod rate_limits;
 mod recovery;
 mod reliability;

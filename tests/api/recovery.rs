@@ -644,6 +644,7 @@ async fn racing_puts_leave_redis_and_jetstream_with_the_same_definition() {
         ends_at: None,
         payment_timeout_secs: None,
         ended_at: None,
+        queue: None,
     };
     let sku_parsed = flashsale::domain::Sku::parse(&sku).expect("sku");
     let defined = flashsale::domain::sale::SaleDefinition::new(&sku_parsed, &stale);

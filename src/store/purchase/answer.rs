@@ -185,6 +185,11 @@ fn outcome(sku: &Sku, reply: Reply<'_>) -> Result<Purchase, PurchaseError> {
         "sale_not_open" => Err(Failed::Refused(PurchaseRefusal::SaleNotOpen)),
         "user_limit_reached" => Err(Failed::Refused(PurchaseRefusal::UserLimitReached)),
         "idempotency_conflict" => Err(Failed::Refused(PurchaseRefusal::IdempotencyConflict)),
+        "not_admitted" => Err(Failed::Refused(PurchaseRefusal::NotAdmitted {
+            admit_at: reply.optional_int(1)?,
+        })),
+        "admission_expired" => Err(Failed::Refused(PurchaseRefusal::AdmissionExpired)),
+        "queue_token_required" => Err(Failed::Refused(PurchaseRefusal::QueueTokenRequired)),
         _ => Err(reply.corrupt().into()),
     }
 }
@@ -203,6 +208,7 @@ mod tests {
             quantity: Quantity::parse(quantity).expect("quantity"),
             idempotency_key: None,
             listing: Listing::Listed,
+            place: None,
         }
     }
 
@@ -343,6 +349,22 @@ mod tests {
             (
                 vec![text("idempotency_conflict")],
                 refused(PurchaseRefusal::IdempotencyConflict),
+            ),
+            (
+                vec![text("not_admitted"), Value::Int(7)],
+                refused(PurchaseRefusal::NotAdmitted { admit_at: Some(7) }),
+            ),
+            (
+                vec![text("not_admitted"), text("")],
+                refused(PurchaseRefusal::NotAdmitted { admit_at: None }),
+            ),
+            (
+                vec![text("admission_expired")],
+                refused(PurchaseRefusal::AdmissionExpired),
+            ),
+            (
+                vec![text("queue_token_required")],
+                refused(PurchaseRefusal::QueueTokenRequired),
             ),
         ];
         for (reply, expected) in cases {

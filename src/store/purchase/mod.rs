@@ -49,6 +49,11 @@ impl PurchaseError {
             PurchaseRefusal::SaleInconsistent { .. } => Outcome::SaleInconsistent,
             PurchaseRefusal::QuantityAboveLimit { .. } => Outcome::InvalidQuantity,
             PurchaseRefusal::IdempotencyConflict => Outcome::IdempotencyConflict,
+            PurchaseRefusal::NotAdmitted { .. } => Outcome::NotAdmitted,
+            PurchaseRefusal::AdmissionExpired => Outcome::AdmissionExpired,
+            PurchaseRefusal::QueueTokenRequired | PurchaseRefusal::EarlierLine => {
+                Outcome::QueueTokenRequired
+            }
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct PurchaseRequest {
     pub quantity: Quantity,
     pub idempotency_key: Option<IdempotencyKey>,
     pub listing: Listing,
+    /// The buyer's place in the sale's line, from its queue token (signature checked).
+    pub place: Option<u64>,
 }
 
 /// Whether an order goes on its buyer's list (`GET …/users/{user_id}/orders`).
@@ -208,9 +215,11 @@ impl Store {
                         .as_ref()
                         .map_or("", IdempotencyKey::as_str),
                 )
-                .arg(match request.listing {
-                    Listing::Listed => "1",
-                    Listing::Unlisted => "0",
+                .arg(match (request.listing, request.place) {
+                    (Listing::Listed, None) => "1".to_owned(),
+                    (Listing::Unlisted, None) => "0".to_owned(),
+                    (Listing::Listed, Some(place)) => format!("1@{place}"),
+                    (Listing::Unlisted, Some(place)) => format!("0@{place}"),
                 });
         }
 

@@ -20,10 +20,14 @@ pub enum Outcome {
     IdempotencyConflict,
     SaleInconsistent,
     Unavailable,
+    /// The waiting room's refusals: a place not admitted yet, an admission lapsed, no token.
+    NotAdmitted,
+    AdmissionExpired,
+    QueueTokenRequired,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 10] = [
+    const ALL: [Outcome; 13] = [
         Outcome::Created,
         Outcome::Replayed,
         Outcome::SoldOut,
@@ -34,6 +38,9 @@ impl Outcome {
         Outcome::IdempotencyConflict,
         Outcome::SaleInconsistent,
         Outcome::Unavailable,
+        Outcome::NotAdmitted,
+        Outcome::AdmissionExpired,
+        Outcome::QueueTokenRequired,
     ];
 
     fn label(self) -> &'static str {
@@ -48,6 +55,9 @@ impl Outcome {
             Outcome::IdempotencyConflict => "idempotency_conflict",
             Outcome::SaleInconsistent => "sale_inconsistent",
             Outcome::Unavailable => "unavailable",
+            Outcome::NotAdmitted => "not_admitted",
+            Outcome::AdmissionExpired => "admission_expired",
+            Outcome::QueueTokenRequired => "queue_token_required",
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct HttpSettings {
     pub api_tokens: Vec<SecretString>,
     /// HMAC key of buyer tickets (FLASHSALE_TICKET_KEY).
     pub ticket_key: Option<SecretString>,
+    /// HMAC key of the waiting rooms' queue tokens (FLASHSALE_QUEUE_KEY); the same on every
+    /// replica. Without it no sale may have a queue.
+    pub queue_key: Option<SecretString>,
     /// Purchases without a valid ticket are refused (FLASHSALE_REQUIRE_TICKET).
     pub require_ticket: bool,
     /// Purchases per second and burst allowed to one buyer (per replica); `None` = no limit.
@@ -233,6 +236,7 @@ impl Settings {
                     .transpose()?
                     .unwrap_or_default(),
                 ticket_key: given("FLASHSALE_TICKET_KEY").map(Var::secret).transpose()?,
+                queue_key: given("FLASHSALE_QUEUE_KEY").map(Var::secret).transpose()?,
                 require_ticket: {
                     let required = var("FLASHSALE_REQUIRE_TICKET").switch()?;
                     if required && lookup("FLASHSALE_TICKET_KEY").is_none() {

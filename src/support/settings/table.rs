@@ -52,6 +52,10 @@ pub const SETTINGS: &[Setting] = &[
         "FLASHSALE_TICKET_KEY",
         "HMAC-SHA256 key of buyer tickets, shared with the storefront",
     ),
+    unset(
+        "FLASHSALE_QUEUE_KEY",
+        "HMAC-SHA256 key of the waiting rooms' queue tokens, the same on every replica (unset: no sale may have a queue)",
+    ),
     setting(
         "FLASHSALE_REQUIRE_TICKET",
         "false",

@@ -23,6 +23,8 @@ pub use crate::servers::{
 };
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The key the test apps sign their waiting rooms' queue tokens with.
+pub const QUEUE_KEY: &str = "test-queue-key";
 
 pub struct TestApp {
     pub address: String,
@@ -61,6 +63,7 @@ pub fn test_settings() -> Settings {
     settings.recovery.default_sku =
         flashsale::domain::Sku::parse(&unique("default")).expect("valid sku");
     settings.http.admin_token = Some(ADMIN_TOKEN.into());
+    settings.http.queue_key = Some(QUEUE_KEY.into());
     settings.http.workers = 2;
     settings.nats.stream = unique("FSTEST");
     settings.nats.subject_prefix = unique("fstest");

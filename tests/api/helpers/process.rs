@@ -141,6 +141,7 @@ pub fn env_of(settings: &Settings, port: u16) -> Vec<(&'static str, String)> {
     let optional = [
         ("FLASHSALE_ADMIN_TOKEN", exposed(&settings.http.admin_token)),
         ("FLASHSALE_TICKET_KEY", exposed(&settings.http.ticket_key)),
+        ("FLASHSALE_QUEUE_KEY", exposed(&settings.http.queue_key)),
         (
             "FLASHSALE_API_TOKENS",
             Some(joined(

@@ -1,0 +1,545 @@
+//! The waiting room: places in line, one per buyer, each given once; the early line shuffled
+//! at the start; admission at the set rate on Redis's clock, through a pause, a resume and a
+//! new rate; purchases only while admitted; tokens only for their buyer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use flashsale::domain::queue::Queue;
+use flashsale::domain::sale::format_time;
+
+use crate::helpers::{TestApp, admin_post, error_of, spawn_app, unique, users};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A sale of `stock` with a queue admitting `rate` a second, each admission lasting
+/// `admission_secs`, the sale open from `starts_at`.
+fn queued_sale(stock: u64, starts_at: i64, rate: u64, admission_secs: u64) -> Value {
+    json!({
+        "stock": stock,
+        "per_user_limit": 1,
+        "starts_at": format_time(starts_at),
+        "queue": {"admit_per_sec": rate, "opens_before_secs": 3600, "admission_secs": admission_secs},
+    })
+}
+
+/// `user` joins the line: status and body.
+async fn join(app: &TestApp, sku: &str, user: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/sales/{sku}/queue")))
+        .json(&json!({"user_id": user}))
+        .send()
+        .await
+        .expect("join answered");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+/// A purchase of one unit with a queue token (or none).
+async fn buy_with(app: &TestApp, sku: &str, user: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/v1/sales/{sku}/orders")))
+        .json(&json!({"user_id": user}));
+    if let Some(token) = token {
+        request = request.header("Queue-Token", token);
+    }
+    request.send().await.expect("purchase answered")
+}
+
+/// The sale's queue as Redis holds it: the schedule every decision is made by.
+async fn queue_in_redis(app: &TestApp, sku: &str) -> Queue {
+    let text = app
+        .redis_hget(sku, "sale", "queue")
+        .await
+        .expect("the sale has a queue");
+    Queue::decode(&text).expect("a queue field the service wrote")
+}
+
+/// Kendall's rank correlation of two orderings of the same items.
+fn kendall_tau(pairs: &[(f64, f64)]) -> f64 {
+    let (mut concordant, mut discordant) = (0i64, 0i64);
+    for i in 0..pairs.len() {
+        for j in i + 1..pairs.len() {
+            let product = (pairs[i].0 - pairs[j].0) * (pairs[i].1 - pairs[j].1);
+            if product > 0.0 {
+                concordant += 1;
+            } else if product < 0.0 {
+                discordant += 1;
+            }
+        }
+    }
+    (concordant - discordant) as f64 / (concordant + discordant) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_joins_from_500_clients_get_places_1_to_10000_each_once() {
+    let app = spawn_app().await;
+    let sku = unique("queue-joins");
+    app.create_sale(&sku, queued_sale(10, now_ms() - 1_000, 100, 60))
+        .await;
+    let buyers = users(&sku, 10_000);
+    let answers: Vec<(String, u16, Value)> = futures::stream::iter(&buyers)
+        .map(|user| {
+            let (app, sku) = (&app, &sku);
+            async move {
+                let (status, body) = join(app, sku, user).await;
+                (user.clone(), status, body)
+            }
+        })
+        .buffer_unordered(500)
+        .collect()
+        .await;
+    let mut place_of = HashMap::new();
+    for (user, status, body) in &answers {
+        assert_eq!(*status, 201, "{user}: {body}");
+        let place = body["position"].as_u64().expect("a place");
+        assert!(body["token"].as_str().is_some(), "{body}");
+        assert!(place_of.insert(user.clone(), place).is_none());
+    }
+    let places: HashSet<u64> = place_of.values().copied().collect();
+    assert_eq!(places.len(), 10_000, "no place given twice");
+    assert_eq!(places, (1..=10_000).collect(), "places 1..10000");
+
+    // A repeat join answers the same place, 200, however many come at once.
+    let repeats: Vec<(String, u16, Value)> = futures::stream::iter(buyers.iter().step_by(20))
+        .map(|user| {
+            let (app, sku) = (&app, &sku);
+            async move {
+                let (status, body) = join(app, sku, user).await;
+                (user.clone(), status, body)
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    for (user, status, body) in repeats {
+        assert_eq!(status, 200, "{user}: {body}");
+        assert_eq!(body["position"].as_u64(), Some(place_of[&user]), "{user}");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_early_line_is_shuffled_at_the_start_not_kept_in_arrival_order() {
+    let app = spawn_app().await;
+    let sku = unique("queue-draw");
+    // Far off while the buyers join; moved to a moment ahead once they have.
+    app.create_sale(&sku, queued_sale(10, now_ms() + 3_600_000, 100, 60))
+        .await;
+    let buyers = users(&sku, 2_000);
+    let arrived = AtomicUsize::new(0);
+    let arrival: HashMap<String, usize> = futures::stream::iter(&buyers)
+        .map(|user| {
+            let (app, sku, arrived) = (&app, &sku, &arrived);
+            async move {
+                let (status, body) = join(app, sku, user).await;
+                assert_eq!(status, 202, "{user} joined before the start: {body}");
+                assert!(
+                    body["position"].is_null() && body["token"].is_null(),
+                    "{body}"
+                );
+                (user.clone(), arrived.fetch_add(1, Ordering::SeqCst))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // A second early join keeps the buyer's one entry.
+    assert_eq!(join(&app, &sku, &buyers[0]).await.0, 202);
+
+    let starts_at = now_ms() + 1_000;
+    let response = app
+        .put_sale(&sku, queued_sale(10, starts_at, 100, 60))
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (starts_at - now_ms()).max(0) as u64 + 200,
+    ))
+    .await;
+    let placed: Vec<(String, u64)> = futures::stream::iter(&buyers)
+        .map(|user| {
+            let (app, sku) = (&app, &sku);
+            async move {
+                let (status, body) = join(app, sku, user).await;
+                assert_eq!(status, 200, "{user}: its drawn place: {body}");
+                (user.clone(), body["position"].as_u64().expect("a place"))
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let places: HashSet<u64> = placed.iter().map(|(_, p)| *p).collect();
+    assert_eq!(places, (1..=2_000).collect(), "places 1..2000, each once");
+    let pairs: Vec<(f64, f64)> = placed
+        .iter()
+        .map(|(user, place)| (arrival[user] as f64, *place as f64))
+        .collect();
+    let tau = kendall_tau(&pairs);
+    assert!(tau.abs() < 0.1, "places follow arrival: tau {tau}");
+    // A buyer arriving after the start comes after every early one.
+    let (status, late) = join(&app, &sku, &format!("{sku}-late")).await;
+    assert_eq!(status, 201, "{late}");
+    assert_eq!(late["position"], 2_001);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_outside_the_line_is_refused_with_its_reason() {
+    let app = spawn_app().await;
+    let sku = unique("queue-refusals");
+    let starts_at = now_ms() + 7_200_000;
+    app.create_sale(
+        &sku,
+        json!({"stock": 1, "starts_at": format_time(starts_at),
+               "queue": {"admit_per_sec": 5, "opens_before_secs": 60, "admission_secs": 30}}),
+    )
+    .await;
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/sales/{sku}/queue")))
+        .json(&json!({"user_id": "early-bird"}))
+        .send()
+        .await
+        .expect("answered");
+    let retry_after: u64 = response.headers()["Retry-After"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((7_000..=7_200).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_of(response).await, (409, "queue_not_open".into()));
+
+    let plain = unique("queue-none");
+    app.create_sale(&plain, json!({"stock": 1})).await;
+    let (status, body) = join(&app, &plain, "u").await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("no_queue")));
+    let (status, body) = join(&app, &unique("queue-nosale"), "u").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("sale_not_found"))
+    );
+
+    // Sold out: everyone still in line stops waiting.
+    let open = unique("queue-soldout");
+    app.create_sale(&open, queued_sale(1, now_ms() - 1_000, 1_000, 30))
+        .await;
+    let (_, first) = join(&app, &open, "first").await;
+    let (_, second) = join(&app, &open, "second").await;
+    let token = first["token"].as_str().expect("token");
+    assert_eq!(
+        buy_with(&app, &open, "first", Some(token)).await.status(),
+        201
+    );
+    let (status, body) = join(&app, &open, "second").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("sold_out")),
+        "{second}"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_needs_the_buyers_own_token_and_an_admitted_place() {
+    let app = spawn_app().await;
+    let sku = unique("queue-tokens");
+    // One place a second from half a second ago: Alice's place (1) is admitted in half a
+    // second, Bob's (2) a second later.
+    app.create_sale(&sku, queued_sale(5, now_ms() - 500, 1, 30))
+        .await;
+    let (_, alice) = join(&app, &sku, "alice").await;
+    let (_, bob) = join(&app, &sku, "bob").await;
+    let alice_token = alice["token"].as_str().expect("token").to_owned();
+    let bob_token = bob["token"].as_str().expect("token").to_owned();
+    let queue = queue_in_redis(&app, &sku).await;
+    let sold_before = app.redis_sold(&sku).await;
+
+    // No token, a forged one, someone else's: 401, nothing taken.
+    let refused = |response| error_of(response);
+    assert_eq!(
+        refused(buy_with(&app, &sku, "alice", None).await).await,
+        (401, "invalid_queue_token".into())
+    );
+    let forged = alice_token.replacen(".1.", ".0.", 1);
+    assert_eq!(
+        refused(buy_with(&app, &sku, "alice", Some(&forged)).await).await,
+        (401, "invalid_queue_token".into())
+    );
+    assert_eq!(
+        refused(buy_with(&app, &sku, "mallory", Some(&alice_token)).await).await,
+        (401, "invalid_queue_token".into())
+    );
+
+    // Bob's place comes after Alice's: not admitted yet, with when to come back.
+    let bob_place = bob["position"].as_u64().expect("place");
+    let admit_at = queue.schedule.admit_time(bob_place).expect("admitting");
+    if now_ms() < admit_at - 500 {
+        let response = buy_with(&app, &sku, "bob", Some(&bob_token)).await;
+        assert!(response.headers().contains_key("Retry-After"));
+        assert_eq!(refused(response).await, (409, "not_admitted".into()));
+    }
+    assert_eq!(app.redis_sold(&sku).await, sold_before, "nothing taken");
+
+    let alice_place = alice["position"].as_u64().expect("place");
+    let alice_at = queue.schedule.admit_time(alice_place).expect("admitting");
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (alice_at - now_ms()).max(0) as u64 + 50,
+    ))
+    .await;
+    let response = buy_with(&app, &sku, "alice", Some(&alice_token)).await;
+    assert_eq!(response.status().as_u16(), 201, "admitted: she buys");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admission_follows_the_rate_on_redis_clock_through_a_pause_a_resume_and_a_new_rate() {
+    let app = spawn_app().await;
+    let sku = unique("queue-rate");
+    let (rate, admission_secs) = (5, 2);
+    let sale = queued_sale(1_000, now_ms(), rate, admission_secs);
+    app.create_sale(&sku, sale.clone()).await;
+    let buyers = users(&sku, 40);
+    let mut tokens = Vec::new();
+    for user in &buyers {
+        let (status, body) = join(&app, &sku, user).await;
+        assert_eq!(status, 201, "{body}");
+        tokens.push((
+            user.clone(),
+            body["position"].as_u64().expect("place"),
+            body["token"].as_str().expect("token").to_owned(),
+        ));
+    }
+
+    // Each buyer tries 250 ms before its admission (refused) and just after it (bought),
+    // the first ten at 5 a second.
+    let check = |queue: Queue, from: usize, to: usize| {
+        let (app, sku, tokens) = (&app, &sku, &tokens);
+        async move {
+            for (user, place, token) in &tokens[from..to] {
+                let at = queue.schedule.admit_time(*place).expect("admitting");
+                let early = at - 250 - now_ms();
+                if early > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(early as u64)).await;
+                    let response = buy_with(app, sku, user, Some(token)).await;
+                    assert_eq!(
+                        error_of(response).await,
+                        (409, "not_admitted".into()),
+                        "place {place} 250 ms before {at}"
+                    );
+                }
+                let wait = (at + 20 - now_ms()).max(0) as u64;
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                let response = buy_with(app, sku, user, Some(token)).await;
+                assert_eq!(
+                    response.status().as_u16(),
+                    201,
+                    "place {place} admitted at {at}"
+                );
+            }
+        }
+    };
+    check(queue_in_redis(&app, &sku).await, 0, 10).await;
+
+    // Paused: nobody more is admitted, with no time to give.
+    let paused = admin_post(&app, &format!("/v1/sales/{sku}/queue/pause"), json!({})).await;
+    assert_eq!(paused.status().as_u16(), 200);
+    let paused: Value = paused.json().await.expect("sale");
+    assert_eq!(paused["queue"]["paused"], true);
+    let held = queue_in_redis(&app, &sku).await;
+    let admitted = held.schedule.admitted(now_ms());
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    assert_eq!(app.sale_json(&sku).await["queue"]["admitted"], admitted);
+    let (user, place, token) = &tokens[(admitted as usize).max(10) + 1];
+    let response = buy_with(&app, &sku, user, Some(token)).await;
+    assert_eq!(
+        error_of(response).await,
+        (409, "not_admitted".into()),
+        "place {place} while paused at {admitted}"
+    );
+
+    // Resumed: on from where it stood, at the rate.
+    let resumed = admin_post(&app, &format!("/v1/sales/{sku}/queue/resume"), json!({})).await;
+    assert_eq!(resumed.status().as_u16(), 200);
+    let queue = queue_in_redis(&app, &sku).await;
+    let resumed_at = queue.schedule.segments().last().expect("segment").since;
+    assert_eq!(queue.schedule.admitted(resumed_at), admitted);
+    let from = (admitted as usize).max(10);
+    check(queue, from, from + 5).await;
+
+    // A new rate: 20 a second from the PUT on.
+    let mut faster = sale.clone();
+    faster["queue"]["admit_per_sec"] = json!(20);
+    let response = app.put_sale(&sku, faster).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let queue = queue_in_redis(&app, &sku).await;
+    assert_eq!(queue.schedule.rate(), 20);
+    assert_eq!(queue.schedule.segments().len(), 4, "{queue:?}");
+    let from = from + 5;
+    check(queue.clone(), from, from + 10).await;
+
+    // Lapsed: a buyer admitted over 2 s ago buys nothing.
+    let (user, place, token) = &tokens[from + 12];
+    let lapse = queue.schedule.admit_time(*place).expect("admitting") + 2_000;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (lapse - now_ms()).max(0) as u64 + 50,
+    ))
+    .await;
+    let response = buy_with(&app, &sku, user, Some(token)).await;
+    assert_eq!(error_of(response).await, (409, "admission_expired".into()));
+    // The stock counts exactly the purchases made inside their admissions.
+    assert_eq!(app.redis_sold(&sku).await, 25);
+    app.cleanup().await;
+}
+
+/// The purchase script decides admission by itself, on Redis's clock: what the replicas' gate
+/// lets through (a place within 100 ms of its admission, a lapsed one, a copy a second old)
+/// is decided there, so its rule is held here without the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purchase_script_admits_by_the_schedule_on_its_own() {
+    let app = spawn_app().await;
+    let sku = unique("queue-script");
+    app.create_sale(&sku, queued_sale(10, now_ms() - 1_000, 1, 3))
+        .await;
+    let (secs, micros): (i64, i64) = redis::cmd("TIME")
+        .query_async(&mut app.redis.clone())
+        .await
+        .expect("TIME");
+    let redis_now = secs * 1000 + micros / 1000;
+    // One place a second since 10 s ago, each admitted for 3 s: place 5 lapsed 2 s ago,
+    // place 9 was admitted a second ago, place 11 comes in a second.
+    let start = redis_now - 10_000;
+    let purchase = |schedule: String, batch: Vec<(&'static str, &'static str)>| {
+        let (app, sku) = (&app, &sku);
+        async move {
+            let mut redis = app.redis.clone();
+            let _: () = redis::cmd("HSET")
+                .arg(app.key(sku, "sale"))
+                .arg("queue")
+                .arg(format!("1;3600;3;{schedule}"))
+                .query_async(&mut redis)
+                .await
+                .expect("HSET");
+            let script = redis::Script::new(&crate::helpers::lua_source("purchase.lua"));
+            let mut call = script.prepare_invoke();
+            for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
+                call.key(app.key(sku, name));
+            }
+            call.arg(600);
+            for (user, listing) in &batch {
+                call.arg(*user).arg(1).arg("").arg(*listing);
+            }
+            let (_, answered_at, answers): (Vec<redis::Value>, Vec<usize>, Vec<Vec<redis::Value>>) =
+                call.invoke_async(&mut redis).await.expect("EVALSHA");
+            (0..batch.len())
+                .map(|i| {
+                    let text = |v: &redis::Value| {
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default()
+                    };
+                    answered_at
+                        .iter()
+                        .position(|&at| at == i + 1)
+                        .map_or("created".to_owned(), |k| {
+                            answers[k].iter().map(text).collect::<Vec<_>>().join(" ")
+                        })
+                })
+                .collect::<Vec<String>>()
+        }
+    };
+    let outcomes = purchase(
+        format!("{start}:1"),
+        vec![
+            ("no-token", "1"),
+            ("lapsed", "1@5"),
+            ("admitted", "1@9"),
+            ("early", "1@11"),
+            ("unlisted-admitted", "0@8"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        [
+            "queue_token_required".to_owned(),
+            "admission_expired".to_owned(),
+            "created".to_owned(),
+            format!("not_admitted {}", start + 11_000),
+            "created".to_owned(),
+        ]
+    );
+    // Paused half a second ago: place 11 has no time, place 9 still buys in its window.
+    let outcomes = purchase(
+        format!("{start}:1,{}:0", redis_now - 500),
+        vec![("early-2", "1@11"), ("admitted-2", "1@9")],
+    )
+    .await;
+    assert_eq!(outcomes, ["not_admitted ".to_owned(), "created".to_owned()]);
+    assert_eq!(app.redis_sold(&sku).await, 3);
+    app.cleanup().await;
+}
+
+/// A stampede of buyers whose places are not admitted yet costs Redis nothing: the replica's
+/// gate turns them away from its copy of the schedule (read once a second at most), with
+/// the same answer the script would give. Counted on a Redis of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_buyers_are_turned_away_without_a_script_call() {
+    let port = crate::helpers::free_port();
+    let _redis = crate::helpers::private_redis(port).await;
+    let mut settings = crate::helpers::test_settings();
+    settings.redis.url = format!("redis://127.0.0.1:{port}");
+    settings.redis.cluster = false;
+    let app = crate::helpers::spawn_app_from(settings).await;
+    let sku = unique("queue-gate");
+    // One place a second from the start: place 1 comes in a second, the others later.
+    app.create_sale(&sku, queued_sale(10, now_ms(), 1, 60))
+        .await;
+    let buyers = users(&sku, 50);
+    let mut tokens = Vec::new();
+    for user in &buyers {
+        let (_, body) = join(&app, &sku, user).await;
+        tokens.push((
+            user.clone(),
+            body["token"].as_str().expect("token").to_owned(),
+        ));
+    }
+    let evalsha = |app: &TestApp| {
+        let mut redis = app.redis.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut redis)
+                .await
+                .expect("INFO");
+            info.lines()
+                .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|calls| calls.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let before = evalsha(&app).await;
+    let answers: Vec<u16> = futures::stream::iter(&tokens[10..])
+        .map(|(user, token)| {
+            let (app, sku) = (&app, &sku);
+            async move {
+                let response = buy_with(app, sku, user, Some(token)).await;
+                let status = response.status().as_u16();
+                let (_, code) = error_of(response).await;
+                assert_eq!(code, "not_admitted");
+                status
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|&s| s == 409));
+    let calls = evalsha(&app).await - before;
+    assert_eq!(calls, 0, "40 early purchases made {calls} script calls");
+    app.cleanup().await;
+}
