@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use flashsale::domain::queue::Queue;
 use flashsale::domain::sale::format_time;
 
+use crate::helpers::redis_fixtures::{LosableRedis, command_calls};
 use crate::helpers::{TestApp, admin_post, error_of, spawn_app, unique, users};
 
 fn now_ms() -> i64 {
@@ -489,10 +490,9 @@ async fn the_purchase_script_admits_by_the_schedule_on_its_own() {
 /// the same answer the script would give. Counted on a Redis of the test's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_buyers_are_turned_away_without_a_script_call() {
-    let port = crate::helpers::free_port();
-    let _redis = crate::helpers::private_redis(port).await;
+    let redis = LosableRedis::start().await;
     let mut settings = crate::helpers::test_settings();
-    settings.redis.url = format!("redis://127.0.0.1:{port}");
+    settings.redis.url = redis.url();
     settings.redis.cluster = false;
     let app = crate::helpers::spawn_app_from(settings).await;
     let sku = unique("queue-gate");
@@ -508,22 +508,13 @@ async fn early_buyers_are_turned_away_without_a_script_call() {
             body["token"].as_str().expect("token").to_owned(),
         ));
     }
-    let evalsha = |app: &TestApp| {
-        let mut redis = app.redis.clone();
-        async move {
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut redis)
-                .await
-                .expect("INFO");
-            info.lines()
-                .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-                .and_then(|rest| rest.split(',').next())
-                .and_then(|calls| calls.parse::<u64>().ok())
-                .unwrap_or(0)
-        }
-    };
-    let before = evalsha(&app).await;
+    let mut counted = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connected");
+    let evalsha = |calls: HashMap<String, u64>| calls.get("evalsha").copied().unwrap_or(0);
+    let before = evalsha(command_calls(&mut counted).await);
     let answers: Vec<u16> = futures::stream::iter(&tokens[10..])
         .map(|(user, token)| {
             let (app, sku) = (&app, &sku);
@@ -539,7 +530,100 @@ async fn early_buyers_are_turned_away_without_a_script_call() {
         .collect()
         .await;
     assert!(answers.iter().all(|&s| s == 409));
-    let calls = evalsha(&app).await - before;
+    let calls = evalsha(command_calls(&mut counted).await) - before;
     assert_eq!(calls, 0, "40 early purchases made {calls} script calls");
+    app.cleanup().await;
+}
+
+/// Redis loses everything mid-queue: every token already given still admits its holder at
+/// its time (the schedule is in the sale's definition), and no later join gets a place
+/// already given (the line goes on above the ceiling JetStream recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_loss_mid_queue_gives_no_place_twice_and_honours_every_token() {
+    let mut redis = LosableRedis::start().await;
+    let mut settings = crate::helpers::test_settings();
+    settings.redis.url = redis.url();
+    settings.redis.cluster = false;
+    let app = crate::helpers::spawn_app_from(settings).await;
+    let sku = unique("queue-loss");
+    app.create_sale(&sku, queued_sale(1_000, now_ms(), 100, 60))
+        .await;
+    // 1,500 places: past the first reservation of 1,000.
+    let joined: Vec<(String, u64, String)> = futures::stream::iter(users(&sku, 1_500))
+        .map(|user| {
+            let (app, sku) = (&app, &sku);
+            async move {
+                let (status, body) = join(app, sku, &user).await;
+                assert_eq!(status, 201, "{body}");
+                let place = body["position"].as_u64().expect("place");
+                (
+                    user,
+                    place,
+                    body["token"].as_str().expect("token").to_owned(),
+                )
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    let before = queue_in_redis(&app, &sku).await;
+
+    redis.restart_empty_for(&[&app]).await;
+
+    // Every admitted token buys; every later one is told the time it was told before.
+    let now = now_ms();
+    let mut bought = 0;
+    for (user, place, token) in joined.iter().filter(|(_, p, _)| p % 50 == 0) {
+        let admit_at = before.schedule.admit_time(*place).expect("admitting");
+        let response = buy_with(&app, &sku, user, Some(token)).await;
+        if admit_at + 200 < now {
+            assert_eq!(
+                response.status().as_u16(),
+                201,
+                "place {place} admitted at {admit_at}"
+            );
+            bought += 1;
+        } else if admit_at > now_ms() + 1_000 {
+            let (status, code) = error_of(response).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (409, "not_admitted"),
+                "place {place}"
+            );
+        }
+    }
+    assert!(bought > 0, "some places were admitted before the loss");
+    assert_eq!(
+        queue_in_redis(&app, &sku).await,
+        before,
+        "the schedule came back as it was"
+    );
+
+    // New buyers, and old ones joining again (Redis forgot them), get places never given.
+    let given: HashSet<u64> = joined.iter().map(|(_, p, _)| *p).collect();
+    let mut again: Vec<String> = users(&format!("{sku}-after"), 200);
+    again.extend(joined.iter().take(50).map(|(user, _, _)| user.clone()));
+    let places: Vec<u64> = futures::stream::iter(again)
+        .map(|user| {
+            let (app, sku) = (&app, &sku);
+            async move {
+                let (status, body) = join(app, sku, &user).await;
+                assert!([200, 201].contains(&status), "{body}");
+                body["position"].as_u64().expect("place")
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let fresh: HashSet<u64> = places.iter().copied().collect();
+    assert_eq!(fresh.len(), 250, "no place given twice after the loss");
+    assert!(
+        fresh.is_disjoint(&given),
+        "no place given before the loss given again"
+    );
+    assert!(
+        fresh.iter().all(|&p| p > 1_500),
+        "the line goes on after the loss"
+    );
     app.cleanup().await;
 }
