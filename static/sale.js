@@ -1,5 +1,8 @@
 // The buyer's page of one sale: the live stream feeds the count and the countdown, the
-// button posts a purchase. No build step, no dependencies.
+// button posts a purchase. A sale with a waiting room first lets the buyer join its line:
+// the page shows the buyer's place and about how long until it is admitted (counted on from
+// the stream's admitted place and rate), turns the button on once admitted, and sends the
+// place's Queue-Token with the purchase. No build step, no dependencies.
 //
 // Query parameters (a storefront passes them; for the demo they go in the URL):
 //   sku     the sale, when the path is not /sales/<sku>
@@ -21,6 +24,9 @@ const page = document.querySelector(".sale");
 let sale = null;
 let skewMs = 0; // server clock minus this browser's clock
 let buying = false;
+// The buyer's place in the line, as the join answered: { position, token, admission_ends_at }
+// (position null: joined before the start, the place is drawn at draw_at).
+let place = null;
 
 const STATE_TEXT = { scheduled: "coming soon", open: "on sale", sold_out: "sold out", closed: "closed" };
 const OUTCOME_TEXT = {
@@ -30,7 +36,49 @@ const OUTCOME_TEXT = {
   invalid_ticket: "Your buyer ticket is not valid; reload the page from the shop.",
   unauthorized: "The shop's token was refused.",
   unavailable: "The shop is busy; try again in a moment.",
+  not_admitted: "Not your turn yet: wait for your place in line.",
+  admission_expired: "Your turn has passed: join the line again.",
+  invalid_queue_token: "Join the line first.",
+  queue_not_open: "The line is not open yet.",
 };
+
+// Places admitted now, counted on from the last event at its rate.
+function admittedNow(now) {
+  const q = sale.queue;
+  const since = Math.max(0, now - Date.parse(sale.server_time));
+  return q.admitted + Math.floor((q.admit_per_sec * since) / 1000);
+}
+
+// Whether the buyer's place may buy now.
+function admitted(now) {
+  if (!sale.queue) return true;
+  if (!place || !place.position) return false;
+  if (place.admission_ends_at && now >= Date.parse(place.admission_ends_at)) return false;
+  return admittedNow(now) >= place.position;
+}
+
+function renderQueue(now) {
+  const q = sale.queue;
+  $("queue").hidden = !q;
+  if (!q) return;
+  const over = sale.state === "sold_out" || sale.state === "closed";
+  $("join").hidden = !!place || over;
+  let text = "";
+  if (sale.state === "sold_out") text = "Sold out: the line has closed.";
+  else if (sale.state === "closed") text = "The sale has ended.";
+  else if (!place) text = "Join the line to buy.";
+  else if (!place.position) text = "You are in line: places are drawn when the sale starts.";
+  else if (place.admission_ends_at && now >= Date.parse(place.admission_ends_at)) {
+    text = "Your turn has passed.";
+  } else if (admitted(now)) text = `You are number ${place.position}: it is your turn, buy now.`;
+  else if (q.admit_per_sec === 0) text = `You are number ${place.position}: the line is paused.`;
+  else {
+    const secs = Math.ceil((place.position - admittedNow(now)) / q.admit_per_sec);
+    const about = secs < 60 ? `${secs} s` : `${Math.ceil(secs / 60)} min`;
+    text = `You are number ${place.position}, about ${about}.`;
+  }
+  $("place").textContent = text;
+}
 
 function render() {
   if (!sale) return;
@@ -40,13 +88,14 @@ function render() {
   $("remaining").textContent = sale.remaining;
   $("stock").textContent = sale.stock;
   $("bar").style.width = (sale.stock ? (100 * sale.remaining) / sale.stock : 0) + "%";
-  $("buy").disabled = buying || sale.state !== "open";
   tick();
 }
 
 function tick() {
   if (!sale) return;
   const now = Date.now() + skewMs;
+  renderQueue(now);
+  $("buy").disabled = buying || sale.state !== "open" || !admitted(now);
   const until = (at, label) => {
     const left = Math.max(0, Date.parse(at) - now);
     const s = Math.floor(left / 1000);
@@ -73,6 +122,37 @@ function connect() {
   stream.onerror = () => { $("connection").textContent = "reconnecting…"; };
 }
 
+// The buyer's identity, as a purchase sends it.
+function buyerRequest(extra) {
+  const headers = { "Content-Type": "application/json", ...extra };
+  if (ticket) headers["Buyer-Ticket"] = ticket;
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  return { headers, body: JSON.stringify(ticket ? {} : { user_id: user }) };
+}
+
+async function join() {
+  const request = buyerRequest({});
+  try {
+    const response = await fetch(`${api}/v1/sales/${encodeURIComponent(sku)}/queue`, {
+      method: "POST", ...request,
+    });
+    const answer = await response.json().catch(() => ({}));
+    if ([200, 201, 202].includes(response.status)) {
+      place = answer;
+      // Joined before the start: ask again once the places are drawn.
+      if (!answer.position) {
+        const wait = Math.max(0, Date.parse(answer.draw_at) - (Date.now() + skewMs)) + 300;
+        setTimeout(join, wait);
+      }
+    } else {
+      show(answer.error || "error", OUTCOME_TEXT[answer.error] || answer.message || `Error ${response.status}`);
+    }
+  } catch (e) {
+    show("unreachable", "The shop cannot be reached; check your connection.");
+  }
+  render();
+}
+
 function show(outcome, text) {
   $("result").dataset.outcome = outcome;
   $("result").textContent = text;
@@ -84,13 +164,12 @@ async function buy() {
   // One key per click: a retry of the same click would reuse it. randomUUID needs a secure
   // context (https or localhost).
   const key = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`.slice(2);
-  const headers = { "Content-Type": "application/json", "Idempotency-Key": key };
-  if (ticket) headers["Buyer-Ticket"] = ticket;
-  if (token) headers["Authorization"] = `Bearer ${token}`;
-  const body = ticket ? {} : { user_id: user };
+  const extra = { "Idempotency-Key": key };
+  if (place && place.token) extra["Queue-Token"] = place.token;
+  const request = buyerRequest(extra);
   try {
     const response = await fetch(`${api}/v1/sales/${encodeURIComponent(sku)}/orders`, {
-      method: "POST", headers, body: JSON.stringify(body),
+      method: "POST", ...request,
     });
     const answer = await response.json().catch(() => ({}));
     if (response.status === 201 || response.status === 202 || response.status === 200) {
@@ -110,5 +189,6 @@ async function buy() {
 }
 
 $("buy").addEventListener("click", buy);
+$("join").addEventListener("click", join);
 setInterval(tick, 250);
 connect();

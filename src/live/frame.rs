@@ -22,6 +22,9 @@ pub struct LiveSale {
     /// When the sale was ended early (see `POST /v1/sales/{sku}/end`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+    /// Its waiting room, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<LiveQueue>,
     /// The read's time in ms: the event's `id:`.
     #[serde(skip)]
     read_at_ms: i64,
@@ -39,13 +42,31 @@ impl LiveSale {
             ends_at: sale.ends_at.clone(),
             server_time: format_time(sale.clock.read_at_ms),
             ended_at: sale.ended_at.clone(),
+            queue: sale.queue.as_ref().map(|view| LiveQueue {
+                admitted: view.admitted,
+                admit_per_sec: view.queue.schedule.rate(),
+                admission_secs: view.settings.admission_secs,
+                opens_at: view.opens_at.clone(),
+                draw_at: format_time(view.queue.schedule.starts()),
+            }),
             read_at_ms: sale.clock.read_at_ms,
         }
     }
 
     /// Whether a viewer holding `earlier` has anything to learn from this: all but the
-    /// read's time.
+    /// read's time, and what the clock alone moves (the places admitted at the rate, which a
+    /// page counts on from `server_time`).
     pub fn differs_from(&self, earlier: &LiveSale) -> bool {
+        let schedule = |live: &LiveSale| {
+            live.queue.as_ref().map(|q| {
+                (
+                    q.admit_per_sec,
+                    q.admission_secs,
+                    q.opens_at.clone(),
+                    q.draw_at.clone(),
+                )
+            })
+        };
         (
             self.state,
             self.stock,
@@ -53,6 +74,7 @@ impl LiveSale {
             &self.starts_at,
             &self.ends_at,
             &self.ended_at,
+            schedule(self),
         ) != (
             earlier.state,
             earlier.stock,
@@ -60,6 +82,7 @@ impl LiveSale {
             &earlier.starts_at,
             &earlier.ends_at,
             &earlier.ended_at,
+            schedule(earlier),
         )
     }
 
@@ -74,6 +97,22 @@ impl LiveSale {
             self.read_at_ms
         ))
     }
+}
+
+/// A sale's waiting room as the stream shows it: places admitted at `server_time`, and the
+/// rate they go on at until the next event (0: paused). The place admitted at a later time
+/// `t` is `admitted + admit_per_sec × (t − server_time)` (rounded down) until the next event
+/// says otherwise: a pause, a resume or a new rate is sent at once.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LiveQueue {
+    pub admitted: u64,
+    pub admit_per_sec: u64,
+    /// How long an admission lasts.
+    pub admission_secs: u64,
+    /// When buyers may start to join.
+    pub opens_at: String,
+    /// When the places of early joiners are drawn: the start of admission.
+    pub draw_at: String,
 }
 
 /// One event of the stream as Server-Sent Events carry it (the shape OpenAPI 3.2 gives

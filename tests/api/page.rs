@@ -237,3 +237,90 @@ async fn the_page_and_its_assets_are_served_and_a_bad_sku_is_refused() {
     assert_eq!(app.get("/static/nothing.js").await.status(), 404);
     assert_eq!(app.get("/sales/no%20good").await.status(), 400);
 }
+
+/// A sale with a waiting room: a buyer joins, sees its place and wait, is admitted and buys;
+/// a second buyer behind the stock sees sold out the moment the first buys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_buyer_joins_waits_is_admitted_and_buys_and_the_one_behind_sees_sold_out() {
+    let app = spawn_app_with(|_| {}).await;
+    let sku = unique("page-queue");
+    let now = chrono::Utc::now().timestamp_millis();
+    // One place a second from two seconds on: the first buyer waits about two seconds.
+    app.create_sale(
+        &sku,
+        json!({"stock": 1, "per_user_limit": 1,
+               "starts_at": flashsale::domain::sale::format_time(now + 2_000),
+               "queue": {"admit_per_sec": 1, "opens_before_secs": 600, "admission_secs": 60}}),
+    )
+    .await;
+
+    let first = Browser::start().await;
+    let second = Browser::start().await;
+    for (browser, user) in [(&first, "queued-first"), (&second, "queued-second")] {
+        let url = format!("{}/sales/{sku}?user={user}", app.address);
+        browser.client.goto(&url).await.expect("the page loads");
+        browser
+            .wait_text("place", |t| t == "Join the line to buy.")
+            .await;
+        let buy = browser.client.find(Locator::Id("buy")).await.expect("buy");
+        assert!(
+            !buy.is_enabled().await.expect("enabled?"),
+            "no buying before joining"
+        );
+        let join = browser
+            .client
+            .find(Locator::Id("join"))
+            .await
+            .expect("join");
+        join.click().await.expect("joined");
+        // Joined before the start: the place is drawn at the start, then shown.
+        browser
+            .wait_text("place", |t| {
+                t.starts_with("You are in line") || t.starts_with("You are number")
+            })
+            .await;
+    }
+    // The draw at the start places both, in some order; the first in line buys.
+    let placed = |text: &str| text.starts_with("You are number");
+    let first_place = first.wait_text("place", placed).await;
+    let second_place = second.wait_text("place", placed).await;
+    let (ahead, behind) = if first_place.starts_with("You are number 1") {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    let mut places = [first_place, second_place].map(|t| t[..16].to_owned());
+    places.sort();
+    assert_eq!(
+        places,
+        ["You are number 1", "You are number 2"],
+        "one place each"
+    );
+    ahead.screenshot("5-queue-placed").await;
+    ahead
+        .wait_text("place", |t| {
+            t == "You are number 1: it is your turn, buy now."
+        })
+        .await;
+    let buy = ahead.client.find(Locator::Id("buy")).await.expect("buy");
+    assert!(
+        buy.is_enabled().await.expect("enabled?"),
+        "admitted: the button is on"
+    );
+    buy.click().await.expect("clicked");
+    assert_eq!(ahead.wait_outcome().await, "created");
+    ahead.screenshot("6-queue-bought").await;
+
+    // The stock is gone: the one behind stops waiting at once.
+    behind
+        .wait_text("place", |t| t == "Sold out: the line has closed.")
+        .await;
+    assert_eq!(behind.text("state").await, "sold out");
+    let buy = behind.client.find(Locator::Id("buy")).await.expect("buy");
+    assert!(!buy.is_enabled().await.expect("enabled?"));
+    behind.screenshot("7-queue-sold-out").await;
+    assert_eq!(app.sale_json(&sku).await["sold"], 1);
+    first.client.close().await.expect("closed");
+    second.client.close().await.expect("closed");
+    app.cleanup().await;
+}
