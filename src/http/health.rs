@@ -14,6 +14,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let (redis_up, nats_up) = dependencies(&state).await;
     crate::support::metrics::record_dependency("redis", redis_up);
     crate::support::metrics::record_dependency("nats", nats_up);
+    state.operations.record_queue_gauges();
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render()))

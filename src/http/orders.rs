@@ -61,7 +61,8 @@ pub async fn create_order(
                 .queue_tokens
                 .verify(token.as_bytes(), &user, &sku)
         })
-        .transpose()?;
+        .transpose()
+        .inspect_err(|_| state.operations.refused_queue_token())?;
 
     let (mut purchase, delivery) = state
         .operations

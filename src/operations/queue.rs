@@ -15,6 +15,7 @@ use crate::domain::sale::{EarlyEnd, Sale, SaleSettings};
 use crate::domain::{Sku, UserId};
 use crate::recovery::{Absent, RecoveryError};
 use crate::store::{JoinReply, Joined, Reservation, StoreError};
+use crate::support::metrics;
 
 /// Places reserved in JetStream at a time: one write to JetStream per this many joins.
 const RESERVED_PLACES: u64 = 1000;
@@ -30,6 +31,8 @@ const GATE_MARGIN_MS: i64 = 100;
 #[derive(Default)]
 pub(super) struct Lines {
     copies: Mutex<HashMap<Sku, Copy>>,
+    /// The highest place this replica gave or handed back, per sale (for the metrics).
+    places: Mutex<HashMap<Sku, u64>>,
     reserving: tokio::sync::Mutex<()>,
 }
 
@@ -66,6 +69,29 @@ impl Lines {
     pub(super) fn forget(&self, sku: &Sku) {
         self.copies.lock().remove(sku);
     }
+
+    fn placed(&self, sku: &Sku, place: u64) {
+        let mut places = self.places.lock();
+        let highest = places.entry(sku.clone()).or_default();
+        *highest = (*highest).max(place);
+    }
+
+    /// Sets each known line's gauges: its length as this replica saw it, and the places its
+    /// schedule admits now (by this replica's estimate of Redis's clock).
+    pub(super) fn record_gauges(&self) {
+        let places = self.places.lock().clone();
+        let copies = self.copies.lock().clone();
+        for (sku, highest) in places {
+            let admitted = copies
+                .get(&sku)
+                .and_then(|copy| {
+                    let queue = copy.queue.as_ref()?;
+                    Some(queue.schedule.admitted(local_ms() + copy.offset_ms))
+                })
+                .unwrap_or(0);
+            metrics::record_line(sku.as_str(), highest, admitted);
+        }
+    }
 }
 
 fn local_ms() -> i64 {
@@ -90,6 +116,27 @@ pub struct JoinAnswer {
 impl Operations {
     /// `user` joins the sale's line: one place per buyer, the same place again on a repeat.
     pub async fn join(
+        &self,
+        sku: &Sku,
+        user: &UserId,
+    ) -> Result<JoinAnswer, OperationError<QueueRefusal>> {
+        let joined = self.join_reserving(sku, user).await;
+        metrics::record_join(match &joined {
+            Ok(JoinAnswer { place: None, .. }) => "waiting",
+            Ok(JoinAnswer { new: true, .. }) => "placed",
+            Ok(_) => "again",
+            Err(_) => "refused",
+        });
+        if let Ok(JoinAnswer {
+            place: Some(place), ..
+        }) = &joined
+        {
+            self.lines.placed(sku, place.place);
+        }
+        joined
+    }
+
+    async fn join_reserving(
         &self,
         sku: &Sku,
         user: &UserId,
@@ -138,6 +185,18 @@ impl Operations {
         self.lines
             .remember(sku, Some(reply.queue.clone()), reply.now_ms);
         Ok(reply)
+    }
+
+    /// Counts a purchase whose queue token the edge refused (forged, another buyer's).
+    pub fn refused_queue_token(&self) {
+        self.store
+            .metrics()
+            .outcome(metrics::Outcome::QueueTokenRequired);
+    }
+
+    /// Sets the waiting rooms' gauges (at a `/metrics` scrape).
+    pub fn record_queue_gauges(&self) {
+        self.lines.record_gauges();
     }
 
     /// Reserves places above `next` in JetStream, compare-and-set against other replicas.

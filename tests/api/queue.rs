@@ -627,3 +627,59 @@ async fn a_redis_loss_mid_queue_gives_no_place_twice_and_honours_every_token() {
     );
     app.cleanup().await;
 }
+
+/// The waiting room's metrics, counted by an app process of the test's own: joins by result,
+/// the line's length and the places admitted per sale, and each refused purchase by its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_lines_and_refusals_are_counted() {
+    use crate::helpers::metrics::{sample, scrape};
+    let (_process, app) = crate::helpers::spawn_metered(crate::helpers::test_settings()).await;
+    let sku = unique("queue-metrics");
+    // Ten a second from the PUT (a new queue on an open sale starts admitting then).
+    app.create_sale(&sku, queued_sale(100, now_ms() - 1_000, 10, 60))
+        .await;
+    let mut tokens = Vec::new();
+    for user in users(&sku, 30) {
+        let (_, body) = join(&app, &sku, &user).await;
+        tokens.push((user, body["token"].as_str().expect("token").to_owned()));
+    }
+    assert_eq!(join(&app, &sku, &tokens[0].0).await.0, 200);
+    let (last_user, last_token) = &tokens[29];
+    assert_eq!(
+        error_of(buy_with(&app, &sku, last_user, Some(last_token)).await).await,
+        (409, "not_admitted".into())
+    );
+    assert_eq!(
+        error_of(buy_with(&app, &sku, "mallory", Some(last_token)).await).await,
+        (401, "invalid_queue_token".into())
+    );
+    assert_eq!(
+        error_of(buy_with(&app, &sku, last_user, None).await).await,
+        (401, "invalid_queue_token".into())
+    );
+
+    // About ten admitted after a second; place 30 not for two more.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let text = scrape(&app).await;
+    let series = |name: &str| sample(&text, name);
+    assert_eq!(
+        series("flashsale_queue_joins_total{result=\"placed\"}"),
+        30.0
+    );
+    assert_eq!(series("flashsale_queue_joins_total{result=\"again\"}"), 1.0);
+    assert_eq!(
+        series(&format!("flashsale_queue_places{{sku=\"{sku}\"}}")),
+        30.0
+    );
+    let admitted = series(&format!("flashsale_queue_admitted{{sku=\"{sku}\"}}"));
+    assert!((10.0..30.0).contains(&admitted), "admitted {admitted}");
+    assert_eq!(
+        series("flashsale_purchases_total{outcome=\"not_admitted\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("flashsale_purchases_total{outcome=\"invalid_queue_token\"}"),
+        2.0
+    );
+    app.cleanup().await;
+}

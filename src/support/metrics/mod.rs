@@ -14,8 +14,10 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 mod purchase;
+mod queue;
 
 pub use purchase::{Outcome, PurchaseMetrics};
+pub use queue::{record_join, record_line};
 
 const PURCHASES: &str = "flashsale_purchases_total";
 const FAST_PATH: &str = "flashsale_sold_out_fast_path_total";
@@ -116,9 +118,11 @@ fn zero_counters() {
         counter.increment(0);
     }
     gauge!(LIVE_VIEWERS).set(0.0);
+    queue::zero();
 }
 
 fn describe() {
+    queue::describe();
     describe_counter!(PURCHASES, "Purchase attempts by outcome.");
     describe_gauge!(
         LIVE_VIEWERS,

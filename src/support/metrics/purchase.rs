@@ -20,7 +20,8 @@ pub enum Outcome {
     IdempotencyConflict,
     SaleInconsistent,
     Unavailable,
-    /// The waiting room's refusals: a place not admitted yet, an admission lapsed, no token.
+    /// The waiting room's refusals: a place not admitted yet, an admission lapsed, no token
+    /// (or a forged one, another buyer's, an earlier line's: `invalid_queue_token`).
     NotAdmitted,
     AdmissionExpired,
     QueueTokenRequired,
@@ -57,7 +58,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::NotAdmitted => "not_admitted",
             Outcome::AdmissionExpired => "admission_expired",
-            Outcome::QueueTokenRequired => "queue_token_required",
+            Outcome::QueueTokenRequired => "invalid_queue_token",
         }
     }
 }
