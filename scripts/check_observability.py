@@ -38,8 +38,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def call(method, url, body=None, token=None, timeout=10):
-    headers = {"Content-Type": "application/json"}
+def call(method, url, body=None, token=None, timeout=10, headers=None):
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
@@ -124,6 +124,17 @@ def wave(base, namespace, run, wave):
     for key in keys:
         subprocess.run(["redis-cli", "unlink", key], capture_output=True, check=True)
     assert call("GET", f"{base}/v1/sales/{small}")[0] == 200, "the sale is rebuilt"
+    # A waiting room: joins, a buyer not admitted yet (one place a second).
+    queued = f"obs-queue-{run}-{wave}"
+    body = {"stock": 5, "queue": {"admit_per_sec": 1, "admission_secs": 60}}
+    assert call("PUT", f"{base}/v1/sales/{queued}", body, ADMIN)[0] == 201
+    places = [call("POST", f"{base}/v1/sales/{queued}/queue", {"user_id": f"q{i}"})[1]
+              for i in range(10)]
+    assert all(place["position"] for place in places), places
+    last = places[-1]["token"]
+    status, _ = call("POST", f"{base}/v1/sales/{queued}/orders", {"user_id": "q9"},
+                     headers={"Queue-Token": last})
+    assert status == 409, status
     return window
 
 
@@ -153,7 +164,8 @@ def main():
     env = dict(os.environ,
                FLASHSALE_BIND=f"127.0.0.1:{service_port}", FLASHSALE_NAMESPACE=namespace,
                FLASHSALE_STREAM=f"FSOBS_{run}", FLASHSALE_SUBJECT_PREFIX=f"fsobs-{run}",
-               FLASHSALE_ADMIN_TOKEN=ADMIN, FLASHSALE_BUYER_RATE="5")
+               FLASHSALE_ADMIN_TOKEN=ADMIN, FLASHSALE_BUYER_RATE="5",
+               FLASHSALE_QUEUE_KEY="observability-queue-key")
     env.setdefault("FLASHSALE_NATS_URL", "nats://127.0.0.1:4225")
     processes = []
     try:
