@@ -37,7 +37,7 @@ const OUTCOME_TEXT = {
   unauthorized: "The shop's token was refused.",
   unavailable: "The shop is busy; try again in a moment.",
   not_admitted: "Not your turn yet: wait for your place in line.",
-  admission_expired: "Your turn has passed: join the line again.",
+  admission_expired: "Your turn has passed: the admission lasted its time.",
   invalid_queue_token: "Join the line first.",
   queue_not_open: "The line is not open yet.",
 };

@@ -29,7 +29,7 @@ pub enum PurchaseRefusal {
     /// schedule stands, `None` while admission is paused before it.
     #[error("your place in line is not admitted yet")]
     NotAdmitted { admit_at: Option<i64> },
-    #[error("your admission lapsed: join the line again")]
+    #[error("your admission lapsed: your turn in line has passed")]
     AdmissionExpired,
     /// The sale has a waiting room and the purchase brought no `Queue-Token`.
     #[error(

@@ -73,7 +73,7 @@ pub enum ApiError {
     /// The buyer's place is not admitted yet; `retry_after` seconds as the schedule stands.
     #[error("{message}")]
     NotAdmitted { message: String, retry_after: u64 },
-    #[error("your admission lapsed: join the line again")]
+    #[error("your admission lapsed: your turn in line has passed")]
     AdmissionExpired,
     /// The sale's line opens later; `retry_after` seconds.
     #[error("{message}")]
