@@ -80,7 +80,7 @@ names=$(scripts/private-tests.py nats)
 mapfile -t private_nats < <(skips "$names")
 FLASHSALE_TEST_NATS_URL=nats://127.0.0.1:${NATS_PORT:-4222} cargo test --locked --test api "$@" -- \
   --skip cluster:: --skip failover:: --skip contract:: --skip durable:: --skip health:: \
-  --skip live:: --skip page:: --skip rate_limits:: --skip round_trips:: --skip sales:: \
+  --skip live:: --skip page:: --skip queue:: --skip rate_limits:: --skip round_trips:: --skip sales:: \
   --skip script:: --skip seed:: --skip settings:: --skip tickets:: --skip validation:: \
   "${private_nats[@]}"
 # The overload tests once more on Debian's 2.9 (the relay one message at a time), after the
