@@ -30,40 +30,46 @@ const GATE_MARGIN_MS: i64 = 100;
 /// This replica's copies of sales' queues, for the gate, and its one reservation at a time.
 #[derive(Default)]
 pub(super) struct Lines {
-    copies: Mutex<HashMap<Sku, Copy>>,
+    copies: Mutex<HashMap<Sku, ScheduleCopy>>,
     /// The highest place this replica gave or handed back, per sale (for the metrics).
     places: Mutex<HashMap<Sku, u64>>,
     reserving: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
-struct Copy {
+struct ScheduleCopy {
     queue: Option<Queue>,
     /// Redis's clock minus this replica's, when read.
     offset_ms: i64,
     read: Instant,
+    /// A caller is reading it again (see [`Lines::fresh`]).
+    refreshing: bool,
 }
 
 impl Lines {
     fn remember(&self, sku: &Sku, queue: Option<Queue>, redis_now_ms: i64) {
-        let copy = Copy {
+        let copy = ScheduleCopy {
             queue,
             offset_ms: redis_now_ms - local_ms(),
             read: Instant::now(),
+            refreshing: false,
         };
         self.copies.lock().insert(sku.clone(), copy);
     }
 
-    fn fresh(&self, sku: &Sku) -> Option<Copy> {
+    /// The copy the gate may use: read within [`GATE_COPY_TTL`]. Once it is older, the first
+    /// caller to find it so gets `None` and reads it again, while the others go on with it
+    /// for up to another TTL: a stampede of early buyers costs Redis one read a second, not
+    /// one each.
+    fn fresh(&self, sku: &Sku) -> Option<ScheduleCopy> {
         let mut copies = self.copies.lock();
-        match copies.get(sku) {
-            Some(copy) if copy.read.elapsed() < GATE_COPY_TTL => Some(copy.clone()),
-            Some(_) => {
-                copies.remove(sku);
-                None
-            }
-            None => None,
+        let copy = copies.get_mut(sku)?;
+        let age = copy.read.elapsed();
+        if age < GATE_COPY_TTL || (copy.refreshing && age < 2 * GATE_COPY_TTL) {
+            return Some(copy.clone());
         }
+        copy.refreshing = true;
+        None
     }
 
     pub(super) fn forget(&self, sku: &Sku) {
