@@ -216,3 +216,52 @@ fn batch_id() -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{EventKind, OrderEvent};
+
+    /// A message of `events` order.created events.
+    fn message(events: usize) -> OrderMessage {
+        let event = |i: usize| OrderEvent {
+            event: EventKind::Created,
+            order_id: format!("0123456789abcdef-1-{i}"),
+            sku: "s".into(),
+            user_id: "u".into(),
+            quantity: 1,
+            unit_price: 0,
+            total_amount: 0,
+            created_at: "2026-12-08T00:00:00.000Z".into(),
+            idempotency_key: None,
+            pay_by: None,
+            paid_at: None,
+            payment_ref: None,
+        };
+        OrderMessage::new((0..events).map(event).collect()).expect("one kind of event")
+    }
+
+    #[test]
+    fn an_atomic_run_stops_before_the_events_bound_and_at_the_messages_bound() {
+        let (half, one, big) = (
+            message(MAX_ATOMIC_EVENTS / 2),
+            message(1),
+            message(MAX_ATOMIC_EVENTS + 5),
+        );
+        let run = |messages: &[Option<&OrderMessage>]| atomic_run(messages);
+        // Two halves fill the bound exactly; a third message would pass it.
+        assert_eq!(run(&[Some(&half), Some(&half), Some(&one)]), 2);
+        // One event under the bound: the single event still fits.
+        let under = message(MAX_ATOMIC_EVENTS / 2 - 1);
+        assert_eq!(run(&[Some(&half), Some(&under), Some(&one), Some(&one)]), 3);
+        // A first message over the bound is a run of its own; one after a run is left out.
+        assert_eq!(run(&[Some(&big), Some(&one)]), 1);
+        assert_eq!(run(&[Some(&one), Some(&big)]), 1);
+        // Delivered entries (None) hold no events but take a place in the run.
+        let many: Vec<Option<&OrderMessage>> = (0..MAX_ATOMIC_BATCH + 10)
+            .map(|i| if i % 2 == 0 { None } else { Some(&one) })
+            .collect();
+        assert_eq!(run(&many), MAX_ATOMIC_BATCH);
+        assert_eq!(run(&[]), 0);
+    }
+}
