@@ -692,3 +692,93 @@ async fn joins_lines_and_refusals_are_counted() {
     );
     app.cleanup().await;
 }
+
+/// Hundreds of buyers in line all try to buy at once, again and again, while admission runs:
+/// every order is made inside its buyer's admission (its `created_at`, Redis's clock, between
+/// the place's admission and its lapse), no buyer buys twice, and the stock stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stampede_in_line_buys_only_inside_admissions_and_never_past_the_stock() {
+    let app = spawn_app().await;
+    let sku = unique("queue-stampede");
+    // 300 buyers, 100 admitted a second, each for one second; 150 units.
+    app.create_sale(&sku, queued_sale(150, now_ms(), 100, 1))
+        .await;
+    let buyers = users(&sku, 300);
+    let joined: Vec<(String, u64, String)> = futures::stream::iter(&buyers)
+        .map(|user| {
+            let (app, sku) = (&app, &sku);
+            async move {
+                let (_, body) = join(app, sku, user).await;
+                let place = body["position"].as_u64().expect("place");
+                (
+                    user.clone(),
+                    place,
+                    body["token"].as_str().expect("token").to_owned(),
+                )
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    let queue = queue_in_redis(&app, &sku).await;
+    let deadline = now_ms() + 5_000;
+    // Each buyer tries every 50 ms until it bought, its admission lapsed, or time is up;
+    // every third comes back only after its admission lapsed, and must buy nothing.
+    let late = |place: u64| place % 3 == 0;
+    let orders: Vec<(u64, Value)> = futures::stream::iter(&joined)
+        .map(|(user, place, token)| {
+            let (app, sku, queue) = (&app, &sku, &queue);
+            async move {
+                if late(*place) {
+                    let lapsed = queue.schedule.admit_time(*place).expect("admitting") + 1_100;
+                    let wait = (lapsed - now_ms()).max(0) as u64;
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
+                let mut bought = Vec::new();
+                while now_ms() < deadline {
+                    let response = buy_with(app, sku, user, Some(token)).await;
+                    match response.status().as_u16() {
+                        201 | 202 => bought.push((*place, response.json().await.expect("order"))),
+                        409 => {
+                            let body: Value = response.json().await.expect("error");
+                            match body["error"].as_str() {
+                                Some("not_admitted") => {}
+                                Some("admission_expired" | "sold_out" | "user_limit_reached") => {
+                                    break;
+                                }
+                                other => panic!("place {place}: {other:?} {body}"),
+                            }
+                        }
+                        status => panic!("place {place}: {status}"),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                bought
+            }
+        })
+        .buffer_unordered(300)
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await;
+    assert_eq!(orders.len(), 150, "the stock sold out, exactly");
+    assert_eq!(app.redis_sold(&sku).await, 150);
+    let mut places = HashSet::new();
+    for (place, order) in &orders {
+        assert!(places.insert(*place), "place {place} bought twice");
+        assert!(
+            !late(*place),
+            "place {place} bought after its admission lapsed"
+        );
+        let created =
+            chrono::DateTime::parse_from_rfc3339(order["created_at"].as_str().expect("created_at"))
+                .expect("RFC 3339")
+                .timestamp_millis();
+        let admitted = queue.schedule.admit_time(*place).expect("admitting");
+        assert!(
+            (admitted..admitted + 1_000).contains(&created),
+            "place {place} bought at {created}, admitted {admitted}-{}",
+            admitted + 1_000
+        );
+    }
+    app.cleanup().await;
+}
