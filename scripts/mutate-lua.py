@@ -57,7 +57,8 @@ NATS_BINARY = os.path.join(os.environ.get("FLASHSALE_STATE_DIR", "/var/tmp/flash
 # The API test modules that run each script's rules.
 TESTS = {
     "purchase.lua": ["script::", "orders::", "seed::", "round_trips::", "lifecycle::",
-                     "order_reads::", "upgrade::"],
+                     "order_reads::", "upgrade::", "queue::"],
+    "queue.lua": ["queue::", "page::a_queued"],
     "transition.lua": ["lifecycle::", "events::cancelling", "recovery::", "order_reads::"],
     "order_moves.lua": ["lifecycle::", "events::", "recovery::", "upgrade::"],
     "restore.lua": ["recovery::", "reliability::", "upgrade::", "lifecycle::a_rebuilt"],
@@ -66,7 +67,7 @@ TESTS = {
     "read_orders.lua": ["order_reads::", "seed::"],
     "relay_lease.lua": ["events::", "durable::"],
     "prelude.lua": ["script::", "orders::", "lifecycle::", "recovery::", "archive::",
-                    "order_reads::", "sales::", "events::"],
+                    "order_reads::", "sales::", "events::", "queue::"],
 }
 
 OPPOSITE = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "~=", "~=": "=="}
