@@ -227,6 +227,19 @@ async fn a_join_outside_the_line_is_refused_with_its_reason() {
         (404, Some("sale_not_found"))
     );
 
+    // Ended early by the operator: no more joins.
+    let ended = unique("queue-ended");
+    app.create_sale(&ended, queued_sale(5, now_ms() - 1_000, 10, 30))
+        .await;
+    assert_eq!(join(&app, &ended, "before-the-end").await.0, 201);
+    let end = admin_post(&app, &format!("/v1/sales/{ended}/end"), json!({})).await;
+    assert_eq!(end.status().as_u16(), 200);
+    let (status, body) = join(&app, &ended, "after-the-end").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("sale_not_open"))
+    );
+
     // Sold out: everyone still in line stops waiting.
     let open = unique("queue-soldout");
     app.create_sale(&open, queued_sale(1, now_ms() - 1_000, 1_000, 30))
@@ -778,6 +791,65 @@ async fn a_stampede_in_line_buys_only_inside_admissions_and_never_past_the_stock
             (admitted..admitted + 1_000).contains(&created),
             "place {place} bought at {created}, admitted {admitted}-{}",
             admitted + 1_000
+        );
+    }
+    app.cleanup().await;
+}
+
+/// A join is decided only on a copy of the sale this Redis primary wrote: one another primary
+/// wrote (a failover's replica, a restart from a dump) is rebuilt from JetStream first, as for
+/// a purchase; and no place is handed out above the ceiling JetStream recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_trust_only_this_primarys_copy_and_stay_below_the_recorded_ceiling() {
+    let app = spawn_app().await;
+    let sku = unique("queue-copy");
+    app.create_sale(&sku, queued_sale(5, now_ms() - 1_000, 10, 30))
+        .await;
+    let mut redis = app.redis.clone();
+    let _: () = redis::cmd("HSET")
+        .arg(app.key(&sku, "sale"))
+        .arg("primary")
+        .arg("elsewhere/2")
+        .query_async(&mut redis)
+        .await
+        .expect("HSET");
+    assert_eq!(join(&app, &sku, "after-a-failover").await.0, 201);
+    let primary = app.redis_hget(&sku, "sale", "primary").await;
+    assert_ne!(
+        primary.as_deref(),
+        Some("elsewhere/2"),
+        "the copy was rebuilt first"
+    );
+
+    // Around the first reservation (1,000 places): never a place above the ceiling.
+    let line = unique("queue-ceiling");
+    app.create_sale(&line, queued_sale(5, now_ms() - 1_000, 10, 30))
+        .await;
+    let buyers = users(&line, 1_003);
+    futures::stream::iter(&buyers[..995])
+        .for_each_concurrent(50, |user| {
+            let (app, line) = (&app, &line);
+            async move {
+                assert_eq!(join(app, line, user).await.0, 201);
+            }
+        })
+        .await;
+    for user in &buyers[995..] {
+        assert_eq!(join(&app, &line, user).await.0, 201);
+        let field = |name| {
+            let app = &app;
+            let line = &line;
+            async move {
+                app.redis_hget(line, "sale", name)
+                    .await
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("a counter")
+            }
+        };
+        let (next, ceiling) = (field("q_next").await, field("q_ceiling").await);
+        assert!(
+            next <= ceiling,
+            "place {next} handed out above the ceiling {ceiling}"
         );
     }
     app.cleanup().await;
