@@ -63,6 +63,46 @@ async fn queue_in_redis(app: &TestApp, sku: &str) -> Queue {
     Queue::decode(&text).expect("a queue field the service wrote")
 }
 
+/// `purchase.lua` called directly on the sale with its `queue` field set to `queue`: each
+/// purchase's outcome (`created`, or its reply's words).
+async fn purchase_on_queue(
+    app: &TestApp,
+    sku: &str,
+    queue: String,
+    batch: Vec<(&'static str, &'static str)>,
+) -> Vec<String> {
+    let mut redis = app.redis.clone();
+    let _: () = redis::cmd("HSET")
+        .arg(app.key(sku, "sale"))
+        .arg("queue")
+        .arg(queue)
+        .query_async(&mut redis)
+        .await
+        .expect("HSET");
+    let script = redis::Script::new(&crate::helpers::lua_source("purchase.lua"));
+    let mut call = script.prepare_invoke();
+    for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
+        call.key(app.key(sku, name));
+    }
+    call.arg(600);
+    for (user, listing) in &batch {
+        call.arg(*user).arg(1).arg("").arg(*listing);
+    }
+    let (_, answered_at, answers): (Vec<redis::Value>, Vec<usize>, Vec<Vec<redis::Value>>) =
+        call.invoke_async(&mut redis).await.expect("EVALSHA");
+    let text = |v: &redis::Value| redis::from_redis_value_ref::<String>(v).unwrap_or_default();
+    (0..batch.len())
+        .map(|i| {
+            answered_at
+                .iter()
+                .position(|&at| at == i + 1)
+                .map_or("created".to_owned(), |k| {
+                    answers[k].iter().map(text).collect::<Vec<_>>().join(" ")
+                })
+        })
+        .collect()
+}
+
 /// Kendall's rank correlation of two orderings of the same items.
 fn kendall_tau(pairs: &[(f64, f64)]) -> f64 {
     let (mut concordant, mut discordant) = (0i64, 0i64);
@@ -217,6 +257,21 @@ async fn a_join_outside_the_line_is_refused_with_its_reason() {
     assert!((7_000..=7_200).contains(&retry_after), "{retry_after}");
     assert_eq!(error_of(response).await, (409, "queue_not_open".into()));
 
+    // A line that opens a week before its sale: the week is counted to the millisecond.
+    let week = unique("queue-week");
+    let week_secs = 7 * 86_400;
+    app.create_sale(
+        &week,
+        json!({"stock": 1, "starts_at": format_time(now_ms() + (week_secs + 300) * 1000),
+               "queue": {"admit_per_sec": 5, "opens_before_secs": week_secs, "admission_secs": 30}}),
+    )
+    .await;
+    let (status, body) = join(&app, &week, "a-week-early").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("queue_not_open"))
+    );
+
     let plain = unique("queue-none");
     app.create_sale(&plain, json!({"stock": 1})).await;
     let (status, body) = join(&app, &plain, "u").await;
@@ -309,6 +364,17 @@ async fn a_purchase_needs_the_buyers_own_token_and_an_admitted_place() {
     .await;
     let response = buy_with(&app, &sku, "alice", Some(&alice_token)).await;
     assert_eq!(response.status().as_u16(), 201, "admitted: she buys");
+    // Her order is on her list, as any buyer's is.
+    let listed = crate::helpers::admin_get(&app, &format!("/v1/sales/{sku}/orders?user_id=alice"))
+        .await
+        .json::<Value>()
+        .await
+        .expect("orders");
+    assert_eq!(
+        listed["orders"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
     app.cleanup().await;
 }
 
@@ -429,42 +495,9 @@ async fn the_purchase_script_admits_by_the_schedule_on_its_own() {
     // One place a second since 10 s ago, each admitted for 3 s: place 5 lapsed 2 s ago,
     // place 9 was admitted a second ago, place 11 comes in a second.
     let start = redis_now - 10_000;
+    // Each admission lasts 3 s.
     let purchase = |schedule: String, batch: Vec<(&'static str, &'static str)>| {
-        let (app, sku) = (&app, &sku);
-        async move {
-            let mut redis = app.redis.clone();
-            let _: () = redis::cmd("HSET")
-                .arg(app.key(sku, "sale"))
-                .arg("queue")
-                .arg(format!("1;3600;3;{schedule}"))
-                .query_async(&mut redis)
-                .await
-                .expect("HSET");
-            let script = redis::Script::new(&crate::helpers::lua_source("purchase.lua"));
-            let mut call = script.prepare_invoke();
-            for name in ["sale", "orders", "buyers", "outbox", "deadlines"] {
-                call.key(app.key(sku, name));
-            }
-            call.arg(600);
-            for (user, listing) in &batch {
-                call.arg(*user).arg(1).arg("").arg(*listing);
-            }
-            let (_, answered_at, answers): (Vec<redis::Value>, Vec<usize>, Vec<Vec<redis::Value>>) =
-                call.invoke_async(&mut redis).await.expect("EVALSHA");
-            (0..batch.len())
-                .map(|i| {
-                    let text = |v: &redis::Value| {
-                        redis::from_redis_value_ref::<String>(v).unwrap_or_default()
-                    };
-                    answered_at
-                        .iter()
-                        .position(|&at| at == i + 1)
-                        .map_or("created".to_owned(), |k| {
-                            answers[k].iter().map(text).collect::<Vec<_>>().join(" ")
-                        })
-                })
-                .collect::<Vec<String>>()
-        }
+        purchase_on_queue(&app, &sku, format!("1;3600;3;{schedule}"), batch)
     };
     let outcomes = purchase(
         format!("{start}:1"),
@@ -486,6 +519,28 @@ async fn the_purchase_script_admits_by_the_schedule_on_its_own() {
             format!("not_admitted {}", start + 11_000),
             "created".to_owned(),
         ]
+    );
+    // Paused 5 s ago, exactly when place 5 was admitted: it was admitted (and has lapsed
+    // since), place 6 has no time.
+    assert_eq!(
+        purchase(
+            format!("{start}:1,{}:0", start + 5_000),
+            vec![("at-the-pause", "1@5"), ("after-the-pause", "1@6")]
+        )
+        .await,
+        ["admission_expired".to_owned(), "not_admitted ".to_owned()]
+    );
+    // A day's admission is counted to the millisecond: admitted a day and 10 s ago, lapsed.
+    let day_ago = redis_now - 86_410_000;
+    assert_eq!(
+        purchase_on_queue(
+            &app,
+            &sku,
+            format!("1;3600;86400;{}:1", day_ago - 1_000),
+            vec![("a-day-late", "1@1")]
+        )
+        .await,
+        ["admission_expired".to_owned()]
     );
     // Paused half a second ago: place 11 has no time, place 9 still buys in its window.
     let outcomes = purchase(
