@@ -14,6 +14,7 @@ pub mod queue_tokens;
 pub mod rate_limit;
 pub mod sales;
 pub mod seed;
+pub mod signing;
 pub mod tickets;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};

@@ -11,7 +11,7 @@ use crate::http::AppState;
 use crate::http::auth::Admin;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::orders::buyer;
-use crate::operations::JoinAnswer;
+use crate::operations::{JoinAnswer, QueueSwitch};
 
 /// Body of `POST /v1/sales/{sku}/queue`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -126,7 +126,12 @@ pub async fn pause(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    Ok(HttpResponse::Ok().json(state.operations.switch_queue(&sku, false).await?))
+    Ok(HttpResponse::Ok().json(
+        state
+            .operations
+            .switch_queue(&sku, QueueSwitch::Pause)
+            .await?,
+    ))
 }
 
 /// `POST /v1/sales/{sku}/queue/resume` (admin): admission goes on from the place it stood at,
@@ -149,5 +154,10 @@ pub async fn resume(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku)?;
-    Ok(HttpResponse::Ok().json(state.operations.switch_queue(&sku, true).await?))
+    Ok(HttpResponse::Ok().json(
+        state
+            .operations
+            .switch_queue(&sku, QueueSwitch::Resume)
+            .await?,
+    ))
 }

@@ -5,15 +5,9 @@
 //! base64url HMAC-SHA256, under FLASHSALE_QUEUE_KEY, of everything before the last dot.
 //! Checking one costs Redis nothing; neither key nor token is logged.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::domain::queue::Place;
 use crate::domain::{Sku, UserId};
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::http::signing::{self, SignatureError};
 
 /// Why a queue token was refused (all 401 `invalid_queue_token`: the details are for the
 /// tests, not for a forger).
@@ -58,8 +52,7 @@ impl QueueTokens {
     /// The place a token gives `user` in the line of `sku`.
     pub fn verify(&self, token: &[u8], user: &UserId, sku: &Sku) -> Result<Place, QueueTokenError> {
         let key = self.key.as_deref().ok_or(QueueTokenError::NoKey)?;
-        let token = std::str::from_utf8(token).map_err(|_| QueueTokenError::Malformed)?;
-        let (signed, mac) = token.rsplit_once('.').ok_or(QueueTokenError::Malformed)?;
+        let (signed, mac) = signing::split(token).ok_or(QueueTokenError::Malformed)?;
         let mut fields = signed.split('.');
         let (Some("q1"), Some(token_user), Some(token_sku), Some(line), Some(place), None) = (
             fields.next(),
@@ -71,20 +64,15 @@ impl QueueTokens {
         ) else {
             return Err(QueueTokenError::Malformed);
         };
-        let mac = URL_SAFE_NO_PAD
-            .decode(mac)
-            .map_err(|_| QueueTokenError::Malformed)?;
-        let mut expected = HmacSha256::new_from_slice(key).map_err(|_| QueueTokenError::NoKey)?;
-        expected.update(signed.as_bytes());
-        // Constant time: timing tells a forger nothing about how much of a guess was right.
-        expected
-            .verify_slice(&mac)
-            .map_err(|_| QueueTokenError::Forged)?;
+        signing::check(key, signed, mac).map_err(|e| match e {
+            SignatureError::Malformed => QueueTokenError::Malformed,
+            SignatureError::Forged => QueueTokenError::Forged,
+        })?;
         // Signed by this service from here on.
         if token_sku != sku.as_str() {
             return Err(QueueTokenError::OtherSale);
         }
-        if token_user != URL_SAFE_NO_PAD.encode(user.as_str()) {
+        if token_user != signing::encoded_user(user.as_str()) {
             return Err(QueueTokenError::OtherUser);
         }
         Ok(Place {
@@ -95,18 +83,10 @@ impl QueueTokens {
 }
 
 fn sign(key: &[u8], user: &str, sku: &str, place: Place) -> String {
-    let signed = format!(
-        "q1.{}.{sku}.{}.{}",
-        URL_SAFE_NO_PAD.encode(user),
-        place.line,
-        place.place
-    );
-    // HMAC takes a key of any length.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(signed.as_bytes());
-    format!(
-        "{signed}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    let user = signing::encoded_user(user);
+    signing::signed(
+        key,
+        format!("q1.{user}.{sku}.{}.{}", place.line, place.place),
     )
 }
 

@@ -4,14 +4,8 @@
 //! HMAC-SHA256, under FLASHSALE_TICKET_KEY, of everything before the last dot. The MAC is
 //! compared in constant time (`hmac`'s `verify_slice`); neither key nor ticket is logged.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::domain::{Sku, UserId};
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::http::signing::{self, SignatureError};
 
 /// Why a ticket was refused (all are 401 `invalid_ticket` to the caller: the details are for
 /// the tests, not for a forger).
@@ -79,8 +73,7 @@ impl Tickets {
 
 /// Checks a ticket for a purchase of `sku` at `now_secs`; the buyer it names.
 pub fn verify(key: &[u8], ticket: &[u8], sku: &Sku, now_secs: i64) -> Result<UserId, TicketError> {
-    let ticket = std::str::from_utf8(ticket).map_err(|_| TicketError::Malformed)?;
-    let (signed, mac) = ticket.rsplit_once('.').ok_or(TicketError::Malformed)?;
+    let (signed, mac) = signing::split(ticket).ok_or(TicketError::Malformed)?;
     let mut fields = signed.split('.');
     let (Some("v1"), Some(user), Some(ticket_sku), Some(expires), None) = (
         fields.next(),
@@ -91,15 +84,10 @@ pub fn verify(key: &[u8], ticket: &[u8], sku: &Sku, now_secs: i64) -> Result<Use
     ) else {
         return Err(TicketError::Malformed);
     };
-    let mac = URL_SAFE_NO_PAD
-        .decode(mac)
-        .map_err(|_| TicketError::Malformed)?;
-    let mut expected = HmacSha256::new_from_slice(key).map_err(|_| TicketError::NoKey)?;
-    expected.update(signed.as_bytes());
-    // Constant time: timing tells a forger nothing about how much of a guess was right.
-    expected
-        .verify_slice(&mac)
-        .map_err(|_| TicketError::Forged)?;
+    signing::check(key, signed, mac).map_err(|e| match e {
+        SignatureError::Malformed => TicketError::Malformed,
+        SignatureError::Forged => TicketError::Forged,
+    })?;
     // Signed by the storefront from here on: the rest can be trusted to be what it sent.
     let expires: i64 = expires.parse().map_err(|_| TicketError::Malformed)?;
     if expires <= now_secs {
@@ -108,23 +96,15 @@ pub fn verify(key: &[u8], ticket: &[u8], sku: &Sku, now_secs: i64) -> Result<Use
     if ticket_sku != sku.as_str() {
         return Err(TicketError::OtherSale);
     }
-    let user = URL_SAFE_NO_PAD
-        .decode(user)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or(TicketError::Malformed)?;
+    let user = signing::decoded_user(user).ok_or(TicketError::Malformed)?;
     UserId::parse(user).map_err(|_| TicketError::Malformed)
 }
 
 /// A ticket, as a storefront signs one (tests, tools, docs/storefront.md's example).
 pub fn sign(key: &[u8], user: &str, sku: &str, expires: i64) -> String {
-    let signed = format!("v1.{}.{sku}.{expires}", URL_SAFE_NO_PAD.encode(user));
-    // HMAC takes a key of any length.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(signed.as_bytes());
-    format!(
-        "{signed}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    signing::signed(
+        key,
+        format!("v1.{}.{sku}.{expires}", signing::encoded_user(user)),
     )
 }
 

@@ -29,7 +29,7 @@ mod queue;
 pub use crate::domain::order::LISTED_ORDERS;
 pub use crate::store::Listing;
 pub use errors::{OperationError, Unanswered};
-pub use queue::JoinAnswer;
+pub use queue::{JoinAnswer, QueueSwitch};
 
 pub struct Operations {
     store: Sales,
@@ -282,24 +282,17 @@ impl Operations {
         switch: Switch,
     ) -> Result<Sale, OperationError<SaleRefusal>> {
         let ended = switch == Switch::End;
-        let definition = self
-            .definition(sku)
-            .await?
-            .ok_or(OperationError::Refused(SaleRefusal::SaleNotFound))?;
-        if definition.archived.is_some() {
-            return Err(OperationError::Refused(SaleRefusal::SaleArchived));
-        }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let settings = SaleSettings {
-            ended_at: ended.then(|| definition.ended_at.unwrap_or(now_ms)),
-            ..definition.settings()
-        };
-        let (sale, _) = self
-            .recovery
-            .put_sale(sku, &settings, EarlyEnd::AsSettingsSay)
+        let (sale, definition) = self
+            .change_definition(sku, |definition| {
+                Ok(SaleSettings {
+                    ended_at: ended.then(|| definition.ended_at.unwrap_or(now_ms)),
+                    ..definition.settings()
+                })
+            })
             .await?;
-        self.lines.forget(sku);
-        if definition.ended_at != settings.ended_at {
+        let settings_ended_at = sale.ended_at.is_some();
+        if definition.ended_at.is_some() != settings_ended_at {
             log::info!(
                 "sale {sku} {}",
                 if ended { "ended early" } else { "reopened" }
@@ -312,6 +305,30 @@ impl Operations {
             self.sale_changes.restocked(sku).await;
         }
         Ok(sale)
+    }
+
+    /// Records a new revision of a running sale's definition (an end, a reopen, a pause, a
+    /// resume): `change` makes its settings from the definition as it stands. Returns the
+    /// sale as Redis then holds it, and the definition it changed.
+    async fn change_definition(
+        &self,
+        sku: &Sku,
+        change: impl FnOnce(&SaleDefinition) -> Result<SaleSettings, SaleRefusal>,
+    ) -> Result<(Sale, SaleDefinition), OperationError<SaleRefusal>> {
+        let definition = self
+            .definition(sku)
+            .await?
+            .ok_or(OperationError::Refused(SaleRefusal::SaleNotFound))?;
+        if definition.archived.is_some() {
+            return Err(OperationError::Refused(SaleRefusal::SaleArchived));
+        }
+        let settings = change(&definition).map_err(OperationError::Refused)?;
+        let (sale, _) = self
+            .recovery
+            .put_sale(sku, &settings, EarlyEnd::AsSettingsSay)
+            .await?;
+        self.lines.forget(sku);
+        Ok((sale, definition))
     }
 
     async fn definition(&self, sku: &Sku) -> Result<Option<SaleDefinition>, StoreError> {

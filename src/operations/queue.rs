@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use super::{OperationError, Operations, Unanswered};
 use crate::domain::queue::{Admission, Place, Queue};
 use crate::domain::refusal::{PurchaseRefusal, QueueRefusal, SaleRefusal};
-use crate::domain::sale::{EarlyEnd, Sale, SaleSettings};
+use crate::domain::sale::{Sale, SaleSettings};
 use crate::domain::{Sku, UserId};
 use crate::recovery::{Absent, RecoveryError};
 use crate::store::{JoinReply, Joined, Reservation, StoreError};
@@ -269,31 +269,21 @@ impl Operations {
     pub async fn switch_queue(
         &self,
         sku: &Sku,
-        resume: bool,
+        switch: QueueSwitch,
     ) -> Result<Sale, OperationError<SaleRefusal>> {
-        let definition = self
-            .definition(sku)
-            .await?
-            .ok_or(OperationError::Refused(SaleRefusal::SaleNotFound))?;
-        if definition.archived.is_some() {
-            return Err(OperationError::Refused(SaleRefusal::SaleArchived));
-        }
-        let queue = definition
-            .queue
-            .as_ref()
-            .ok_or(OperationError::Refused(SaleRefusal::NoQueue))?;
-        let switched = queue
-            .switched(resume, local_ms())
-            .ok_or(OperationError::Refused(SaleRefusal::ScheduleFull))?;
-        let settings = SaleSettings {
-            queue: Some(switched),
-            ..definition.settings()
-        };
+        let resume = switch == QueueSwitch::Resume;
         let (sale, _) = self
-            .recovery
-            .put_sale(sku, &settings, EarlyEnd::AsSettingsSay)
+            .change_definition(sku, |definition| {
+                let queue = definition.queue.as_ref().ok_or(SaleRefusal::NoQueue)?;
+                let switched = queue
+                    .switched(resume, local_ms())
+                    .ok_or(SaleRefusal::ScheduleFull)?;
+                Ok(SaleSettings {
+                    queue: Some(switched),
+                    ..definition.settings()
+                })
+            })
             .await?;
-        self.lines.forget(sku);
         log::info!(
             "sale {sku}: queue {}",
             if resume { "resumed" } else { "paused" }
@@ -301,6 +291,13 @@ impl Operations {
         self.sale_changes.state_changed(sku).await;
         Ok(sale)
     }
+}
+
+/// What [`Operations::switch_queue`] does to a sale's admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueSwitch {
+    Pause,
+    Resume,
 }
 
 fn answer(reply: &JoinReply) -> JoinAnswer {

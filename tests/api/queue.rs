@@ -792,7 +792,7 @@ async fn a_stampede_in_line_buys_only_inside_admissions_and_never_past_the_stock
     let deadline = now_ms() + 5_000;
     // Each buyer tries every 50 ms until it bought, its admission lapsed, or time is up;
     // every third comes back only after its admission lapsed, and must buy nothing.
-    let late = |place: u64| place % 3 == 0;
+    let late = |place: u64| place.is_multiple_of(3);
     let orders: Vec<(u64, Value)> = futures::stream::iter(&joined)
         .map(|(user, place, token)| {
             let (app, sku, queue) = (&app, &sku, &queue);
