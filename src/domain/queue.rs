@@ -308,6 +308,31 @@ mod tests {
     }
 
     #[test]
+    fn settings_keep_their_bounds() {
+        let settings = |admit_per_sec, opens_before_secs, admission_secs| QueueSettings {
+            admit_per_sec,
+            opens_before_secs,
+            admission_secs,
+        };
+        for valid in [
+            settings(1, 0, 1),
+            settings(100_000, 604_800, 86_400),
+            settings(200, 900, 300),
+        ] {
+            assert_eq!(valid.checked(), Ok(valid));
+        }
+        for invalid in [
+            settings(0, 0, 1),
+            settings(100_001, 0, 1),
+            settings(1, 604_801, 1),
+            settings(1, 0, 0),
+            settings(1, 0, 86_401),
+        ] {
+            assert!(invalid.checked().is_err(), "{invalid:?}");
+        }
+    }
+
+    #[test]
     fn places_are_admitted_at_the_rate_from_the_start() {
         let s = schedule(&[(10_000, 200)]);
         assert_eq!(s.admitted(9_000), 0);
@@ -392,6 +417,13 @@ mod tests {
         assert!(paused.paused());
         let still = Queue::put(settings, Some(&paused), Some(100_000), 170_000);
         assert_eq!(still.schedule, paused.schedule);
+        // Paused before the start: a PUT then keeps it paused, and moves the start.
+        let held = fresh.switched(false, 2_000).expect("room");
+        assert_eq!(held.schedule, schedule(&[(100_000, 0)]));
+        let moved = Queue::put(settings, Some(&held), Some(120_000), 3_000);
+        assert_eq!(moved.schedule, schedule(&[(120_000, 0)]));
+        let unpaused = Queue::put(faster, Some(&fresh), Some(120_000), 3_000);
+        assert_eq!(unpaused.schedule, schedule(&[(120_000, 20)]));
         let resumed = still.switched(true, 180_000).expect("room");
         assert_eq!(resumed.schedule.rate(), 10);
         assert_eq!(Queue::decode(&resumed.encode()), Some(resumed));

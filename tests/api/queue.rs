@@ -909,3 +909,15 @@ async fn joins_trust_only_this_primarys_copy_and_stay_below_the_recorded_ceiling
     }
     app.cleanup().await;
 }
+
+/// Without FLASHSALE_QUEUE_KEY no token could be signed: a PUT with a queue is refused, one
+/// without takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_needs_the_key_its_tokens_are_signed_with() {
+    let app = crate::helpers::spawn_app_with(|settings| settings.http.queue_key = None).await;
+    let sku = unique("queue-keyless");
+    let response = app.put_sale(&sku, queued_sale(5, now_ms(), 10, 30)).await;
+    assert_eq!(error_of(response).await, (400, "invalid_request".into()));
+    app.create_sale(&sku, json!({"stock": 5})).await;
+    app.cleanup().await;
+}
