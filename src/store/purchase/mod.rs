@@ -214,13 +214,16 @@ impl Store {
                         .idempotency_key
                         .as_ref()
                         .map_or("", IdempotencyKey::as_str),
-                )
-                .arg(match (request.listing, request.place) {
-                    (Listing::Listed, None) => "1".to_owned(),
-                    (Listing::Unlisted, None) => "0".to_owned(),
-                    (Listing::Listed, Some(place)) => format!("1@{place}"),
-                    (Listing::Unlisted, Some(place)) => format!("0@{place}"),
-                });
+                );
+            let listing = match request.listing {
+                Listing::Listed => "1",
+                Listing::Unlisted => "0",
+            };
+            // A queued buyer's place follows (`purchase.lua`, ARGV); only then a new string.
+            match request.place {
+                None => call.arg(listing),
+                Some(place) => call.arg(format!("{listing}@{place}")),
+            };
         }
 
         let mut redis = match self.redis.writer().await {
