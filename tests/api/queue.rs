@@ -103,6 +103,14 @@ async fn purchase_on_queue(
         .collect()
 }
 
+/// An app on a Redis of the test's own (one server, whatever the topology of the pass).
+async fn app_on(redis: &LosableRedis) -> TestApp {
+    let mut settings = crate::helpers::test_settings();
+    settings.redis.url = redis.url();
+    settings.redis.cluster = false;
+    crate::helpers::spawn_app_from(settings).await
+}
+
 /// Kendall's rank correlation of two orderings of the same items.
 fn kendall_tau(pairs: &[(f64, f64)]) -> f64 {
     let (mut concordant, mut discordant) = (0i64, 0i64);
@@ -559,10 +567,7 @@ async fn the_purchase_script_admits_by_the_schedule_on_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_buyers_are_turned_away_without_a_script_call() {
     let redis = LosableRedis::start().await;
-    let mut settings = crate::helpers::test_settings();
-    settings.redis.url = redis.url();
-    settings.redis.cluster = false;
-    let app = crate::helpers::spawn_app_from(settings).await;
+    let app = app_on(&redis).await;
     let sku = unique("queue-gate");
     // One place a second from the start: place 1 comes in a second, the others later.
     app.create_sale(&sku, queued_sale(10, now_ms(), 1, 60))
@@ -618,10 +623,7 @@ async fn early_buyers_are_turned_away_without_a_script_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_loss_mid_queue_gives_no_place_twice_and_honours_every_token() {
     let mut redis = LosableRedis::start().await;
-    let mut settings = crate::helpers::test_settings();
-    settings.redis.url = redis.url();
-    settings.redis.cluster = false;
-    let app = crate::helpers::spawn_app_from(settings).await;
+    let app = app_on(&redis).await;
     let sku = unique("queue-loss");
     app.create_sale(&sku, queued_sale(1_000, now_ms(), 100, 60))
         .await;
