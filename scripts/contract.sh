@@ -129,10 +129,6 @@ with open(config, "w") as out:
     # gated pass buy nothing at 0.5, and an open pass warned that pause answered 404 to
     # nearly every call when it named one of two sales half the time); the rest are fuzzed.
     out.write('"path.sku" = { dictionary = "sales", probability = 0.9 }\n')
-    # Pause and resume answer 404 to every fuzzed sku and 409 to the plain sale: schemathesis
-    # warns (and fails) that they never reach the core; tests/api/queue.rs holds them.
-    for path in ("/v1/sales/{sku}/queue/pause", "/v1/sales/{sku}/queue/resume"):
-        out.write('\n[[operations]]\ninclude-path = "%s"\nenabled = false\n' % path)
     if ticket_key:
         # Purchases signed for one buyer: most fuzzed ones carry the ticket and its user_id,
         # so the gate lets some through to the core instead of refusing every one.
@@ -148,6 +144,10 @@ with open(config, "w") as out:
         # /kill carries no ticket, so with tickets required it answers 401 to every call, as
         # documented (and tested in tickets::); the open pass fuzzes it.
         out.write('\n[[operations]]\ninclude-path = "/kill"\nenabled = false\n')
+    # Pause and resume answer 404 to every fuzzed sku and 409 to the plain sale: schemathesis
+    # warns (and fails) that they never reach the core; tests/api/queue.rs holds them.
+    for path in ("/v1/sales/{sku}/queue/pause", "/v1/sales/{sku}/queue/resume"):
+        out.write('\n[[operations]]\ninclude-path = "%s"\nenabled = false\n' % path)
 PY
 
   log "$name: schemathesis against $base"
